@@ -1,0 +1,84 @@
+# Portico — build, run, test. See README.md.
+#   make            release build: build/portico
+#   make run        install deps, build, start quickstart (demo upstreams included)
+#   make test       install deps, build, run every test (unit, integration, ASan+UBSan, fuzz)
+#   make asan       ASan+UBSan build in build/asan/
+#   make unit       unit tests (ASan build)
+#   make fuzz       libFuzzer drivers (clang) for a bounded time (FUZZ_SECONDS each)
+
+CC      ?= cc
+BUILD   ?= build
+OPT     ?= -O2 -g
+SAN     ?=
+WARN     = -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
+CFLAGS_ALL = -std=c17 -D_GNU_SOURCE -pthread $(WARN) $(OPT) $(SAN) -Isrc -MMD -MP $(EXTRA_CFLAGS)
+LIBS     = -lyaml -lpcre2-8 -pthread
+FUZZ_SECONDS ?= 30
+PYTHON  ?= /usr/bin/python3
+
+LIB_SRC  := $(shell find src -name '*.c' ! -path 'src/cli/*' | sort)
+CLI_SRC  := $(shell find src/cli -name '*.c' | sort)
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+.PHONY: all run test deps asan unit unit-run integration fuzz bench clean check-config
+
+all: $(BUILD)/portico
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+$(BUILD)/libportico.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/portico: $(CLI_OBJ) $(BUILD)/libportico.a
+	$(CC) $(CFLAGS_ALL) -o $@ $(CLI_OBJ) $(BUILD)/libportico.a $(LIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libportico.a tests/unit/testlib.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Itests/unit -o $@ $< $(BUILD)/libportico.a $(LIBS)
+
+unit-bins: $(UNIT_BIN)
+
+# Runs every unit test binary of $(BUILD); fails if any fails.
+unit-run: $(UNIT_BIN)
+	@rc=0; for t in $(UNIT_BIN); do $$t || rc=1; done; exit $$rc
+
+deps:
+	@scripts/install-deps.sh
+
+asan:
+	$(MAKE) BUILD=build/asan OPT="-O1 -g -fno-omit-frame-pointer" \
+	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" build/asan/portico
+
+unit:
+	$(MAKE) BUILD=build/asan OPT="-O1 -g -fno-omit-frame-pointer" \
+	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" unit-run
+
+integration: asan all
+	cd tests/integration && PORTICO_BIN=$(CURDIR)/build/asan/portico $(PYTHON) -m pytest -q -p no:cacheprovider .
+
+fuzz:
+	@tests/fuzz/run.sh $(FUZZ_SECONDS)
+
+test: deps
+	$(MAKE) all
+	$(MAKE) unit
+	$(MAKE) integration
+	$(MAKE) fuzz
+
+run: deps all
+	@examples/run-quickstart.sh $(BUILD)/portico
+
+bench: all
+	bench/compare
+
+clean:
+	rm -rf build
+
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)

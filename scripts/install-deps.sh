@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# install-deps.sh — installs the Debian 12 packages Portico needs to build,
+# test and benchmark. Idempotent: installs only what is missing, and skips
+# apt entirely when everything is present. Must run as root (or via sudo).
+set -euo pipefail
+
+PKGS=(
+  # build
+  build-essential clang libclang-rt-14-dev llvm
+  libyaml-dev libpcre2-dev
+  # tests
+  python3 python3-pytest python3-requests curl
+  # benchmarks (bench/compare)
+  wrk nginx-light haproxy
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "install-deps: installing: ${missing[*]}"
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+# nginx/haproxy packages start system services; the project never uses them.
+for svc in nginx haproxy; do
+  if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true; fi
+done

@@ -1,0 +1,617 @@
+/* config.c — walks the YAML node tree against the schema (docs/configuration.md)
+ * and fills a pt_config: defaults, validation with positions, address
+ * resolution, upstreams and plugin lists. Routes live in config_routes.c.
+ * Also builds the minimal config of `portico proxy`. */
+#include "config/config.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config/config_int.h"
+#include "proxy/plugin.h"
+
+#define PT_CONFIG_MAX_FILE (4u << 20)
+
+const pt_conf_node *pt_conf_opt(const pt_conf_node *map, const char *key)
+{
+    const pt_conf_node *n = pt_conf_get(map, key);
+    return (n && n->kind != PT_NODE_NULL) ? n : NULL;
+}
+
+/* ---------------------------------------------------------------- addresses */
+
+typedef struct {
+    char host[256];  /* without brackets; empty for a wildcard listener */
+    bool bracketed;  /* written as [v6]:port */
+    uint16_t port;
+} host_port;
+
+/* Splits "host:port" or "[v6]:port" (and, when `wildcard_ok`, "*:port" or
+ * ":port" meaning every IPv4 address). Returns NULL, or a static message. */
+static const char *split_host_port(const char *s, bool wildcard_ok, host_port *hp)
+{
+    memset(hp, 0, sizeof(*hp));
+    const char *port_str;
+    size_t host_len;
+    const char *host;
+    if (s[0] == '[') {
+        const char *close = strchr(s, ']');
+        if (!close) return "missing ']' after an IPv6 address";
+        host = s + 1;
+        host_len = (size_t)(close - host);
+        if (host_len == 0) return "empty IPv6 address";
+        if (close[1] != ':') return "expected HOST:PORT (missing ':PORT' after ']')";
+        port_str = close + 2;
+        hp->bracketed = true;
+    } else {
+        const char *colon = strrchr(s, ':');
+        if (!colon) return "expected HOST:PORT (missing ':PORT')";
+        if (memchr(s, ':', (size_t)(colon - s))) return "IPv6 addresses must be in brackets, e.g. [::1]:8080";
+        host = s;
+        host_len = (size_t)(colon - s);
+        port_str = colon + 1;
+        if (host_len == 1 && host[0] == '*') host_len = 0;
+        if (host_len == 0 && !wildcard_ok) return "missing host in HOST:PORT";
+    }
+    if (host_len >= sizeof(hp->host)) return "host name too long";
+    for (size_t i = 0; i < host_len; i++)
+        if ((unsigned char)host[i] <= ' ' || host[i] == 0x7f || host[i] == '/' || host[i] == '[' || host[i] == ']')
+            return "invalid character in host";
+    memcpy(hp->host, host, host_len);
+    hp->host[host_len] = '\0';
+    unsigned long port = 0;
+    size_t digits = 0;
+    while (port_str[digits] >= '0' && port_str[digits] <= '9' && digits < 6)
+        port = port * 10 + (unsigned long)(port_str[digits++] - '0');
+    if (digits == 0 || port_str[digits] != '\0' || port < 1 || port > 65535)
+        return "invalid port (expected 1..65535)";
+    hp->port = (uint16_t)port;
+    return NULL;
+}
+
+/* Resolves hp into addr->ss (first getaddrinfo result). Listeners use
+ * AI_PASSIVE; an empty host (wildcard) binds 0.0.0.0. Returns NULL or a
+ * message in `err`. */
+static bool resolve_host_port(const host_port *hp, bool passive, pt_conf_addr *addr, char *err, size_t errcap)
+{
+    struct addrinfo hints = {0}, *res = NULL;
+    hints.ai_family = hp->host[0] ? AF_UNSPEC : AF_INET;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
+    char port[8];
+    snprintf(port, sizeof(port), "%u", (unsigned)hp->port);
+    int rc = getaddrinfo(hp->host[0] ? hp->host : NULL, port, &hints, &res);
+    if (rc != 0 || !res) {
+        snprintf(err, errcap, "cannot resolve '%s': %s", hp->host, rc ? gai_strerror(rc) : "no address");
+        if (res) freeaddrinfo(res);
+        return false;
+    }
+    PT_ASSERT(res->ai_addrlen <= sizeof(addr->ss));
+    memset(&addr->ss, 0, sizeof(addr->ss));
+    memcpy(&addr->ss, res->ai_addr, res->ai_addrlen);
+    addr->sslen = (socklen_t)res->ai_addrlen;
+    freeaddrinfo(res);
+    return true;
+}
+
+/* Parses and resolves the address text of `node` (a scalar) into `addr`
+ * (text copied to the arena); on failure records an error at the node. */
+static bool conf_address(pt_conf_ctx *ctx, const pt_conf_node *node, bool listener, pt_conf_addr *addr, host_port *hp)
+{
+    char *text;
+    if (!pt_conf_string(ctx, node, &text)) return false;
+    const char *msg = split_host_port(text, listener, hp);
+    if (msg) {
+        pt_conf_error(ctx, node, "invalid address '%s': %s", text, msg);
+        return false;
+    }
+    char err[512];
+    if (!resolve_host_port(hp, listener, addr, err, sizeof(err))) {
+        pt_conf_error(ctx, node, "invalid address '%s': %s", text, err);
+        return false;
+    }
+    addr->text = text;
+    return true;
+}
+
+/* ------------------------------------------------------------ small fields */
+
+static void opt_duration(pt_conf_ctx *ctx, const pt_conf_node *map, const char *key, uint64_t *out)
+{
+    const pt_conf_node *n = pt_conf_opt(map, key);
+    uint64_t v;
+    if (!n || !pt_conf_duration_ms(ctx, n, &v)) return;
+    if (v == 0) {
+        pt_conf_error(ctx, n, "%s must be greater than 0", key);
+        return;
+    }
+    *out = v;
+}
+
+static void opt_size32(pt_conf_ctx *ctx, const pt_conf_node *map, const char *key, uint64_t min, uint32_t *out)
+{
+    const pt_conf_node *n = pt_conf_opt(map, key);
+    uint64_t v;
+    if (!n || !pt_conf_size(ctx, n, &v)) return;
+    if (v < min || v > (1u << 30)) {
+        pt_conf_error(ctx, n, "%s must be between %" PRIu64 " and 1g", key, min);
+        return;
+    }
+    *out = (uint32_t)v;
+}
+
+static void opt_bool(pt_conf_ctx *ctx, const pt_conf_node *map, const char *key, bool *out)
+{
+    const pt_conf_node *n = pt_conf_opt(map, key);
+    bool v;
+    if (n && pt_conf_bool(ctx, n, &v)) *out = v;
+}
+
+static int online_cpus(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1) n = 1;
+    if (n > 256) n = 256;
+    return (int)n;
+}
+
+static void conf_workers(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg)
+{
+    cfg->workers = online_cpus();
+    const pt_conf_node *n = pt_conf_opt(root, "workers");
+    if (!n) return;
+    if (n->kind == PT_NODE_SCALAR && strcmp(n->scalar, "auto") == 0) return;
+    int64_t v;
+    if (n->kind == PT_NODE_SCALAR && n->scalar[0] >= '0' && n->scalar[0] <= '9') {
+        if (pt_conf_int(ctx, n, 1, 256, &v)) cfg->workers = (int)v;
+        return;
+    }
+    pt_conf_error(ctx, n, "workers must be an integer 1..256 or \"auto\"");
+}
+
+static void conf_limits(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg)
+{
+    cfg->limits.max_request_line = 8192;
+    cfg->limits.max_header_size = 32768;
+    cfg->limits.max_headers = 100;
+    cfg->limits.max_body_size = 1ull << 30;
+    const pt_conf_node *m = pt_conf_opt(root, "limits");
+    static const char *const keys[] = {"max_request_line", "max_header_size", "max_headers", "max_body_size", NULL};
+    if (!m || !pt_conf_check_keys(ctx, m, keys, "limits")) return;
+    opt_size32(ctx, m, "max_request_line", 64, &cfg->limits.max_request_line);
+    opt_size32(ctx, m, "max_header_size", 256, &cfg->limits.max_header_size);
+    const pt_conf_node *n = pt_conf_opt(m, "max_headers");
+    int64_t v;
+    if (n && pt_conf_int(ctx, n, 1, 10000, &v)) cfg->limits.max_headers = (uint32_t)v;
+    n = pt_conf_opt(m, "max_body_size");
+    uint64_t sz;
+    if (n && pt_conf_size(ctx, n, &sz)) cfg->limits.max_body_size = sz;
+}
+
+static void conf_timeouts(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg)
+{
+    cfg->timeouts.header_ms = 10000;
+    cfg->timeouts.body_ms = 30000;
+    cfg->timeouts.idle_ms = 60000;
+    cfg->timeouts.upstream_connect_ms = 5000;
+    cfg->timeouts.upstream_read_ms = 60000;
+    cfg->timeouts.upstream_write_ms = 60000;
+    cfg->timeouts.shutdown_ms = 30000;
+    const pt_conf_node *m = pt_conf_opt(root, "timeouts");
+    static const char *const keys[] = {"header", "body", "idle", "upstream_connect", "upstream_read",
+                                       "upstream_write", "shutdown", NULL};
+    if (!m || !pt_conf_check_keys(ctx, m, keys, "timeouts")) return;
+    opt_duration(ctx, m, "header", &cfg->timeouts.header_ms);
+    opt_duration(ctx, m, "body", &cfg->timeouts.body_ms);
+    opt_duration(ctx, m, "idle", &cfg->timeouts.idle_ms);
+    opt_duration(ctx, m, "upstream_connect", &cfg->timeouts.upstream_connect_ms);
+    opt_duration(ctx, m, "upstream_read", &cfg->timeouts.upstream_read_ms);
+    opt_duration(ctx, m, "upstream_write", &cfg->timeouts.upstream_write_ms);
+    opt_duration(ctx, m, "shutdown", &cfg->timeouts.shutdown_ms);
+}
+
+static void conf_access_log(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg)
+{
+    cfg->access_log.enabled = true;
+    cfg->access_log.path = pt_arena_strndup(ctx->arena, "stdout", 6);
+    const pt_conf_node *m = pt_conf_opt(root, "access_log");
+    static const char *const keys[] = {"enabled", "path", NULL};
+    if (!m || !pt_conf_check_keys(ctx, m, keys, "access_log")) return;
+    opt_bool(ctx, m, "enabled", &cfg->access_log.enabled);
+    const pt_conf_node *n = pt_conf_opt(m, "path");
+    char *path;
+    if (n && pt_conf_string(ctx, n, &path)) {
+        if (!*path)
+            pt_conf_error(ctx, n, "access_log.path must not be empty");
+        else
+            cfg->access_log.path = path;
+    }
+}
+
+/* ---------------------------------------------------------------- listeners */
+
+static void conf_listen(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg)
+{
+    const pt_conf_node *l = pt_conf_opt(root, "listen");
+    if (!l) {
+        const pt_conf_node *at = pt_conf_get(root, "listen");
+        pt_conf_error(ctx, at ? at : root, "%s", at ? "listen must be a non-empty list of addresses"
+                                                    : "missing required key 'listen'");
+        return;
+    }
+    if (l->kind != PT_NODE_SEQ || l->n == 0) {
+        pt_conf_error(ctx, l, "listen must be a non-empty list of addresses (e.g. [\"127.0.0.1:8080\"])");
+        return;
+    }
+    cfg->listeners = pt_arena_calloc(ctx->arena, l->n * sizeof(*cfg->listeners));
+    for (size_t i = 0; i < l->n; i++) {
+        const pt_conf_node *item = l->vals[i];
+        pt_listener_conf lc = {.backlog = 511, .line = item->line};
+        const pt_conf_node *addr = item;
+        if (item->kind == PT_NODE_MAP) {
+            static const char *const keys[] = {"address", "backlog", NULL};
+            if (!pt_conf_check_keys(ctx, item, keys, "listen entry")) continue;
+            addr = pt_conf_opt(item, "address");
+            if (!addr) {
+                pt_conf_error(ctx, item, "listen entry needs an 'address'");
+                continue;
+            }
+            const pt_conf_node *b = pt_conf_opt(item, "backlog");
+            int64_t v;
+            if (b && pt_conf_int(ctx, b, 1, 65535, &v)) lc.backlog = (int)v;
+        }
+        host_port hp;
+        if (!conf_address(ctx, addr, true, &lc.addr, &hp)) continue;
+        for (size_t j = 0; j < cfg->nlisteners; j++)
+            if (cfg->listeners[j].addr.sslen == lc.addr.sslen &&
+                memcmp(&cfg->listeners[j].addr.ss, &lc.addr.ss, lc.addr.sslen) == 0)
+                pt_conf_error(ctx, addr, "duplicate listen address '%s' (also at line %d)", lc.addr.text,
+                              cfg->listeners[j].line);
+        cfg->listeners[cfg->nlisteners++] = lc;
+    }
+}
+
+/* ---------------------------------------------------------------- upstreams */
+
+static bool valid_upstream_name(const char *s)
+{
+    if (!*s) return false;
+    for (; *s; s++) {
+        char c = *s;
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
+              c == '-'))
+            return false;
+    }
+    return true;
+}
+
+static void conf_targets(pt_conf_ctx *ctx, const pt_conf_node *t, pt_upstream_conf *u, const pt_conf_node *unode)
+{
+    if (!t) {
+        pt_conf_error(ctx, unode, "upstream '%s' needs 'targets' (a non-empty list of HOST:PORT)", u->name);
+        return;
+    }
+    if (t->kind != PT_NODE_SEQ || t->n == 0) {
+        pt_conf_error(ctx, t, "targets must be a non-empty list of HOST:PORT or {address, weight}");
+        return;
+    }
+    u->targets = pt_arena_calloc(ctx->arena, t->n * sizeof(*u->targets));
+    for (size_t i = 0; i < t->n; i++) {
+        const pt_conf_node *item = t->vals[i], *addr = item;
+        pt_target_conf tc = {.weight = 1};
+        if (item->kind == PT_NODE_MAP) {
+            static const char *const keys[] = {"address", "weight", NULL};
+            if (!pt_conf_check_keys(ctx, item, keys, "target")) continue;
+            addr = pt_conf_opt(item, "address");
+            if (!addr) {
+                pt_conf_error(ctx, item, "target needs an 'address'");
+                continue;
+            }
+            const pt_conf_node *w = pt_conf_opt(item, "weight");
+            int64_t v;
+            if (w && pt_conf_int(ctx, w, 1, 1000, &v)) tc.weight = (uint32_t)v;
+        }
+        host_port hp;
+        if (!conf_address(ctx, addr, false, &tc.addr, &hp)) continue;
+        tc.host = hp.bracketed ? pt_arena_printf(ctx->arena, "[%s]", hp.host)
+                               : pt_arena_strndup(ctx->arena, hp.host, strlen(hp.host));
+        tc.port = hp.port;
+        u->targets[u->ntargets++] = tc;
+    }
+}
+
+static void conf_upstreams(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg)
+{
+    const pt_conf_node *m = pt_conf_opt(root, "upstreams");
+    if (!m) return;
+    if (m->kind != PT_NODE_MAP) {
+        pt_conf_error(ctx, m, "upstreams must be a mapping of name -> upstream");
+        return;
+    }
+    cfg->upstreams = pt_arena_calloc(ctx->arena, m->n * sizeof(*cfg->upstreams));
+    static const char *const keys[] = {"targets", "keepalive", "keepalive_timeout", "connect_timeout",
+                                       "read_timeout", "write_timeout", "preserve_host", NULL};
+    for (size_t i = 0; i < m->n; i++) {
+        const pt_conf_node *k = m->keys[i], *v = m->vals[i];
+        if (!valid_upstream_name(k->scalar)) {
+            pt_conf_error(ctx, k, "invalid upstream name '%s' (allowed: letters, digits, '_', '.', '-')", k->scalar);
+            continue;
+        }
+        pt_upstream_conf *u = &cfg->upstreams[cfg->nupstreams];
+        *u = (pt_upstream_conf){
+            .name = k->scalar,
+            .index = (int)cfg->nupstreams,
+            .keepalive = 64,
+            .keepalive_timeout_ms = 60000,
+            .connect_timeout_ms = cfg->timeouts.upstream_connect_ms,
+            .read_timeout_ms = cfg->timeouts.upstream_read_ms,
+            .write_timeout_ms = cfg->timeouts.upstream_write_ms,
+            .preserve_host = true,
+            .line = k->line,
+        };
+        cfg->nupstreams++;
+        char what[300];
+        snprintf(what, sizeof(what), "upstream '%s'", u->name);
+        if (!pt_conf_check_keys(ctx, v, keys, what)) continue;
+        conf_targets(ctx, pt_conf_opt(v, "targets"), u, k);
+        const pt_conf_node *n = pt_conf_opt(v, "keepalive");
+        int64_t iv;
+        if (n && pt_conf_int(ctx, n, 0, 10000, &iv)) u->keepalive = (uint32_t)iv;
+        opt_duration(ctx, v, "keepalive_timeout", &u->keepalive_timeout_ms);
+        opt_duration(ctx, v, "connect_timeout", &u->connect_timeout_ms);
+        opt_duration(ctx, v, "read_timeout", &u->read_timeout_ms);
+        opt_duration(ctx, v, "write_timeout", &u->write_timeout_ms);
+        opt_bool(ctx, v, "preserve_host", &u->preserve_host);
+    }
+}
+
+/* ------------------------------------------------------------------ plugins */
+
+static void unknown_plugin(pt_conf_ctx *ctx, const pt_conf_node *k)
+{
+    char list[512];
+    size_t used = 0;
+    list[0] = '\0';
+    const pt_plugin_type *const *all = pt_plugin_all();
+    for (size_t i = 0; all && all[i] && used < sizeof(list); i++)
+        used += (size_t)snprintf(list + used, sizeof(list) - used, "%s%s", i ? ", " : "", all[i]->name);
+    pt_conf_error(ctx, k, "unknown plugin '%s' (known plugins: %s)", k->scalar, used ? list : "none");
+}
+
+void pt_conf_plugin_list(pt_conf_ctx *ctx, const pt_conf_node *node, pt_plugin_list *out, const char *what)
+{
+    out->v = NULL;
+    out->n = 0;
+    if (!node || node->kind == PT_NODE_NULL) return;
+    if (node->kind != PT_NODE_SEQ) {
+        pt_conf_error(ctx, node, "%s must be a list of {plugin_name: config} entries", what);
+        return;
+    }
+    out->v = pt_arena_calloc(ctx->arena, (node->n ? node->n : 1) * sizeof(*out->v));
+    for (size_t i = 0; i < node->n; i++) {
+        const pt_conf_node *item = node->vals[i];
+        if (item->kind != PT_NODE_MAP || item->n != 1) {
+            pt_conf_error(ctx, item, "each entry of %s must be a map with exactly one key, "
+                                     "e.g. '- request_id: {}'", what);
+            continue;
+        }
+        const pt_conf_node *k = item->keys[0], *v = item->vals[0];
+        const pt_plugin_type *type = pt_plugin_find(k->scalar);
+        if (!type) {
+            unknown_plugin(ctx, k);
+            continue;
+        }
+        void *conf = NULL;
+        if (type->configure) {
+            size_t before = ctx->errors->n;
+            conf = type->configure(ctx, v);
+            if (ctx->errors->n != before) continue;
+        }
+        out->v[out->n++] = (pt_plugin_instance){.type = type, .conf = conf, .line = k->line};
+    }
+}
+
+/* ------------------------------------------------------------------ loading */
+
+static pt_config *config_new(const char *name, pt_conf_ctx *ctx, pt_errors *errors)
+{
+    pt_arena *a = pt_arena_new(64 * 1024);
+    pt_config *cfg = pt_arena_calloc(a, sizeof(*cfg));
+    cfg->arena = a;
+    cfg->file = pt_arena_strndup(a, name, strlen(name));
+    *ctx = (pt_conf_ctx){.file = cfg->file, .arena = a, .errors = errors};
+    return cfg;
+}
+
+/* Fills cfg from the parsed root; every section reports its own errors. */
+static void config_from_tree(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg)
+{
+    static const char *const keys[] = {"workers", "listen", "limits", "timeouts", "access_log",
+                                       "upstreams", "plugins", "routes", NULL};
+    if (root->kind == PT_NODE_NULL) {
+        pt_conf_error(ctx, root, "configuration is empty (at least 'listen' and 'routes' are needed)");
+        return;
+    }
+    if (!pt_conf_check_keys(ctx, root, keys, "top level") && root->kind != PT_NODE_MAP) return;
+    conf_workers(ctx, root, cfg);
+    conf_limits(ctx, root, cfg);
+    conf_timeouts(ctx, root, cfg);
+    conf_access_log(ctx, root, cfg);
+    conf_listen(ctx, root, cfg);
+    conf_upstreams(ctx, root, cfg);
+    pt_conf_plugin_list(ctx, pt_conf_get(root, "plugins"), &cfg->plugins, "plugins");
+    pt_conf_routes(ctx, pt_conf_opt(root, "routes"), cfg);
+}
+
+pt_config *pt_config_load_string(const char *name, const char *text, size_t len, pt_errors *errors)
+{
+    pt_conf_ctx ctx;
+    pt_config *cfg = config_new(name ? name : "<config>", &ctx, errors);
+    size_t before = errors->n;
+    pt_conf_node *root = pt_conf_parse_yaml(&ctx, text, len);
+    if (root) config_from_tree(&ctx, root, cfg);
+    if (!root || errors->n != before) {
+        pt_config_free(cfg);
+        return NULL;
+    }
+    return cfg;
+}
+
+pt_config *pt_config_load_file(const char *path, pt_errors *errors)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        pt_errors_add(errors, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fileno(f), &st) == 0 && st.st_size > (off_t)PT_CONFIG_MAX_FILE) {
+        pt_errors_add(errors, "%s: file too large (%lld bytes; the limit is 4 MiB)", path, (long long)st.st_size);
+        fclose(f);
+        return NULL;
+    }
+    /* Read up to one byte past the limit so growth after fstat is caught too. */
+    char *buf = pt_xmalloc(PT_CONFIG_MAX_FILE + 1);
+    size_t len = fread(buf, 1, PT_CONFIG_MAX_FILE + 1, f);
+    bool read_err = ferror(f);
+    fclose(f);
+    pt_config *cfg = NULL;
+    if (read_err)
+        pt_errors_add(errors, "%s: read error", path);
+    else if (len > PT_CONFIG_MAX_FILE)
+        pt_errors_add(errors, "%s: file too large (the limit is 4 MiB)", path);
+    else
+        cfg = pt_config_load_string(path, buf, len, errors);
+    free(buf);
+    return cfg;
+}
+
+void pt_config_free(pt_config *cfg)
+{
+    if (cfg) pt_arena_free(cfg->arena);
+}
+
+/* ------------------------------------------------------------ proxy config */
+
+/* Parses one "http://host:port[/]" URL of --to into a target; errors are
+ * recorded as "--to: ...". */
+static bool proxy_target(pt_conf_ctx *ctx, const char *url, size_t len, pt_target_conf *tc)
+{
+    char *u = pt_arena_strndup(ctx->arena, url, len);
+    const char *rest;
+    if (strncasecmp(u, "http://", 7) == 0) {
+        rest = u + 7;
+    } else if (strncasecmp(u, "https://", 8) == 0) {
+        pt_errors_add(ctx->errors, "--to: '%s': https upstreams are not supported yet", u);
+        return false;
+    } else {
+        pt_errors_add(ctx->errors, "--to: '%s': expected a URL like http://host:port", u);
+        return false;
+    }
+    char *slash = strchr(rest, '/');
+    if (slash) {
+        if (strcmp(slash, "/") != 0) {
+            pt_errors_add(ctx->errors, "--to: '%s': a path is not supported (only http://host:port)", u);
+            return false;
+        }
+        *slash = '\0';
+    }
+    host_port hp;
+    const char *msg = split_host_port(rest, false, &hp);
+    char err[512];
+    if (msg) {
+        pt_errors_add(ctx->errors, "--to: '%s': %s", u, msg);
+        return false;
+    }
+    if (!resolve_host_port(&hp, false, &tc->addr, err, sizeof(err))) {
+        pt_errors_add(ctx->errors, "--to: '%s': %s", u, err);
+        return false;
+    }
+    tc->addr.text = pt_arena_strndup(ctx->arena, rest, strlen(rest));
+    tc->host = hp.bracketed ? pt_arena_printf(ctx->arena, "[%s]", hp.host)
+                            : pt_arena_strndup(ctx->arena, hp.host, strlen(hp.host));
+    tc->port = hp.port;
+    tc->weight = 1;
+    return true;
+}
+
+/* Builds: workers auto, default limits/timeouts, access log to stdout, one
+ * listener, one upstream "default" with the --to targets, and one route
+ * "default" matching everything -> that upstream. No plugins. */
+pt_config *pt_config_for_proxy(const char *listen, const char *to_urls, pt_errors *errors)
+{
+    pt_conf_ctx ctx;
+    pt_config *cfg = config_new("command line", &ctx, errors);
+    size_t before = errors->n;
+    pt_conf_node empty = {.kind = PT_NODE_MAP, .line = 0};
+    conf_workers(&ctx, &empty, cfg);
+    conf_limits(&ctx, &empty, cfg);
+    conf_timeouts(&ctx, &empty, cfg);
+    conf_access_log(&ctx, &empty, cfg);
+
+    host_port hp;
+    const char *msg = listen ? split_host_port(listen, true, &hp) : "missing";
+    cfg->listeners = pt_arena_calloc(ctx.arena, sizeof(*cfg->listeners));
+    pt_listener_conf *lc = &cfg->listeners[0];
+    char err[512];
+    if (msg) {
+        pt_errors_add(errors, "--listen: '%s': %s", listen ? listen : "", msg);
+    } else if (!resolve_host_port(&hp, true, &lc->addr, err, sizeof(err))) {
+        pt_errors_add(errors, "--listen: '%s': %s", listen, err);
+    } else {
+        lc->addr.text = pt_arena_strndup(ctx.arena, listen, strlen(listen));
+        lc->backlog = 511;
+        cfg->nlisteners = 1;
+    }
+
+    size_t max_targets = 1;
+    for (const char *p = to_urls ? to_urls : ""; *p; p++) max_targets += *p == ',';
+    pt_upstream_conf *u = pt_arena_calloc(ctx.arena, sizeof(*u));
+    *u = (pt_upstream_conf){
+        .name = pt_arena_strndup(ctx.arena, "default", 7),
+        .targets = pt_arena_calloc(ctx.arena, max_targets * sizeof(*u->targets)),
+        .keepalive = 64,
+        .keepalive_timeout_ms = 60000,
+        .connect_timeout_ms = cfg->timeouts.upstream_connect_ms,
+        .read_timeout_ms = cfg->timeouts.upstream_read_ms,
+        .write_timeout_ms = cfg->timeouts.upstream_write_ms,
+        .preserve_host = true,
+    };
+    const char *p = to_urls ? to_urls : "";
+    while (*p) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        while (len && (*p == ' ' || *p == '\t')) { p++; len--; }
+        while (len && (p[len - 1] == ' ' || p[len - 1] == '\t')) len--;
+        if (len == 0) {
+            pt_errors_add(errors, "--to: empty URL in the list");
+        } else if (proxy_target(&ctx, p, len, &u->targets[u->ntargets])) {
+            u->ntargets++;
+        }
+        if (!comma) break;
+        p = comma + 1;
+    }
+    if (u->ntargets == 0 && errors->n == before) pt_errors_add(errors, "--to: at least one upstream URL is needed");
+    cfg->upstreams = u;
+    cfg->nupstreams = 1;
+
+    pt_route_conf *r = pt_arena_calloc(ctx.arena, sizeof(*r));
+    r->name = pt_arena_strndup(ctx.arena, "default", 7);
+    r->path_kind = PT_PATH_ANY;
+    r->upstream = u;
+    r->max_body_size = cfg->limits.max_body_size;
+    cfg->routes = r;
+    cfg->nroutes = 1;
+
+    if (errors->n != before) {
+        pt_config_free(cfg);
+        return NULL;
+    }
+    return cfg;
+}

@@ -1,0 +1,134 @@
+/* config.h — the validated configuration, as plain data.
+ *
+ * pt_config_load_file() parses the YAML, validates every key with precise
+ * errors, resolves references (route -> upstream, plugin names -> plugin
+ * types, each plugin validating its own block) and returns a pt_config whose
+ * memory all lives in config->arena. A pt_config is immutable once loaded;
+ * the runtime generation (router, pipelines, upstream state) is built from
+ * it by proxy/generation.c. See docs/configuration.md for the schema. */
+#ifndef PT_CONFIG_CONFIG_H
+#define PT_CONFIG_CONFIG_H
+
+#include <sys/socket.h>
+
+#include "config/conf_node.h"
+#include "http/message.h"
+
+struct pt_plugin_type;
+
+typedef struct {
+    char *text;                  /* "127.0.0.1:8080" as written */
+    struct sockaddr_storage ss;  /* resolved at load time */
+    socklen_t sslen;
+} pt_conf_addr;
+
+typedef struct {
+    pt_conf_addr addr;
+    int backlog;                 /* default 511 */
+    int line;
+} pt_listener_conf;
+
+typedef struct {
+    pt_conf_addr addr;           /* host:port; hostnames resolved at load time */
+    char *host;                  /* host part as written (for Host when preserve_host is false) */
+    uint16_t port;
+    uint32_t weight;             /* 1..1000, default 1 */
+} pt_target_conf;
+
+typedef struct pt_upstream_conf {
+    char *name;
+    int index;                   /* position in config->upstreams */
+    pt_target_conf *targets;
+    size_t ntargets;
+    uint32_t keepalive;          /* max idle pooled connections per worker; default 64 */
+    uint64_t keepalive_timeout_ms; /* idle pooled connection lifetime; default 60s */
+    uint64_t connect_timeout_ms; /* default: timeouts.upstream_connect */
+    uint64_t read_timeout_ms;    /* default: timeouts.upstream_read */
+    uint64_t write_timeout_ms;   /* default: timeouts.upstream_write */
+    bool preserve_host;          /* send the client's Host (default true) or the target's */
+    int line;
+} pt_upstream_conf;
+
+/* One configured plugin: its type and the config its `configure` returned. */
+typedef struct {
+    const struct pt_plugin_type *type;
+    void *conf;
+    int line;
+} pt_plugin_instance;
+
+typedef struct {
+    pt_plugin_instance *v;
+    size_t n;
+} pt_plugin_list;
+
+typedef enum { PT_PATH_ANY = 0, PT_PATH_EXACT, PT_PATH_PREFIX, PT_PATH_REGEX } pt_path_kind;
+
+/* A header or query predicate: value NULL means "must be present". */
+typedef struct {
+    char *name;
+    char *value;
+} pt_kv_match;
+
+typedef struct pt_route_conf {
+    char *name;                  /* from config, or "route#N" */
+    int index;                   /* position in config->routes (config order) */
+    int line;
+    char **hosts;                /* lowercased; "*.example.com" wildcards; nhosts==0 => any host */
+    size_t nhosts;
+    pt_path_kind path_kind;
+    char *path;                  /* EXACT/PREFIX: normalized pattern, may contain {param} segments;
+                                    REGEX: PCRE2 pattern (anchored at match time) */
+    uint32_t methods;            /* PT_METHOD_BIT mask; 0 => any method */
+    pt_kv_match *headers;        /* all must match (header names case-insensitive) */
+    size_t nheaders;
+    pt_kv_match *query;          /* all must match (exact names, decoded values) */
+    size_t nquery;
+    pt_upstream_conf *upstream;  /* NULL when the route only answers locally */
+    bool strip_prefix;           /* PREFIX routes: remove the matched prefix */
+    char *rewrite;               /* path template, e.g. "/v2/users/{id}"; NULL => none */
+    uint64_t max_body_size;      /* 0 => limits.max_body_size */
+    pt_plugin_list plugins;      /* route-level plugins, in order */
+} pt_route_conf;
+
+typedef struct pt_config {
+    pt_arena *arena;             /* owns everything below */
+    char *file;
+    int workers;                 /* resolved: "auto" => number of CPUs */
+    pt_listener_conf *listeners;
+    size_t nlisteners;
+    struct {
+        uint32_t max_request_line;   /* default 8k */
+        uint32_t max_header_size;    /* default 32k */
+        uint32_t max_headers;        /* default 100 */
+        uint64_t max_body_size;      /* default 1g; 0 = unlimited */
+    } limits;
+    struct {
+        uint64_t header_ms;          /* whole request head, absolute; default 10s */
+        uint64_t body_ms;            /* between body reads; default 30s */
+        uint64_t idle_ms;            /* keep-alive idle; default 60s */
+        uint64_t upstream_connect_ms;/* default 5s */
+        uint64_t upstream_read_ms;   /* default 60s */
+        uint64_t upstream_write_ms;  /* default 60s */
+        uint64_t shutdown_ms;        /* graceful drain on SIGTERM; default 30s */
+    } timeouts;
+    struct {
+        bool enabled;                /* default true */
+        char *path;                  /* "stdout" (default) or a file path */
+    } access_log;
+    pt_upstream_conf *upstreams;
+    size_t nupstreams;
+    pt_route_conf *routes;
+    size_t nroutes;
+    pt_plugin_list plugins;          /* global plugins; run before route plugins */
+} pt_config;
+
+/* Loads and validates. On failure returns NULL and fills `errors`. */
+pt_config *pt_config_load_file(const char *path, pt_errors *errors);
+/* Same from memory; `name` is used as FILE in messages. */
+pt_config *pt_config_load_string(const char *name, const char *text, size_t len, pt_errors *errors);
+void pt_config_free(pt_config *cfg);
+
+/* Builds an in-memory config for `portico proxy --listen A --to URL,...`. */
+pt_config *pt_config_for_proxy(const char *listen, const char *to_urls, pt_errors *errors);
+
+#endif

@@ -1,0 +1,20 @@
+/* config_int.h — internals shared by the config loader's files (config.c,
+ * config_routes.c). Not for other subsystems: they read pt_config. */
+#ifndef PT_CONFIG_CONFIG_INT_H
+#define PT_CONFIG_CONFIG_INT_H
+
+#include "config/config.h"
+
+/* The value under `key`, or NULL when absent or written as null (~): an
+ * optional key set to null means "use the default". */
+const pt_conf_node *pt_conf_opt(const pt_conf_node *map, const char *key);
+
+/* Parses a plugin list (a sequence of one-key maps {name: config}) into
+ * `out`, calling each plugin type's `configure`. `node` may be NULL. */
+void pt_conf_plugin_list(pt_conf_ctx *ctx, const pt_conf_node *node, pt_plugin_list *out, const char *what);
+
+/* Parses `routes:` (node may be NULL) into cfg->routes; upstreams and
+ * limits must already be filled in. */
+void pt_conf_routes(pt_conf_ctx *ctx, const pt_conf_node *node, pt_config *cfg);
+
+#endif

@@ -1,0 +1,91 @@
+/* buf.c — see buf.h. */
+#include "core/buf.h"
+
+#include <stdlib.h>
+
+#define PT_BUF_POOL_MAX 512
+
+typedef struct pool_block {
+    struct pool_block *next;
+} pool_block;
+
+static __thread pool_block *pool_head;
+static __thread unsigned pool_count;
+
+static char *block_get(void)
+{
+    if (pool_head) {
+        pool_block *b = pool_head;
+        pool_head = b->next;
+        pool_count--;
+        return (char *)b;
+    }
+    return pt_xmalloc(PT_BUF_BLOCK);
+}
+
+static void block_put(char *p)
+{
+    if (pool_count >= PT_BUF_POOL_MAX) {
+        free(p);
+        return;
+    }
+    pool_block *b = (pool_block *)(void *)p;
+    b->next = pool_head;
+    pool_head = b;
+    pool_count++;
+}
+
+void pt_buf_reserve(pt_buf *b, size_t n)
+{
+    if (!b->data) {
+        if (n <= PT_BUF_BLOCK) {
+            b->data = block_get();
+            b->cap = PT_BUF_BLOCK;
+        } else {
+            b->cap = (uint32_t)n;
+            b->data = pt_xmalloc(n);
+        }
+        b->off = b->len = 0;
+        return;
+    }
+    if (b->cap - b->off - b->len >= n) return;
+    if (b->off) { /* compact */
+        memmove(b->data, b->data + b->off, b->len);
+        b->off = 0;
+        if (b->cap - b->len >= n) return;
+    }
+    size_t want = (size_t)b->len + n;
+    size_t cap = b->cap * 2;
+    while (cap < want) cap *= 2;
+    PT_ASSERT(cap < UINT32_MAX);
+    char *d = pt_xmalloc(cap);
+    memcpy(d, b->data, b->len);
+    if (b->cap == PT_BUF_BLOCK) block_put(b->data);
+    else free(b->data);
+    b->data = d;
+    b->cap = (uint32_t)cap;
+}
+
+void pt_buf_append(pt_buf *b, const void *p, size_t n)
+{
+    if (!n) return;
+    pt_buf_reserve(b, n);
+    memcpy(b->data + b->off + b->len, p, n);
+    b->len += (uint32_t)n;
+}
+
+void pt_buf_consume(pt_buf *b, size_t n)
+{
+    PT_ASSERT(n <= b->len);
+    b->len -= (uint32_t)n;
+    b->off = b->len ? b->off + (uint32_t)n : 0;
+}
+
+void pt_buf_release(pt_buf *b)
+{
+    if (!b->data) return;
+    if (b->cap == PT_BUF_BLOCK) block_put(b->data);
+    else free(b->data);
+    b->data = NULL;
+    b->off = b->len = b->cap = 0;
+}

@@ -1,0 +1,629 @@
+/* h1_server.c — see h1_server.h.
+ *
+ * Connection states:
+ *   HEAD  waiting for / reading a request head (idle keep-alive when rbuf is
+ *         empty: idle timeout; after the first byte: absolute header deadline)
+ *   TXN   a transaction runs; the body is read only while the txn wants it
+ *   DONE  the response is complete; flush, then the next request (pipelined
+ *         bytes are already in rbuf) or close.
+ * Output is appended to wbuf and flushed once per loop iteration (a
+ * deferred callback), so a small response costs one write(2).
+ * Memory while idle: the struct only (~300 bytes); buffers and the arena go
+ * back to the worker's caches. */
+#include "http/h1_server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "core/buf.h"
+#include "http/h1.h"
+#include "proxy/txn.h"
+#include "server/worker.h"
+
+#define WBUF_HIGH (64u * 1024)
+#define WBUF_LOW (16u * 1024)
+#define READ_CHUNK 16384u
+
+enum { ST_HEAD, ST_TXN, ST_CLOSED };
+enum { TM_NONE, TM_IDLE, TM_HEADER, TM_BODY, TM_SEND };
+
+struct pt_h1_conn {
+    pt_io io;
+    pt_timer timer;
+    pt_defer flush_defer;
+    pt_defer next_defer;
+    pt_defer free_defer;
+    pt_worker *w;
+    pt_h1_conn *prev, *next;
+    pt_buf rbuf, wbuf;
+    pt_arena *arena;
+    pt_txn *txn;
+    pt_request *req;
+    pt_chunked_decoder *dec;
+    uint64_t body_remaining;
+    pt_h1_info info;
+    uint8_t state;
+    uint8_t timer_kind;
+    bool want_body;
+    bool body_done;
+    bool txn_done;     /* txn called finished() */
+    bool resp_chunked; /* writing a chunked response */
+    bool resp_close;   /* close-delimited response body */
+    bool close_after;  /* close once wbuf is flushed */
+    bool sent_100;
+    bool peer_closed;
+    bool reading;      /* EPOLLIN wanted */
+    uint8_t version;
+    uint32_t nrequests;
+    char client[INET6_ADDRSTRLEN];
+};
+
+static const pt_downstream_ops ds_ops;
+static void conn_close(pt_h1_conn *c);
+static void conn_update_events(pt_h1_conn *c);
+static void process_input(pt_h1_conn *c);
+static void deliver_body(pt_h1_conn *c);
+
+static inline const pt_config *conn_cfg(pt_h1_conn *c) { return c->w->wgen->gen->cfg; }
+
+static void set_timer(pt_h1_conn *c, int kind, uint64_t deadline);
+
+/* ------------------------------------------------------------------ output */
+
+static void flush_now(pt_h1_conn *c)
+{
+    while (c->wbuf.len) {
+        ssize_t n = write(c->io.fd, pt_buf_head(&c->wbuf), c->wbuf.len);
+        if (n > 0) {
+            pt_buf_consume(&c->wbuf, (size_t)n);
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        /* EPIPE / ECONNRESET: the client is gone. */
+        conn_close(c);
+        return;
+    }
+    if (!c->wbuf.len) {
+        pt_buf_release(&c->wbuf);
+        if (c->timer_kind == TM_SEND) set_timer(c, TM_NONE, 0);
+        if (c->txn && !c->txn_done) pt_txn_on_downstream_writable(c->txn);
+        if (c->state == ST_CLOSED) return;
+        if (c->txn_done && c->close_after) {
+            conn_close(c);
+            return;
+        }
+    } else {
+        if (c->timer_kind != TM_SEND)
+            set_timer(c, TM_SEND, pt_loop_now(c->w->loop) + conn_cfg(c)->timeouts.idle_ms);
+        if (c->wbuf.len < WBUF_LOW && c->txn && !c->txn_done) pt_txn_on_downstream_writable(c->txn);
+    }
+    if (c->state != ST_CLOSED) conn_update_events(c);
+}
+
+static void flush_cb(pt_loop *loop, pt_defer *d) { flush_now(d->data); }
+
+static void schedule_flush(pt_h1_conn *c) { pt_defer_queue(c->w->loop, &c->flush_defer, flush_cb, c); }
+
+static void append_lit(pt_buf *b, const char *s) { pt_buf_append(b, s, strlen(s)); }
+
+static void append_u64(pt_buf *b, uint64_t v)
+{
+    char tmp[24];
+    int n = 0;
+    do {
+        tmp[sizeof(tmp) - 1 - n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    pt_buf_append(b, tmp + sizeof(tmp) - n, (size_t)n);
+}
+
+static void write_status_line(pt_h1_conn *c, int status)
+{
+    pt_buf *b = &c->wbuf;
+    const char *reason = pt_status_reason(status);
+    pt_buf_reserve(b, 64);
+    append_lit(b, "HTTP/1.1 ");
+    append_u64(b, (uint64_t)status);
+    pt_buf_append(b, " ", 1);
+    append_lit(b, reason);
+    pt_buf_append(b, "\r\n", 2);
+}
+
+static void write_headers(pt_buf *b, const pt_headers *h)
+{
+    for (uint32_t i = 0; i < h->n; i++) {
+        const pt_header *f = &h->v[i];
+        pt_buf_reserve(b, f->name.n + f->value.n + 4);
+        char *p = pt_buf_tail(b);
+        memcpy(p, f->name.p, f->name.n);
+        p += f->name.n;
+        *p++ = ':';
+        *p++ = ' ';
+        memcpy(p, f->value.p, f->value.n);
+        p += f->value.n;
+        *p++ = '\r';
+        *p++ = '\n';
+        b->len += (uint32_t)(f->name.n + f->value.n + 4);
+    }
+}
+
+static void ds_send_informational(void *stream, const pt_response *res)
+{
+    pt_h1_conn *c = stream;
+    if (c->version < 11 || res->status == 100 || res->status == 101) return;
+    write_status_line(c, res->status);
+    write_headers(&c->wbuf, &res->headers);
+    pt_buf_append(&c->wbuf, "\r\n", 2);
+    schedule_flush(c);
+}
+
+static void ds_send_head(void *stream, const pt_response *res)
+{
+    pt_h1_conn *c = stream;
+    pt_buf *b = &c->wbuf;
+    int st = res->status;
+    bool bodiless_status = st < 200 || st == 204 || st == 304;
+    bool head_req = c->req && c->req->method == PT_METHOD_HEAD;
+
+    c->resp_chunked = c->resp_close = false;
+    if (!c->body_done || c->peer_closed || !c->info.keep_alive || c->w->draining) c->close_after = true;
+
+    write_status_line(c, st);
+    write_headers(b, &res->headers);
+    if (!bodiless_status) {
+        if (res->content_length >= 0) {
+            append_lit(b, "Content-Length: ");
+            append_u64(b, (uint64_t)res->content_length);
+            pt_buf_append(b, "\r\n", 2);
+        } else if (res->has_body && !head_req) {
+            if (c->version >= 11) {
+                c->resp_chunked = true;
+                append_lit(b, "Transfer-Encoding: chunked\r\n");
+            } else {
+                c->resp_close = true;
+                c->close_after = true;
+            }
+        }
+    }
+    if (c->close_after) append_lit(b, "Connection: close\r\n");
+    else if (c->version == 10) append_lit(b, "Connection: keep-alive\r\n");
+    pt_buf_append(b, "\r\n", 2);
+    schedule_flush(c);
+}
+
+static bool ds_send_body(void *stream, const char *data, size_t len)
+{
+    pt_h1_conn *c = stream;
+    if (!len) return c->wbuf.len < WBUF_HIGH;
+    if (c->req && c->req->method == PT_METHOD_HEAD) return true;
+    if (c->resp_chunked) {
+        char hdr[24];
+        size_t hn = pt_chunk_header(hdr, len);
+        pt_buf_reserve(&c->wbuf, hn + len + 2);
+        pt_buf_append(&c->wbuf, hdr, hn);
+        pt_buf_append(&c->wbuf, data, len);
+        pt_buf_append(&c->wbuf, "\r\n", 2);
+    } else {
+        pt_buf_append(&c->wbuf, data, len);
+    }
+    if (c->wbuf.len >= WBUF_HIGH) {
+        flush_now(c); /* try at once; the caller pauses if still high */
+        if (c->state == ST_CLOSED) return false;
+    } else {
+        schedule_flush(c);
+    }
+    return c->wbuf.len < WBUF_HIGH;
+}
+
+static void ds_send_end(void *stream, pt_str trailers)
+{
+    pt_h1_conn *c = stream;
+    if (c->resp_chunked) {
+        append_lit(&c->wbuf, "0\r\n");
+        pt_buf_append(&c->wbuf, trailers.p, trailers.n);
+        pt_buf_append(&c->wbuf, "\r\n", 2);
+    }
+    schedule_flush(c);
+}
+
+static void ds_want_body(void *stream, bool want)
+{
+    pt_h1_conn *c = stream;
+    if (c->body_done) return;
+    c->want_body = want;
+    if (want && c->req && c->req->expect_continue && !c->sent_100 && c->rbuf.len == 0) {
+        append_lit(&c->wbuf, "HTTP/1.1 100 Continue\r\n\r\n");
+        schedule_flush(c);
+    }
+    if (want) c->sent_100 = true;
+    if (want && c->rbuf.len) {
+        deliver_body(c);
+        if (c->state == ST_CLOSED) return;
+    }
+    if (c->want_body && !c->body_done)
+        set_timer(c, TM_BODY, pt_loop_now(c->w->loop) + conn_cfg(c)->timeouts.body_ms);
+    else if (c->timer_kind == TM_BODY)
+        set_timer(c, TM_NONE, 0);
+    conn_update_events(c);
+}
+
+static void ds_abort(void *stream)
+{
+    pt_h1_conn *c = stream;
+    /* Make the failure visible: drop any unsent bytes and close. */
+    c->wbuf.len = 0;
+    c->close_after = true;
+}
+
+static void next_request_cb(pt_loop *loop, pt_defer *d)
+{
+    pt_h1_conn *c = d->data;
+    if (c->state == ST_CLOSED) return;
+    process_input(c);
+}
+
+static void ds_finished(void *stream)
+{
+    pt_h1_conn *c = stream;
+    c->txn_done = true;
+    if (!c->body_done) c->close_after = true;
+    c->txn = NULL;
+    c->req = NULL;
+    c->dec = NULL;
+    if (c->arena) {
+        pt_worker_arena_put(c->w, c->arena);
+        c->arena = NULL;
+    }
+    c->state = ST_HEAD;
+    c->want_body = false;
+    if (c->close_after) {
+        if (!c->wbuf.len) {
+            /* nothing pending (or aborted): close after this iteration */
+            schedule_flush(c);
+        }
+        return;
+    }
+    pt_defer_queue(c->w->loop, &c->next_defer, next_request_cb, c);
+}
+
+static const pt_downstream_ops ds_ops = {
+    .send_informational = ds_send_informational,
+    .send_head = ds_send_head,
+    .send_body = ds_send_body,
+    .send_end = ds_send_end,
+    .want_body = ds_want_body,
+    .abort = ds_abort,
+    .finished = ds_finished,
+};
+
+/* ------------------------------------------------------------------- input */
+
+static void conn_update_events(pt_h1_conn *c)
+{
+    if (c->state == ST_CLOSED) return;
+    bool read = !c->peer_closed &&
+                ((c->state == ST_HEAD && !c->txn && !c->close_after) || (c->want_body && !c->body_done));
+    c->reading = read;
+    uint32_t ev = EPOLLRDHUP;
+    if (read) ev |= EPOLLIN;
+    if (c->wbuf.len) ev |= EPOLLOUT;
+    pt_io_modify(c->w->loop, &c->io, ev);
+}
+
+/* Feeds buffered body bytes to the txn while it wants them. */
+static void deliver_body(pt_h1_conn *c)
+{
+    while (c->want_body && !c->body_done && c->state != ST_CLOSED && c->txn && !c->txn_done) {
+        if (c->info.body == PT_H1_BODY_LENGTH) {
+            size_t n = PT_MIN((uint64_t)c->rbuf.len, c->body_remaining);
+            if (!n && c->body_remaining) return;
+            c->body_remaining -= n;
+            bool last = c->body_remaining == 0;
+            const char *p = pt_buf_head(&c->rbuf);
+            if (last) c->body_done = true;
+            pt_txn *t = c->txn;
+            pt_buf_consume(&c->rbuf, n);
+            pt_txn_on_request_body(t, p, n, last);
+            if (last) return;
+        } else {
+            if (!c->rbuf.len) return;
+            const char *data = NULL;
+            size_t dlen = 0;
+            pt_h1_error err = {0, NULL};
+            ssize_t used = pt_chunked_decode(c->dec, pt_buf_head(&c->rbuf), c->rbuf.len, &data, &dlen, &err);
+            if (used < 0) {
+                c->body_done = true;
+                c->close_after = true;
+                pt_txn_on_request_error(c->txn, err.status ? err.status : 400,
+                                        err.detail ? err.detail : "malformed chunked body");
+                return;
+            }
+            bool last = c->dec->done;
+            if (last) c->body_done = true;
+            /* data points into rbuf; consume after the callback copied it */
+            pt_txn *t = c->txn;
+            if (dlen || last) pt_txn_on_request_body(t, data, dlen, last);
+            if (c->state == ST_CLOSED) return;
+            pt_buf_consume(&c->rbuf, (size_t)used);
+            if (used == 0 && !dlen) return;
+            if (last) return;
+        }
+    }
+}
+
+static void start_request(pt_h1_conn *c, size_t head_len, pt_request *req, const pt_h1_info *info)
+{
+    pt_arena *a = c->arena;
+    /* The parsed slices point into rbuf: move the head into the arena. */
+    char *copy = pt_arena_alloc(a, head_len);
+    memcpy(copy, pt_buf_head(&c->rbuf), head_len);
+    pt_request_rebase(req, pt_buf_head(&c->rbuf), head_len, copy);
+    pt_buf_consume(&c->rbuf, head_len);
+
+    c->info = *info;
+    c->req = req;
+    c->version = req->version;
+    c->body_done = info->body == PT_H1_BODY_NONE;
+    c->body_remaining = info->body == PT_H1_BODY_LENGTH ? info->content_length : 0;
+    if (info->body == PT_H1_BODY_LENGTH && info->content_length == 0) c->body_done = true;
+    if (info->body == PT_H1_BODY_CHUNKED) {
+        c->dec = pt_arena_alloc(a, sizeof(*c->dec));
+        pt_chunked_init(c->dec);
+    }
+    c->sent_100 = false;
+    c->want_body = false;
+    c->txn_done = false;
+    c->state = ST_TXN;
+    c->nrequests++;
+    set_timer(c, TM_NONE, 0);
+    conn_update_events(c);
+    pt_txn_start(c->txn, req, head_len);
+}
+
+/* Parses as many requests as possible from rbuf (one at a time). */
+static void process_input(pt_h1_conn *c)
+{
+    if (c->state != ST_HEAD || c->txn) return;
+    if (!c->rbuf.len) {
+        pt_buf_release(&c->rbuf);
+        if (c->peer_closed) {
+            conn_close(c);
+            return;
+        }
+        set_timer(c, TM_IDLE, pt_loop_now(c->w->loop) + conn_cfg(c)->timeouts.idle_ms);
+        conn_update_events(c);
+        return;
+    }
+    if (c->timer_kind != TM_HEADER)
+        set_timer(c, TM_HEADER, pt_loop_now(c->w->loop) + conn_cfg(c)->timeouts.header_ms);
+
+    if (!c->arena) c->arena = pt_worker_arena_get(c->w);
+    pt_request *req = pt_arena_calloc(c->arena, sizeof(*req));
+    pt_h1_info info;
+    pt_h1_error err = {0, NULL};
+    ssize_t n = pt_h1_parse_request(pt_buf_head(&c->rbuf), c->rbuf.len, &c->w->wgen->gen->h1_limits, c->arena, req,
+                                    &info, &err);
+    if (n == PT_AGAIN) {
+        if (c->peer_closed) conn_close(c);
+        else conn_update_events(c);
+        return;
+    }
+    c->txn = pt_txn_new(c->w, c->arena, &ds_ops, c, pt_str_c(c->client), pt_loop_wall_us(c->w->loop));
+    if (n < 0) {
+        /* Nothing reaches an upstream; answer and close. */
+        c->state = ST_TXN;
+        c->body_done = false;
+        c->close_after = true;
+        c->version = 11;
+        c->rbuf.len = 0;
+        set_timer(c, TM_NONE, 0);
+        pt_txn_start_error(c->txn, req->method_str.n ? req : NULL, err.status ? err.status : 400,
+                           err.detail ? err.detail : "malformed request");
+        return;
+    }
+    start_request(c, (size_t)n, req, &info);
+}
+
+static void on_readable(pt_h1_conn *c)
+{
+    for (int rounds = 0; rounds < 4; rounds++) {
+        pt_buf_reserve(&c->rbuf, READ_CHUNK / 4);
+        size_t room = pt_buf_tailroom(&c->rbuf);
+        ssize_t n = read(c->io.fd, pt_buf_tail(&c->rbuf), room);
+        if (n > 0) {
+            c->rbuf.len += (uint32_t)n;
+            if ((size_t)n < room) break;
+            if (c->state == ST_TXN) break; /* deliver before reading more */
+            continue;
+        }
+        if (n == 0) {
+            c->peer_closed = true;
+            break;
+        }
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+        c->peer_closed = true;
+        break;
+    }
+    if (c->state == ST_HEAD) {
+        if (!c->rbuf.len && c->peer_closed) {
+            conn_close(c);
+            return;
+        }
+        process_input(c);
+        return;
+    }
+    if (c->state == ST_TXN) {
+        if (c->want_body) {
+            set_timer(c, TM_BODY, pt_loop_now(c->w->loop) + conn_cfg(c)->timeouts.body_ms);
+            deliver_body(c);
+            if (c->state == ST_CLOSED) return;
+        }
+        if (c->peer_closed && c->txn && !c->txn_done && !c->body_done) {
+            /* the client hung up in the middle of its request */
+            pt_txn_on_downstream_closed(c->txn);
+            conn_close(c);
+            return;
+        }
+        conn_update_events(c);
+    }
+}
+
+static void on_io(pt_loop *loop, pt_io *io, uint32_t events)
+{
+    pt_h1_conn *c = io->data;
+    if (c->state == ST_CLOSED) return;
+    if (events & (EPOLLERR | EPOLLHUP)) {
+        if (c->txn && !c->txn_done) pt_txn_on_downstream_closed(c->txn);
+        conn_close(c);
+        return;
+    }
+    if (events & EPOLLOUT) {
+        flush_now(c);
+        if (c->state == ST_CLOSED) return;
+    }
+    if (events & EPOLLIN) {
+        on_readable(c);
+        return;
+    }
+    if (events & EPOLLRDHUP) {
+        /* Peer shut down its side while we were not reading. */
+        c->peer_closed = true;
+        if (c->txn && !c->txn_done) {
+            pt_txn_on_downstream_closed(c->txn);
+            conn_close(c);
+            return;
+        }
+        if (!c->wbuf.len) conn_close(c);
+        else conn_update_events(c);
+    }
+}
+
+/* ------------------------------------------------------------------ timers */
+
+static void on_timer(pt_loop *loop, pt_timer *t)
+{
+    pt_h1_conn *c = t->data;
+    int kind = c->timer_kind;
+    c->timer_kind = TM_NONE;
+    if (c->state == ST_CLOSED) return;
+    switch (kind) {
+    case TM_IDLE:
+        conn_close(c);
+        return;
+    case TM_HEADER: {
+        /* Partial head: answer 408 and close. */
+        if (!c->arena) c->arena = pt_worker_arena_get(c->w);
+        c->txn = pt_txn_new(c->w, c->arena, &ds_ops, c, pt_str_c(c->client), pt_loop_wall_us(loop));
+        c->state = ST_TXN;
+        c->close_after = true;
+        c->version = 11;
+        c->rbuf.len = 0;
+        pt_txn_start_error(c->txn, NULL, 408, "the request head was not received in time");
+        return;
+    }
+    case TM_BODY:
+        if (c->txn && !c->txn_done) {
+            c->close_after = true;
+            c->body_done = true;
+            pt_txn_on_request_error(c->txn, 408, "the request body was not received in time");
+        }
+        return;
+    case TM_SEND:
+        if (c->txn && !c->txn_done) pt_txn_on_downstream_closed(c->txn);
+        conn_close(c);
+        return;
+    default:
+        return;
+    }
+}
+
+static void set_timer(pt_h1_conn *c, int kind, uint64_t deadline)
+{
+    c->timer_kind = (uint8_t)kind;
+    if (kind == TM_NONE) pt_timer_stop(c->w->loop, &c->timer);
+    else pt_timer_start_at(c->w->loop, &c->timer, deadline, on_timer, c);
+}
+
+/* --------------------------------------------------------------- lifecycle */
+
+static void free_cb(pt_loop *loop, pt_defer *d) { free(d->data); }
+
+static void conn_close(pt_h1_conn *c)
+{
+    if (c->state == ST_CLOSED) return;
+    pt_worker *w = c->w;
+    c->state = ST_CLOSED;
+    if (c->txn && !c->txn_done) pt_txn_on_downstream_closed(c->txn);
+    pt_timer_stop(w->loop, &c->timer);
+    pt_defer_cancel(w->loop, &c->flush_defer);
+    pt_defer_cancel(w->loop, &c->next_defer);
+    pt_io_stop(w->loop, &c->io);
+    close(c->io.fd);
+    c->io.fd = -1;
+    pt_buf_release(&c->rbuf);
+    pt_buf_release(&c->wbuf);
+    if (c->arena) {
+        pt_worker_arena_put(w, c->arena);
+        c->arena = NULL;
+    }
+    if (c->prev) c->prev->next = c->next;
+    else w->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    w->nconns--;
+    /* Free after this loop iteration: an event for this fd may still be
+     * pending in the current epoll batch. */
+    pt_defer_queue(w->loop, &c->free_defer, free_cb, c);
+}
+
+void pt_h1_conn_accept(pt_worker *w, int fd, const struct sockaddr *peer, socklen_t peerlen)
+{
+    pt_h1_conn *c = pt_xcalloc(1, sizeof(*c));
+    c->w = w;
+    c->state = ST_HEAD;
+    c->info.keep_alive = true;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (peer->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)peer)->sin_addr, c->client, sizeof(c->client));
+    else if (peer->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)peer)->sin6_addr, c->client,
+                  sizeof(c->client));
+    else
+        strcpy(c->client, "unix");
+    PT_UNUSED(peerlen);
+    if (pt_io_start(w->loop, &c->io, fd, EPOLLIN | EPOLLRDHUP, on_io, c) != PT_OK) {
+        close(fd);
+        free(c);
+        return;
+    }
+    c->reading = true;
+    c->next = w->conns;
+    if (w->conns) w->conns->prev = c;
+    w->conns = c;
+    w->nconns++;
+    set_timer(c, TM_IDLE, pt_loop_now(w->loop) + conn_cfg(c)->timeouts.idle_ms);
+    if (w->draining) c->close_after = false;
+}
+
+void pt_h1_conns_drain(pt_worker *w)
+{
+    pt_h1_conn *c = w->conns;
+    while (c) {
+        pt_h1_conn *n = c->next;
+        if (c->state == ST_HEAD && !c->txn && !c->rbuf.len && !c->wbuf.len) conn_close(c);
+        else c->close_after = true;
+        c = n;
+    }
+}
+
+void pt_h1_conns_close_all(pt_worker *w)
+{
+    while (w->conns) conn_close(w->conns);
+}

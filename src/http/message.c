@@ -1,0 +1,147 @@
+/* message.c — see message.h. */
+#include "http/message.h"
+
+static const char *const method_names[PT_METHOD__COUNT] = {
+    "OTHER", "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT",
+};
+
+pt_method pt_method_from_str(pt_str s)
+{
+    for (int m = 1; m < PT_METHOD__COUNT; m++)
+        if (pt_str_eq_lit(s, method_names[m])) return (pt_method)m;
+    return PT_METHOD_OTHER;
+}
+
+const char *pt_method_name(pt_method m) { return (unsigned)m < PT_METHOD__COUNT ? method_names[m] : "OTHER"; }
+
+bool pt_method_idempotent(pt_method m)
+{
+    switch (m) {
+    case PT_METHOD_GET: case PT_METHOD_HEAD: case PT_METHOD_PUT:
+    case PT_METHOD_DELETE: case PT_METHOD_OPTIONS: case PT_METHOD_TRACE:
+        return true;
+    default:
+        return false;
+    }
+}
+
+void pt_headers_add(pt_headers *h, pt_arena *a, pt_str name, pt_str value)
+{
+    if (h->n == h->cap) {
+        uint32_t cap = h->cap ? h->cap * 2 : 16;
+        pt_header *v = pt_arena_alloc(a, cap * sizeof(*v));
+        if (h->n) memcpy(v, h->v, h->n * sizeof(*v));
+        h->v = v;
+        h->cap = cap;
+    }
+    h->v[h->n].name = name;
+    h->v[h->n].value = value;
+    h->n++;
+}
+
+const pt_str *pt_headers_get(const pt_headers *h, const char *name)
+{
+    pt_str n = pt_str_c(name);
+    for (uint32_t i = 0; i < h->n; i++)
+        if (pt_str_ieq(h->v[i].name, n)) return &h->v[i].value;
+    return NULL;
+}
+
+int pt_headers_remove(pt_headers *h, const char *name)
+{
+    pt_str n = pt_str_c(name);
+    uint32_t w = 0;
+    int removed = 0;
+    for (uint32_t i = 0; i < h->n; i++) {
+        if (pt_str_ieq(h->v[i].name, n)) {
+            removed++;
+            continue;
+        }
+        h->v[w++] = h->v[i];
+    }
+    h->n = w;
+    return removed;
+}
+
+void pt_headers_set(pt_headers *h, pt_arena *a, pt_str name, pt_str value)
+{
+    char tmp[256];
+    size_t n = PT_MIN(name.n, sizeof(tmp) - 1);
+    memcpy(tmp, name.p, n);
+    tmp[n] = '\0';
+    pt_headers_remove(h, tmp);
+    pt_headers_add(h, a, name, value);
+}
+
+const char *pt_status_reason(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 103: return "Early Hints";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 411: return "Length Required";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 417: return "Expectation Failed";
+    case 422: return "Unprocessable Content";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+    }
+}
+
+static void rebase(pt_str *s, const char *old_base, size_t len, const char *new_base)
+{
+    if (s->p && s->p >= old_base && s->p <= old_base + len) s->p = new_base + (s->p - old_base);
+}
+
+static void rebase_headers(pt_headers *h, const char *old_base, size_t len, const char *new_base)
+{
+    for (uint32_t i = 0; i < h->n; i++) {
+        rebase(&h->v[i].name, old_base, len, new_base);
+        rebase(&h->v[i].value, old_base, len, new_base);
+    }
+}
+
+void pt_request_rebase(pt_request *r, const char *old_base, size_t len, const char *new_base)
+{
+    rebase(&r->method_str, old_base, len, new_base);
+    rebase(&r->scheme, old_base, len, new_base);
+    rebase(&r->authority, old_base, len, new_base);
+    rebase(&r->host, old_base, len, new_base);
+    rebase(&r->target, old_base, len, new_base);
+    rebase(&r->path, old_base, len, new_base);
+    rebase(&r->query, old_base, len, new_base);
+    rebase_headers(&r->headers, old_base, len, new_base);
+}
+
+void pt_response_rebase(pt_response *r, const char *old_base, size_t len, const char *new_base)
+{
+    rebase(&r->reason, old_base, len, new_base);
+    rebase_headers(&r->headers, old_base, len, new_base);
+}

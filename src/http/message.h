@@ -1,0 +1,97 @@
+/* message.h — the protocol-neutral HTTP message model.
+ *
+ * Codecs (HTTP/1 today, HTTP/2 later) translate wire bytes into these
+ * structures; the router, the proxy and every plugin see only these. In
+ * particular a pt_request carries no framing: no Transfer-Encoding, no
+ * Connection/Keep-Alive/Upgrade/TE/Proxy-Connection, no Host header (the
+ * authority is a field, as HTTP/2's :authority). Whether a body exists and
+ * its length (if known) are fields; how it is delimited on the wire is the
+ * codec's business.
+ *
+ * Memory: every pt_str in a message points into the request's arena (or into
+ * a buffer the codec guarantees outlives the message; see pt_message_rebase). */
+#ifndef PT_HTTP_MESSAGE_H
+#define PT_HTTP_MESSAGE_H
+
+#include "core/arena.h"
+#include "core/common.h"
+
+typedef enum {
+    PT_METHOD_OTHER = 0,
+    PT_METHOD_GET,
+    PT_METHOD_HEAD,
+    PT_METHOD_POST,
+    PT_METHOD_PUT,
+    PT_METHOD_DELETE,
+    PT_METHOD_PATCH,
+    PT_METHOD_OPTIONS,
+    PT_METHOD_TRACE,
+    PT_METHOD_CONNECT,
+    PT_METHOD__COUNT
+} pt_method;
+
+#define PT_METHOD_BIT(m) (1u << (unsigned)(m))
+
+/* Maps a method token to its id (PT_METHOD_OTHER for extension methods). */
+pt_method pt_method_from_str(pt_str s);
+const char *pt_method_name(pt_method m); /* "GET", ...; "OTHER" for extension methods */
+/* Idempotent per RFC 9110 §9.2.2 (GET HEAD PUT DELETE OPTIONS TRACE). */
+bool pt_method_idempotent(pt_method m);
+
+typedef struct {
+    pt_str name; /* as received (case preserved); compare with pt_str_ieq */
+    pt_str value; /* leading/trailing whitespace already trimmed */
+} pt_header;
+
+/* A growable array of headers in an arena. Order is preserved. */
+typedef struct {
+    pt_header *v;
+    uint32_t n;
+    uint32_t cap;
+} pt_headers;
+
+void pt_headers_add(pt_headers *h, pt_arena *a, pt_str name, pt_str value);
+/* First value of `name` (case-insensitive), or NULL. */
+const pt_str *pt_headers_get(const pt_headers *h, const char *name);
+/* Removes every occurrence; returns how many were removed. */
+int pt_headers_remove(pt_headers *h, const char *name);
+/* Remove all `name` then add one with `value`. */
+void pt_headers_set(pt_headers *h, pt_arena *a, pt_str name, pt_str value);
+
+typedef struct pt_request {
+    pt_method method;
+    pt_str method_str;  /* the token as received */
+    pt_str scheme;      /* "http" (or "https" once TLS lands) */
+    pt_str authority;   /* Host / :authority, as received (may include a port) */
+    pt_str host;        /* authority without port, lowercased */
+    pt_str target;      /* raw request-target (origin-form) */
+    pt_str path;        /* raw path part of target (before '?') */
+    pt_str query;       /* part after '?', without it; empty if none */
+    bool has_query;
+    uint8_t version;    /* 10, 11 or 20 */
+    pt_headers headers; /* end-to-end fields only */
+    /* Body: has_body false => no body at all. content_length >= 0 when the
+     * length is known up front, -1 when it is streamed with unknown length. */
+    bool has_body;
+    int64_t content_length;
+    bool expect_continue; /* client sent Expect: 100-continue (codec answers it) */
+} pt_request;
+
+typedef struct pt_response {
+    int status;
+    pt_str reason;      /* informational only; may be empty */
+    pt_headers headers; /* end-to-end fields only */
+    bool has_body;      /* false for HEAD responses, 1xx, 204, 304 */
+    int64_t content_length; /* -1 unknown (streamed) */
+} pt_response;
+
+/* Standard reason phrase for a status code ("Unknown" if none). */
+const char *pt_status_reason(int status);
+
+/* Shift every slice of `req` that points into [old_base, old_base+len) by
+ * (new_base - old_base). Used after copying a parsed head out of a read
+ * buffer into the arena. */
+void pt_request_rebase(pt_request *req, const char *old_base, size_t len, const char *new_base);
+void pt_response_rebase(pt_response *res, const char *old_base, size_t len, const char *new_base);
+
+#endif

@@ -1,0 +1,25 @@
+/* registry.c — the table of built-in plugin types, looked up by the config
+ * loader when it meets a plugin name. Adding a built-in = one line here. */
+#include "plugins/delay/delay.h"
+#include "plugins/direct_response/direct_response.h"
+#include "plugins/headers/headers.h"
+#include "plugins/request_id/request_id.h"
+#include "proxy/plugin.h"
+
+static const pt_plugin_type *const builtin_plugins[] = {
+    &pt_plugin_request_id,
+    &pt_plugin_headers,
+    &pt_plugin_direct_response,
+    &pt_plugin_delay,
+    NULL,
+};
+
+const pt_plugin_type *pt_plugin_find(const char *name)
+{
+    if (!name) return NULL;
+    for (size_t i = 0; builtin_plugins[i]; i++)
+        if (strcmp(builtin_plugins[i]->name, name) == 0) return builtin_plugins[i];
+    return NULL;
+}
+
+const pt_plugin_type *const *pt_plugin_all(void) { return builtin_plugins; }

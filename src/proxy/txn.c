@@ -1,0 +1,626 @@
+/* txn.c — the transaction state machine (see txn.h).
+ *
+ * Order of events for a proxied request:
+ *   pt_txn_start: normalise path, route (404/405), body-size check (413),
+ *     request-header phase of the pipeline (each plugin may continue,
+ *     respond or pause);
+ *   connect_upstream: pick a target (smooth WRR), take a pooled connection
+ *     or connect; a failed connect tries the next target for idempotent
+ *     requests;
+ *   on_up_ready: send the head, then ask the codec for the body, which is
+ *     streamed with backpressure (codec -> txn -> upstream);
+ *   on_up_head: response-header phase, then the head goes to the codec;
+ *   on_up_body / on_up_end: streamed with backpressure (upstream -> codec);
+ *   finish: log phase, access log, release upstream connection and
+ *     generation, tell the codec we are done.
+ * A local response (plugin, or an error Portico generates) goes through the
+ * response-header phase as well, so response plugins apply to it. */
+#include "proxy/txn.h"
+
+#include <stdio.h>
+
+#include "core/accesslog.h"
+#include "http/problem.h"
+#include "router/normalize.h"
+#include "server/worker.h"
+#include "upstream/h1_client.h"
+
+enum phase { PH_NONE, PH_REQUEST, PH_RESPONSE };
+
+struct pt_txn {
+    pt_worker *w;
+    pt_arena *a;
+    const pt_downstream_ops *ops;
+    void *stream;
+    pt_worker_gen *wg;
+    pt_generation *gen;
+    pt_str client_addr;
+    uint64_t start_us;
+
+    pt_request *req;
+    pt_str norm_path;
+    pt_route_match match;
+    const pt_route_conf *route;
+    const pt_pipeline *pipe;
+    char *states;
+    pt_str request_id;
+
+    /* pipeline position */
+    enum phase phase;
+    size_t plugin_idx;
+    bool paused;
+    pt_defer resume_defer;
+    pt_plugin_result resume_result;
+
+    /* the response being sent */
+    pt_response res;
+    bool local;         /* res is a local response with local_body */
+    pt_str local_body;
+    bool response_plugins_done;
+
+    /* upstream */
+    pt_upstream_rt *ups;
+    const pt_target_conf *target;
+    uint64_t tried;
+    int attempts;
+    pt_uconn *uc;
+    pt_str upstream_target; /* path[?query] sent upstream */
+    uint64_t up_start_us;
+    uint64_t up_end_us;
+
+    /* body and lifecycle */
+    uint64_t max_body;
+    uint64_t body_received;
+    bool req_body_done;
+    bool resp_started;
+    bool resp_done;
+    bool finished;
+    bool up_read_paused_by_ds;
+    uint64_t bytes_in;
+    uint64_t bytes_out;
+    int status;
+};
+
+static const pt_uconn_cbs up_cbs;
+static void run_request_phase(pt_txn *t);
+static void run_response_phase(pt_txn *t);
+static void connect_upstream(pt_txn *t);
+static void finish(pt_txn *t);
+static void respond_problem(pt_txn *t, int status, const char *detail);
+
+/* ---------------------------------------------------------------- accessors */
+
+pt_request *pt_txn_request(pt_txn *t) { return t->req; }
+pt_response *pt_txn_response(pt_txn *t) { return &t->res; }
+pt_arena *pt_txn_arena(pt_txn *t) { return t->a; }
+struct pt_loop *pt_txn_loop(pt_txn *t) { return t->w->loop; }
+const pt_route_conf *pt_txn_route(pt_txn *t) { return t->route; }
+pt_str pt_txn_request_id(pt_txn *t) { return t->request_id; }
+pt_str pt_txn_client_addr(pt_txn *t) { return t->client_addr; }
+bool pt_txn_response_started(const pt_txn *t) { return t->resp_started; }
+
+void pt_txn_set_request_id(pt_txn *t, pt_str id) { t->request_id = pt_arena_str(t->a, id); }
+
+pt_str pt_txn_param(pt_txn *t, const char *name)
+{
+    pt_str n = pt_str_c(name);
+    for (int i = 0; i < t->match.nparams; i++)
+        if (pt_str_eq(t->match.params[i].name, n)) return t->match.params[i].value;
+    return PT_STR_NULL;
+}
+
+void pt_txn_respond(pt_txn *t, int status, pt_str content_type, pt_str body)
+{
+    memset(&t->res, 0, sizeof(t->res));
+    t->res.status = status;
+    t->local = true;
+    t->local_body = pt_arena_str(t->a, body);
+    bool bodiless_status = status < 200 || status == 204 || status == 304;
+    t->res.has_body = !bodiless_status && !(t->req && t->req->method == PT_METHOD_HEAD);
+    t->res.content_length = bodiless_status ? -1 : (int64_t)body.n; /* HEAD: the length a GET would get */
+    if (content_type.n) pt_headers_add(&t->res.headers, t->a, PT_STR_LIT("Content-Type"), pt_arena_str(t->a, content_type));
+}
+
+void pt_txn_respond_header(pt_txn *t, pt_str name, pt_str value)
+{
+    pt_headers_add(&t->res.headers, t->a, pt_arena_str(t->a, name), pt_arena_str(t->a, value));
+}
+
+void pt_txn_respond_problem(pt_txn *t, int status, const char *detail)
+{
+    pt_str body = pt_problem_json(t->a, status, detail, t->request_id);
+    pt_txn_respond(t, status, PT_STR_LIT(PT_PROBLEM_CONTENT_TYPE), body);
+    if (status == 405 && t->match.allowed_methods) {
+        char allow[128];
+        size_t n = 0;
+        for (int m = 1; m < PT_METHOD__COUNT; m++) {
+            if (!(t->match.allowed_methods & PT_METHOD_BIT(m))) continue;
+            n += (size_t)snprintf(allow + n, sizeof(allow) - n, "%s%s", n ? ", " : "", pt_method_name((pt_method)m));
+            if (n >= sizeof(allow)) { n = sizeof(allow) - 1; break; }
+        }
+        pt_txn_respond_header(t, PT_STR_LIT("Allow"), pt_str_make(allow, n));
+    }
+}
+
+/* ----------------------------------------------------------------- lifecycle */
+
+pt_txn *pt_txn_new(pt_worker *w, pt_arena *a, const pt_downstream_ops *ops, void *stream, pt_str client_addr,
+                   uint64_t start_us)
+{
+    pt_txn *t = pt_arena_calloc(a, sizeof(*t));
+    t->w = w;
+    t->a = a;
+    t->ops = ops;
+    t->stream = stream;
+    t->client_addr = client_addr;
+    t->start_us = start_us;
+    t->wg = pt_worker_gen_acquire(w);
+    t->gen = t->wg->gen;
+    t->pipe = &t->gen->global;
+    t->status = 0;
+    return t;
+}
+
+static void alloc_states(pt_txn *t)
+{
+    t->states = t->pipe->state_size ? pt_arena_calloc(t->a, t->pipe->state_size) : NULL;
+}
+
+static inline void *plugin_state(pt_txn *t, size_t i)
+{
+    return t->pipe->v[i]->type->state_size ? t->states + t->pipe->state_off[i] : NULL;
+}
+
+void pt_txn_start_error(pt_txn *t, pt_request *req, int status, const char *detail)
+{
+    t->req = req;
+    t->req_body_done = true; /* the codec closes the connection after an error */
+    alloc_states(t);
+    respond_problem(t, status, detail);
+}
+
+void pt_txn_start(pt_txn *t, pt_request *req, uint64_t head_bytes)
+{
+    t->req = req;
+    t->bytes_in = head_bytes;
+    t->req_body_done = !req->has_body;
+
+    /* Normalise once; the upstream receives exactly what was matched. */
+    char *np = pt_arena_alloc(t->a, req->path.n + 1);
+    const char *detail = NULL;
+    ssize_t nl = pt_path_normalize(req->path.p, req->path.n, np, &detail);
+    if (nl < 0) {
+        alloc_states(t);
+        respond_problem(t, 400, detail ? detail : "invalid path");
+        return;
+    }
+    t->norm_path = pt_str_make(np, (size_t)nl);
+
+    pt_route_input in = {
+        .host = req->host, .path = t->norm_path, .method = req->method, .headers = &req->headers, .query = req->query,
+    };
+    pt_router_match(t->gen->router, &in, t->a, &t->match);
+    if (t->match.status == 0) {
+        t->route = t->match.route;
+        t->pipe = &t->gen->route_pipes[t->route->index];
+    }
+    alloc_states(t);
+    if (t->match.status == 404) {
+        respond_problem(t, 404, "no route matches this request");
+        return;
+    }
+    if (t->match.status == 405) {
+        respond_problem(t, 405, "method not allowed on this route");
+        return;
+    }
+    t->max_body = t->route->max_body_size ? t->route->max_body_size : t->gen->cfg->limits.max_body_size;
+    if (req->has_body && req->content_length >= 0 && t->max_body && (uint64_t)req->content_length > t->max_body) {
+        respond_problem(t, 413, "request body exceeds the configured limit");
+        return;
+    }
+    t->phase = PH_REQUEST;
+    t->plugin_idx = 0;
+    run_request_phase(t);
+}
+
+/* ------------------------------------------------------------------ pipeline */
+
+static void resume_cb(pt_loop *loop, pt_defer *d)
+{
+    pt_txn *t = d->data;
+    t->paused = false;
+    if (t->finished) return;
+    if (t->phase == PH_REQUEST) {
+        if (t->resume_result == PT_PLUGIN_RESPOND) {
+            run_response_phase(t);
+            return;
+        }
+        t->plugin_idx++;
+        run_request_phase(t);
+    } else if (t->phase == PH_RESPONSE) {
+        t->plugin_idx++;
+        run_response_phase(t);
+    }
+}
+
+void pt_txn_resume(pt_txn *t, pt_plugin_result r)
+{
+    PT_ASSERT(t->paused);
+    t->resume_result = r;
+    pt_defer_queue(t->w->loop, &t->resume_defer, resume_cb, t);
+}
+
+static void run_request_phase(pt_txn *t)
+{
+    const pt_pipeline *p = t->pipe;
+    for (; t->plugin_idx < p->n; t->plugin_idx++) {
+        const pt_plugin_instance *pi = p->v[t->plugin_idx];
+        if (!pi->type->on_request_headers) continue;
+        pt_plugin_result r = pi->type->on_request_headers(t, pi->conf, plugin_state(t, t->plugin_idx));
+        if (r == PT_PLUGIN_PAUSE) {
+            t->paused = true;
+            return;
+        }
+        if (r == PT_PLUGIN_RESPOND) {
+            PT_ASSERT(t->local);
+            run_response_phase(t);
+            return;
+        }
+    }
+    t->phase = PH_NONE;
+    if (!t->route->upstream) {
+        respond_problem(t, 500, "the route has no upstream and no plugin answered");
+        return;
+    }
+    t->ups = &t->wg->upstreams[t->route->upstream->index];
+    pt_str path = pt_route_upstream_path(t->route, &t->match, t->norm_path, t->a);
+    if (t->req->has_query) {
+        char *s = pt_arena_alloc(t->a, path.n + 1 + t->req->query.n + 1);
+        memcpy(s, path.p, path.n);
+        s[path.n] = '?';
+        memcpy(s + path.n + 1, t->req->query.p, t->req->query.n);
+        s[path.n + 1 + t->req->query.n] = '\0';
+        t->upstream_target = pt_str_make(s, path.n + 1 + t->req->query.n);
+    } else {
+        t->upstream_target = path;
+    }
+    connect_upstream(t);
+}
+
+/* Sends the head (and body for local responses) after the response phase. */
+static void emit_response(pt_txn *t)
+{
+    t->resp_started = true;
+    t->status = t->res.status;
+    t->ops->send_head(t->stream, &t->res);
+    if (t->local) {
+        if (t->res.has_body && t->local_body.n) t->ops->send_body(t->stream, t->local_body.p, t->local_body.n);
+        t->bytes_out += t->local_body.n;
+        t->resp_done = true;
+        t->ops->send_end(t->stream, PT_STR_NULL);
+        finish(t);
+        return;
+    }
+    if (t->uc) pt_uconn_pause_read(t->uc, false);
+}
+
+static void run_response_phase(pt_txn *t)
+{
+    if (t->phase != PH_RESPONSE) {
+        t->phase = PH_RESPONSE;
+        t->plugin_idx = 0;
+    }
+    const pt_pipeline *p = t->pipe;
+    for (; t->plugin_idx < p->n; t->plugin_idx++) {
+        const pt_plugin_instance *pi = p->v[t->plugin_idx];
+        if (!pi->type->on_response_headers) continue;
+        pt_plugin_result r = pi->type->on_response_headers(t, pi->conf, plugin_state(t, t->plugin_idx));
+        if (r == PT_PLUGIN_PAUSE) {
+            t->paused = true;
+            if (t->uc) pt_uconn_pause_read(t->uc, true);
+            return;
+        }
+        if (r == PT_PLUGIN_RESPOND && t->uc) {
+            /* A response plugin replaced the upstream response. */
+            pt_uconn_close(t->uc);
+            t->uc = NULL;
+        }
+    }
+    t->phase = PH_NONE;
+    t->response_plugins_done = true;
+    emit_response(t);
+}
+
+static void respond_problem(pt_txn *t, int status, const char *detail)
+{
+    if (t->resp_started) {
+        t->ops->abort(t->stream);
+        finish(t);
+        return;
+    }
+    pt_txn_respond_problem(t, status, detail);
+    t->phase = PH_NONE;
+    run_response_phase(t);
+}
+
+/* ------------------------------------------------------------------ upstream */
+
+static void connect_upstream(pt_txn *t)
+{
+    pt_upstream_rt *u = t->ups;
+    for (;;) {
+        int idx = pt_upstream_pick(u, t->tried);
+        if (idx < 0) {
+            respond_problem(t, 502, "no upstream target could be reached");
+            return;
+        }
+        if (idx < 64) t->tried |= 1ull << idx;
+        t->attempts++;
+        t->target = &u->conf->targets[idx];
+        if (!t->up_start_us) t->up_start_us = pt_loop_wall_us(t->w->loop);
+        pt_uconn *c = pt_pool_take(u->pools[idx]);
+        bool fresh = false;
+        if (!c) {
+            c = pt_uconn_connect(t->w, t->target, u->pools[idx]);
+            fresh = true;
+        }
+        if (!c) {
+            if (pt_method_idempotent(t->req->method) && t->attempts < (int)u->conf->ntargets) continue;
+            respond_problem(t, 502, "upstream connection failed");
+            return;
+        }
+        t->uc = c;
+        pt_uconn_attach(c, &up_cbs, t, t->a, u->conf, &t->gen->h1_limits, u->conf->connect_timeout_ms);
+        if (!fresh) up_cbs.on_ready(t);
+        return;
+    }
+}
+
+static void send_request_head(pt_txn *t)
+{
+    pt_request *r = t->req;
+    const pt_upstream_conf *uc = t->ups->conf;
+    pt_headers *h = &r->headers;
+
+    /* X-Forwarded-*: append the client to XFF; set Proto and Host. */
+    const pt_str *xff = pt_headers_get(h, "X-Forwarded-For");
+    pt_str xffv = t->client_addr;
+    if (xff && xff->n) {
+        char *s = pt_arena_alloc(t->a, xff->n + 2 + t->client_addr.n);
+        memcpy(s, xff->p, xff->n);
+        memcpy(s + xff->n, ", ", 2);
+        memcpy(s + xff->n + 2, t->client_addr.p, t->client_addr.n);
+        xffv = pt_str_make(s, xff->n + 2 + t->client_addr.n);
+    }
+    pt_headers_set(h, t->a, PT_STR_LIT("X-Forwarded-For"), xffv);
+    pt_headers_set(h, t->a, PT_STR_LIT("X-Forwarded-Proto"), r->scheme.n ? r->scheme : PT_STR_LIT("http"));
+    if (r->authority.n) pt_headers_set(h, t->a, PT_STR_LIT("X-Forwarded-Host"), r->authority);
+    pt_headers_remove(h, "Expect"); /* the codec answers 100-continue itself */
+
+    pt_str host = r->authority;
+    if (!uc->preserve_host || !host.n) {
+        const pt_target_conf *tc = t->target;
+        host = pt_str_c(pt_arena_printf(t->a, "%s:%u", tc->host, (unsigned)tc->port));
+    }
+    pt_uconn_send_head(t->uc, r, t->upstream_target, host, h, r->has_body, r->content_length);
+}
+
+static void on_up_ready(void *owner)
+{
+    pt_txn *t = owner;
+    send_request_head(t);
+    if (t->req->has_body) {
+        if (t->req_body_done) pt_uconn_send_end(t->uc);
+        else t->ops->want_body(t->stream, true);
+    }
+}
+
+static void on_up_writable(void *owner)
+{
+    pt_txn *t = owner;
+    if (!t->req_body_done && !t->resp_done) t->ops->want_body(t->stream, true);
+}
+
+static void on_up_informational(void *owner, pt_response *res)
+{
+    pt_txn *t = owner;
+    if (!t->resp_started && t->ops->send_informational) t->ops->send_informational(t->stream, res);
+}
+
+static void on_up_head(void *owner, pt_response *res)
+{
+    pt_txn *t = owner;
+    t->res = *res;
+    t->local = false;
+    pt_uconn_pause_read(t->uc, true); /* until the response phase has run */
+    run_response_phase(t);
+}
+
+static void on_up_body(void *owner, const char *data, size_t len)
+{
+    pt_txn *t = owner;
+    const pt_pipeline *p = t->pipe;
+    pt_body_chunk chunk = {data, len, false};
+    for (size_t i = 0; i < p->n; i++) {
+        const pt_plugin_instance *pi = p->v[i];
+        if (pi->type->on_response_body) pi->type->on_response_body(t, pi->conf, plugin_state(t, i), &chunk);
+    }
+    t->bytes_out += len;
+    if (!t->ops->send_body(t->stream, data, len)) {
+        t->up_read_paused_by_ds = true;
+        pt_uconn_pause_read(t->uc, true);
+    }
+}
+
+static void on_up_end(void *owner, pt_str trailers)
+{
+    pt_txn *t = owner;
+    const pt_pipeline *p = t->pipe;
+    pt_body_chunk chunk = {NULL, 0, true};
+    for (size_t i = 0; i < p->n; i++) {
+        const pt_plugin_instance *pi = p->v[i];
+        if (pi->type->on_response_body) pi->type->on_response_body(t, pi->conf, plugin_state(t, i), &chunk);
+    }
+    t->up_end_us = pt_loop_wall_us(t->w->loop);
+    t->resp_done = true;
+    t->ops->send_end(t->stream, trailers);
+    finish(t);
+}
+
+static void on_up_error(void *owner, pt_uerr err, bool nothing_received)
+{
+    pt_txn *t = owner;
+    pt_uconn *c = t->uc;
+    bool reused = c && c->reused;
+    t->uc = NULL;
+    if (c) pt_uconn_close(c);
+    t->up_end_us = pt_loop_wall_us(t->w->loop);
+    if (t->resp_started) {
+        t->ops->abort(t->stream);
+        finish(t);
+        return;
+    }
+    /* A connection that failed before any response byte may be retried when
+     * nothing of the request body has been consumed yet: a stale pooled
+     * connection always, a failed connect for idempotent requests. */
+    bool body_untouched = !t->req->has_body || t->body_received == 0;
+    if (nothing_received && body_untouched && t->attempts < 8) {
+        if (reused && (err == PT_UERR_CLOSED)) {
+            t->tried = 0;
+            connect_upstream(t);
+            return;
+        }
+        if ((err == PT_UERR_CONNECT || err == PT_UERR_CONNECT_TIMEOUT) && pt_method_idempotent(t->req->method) &&
+            t->attempts < (int)t->ups->conf->ntargets) {
+            connect_upstream(t);
+            return;
+        }
+    }
+    switch (err) {
+    case PT_UERR_CONNECT_TIMEOUT: respond_problem(t, 504, "timed out connecting to the upstream"); break;
+    case PT_UERR_READ_TIMEOUT: respond_problem(t, 504, "the upstream did not answer in time"); break;
+    case PT_UERR_WRITE_TIMEOUT: respond_problem(t, 504, "timed out sending the request to the upstream"); break;
+    case PT_UERR_CONNECT: respond_problem(t, 502, "upstream connection failed"); break;
+    case PT_UERR_PROTOCOL: respond_problem(t, 502, "the upstream sent an invalid response"); break;
+    default: respond_problem(t, 502, "the upstream closed the connection"); break;
+    }
+}
+
+static const pt_uconn_cbs up_cbs = {
+    .on_ready = on_up_ready,
+    .on_writable = on_up_writable,
+    .on_informational = on_up_informational,
+    .on_head = on_up_head,
+    .on_body = on_up_body,
+    .on_end = on_up_end,
+    .on_error = on_up_error,
+};
+
+/* ------------------------------------------------------ downstream events */
+
+void pt_txn_on_request_body(pt_txn *t, const char *data, size_t len, bool last)
+{
+    if (t->finished) return;
+    t->body_received += len;
+    t->bytes_in += len;
+    if (t->max_body && t->body_received > t->max_body) {
+        pt_txn_on_request_error(t, 413, "request body exceeds the configured limit");
+        return;
+    }
+    const pt_pipeline *p = t->pipe;
+    if (p->n) {
+        pt_body_chunk chunk = {data, len, last};
+        for (size_t i = 0; i < p->n; i++) {
+            const pt_plugin_instance *pi = p->v[i];
+            if (pi->type->on_request_body) pi->type->on_request_body(t, pi->conf, plugin_state(t, i), &chunk);
+        }
+    }
+    if (last) t->req_body_done = true;
+    if (!t->uc) return;
+    bool more = len ? pt_uconn_send_body(t->uc, data, len) : true;
+    if (last) {
+        pt_uconn_send_end(t->uc);
+        t->ops->want_body(t->stream, false);
+    } else if (!more) {
+        t->ops->want_body(t->stream, false);
+    }
+}
+
+void pt_txn_on_request_error(pt_txn *t, int status, const char *detail)
+{
+    if (t->finished) return;
+    if (t->uc) {
+        pt_uconn_close(t->uc);
+        t->uc = NULL;
+    }
+    t->req_body_done = true; /* nothing more will be read; the codec closes */
+    if (t->paused) pt_defer_cancel(t->w->loop, &t->resume_defer);
+    respond_problem(t, status, detail);
+}
+
+void pt_txn_on_downstream_writable(pt_txn *t)
+{
+    if (t->finished) return;
+    if (t->uc && t->up_read_paused_by_ds) {
+        t->up_read_paused_by_ds = false;
+        pt_uconn_pause_read(t->uc, false);
+    }
+}
+
+void pt_txn_on_downstream_closed(pt_txn *t)
+{
+    if (t->finished) return;
+    if (t->uc) {
+        pt_uconn_close(t->uc);
+        t->uc = NULL;
+    }
+    pt_defer_cancel(t->w->loop, &t->resume_defer);
+    if (!t->resp_done) t->status = t->resp_started ? t->status : 499;
+    finish(t);
+}
+
+/* ---------------------------------------------------------------- finishing */
+
+static void write_access_log(pt_txn *t)
+{
+    const pt_config *cfg = t->gen->cfg;
+    if (!cfg->access_log.enabled) return;
+    uint64_t now = pt_loop_wall_us(t->w->loop);
+    pt_access_record r = {
+        .time_us = t->start_us,
+        .request_id = t->request_id,
+        .client = t->client_addr,
+        .method = t->req ? t->req->method_str : PT_STR_NULL,
+        .path = t->req ? t->req->target : PT_STR_NULL,
+        .route = t->route ? pt_str_c(t->route->name) : PT_STR_NULL,
+        .upstream = t->target ? pt_str_c(t->target->addr.text) : PT_STR_NULL,
+        .status = t->status,
+        .bytes_in = t->bytes_in,
+        .bytes_out = t->bytes_out,
+        .duration_ms = (double)(now - t->start_us) / 1000.0,
+        .upstream_ms = t->up_start_us ? (double)((t->up_end_us ? t->up_end_us : now) - t->up_start_us) / 1000.0 : -1.0,
+    };
+    char line[PT_ACCESSLOG_LINE_MAX];
+    size_t n = pt_accesslog_format(line, sizeof(line), &r);
+    if (n) pt_accesslog_write(line, n);
+}
+
+static void finish(pt_txn *t)
+{
+    if (t->finished) return;
+    t->finished = true;
+    if (t->uc) {
+        pt_uconn *c = t->uc;
+        t->uc = NULL;
+        if (t->resp_done && t->req_body_done) pt_uconn_release(c);
+        else pt_uconn_close(c);
+    }
+    const pt_pipeline *p = t->pipe;
+    for (size_t i = 0; i < p->n; i++) {
+        const pt_plugin_instance *pi = p->v[i];
+        if (pi->type->on_log) pi->type->on_log(t, pi->conf, plugin_state(t, i));
+    }
+    write_access_log(t);
+    pt_worker_gen_release(t->w, t->wg);
+    t->ops->finished(t->stream);
+}

@@ -1,0 +1,77 @@
+/* txn.h — the protocol-neutral transaction: one request/response exchange,
+ * from a parsed request head to the last response byte. This is the heart of
+ * the proxy: it routes, runs the plugin pipeline (with pause/resume), picks
+ * an upstream target, streams the body both ways with backpressure and
+ * writes the access log.
+ *
+ * A downstream codec (HTTP/1 today, HTTP/2 later) owns the stream and its
+ * arena, creates the txn in that arena, feeds it the request through the
+ * pt_txn_* functions below and receives the response through the
+ * pt_downstream_ops callbacks. The txn never sees wire framing. */
+#ifndef PT_PROXY_TXN_H
+#define PT_PROXY_TXN_H
+
+#include "http/message.h"
+#include "proxy/plugin.h"
+
+struct pt_worker;
+
+/* Response side, implemented by the downstream codec. `stream` is the
+ * codec's own pointer. */
+typedef struct {
+    /* Interim 1xx response (103 Early Hints); the codec may drop it. */
+    void (*send_informational)(void *stream, const pt_response *res);
+    /* Final response head. res->has_body / content_length (-1 = unknown) tell
+     * the codec how to frame. */
+    void (*send_head)(void *stream, const pt_response *res);
+    /* Body bytes (copied by the codec). Returns false when the codec's
+     * output is above its high watermark: stop producing until
+     * pt_txn_on_downstream_writable(). */
+    bool (*send_body)(void *stream, const char *data, size_t len);
+    /* End of the response body; `trailers` are HTTP field lines
+     * ("name: value\r\n"...), possibly empty. */
+    void (*send_end)(void *stream, pt_str trailers);
+    /* Start (true) or stop (false) delivering request body bytes through
+     * pt_txn_on_request_body(). The first `true` answers Expect: 100-continue. */
+    void (*want_body)(void *stream, bool want);
+    /* The response cannot be completed (upstream died mid-body): the codec
+     * must make that visible to the client (HTTP/1: close the connection
+     * without completing the framing). */
+    void (*abort)(void *stream);
+    /* The txn is over (logged, upstream released). The codec may free the
+     * arena now or later; the txn must not be touched afterwards. */
+    void (*finished)(void *stream);
+} pt_downstream_ops;
+
+typedef struct pt_txn pt_txn;
+
+/* Creates a transaction in `a` (the stream's arena) on worker `w`. */
+pt_txn *pt_txn_new(struct pt_worker *w, pt_arena *a, const pt_downstream_ops *ops, void *stream,
+                   pt_str client_addr, uint64_t start_us);
+
+/* The request head is parsed (req lives in the arena). head_bytes counts
+ * toward bytes_in. Starts routing and the request phases. */
+void pt_txn_start(pt_txn *txn, pt_request *req, uint64_t head_bytes);
+
+/* The request could not be parsed: answer `status` (problem+json), log it.
+ * `req` may be partially filled or NULL. */
+void pt_txn_start_error(pt_txn *txn, pt_request *req, int status, const char *detail);
+
+/* Request body bytes (valid only during the call); last = end of body. */
+void pt_txn_on_request_body(pt_txn *txn, const char *data, size_t len, bool last);
+
+/* A request body error detected by the codec (malformed chunk, too large,
+ * timeout): status is 400/413/408. */
+void pt_txn_on_request_error(pt_txn *txn, int status, const char *detail);
+
+/* The codec's output dropped below its low watermark. */
+void pt_txn_on_downstream_writable(pt_txn *txn);
+
+/* The client went away or the codec hit a fatal error: abort, log, and
+ * call ops->finished(). */
+void pt_txn_on_downstream_closed(pt_txn *txn);
+
+/* True once a response head has been handed to the codec. */
+bool pt_txn_response_started(const pt_txn *txn);
+
+#endif

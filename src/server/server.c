@@ -1,0 +1,291 @@
+/* server.c — see server.h and worker.h. */
+#include "server/server.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/accesslog.h"
+#include "http/h1_server.h"
+#include "server/worker.h"
+
+#define ARENA_CACHE_MAX 256
+#define ARENA_FIRST_BLOCK 4096
+
+typedef struct pt_server {
+    const char *config_path;
+    pt_generation *gen;
+    pt_worker *workers;
+    int nworkers;
+} pt_server;
+
+/* ------------------------------------------------------------ worker caches */
+
+pt_arena *pt_worker_arena_get(pt_worker *w)
+{
+    if (w->narena_cache) return w->arena_cache[--w->narena_cache];
+    return pt_arena_new(ARENA_FIRST_BLOCK);
+}
+
+void pt_worker_arena_put(pt_worker *w, pt_arena *a)
+{
+    pt_arena_reset(a);
+    if (w->narena_cache < ARENA_CACHE_MAX) w->arena_cache[w->narena_cache++] = a;
+    else pt_arena_free(a);
+}
+
+static pt_worker_gen *worker_gen_new(pt_worker *w, pt_generation *g)
+{
+    pt_worker_gen *wg = pt_xcalloc(1, sizeof(*wg));
+    wg->gen = g; /* takes the reference the caller holds */
+    const pt_config *cfg = g->cfg;
+    wg->upstreams = pt_xcalloc(cfg->nupstreams ? cfg->nupstreams : 1, sizeof(*wg->upstreams));
+    for (size_t i = 0; i < cfg->nupstreams; i++) {
+        pt_upstream_rt *u = &wg->upstreams[i];
+        const pt_upstream_conf *uc = &cfg->upstreams[i];
+        u->conf = uc;
+        u->current = pt_xcalloc(uc->ntargets ? uc->ntargets : 1, sizeof(*u->current));
+        u->pools = pt_xcalloc(uc->ntargets ? uc->ntargets : 1, sizeof(*u->pools));
+        for (size_t t = 0; t < uc->ntargets; t++) {
+            u->total += uc->targets[t].weight;
+            u->pools[t] = pt_pool_for(w, &uc->targets[t]);
+        }
+    }
+    return wg;
+}
+
+static void worker_gen_free(pt_worker_gen *wg)
+{
+    for (size_t i = 0; i < wg->gen->cfg->nupstreams; i++) {
+        free(wg->upstreams[i].current);
+        free(wg->upstreams[i].pools);
+    }
+    free(wg->upstreams);
+    pt_generation_unref(wg->gen);
+    free(wg);
+}
+
+pt_worker_gen *pt_worker_gen_acquire(pt_worker *w)
+{
+    w->wgen->users++;
+    return w->wgen;
+}
+
+void pt_worker_gen_release(pt_worker *w, pt_worker_gen *wg)
+{
+    PT_ASSERT(wg->users > 0);
+    wg->users--;
+    if (wg->retired && wg->users == 0) worker_gen_free(wg);
+}
+
+/* Runs on the worker thread: switch to a new generation. */
+static void worker_set_gen(pt_loop *loop, void *data)
+{
+    pt_worker *w = pt_loop_data(loop);
+    pt_worker_gen *old = w->wgen;
+    w->wgen = worker_gen_new(w, data);
+    old->retired = true;
+    if (old->users == 0) worker_gen_free(old);
+}
+
+/* ---------------------------------------------------------------- accepting */
+
+static void on_accept(pt_loop *loop, pt_io *io, uint32_t events)
+{
+    pt_worker *w = io->data;
+    for (int i = 0; i < 64; i++) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        int fd = accept4(io->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            if (errno == EMFILE || errno == ENFILE)
+                fprintf(stderr, "portico: worker %d: accept: %s\n", w->id, strerror(errno));
+            return;
+        }
+        pt_h1_conn_accept(w, fd, (struct sockaddr *)&ss, len);
+    }
+}
+
+static int open_listener(const pt_listener_conf *l)
+{
+    int fd = socket(l->addr.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    if (l->addr.ss.ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (bind(fd, (const struct sockaddr *)&l->addr.ss, l->addr.sslen) < 0 || listen(fd, l->backlog) < 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+/* ----------------------------------------------------------------- draining */
+
+static void drain_check(pt_loop *loop, pt_timer *t)
+{
+    pt_worker *w = t->data;
+    if (w->nconns == 0 || pt_loop_now(loop) >= w->drain_deadline) {
+        pt_h1_conns_close_all(w);
+        pt_pools_close_all(w);
+        pt_loop_stop(loop);
+        return;
+    }
+    pt_timer_start(loop, t, 20, drain_check, w);
+}
+
+static void worker_drain(pt_loop *loop, void *data)
+{
+    pt_worker *w = pt_loop_data(loop);
+    PT_UNUSED(data);
+    if (w->draining) return;
+    w->draining = true;
+    w->drain_deadline = pt_loop_now(loop) + w->wgen->gen->cfg->timeouts.shutdown_ms;
+    for (size_t i = 0; i < w->nlisteners; i++) {
+        pt_io_stop(loop, &w->listeners[i]);
+        close(w->listeners[i].fd);
+        w->listeners[i].fd = -1;
+    }
+    pt_h1_conns_drain(w);
+    pt_pools_close_all(w);
+    drain_check(loop, &w->drain_timer);
+}
+
+static void *worker_main(void *arg)
+{
+    pt_worker *w = arg;
+    pt_loop_run(w->loop);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ running */
+
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+static void reload(pt_server *s)
+{
+    if (!s->config_path) {
+        fprintf(stderr, "portico: SIGHUP ignored: no config file (proxy mode)\n");
+        return;
+    }
+    pt_errors errs = {0};
+    pt_config *cfg = pt_config_load_file(s->config_path, &errs);
+    pt_generation *g = cfg ? pt_generation_build(cfg, &errs) : NULL;
+    if (!g) {
+        fprintf(stderr, "portico: reload failed, keeping the running configuration:\n");
+        for (size_t i = 0; i < errs.n; i++) fprintf(stderr, "%s\n", errs.msgs[i]);
+        pt_errors_free(&errs);
+        return;
+    }
+    pt_errors_free(&errs);
+    const pt_config *old = s->gen->cfg;
+    if (g->cfg->nlisteners != old->nlisteners || g->cfg->workers != old->workers)
+        fprintf(stderr, "portico: reload: changes to 'listen' and 'workers' need a restart; ignored\n");
+    for (int i = 0; i < s->nworkers; i++) {
+        pt_generation_ref(g);
+        pt_loop_post(s->workers[i].loop, worker_set_gen, g);
+    }
+    pt_generation_unref(s->gen);
+    s->gen = g;
+    fprintf(stderr, "portico: configuration reloaded (generation %llu)\n", (unsigned long long)g->id);
+}
+
+int pt_server_run(pt_generation *gen, const char *config_path)
+{
+    pt_server s = {.config_path = config_path, .gen = gen};
+    const pt_config *cfg = gen->cfg;
+    raise_nofile();
+    signal(SIGPIPE, SIG_IGN);
+
+    if (cfg->access_log.enabled && pt_accesslog_open(cfg->access_log.path ? cfg->access_log.path : "stdout") != PT_OK) {
+        fprintf(stderr, "portico: cannot open access log %s: %s\n", cfg->access_log.path, strerror(errno));
+        pt_generation_unref(gen);
+        return 1;
+    }
+
+    s.nworkers = cfg->workers > 0 ? cfg->workers : 1;
+    s.workers = pt_xcalloc((size_t)s.nworkers, sizeof(pt_worker));
+    for (int i = 0; i < s.nworkers; i++) {
+        pt_worker *w = &s.workers[i];
+        w->id = i;
+        w->server = (struct pt_server *)&s;
+        w->loop = pt_loop_new();
+        if (!w->loop) pt_panic(__FILE__, __LINE__, "cannot create event loop");
+        pt_loop_set_data(w->loop, w);
+        w->arena_cache = pt_xcalloc(ARENA_CACHE_MAX, sizeof(pt_arena *));
+        pt_generation_ref(gen);
+        w->wgen = worker_gen_new(w, gen);
+        w->nlisteners = cfg->nlisteners;
+        w->listeners = pt_xcalloc(cfg->nlisteners, sizeof(pt_io));
+        for (size_t l = 0; l < cfg->nlisteners; l++) {
+            int fd = open_listener(&cfg->listeners[l]);
+            if (fd < 0) {
+                fprintf(stderr, "portico: cannot listen on %s: %s\n", cfg->listeners[l].addr.text, strerror(errno));
+                exit(1);
+            }
+            pt_io_start(w->loop, &w->listeners[l], fd, EPOLLIN, on_accept, w);
+        }
+    }
+    for (size_t l = 0; l < cfg->nlisteners; l++)
+        fprintf(stderr, "portico: listening on %s (%d worker%s)\n", cfg->listeners[l].addr.text, s.nworkers,
+                s.nworkers == 1 ? "" : "s");
+
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &set, NULL); /* inherited by the workers */
+    for (int i = 0; i < s.nworkers; i++)
+        if (pthread_create(&s.workers[i].thread, NULL, worker_main, &s.workers[i]) != 0)
+            pt_panic(__FILE__, __LINE__, "cannot start worker thread");
+
+    for (;;) {
+        int sig = sigwaitinfo(&set, NULL);
+        if (sig < 0) continue;
+        if (sig == SIGHUP) reload(&s);
+        else if (sig == SIGUSR1) pt_accesslog_request_reopen();
+        else break; /* SIGTERM / SIGINT */
+    }
+    fprintf(stderr, "portico: shutting down (draining for up to %llu ms)\n",
+            (unsigned long long)s.gen->cfg->timeouts.shutdown_ms);
+    for (int i = 0; i < s.nworkers; i++) pt_loop_post(s.workers[i].loop, worker_drain, NULL);
+    for (int i = 0; i < s.nworkers; i++) pthread_join(s.workers[i].thread, NULL);
+
+    for (int i = 0; i < s.nworkers; i++) {
+        pt_worker *w = &s.workers[i];
+        /* flush deferred frees of connections closed during the drain */
+        pt_loop_stop(w->loop);
+        pt_pools_free(w);
+        if (w->wgen) {
+            w->wgen->retired = true;
+            if (w->wgen->users == 0) worker_gen_free(w->wgen);
+        }
+        for (size_t a = 0; a < w->narena_cache; a++) pt_arena_free(w->arena_cache[a]);
+        free(w->arena_cache);
+        free(w->listeners);
+        pt_loop_free(w->loop);
+    }
+    free(s.workers);
+    pt_generation_unref(s.gen);
+    pt_accesslog_close();
+    fprintf(stderr, "portico: stopped\n");
+    return 0;
+}

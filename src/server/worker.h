@@ -1,0 +1,54 @@
+/* worker.h — one worker thread: an event loop, its listening sockets
+ * (SO_REUSEPORT: the kernel spreads connections across workers), its
+ * current config generation, and its per-thread caches (request arenas,
+ * upstream pools). Nothing here is shared between workers except the
+ * generation objects (reference-counted, immutable). */
+#ifndef PT_SERVER_WORKER_H
+#define PT_SERVER_WORKER_H
+
+#include <pthread.h>
+
+#include "core/loop.h"
+#include "proxy/generation.h"
+#include "upstream/upstream.h"
+
+struct pt_server;
+
+/* Per-worker state tied to one generation: balancer state per upstream. */
+typedef struct pt_worker_gen {
+    pt_generation *gen;       /* one reference held */
+    pt_upstream_rt *upstreams; /* [gen->cfg->nupstreams] */
+    uint32_t users;           /* requests of this worker using it */
+    bool retired;             /* a newer generation is current */
+} pt_worker_gen;
+
+typedef struct pt_worker {
+    int id;
+    struct pt_server *server;
+    pt_loop *loop;
+    pthread_t thread;
+    pt_worker_gen *wgen;      /* current */
+    pt_io *listeners;         /* [nlisteners] */
+    size_t nlisteners;
+    bool draining;
+    uint64_t drain_deadline;
+    pt_timer drain_timer;
+    /* client connections (for draining idle ones) */
+    struct pt_h1_conn *conns;
+    size_t nconns;
+    /* caches */
+    pt_arena **arena_cache;
+    size_t narena_cache;
+    struct pt_pool **pools;   /* small open hash by address, see upstream/pool.c */
+    size_t npools, pools_cap;
+} pt_worker;
+
+/* Takes a request arena from the worker cache (or a new one). */
+pt_arena *pt_worker_arena_get(pt_worker *w);
+/* Returns it (reset) to the cache. */
+void pt_worker_arena_put(pt_worker *w, pt_arena *a);
+/* Current worker-generation for a new request; pins it until pt_worker_gen_release. */
+pt_worker_gen *pt_worker_gen_acquire(pt_worker *w);
+void pt_worker_gen_release(pt_worker *w, pt_worker_gen *wg);
+
+#endif

@@ -1,0 +1,475 @@
+/* h1_client.c — see h1_client.h.
+ *
+ * States: CONNECTING (EPOLLOUT until connect completes), BUSY (one
+ * exchange), IDLE (parked in a pool, EPOLLIN only to notice a close),
+ * CLOSED (freed after the current loop iteration).
+ * One timer: connect timeout while connecting, write timeout while output
+ * is blocked, read timeout while waiting for response bytes, keep-alive
+ * timeout while idle. */
+#include "upstream/h1_client.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "server/worker.h"
+
+#define UP_WBUF_HIGH (64u * 1024)
+#define UP_WBUF_LOW (16u * 1024)
+
+enum { US_CONNECTING = 1, US_BUSY, US_IDLE, US_CLOSED };
+
+static void uconn_io(pt_loop *loop, pt_io *io, uint32_t events);
+static void process_input(pt_uconn *c);
+static void update_events(pt_uconn *c);
+static void arm_timer(pt_uconn *c);
+
+static void fail(pt_uconn *c, pt_uerr e)
+{
+    if (c->state == US_CLOSED) return;
+    if (c->state == US_IDLE || !c->cbs) {
+        pt_uconn_close(c);
+        return;
+    }
+    const pt_uconn_cbs *cbs = c->cbs;
+    void *owner = c->owner;
+    bool nothing = !c->got_bytes;
+    c->cbs = NULL;
+    /* The owner closes the connection in on_error. */
+    cbs->on_error(owner, e, nothing);
+    if (c->state != US_CLOSED) pt_uconn_close(c);
+}
+
+pt_uconn *pt_uconn_connect(pt_worker *w, const pt_target_conf *t, pt_pool *pool)
+{
+    int fd = socket(t->addr.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return NULL;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (connect(fd, (const struct sockaddr *)&t->addr.ss, t->addr.sslen) < 0 && errno != EINPROGRESS) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return NULL;
+    }
+    pt_uconn *c = pt_xcalloc(1, sizeof(*c));
+    c->w = w;
+    c->pool = pool;
+    c->state = US_CONNECTING;
+    snprintf(c->peer, sizeof(c->peer), "%s", t->addr.text);
+    if (pt_io_start(w->loop, &c->io, fd, EPOLLOUT, uconn_io, c) != PT_OK) {
+        close(fd);
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void pt_uconn_attach(pt_uconn *c, const pt_uconn_cbs *cbs, void *owner, pt_arena *a, const pt_upstream_conf *u,
+                     const pt_h1_limits *limits, uint64_t connect_timeout_ms)
+{
+    c->cbs = cbs;
+    c->owner = owner;
+    c->arena = a;
+    c->limits = limits;
+    c->read_timeout_ms = u->read_timeout_ms;
+    c->write_timeout_ms = u->write_timeout_ms;
+    c->connect_timeout_ms = connect_timeout_ms;
+    c->keepalive_max = u->keepalive;
+    c->keepalive_ms = u->keepalive_timeout_ms;
+    c->req_done = c->resp_done = c->got_bytes = c->have_head = false;
+    c->read_paused = false;
+    c->dec = NULL;
+    c->resp_remaining = 0;
+    memset(&c->info, 0, sizeof(c->info));
+    if (c->state == US_IDLE) {
+        c->state = US_BUSY;
+        c->reused = true;
+    }
+    arm_timer(c);
+    update_events(c);
+}
+
+/* ------------------------------------------------------------------ output */
+
+static void flush_now(pt_uconn *c)
+{
+    while (c->wbuf.len) {
+        ssize_t n = send(c->io.fd, pt_buf_head(&c->wbuf), c->wbuf.len, MSG_NOSIGNAL);
+        if (n > 0) {
+            pt_buf_consume(&c->wbuf, (size_t)n);
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        fail(c, PT_UERR_CLOSED);
+        return;
+    }
+    if (!c->wbuf.len) pt_buf_release(&c->wbuf);
+    arm_timer(c);
+    update_events(c);
+    if (c->wbuf.len < UP_WBUF_LOW && !c->req_done && c->cbs && c->state == US_BUSY) c->cbs->on_writable(c->owner);
+}
+
+static void flush_cb(pt_loop *loop, pt_defer *d)
+{
+    pt_uconn *c = d->data;
+    if (c->state == US_BUSY) flush_now(c);
+}
+
+static void schedule_flush(pt_uconn *c) { pt_defer_queue(c->w->loop, &c->flush_defer, flush_cb, c); }
+
+static void put(pt_buf *b, const char *s, size_t n) { pt_buf_append(b, s, n); }
+#define PUT_LIT(b, s) put((b), (s), sizeof(s) - 1)
+
+void pt_uconn_send_head(pt_uconn *c, const pt_request *req, pt_str target, pt_str host, const pt_headers *h,
+                        bool has_body, int64_t content_length)
+{
+    pt_buf *b = &c->wbuf;
+    c->head_request = req->method == PT_METHOD_HEAD;
+    size_t need = req->method_str.n + target.n + host.n + 64;
+    for (uint32_t i = 0; i < h->n; i++) need += h->v[i].name.n + h->v[i].value.n + 4;
+    pt_buf_reserve(b, need);
+    put(b, req->method_str.p, req->method_str.n);
+    PUT_LIT(b, " ");
+    put(b, target.p, target.n);
+    PUT_LIT(b, " HTTP/1.1\r\nHost: ");
+    put(b, host.p, host.n);
+    PUT_LIT(b, "\r\n");
+    for (uint32_t i = 0; i < h->n; i++) {
+        put(b, h->v[i].name.p, h->v[i].name.n);
+        PUT_LIT(b, ": ");
+        put(b, h->v[i].value.p, h->v[i].value.n);
+        PUT_LIT(b, "\r\n");
+    }
+    c->req_chunked = false;
+    if (has_body && content_length < 0) {
+        c->req_chunked = true;
+        PUT_LIT(b, "Transfer-Encoding: chunked\r\n");
+    } else if (has_body || req->method == PT_METHOD_POST || req->method == PT_METHOD_PUT ||
+               req->method == PT_METHOD_PATCH) {
+        char num[32];
+        int n = snprintf(num, sizeof(num), "Content-Length: %lld\r\n", (long long)(has_body ? content_length : 0));
+        put(b, num, (size_t)n);
+    }
+    PUT_LIT(b, "\r\n");
+    if (!has_body) c->req_done = true;
+    schedule_flush(c);
+}
+
+bool pt_uconn_send_body(pt_uconn *c, const char *data, size_t len)
+{
+    if (c->state != US_BUSY) return false;
+    if (c->req_chunked) {
+        char hdr[24];
+        size_t hn = pt_chunk_header(hdr, len);
+        pt_buf_reserve(&c->wbuf, hn + len + 2);
+        put(&c->wbuf, hdr, hn);
+        put(&c->wbuf, data, len);
+        PUT_LIT(&c->wbuf, "\r\n");
+    } else {
+        put(&c->wbuf, data, len);
+    }
+    if (c->wbuf.len >= UP_WBUF_HIGH) {
+        pt_defer_cancel(c->w->loop, &c->flush_defer);
+        flush_now(c);
+        return c->state == US_BUSY && c->wbuf.len < UP_WBUF_HIGH;
+    }
+    schedule_flush(c);
+    return true;
+}
+
+void pt_uconn_send_end(pt_uconn *c)
+{
+    if (c->state != US_BUSY) return;
+    if (c->req_chunked) PUT_LIT(&c->wbuf, "0\r\n\r\n");
+    c->req_done = true;
+    schedule_flush(c);
+}
+
+/* ------------------------------------------------------------------- input */
+
+static void resume_cb(pt_loop *loop, pt_defer *d)
+{
+    pt_uconn *c = d->data;
+    if (c->state == US_BUSY && !c->read_paused) process_input(c);
+}
+
+void pt_uconn_pause_read(pt_uconn *c, bool paused)
+{
+    if (c->state != US_BUSY || c->read_paused == paused) return;
+    c->read_paused = paused;
+    update_events(c);
+    if (!paused && c->rbuf.len) pt_defer_queue(c->w->loop, &c->resume_defer, resume_cb, c);
+}
+
+static void complete(pt_uconn *c, pt_str trailers)
+{
+    c->resp_done = true;
+    pt_timer_stop(c->w->loop, &c->timer);
+    const pt_uconn_cbs *cbs = c->cbs;
+    c->cbs = NULL; /* the owner releases or closes us in on_end */
+    cbs->on_end(c->owner, trailers);
+}
+
+/* Parses/delivers what rbuf holds. Stops when paused, closed or released. */
+static void process_input(pt_uconn *c)
+{
+    while (c->state == US_BUSY && c->cbs && !c->read_paused) {
+        if (!c->have_head) {
+            if (!c->rbuf.len) return;
+            pt_response res;
+            memset(&res, 0, sizeof(res));
+            pt_h1_error err = {0, NULL};
+            ssize_t n = pt_h1_parse_response(pt_buf_head(&c->rbuf), c->rbuf.len, c->limits, c->head_request, c->arena,
+                                             &res, &c->info, &err);
+            if (n == PT_AGAIN) return;
+            if (n < 0) {
+                fail(c, PT_UERR_PROTOCOL);
+                return;
+            }
+            char *copy = pt_arena_alloc(c->arena, (size_t)n);
+            memcpy(copy, pt_buf_head(&c->rbuf), (size_t)n);
+            pt_response_rebase(&res, pt_buf_head(&c->rbuf), (size_t)n, copy);
+            pt_buf_consume(&c->rbuf, (size_t)n);
+            if (res.status < 200) {
+                if (res.status == 101) { /* no upgrade was asked for */
+                    fail(c, PT_UERR_PROTOCOL);
+                    return;
+                }
+                if (res.status != 100) c->cbs->on_informational(c->owner, &res);
+                continue;
+            }
+            c->have_head = true;
+            if (c->info.body == PT_H1_BODY_LENGTH) c->resp_remaining = c->info.content_length;
+            if (c->info.body == PT_H1_BODY_CHUNKED) {
+                c->dec = pt_arena_alloc(c->arena, sizeof(*c->dec));
+                pt_chunked_init(c->dec);
+            }
+            pt_response *out = pt_arena_alloc(c->arena, sizeof(*out));
+            *out = res;
+            c->cbs->on_head(c->owner, out);
+            if (c->state != US_BUSY || !c->cbs) return;
+            if (c->info.body == PT_H1_BODY_NONE ||
+                (c->info.body == PT_H1_BODY_LENGTH && c->resp_remaining == 0)) {
+                complete(c, PT_STR_NULL);
+                return;
+            }
+            continue;
+        }
+        if (!c->rbuf.len) return;
+        switch (c->info.body) {
+        case PT_H1_BODY_LENGTH: {
+            size_t n = (size_t)PT_MIN((uint64_t)c->rbuf.len, c->resp_remaining);
+            c->resp_remaining -= n;
+            const char *p = pt_buf_head(&c->rbuf);
+            pt_buf_consume(&c->rbuf, n);
+            c->cbs->on_body(c->owner, p, n);
+            if (c->state != US_BUSY || !c->cbs) return;
+            if (c->resp_remaining == 0) {
+                complete(c, PT_STR_NULL);
+                return;
+            }
+            break;
+        }
+        case PT_H1_BODY_CHUNKED: {
+            const char *data = NULL;
+            size_t dlen = 0;
+            pt_h1_error err = {0, NULL};
+            ssize_t used = pt_chunked_decode(c->dec, pt_buf_head(&c->rbuf), c->rbuf.len, &data, &dlen, &err);
+            if (used < 0) {
+                fail(c, PT_UERR_PROTOCOL);
+                return;
+            }
+            if (dlen) {
+                c->cbs->on_body(c->owner, data, dlen);
+                if (c->state != US_BUSY || !c->cbs) return;
+            }
+            pt_buf_consume(&c->rbuf, (size_t)used);
+            if (c->dec->done) {
+                complete(c, pt_str_make(c->dec->trailers, c->dec->trailers_len));
+                return;
+            }
+            if (used == 0) return;
+            break;
+        }
+        case PT_H1_BODY_CLOSE: {
+            size_t n = c->rbuf.len;
+            const char *p = pt_buf_head(&c->rbuf);
+            pt_buf_consume(&c->rbuf, n);
+            c->cbs->on_body(c->owner, p, n);
+            if (c->state != US_BUSY || !c->cbs) return;
+            break;
+        }
+        default:
+            return;
+        }
+    }
+}
+
+static void on_eof(pt_uconn *c)
+{
+    if (c->state == US_BUSY && c->cbs && c->have_head && c->info.body == PT_H1_BODY_CLOSE) {
+        c->info.keep_alive = false;
+        complete(c, PT_STR_NULL);
+        return;
+    }
+    fail(c, PT_UERR_CLOSED);
+}
+
+static void on_readable(pt_uconn *c)
+{
+    if (c->state == US_IDLE) { /* a pooled connection spoke or closed: drop it */
+        pt_uconn_close(c);
+        return;
+    }
+    for (int rounds = 0; rounds < 4 && c->state == US_BUSY; rounds++) {
+        pt_buf_reserve(&c->rbuf, 4096);
+        size_t room = pt_buf_tailroom(&c->rbuf);
+        ssize_t n = read(c->io.fd, pt_buf_tail(&c->rbuf), room);
+        if (n > 0) {
+            c->rbuf.len += (uint32_t)n;
+            c->got_bytes = true;
+            arm_timer(c);
+            process_input(c);
+            if ((size_t)n < room || c->read_paused) break;
+            continue;
+        }
+        if (n == 0) {
+            process_input(c);
+            if (c->state == US_BUSY && c->cbs) on_eof(c);
+            return;
+        }
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+        fail(c, PT_UERR_CLOSED);
+        return;
+    }
+    if (c->state == US_BUSY && !c->rbuf.len) pt_buf_release(&c->rbuf);
+}
+
+static void uconn_io(pt_loop *loop, pt_io *io, uint32_t events)
+{
+    pt_uconn *c = io->data;
+    if (c->state == US_CLOSED) return;
+    if (c->state == US_CONNECTING) {
+        int err = 0;
+        socklen_t len = sizeof(err);
+        if (getsockopt(io->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+        if (err || (events & (EPOLLERR | EPOLLHUP))) {
+            fail(c, PT_UERR_CONNECT);
+            return;
+        }
+        c->state = US_BUSY;
+        arm_timer(c);
+        update_events(c);
+        if (c->cbs) c->cbs->on_ready(c->owner);
+        return;
+    }
+    if (events & EPOLLOUT) {
+        flush_now(c);
+        if (c->state == US_CLOSED) return;
+    }
+    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)) on_readable(c);
+}
+
+static void update_events(pt_uconn *c)
+{
+    uint32_t ev;
+    switch (c->state) {
+    case US_CONNECTING: ev = EPOLLOUT; break;
+    case US_IDLE: ev = EPOLLIN | EPOLLRDHUP; break;
+    case US_BUSY:
+        ev = c->read_paused ? 0 : EPOLLIN;
+        if (c->wbuf.len) ev |= EPOLLOUT;
+        break;
+    default: return;
+    }
+    pt_io_modify(c->w->loop, &c->io, ev);
+}
+
+/* ------------------------------------------------------------------ timers */
+
+static void on_timer(pt_loop *loop, pt_timer *t)
+{
+    pt_uconn *c = t->data;
+    switch (c->state) {
+    case US_CONNECTING: fail(c, PT_UERR_CONNECT_TIMEOUT); break;
+    case US_IDLE: pt_uconn_close(c); break;
+    case US_BUSY: fail(c, c->wbuf.len ? PT_UERR_WRITE_TIMEOUT : PT_UERR_READ_TIMEOUT); break;
+    default: break;
+    }
+}
+
+static void arm_timer(pt_uconn *c)
+{
+    uint64_t ms;
+    switch (c->state) {
+    case US_CONNECTING: ms = c->connect_timeout_ms; break;
+    case US_BUSY:
+        if (c->resp_done) {
+            pt_timer_stop(c->w->loop, &c->timer);
+            return;
+        }
+        /* While the upstream reads our body slowly, the write timeout applies;
+         * otherwise we wait for it to answer. */
+        ms = c->wbuf.len ? c->write_timeout_ms : c->read_timeout_ms;
+        break;
+    default: return;
+    }
+    pt_timer_start(c->w->loop, &c->timer, ms, on_timer, c);
+}
+
+/* --------------------------------------------------------------- lifecycle */
+
+void pt_uconn_release(pt_uconn *c)
+{
+    if (c->state != US_BUSY) {
+        if (c->state != US_CLOSED) pt_uconn_close(c);
+        return;
+    }
+    bool reusable = c->resp_done && c->req_done && c->info.keep_alive && !c->rbuf.len && !c->wbuf.len && c->pool &&
+                    !c->w->draining;
+    c->cbs = NULL;
+    c->owner = NULL;
+    c->arena = NULL;
+    c->dec = NULL;
+    if (!reusable) {
+        pt_uconn_close(c);
+        return;
+    }
+    pt_buf_release(&c->rbuf);
+    pt_buf_release(&c->wbuf);
+    pt_defer_cancel(c->w->loop, &c->resume_defer);
+    pt_defer_cancel(c->w->loop, &c->flush_defer);
+    c->state = US_IDLE;
+    c->read_paused = false;
+    update_events(c);
+    /* pt_pool_put arms the idle timer and may close us if the pool is full */
+    pt_pool_put(c->pool, c, c->keepalive_max, c->keepalive_ms);
+}
+
+static void free_cb(pt_loop *loop, pt_defer *d) { free(d->data); }
+
+void pt_uconn_close(pt_uconn *c)
+{
+    if (c->state == US_CLOSED) return;
+    if (c->state == US_IDLE && c->pool) pt_pool_remove(c->pool, c);
+    c->state = US_CLOSED;
+    c->cbs = NULL;
+    pt_timer_stop(c->w->loop, &c->timer);
+    pt_defer_cancel(c->w->loop, &c->resume_defer);
+    pt_defer_cancel(c->w->loop, &c->flush_defer);
+    pt_io_stop(c->w->loop, &c->io);
+    close(c->io.fd);
+    c->io.fd = -1;
+    pt_buf_release(&c->rbuf);
+    pt_buf_release(&c->wbuf);
+    pt_defer_queue(c->w->loop, &c->free_defer, free_cb, c);
+}
+
+void pt_uconn_idle_timer(pt_uconn *c, uint64_t ms) { pt_timer_start(c->w->loop, &c->timer, ms, on_timer, c); }

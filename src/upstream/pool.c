@@ -1,0 +1,93 @@
+/* pool.c — per-worker keep-alive pools keyed by target address, and the
+ * smooth weighted round-robin balancer (see upstream.h). */
+#include <stdlib.h>
+
+#include "server/worker.h"
+#include "upstream/h1_client.h"
+
+struct pt_pool {
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    pt_uconn *idle; /* most recently parked first (LIFO keeps hot connections hot) */
+    uint32_t nidle;
+};
+
+int pt_upstream_pick(pt_upstream_rt *u, uint64_t exclude)
+{
+    const pt_upstream_conf *c = u->conf;
+    int best = -1;
+    int64_t total = 0;
+    for (size_t i = 0; i < c->ntargets; i++) {
+        if (i < 64 && (exclude & (1ull << i))) continue;
+        int64_t wgt = c->targets[i].weight;
+        u->current[i] += wgt;
+        total += wgt;
+        if (best < 0 || u->current[i] > u->current[best]) best = (int)i;
+    }
+    if (best >= 0) u->current[best] -= total;
+    return best;
+}
+
+pt_pool *pt_pool_for(pt_worker *w, const pt_target_conf *t)
+{
+    for (size_t i = 0; i < w->npools; i++) {
+        pt_pool *p = w->pools[i];
+        if (p->sslen == t->addr.sslen && memcmp(&p->ss, &t->addr.ss, t->addr.sslen) == 0) return p;
+    }
+    if (w->npools == w->pools_cap) {
+        w->pools_cap = w->pools_cap ? w->pools_cap * 2 : 16;
+        w->pools = pt_xrealloc(w->pools, w->pools_cap * sizeof(*w->pools));
+    }
+    pt_pool *p = pt_xcalloc(1, sizeof(*p));
+    memcpy(&p->ss, &t->addr.ss, t->addr.sslen);
+    p->sslen = t->addr.sslen;
+    w->pools[w->npools++] = p;
+    return p;
+}
+
+pt_uconn *pt_pool_take(pt_pool *p)
+{
+    pt_uconn *c = p->idle;
+    if (!c) return NULL;
+    pt_pool_remove(p, c);
+    return c;
+}
+
+void pt_pool_put(pt_pool *p, pt_uconn *c, uint32_t max_idle, uint64_t idle_timeout_ms)
+{
+    if (p->nidle >= max_idle) {
+        pt_uconn_close(c);
+        return;
+    }
+    c->pool_prev = NULL;
+    c->pool_next = p->idle;
+    if (p->idle) p->idle->pool_prev = c;
+    p->idle = c;
+    p->nidle++;
+    pt_uconn_idle_timer(c, idle_timeout_ms);
+}
+
+void pt_pool_remove(pt_pool *p, pt_uconn *c)
+{
+    if (c->pool_prev) c->pool_prev->pool_next = c->pool_next;
+    else if (p->idle == c) p->idle = c->pool_next;
+    else return; /* not in the list */
+    if (c->pool_next) c->pool_next->pool_prev = c->pool_prev;
+    c->pool_prev = c->pool_next = NULL;
+    p->nidle--;
+}
+
+void pt_pools_close_all(pt_worker *w)
+{
+    for (size_t i = 0; i < w->npools; i++)
+        while (w->pools[i]->idle) pt_uconn_close(w->pools[i]->idle);
+}
+
+void pt_pools_free(pt_worker *w)
+{
+    pt_pools_close_all(w);
+    for (size_t i = 0; i < w->npools; i++) free(w->pools[i]);
+    free(w->pools);
+    w->pools = NULL;
+    w->npools = w->pools_cap = 0;
+}

@@ -1,0 +1,42 @@
+/* upstream.h — per-worker upstream state: balancers (smooth weighted
+ * round-robin) and keep-alive connection pools.
+ *
+ * Balancer state is per worker and per generation (no atomics on the hot
+ * path). Pools are per worker and keyed by target address, so pooled
+ * connections survive a config reload when the target stays the same. */
+#ifndef PT_UPSTREAM_UPSTREAM_H
+#define PT_UPSTREAM_UPSTREAM_H
+
+#include "config/config.h"
+
+struct pt_uconn;
+struct pt_worker;
+
+typedef struct pt_pool pt_pool;
+
+typedef struct {
+    const pt_upstream_conf *conf;
+    int64_t *current;  /* SWRR current weights, one per target */
+    int64_t total;     /* sum of weights */
+    pt_pool **pools;   /* one per target */
+} pt_upstream_rt;
+
+/* Smooth weighted round-robin (as in nginx's description of the algorithm:
+ * every pick adds each weight to its current value, takes the largest, and
+ * subtracts the total from the winner). Targets whose bit is set in
+ * `exclude` (first 64 targets) are skipped; returns -1 if none left. */
+int pt_upstream_pick(pt_upstream_rt *u, uint64_t exclude);
+
+/* The pool for `addr` on worker w (created on first use). */
+pt_pool *pt_pool_for(struct pt_worker *w, const pt_target_conf *t);
+/* An idle pooled connection, or NULL. */
+struct pt_uconn *pt_pool_take(pt_pool *p);
+/* Parks a healthy idle connection (closes it if the pool is full). */
+void pt_pool_put(pt_pool *p, struct pt_uconn *c, uint32_t max_idle, uint64_t idle_timeout_ms);
+/* Removes a connection from its pool's idle list (it closed while idle). */
+void pt_pool_remove(pt_pool *p, struct pt_uconn *c);
+/* Closes every idle connection of the worker (shutdown). */
+void pt_pools_close_all(struct pt_worker *w);
+void pt_pools_free(struct pt_worker *w);
+
+#endif

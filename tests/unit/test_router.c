@@ -1,0 +1,677 @@
+/* test_router.c — route matching priorities, predicates, upstream paths and
+ * build-time errors (router/router.h). Routes are built directly as
+ * pt_route_conf arrays; no YAML involved. */
+#include <stdio.h>
+
+#include "router/router.h"
+#include "testlib.h"
+
+/* ---- fixtures ---- */
+
+#define MAXR 64
+static pt_route_conf R[MAXR];
+static char NAMES[MAXR][16];
+static int NR;
+static pt_errors ERRS;
+static pt_arena *ARENA;
+static pt_conf_ctx CTX;
+static pt_route_match M;
+
+static void reset(void)
+{
+    memset(R, 0, sizeof(R));
+    NR = 0;
+    pt_errors_free(&ERRS);
+    if (ARENA) pt_arena_free(ARENA);
+    ARENA = pt_arena_new(4096);
+    CTX = (pt_conf_ctx){.file = "test.yaml", .arena = ARENA, .errors = &ERRS};
+}
+
+/* Appends a route named "rN" (N = config index), line 100+N. */
+static pt_route_conf *add(pt_path_kind kind, const char *path)
+{
+    PT_ASSERT(NR < MAXR);
+    pt_route_conf *r = &R[NR];
+    snprintf(NAMES[NR], sizeof(NAMES[NR]), "r%d", NR);
+    r->name = NAMES[NR];
+    r->index = NR;
+    r->line = 100 + NR;
+    r->path_kind = kind;
+    r->path = (char *)path;
+    NR++;
+    return r;
+}
+
+static pt_router *build(void) { return pt_router_build(R, (size_t)NR, &CTX); }
+
+static pt_headers *HDRS;
+static const char *QUERY = "";
+
+/* Matches and returns the route name ("404"/"405" when unmatched). */
+static const char *match_full(pt_router *rt, const char *host, pt_method m, const char *path)
+{
+    pt_route_input in = {
+        .host = pt_str_c(host), .path = pt_str_c(path), .method = m, .headers = HDRS, .query = pt_str_c(QUERY)};
+    pt_router_match(rt, &in, ARENA, &M);
+    if (M.status == 404) return "404";
+    if (M.status == 405) return "405";
+    return M.route ? M.route->name : "(null)";
+}
+static const char *get(pt_router *rt, const char *path) { return match_full(rt, "", PT_METHOD_GET, path); }
+static const char *hget(pt_router *rt, const char *host, const char *path)
+{
+    return match_full(rt, host, PT_METHOD_GET, path);
+}
+
+static const char *param(const char *name)
+{
+    for (int i = 0; i < M.nparams; i++)
+        if (pt_str_eq_lit(M.params[i].name, name)) {
+            static char buf[256];
+            snprintf(buf, sizeof(buf), "%.*s", (int)M.params[i].value.n, M.params[i].value.p);
+            return buf;
+        }
+    return "(absent)";
+}
+
+static bool errors_contain(const char *needle)
+{
+    for (size_t i = 0; i < ERRS.n; i++)
+        if (strstr(ERRS.msgs[i], needle)) return true;
+    return false;
+}
+
+static pt_str upstream(pt_router *rt, const char *path)
+{
+    get(rt, path);
+    if (!M.route) return PT_STR_LIT("(unmatched)");
+    return pt_route_upstream_path(M.route, &M, pt_str_c(path), ARENA);
+}
+
+#define M_ALL 0u
+#define BIT(m) PT_METHOD_BIT(PT_METHOD_##m)
+
+/* ---- exact / prefix / params ---- */
+
+TEST(exact_match_and_404)
+{
+    reset();
+    add(PT_PATH_EXACT, "/users");
+    pt_router *rt = build();
+    CHECK(rt != NULL);
+    CHECK_STR(get(rt, "/users"), "r0");
+    CHECK_STR(get(rt, "/users/"), "404");
+    CHECK_STR(get(rt, "/users/1"), "404");
+    CHECK_STR(get(rt, "/user"), "404");
+    CHECK_INT(M.nparams, 0);
+    pt_router_free(rt);
+}
+
+TEST(exact_root_and_trailing_slash)
+{
+    reset();
+    add(PT_PATH_EXACT, "/");
+    add(PT_PATH_EXACT, "/a/");
+    pt_router *rt = build();
+    CHECK_STR(get(rt, "/"), "r0");
+    CHECK_STR(get(rt, "/a/"), "r1");
+    CHECK_STR(get(rt, "/a"), "404");
+    pt_router_free(rt);
+}
+
+TEST(prefix_segment_boundaries)
+{
+    reset();
+    add(PT_PATH_PREFIX, "/api");
+    pt_router *rt = build();
+    CHECK_STR(get(rt, "/api"), "r0");
+    CHECK_STR(get(rt, "/api/"), "r0");
+    CHECK_STR(get(rt, "/api/x/y"), "r0");
+    CHECK_STR(get(rt, "/apix"), "404");
+    CHECK_STR(get(rt, "/"), "404");
+    pt_router_free(rt);
+}
+
+TEST(prefix_root_and_any_match_everything)
+{
+    reset();
+    add(PT_PATH_PREFIX, "/");
+    pt_router *rt = build();
+    CHECK_STR(get(rt, "/"), "r0");
+    CHECK_STR(get(rt, "/x/y/z"), "r0");
+    pt_router_free(rt);
+
+    reset();
+    add(PT_PATH_ANY, NULL);
+    rt = build();
+    CHECK_STR(get(rt, "/"), "r0");
+    CHECK_STR(get(rt, "/anything"), "r0");
+    CHECK_INT(M.prefix_len, 0);
+    pt_router_free(rt);
+}
+
+TEST(prefix_pattern_trailing_slash_ignored)
+{
+    reset();
+    add(PT_PATH_PREFIX, "/static/");
+    pt_router *rt = build();
+    CHECK_STR(get(rt, "/static/a.css"), "r0");
+    CHECK_STR(get(rt, "/static"), "r0");
+    CHECK_STR(get(rt, "/staticx"), "404");
+    pt_router_free(rt);
+}
+
+TEST(longer_prefix_wins)
+{
+    reset();
+    add(PT_PATH_PREFIX, "/");
+    add(PT_PATH_PREFIX, "/api");
+    add(PT_PATH_PREFIX, "/api/v1");
+    pt_router *rt = build();
+    CHECK_STR(get(rt, "/api/v1/users"), "r2");
+    CHECK_INT(M.prefix_len, 7);
+    CHECK_STR(get(rt, "/api/v2/users"), "r1");
+    CHECK_INT(M.prefix_len, 4);
+    CHECK_STR(get(rt, "/other"), "r0");
+    pt_router_free(rt);
+}
+
+TEST(exact_beats_prefix)
+{
+    reset();
+    add(PT_PATH_PREFIX, "/api/users"); /* earlier in config, still loses */
+    add(PT_PATH_EXACT, "/api/users");
+    pt_router *rt = build();
+    CHECK_STR(get(rt, "/api/users"), "r1");
+    CHECK_STR(get(rt, "/api/users/7"), "r0");
+    pt_router_free(rt);
+}
+
+TEST(exact_params_capture_one_nonempty_segment)
+{
+    reset();
+    add(PT_PATH_EXACT, "/users/{id}/posts/{post_id}");
+    pt_router *rt = build();
+    CHECK_STR(get(rt, "/users/42/posts/7"), "r0");
+    CHECK_INT(M.nparams, 2);
+    CHECK_STR(param("id"), "42");
+    CHECK_STR(param("post_id"), "7");
+    CHECK_STR(get(rt, "/users/42/posts/"), "404");
+    CHECK_STR(get(rt, "/users/42/posts"), "404");
+    CHECK_STR(get(rt, "/users/42/posts/7/x"), "404");
+    pt_router_free(rt);
+}
+
+TEST(param_value_is_slice_of_input_path)
+{
+    reset();
+    add(PT_PATH_EXACT, "/f/{name}");
+    pt_router *rt = build();
+    const char *path = "/f/a%2Fb";
+    pt_route_input in = {.path = pt_str_c(path), .method = PT_METHOD_GET};
+    pt_router_match(rt, &in, ARENA, &M);
+    CHECK_INT(M.status, 0);
+    CHECK_INT(M.nparams, 1);
+    CHECK(M.params[0].value.p == path + 3);
+    CHECK_SLICE(M.params[0].value, "a%2Fb");
+    pt_router_free(rt);
+}
+
+TEST(literal_segment_beats_param)
+{
+    reset();
+    add(PT_PATH_EXACT, "/users/{id}");
+    add(PT_PATH_EXACT, "/users/me");
+    pt_router *rt = build();
+    CHECK_STR(get(rt, "/users/me"), "r1");
+    CHECK_INT(M.nparams, 0);
+    CHECK_STR(get(rt, "/users/you"), "r0");
+    CHECK_STR(param("id"), "you");
+    pt_router_free(rt);
+}
+
+TEST(literal_branch_backtracks_to_param)
+{
+    reset();
+    add(PT_PATH_EXACT, "/a/b/x");
+    add(PT_PATH_EXACT, "/a/{p}/c");
+    pt_router *rt = build();
+    CHECK_STR(get(rt, "/a/b/c"), "r1"); /* literal "b" branch has no "c": back to {p} */
+    CHECK_STR(param("p"), "b");
+    CHECK_STR(get(rt, "/a/b/x"), "r0");
+    pt_router_free(rt);
+}
+
+TEST(prefix_ordering_literal_first_then_longer)
+{
+    reset();
+    add(PT_PATH_PREFIX, "/a/{x}/c");
+    add(PT_PATH_PREFIX, "/a/b");
+    add(PT_PATH_PREFIX, "/a");
+    pt_router *rt = build();
+    CHECK_STR(get(rt, "/a/b/c/d"), "r1"); /* literal "b" beats {x} at segment 2 */
+    CHECK_STR(get(rt, "/a/z/c/d"), "r0"); /* deeper than "/a" */
+    CHECK_STR(param("x"), "z");
+    CHECK_INT(M.prefix_len, 6);
+    CHECK_STR(get(rt, "/a/z/q"), "r2");
+    CHECK_INT(M.nparams, 0);
+    pt_router_free(rt);
+}
+
+TEST(shared_param_node_keeps_each_routes_names)
+{
+    reset();
+    add(PT_PATH_EXACT, "/u/{id}");
+    add(PT_PATH_EXACT, "/u/{uid}/posts");
+    pt_router *rt = build();
+    CHECK_STR(get(rt, "/u/5"), "r0");
+    CHECK_STR(param("id"), "5");
+    CHECK_STR(get(rt, "/u/6/posts"), "r1");
+    CHECK_STR(param("uid"), "6");
+    CHECK_STR(param("id"), "(absent)");
+    pt_router_free(rt);
+}
+
+/* ---- regex ---- */
+
+TEST(regex_anchored_with_named_groups)
+{
+    reset();
+    add(PT_PATH_REGEX, "/items/(?<id>[0-9]+)(?:/(?<sub>[a-z]+))?");
+    pt_router *rt = build();
+    CHECK(rt != NULL);
+    CHECK_STR(get(rt, "/items/12"), "r0");
+    CHECK_INT(M.nparams, 1); /* "sub" did not participate */
+    CHECK_STR(param("id"), "12");
+    CHECK_STR(get(rt, "/items/12/abc"), "r0");
+    CHECK_STR(param("sub"), "abc");
+    CHECK_STR(get(rt, "/items/12x"), "404");   /* anchored at the end */
+    CHECK_STR(get(rt, "/x/items/12"), "404");  /* anchored at the start */
+    pt_router_free(rt);
+}
+
+TEST(regex_only_after_tree_and_in_config_order)
+{
+    reset();
+    add(PT_PATH_REGEX, "/v[0-9]/.*");
+    add(PT_PATH_REGEX, "/v1/.*");
+    add(PT_PATH_PREFIX, "/v2");
+    pt_router *rt = build();
+    CHECK_STR(get(rt, "/v2/x"), "r2"); /* tree first, despite config order */
+    CHECK_STR(get(rt, "/v1/x"), "r0"); /* first regex in config order */
+    pt_router_free(rt);
+}
+
+TEST(regex_match_without_arena)
+{
+    reset();
+    add(PT_PATH_REGEX, "/r/(?<n>.+)");
+    pt_router *rt = build();
+    pt_route_input in = {.path = PT_STR_LIT("/r/abc"), .method = PT_METHOD_GET};
+    pt_router_match(rt, &in, NULL, &M);
+    CHECK_INT(M.status, 0);
+    CHECK_STR(param("n"), "abc");
+    pt_router_free(rt);
+}
+
+/* ---- hosts ---- */
+
+TEST(host_exact_only_matches_that_host)
+{
+    reset();
+    pt_route_conf *r = add(PT_PATH_PREFIX, "/");
+    char *hosts[] = {"api.example.com", "api2.example.com"};
+    r->hosts = hosts;
+    r->nhosts = 2;
+    pt_router *rt = build();
+    CHECK_STR(hget(rt, "api.example.com", "/x"), "r0");
+    CHECK_STR(hget(rt, "api2.example.com", "/x"), "r0");
+    CHECK_STR(hget(rt, "api.example.com.", "/x"), "r0"); /* trailing dot */
+    CHECK_STR(hget(rt, "www.example.com", "/x"), "404");
+    CHECK_STR(hget(rt, "", "/x"), "404");
+    pt_router_free(rt);
+}
+
+TEST(host_wildcard_needs_a_label)
+{
+    reset();
+    pt_route_conf *r = add(PT_PATH_PREFIX, "/");
+    char *hosts[] = {"*.example.com"};
+    r->hosts = hosts;
+    r->nhosts = 1;
+    pt_router *rt = build();
+    CHECK_STR(hget(rt, "a.example.com", "/"), "r0");
+    CHECK_STR(hget(rt, "a.b.example.com", "/"), "r0");
+    CHECK_STR(hget(rt, "example.com", "/"), "404");
+    CHECK_STR(hget(rt, "aexample.com", "/"), "404");
+    CHECK_STR(hget(rt, "example.com.evil", "/"), "404");
+    pt_router_free(rt);
+}
+
+TEST(host_longest_wildcard_wins)
+{
+    reset();
+    char *h0[] = {"*.example.com"}, *h1[] = {"*.api.example.com"};
+    pt_route_conf *r = add(PT_PATH_PREFIX, "/");
+    r->hosts = h0, r->nhosts = 1;
+    r = add(PT_PATH_PREFIX, "/");
+    r->hosts = h1, r->nhosts = 1;
+    pt_router *rt = build();
+    CHECK_STR(hget(rt, "x.api.example.com", "/"), "r1");
+    CHECK_STR(hget(rt, "api.example.com", "/"), "r0");
+    pt_router_free(rt);
+}
+
+TEST(host_exact_beats_wildcard_beats_any)
+{
+    reset();
+    char *hw[] = {"*.example.com"}, *he[] = {"shop.example.com"};
+    add(PT_PATH_PREFIX, "/"); /* any host, first in config */
+    pt_route_conf *r = add(PT_PATH_PREFIX, "/");
+    r->hosts = hw, r->nhosts = 1;
+    r = add(PT_PATH_PREFIX, "/");
+    r->hosts = he, r->nhosts = 1;
+    pt_router *rt = build();
+    CHECK_STR(hget(rt, "shop.example.com", "/"), "r2");
+    CHECK_STR(hget(rt, "blog.example.com", "/"), "r1");
+    CHECK_STR(hget(rt, "other.org", "/"), "r0");
+    CHECK_STR(hget(rt, "", "/"), "r0");
+    pt_router_free(rt);
+}
+
+TEST(host_falls_back_when_group_has_no_path)
+{
+    reset();
+    char *hw[] = {"*.example.com"}, *he[] = {"shop.example.com"};
+    pt_route_conf *r = add(PT_PATH_EXACT, "/cart");
+    r->hosts = he, r->nhosts = 1;
+    r = add(PT_PATH_PREFIX, "/blog");
+    r->hosts = hw, r->nhosts = 1;
+    add(PT_PATH_PREFIX, "/");
+    pt_router *rt = build();
+    CHECK_STR(hget(rt, "shop.example.com", "/cart"), "r0");
+    CHECK_STR(hget(rt, "shop.example.com", "/blog/1"), "r1"); /* exact -> wildcard */
+    CHECK_STR(hget(rt, "shop.example.com", "/x"), "r2");      /* -> any */
+    pt_router_free(rt);
+}
+
+/* ---- config order, methods, predicates ---- */
+
+TEST(same_pattern_first_in_config_order)
+{
+    reset();
+    /* array order differs from config order: index decides */
+    add(PT_PATH_EXACT, "/a");
+    add(PT_PATH_EXACT, "/a");
+    R[0].index = 1;
+    R[1].index = 0;
+    pt_router *rt = build();
+    CHECK_STR(get(rt, "/a"), "r1");
+    pt_router_free(rt);
+}
+
+TEST(method_filter_and_405_allow)
+{
+    reset();
+    add(PT_PATH_EXACT, "/items")->methods = BIT(GET);
+    add(PT_PATH_EXACT, "/items")->methods = BIT(POST);
+    pt_router *rt = build();
+    CHECK_STR(match_full(rt, "", PT_METHOD_POST, "/items"), "r1");
+    CHECK_STR(match_full(rt, "", PT_METHOD_GET, "/items"), "r0");
+    CHECK_STR(match_full(rt, "", PT_METHOD_HEAD, "/items"), "r0"); /* GET implies HEAD */
+    CHECK_STR(match_full(rt, "", PT_METHOD_DELETE, "/items"), "405");
+    CHECK(M.route == NULL);
+    CHECK_INT(M.allowed_methods, BIT(GET) | BIT(HEAD) | BIT(POST));
+    pt_router_free(rt);
+}
+
+TEST(method_405_stops_before_shorter_prefix)
+{
+    reset();
+    add(PT_PATH_PREFIX, "/");
+    add(PT_PATH_PREFIX, "/api")->methods = BIT(PUT);
+    pt_router *rt = build();
+    CHECK_STR(match_full(rt, "", PT_METHOD_GET, "/api/x"), "405");
+    CHECK_INT(M.allowed_methods, BIT(PUT));
+    CHECK_STR(match_full(rt, "", PT_METHOD_GET, "/web"), "r0");
+    pt_router_free(rt);
+}
+
+TEST(header_failure_continues_to_less_specific)
+{
+    reset();
+    static pt_kv_match h[] = {{"X-Version", "2"}};
+    add(PT_PATH_PREFIX, "/");
+    pt_route_conf *r = add(PT_PATH_PREFIX, "/api");
+    r->headers = h, r->nheaders = 1;
+    r->methods = BIT(POST);
+    pt_router *rt = build();
+    HDRS = NULL;
+    /* headers fail (and method too): not a 405, fall through to "/" */
+    CHECK_STR(match_full(rt, "", PT_METHOD_GET, "/api/x"), "r0");
+    pt_headers hs = {0};
+    pt_headers_add(&hs, ARENA, PT_STR_LIT("x-version"), PT_STR_LIT("2"));
+    HDRS = &hs;
+    CHECK_STR(match_full(rt, "", PT_METHOD_POST, "/api/x"), "r1");
+    CHECK_STR(match_full(rt, "", PT_METHOD_GET, "/api/x"), "405");
+    HDRS = NULL;
+    pt_router_free(rt);
+}
+
+TEST(header_predicates)
+{
+    reset();
+    static pt_kv_match present[] = {{"X-Beta", NULL}};
+    static pt_kv_match valued[] = {{"X-Tenant", "Acme"}};
+    add(PT_PATH_EXACT, "/p")->headers = present, R[0].nheaders = 1;
+    add(PT_PATH_EXACT, "/p")->headers = valued, R[1].nheaders = 1;
+    add(PT_PATH_EXACT, "/p");
+    pt_router *rt = build();
+    pt_headers hs = {0};
+    HDRS = &hs;
+    CHECK_STR(get(rt, "/p"), "r2");
+    pt_headers_add(&hs, ARENA, PT_STR_LIT("X-TENANT"), PT_STR_LIT("acme"));
+    CHECK_STR(get(rt, "/p"), "r2"); /* value is case-sensitive */
+    pt_headers_add(&hs, ARENA, PT_STR_LIT("x-tenant"), PT_STR_LIT("Acme"));
+    CHECK_STR(get(rt, "/p"), "r1"); /* any field with the name may carry the value */
+    pt_headers_add(&hs, ARENA, PT_STR_LIT("x-beta"), PT_STR_LIT(""));
+    CHECK_STR(get(rt, "/p"), "r0"); /* presence only */
+    HDRS = NULL;
+    pt_router_free(rt);
+}
+
+TEST(query_predicates)
+{
+    reset();
+    static pt_kv_match q0[] = {{"debug", NULL}};
+    static pt_kv_match q1[] = {{"name", "a b/c"}, {"v", "1"}};
+    add(PT_PATH_EXACT, "/q")->query = q0, R[0].nquery = 1;
+    add(PT_PATH_EXACT, "/q")->query = q1, R[1].nquery = 2;
+    add(PT_PATH_EXACT, "/q");
+    pt_router *rt = build();
+    QUERY = "";
+    CHECK_STR(get(rt, "/q"), "r2");
+    QUERY = "x=1&debug";
+    CHECK_STR(get(rt, "/q"), "r0");
+    QUERY = "debug=0";
+    CHECK_STR(get(rt, "/q"), "r0");
+    QUERY = "debugger=1";
+    CHECK_STR(get(rt, "/q"), "r2");
+    QUERY = "v=1&name=a+b%2Fc";
+    CHECK_STR(get(rt, "/q"), "r1");
+    QUERY = "v=1&name=a%20b%2fc";
+    CHECK_STR(get(rt, "/q"), "r1");
+    QUERY = "v=1&name=a+b";
+    CHECK_STR(get(rt, "/q"), "r2");
+    QUERY = "name=a+b%2Fc";
+    CHECK_STR(get(rt, "/q"), "r2"); /* all predicates must match */
+    QUERY = "";
+    pt_router_free(rt);
+}
+
+/* ---- upstream paths ---- */
+
+TEST(strip_prefix)
+{
+    reset();
+    add(PT_PATH_PREFIX, "/api")->strip_prefix = true;
+    add(PT_PATH_PREFIX, "/svc/{name}")->strip_prefix = true;
+    add(PT_PATH_PREFIX, "/keep");
+    pt_router *rt = build();
+    CHECK_SLICE(upstream(rt, "/api/users/1"), "/users/1");
+    CHECK_SLICE(upstream(rt, "/api"), "/");
+    CHECK_SLICE(upstream(rt, "/api/"), "/");
+    CHECK_SLICE(upstream(rt, "/svc/billing/inv/3"), "/inv/3");
+    CHECK_SLICE(upstream(rt, "/keep/x"), "/keep/x");
+    pt_router_free(rt);
+}
+
+TEST(rewrite_with_params)
+{
+    reset();
+    add(PT_PATH_EXACT, "/users/{id}/profile")->rewrite = "/v2/profiles/{id}.json";
+    add(PT_PATH_REGEX, "/old/(?<year>[0-9]{4})/(?<slug>[^/]+)")->rewrite = "/posts/{slug}?y={year}";
+    add(PT_PATH_PREFIX, "/legacy")->rewrite = "/modern/";
+    R[2].strip_prefix = true;
+    pt_router *rt = build();
+    CHECK(rt != NULL);
+    CHECK_SLICE(upstream(rt, "/users/42/profile"), "/v2/profiles/42.json");
+    CHECK_SLICE(upstream(rt, "/old/2020/hello"), "/posts/hello?y=2020");
+    CHECK_SLICE(upstream(rt, "/legacy/a/b"), "/modern/a/b"); /* strip_prefix + rewrite */
+    CHECK_SLICE(upstream(rt, "/legacy"), "/modern/");
+    pt_router_free(rt);
+}
+
+/* ---- scale ---- */
+
+TEST(ten_thousand_routes_resolve_correctly)
+{
+    enum { N = 10000 };
+    pt_route_conf *rs = pt_xcalloc(N, sizeof(*rs));
+    char (*paths)[48] = pt_xcalloc(N, 48);
+    char (*names)[16] = pt_xcalloc(N, 16);
+    static char *hosts[] = {"h1.example.com", "*.tenants.example.com"};
+    for (int i = 0; i < N; i++) {
+        pt_route_conf *r = &rs[i];
+        r->index = i;
+        r->line = i + 1;
+        snprintf(names[i], 16, "n%d", i);
+        r->name = names[i];
+        switch (i % 4) {
+        case 0: snprintf(paths[i], 48, "/svc%d/items", i); r->path_kind = PT_PATH_EXACT; break;
+        case 1: snprintf(paths[i], 48, "/svc%d/items/{id}", i); r->path_kind = PT_PATH_EXACT; break;
+        case 2: snprintf(paths[i], 48, "/pre%d", i); r->path_kind = PT_PATH_PREFIX; break;
+        default: snprintf(paths[i], 48, "/svc%d/{a}/x/{b}", i); r->path_kind = PT_PATH_PREFIX; break;
+        }
+        r->path = paths[i];
+        if (i % 100 == 7) r->hosts = &hosts[0], r->nhosts = 1;
+        if (i % 100 == 11) r->hosts = &hosts[1], r->nhosts = 1;
+    }
+    reset();
+    pt_router *rt = pt_router_build(rs, N, &CTX);
+    CHECK(rt != NULL);
+    CHECK_STR(get(rt, "/svc0/items"), "n0");
+    CHECK_STR(get(rt, "/svc9996/items"), "n9996");
+    CHECK_STR(get(rt, "/svc5001/items/abc"), "n5001");
+    CHECK_STR(param("id"), "abc");
+    CHECK_STR(get(rt, "/pre9998/deep/path"), "n9998");
+    CHECK_STR(get(rt, "/svc4003/q/x/r/tail"), "n4003");
+    CHECK_STR(param("a"), "q");
+    CHECK_STR(param("b"), "r");
+    CHECK_STR(get(rt, "/svc4/items/1"), "404"); /* route 4 is exact "/svc4/items" */
+    CHECK_STR(hget(rt, "h1.example.com", "/svc707/x/x/y"), "n707");
+    CHECK_STR(get(rt, "/svc707/x/x/y"), "404"); /* that route requires host h1 */
+    CHECK_STR(hget(rt, "a.tenants.example.com", "/svc811/x/x/y"), "n811");
+    CHECK_STR(hget(rt, "h1.example.com", "/svc0/items"), "n0"); /* host group fallback */
+    pt_router_free(rt);
+    free(rs);
+    free(paths);
+    free(names);
+}
+
+/* ---- build errors ---- */
+
+TEST(bad_regex_reported_with_line)
+{
+    reset();
+    add(PT_PATH_EXACT, "/ok");
+    add(PT_PATH_REGEX, "/a/(unclosed");
+    pt_router *rt = build();
+    CHECK(rt == NULL);
+    CHECK_INT(ERRS.n, 1);
+    CHECK(errors_contain("test.yaml:101:"));
+    CHECK(errors_contain("r1"));
+    CHECK(errors_contain("regex"));
+}
+
+TEST(bad_templates_rejected)
+{
+    const char *bad[] = {"/a/{}", "/a/{id", "/a/x{id}", "/a/{i-d}", "/a//b", "a/b"};
+    for (size_t i = 0; i < PT_ARRAY_LEN(bad); i++) {
+        reset();
+        add(PT_PATH_EXACT, bad[i]);
+        pt_router *rt = build();
+        CHECK(rt == NULL);
+        CHECK_INT(ERRS.n, 1);
+        CHECK(errors_contain("test.yaml:100:"));
+    }
+}
+
+TEST(duplicate_param_names_rejected)
+{
+    reset();
+    add(PT_PATH_PREFIX, "/a/{id}/b/{id}");
+    CHECK(build() == NULL);
+    CHECK(errors_contain("duplicate parameter name 'id'"));
+}
+
+TEST(rewrite_unknown_param_rejected)
+{
+    reset();
+    add(PT_PATH_EXACT, "/a/{id}")->rewrite = "/b/{user}";
+    add(PT_PATH_REGEX, "/r/(?<x>.*)")->rewrite = "/s/{y}";
+    add(PT_PATH_EXACT, "/c")->rewrite = "no-slash";
+    CHECK(build() == NULL);
+    CHECK_INT(ERRS.n, 3); /* every bad route is reported */
+    CHECK(errors_contain("unknown parameter 'user'"));
+    CHECK(errors_contain("unknown parameter 'y'"));
+    CHECK(errors_contain("must start with '/'"));
+}
+
+TEST(check_rewrite_api)
+{
+    pt_str names[] = {PT_STR_LIT("id")};
+    pt_str bad = PT_STR_NULL;
+    CHECK(pt_route_check_rewrite("/x/{id}", names, 1, &bad) == NULL);
+    CHECK(pt_route_check_rewrite("/x/{id", names, 1, &bad) != NULL);
+    CHECK(pt_route_check_rewrite("/x/{}", names, 1, &bad) != NULL);
+    CHECK(pt_route_check_rewrite("/x/}", names, 1, &bad) != NULL);
+    CHECK(pt_route_check_rewrite("/x/{nope}", names, 1, &bad) != NULL);
+    CHECK_SLICE(bad, "nope");
+}
+
+TEST(too_many_params_rejected)
+{
+    reset();
+    add(PT_PATH_EXACT, "/{a}/{b}/{c}/{d}/{e}/{f}/{g}/{h}/{i}/{j}/{k}/{l}/{m}/{n}/{o}/{p}/{q}");
+    CHECK(build() == NULL);
+    CHECK(errors_contain("more than 16"));
+}
+
+TEST(empty_router_answers_404)
+{
+    reset();
+    pt_router *rt = build();
+    CHECK(rt != NULL);
+    CHECK_STR(get(rt, "/"), "404");
+    CHECK_STR(hget(rt, "a.b", "/x"), "404");
+    pt_router_free(rt);
+}
+
+static void __attribute__((destructor)) cleanup(void)
+{
+    pt_errors_free(&ERRS);
+    if (ARENA) pt_arena_free(ARENA);
+}
+
+TEST_MAIN()
