@@ -30,7 +30,8 @@ typedef struct {
 
 typedef struct {
     pt_conf_addr addr;           /* host:port; hostnames resolved at load time */
-    char *host;                  /* host part as written (for Host when preserve_host is false) */
+    char *host;                  /* host part as written (for Host when preserve_host is false);
+                                    IPv6 keeps its brackets: "[::1]" */
     uint16_t port;
     uint32_t weight;             /* 1..1000, default 1 */
 } pt_target_conf;
@@ -70,13 +71,14 @@ typedef struct {
 } pt_kv_match;
 
 typedef struct pt_route_conf {
-    char *name;                  /* from config, or "route#N" */
+    char *name;                  /* from config, or "route#N" (N = index, 0-based) */
     int index;                   /* position in config->routes (config order) */
     int line;
     char **hosts;                /* lowercased; "*.example.com" wildcards; nhosts==0 => any host */
     size_t nhosts;
     pt_path_kind path_kind;
-    char *path;                  /* EXACT/PREFIX: normalized pattern, may contain {param} segments;
+    char *path;                  /* EXACT/PREFIX: the pattern as written (starts with '/', visible
+                                    ASCII, no '?'/'#'), may contain whole-segment {param}s;
                                     REGEX: PCRE2 pattern (anchored at match time) */
     uint32_t methods;            /* PT_METHOD_BIT mask; 0 => any method */
     pt_kv_match *headers;        /* all must match (header names case-insensitive) */
@@ -86,7 +88,10 @@ typedef struct pt_route_conf {
     pt_upstream_conf *upstream;  /* NULL when the route only answers locally */
     bool strip_prefix;           /* PREFIX routes: remove the matched prefix */
     char *rewrite;               /* path template, e.g. "/v2/users/{id}"; NULL => none */
-    uint64_t max_body_size;      /* 0 => limits.max_body_size */
+    uint64_t max_body_size;      /* 0 => limits.max_body_size. The loader always stores the
+                                    effective value (the global one unless overridden); a route
+                                    "max_body_size: 0" (unlimited) under a non-zero global limit
+                                    is stored as UINT64_MAX. */
     pt_plugin_list plugins;      /* route-level plugins, in order */
 } pt_route_conf;
 

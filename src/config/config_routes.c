@@ -6,7 +6,7 @@
 
 #include "config/config_int.h"
 
-#define MAX_PARAMS 32
+#define MAX_PARAMS 16 /* the router's PT_MAX_ROUTE_PARAMS */
 
 /* The {name} parameters of a path template (slices into the template). */
 typedef struct {
@@ -41,6 +41,10 @@ static bool check_template(pt_conf_ctx *ctx, const pt_conf_node *node, const cha
         unsigned char c = (unsigned char)s[i];
         if (c < 0x21 || c > 0x7e || c == '?' || c == '#') {
             pt_conf_error(ctx, node, "%s may contain only visible ASCII characters without '?' or '#'", what);
+            return false;
+        }
+        if (segments && c == '/' && s[i + 1] == '/') {
+            pt_conf_error(ctx, node, "%s has an empty segment ('//')", what);
             return false;
         }
         if (c == '}') {

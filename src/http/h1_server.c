@@ -37,6 +37,7 @@ struct pt_h1_conn {
     pt_timer timer;
     pt_defer flush_defer;
     pt_defer next_defer;
+    pt_defer body_defer;
     pt_defer free_defer;
     pt_worker *w;
     pt_h1_conn *prev, *next;
@@ -68,6 +69,7 @@ static void conn_close(pt_h1_conn *c);
 static void conn_update_events(pt_h1_conn *c);
 static void process_input(pt_h1_conn *c);
 static void deliver_body(pt_h1_conn *c);
+static void body_defer_cb(pt_loop *loop, pt_defer *d);
 
 static inline const pt_config *conn_cfg(pt_h1_conn *c) { return c->w->wgen->gen->cfg; }
 
@@ -242,10 +244,9 @@ static void ds_want_body(void *stream, bool want)
         schedule_flush(c);
     }
     if (want) c->sent_100 = true;
-    if (want && c->rbuf.len) {
-        deliver_body(c);
-        if (c->state == ST_CLOSED) return;
-    }
+    /* Buffered body bytes are delivered from the loop, never re-entrantly
+     * from inside a txn callback. */
+    if (want && c->rbuf.len) pt_defer_queue(c->w->loop, &c->body_defer, body_defer_cb, c);
     if (c->want_body && !c->body_done)
         set_timer(c, TM_BODY, pt_loop_now(c->w->loop) + conn_cfg(c)->timeouts.body_ms);
     else if (c->timer_kind == TM_BODY)
@@ -259,6 +260,14 @@ static void ds_abort(void *stream)
     /* Make the failure visible: drop any unsent bytes and close. */
     c->wbuf.len = 0;
     c->close_after = true;
+}
+
+static void body_defer_cb(pt_loop *loop, pt_defer *d)
+{
+    pt_h1_conn *c = d->data;
+    if (c->state != ST_TXN) return;
+    deliver_body(c);
+    if (c->state != ST_CLOSED) conn_update_events(c);
 }
 
 static void next_request_cb(pt_loop *loop, pt_defer *d)
@@ -564,6 +573,7 @@ static void conn_close(pt_h1_conn *c)
     pt_timer_stop(w->loop, &c->timer);
     pt_defer_cancel(w->loop, &c->flush_defer);
     pt_defer_cancel(w->loop, &c->next_defer);
+    pt_defer_cancel(w->loop, &c->body_defer);
     pt_io_stop(w->loop, &c->io);
     close(c->io.fd);
     c->io.fd = -1;

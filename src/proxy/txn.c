@@ -245,7 +245,7 @@ static void resume_cb(pt_loop *loop, pt_defer *d)
 
 void pt_txn_resume(pt_txn *t, pt_plugin_result r)
 {
-    PT_ASSERT(t->paused);
+    if (!t->paused || t->finished) return; /* the request was aborted meanwhile */
     t->resume_result = r;
     pt_defer_queue(t->w->loop, &t->resume_defer, resume_cb, t);
 }
@@ -554,7 +554,10 @@ void pt_txn_on_request_error(pt_txn *t, int status, const char *detail)
         t->uc = NULL;
     }
     t->req_body_done = true; /* nothing more will be read; the codec closes */
-    if (t->paused) pt_defer_cancel(t->w->loop, &t->resume_defer);
+    if (t->paused) {
+        pt_defer_cancel(t->w->loop, &t->resume_defer);
+        t->paused = false;
+    }
     respond_problem(t, status, detail);
 }
 
@@ -575,6 +578,7 @@ void pt_txn_on_downstream_closed(pt_txn *t)
         t->uc = NULL;
     }
     pt_defer_cancel(t->w->loop, &t->resume_defer);
+    t->paused = false;
     if (!t->resp_done) t->status = t->resp_started ? t->status : 499;
     finish(t);
 }

@@ -96,7 +96,9 @@ void pt_uconn_attach(pt_uconn *c, const pt_uconn_cbs *cbs, void *owner, pt_arena
 
 /* ------------------------------------------------------------------ output */
 
-static void flush_now(pt_uconn *c)
+/* notify: call on_writable when drained (not from inside pt_uconn_send_body,
+ * whose caller learns it from the return value). */
+static void flush_now(pt_uconn *c, bool notify)
 {
     while (c->wbuf.len) {
         ssize_t n = send(c->io.fd, pt_buf_head(&c->wbuf), c->wbuf.len, MSG_NOSIGNAL);
@@ -112,13 +114,14 @@ static void flush_now(pt_uconn *c)
     if (!c->wbuf.len) pt_buf_release(&c->wbuf);
     arm_timer(c);
     update_events(c);
-    if (c->wbuf.len < UP_WBUF_LOW && !c->req_done && c->cbs && c->state == US_BUSY) c->cbs->on_writable(c->owner);
+    if (notify && c->wbuf.len < UP_WBUF_LOW && !c->req_done && c->cbs && c->state == US_BUSY)
+        c->cbs->on_writable(c->owner);
 }
 
 static void flush_cb(pt_loop *loop, pt_defer *d)
 {
     pt_uconn *c = d->data;
-    if (c->state == US_BUSY) flush_now(c);
+    if (c->state == US_BUSY) flush_now(c, true);
 }
 
 static void schedule_flush(pt_uconn *c) { pt_defer_queue(c->w->loop, &c->flush_defer, flush_cb, c); }
@@ -176,7 +179,7 @@ bool pt_uconn_send_body(pt_uconn *c, const char *data, size_t len)
     }
     if (c->wbuf.len >= UP_WBUF_HIGH) {
         pt_defer_cancel(c->w->loop, &c->flush_defer);
-        flush_now(c);
+        flush_now(c, false);
         return c->state == US_BUSY && c->wbuf.len < UP_WBUF_HIGH;
     }
     schedule_flush(c);
@@ -371,7 +374,7 @@ static void uconn_io(pt_loop *loop, pt_io *io, uint32_t events)
         return;
     }
     if (events & EPOLLOUT) {
-        flush_now(c);
+        flush_now(c, true);
         if (c->state == US_CLOSED) return;
     }
     if (events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)) on_readable(c);

@@ -142,7 +142,8 @@ class Portico:
         self.write_config(config)
         self._out = open(self.stdout_path, "wb")
         self._err = open(self.stderr_path, "wb")
-        cmd = [BIN] + (args if args is not None else ["run", "-c", self.config_path])
+        args = args if args is not None else ["run", "-c", "@CONFIG@"]
+        cmd = [BIN] + [a.replace("@CONFIG@", self.config_path) for a in args]
         self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=self._err,
                                      env=sanitizer_env(env), cwd=self.tmp)
         self.stopped = False
@@ -199,12 +200,10 @@ class Portico:
         self.proc.send_signal(sig)
 
     def stdout(self):
-        self._out.flush()
         with open(self.stdout_path, "rb") as f:
             return f.read().decode("utf-8", "replace")
 
     def stderr(self):
-        self._err.flush()
         with open(self.stderr_path, "rb") as f:
             return f.read().decode("utf-8", "replace")
 

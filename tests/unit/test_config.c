@@ -458,6 +458,8 @@ TEST(route_strip_prefix_and_rewrite_rules)
                      "t.yaml:3:19: path: malformed parameter"));
     CHECK(fails_with(MINIMAL "routes:\n  - match: {path: \"/u/x{id}\"}\n    plugins: [request_id: {}]\n",
                      "t.yaml:3:19: path: a parameter must be a whole segment"));
+    CHECK(fails_with(MINIMAL "routes:\n  - match: {path_prefix: \"/a//b\"}\n    plugins: [request_id: {}]\n",
+                     "t.yaml:3:26: path_prefix has an empty segment"));
 }
 
 TEST(route_needs_upstream_or_plugins)

@@ -177,4 +177,50 @@ TEST(null_detail_allowed)
     CHECK_INT(pt_path_normalize("/b", 2, out, NULL), 2);
 }
 
+/* Property test on pseudo-random paths built from tricky pieces: every
+ * success is canonical (starts with '/', no "//", no "." or ".." segment, only
+ * uppercase escapes of reserved octets) and normalizing again changes nothing. */
+TEST(random_paths_are_canonical_and_idempotent)
+{
+    static const char *pieces[] = {"/", "//", ".", "..", "%2e", "%2E", "%2f", "%41", "%7e", "%c3",
+                                   "a", "b", "~", "%25", "%5c", "x.y", "-", "_"};
+    uint32_t seed = 12345;
+    int ok_count = 0;
+    for (int iter = 0; iter < 20000; iter++) {
+        char in[256] = "/";
+        size_t n = 1;
+        int parts = 1 + (int)((seed = seed * 1103515245u + 12345u) >> 16) % 12;
+        for (int k = 0; k < parts; k++) {
+            const char *pc = pieces[((seed = seed * 1103515245u + 12345u) >> 16) % PT_ARRAY_LEN(pieces)];
+            size_t l = strlen(pc);
+            memcpy(in + n, pc, l);
+            n += l;
+        }
+        in[n] = '\0';
+        char out[256], again[256];
+        ssize_t r = pt_path_normalize(in, n, out, NULL);
+        if (r < 0) continue;
+        ok_count++;
+        CHECK(r >= 1 && out[0] == '/');
+        CHECK(strstr(out, "//") == NULL);
+        CHECK(strstr(out, "/./") == NULL && strstr(out, "/../") == NULL);
+        size_t len = (size_t)r;
+        CHECK(!(len >= 2 && strcmp(out + len - 2, "/.") == 0));
+        CHECK(!(len >= 3 && strcmp(out + len - 3, "/..") == 0));
+        for (size_t i = 0; i < len; i++) {
+            if (out[i] != '%') continue;
+            CHECK(i + 2 < len);
+            if (i + 2 < len) CHECK(strchr("abcdef", out[i + 1]) == NULL && strchr("abcdef", out[i + 2]) == NULL);
+        }
+        ssize_t r2 = pt_path_normalize(out, len, again, NULL);
+        CHECK_INT(r2, r);
+        if (r2 == r) CHECK(memcmp(out, again, len) == 0);
+        if (tl_cur_failed) {
+            fprintf(stderr, "  (input was \"%s\")\n", in);
+            break; /* one failing input is enough */
+        }
+    }
+    CHECK(ok_count > 1000);
+}
+
 TEST_MAIN()

@@ -314,6 +314,28 @@ TEST(regex_match_without_arena)
     pt_router_free(rt);
 }
 
+TEST(tree_match_does_not_allocate_regex_uses_arena)
+{
+    reset();
+    add(PT_PATH_EXACT, "/a/{id}");
+    add(PT_PATH_PREFIX, "/p");
+    pt_router *rt = build();
+    size_t before = pt_arena_used(ARENA);
+    CHECK_STR(get(rt, "/a/1"), "r0");
+    CHECK_STR(get(rt, "/p/q"), "r1");
+    CHECK_STR(get(rt, "/zzz"), "404");
+    CHECK_INT(pt_arena_used(ARENA), before); /* tree path: no allocation */
+    pt_router_free(rt);
+
+    reset();
+    add(PT_PATH_REGEX, "/re/(?<x>[a-z]+)");
+    rt = build();
+    before = pt_arena_used(ARENA);
+    CHECK_STR(get(rt, "/re/abc"), "r0");
+    CHECK(pt_arena_used(ARENA) > before); /* PCRE2 match data came from the arena */
+    pt_router_free(rt);
+}
+
 /* ---- hosts ---- */
 
 TEST(host_exact_only_matches_that_host)
