@@ -16,6 +16,23 @@
 
 /* ------------------------------------------------------------------ errors */
 
+/* Formats into a new heap string (caller frees). */
+static char *heap_vformat(const char *fmt, va_list ap)
+{
+    va_list ap2;
+    va_copy(ap2, ap);
+    char small[256];
+    int len = vsnprintf(small, sizeof(small), fmt, ap2);
+    va_end(ap2);
+    if (len < 0) len = 0;
+    char *msg = pt_xmalloc((size_t)len + 1);
+    if ((size_t)len < sizeof(small))
+        memcpy(msg, small, (size_t)len + 1);
+    else
+        vsnprintf(msg, (size_t)len + 1, fmt, ap);
+    return msg;
+}
+
 /* Appends one formatted heap message. After PT_CONF_MAX_ERRORS messages a
  * single "too many errors" line is added and later ones are dropped, so a
  * pathological input cannot make the error list grow without bound. */
@@ -28,12 +45,7 @@ void pt_errors_add(pt_errors *e, const char *fmt, ...)
     } else {
         va_list ap;
         va_start(ap, fmt);
-        int len = vsnprintf(NULL, 0, fmt, ap);
-        va_end(ap);
-        if (len < 0) len = 0;
-        msg = pt_xmalloc((size_t)len + 1);
-        va_start(ap, fmt);
-        vsnprintf(msg, (size_t)len + 1, fmt, ap);
+        msg = heap_vformat(fmt, ap);
         va_end(ap);
     }
     e->msgs = pt_xrealloc(e->msgs, (e->n + 1) * sizeof(*e->msgs));

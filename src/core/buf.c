@@ -89,3 +89,13 @@ void pt_buf_release(pt_buf *b)
     b->data = NULL;
     b->off = b->len = b->cap = 0;
 }
+
+void pt_buf_pool_free(void)
+{
+    while (pool_head) {
+        pool_block *b = pool_head;
+        pool_head = b->next;
+        free(b);
+    }
+    pool_count = 0;
+}

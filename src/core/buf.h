@@ -31,5 +31,7 @@ static inline char *pt_buf_head(const pt_buf *b) { return b->data + b->off; }
 void pt_buf_consume(pt_buf *b, size_t n);
 /* Returns the storage to the pool (buffer must be empty or its data is discarded). */
 void pt_buf_release(pt_buf *b);
+/* Frees this thread's cached blocks (call when a thread exits). */
+void pt_buf_pool_free(void);
 
 #endif

@@ -18,6 +18,8 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include "router/normalize.h"
+
 #define NONE UINT32_MAX
 
 /* ---------------------------------------------------------------------------
@@ -110,6 +112,8 @@ typedef struct {
     uint8_t nnames;
     uint32_t effective_methods; /* conf->methods plus HEAD when GET is allowed; 0 = any */
     pcre2_code *re;             /* REGEX routes only */
+    char *pattern;              /* EXACT/PREFIX: the normalized pattern (heap; trie keys and
+                                   parameter names point into it) */
 } route_entry;
 
 typedef struct {
@@ -168,7 +172,10 @@ static uint32_t group_new(pt_router *r)
 void pt_router_free(pt_router *r)
 {
     if (!r) return;
-    for (size_t i = 0; i < r->nroutes; i++) pcre2_code_free(r->routes[i].re);
+    for (size_t i = 0; i < r->nroutes; i++) {
+        pcre2_code_free(r->routes[i].re);
+        free(r->routes[i].pattern);
+    }
     for (uint32_t i = 0; i < r->nnodes; i++) {
         free(r->nodes[i].children.v);
         free(r->nodes[i].exact.v);
@@ -438,12 +445,21 @@ pt_router *pt_router_build(const pt_route_conf *routes, size_t n, pt_conf_ctx *c
         if (is_regex) {
             compile_regex(&be, r, e);
         } else {
-            size_t need = strlen(pattern) + 1;
-            if (need > segs_cap) {
-                segs_cap = need;
-                segs = pt_xrealloc(segs, segs_cap * sizeof(*segs));
+            /* Patterns are stored as written; request paths arrive normalized,
+             * so normalize the pattern the same way ("/a//b" => "/a/b"). */
+            size_t plen = strlen(pattern);
+            const char *why = NULL;
+            e->pattern = pt_xmalloc(plen + 1);
+            ssize_t nl = pt_path_normalize(pattern, plen, e->pattern, &why);
+            if (nl < 0) {
+                route_error(&be, "path '%s': %s", pattern, why);
+            } else {
+                if ((size_t)nl + 1 > segs_cap) {
+                    segs_cap = (size_t)nl + 1;
+                    segs = pt_xrealloc(segs, segs_cap * sizeof(*segs));
+                }
+                nseg = parse_pattern(&be, e, e->pattern, is_prefix, segs);
             }
-            nseg = parse_pattern(&be, e, pattern, is_prefix, segs);
         }
         if (!be.failed && rc->rewrite) {
             pt_str bad = PT_STR_NULL;

@@ -14,6 +14,8 @@
  *     path candidate, or only candidates that failed on headers/query) falls
  *     back to the next, less specific group.
  *  2. Inside a host group: EXACT patterns, then PREFIX patterns, then REGEX.
+ *     - EXACT/PREFIX patterns are normalized at build time exactly like
+ *       request paths (pt_path_normalize), so "/a//b" matches "/a/b".
  *     - EXACT: the pattern equals the path; "{name}" segments match one
  *       non-empty segment.
  *     - PREFIX: the pattern matches whole leading segments of the path

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "core/accesslog.h"
+#include "core/buf.h"
 #include "http/h1_server.h"
 #include "server/worker.h"
 
@@ -157,6 +158,7 @@ static void worker_drain(pt_loop *loop, void *data)
     }
     pt_h1_conns_drain(w);
     pt_pools_close_all(w);
+    w->drain_timer.data = w;
     drain_check(loop, &w->drain_timer);
 }
 
@@ -164,6 +166,7 @@ static void *worker_main(void *arg)
 {
     pt_worker *w = arg;
     pt_loop_run(w->loop);
+    pt_buf_pool_free();
     return NULL;
 }
 

@@ -13,7 +13,7 @@
  *   - the chunked decoder gives the same outcome, payload and trailers
  *     whether fed at once or in random-sized pieces.
  * Build: clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc tests/fuzz/fuzz_h1.c
- *        src/http/h1*.c src/http/message.c src/core/arena.c src/core/common.c */
+ *        src/http/h1.c src/http/message.c src/core/arena.c src/core/common.c */
 #include "http/h1.h"
 
 #include <stdlib.h>

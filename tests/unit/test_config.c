@@ -412,6 +412,10 @@ TEST(listen_required_and_validated)
     CHECK(fails_with("listen: [\"no-such-host.invalid:80\"]\n", "t.yaml:1:10: invalid address 'no-such-host.invalid:80': cannot resolve"));
     CHECK(fails_with("listen: [{address: \"127.0.0.1:1\", backlog: 0}]\n", "t.yaml:1:44: integer out of range"));
     CHECK(fails_with("", "t.yaml:1:1: configuration is empty"));
+    CHECK(fails_with("listen: [127.0.0.1:8080, \"127.0.0.1:8080\"]\n",
+                     "t.yaml:1:26: duplicate listen address '127.0.0.1:8080' (also at line 1)"));
+    CHECK(fails_with("- 127.0.0.1:8080\n", "t.yaml:1:1: top level must be a mapping, got a list"));
+    CHECK(fails_with(MINIMAL "access_log: {enabled: maybe}\n", "t.yaml:2:23: expected a boolean"));
 }
 
 TEST(route_unknown_upstream)

@@ -272,6 +272,22 @@ TEST(shared_param_node_keeps_each_routes_names)
     pt_router_free(rt);
 }
 
+TEST(patterns_are_normalized_like_requests)
+{
+    reset();
+    add(PT_PATH_EXACT, "/a//b/./c");
+    add(PT_PATH_PREFIX, "/%7euser/x/..");
+    add(PT_PATH_EXACT, "/f/%2f/{id}");
+    pt_router *rt = build();
+    CHECK(rt != NULL);
+    CHECK_STR(get(rt, "/a/b/c"), "r0");
+    CHECK_STR(get(rt, "/~user/docs"), "r1");
+    CHECK_INT(M.prefix_len, 6);
+    CHECK_STR(get(rt, "/f/%2F/9"), "r2");
+    CHECK_STR(param("id"), "9");
+    pt_router_free(rt);
+}
+
 /* ---- regex ---- */
 
 TEST(regex_anchored_with_named_groups)
@@ -628,7 +644,7 @@ TEST(bad_regex_reported_with_line)
 
 TEST(bad_templates_rejected)
 {
-    const char *bad[] = {"/a/{}", "/a/{id", "/a/x{id}", "/a/{i-d}", "/a//b", "a/b"};
+    const char *bad[] = {"/a/{}", "/a/{id", "/a/x{id}", "/a/{i-d}", "/a/%zz", "/../x", "a/b"};
     for (size_t i = 0; i < PT_ARRAY_LEN(bad); i++) {
         reset();
         add(PT_PATH_EXACT, bad[i]);
