@@ -88,7 +88,15 @@ static const char *find_ctl(const char *p, const char *end)
         uint64_t below_space = (x - ones * 0x20) & ~x & highs; /* some byte < 0x20 */
         uint64_t y = x ^ (ones * 0x7f);
         uint64_t del = (y - ones) & ~y & highs; /* some byte == 0x7f */
-        if (below_space | del) break;
+        uint64_t hit = below_space | del;
+        if (hit) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            /* Borrows only run toward higher bytes, so the lowest flag is exact. */
+            return p + (__builtin_ctzll(hit) >> 3);
+#else
+            break;
+#endif
+        }
         p += 8;
     }
     while (p < end) {
@@ -97,6 +105,39 @@ static const char *find_ctl(const char *p, const char *end)
         p++;
     }
     return end;
+}
+
+/* First byte in [p, end) that cannot appear in a request-target (anything
+ * but VCHAR minus '#'), or end. Eight bytes per step, like find_ctl. */
+static const char *find_target_end(const char *p, const char *end)
+{
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    while (end - p >= 8) {
+        uint64_t x;
+        memcpy(&x, p, 8);
+        uint64_t low = (x - ones * 0x21) & ~x & highs; /* some byte < 0x21 */
+        uint64_t y = x ^ (ones * 0x7f);
+        uint64_t del = (y - ones) & ~y & highs;        /* some byte == 0x7f */
+        uint64_t z = x ^ (ones * '#');
+        uint64_t hash = (z - ones) & ~z & highs;       /* some byte == '#' */
+        uint64_t hit = low | del | hash | (x & highs); /* or >= 0x80 */
+        if (hit) return p + (__builtin_ctzll(hit) >> 3);
+        p += 8;
+    }
+#endif
+    while (p < end && is_class((unsigned char)*p, TG)) p++;
+    return p;
+}
+
+/* First byte in [p, end) that is not a tchar, or end (four bytes per step). */
+static inline const char *find_token_end(const char *p, const char *end)
+{
+    while (end - p >= 4 && is_tchar((unsigned char)p[0]) && is_tchar((unsigned char)p[1]) &&
+           is_tchar((unsigned char)p[2]) && is_tchar((unsigned char)p[3]))
+        p += 4;
+    while (p < end && is_tchar((unsigned char)*p)) p++;
+    return p;
 }
 
 static inline pt_str trim_ows(const char *p, const char *e)
@@ -365,7 +406,7 @@ static ssize_t parse_fields(fields_ctx *c, size_t p, pt_h1_error *err)
         if (is_ows(first)) return fail(err, 400, "obsolete line folding or leading whitespace");
 
         const char *name = q;
-        while (q < end && is_tchar((unsigned char)*q)) q++;
+        q = find_token_end(q, end);
         if (q >= end) return PT_AGAIN;
         if (*q != ':' || q == name) {
             if (*q == ' ' || *q == '\t') return fail(err, 400, "whitespace between field name and colon");
@@ -578,7 +619,7 @@ ssize_t pt_h1_parse_request(const char *buf, size_t len, const pt_h1_limits *lim
     out->method_str = pt_str_make(s, (size_t)(q - s));
     out->method = method_id(s, (size_t)(q - s));
     const char *t = ++q;
-    while (q < e && is_class((unsigned char)*q, TG)) q++;
+    q = find_target_end(q, e);
     if (q == t || q == e || *q != ' ') return fail(err, 400, "invalid request-target");
     pt_str target = pt_str_make(t, (size_t)(q - t));
     q++;

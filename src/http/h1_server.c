@@ -28,6 +28,9 @@
 #define WBUF_HIGH (64u * 1024)
 #define WBUF_LOW (16u * 1024)
 #define READ_CHUNK 16384u
+/* After a local response, up to this much unread request body is read and
+ * dropped so the connection stays usable; more than that closes it. */
+#define DISCARD_MAX (1024u * 1024)
 
 enum { ST_HEAD, ST_TXN, ST_CLOSED };
 enum { TM_NONE, TM_IDLE, TM_HEADER, TM_BODY, TM_SEND };
@@ -59,6 +62,8 @@ struct pt_h1_conn {
     bool sent_100;
     bool peer_closed;
     bool reading;      /* EPOLLIN wanted */
+    bool discarding;   /* txn is over; dropping the rest of the request body */
+    uint64_t discarded;
     uint8_t version;
     uint32_t nrequests;
     char client[INET6_ADDRSTRLEN];
@@ -70,6 +75,8 @@ static void conn_update_events(pt_h1_conn *c);
 static void process_input(pt_h1_conn *c);
 static void deliver_body(pt_h1_conn *c);
 static void body_defer_cb(pt_loop *loop, pt_defer *d);
+static void next_request_cb(pt_loop *loop, pt_defer *d);
+static void release_request(pt_h1_conn *c);
 
 static inline const pt_config *conn_cfg(pt_h1_conn *c) { return c->w->wgen->gen->cfg; }
 
@@ -174,7 +181,9 @@ static void ds_send_head(void *stream, const pt_response *res)
     bool head_req = c->req && c->req->method == PT_METHOD_HEAD;
 
     c->resp_chunked = c->resp_close = false;
-    if (!c->body_done || c->peer_closed || !c->info.keep_alive || c->w->draining) c->close_after = true;
+    if (res->close_connection || c->peer_closed || !c->info.keep_alive || c->w->draining ||
+        (!c->body_done && c->info.body == PT_H1_BODY_LENGTH && c->body_remaining > DISCARD_MAX))
+        c->close_after = true;
 
     write_status_line(c, st);
     write_headers(b, &res->headers);
@@ -277,20 +286,36 @@ static void next_request_cb(pt_loop *loop, pt_defer *d)
     process_input(c);
 }
 
-static void ds_finished(void *stream)
+/* Returns the finished request's arena (and what lives in it) to the worker. */
+static void release_request(pt_h1_conn *c)
 {
-    pt_h1_conn *c = stream;
-    c->txn_done = true;
-    if (!c->body_done) c->close_after = true;
-    c->txn = NULL;
-    c->req = NULL;
     c->dec = NULL;
     if (c->arena) {
         pt_worker_arena_put(c->w, c->arena);
         c->arena = NULL;
     }
-    c->state = ST_HEAD;
+}
+
+static void ds_finished(void *stream)
+{
+    pt_h1_conn *c = stream;
+    c->txn_done = true;
+    c->txn = NULL;
+    c->req = NULL;
     c->want_body = false;
+    if (!c->body_done && !c->close_after) {
+        /* Drop the rest of the body, then serve the next request. The arena
+         * (which holds the chunked decoder) is kept until then. */
+        c->discarding = true;
+        c->discarded = 0;
+        c->want_body = true;
+        set_timer(c, TM_BODY, pt_loop_now(c->w->loop) + conn_cfg(c)->timeouts.body_ms);
+        pt_defer_queue(c->w->loop, &c->body_defer, body_defer_cb, c);
+        conn_update_events(c);
+        return;
+    }
+    release_request(c);
+    c->state = ST_HEAD;
     if (c->close_after) {
         if (!c->wbuf.len) {
             /* nothing pending (or aborted): close after this iteration */
@@ -325,10 +350,35 @@ static void conn_update_events(pt_h1_conn *c)
     pt_io_modify(c->w->loop, &c->io, ev);
 }
 
-/* Feeds buffered body bytes to the txn while it wants them. */
+/* Hands body bytes to the txn, or drops them when discarding. Returns false
+ * if the connection was closed. */
+static bool feed_body(pt_h1_conn *c, const char *p, size_t n, bool last)
+{
+    if (!c->discarding) {
+        pt_txn_on_request_body(c->txn, p, n, last);
+        return c->state != ST_CLOSED;
+    }
+    c->discarded += n;
+    if (c->discarded > DISCARD_MAX) {
+        conn_close(c);
+        return false;
+    }
+    if (last) {
+        c->discarding = false;
+        c->want_body = false;
+        release_request(c);
+        c->state = ST_HEAD;
+        set_timer(c, TM_NONE, 0);
+        pt_defer_queue(c->w->loop, &c->next_defer, next_request_cb, c);
+    }
+    return true;
+}
+
+/* Feeds buffered body bytes to the txn while it wants them (or discards). */
 static void deliver_body(pt_h1_conn *c)
 {
-    while (c->want_body && !c->body_done && c->state != ST_CLOSED && c->txn && !c->txn_done) {
+    while (c->want_body && !c->body_done && c->state != ST_CLOSED &&
+           (c->discarding || (c->txn && !c->txn_done))) {
         if (c->info.body == PT_H1_BODY_LENGTH) {
             size_t n = PT_MIN((uint64_t)c->rbuf.len, c->body_remaining);
             if (!n && c->body_remaining) return;
@@ -336,10 +386,8 @@ static void deliver_body(pt_h1_conn *c)
             bool last = c->body_remaining == 0;
             const char *p = pt_buf_head(&c->rbuf);
             if (last) c->body_done = true;
-            pt_txn *t = c->txn;
             pt_buf_consume(&c->rbuf, n);
-            pt_txn_on_request_body(t, p, n, last);
-            if (last) return;
+            if (!feed_body(c, p, n, last) || last) return;
         } else {
             if (!c->rbuf.len) return;
             const char *data = NULL;
@@ -349,6 +397,10 @@ static void deliver_body(pt_h1_conn *c)
             if (used < 0) {
                 c->body_done = true;
                 c->close_after = true;
+                if (c->discarding) {
+                    conn_close(c);
+                    return;
+                }
                 pt_txn_on_request_error(c->txn, err.status ? err.status : 400,
                                         err.detail ? err.detail : "malformed chunked body");
                 return;
@@ -356,9 +408,7 @@ static void deliver_body(pt_h1_conn *c)
             bool last = c->dec->done;
             if (last) c->body_done = true;
             /* data points into rbuf; consume after the callback copied it */
-            pt_txn *t = c->txn;
-            if (dlen || last) pt_txn_on_request_body(t, data, dlen, last);
-            if (c->state == ST_CLOSED) return;
+            if ((dlen || last) && !feed_body(c, data, dlen, last)) return;
             pt_buf_consume(&c->rbuf, (size_t)used);
             if (used == 0 && !dlen) return;
             if (last) return;
@@ -538,6 +588,10 @@ static void on_timer(pt_loop *loop, pt_timer *t)
         return;
     }
     case TM_BODY:
+        if (c->discarding) {
+            conn_close(c);
+            return;
+        }
         if (c->txn && !c->txn_done) {
             c->close_after = true;
             c->body_done = true;

@@ -83,6 +83,8 @@ typedef struct pt_response {
     pt_headers headers; /* end-to-end fields only */
     bool has_body;      /* false for HEAD responses, 1xx, 204, 304 */
     int64_t content_length; /* -1 unknown (streamed) */
+    bool close_connection;  /* an error Portico generated after which the
+                               connection (HTTP/2: the stream) must not be reused */
 } pt_response;
 
 /* Standard reason phrase for a status code ("Unknown" if none). */

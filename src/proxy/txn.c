@@ -72,6 +72,8 @@ struct pt_txn {
     uint64_t max_body;
     uint64_t body_received;
     bool req_body_done;
+    int pending_error;  /* routing/limit error to answer after the request phase */
+    const char *pending_detail;
     bool resp_started;
     bool resp_done;
     bool finished;
@@ -130,6 +132,8 @@ void pt_txn_respond_problem(pt_txn *t, int status, const char *detail)
 {
     pt_str body = pt_problem_json(t->a, status, detail, t->request_id);
     pt_txn_respond(t, status, PT_STR_LIT(PT_PROBLEM_CONTENT_TYPE), body);
+    /* After a framing/limit error the rest of the connection is suspect. */
+    t->res.close_connection = status == 400 || status == 408 || status == 413 || status == 414 || status == 431;
     if (status == 405 && t->match.allowed_methods) {
         char allow[128];
         size_t n = 0;
@@ -205,18 +209,21 @@ void pt_txn_start(pt_txn *t, pt_request *req, uint64_t head_bytes)
         t->pipe = &t->gen->route_pipes[t->route->index];
     }
     alloc_states(t);
+    /* Routing and limit errors are answered after the request phase has run
+     * (global plugins for unrouted requests), so request_id, auth and the
+     * like apply to error responses too. */
     if (t->match.status == 404) {
-        respond_problem(t, 404, "no route matches this request");
-        return;
-    }
-    if (t->match.status == 405) {
-        respond_problem(t, 405, "method not allowed on this route");
-        return;
-    }
-    t->max_body = t->route->max_body_size ? t->route->max_body_size : t->gen->cfg->limits.max_body_size;
-    if (req->has_body && req->content_length >= 0 && t->max_body && (uint64_t)req->content_length > t->max_body) {
-        respond_problem(t, 413, "request body exceeds the configured limit");
-        return;
+        t->pending_error = 404;
+        t->pending_detail = "no route matches this request";
+    } else if (t->match.status == 405) {
+        t->pending_error = 405;
+        t->pending_detail = "method not allowed on this route";
+    } else {
+        t->max_body = t->route->max_body_size ? t->route->max_body_size : t->gen->cfg->limits.max_body_size;
+        if (req->has_body && req->content_length >= 0 && t->max_body && (uint64_t)req->content_length > t->max_body) {
+            t->pending_error = 413;
+            t->pending_detail = "request body exceeds the configured limit";
+        }
     }
     t->phase = PH_REQUEST;
     t->plugin_idx = 0;
@@ -268,6 +275,10 @@ static void run_request_phase(pt_txn *t)
         }
     }
     t->phase = PH_NONE;
+    if (t->pending_error) {
+        respond_problem(t, t->pending_error, t->pending_detail);
+        return;
+    }
     if (!t->route->upstream) {
         respond_problem(t, 500, "the route has no upstream and no plugin answered");
         return;

@@ -664,6 +664,21 @@ TEST(deep_nesting_rejected)
     pt_errors_free(&e);
 }
 
+TEST(error_list_is_capped)
+{
+    char *y = malloc(200 * 16 + 64);
+    size_t n = (size_t)sprintf(y, MINIMAL);
+    for (int i = 0; i < 200; i++) n += (size_t)sprintf(y + n, "k%d: 1\n", i);
+    pt_errors e = {0};
+    pt_config *cfg = load(y, &e);
+    CHECK(cfg == NULL);
+    CHECK_INT(e.n, 101);
+    CHECK(e.n == 101 && strstr(e.msgs[100], "too many errors") != NULL);
+    CHECK(e.n > 0 && strncmp(e.msgs[0], "t.yaml:2:1: unknown key 'k0' in top level", 41) == 0);
+    pt_errors_free(&e);
+    free(y);
+}
+
 /* ---------------------------------------------------------------- files */
 
 TEST(load_file_and_missing_file)
