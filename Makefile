@@ -68,9 +68,8 @@ fuzz:
 
 test: deps
 	$(MAKE) all
-	$(MAKE) unit
-	$(MAKE) integration
-	$(MAKE) fuzz
+	$(MAKE) asan
+	@scripts/test-all.sh
 
 run: deps all
 	@examples/run-quickstart.sh $(BUILD)/portico

@@ -24,8 +24,10 @@
  *     static literals ("http", "/", "") or into `a` (a lowercased host, a
  *     rebuilt target). The caller copies the head (e.g. into the request
  *     arena) and calls pt_request_rebase(), which leaves those alone.
- *   - `a` is only used (and only on success) for the header array, for
- *     lowercasing the host and for the target of "http://host?query".
+ *   - `a` is only used for the header array (sized max(16, n); more than 32
+ *     fields are moved there once the end of the head is in the buffer), for
+ *     lowercasing the host and for the target of "http://host?query" (both
+ *     on success only).
  *   - Only CRLF line endings are accepted; a bare CR or bare LF is an error.
  *   - `lim` may be NULL; a NULL `lim` or a zero field means the default below.
  *

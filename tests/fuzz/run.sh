@@ -8,6 +8,7 @@ cd "$(dirname "$0")/../.."
 SECS=${1:-30}
 OUT=build/fuzz
 mkdir -p "$OUT"
+OUT_ABS=$(cd "$OUT" && pwd)
 SRCS=$(find src -name '*.c' ! -path 'src/cli/*' | sort)
 rc=0
 for drv in tests/fuzz/fuzz_*.c; do
@@ -21,7 +22,7 @@ for drv in tests/fuzz/fuzz_*.c; do
   rm -rf "$corpus"; mkdir -p "$corpus"
   if [ -d "tests/fuzz/corpus_$short" ]; then cp -r "tests/fuzz/corpus_$short/." "$corpus/"; fi
   echo "fuzz: running $name for ${SECS}s"
-  if ! (cd "$OUT" && "./$name" -max_total_time="$SECS" -print_final_stats=1 -artifact_prefix="$PWD/$OUT/${name}-" "corpus_$short" >"$name.log" 2>&1); then
+  if ! (cd "$OUT" && "./$name" -max_total_time="$SECS" -print_final_stats=1 -artifact_prefix="$OUT_ABS/${name}-" "corpus_$short" >"$name.log" 2>&1); then
     echo "fuzz: $name FAILED — see $OUT/$name.log"; tail -40 "$OUT/$name.log"; rc=1
   else
     grep -E "^stat::number_of_executed_units" "$OUT/$name.log" | sed "s/^/fuzz: $name /" || true

@@ -88,6 +88,7 @@ def test_access_log_bad_request_logged(portico, echo):
         assert c.read_response().status == 400
     e = wait_for_entry(p, lambda e: e.get("status") == 400)
     assert e["client"] == "127.0.0.1"
+    assert e["bytes_in"] > 0, "bytes received from the client not counted: %r" % e
 
 
 def test_access_log_escapes_hostile_values(portico, echo):
@@ -138,3 +139,29 @@ def test_access_log_disabled(portico, echo):
     time.sleep(0.3)
     assert "/quiet" not in p2.stdout()
     assert not os.path.exists(p2.access_log_path)
+
+
+def test_access_log_durations_reflect_delay(portico, upstream):
+    import time as _t
+    slow = upstream(lambda req: [0.3, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"])
+    p = portico(simple_config(slow.addr, route_extra={"plugins": [{"delay": {"duration": "200ms"}}]}))
+    assert request(p.port, "GET", "/timed").status == 200
+    e = wait_for_entry(p, lambda e: e.get("path", "").startswith("/timed"))
+    assert e["duration_ms"] >= 490, e
+    assert 290 <= e["upstream_ms"] <= e["duration_ms"], e
+    assert e["duration_ms"] < 10000
+
+
+def test_access_log_byte_counts_are_wire_bytes(portico, echo):
+    """bytes_in / bytes_out count what crossed the client connection: the
+    request head plus body, the response head plus body."""
+    from upstreams import Client, build_request
+    p = portico(simple_config(echo.addr))
+    raw = build_request("POST", "/bytes", body=b"0123456789")
+    with Client(p.port) as c:
+        c.send(raw)
+        r = c.read_response()
+    assert r.status == 200 and r.framing == "length"
+    e = wait_for_entry(p, lambda e: e.get("path", "").startswith("/bytes"))
+    assert e["bytes_in"] == len(raw), (e["bytes_in"], len(raw))
+    assert e["bytes_out"] == len(r.raw_head) + len(r.body), (e["bytes_out"], len(r.raw_head), len(r.body))

@@ -353,3 +353,19 @@ def test_shutdown_timeout_bounds_drain(portico, upstream):
     assert rc is not None, "did not exit within 10 s with shutdown: 1s"
     assert time.monotonic() - start < 8
     c.close()
+
+
+def test_sighup_reload_reaches_every_worker(portico, echo):
+    cfg = routes_cfg(echo, "/old")
+    cfg["workers"] = 4
+    p = portico(cfg)
+    new = routes_cfg(echo, "/new")
+    new["workers"] = 4
+    p.write_config(new)
+    p.signal(signal.SIGHUP)
+    poll(lambda: request(p.port, "GET", "/new").status == 200, msg="the new route after SIGHUP")
+    time.sleep(0.2)
+    # fresh connections are spread over all workers (SO_REUSEPORT): every one must see the new config
+    statuses = [request(p.port, "GET", "/new").status for _ in range(40)]
+    assert statuses == [200] * 40, statuses
+    assert all(request(p.port, "GET", "/old").status == 404 for _ in range(20))

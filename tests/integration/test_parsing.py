@@ -133,6 +133,9 @@ CHUNK_ERRORS = {
     "missing_crlf_after_data": b"5\r\nhelloXX0\r\n\r\n",
     "bare_lf_size_line": b"5\nhello\r\n0\r\n\r\n",
     "bad_trailer": b"5\r\nhello\r\n0\r\nBad Trailer: x\r\n\r\n",
+    "extension_too_long": b"5;" + b"e" * 2000 + b"\r\nhello\r\n0\r\n\r\n",
+    "bad_extension": b"5;a b\r\nhello\r\n0\r\n\r\n",
+    "trailers_too_large": b"5\r\nhello\r\n0\r\nX-T: " + b"t" * 10000 + b"\r\n\r\n",
 }
 
 
@@ -356,3 +359,28 @@ def test_body_timeout(portico, echo):
         problem_check(r, 408)
         assert c.wait_closed(8)
     assert_no_complete_request(echo)
+
+
+@pytest.mark.parametrize("host", ["[::1]:8080", "127.0.0.1", "127.0.0.1:80", "xn--bcher-kva.example", "a-b.c_d.example"])
+def test_valid_hosts_accepted(gw, host):
+    p, echo = gw
+    r = request(p.port, "GET", "/h", host=host)
+    assert r.status == 200
+    assert echo.last().header("Host") == host
+
+
+def test_extension_method_forwarded(gw):
+    p, echo = gw
+    r = request(p.port, "PURGE", "/cache/x")
+    assert r.status == 200
+    assert echo.last().request_line == "PURGE /cache/x HTTP/1.1"
+
+
+def test_identical_content_length_list_accepted(gw):
+    p, echo = gw
+    with Client(p.port) as c:
+        c.send(b"POST /cl HTTP/1.1\r\n" + H + b"Content-Length: 5, 5\r\n\r\nhello")
+        r = c.read_response()
+    assert r.status == 200
+    assert echo.last().body == b"hello"
+    assert echo.last().header_all("Content-Length") == ["5"]

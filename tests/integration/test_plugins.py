@@ -282,3 +282,19 @@ def test_unknown_plugin_rejected(tmp_path):
     res = subprocess.run([BIN, "check", "-c", str(cfg)], capture_output=True, text=True, timeout=10)
     assert res.returncode == 1
     assert re.search(r"%s:3:\d+: .*no_such_plugin" % re.escape(str(cfg)), res.stderr), res.stderr
+
+
+def test_request_id_consistent_on_parse_error(portico, echo):
+    """When an error response carries an X-Request-Id, its problem+json body
+    carries the same id (and so does the access log)."""
+    from test_accesslog import wait_for_entry
+    p = portico(simple_config(echo.addr, plugins=[{"request_id": {}}]))
+    with Client(p.port) as c:
+        c.send(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+        r = c.read_response()
+    doc = problem_check(r, 400)
+    rid = r.header("X-Request-Id")
+    if rid is not None:
+        assert doc.get("request_id") == rid, (rid, doc)
+        e = wait_for_entry(p, lambda e: e.get("status") == 400)
+        assert e["request_id"] == rid

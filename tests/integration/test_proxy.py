@@ -403,3 +403,100 @@ def test_expect_100_continue_on_direct_response_skips_body(portico):
         r = c.read_response("POST")
     assert r.status == 403
     assert r.interim == []
+
+
+def test_many_pipelined_requests(gw):
+    p, echo = gw
+    n = 100
+    with Client(p.port, timeout=30) as c:
+        c.send(b"".join(build_request("GET", "/pipe/%d" % i) for i in range(n)))
+        paths = [c.read_response().json()["path"] for _ in range(n)]
+    assert paths == ["/pipe/%d" % i for i in range(n)]
+
+
+def test_concurrent_clients(portico, echo):
+    import threading
+    p = portico(simple_config(echo.addr))
+    results = []
+    lock = threading.Lock()
+
+    def worker(k):
+        try:
+            with Client(p.port, timeout=30) as c:
+                for i in range(5):
+                    body = b"%d-%d" % (k, i)
+                    r = c.request("POST", "/c/%d/%d" % (k, i), body=body)
+                    ok = r.status == 200 and r.json()["body"] == body.decode()
+                    with lock:
+                        results.append(ok)
+        except Exception as e:  # counted as a failure below
+            with lock:
+                results.append(repr(e))
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results.count(True) == 250, [r for r in results if r is not True][:5]
+
+
+def test_multiple_workers(portico, echo):
+    cfg = simple_config(echo.addr)
+    cfg["workers"] = 4
+    p = portico(cfg)
+    for i in range(40):
+        assert request(p.port, "GET", "/w/%d" % i).status == 200
+    assert len(echo.requests) == 40
+
+
+def test_upstream_connection_close_header_not_pooled(portico, upstream):
+    """The upstream says Connection: close (but leaves the socket open): the
+    connection must not be reused."""
+    up = upstream(lambda req: make_response(200, "OK", [("Connection", "close")], b"bye"))
+    p = portico(simple_config(up.addr))
+    for i in range(3):
+        r = request(p.port, "GET", "/c%d" % i)
+        assert r.status == 200 and r.body == b"bye"
+    assert up.connections == 3
+
+
+def test_head_request_to_chunked_upstream(portico, upstream):
+    def handler(req):
+        if req.method == "HEAD":
+            return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(b"body")
+    up = upstream(handler)
+    p = portico(simple_config(up.addr))
+    with Client(p.port) as c:
+        r = c.request("HEAD", "/x")
+        assert r.status == 200 and r.body == b""
+        r = c.request("GET", "/x")
+        assert r.status == 200 and r.body == b"body"
+    assert up.connections == 1
+
+
+def test_empty_query_preserved(gw):
+    p, echo = gw
+    request(p.port, "GET", "/x?")
+    assert echo.last().target == "/x?"
+
+
+def test_http10_client_chunked_upstream(portico, upstream):
+    up = upstream(lambda req: b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(b"x" * 5000, chunk=1000))
+    p = portico(simple_config(up.addr))
+    with Client(p.port) as c:
+        c.send(b"GET /old HTTP/1.0\r\nHost: example.com\r\n\r\n")
+        r = c.read_response()
+        assert r.status == 200
+        assert r.framing in ("length", "close"), "chunked sent to an HTTP/1.0 client"
+        assert r.body == b"x" * 5000
+        if r.framing == "length":
+            assert c.wait_closed(5)
+
+
+def test_upstream_status_line_without_reason(portico, upstream):
+    up = upstream(lambda req: b"HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nok")
+    p = portico(simple_config(up.addr))
+    r = request(p.port, "GET", "/")
+    assert r.status == 200 and r.body == b"ok"

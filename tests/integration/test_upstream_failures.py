@@ -351,3 +351,35 @@ def test_idempotent_retry_on_stale_pooled_connection(portico, upstream):
         r = request(p.port, "GET", "/s%d" % i)
         assert r.status == 200 and r.body == ("ok:/s%d" % i).encode()
         time.sleep(0.15)
+
+
+def test_client_abort_while_waiting_for_upstream(portico, upstream):
+    def handler(req):
+        if req.path == "/slow":
+            return [0.5, make_response(200, "OK", [], b"stale")]
+        return make_response(200, "OK", [], ("ok:" + req.path).encode())
+
+    p, up = gw_with(portico, upstream, handler)
+    for _ in range(3):
+        s = socket.create_connection(("127.0.0.1", p.port))
+        s.sendall(build_request("GET", "/slow"))
+        up_before = len(up.requests)
+        s.close()
+    time.sleep(0.8)
+    for i in range(3):
+        r = request(p.port, "GET", "/x%d" % i)
+        assert r.status == 200 and r.body == ("ok:/x%d" % i).encode(), r
+    assert p.alive()
+
+
+def test_client_abort_mid_upload(portico, echo):
+    p = portico(simple_config(echo.addr))
+    s = socket.create_connection(("127.0.0.1", p.port))
+    s.sendall(b"POST /up HTTP/1.1\r\nHost: example.com\r\nContent-Length: 100000\r\n\r\n" + b"x" * 5000)
+    time.sleep(0.2)
+    s.close()
+    time.sleep(0.2)
+    assert not any(q.path == "/up" for q in echo.requests), "upstream got a complete request from a truncated upload"
+    for i in range(3):
+        r = request(p.port, "POST", "/next%d" % i, body=b"abc")
+        assert r.status == 200 and r.json()["body"] == "abc"

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Runs every test stage of `make test` and ends with one summary line
+# "tests: N passed, M failed" (unit test cases + integration tests + fuzz
+# drivers). Exits non-zero if any stage failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+LOG=build/test-logs
+mkdir -p "$LOG"
+passed=0; failed=0; rc=0
+
+stage() { echo; echo "=== $1 ==="; }
+
+stage "unit tests (ASan+UBSan)"
+make --no-print-directory unit-bins BUILD=build/asan OPT="-O1 -g -fno-omit-frame-pointer" \
+  SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" >"$LOG/unit-build.log" 2>&1 \
+  || { echo "unit test build failed:"; tail -30 "$LOG/unit-build.log"; rc=1; }
+for t in build/asan/tests/test_*; do
+  [ -x "$t" ] || continue
+  out=$("$t" 2>&1); trc=$?
+  line=$(printf '%s\n' "$out" | tail -1); echo "$line"
+  p=$(printf '%s' "$line" | sed -n 's/.* \([0-9]\+\) passed, \([0-9]\+\) failed.*/\1/p')
+  f=$(printf '%s' "$line" | sed -n 's/.* \([0-9]\+\) passed, \([0-9]\+\) failed.*/\2/p')
+  passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
+  if [ $trc -ne 0 ]; then printf '%s\n' "$out" | grep -v "^PASS" | tail -30; rc=1; [ -z "$f" ] && failed=$((failed+1)); fi
+done
+
+stage "integration tests (pytest, real portico ASan+UBSan binary, real upstreams)"
+out=$(cd tests/integration && PORTICO_BIN="$PWD/../../build/asan/portico" /usr/bin/python3 -m pytest -q -p no:cacheprovider . 2>&1); prc=$?
+printf '%s\n' "$out" | tail -25
+sumline=$(printf '%s\n' "$out" | grep -E "^[0-9]+ (passed|failed)|^=+ .*(passed|failed)" | tail -1)
+p=$(printf '%s' "$sumline" | grep -oE "[0-9]+ passed" | grep -oE "[0-9]+"); f=$(printf '%s' "$sumline" | grep -oE "[0-9]+ failed" | grep -oE "[0-9]+")
+e=$(printf '%s' "$sumline" | grep -oE "[0-9]+ error" | grep -oE "[0-9]+")
+passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0} + ${e:-0}))
+if [ $prc -ne 0 ]; then rc=1; [ -z "$f$e" ] && failed=$((failed+1)); fi
+
+stage "fuzzing (libFuzzer, bounded)"
+if tests/fuzz/run.sh "${FUZZ_SECONDS:-30}"; then
+  n=$(ls tests/fuzz/fuzz_*.c | wc -l); passed=$((passed + n))
+else
+  failed=$((failed + 1)); rc=1
+fi
+
+echo
+echo "tests: $passed passed, $failed failed"
+exit $rc
