@@ -63,6 +63,7 @@ struct pt_h1_conn {
     bool peer_closed;
     bool reading;      /* EPOLLIN wanted */
     bool discarding;   /* txn is over; dropping the rest of the request body */
+    uint64_t sent;     /* response bytes queued for the current request (access log) */
     uint64_t discarded;
     uint8_t version;
     uint32_t nrequests;
@@ -112,6 +113,8 @@ static void flush_now(pt_h1_conn *c)
             set_timer(c, TM_SEND, pt_loop_now(c->w->loop) + conn_cfg(c)->timeouts.idle_ms);
         if (c->wbuf.len < WBUF_LOW && c->txn && !c->txn_done) pt_txn_on_downstream_writable(c->txn);
     }
+    if (c->state == ST_HEAD && !c->txn && c->rbuf.len && c->wbuf.len < WBUF_LOW && !c->close_after)
+        pt_defer_queue(c->w->loop, &c->next_defer, next_request_cb, c);
     if (c->state != ST_CLOSED) conn_update_events(c);
 }
 
@@ -166,9 +169,11 @@ static void ds_send_informational(void *stream, const pt_response *res)
 {
     pt_h1_conn *c = stream;
     if (c->version < 11 || res->status == 100 || res->status == 101) return;
+    uint32_t before = c->wbuf.len;
     write_status_line(c, res->status);
     write_headers(&c->wbuf, &res->headers);
     pt_buf_append(&c->wbuf, "\r\n", 2);
+    c->sent += c->wbuf.len - before;
     schedule_flush(c);
 }
 
@@ -181,6 +186,7 @@ static void ds_send_head(void *stream, const pt_response *res)
     bool head_req = c->req && c->req->method == PT_METHOD_HEAD;
 
     c->resp_chunked = c->resp_close = false;
+    uint32_t before = b->len;
     if (res->close_connection || c->peer_closed || !c->info.keep_alive || c->w->draining ||
         (!c->body_done && c->info.body == PT_H1_BODY_LENGTH && c->body_remaining > DISCARD_MAX))
         c->close_after = true;
@@ -205,6 +211,7 @@ static void ds_send_head(void *stream, const pt_response *res)
     if (c->close_after) append_lit(b, "Connection: close\r\n");
     else if (c->version == 10) append_lit(b, "Connection: keep-alive\r\n");
     pt_buf_append(b, "\r\n", 2);
+    c->sent += b->len - before;
     schedule_flush(c);
 }
 
@@ -220,8 +227,10 @@ static bool ds_send_body(void *stream, const char *data, size_t len)
         pt_buf_append(&c->wbuf, hdr, hn);
         pt_buf_append(&c->wbuf, data, len);
         pt_buf_append(&c->wbuf, "\r\n", 2);
+        c->sent += hn + len + 2;
     } else {
         pt_buf_append(&c->wbuf, data, len);
+        c->sent += len;
     }
     if (c->wbuf.len >= WBUF_HIGH) {
         flush_now(c); /* try at once; the caller pauses if still high */
@@ -239,6 +248,7 @@ static void ds_send_end(void *stream, pt_str trailers)
         append_lit(&c->wbuf, "0\r\n");
         pt_buf_append(&c->wbuf, trailers.p, trailers.n);
         pt_buf_append(&c->wbuf, "\r\n", 2);
+        c->sent += 5 + trailers.n;
     }
     schedule_flush(c);
 }
@@ -326,7 +336,10 @@ static void ds_finished(void *stream)
     pt_defer_queue(c->w->loop, &c->next_defer, next_request_cb, c);
 }
 
+static uint64_t ds_bytes_sent(void *stream) { return ((pt_h1_conn *)stream)->sent; }
+
 static const pt_downstream_ops ds_ops = {
+    .bytes_sent = ds_bytes_sent,
     .send_informational = ds_send_informational,
     .send_head = ds_send_head,
     .send_body = ds_send_body,
@@ -342,7 +355,8 @@ static void conn_update_events(pt_h1_conn *c)
 {
     if (c->state == ST_CLOSED) return;
     bool read = !c->peer_closed &&
-                ((c->state == ST_HEAD && !c->txn && !c->close_after) || (c->want_body && !c->body_done));
+                ((c->state == ST_HEAD && !c->txn && !c->close_after && c->wbuf.len < WBUF_HIGH) ||
+                 (c->want_body && !c->body_done));
     c->reading = read;
     uint32_t ev = EPOLLRDHUP;
     if (read) ev |= EPOLLIN;
@@ -449,6 +463,12 @@ static void start_request(pt_h1_conn *c, size_t head_len, pt_request *req, const
 static void process_input(pt_h1_conn *c)
 {
     if (c->state != ST_HEAD || c->txn) return;
+    if (c->wbuf.len >= WBUF_HIGH) {
+        /* The client is not reading its responses: stop taking pipelined
+         * requests until the output drains (flush_now resumes us). */
+        conn_update_events(c);
+        return;
+    }
     if (!c->rbuf.len) {
         pt_buf_release(&c->rbuf);
         if (c->peer_closed) {
@@ -473,6 +493,7 @@ static void process_input(pt_h1_conn *c)
         else conn_update_events(c);
         return;
     }
+    c->sent = 0;
     c->txn = pt_txn_new(c->w, c->arena, &ds_ops, c, pt_str_c(c->client), pt_loop_wall_us(c->w->loop));
     if (n < 0) {
         /* Nothing reaches an upstream; answer and close. */
@@ -480,10 +501,11 @@ static void process_input(pt_h1_conn *c)
         c->body_done = false;
         c->close_after = true;
         c->version = 11;
-        c->rbuf.len = 0;
         set_timer(c, TM_NONE, 0);
+        uint64_t received = c->rbuf.len;
+        c->rbuf.len = 0;
         pt_txn_start_error(c->txn, req->method_str.n ? req : NULL, err.status ? err.status : 400,
-                           err.detail ? err.detail : "malformed request");
+                           err.detail ? err.detail : "malformed request", received);
         return;
     }
     start_request(c, (size_t)n, req, &info);
@@ -579,12 +601,14 @@ static void on_timer(pt_loop *loop, pt_timer *t)
     case TM_HEADER: {
         /* Partial head: answer 408 and close. */
         if (!c->arena) c->arena = pt_worker_arena_get(c->w);
+        c->sent = 0;
         c->txn = pt_txn_new(c->w, c->arena, &ds_ops, c, pt_str_c(c->client), pt_loop_wall_us(loop));
         c->state = ST_TXN;
         c->close_after = true;
         c->version = 11;
+        uint64_t received = c->rbuf.len;
         c->rbuf.len = 0;
-        pt_txn_start_error(c->txn, NULL, 408, "the request head was not received in time");
+        pt_txn_start_error(c->txn, NULL, 408, "the request head was not received in time", received);
         return;
     }
     case TM_BODY:

@@ -55,6 +55,8 @@ struct pt_txn {
     /* the response being sent */
     pt_response res;
     bool local;         /* res is a local response with local_body */
+    bool problem;       /* local_body is a problem+json built at emit time */
+    const char *problem_detail;
     pt_str local_body;
     bool response_plugins_done;
 
@@ -72,6 +74,7 @@ struct pt_txn {
     uint64_t max_body;
     uint64_t body_received;
     bool req_body_done;
+    bool forwarded_headers_done;
     int pending_error;  /* routing/limit error to answer after the request phase */
     const char *pending_detail;
     bool resp_started;
@@ -116,6 +119,7 @@ void pt_txn_respond(pt_txn *t, int status, pt_str content_type, pt_str body)
     memset(&t->res, 0, sizeof(t->res));
     t->res.status = status;
     t->local = true;
+    t->problem = false;
     t->local_body = pt_arena_str(t->a, body);
     bool bodiless_status = status < 200 || status == 204 || status == 304;
     t->res.has_body = !bodiless_status && !(t->req && t->req->method == PT_METHOD_HEAD);
@@ -130,8 +134,11 @@ void pt_txn_respond_header(pt_txn *t, pt_str name, pt_str value)
 
 void pt_txn_respond_problem(pt_txn *t, int status, const char *detail)
 {
-    pt_str body = pt_problem_json(t->a, status, detail, t->request_id);
-    pt_txn_respond(t, status, PT_STR_LIT(PT_PROBLEM_CONTENT_TYPE), body);
+    /* The body is built in emit_response, after the response phase, so it
+     * carries the request id even when request_id only runs then. */
+    pt_txn_respond(t, status, PT_STR_LIT(PT_PROBLEM_CONTENT_TYPE), PT_STR_NULL);
+    t->problem_detail = detail ? pt_arena_strndup(t->a, detail, strlen(detail)) : NULL;
+    t->problem = true;
     /* After a framing/limit error the rest of the connection is suspect. */
     t->res.close_connection = status == 400 || status == 408 || status == 413 || status == 414 || status == 431;
     if (status == 405 && t->match.allowed_methods) {
@@ -175,9 +182,10 @@ static inline void *plugin_state(pt_txn *t, size_t i)
     return t->pipe->v[i]->type->state_size ? t->states + t->pipe->state_off[i] : NULL;
 }
 
-void pt_txn_start_error(pt_txn *t, pt_request *req, int status, const char *detail)
+void pt_txn_start_error(pt_txn *t, pt_request *req, int status, const char *detail, uint64_t bytes_in)
 {
     t->req = req;
+    t->bytes_in = bytes_in;
     t->req_body_done = true; /* the codec closes the connection after an error */
     alloc_states(t);
     respond_problem(t, status, detail);
@@ -303,6 +311,10 @@ static void emit_response(pt_txn *t)
 {
     t->resp_started = true;
     t->status = t->res.status;
+    if (t->local && t->problem) {
+        t->local_body = pt_problem_json(t->a, t->res.status, t->problem_detail, t->request_id);
+        if (t->res.content_length >= 0) t->res.content_length = (int64_t)t->local_body.n;
+    }
     t->ops->send_head(t->stream, &t->res);
     if (t->local) {
         if (t->res.has_body && t->local_body.n) t->ops->send_body(t->stream, t->local_body.p, t->local_body.n);
@@ -392,6 +404,8 @@ static void send_request_head(pt_txn *t)
     pt_request *r = t->req;
     const pt_upstream_conf *uc = t->ups->conf;
     pt_headers *h = &r->headers;
+    if (t->forwarded_headers_done) goto send; /* a retry: headers are ready */
+    t->forwarded_headers_done = true;
 
     /* X-Forwarded-*: append the client to XFF; set Proto and Host. */
     const pt_str *xff = pt_headers_get(h, "X-Forwarded-For");
@@ -408,6 +422,7 @@ static void send_request_head(pt_txn *t)
     if (r->authority.n) pt_headers_set(h, t->a, PT_STR_LIT("X-Forwarded-Host"), r->authority);
     pt_headers_remove(h, "Expect"); /* the codec answers 100-continue itself */
 
+send:;
     pt_str host = r->authority;
     if (!uc->preserve_host || !host.n) {
         const pt_target_conf *tc = t->target;
@@ -611,7 +626,7 @@ static void write_access_log(pt_txn *t)
         .upstream = t->target ? pt_str_c(t->target->addr.text) : PT_STR_NULL,
         .status = t->status,
         .bytes_in = t->bytes_in,
-        .bytes_out = t->bytes_out,
+        .bytes_out = t->ops->bytes_sent ? t->ops->bytes_sent(t->stream) : t->bytes_out,
         .duration_ms = (double)(now - t->start_us) / 1000.0,
         .upstream_ms = t->up_start_us ? (double)((t->up_end_us ? t->up_end_us : now) - t->up_start_us) / 1000.0 : -1.0,
     };

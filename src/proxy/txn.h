@@ -41,6 +41,9 @@ typedef struct {
     /* The txn is over (logged, upstream released). The codec may free the
      * arena now or later; the txn must not be touched afterwards. */
     void (*finished)(void *stream);
+    /* Bytes written to the client for this response so far, framing
+     * included (for the access log). */
+    uint64_t (*bytes_sent)(void *stream);
 } pt_downstream_ops;
 
 typedef struct pt_txn pt_txn;
@@ -54,8 +57,8 @@ pt_txn *pt_txn_new(struct pt_worker *w, pt_arena *a, const pt_downstream_ops *op
 void pt_txn_start(pt_txn *txn, pt_request *req, uint64_t head_bytes);
 
 /* The request could not be parsed: answer `status` (problem+json), log it.
- * `req` may be partially filled or NULL. */
-void pt_txn_start_error(pt_txn *txn, pt_request *req, int status, const char *detail);
+ * `req` may be partially filled or NULL; bytes_in is what was received. */
+void pt_txn_start_error(pt_txn *txn, pt_request *req, int status, const char *detail, uint64_t bytes_in);
 
 /* Request body bytes (valid only during the call); last = end of body. */
 void pt_txn_on_request_body(pt_txn *txn, const char *data, size_t len, bool last);

@@ -144,8 +144,18 @@ class Portico:
         self._err = open(self.stderr_path, "wb")
         args = args if args is not None else ["run", "-c", "@CONFIG@"]
         cmd = [BIN] + [a.replace("@CONFIG@", self.config_path) for a in args]
-        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=self._err,
-                                     env=sanitizer_env(env), cwd=self.tmp)
+        # The binary may be relinked while the suite runs (ETXTBSY / EACCES
+        # for a moment): retry briefly rather than report a bogus failure.
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=self._err,
+                                             env=sanitizer_env(env), cwd=self.tmp)
+                break
+            except (PermissionError, OSError) as e:
+                if time.monotonic() > deadline or getattr(e, "errno", None) not in (13, 26):
+                    raise
+                time.sleep(0.2)
         self.stopped = False
         self.returncode = None
         if wait:
