@@ -63,6 +63,7 @@ struct pt_h1_conn {
     bool peer_closed;
     bool reading;      /* EPOLLIN wanted */
     bool discarding;   /* txn is over; dropping the rest of the request body */
+    bool write_failed; /* a write failed inside a txn callback: close from the loop */
     uint64_t sent;     /* response bytes queued for the current request (access log) */
     uint64_t discarded;
     uint8_t version;
@@ -72,6 +73,7 @@ struct pt_h1_conn {
 
 static const pt_downstream_ops ds_ops;
 static void conn_close(pt_h1_conn *c);
+static void schedule_flush(pt_h1_conn *c);
 static void conn_update_events(pt_h1_conn *c);
 static void process_input(pt_h1_conn *c);
 static void deliver_body(pt_h1_conn *c);
@@ -85,23 +87,39 @@ static void set_timer(pt_h1_conn *c, int kind, uint64_t deadline);
 
 /* ------------------------------------------------------------------ output */
 
-static void flush_now(pt_h1_conn *c)
+static void flush_now_ex(pt_h1_conn *c, bool in_txn_callback)
 {
+    if (c->write_failed) {
+        conn_close(c);
+        return;
+    }
+    bool progressed = false;
     while (c->wbuf.len) {
         ssize_t n = write(c->io.fd, pt_buf_head(&c->wbuf), c->wbuf.len);
         if (n > 0) {
             pt_buf_consume(&c->wbuf, (size_t)n);
+            progressed = true;
             continue;
         }
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-        /* EPIPE / ECONNRESET: the client is gone. */
+        /* EPIPE / ECONNRESET: the client is gone. Inside a txn callback the
+         * txn must not be finished under its feet: close from the loop. */
+        if (in_txn_callback) {
+            c->write_failed = true;
+            c->wbuf.len = 0;
+            schedule_flush(c);
+            return;
+        }
         conn_close(c);
         return;
     }
     if (!c->wbuf.len) {
         pt_buf_release(&c->wbuf);
-        if (c->timer_kind == TM_SEND) set_timer(c, TM_NONE, 0);
+        if (c->timer_kind == TM_SEND) {
+            bool idle = c->state == ST_HEAD && !c->txn && !c->rbuf.len;
+            set_timer(c, idle ? TM_IDLE : TM_NONE, pt_loop_now(c->w->loop) + conn_cfg(c)->timeouts.idle_ms);
+        }
         if (c->txn && !c->txn_done) pt_txn_on_downstream_writable(c->txn);
         if (c->state == ST_CLOSED) return;
         if (c->txn_done && c->close_after) {
@@ -109,7 +127,8 @@ static void flush_now(pt_h1_conn *c)
             return;
         }
     } else {
-        if (c->timer_kind != TM_SEND)
+        /* Send inactivity timeout: every bit of progress restarts it. */
+        if (progressed || c->timer_kind != TM_SEND)
             set_timer(c, TM_SEND, pt_loop_now(c->w->loop) + conn_cfg(c)->timeouts.idle_ms);
         if (c->wbuf.len < WBUF_LOW && c->txn && !c->txn_done) pt_txn_on_downstream_writable(c->txn);
     }
@@ -117,6 +136,8 @@ static void flush_now(pt_h1_conn *c)
         pt_defer_queue(c->w->loop, &c->next_defer, next_request_cb, c);
     if (c->state != ST_CLOSED) conn_update_events(c);
 }
+
+static void flush_now(pt_h1_conn *c) { flush_now_ex(c, false); }
 
 static void flush_cb(pt_loop *loop, pt_defer *d) { flush_now(d->data); }
 
@@ -218,6 +239,7 @@ static void ds_send_head(void *stream, const pt_response *res)
 static bool ds_send_body(void *stream, const char *data, size_t len)
 {
     pt_h1_conn *c = stream;
+    if (c->write_failed) return false;
     if (!len) return c->wbuf.len < WBUF_HIGH;
     if (c->req && c->req->method == PT_METHOD_HEAD) return true;
     if (c->resp_chunked) {
@@ -233,8 +255,8 @@ static bool ds_send_body(void *stream, const char *data, size_t len)
         c->sent += len;
     }
     if (c->wbuf.len >= WBUF_HIGH) {
-        flush_now(c); /* try at once; the caller pauses if still high */
-        if (c->state == ST_CLOSED) return false;
+        flush_now_ex(c, true); /* try at once; the caller pauses if still high */
+        if (c->write_failed) return false;
     } else {
         schedule_flush(c);
     }
@@ -313,6 +335,7 @@ static void ds_finished(void *stream)
     c->txn = NULL;
     c->req = NULL;
     c->want_body = false;
+    if (c->state == ST_CLOSED) return; /* called from conn_close: it cleans up */
     if (!c->body_done && !c->close_after) {
         /* Drop the rest of the body, then serve the next request. The arena
          * (which holds the chunked decoder) is kept until then. */
@@ -358,7 +381,8 @@ static void conn_update_events(pt_h1_conn *c)
                 ((c->state == ST_HEAD && !c->txn && !c->close_after && c->wbuf.len < WBUF_HIGH) ||
                  (c->want_body && !c->body_done));
     c->reading = read;
-    uint32_t ev = EPOLLRDHUP;
+    /* RDHUP is level-triggered: once seen, stop asking or the loop spins. */
+    uint32_t ev = c->peer_closed ? 0 : EPOLLRDHUP;
     if (read) ev |= EPOLLIN;
     if (c->wbuf.len) ev |= EPOLLOUT;
     pt_io_modify(c->w->loop, &c->io, ev);
@@ -475,7 +499,9 @@ static void process_input(pt_h1_conn *c)
             conn_close(c);
             return;
         }
-        set_timer(c, TM_IDLE, pt_loop_now(c->w->loop) + conn_cfg(c)->timeouts.idle_ms);
+        /* Pending output keeps its send timeout; flush_now arms the idle
+         * timeout once it has drained. */
+        if (!c->wbuf.len) set_timer(c, TM_IDLE, pt_loop_now(c->w->loop) + conn_cfg(c)->timeouts.idle_ms);
         conn_update_events(c);
         return;
     }
@@ -697,7 +723,7 @@ void pt_h1_conn_accept(pt_worker *w, int fd, const struct sockaddr *peer, sockle
     w->conns = c;
     w->nconns++;
     set_timer(c, TM_IDLE, pt_loop_now(w->loop) + conn_cfg(c)->timeouts.idle_ms);
-    if (w->draining) c->close_after = false;
+    if (w->draining) c->close_after = true;
 }
 
 void pt_h1_conns_drain(pt_worker *w)

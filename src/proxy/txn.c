@@ -512,6 +512,7 @@ static void on_up_error(void *owner, pt_uerr err, bool nothing_received)
     bool body_untouched = !t->req->has_body || t->body_received == 0;
     if (nothing_received && body_untouched && t->attempts < 8) {
         if (reused && (err == PT_UERR_CLOSED)) {
+            if (t->req->has_body && !t->req_body_done) t->ops->want_body(t->stream, false);
             t->tried = 0;
             connect_upstream(t);
             return;

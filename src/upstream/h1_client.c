@@ -206,6 +206,7 @@ void pt_uconn_pause_read(pt_uconn *c, bool paused)
 {
     if (c->state != US_BUSY || c->read_paused == paused) return;
     c->read_paused = paused;
+    arm_timer(c);
     update_events(c);
     if (!paused && c->rbuf.len) pt_defer_queue(c->w->loop, &c->resume_defer, resume_cb, c);
 }
@@ -420,6 +421,12 @@ static void arm_timer(pt_uconn *c)
         }
         /* While the upstream reads our body slowly, the write timeout applies;
          * otherwise we wait for it to answer. */
+        if (c->read_paused && !c->wbuf.len) {
+            /* we stopped reading (downstream backpressure, response phase):
+             * the upstream is not the one being slow */
+            pt_timer_stop(c->w->loop, &c->timer);
+            return;
+        }
         ms = c->wbuf.len ? c->write_timeout_ms : c->read_timeout_ms;
         break;
     default: return;
