@@ -24,7 +24,7 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all run test deps asan unit unit-run integration fuzz bench clean check-config
+.PHONY: all run test deps asan unit unit-bins unit-run integration fuzz bench router-bench clean
 
 all: $(BUILD)/portico
 
@@ -76,6 +76,11 @@ run: deps all
 
 bench: all
 	bench/compare
+
+# Router lookup cost with 10 vs 10,000 routes (a micro-benchmark; never a test).
+router-bench: $(BUILD)/libportico.a
+	$(CC) $(CFLAGS_ALL) -o $(BUILD)/router_bench bench/router_bench.c $(BUILD)/libportico.a $(LIBS)
+	$(BUILD)/router_bench
 
 clean:
 	rm -rf build

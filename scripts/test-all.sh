@@ -10,6 +10,13 @@ passed=0; failed=0; rc=0
 
 stage() { echo; echo "=== $1 ==="; }
 
+stage "clang build (-Wall -Wextra -Werror)"
+if make --no-print-directory BUILD=build/clang CC=clang >"$LOG/clang.log" 2>&1; then
+  echo "clang build: ok"; passed=$((passed + 1))
+else
+  echo "clang build FAILED:"; grep -E "error|warning" "$LOG/clang.log" | head -20; failed=$((failed + 1)); rc=1
+fi
+
 stage "unit tests (ASan+UBSan)"
 make --no-print-directory unit-bins BUILD=build/asan OPT="-O1 -g -fno-omit-frame-pointer" \
   SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" >"$LOG/unit-build.log" 2>&1 \
