@@ -20,8 +20,14 @@
  *                       request's arena is reset: register a cleanup with
  *                       pt_arena_on_cleanup(pt_txn_arena(txn), ...) to cancel
  *                       the pending event.
- * Body callbacks see each chunk as it streams (read-only); returning PAUSE
- * holds that chunk (and stops reading more: backpressure) until resumed.
+ * Body callbacks see each chunk as it streams (read-only, valid during the
+ * call). PAUSE holds that chunk (the core copies it and stops reading that
+ * side: backpressure); after pt_txn_resume() the remaining plugins see the
+ * copy and it is forwarded. RESPOND from a request-body callback drops the
+ * upstream exchange and sends the plugin's response (if no response has
+ * started); from a response-body callback it can only abort the response.
+ * Only one callback of a request is paused at a time: an upstream response
+ * head that arrives during a request-body pause waits for the resume.
  * Callbacks run on the worker thread that owns the request; they must not block. */
 #ifndef PT_PROXY_PLUGIN_H
 #define PT_PROXY_PLUGIN_H

@@ -20,12 +20,13 @@
 #include <stdio.h>
 
 #include "core/accesslog.h"
+#include "core/buf.h"
 #include "http/problem.h"
 #include "router/normalize.h"
 #include "server/worker.h"
 #include "upstream/h1_client.h"
 
-enum phase { PH_NONE, PH_REQUEST, PH_RESPONSE };
+enum phase { PH_NONE, PH_REQUEST, PH_REQUEST_BODY, PH_RESPONSE, PH_RESPONSE_BODY };
 
 struct pt_txn {
     pt_worker *w;
@@ -52,6 +53,11 @@ struct pt_txn {
     pt_defer resume_defer;
     pt_plugin_result resume_result;
 
+    /* a body chunk held while a body plugin is paused */
+    pt_buf held;
+    bool held_last;
+    pt_str held_trailers;
+
     /* the response being sent */
     pt_response res;
     bool local;         /* res is a local response with local_body */
@@ -75,6 +81,7 @@ struct pt_txn {
     uint64_t body_received;
     bool req_body_done;
     bool forwarded_headers_done;
+    bool head_waiting;  /* upstream head arrived during a request-body pause */
     int pending_error;  /* routing/limit error to answer after the request phase */
     const char *pending_detail;
     bool resp_started;
@@ -92,6 +99,10 @@ static void run_response_phase(pt_txn *t);
 static void connect_upstream(pt_txn *t);
 static void finish(pt_txn *t);
 static void respond_problem(pt_txn *t, int status, const char *detail);
+static void request_body_responded(pt_txn *t);
+static void forward_request_chunk(pt_txn *t, const char *data, size_t len, bool last);
+static void run_request_body_held(pt_txn *t);
+static void run_response_body_held(pt_txn *t);
 
 /* ---------------------------------------------------------------- accessors */
 
@@ -255,6 +266,20 @@ static void resume_cb(pt_loop *loop, pt_defer *d)
     } else if (t->phase == PH_RESPONSE) {
         t->plugin_idx++;
         run_response_phase(t);
+    } else if (t->phase == PH_REQUEST_BODY) {
+        if (t->resume_result == PT_PLUGIN_RESPOND) {
+            request_body_responded(t);
+            return;
+        }
+        t->plugin_idx++;
+        run_request_body_held(t);
+    } else if (t->phase == PH_RESPONSE_BODY) {
+        if (t->resume_result == PT_PLUGIN_RESPOND) {
+            respond_problem(t, 502, NULL); /* the head is out: abort */
+            return;
+        }
+        t->plugin_idx++;
+        run_response_body_held(t);
     }
 }
 
@@ -459,39 +484,104 @@ static void on_up_head(void *owner, pt_response *res)
     t->res = *res;
     t->local = false;
     pt_uconn_pause_read(t->uc, true); /* until the response phase has run */
+    if (t->paused && t->phase == PH_REQUEST_BODY) {
+        /* An early answer while a request-body plugin is paused: one pause at
+         * a time, so the response phase waits for that plugin. */
+        t->head_waiting = true;
+        return;
+    }
     run_response_phase(t);
 }
 
-static void on_up_body(void *owner, const char *data, size_t len)
+/* ---------------------------------------------------------- body phases
+ * Body callbacks run from plugin_idx over one chunk. If one pauses, the
+ * chunk is copied into t->held, reading on that side stops, and the rest of
+ * the plugins run on the copy after pt_txn_resume(). */
+
+/* Runs body callbacks of `response` side from t->plugin_idx. Returns
+ * CONTINUE when every plugin let the chunk through, else PAUSE/RESPOND
+ * (plugin_idx then names the plugin). */
+static pt_plugin_result run_body_plugins(pt_txn *t, bool response, const char *data, size_t len, bool last)
 {
-    pt_txn *t = owner;
     const pt_pipeline *p = t->pipe;
-    pt_body_chunk chunk = {data, len, false};
-    for (size_t i = 0; i < p->n; i++) {
-        const pt_plugin_instance *pi = p->v[i];
-        if (pi->type->on_response_body) pi->type->on_response_body(t, pi->conf, plugin_state(t, i), &chunk);
+    pt_body_chunk chunk = {data, len, last};
+    for (; t->plugin_idx < p->n; t->plugin_idx++) {
+        const pt_plugin_instance *pi = p->v[t->plugin_idx];
+        pt_plugin_result r = PT_PLUGIN_CONTINUE;
+        if (response && pi->type->on_response_body)
+            r = pi->type->on_response_body(t, pi->conf, plugin_state(t, t->plugin_idx), &chunk);
+        else if (!response && pi->type->on_request_body)
+            r = pi->type->on_request_body(t, pi->conf, plugin_state(t, t->plugin_idx), &chunk);
+        if (r != PT_PLUGIN_CONTINUE) return r;
     }
-    t->bytes_out += len;
-    if (!t->ops->send_body(t->stream, data, len)) {
-        t->up_read_paused_by_ds = true;
-        pt_uconn_pause_read(t->uc, true);
+    return PT_PLUGIN_CONTINUE;
+}
+
+static void hold_chunk(pt_txn *t, enum phase ph, const char *data, size_t len, bool last)
+{
+    t->held.len = 0;
+    pt_buf_append(&t->held, data, len);
+    t->held_last = last;
+    t->phase = ph;
+    t->paused = true;
+}
+
+/* Sends a response chunk that passed the plugins; `last` ends the response. */
+static void forward_response_chunk(pt_txn *t, const char *data, size_t len, bool last, pt_str trailers)
+{
+    if (len) {
+        t->bytes_out += len;
+        if (!t->ops->send_body(t->stream, data, len) && t->uc) {
+            t->up_read_paused_by_ds = true;
+            pt_uconn_pause_read(t->uc, true);
+        }
+    }
+    if (last) {
+        t->up_end_us = pt_loop_wall_us(t->w->loop);
+        t->resp_done = true;
+        t->ops->send_end(t->stream, trailers);
+        finish(t);
     }
 }
 
-static void on_up_end(void *owner, pt_str trailers)
+static void response_chunk(pt_txn *t, const char *data, size_t len, bool last, pt_str trailers)
 {
-    pt_txn *t = owner;
-    const pt_pipeline *p = t->pipe;
-    pt_body_chunk chunk = {NULL, 0, true};
-    for (size_t i = 0; i < p->n; i++) {
-        const pt_plugin_instance *pi = p->v[i];
-        if (pi->type->on_response_body) pi->type->on_response_body(t, pi->conf, plugin_state(t, i), &chunk);
+    t->plugin_idx = 0;
+    pt_plugin_result r = t->pipe->n ? run_body_plugins(t, true, data, len, last) : PT_PLUGIN_CONTINUE;
+    if (r == PT_PLUGIN_PAUSE) {
+        hold_chunk(t, PH_RESPONSE_BODY, data, len, last);
+        t->held_trailers = pt_arena_str(t->a, trailers);
+        if (t->uc) pt_uconn_pause_read(t->uc, true);
+        return;
     }
-    t->up_end_us = pt_loop_wall_us(t->w->loop);
-    t->resp_done = true;
-    t->ops->send_end(t->stream, trailers);
-    finish(t);
+    if (r == PT_PLUGIN_RESPOND) { /* too late to answer: the head is out */
+        respond_problem(t, 502, NULL);
+        return;
+    }
+    forward_response_chunk(t, data, len, last, trailers);
 }
+
+static void run_response_body_held(pt_txn *t)
+{
+    pt_plugin_result r = run_body_plugins(t, true, pt_buf_head(&t->held), t->held.len, t->held_last);
+    if (r == PT_PLUGIN_PAUSE) {
+        t->paused = true;
+        return;
+    }
+    if (r == PT_PLUGIN_RESPOND) {
+        respond_problem(t, 502, NULL);
+        return;
+    }
+    t->phase = PH_NONE;
+    forward_response_chunk(t, pt_buf_head(&t->held), t->held.len, t->held_last, t->held_trailers);
+    if (t->finished) return;
+    pt_buf_release(&t->held);
+    if (t->uc && !t->up_read_paused_by_ds) pt_uconn_pause_read(t->uc, false);
+}
+
+static void on_up_body(void *owner, const char *data, size_t len) { response_chunk(owner, data, len, false, PT_STR_NULL); }
+
+static void on_up_end(void *owner, pt_str trailers) { response_chunk(owner, NULL, 0, true, trailers); }
 
 static void on_up_error(void *owner, pt_uerr err, bool nothing_received)
 {
@@ -554,15 +644,24 @@ void pt_txn_on_request_body(pt_txn *t, const char *data, size_t len, bool last)
         pt_txn_on_request_error(t, 413, "request body exceeds the configured limit");
         return;
     }
-    const pt_pipeline *p = t->pipe;
-    if (p->n) {
-        pt_body_chunk chunk = {data, len, last};
-        for (size_t i = 0; i < p->n; i++) {
-            const pt_plugin_instance *pi = p->v[i];
-            if (pi->type->on_request_body) pi->type->on_request_body(t, pi->conf, plugin_state(t, i), &chunk);
-        }
-    }
     if (last) t->req_body_done = true;
+    t->plugin_idx = 0;
+    pt_plugin_result r = t->pipe->n ? run_body_plugins(t, false, data, len, last) : PT_PLUGIN_CONTINUE;
+    if (r == PT_PLUGIN_PAUSE) {
+        hold_chunk(t, PH_REQUEST_BODY, data, len, last);
+        t->ops->want_body(t->stream, false);
+        return;
+    }
+    if (r == PT_PLUGIN_RESPOND) {
+        request_body_responded(t);
+        return;
+    }
+    forward_request_chunk(t, data, len, last);
+}
+
+/* Sends a request chunk that passed the plugins to the upstream. */
+static void forward_request_chunk(pt_txn *t, const char *data, size_t len, bool last)
+{
     if (!t->uc) return;
     bool more = len ? pt_uconn_send_body(t->uc, data, len) : true;
     if (last) {
@@ -571,6 +670,47 @@ void pt_txn_on_request_body(pt_txn *t, const char *data, size_t len, bool last)
     } else if (!more) {
         t->ops->want_body(t->stream, false);
     }
+}
+
+static void run_request_body_held(pt_txn *t)
+{
+    pt_plugin_result r = run_body_plugins(t, false, pt_buf_head(&t->held), t->held.len, t->held_last);
+    if (r == PT_PLUGIN_PAUSE) {
+        t->paused = true;
+        return;
+    }
+    if (r == PT_PLUGIN_RESPOND) {
+        request_body_responded(t);
+        return;
+    }
+    t->phase = PH_NONE;
+    bool last = t->held_last;
+    forward_request_chunk(t, pt_buf_head(&t->held), t->held.len, last);
+    pt_buf_release(&t->held);
+    if (t->head_waiting) {
+        t->head_waiting = false;
+        run_response_phase(t);
+        return;
+    }
+    if (!last && !t->finished && t->uc && !t->resp_done) t->ops->want_body(t->stream, true);
+}
+
+/* A request-body plugin answered: drop the upstream exchange (it saw part
+ * of the body) and send the plugin's response. */
+static void request_body_responded(pt_txn *t)
+{
+    if (t->uc) {
+        pt_uconn_close(t->uc);
+        t->uc = NULL;
+    }
+    t->phase = PH_NONE;
+    pt_buf_release(&t->held);
+    if (t->resp_started) {
+        t->ops->abort(t->stream);
+        finish(t);
+        return;
+    }
+    run_response_phase(t);
 }
 
 void pt_txn_on_request_error(pt_txn *t, int status, const char *detail)
@@ -640,6 +780,7 @@ static void finish(pt_txn *t)
 {
     if (t->finished) return;
     t->finished = true;
+    pt_buf_release(&t->held);
     if (t->uc) {
         pt_uconn *c = t->uc;
         t->uc = NULL;

@@ -81,7 +81,7 @@ void pt_uconn_attach(pt_uconn *c, const pt_uconn_cbs *cbs, void *owner, pt_arena
     c->connect_timeout_ms = connect_timeout_ms;
     c->keepalive_max = u->keepalive;
     c->keepalive_ms = u->keepalive_timeout_ms;
-    c->req_done = c->resp_done = c->got_bytes = c->have_head = false;
+    c->req_done = c->resp_done = c->got_bytes = c->have_head = c->eof = false;
     c->read_paused = false;
     c->dec = NULL;
     c->resp_remaining = 0;
@@ -196,10 +196,14 @@ void pt_uconn_send_end(pt_uconn *c)
 
 /* ------------------------------------------------------------------- input */
 
+static void on_eof(pt_uconn *c);
+
 static void resume_cb(pt_loop *loop, pt_defer *d)
 {
     pt_uconn *c = d->data;
     if (c->state == US_BUSY && !c->read_paused) process_input(c);
+    /* The upstream closed while we were paused: act on it now. */
+    if (c->state == US_BUSY && c->cbs && !c->read_paused && c->eof) on_eof(c);
 }
 
 void pt_uconn_pause_read(pt_uconn *c, bool paused)
@@ -208,7 +212,8 @@ void pt_uconn_pause_read(pt_uconn *c, bool paused)
     c->read_paused = paused;
     arm_timer(c);
     update_events(c);
-    if (!paused && c->rbuf.len) pt_defer_queue(c->w->loop, &c->resume_defer, resume_cb, c);
+    /* Resume from the loop: buffered bytes, or a completion that waited. */
+    if (!paused && (c->rbuf.len || c->have_head)) pt_defer_queue(c->w->loop, &c->resume_defer, resume_cb, c);
 }
 
 static void complete(pt_uconn *c, pt_str trailers)
@@ -258,29 +263,34 @@ static void process_input(pt_uconn *c)
             *out = res;
             c->cbs->on_head(c->owner, out);
             if (c->state != US_BUSY || !c->cbs) return;
-            if (c->info.body == PT_H1_BODY_NONE ||
-                (c->info.body == PT_H1_BODY_LENGTH && c->resp_remaining == 0)) {
+            continue; /* the owner may have paused reading until its response phase ran */
+        }
+        /* Completion is checked before anything else so that a pause taken
+         * in on_body (a plugin holding a chunk) delays it until resumed. */
+        switch (c->info.body) {
+        case PT_H1_BODY_NONE:
+            complete(c, PT_STR_NULL);
+            return;
+        case PT_H1_BODY_LENGTH: {
+            if (c->resp_remaining == 0) {
                 complete(c, PT_STR_NULL);
                 return;
             }
-            continue;
-        }
-        if (!c->rbuf.len) return;
-        switch (c->info.body) {
-        case PT_H1_BODY_LENGTH: {
+            if (!c->rbuf.len) return;
             size_t n = (size_t)PT_MIN((uint64_t)c->rbuf.len, c->resp_remaining);
             c->resp_remaining -= n;
             const char *p = pt_buf_head(&c->rbuf);
             pt_buf_consume(&c->rbuf, n);
             c->cbs->on_body(c->owner, p, n);
             if (c->state != US_BUSY || !c->cbs) return;
-            if (c->resp_remaining == 0) {
-                complete(c, PT_STR_NULL);
-                return;
-            }
             break;
         }
         case PT_H1_BODY_CHUNKED: {
+            if (c->dec->done) {
+                complete(c, pt_str_make(c->dec->trailers, c->dec->trailers_len));
+                return;
+            }
+            if (!c->rbuf.len) return;
             const char *data = NULL;
             size_t dlen = 0;
             pt_h1_error err = {0, NULL};
@@ -294,14 +304,11 @@ static void process_input(pt_uconn *c)
                 if (c->state != US_BUSY || !c->cbs) return;
             }
             pt_buf_consume(&c->rbuf, (size_t)used);
-            if (c->dec->done) {
-                complete(c, pt_str_make(c->dec->trailers, c->dec->trailers_len));
-                return;
-            }
-            if (used == 0) return;
+            if (used == 0 && !c->dec->done) return;
             break;
         }
         case PT_H1_BODY_CLOSE: {
+            if (!c->rbuf.len) return;
             size_t n = c->rbuf.len;
             const char *p = pt_buf_head(&c->rbuf);
             pt_buf_consume(&c->rbuf, n);
@@ -344,8 +351,9 @@ static void on_readable(pt_uconn *c)
             continue;
         }
         if (n == 0) {
+            c->eof = true;
             process_input(c);
-            if (c->state == US_BUSY && c->cbs) on_eof(c);
+            if (c->state == US_BUSY && c->cbs && !c->read_paused) on_eof(c);
             return;
         }
         if (errno == EINTR) continue;

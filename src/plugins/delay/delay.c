@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "plugins/plugin_util.h"
 
@@ -29,7 +30,7 @@ static bool read_percentage(pt_conf_ctx *ctx, const pt_conf_node *n, double *out
 /* Validates {duration, percentage}. */
 static void *delay_configure(pt_conf_ctx *ctx, const pt_conf_node *node)
 {
-    static const char *const allowed[] = {"duration", "percentage", NULL};
+    static const char *const allowed[] = {"duration", "percentage", "phase", NULL};
     if (!node || node->kind != PT_NODE_MAP) {
         pt_conf_error(ctx, node, "delay: expected a mapping with 'duration' (and optional 'percentage')");
         return NULL;
@@ -52,6 +53,21 @@ static void *delay_configure(pt_conf_ctx *ctx, const pt_conf_node *node)
     double pct = 100;
     if (p && !read_percentage(ctx, p, &pct)) ok = false;
     c->fraction = pct / 100.0;
+    const pt_conf_node *ph = pt_conf_get(node, "phase");
+    if (ph) {
+        static const char *const names[] = {"request", "request_body", "response", "response_body"};
+        bool found = false;
+        for (size_t i = 0; i < PT_ARRAY_LEN(names); i++) {
+            if (ph->kind == PT_NODE_SCALAR && strcmp(ph->scalar, names[i]) == 0) {
+                c->phase = (pt_delay_phase)i;
+                found = true;
+            }
+        }
+        if (!found) {
+            pt_conf_error(ctx, ph, "delay: 'phase' must be one of request, request_body, response, response_body");
+            ok = false;
+        }
+    }
     return ok ? c : NULL;
 }
 
@@ -68,10 +84,11 @@ static void delay_cancel(void *data)
     if (pt_timer_active(&st->timer)) pt_timer_stop(st->loop, &st->timer);
 }
 
-static pt_plugin_result delay_on_request_headers(pt_txn *txn, const void *conf, void *state)
+/* Parks the request on a timer (if this request is one of the delayed share). */
+static pt_plugin_result delay_maybe_pause(pt_txn *txn, const pt_delay_conf *c, pt_delay_state *st)
 {
-    const pt_delay_conf *c = conf;
-    pt_delay_state *st = state;
+    if (st->done) return PT_PLUGIN_CONTINUE;
+    st->done = true;
     if (c->duration_ms == 0) return PT_PLUGIN_CONTINUE;
     if (c->fraction < 1.0 && (double)(pt_plugin_rand64() >> 11) * 0x1.0p-53 >= c->fraction)
         return PT_PLUGIN_CONTINUE;
@@ -82,9 +99,36 @@ static pt_plugin_result delay_on_request_headers(pt_txn *txn, const void *conf, 
     return PT_PLUGIN_PAUSE;
 }
 
+static pt_plugin_result delay_on_request_headers(pt_txn *txn, const void *conf, void *state)
+{
+    const pt_delay_conf *c = conf;
+    return c->phase == PT_DELAY_REQUEST ? delay_maybe_pause(txn, c, state) : PT_PLUGIN_CONTINUE;
+}
+
+static pt_plugin_result delay_on_request_body(pt_txn *txn, const void *conf, void *state, const pt_body_chunk *ch)
+{
+    const pt_delay_conf *c = conf;
+    return c->phase == PT_DELAY_REQUEST_BODY ? delay_maybe_pause(txn, c, state) : PT_PLUGIN_CONTINUE;
+}
+
+static pt_plugin_result delay_on_response_headers(pt_txn *txn, const void *conf, void *state)
+{
+    const pt_delay_conf *c = conf;
+    return c->phase == PT_DELAY_RESPONSE ? delay_maybe_pause(txn, c, state) : PT_PLUGIN_CONTINUE;
+}
+
+static pt_plugin_result delay_on_response_body(pt_txn *txn, const void *conf, void *state, const pt_body_chunk *ch)
+{
+    const pt_delay_conf *c = conf;
+    return c->phase == PT_DELAY_RESPONSE_BODY ? delay_maybe_pause(txn, c, state) : PT_PLUGIN_CONTINUE;
+}
+
 const pt_plugin_type pt_plugin_delay = {
     .name = "delay",
     .configure = delay_configure,
     .state_size = sizeof(pt_delay_state),
     .on_request_headers = delay_on_request_headers,
+    .on_request_body = delay_on_request_body,
+    .on_response_headers = delay_on_response_headers,
+    .on_response_body = delay_on_response_body,
 };
