@@ -1,7 +1,9 @@
 /* buf.c — see buf.h. */
 #include "core/buf.h"
 
+#include <errno.h>
 #include <stdlib.h>
+#include <sys/uio.h>
 
 #define PT_BUF_POOL_MAX 512
 
@@ -98,4 +100,38 @@ void pt_buf_pool_free(void)
         free(b);
     }
     pool_count = 0;
+}
+
+int pt_buf_writev(int fd, pt_buf *b, const struct iovec *extra, int nextra)
+{
+    struct iovec iov[8];
+    int n = 0;
+    PT_ASSERT(nextra < 7);
+    if (b->len) iov[n++] = (struct iovec){pt_buf_head(b), b->len};
+    for (int i = 0; i < nextra; i++)
+        if (extra[i].iov_len) iov[n++] = extra[i];
+    ssize_t w;
+    do {
+        w = n ? writev(fd, iov, n) : 0;
+    } while (w < 0 && errno == EINTR);
+    if (w < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK) return PT_ERR;
+        w = 0;
+    }
+    size_t left = (size_t)w;
+    /* drop what was written from b */
+    size_t from_b = PT_MIN(left, (size_t)b->len);
+    pt_buf_consume(b, from_b);
+    left -= from_b;
+    /* queue the unwritten rest of the extras */
+    for (int i = 0; i < nextra; i++) {
+        size_t len = extra[i].iov_len;
+        if (left >= len) {
+            left -= len;
+            continue;
+        }
+        pt_buf_append(b, (const char *)extra[i].iov_base + left, len - left);
+        left = 0;
+    }
+    return b->len ? PT_AGAIN : PT_OK;
 }

@@ -31,6 +31,13 @@ static inline char *pt_buf_head(const pt_buf *b) { return b->data + b->off; }
 void pt_buf_consume(pt_buf *b, size_t n);
 /* Returns the storage to the pool (buffer must be empty or its data is discarded). */
 void pt_buf_release(pt_buf *b);
+struct iovec;
+/* Zero-copy send: one writev(2) of b's pending bytes followed by `extra`;
+ * whatever was not written (of b, then of the extras) stays in / is
+ * appended to b. Returns PT_OK when everything went out, PT_AGAIN when
+ * bytes remain queued in b, PT_ERR on a socket error (errno set). */
+int pt_buf_writev(int fd, pt_buf *b, const struct iovec *extra, int nextra);
+
 /* Frees this thread's cached blocks (call when a thread exits). */
 void pt_buf_pool_free(void);
 

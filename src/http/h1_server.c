@@ -18,6 +18,7 @@
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "core/buf.h"
@@ -27,6 +28,7 @@
 
 #define WBUF_HIGH (64u * 1024)
 #define WBUF_LOW (16u * 1024)
+#define ZEROCOPY_MIN 4096u /* body pieces at least this large are written with writev */
 #define READ_CHUNK 16384u
 /* After a local response, up to this much unread request body is read and
  * dropped so the connection stays usable; more than that closes it. */
@@ -242,23 +244,43 @@ static bool ds_send_body(void *stream, const char *data, size_t len)
     if (c->write_failed) return false;
     if (!len) return c->wbuf.len < WBUF_HIGH;
     if (c->req && c->req->method == PT_METHOD_HEAD) return true;
+    char hdr[24];
+    struct iovec iov[3];
+    int n = 0;
+    size_t total = len;
     if (c->resp_chunked) {
-        char hdr[24];
         size_t hn = pt_chunk_header(hdr, len);
-        pt_buf_reserve(&c->wbuf, hn + len + 2);
-        pt_buf_append(&c->wbuf, hdr, hn);
-        pt_buf_append(&c->wbuf, data, len);
-        pt_buf_append(&c->wbuf, "\r\n", 2);
-        c->sent += hn + len + 2;
-    } else {
-        pt_buf_append(&c->wbuf, data, len);
-        c->sent += len;
+        iov[n++] = (struct iovec){hdr, hn};
+        total += hn + 2;
     }
-    if (c->wbuf.len >= WBUF_HIGH) {
-        flush_now_ex(c, true); /* try at once; the caller pauses if still high */
-        if (c->write_failed) return false;
-    } else {
+    iov[n++] = (struct iovec){(void *)data, len};
+    if (c->resp_chunked) iov[n++] = (struct iovec){"\r\n", 2};
+    c->sent += total;
+    /* Output is batched: queue until the high watermark (flushed once per
+     * loop iteration). At the watermark, one writev(2) sends the queue plus
+     * this piece without copying it — unless the socket is known to be full
+     * (waiting for EPOLLOUT), where writing would only trickle. */
+    if (total < ZEROCOPY_MIN || c->wbuf.len + total < WBUF_HIGH || (c->io.events & EPOLLOUT)) {
+        for (int i = 0; i < n; i++) pt_buf_append(&c->wbuf, iov[i].iov_base, iov[i].iov_len);
+        if (c->wbuf.len >= WBUF_HIGH) {
+            flush_now_ex(c, true); /* try at once; the caller pauses if still high */
+            if (c->write_failed) return false;
+        } else {
+            schedule_flush(c);
+        }
+        return c->wbuf.len < WBUF_HIGH;
+    }
+    if (pt_buf_writev(c->io.fd, &c->wbuf, iov, n) == PT_ERR) {
+        /* inside a txn callback: close from the loop */
+        c->write_failed = true;
+        c->wbuf.len = 0;
         schedule_flush(c);
+        return false;
+    }
+    if (c->wbuf.len) {
+        if (c->timer_kind != TM_SEND)
+            set_timer(c, TM_SEND, pt_loop_now(c->w->loop) + conn_cfg(c)->timeouts.idle_ms);
+        conn_update_events(c);
     }
     return c->wbuf.len < WBUF_HIGH;
 }

@@ -14,12 +14,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "server/worker.h"
 
 #define UP_WBUF_HIGH (64u * 1024)
 #define UP_WBUF_LOW (16u * 1024)
+#define UP_ZEROCOPY_MIN 4096u
 
 enum { US_CONNECTING = 1, US_BUSY, US_IDLE, US_CLOSED };
 
@@ -166,24 +168,38 @@ void pt_uconn_send_head(pt_uconn *c, const pt_request *req, pt_str target, pt_st
 
 bool pt_uconn_send_body(pt_uconn *c, const char *data, size_t len)
 {
-    if (c->state != US_BUSY) return false;
+    PT_ASSERT(c->state == US_BUSY); /* the owner sends only after on_ready */
+    char hdr[24];
+    struct iovec iov[3];
+    int n = 0;
+    size_t total = len;
     if (c->req_chunked) {
-        char hdr[24];
         size_t hn = pt_chunk_header(hdr, len);
-        pt_buf_reserve(&c->wbuf, hn + len + 2);
-        put(&c->wbuf, hdr, hn);
-        put(&c->wbuf, data, len);
-        PUT_LIT(&c->wbuf, "\r\n");
-    } else {
-        put(&c->wbuf, data, len);
+        iov[n++] = (struct iovec){hdr, hn};
+        total += hn + 2;
     }
-    if (c->wbuf.len >= UP_WBUF_HIGH) {
-        pt_defer_cancel(c->w->loop, &c->flush_defer);
-        flush_now(c, false);
-        return c->state == US_BUSY && c->wbuf.len < UP_WBUF_HIGH;
+    iov[n++] = (struct iovec){(void *)data, len};
+    if (c->req_chunked) iov[n++] = (struct iovec){"\r\n", 2};
+    /* Batched like the downstream side (see h1_server.c:ds_send_body): queue
+     * below the watermark; at it, one writev of queue + piece, no copy. */
+    if (total < UP_ZEROCOPY_MIN || c->wbuf.len + total < UP_WBUF_HIGH || (c->io.events & EPOLLOUT)) {
+        for (int i = 0; i < n; i++) put(&c->wbuf, iov[i].iov_base, iov[i].iov_len);
+        if (c->wbuf.len >= UP_WBUF_HIGH) {
+            pt_defer_cancel(c->w->loop, &c->flush_defer);
+            flush_now(c, false);
+            return c->state == US_BUSY && c->wbuf.len < UP_WBUF_HIGH;
+        }
+        schedule_flush(c);
+        return true;
     }
-    schedule_flush(c);
-    return true;
+    /* Errors surface through the deferred flush / the read side. */
+    if (pt_buf_writev(c->io.fd, &c->wbuf, iov, n) == PT_ERR) {
+        schedule_flush(c);
+        return false;
+    }
+    arm_timer(c);
+    update_events(c);
+    return c->wbuf.len < UP_WBUF_HIGH;
 }
 
 void pt_uconn_send_end(pt_uconn *c)
