@@ -85,6 +85,7 @@ void pt_uconn_attach(pt_uconn *c, const pt_uconn_cbs *cbs, void *owner, pt_arena
     c->keepalive_ms = u->keepalive_timeout_ms;
     c->req_done = c->resp_done = c->got_bytes = c->have_head = c->eof = false;
     c->read_paused = false;
+    c->in_disabled = false;
     c->dec = NULL;
     c->resp_remaining = 0;
     memset(&c->info, 0, sizeof(c->info));
@@ -402,9 +403,19 @@ static void uconn_io(pt_loop *loop, pt_io *io, uint32_t events)
         flush_now(c, true);
         if (c->state == US_CLOSED) return;
     }
+    if (c->state == US_BUSY && c->read_paused && !(events & (EPOLLHUP | EPOLLERR))) {
+        if (events & (EPOLLIN | EPOLLRDHUP)) { /* not now: stop listening until resumed */
+            c->in_disabled = true;
+            update_events(c);
+        }
+        return;
+    }
     if (events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)) on_readable(c);
 }
 
+/* EPOLLIN|EPOLLRDHUP stays registered both while busy and while pooled, so
+ * taking and returning a pooled connection costs no epoll_ctl. A read pause
+ * is lazy: EPOLLIN is removed only if bytes arrive while paused. */
 static void update_events(pt_uconn *c)
 {
     uint32_t ev;
@@ -412,7 +423,7 @@ static void update_events(pt_uconn *c)
     case US_CONNECTING: ev = EPOLLOUT; break;
     case US_IDLE: ev = EPOLLIN | EPOLLRDHUP; break;
     case US_BUSY:
-        ev = c->read_paused ? 0 : EPOLLIN;
+        ev = (c->read_paused && c->in_disabled) ? 0 : EPOLLIN | EPOLLRDHUP;
         if (c->wbuf.len) ev |= EPOLLOUT;
         break;
     default: return;
@@ -482,6 +493,7 @@ void pt_uconn_release(pt_uconn *c)
     pt_defer_cancel(c->w->loop, &c->flush_defer);
     c->state = US_IDLE;
     c->read_paused = false;
+    c->in_disabled = false;
     update_events(c);
     /* pt_pool_put arms the idle timer and may close us if the pool is full */
     pt_pool_put(c->pool, c, c->keepalive_max, c->keepalive_ms);

@@ -50,6 +50,7 @@ struct pt_uconn {
     int state;
     bool reused;
     bool read_paused;
+    bool in_disabled;        /* EPOLLIN removed: bytes arrived while paused */
     bool head_request;
     bool req_chunked;
     bool req_done;
