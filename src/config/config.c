@@ -236,6 +236,51 @@ static void conf_access_log(pt_conf_ctx *ctx, const pt_conf_node *root, pt_confi
 
 /* ---------------------------------------------------------------- listeners */
 
+/* listen[].tls: {certificates: [{cert, key}], min_version, ciphers, ciphersuites}.
+ * Files are only named here; they are read when the generation is built
+ * (tls/tls_server.c), so a reload re-reads them. */
+static void conf_tls(pt_conf_ctx *ctx, const pt_conf_node *t, pt_tls_conf *tls)
+{
+    static const char *const keys[] = {"certificates", "min_version", "ciphers", "ciphersuites", NULL};
+    if (!pt_conf_check_keys(ctx, t, keys, "tls")) return;
+    tls->enabled = true;
+    tls->min_version = 12;
+    tls->line = t->line;
+    tls->col = t->col;
+    const pt_conf_node *cs = pt_conf_opt(t, "certificates");
+    if (!cs || cs->kind != PT_NODE_SEQ || cs->n == 0) {
+        pt_conf_error(ctx, cs ? cs : t, "tls needs 'certificates': a non-empty list of {cert: FILE, key: FILE}");
+        return;
+    }
+    tls->certs = pt_arena_calloc(ctx->arena, cs->n * sizeof(*tls->certs));
+    for (size_t i = 0; i < cs->n; i++) {
+        const pt_conf_node *c = cs->vals[i];
+        static const char *const ckeys[] = {"cert", "key", NULL};
+        if (!pt_conf_check_keys(ctx, c, ckeys, "tls certificate")) continue;
+        pt_tls_cert_conf *cc = &tls->certs[tls->ncerts];
+        const pt_conf_node *cert = pt_conf_opt(c, "cert"), *key = pt_conf_opt(c, "key");
+        if (!cert || !key) {
+            pt_conf_error(ctx, c, "a tls certificate needs both 'cert' and 'key' (PEM files)");
+            continue;
+        }
+        if (!pt_conf_string(ctx, cert, &cc->cert) || !pt_conf_string(ctx, key, &cc->key)) continue;
+        cc->line = c->line;
+        cc->col = c->col;
+        tls->ncerts++;
+    }
+    const pt_conf_node *mv = pt_conf_opt(t, "min_version");
+    if (mv) {
+        if (mv->kind == PT_NODE_SCALAR && (strcmp(mv->scalar, "1.2") == 0 || strcmp(mv->scalar, "1.3") == 0))
+            tls->min_version = mv->scalar[2] == '2' ? 12 : 13;
+        else
+            pt_conf_error(ctx, mv, "tls min_version must be \"1.2\" or \"1.3\"");
+    }
+    const pt_conf_node *ci = pt_conf_opt(t, "ciphers");
+    if (ci) pt_conf_string(ctx, ci, &tls->ciphers);
+    const pt_conf_node *su = pt_conf_opt(t, "ciphersuites");
+    if (su) pt_conf_string(ctx, su, &tls->ciphersuites);
+}
+
 static void conf_listen(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg)
 {
     const pt_conf_node *l = pt_conf_opt(root, "listen");
@@ -255,7 +300,7 @@ static void conf_listen(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *c
         pt_listener_conf lc = {.backlog = 511, .line = item->line};
         const pt_conf_node *addr = item;
         if (item->kind == PT_NODE_MAP) {
-            static const char *const keys[] = {"address", "backlog", NULL};
+            static const char *const keys[] = {"address", "backlog", "tls", NULL};
             if (!pt_conf_check_keys(ctx, item, keys, "listen entry")) continue;
             addr = pt_conf_opt(item, "address");
             if (!addr) {
@@ -265,6 +310,8 @@ static void conf_listen(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *c
             const pt_conf_node *b = pt_conf_opt(item, "backlog");
             int64_t v;
             if (b && pt_conf_int(ctx, b, 1, 65535, &v)) lc.backlog = (int)v;
+            const pt_conf_node *t = pt_conf_opt(item, "tls");
+            if (t) conf_tls(ctx, t, &lc.tls);
         }
         host_port hp;
         if (!conf_address(ctx, addr, true, &lc.addr, &hp)) continue;

@@ -22,9 +22,28 @@ typedef struct {
     socklen_t sslen;
 } pt_conf_addr;
 
+/* One certificate/key pair of a TLS listener. The host names it serves (for
+ * SNI) are read from the certificate (subjectAltName DNS names, else CN). */
+typedef struct {
+    char *cert;                  /* PEM file: certificate (then any chain) */
+    char *key;                   /* PEM file: private key */
+    int line, col;
+} pt_tls_cert_conf;
+
+typedef struct {
+    bool enabled;
+    pt_tls_cert_conf *certs;     /* the first is the default certificate */
+    size_t ncerts;
+    int min_version;             /* 12 or 13 (TLS 1.2 / 1.3); default 12 */
+    char *ciphers;               /* TLS 1.2 cipher list (OpenSSL syntax); NULL = OpenSSL default */
+    char *ciphersuites;          /* TLS 1.3 suites; NULL = OpenSSL default */
+    int line, col;
+} pt_tls_conf;
+
 typedef struct {
     pt_conf_addr addr;
     int backlog;                 /* default 511 */
+    pt_tls_conf tls;             /* tls.enabled => HTTPS listener */
     int line;
 } pt_listener_conf;
 

@@ -25,6 +25,9 @@
 #include "http/h1.h"
 #include "proxy/txn.h"
 #include "server/worker.h"
+#include "tls/tls_server.h"
+
+#include <openssl/err.h>
 
 #define WBUF_HIGH (64u * 1024)
 #define WBUF_LOW (16u * 1024)
@@ -34,7 +37,7 @@
  * dropped so the connection stays usable; more than that closes it. */
 #define DISCARD_MAX (1024u * 1024)
 
-enum { ST_HEAD, ST_TXN, ST_CLOSED };
+enum { ST_HEAD, ST_TXN, ST_CLOSED, ST_HANDSHAKE };
 enum { TM_NONE, TM_IDLE, TM_HEADER, TM_BODY, TM_SEND };
 
 struct pt_h1_conn {
@@ -65,6 +68,10 @@ struct pt_h1_conn {
     bool peer_closed;
     bool reading;      /* EPOLLIN wanted */
     bool in_disabled;  /* EPOLLIN removed because unwanted bytes arrived */
+    SSL *ssl;          /* HTTPS listener: the TLS session, else NULL */
+    bool hs_want_write;/* handshake waits for writability */
+    pt_defer read_defer; /* TLS: decrypted bytes may be pending inside OpenSSL */
+    pt_worker_gen *hs_wg; /* generation pinned during the handshake (SNI callback state) */
     bool discarding;   /* txn is over; dropping the rest of the request body */
     bool write_failed; /* a write failed inside a txn callback: close from the loop */
     uint64_t sent;     /* response bytes queued for the current request (access log) */
@@ -90,6 +97,42 @@ static void set_timer(pt_h1_conn *c, int kind, uint64_t deadline);
 
 /* ------------------------------------------------------------------ output */
 
+/* ---------------------------------------------------------------- transport
+ * Plain sockets or TLS: both return bytes moved, 0 on orderly close (recv),
+ * or -1 with errno (EAGAIN when the operation must wait for the socket). */
+
+static ssize_t tls_result(pt_h1_conn *c, int r)
+{
+    switch (SSL_get_error(c->ssl, r)) {
+    case SSL_ERROR_WANT_READ:
+    case SSL_ERROR_WANT_WRITE:
+        errno = EAGAIN;
+        return -1;
+    case SSL_ERROR_ZERO_RETURN:
+        return 0;
+    default:
+        ERR_clear_error();
+        errno = ECONNRESET;
+        return -1;
+    }
+}
+
+static ssize_t conn_recv(pt_h1_conn *c, char *buf, size_t n)
+{
+    if (!c->ssl) return read(c->io.fd, buf, n);
+    int r = SSL_read(c->ssl, buf, (int)PT_MIN(n, (size_t)INT32_MAX));
+    return r > 0 ? r : tls_result(c, r);
+}
+
+static ssize_t conn_send(pt_h1_conn *c, const char *buf, size_t n)
+{
+    if (!c->ssl) return write(c->io.fd, buf, n);
+    int r = SSL_write(c->ssl, buf, (int)PT_MIN(n, (size_t)INT32_MAX));
+    if (r > 0) return r;
+    ssize_t e = tls_result(c, r);
+    return e == 0 ? (errno = EPIPE, -1) : e;
+}
+
 static void flush_now_ex(pt_h1_conn *c, bool in_txn_callback)
 {
     if (c->write_failed) {
@@ -98,7 +141,7 @@ static void flush_now_ex(pt_h1_conn *c, bool in_txn_callback)
     }
     bool progressed = false;
     while (c->wbuf.len) {
-        ssize_t n = write(c->io.fd, pt_buf_head(&c->wbuf), c->wbuf.len);
+        ssize_t n = conn_send(c, pt_buf_head(&c->wbuf), c->wbuf.len);
         if (n > 0) {
             pt_buf_consume(&c->wbuf, (size_t)n);
             progressed = true;
@@ -261,7 +304,7 @@ static bool ds_send_body(void *stream, const char *data, size_t len)
      * loop iteration). At the watermark, one writev(2) sends the queue plus
      * this piece without copying it — unless the socket is known to be full
      * (waiting for EPOLLOUT), where writing would only trickle. */
-    if (total < ZEROCOPY_MIN || c->wbuf.len + total < WBUF_HIGH || (c->io.events & EPOLLOUT)) {
+    if (total < ZEROCOPY_MIN || c->wbuf.len + total < WBUF_HIGH || (c->io.events & EPOLLOUT) || c->ssl) {
         for (int i = 0; i < n; i++) pt_buf_append(&c->wbuf, iov[i].iov_base, iov[i].iov_len);
         if (c->wbuf.len >= WBUF_HIGH) {
             flush_now_ex(c, true); /* try at once; the caller pauses if still high */
@@ -408,10 +451,18 @@ static bool conn_wants_read(const pt_h1_conn *c)
  * (a typical client sends nothing then), and is removed only when bytes
  * arrive that we do not want yet (in_disabled). This saves two epoll_ctl
  * calls per request. */
+static void read_defer_cb(pt_loop *loop, pt_defer *d);
+
 static void conn_update_events(pt_h1_conn *c)
 {
     if (c->state == ST_CLOSED) return;
+    if (c->state == ST_HANDSHAKE) {
+        pt_io_modify(c->w->loop, &c->io, c->hs_want_write ? EPOLLOUT : EPOLLIN);
+        return;
+    }
     bool read = conn_wants_read(c);
+    /* OpenSSL may hold decrypted bytes that epoll will never announce. */
+    if (read && c->ssl && SSL_pending(c->ssl) > 0) pt_defer_queue(c->w->loop, &c->read_defer, read_defer_cb, c);
     c->reading = read;
     if (read) c->in_disabled = false;
     /* RDHUP is level-triggered: once seen, stop asking or the loop spins. */
@@ -498,6 +549,7 @@ static void start_request(pt_h1_conn *c, size_t head_len, pt_request *req, const
 
     c->info = *info;
     c->req = req;
+    if (c->ssl) req->scheme = PT_STR_LIT("https");
     c->version = req->version;
     c->body_done = info->body == PT_H1_BODY_NONE;
     c->body_remaining = info->body == PT_H1_BODY_LENGTH ? info->content_length : 0;
@@ -570,15 +622,50 @@ static void process_input(pt_h1_conn *c)
     start_request(c, (size_t)n, req, &info);
 }
 
+static void on_readable(pt_h1_conn *c);
+
+static void read_defer_cb(pt_loop *loop, pt_defer *d)
+{
+    pt_h1_conn *c = d->data;
+    if (c->state != ST_CLOSED && c->state != ST_HANDSHAKE && conn_wants_read(c)) on_readable(c);
+}
+
+/* Drives the TLS handshake; on success the connection becomes an ordinary
+ * HTTP/1.1 connection waiting for its first request. */
+static void do_handshake(pt_h1_conn *c)
+{
+    ERR_clear_error();
+    int r = SSL_do_handshake(c->ssl);
+    if (r == 1) {
+        c->state = ST_HEAD;
+        if (c->hs_wg) {
+            pt_worker_gen_release(c->w, c->hs_wg);
+            c->hs_wg = NULL;
+        }
+        conn_update_events(c);
+        /* the client's first request may already be decrypted and pending */
+        pt_defer_queue(c->w->loop, &c->read_defer, read_defer_cb, c);
+        return;
+    }
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        c->hs_want_write = e == SSL_ERROR_WANT_WRITE;
+        conn_update_events(c);
+        return;
+    }
+    ERR_clear_error(); /* a failed handshake (bad client, wrong version): just close */
+    conn_close(c);
+}
+
 static void on_readable(pt_h1_conn *c)
 {
     for (int rounds = 0; rounds < 4; rounds++) {
         pt_buf_reserve(&c->rbuf, READ_CHUNK / 4);
         size_t room = pt_buf_tailroom(&c->rbuf);
-        ssize_t n = read(c->io.fd, pt_buf_tail(&c->rbuf), room);
+        ssize_t n = conn_recv(c, pt_buf_tail(&c->rbuf), room);
         if (n > 0) {
             c->rbuf.len += (uint32_t)n;
-            if ((size_t)n < room) break;
+            if ((size_t)n < room && !c->ssl) break;
             if (c->state == ST_TXN) break; /* deliver before reading more */
             continue;
         }
@@ -619,6 +706,11 @@ static void on_io(pt_loop *loop, pt_io *io, uint32_t events)
 {
     pt_h1_conn *c = io->data;
     if (c->state == ST_CLOSED) return;
+    if (c->state == ST_HANDSHAKE) {
+        if (events & (EPOLLERR | EPOLLHUP)) conn_close(c);
+        else do_handshake(c);
+        return;
+    }
     if (events & (EPOLLERR | EPOLLHUP)) {
         if (c->txn && !c->txn_done) pt_txn_on_downstream_closed(c->txn);
         conn_close(c);
@@ -665,6 +757,10 @@ static void on_timer(pt_loop *loop, pt_timer *t)
         conn_close(c);
         return;
     case TM_HEADER: {
+        if (c->state == ST_HANDSHAKE) { /* the TLS handshake did not finish in time */
+            conn_close(c);
+            return;
+        }
         /* Partial head: answer 408 and close. */
         if (!c->arena) c->arena = pt_worker_arena_get(c->w);
         c->sent = 0;
@@ -718,7 +814,18 @@ static void conn_close(pt_h1_conn *c)
     pt_defer_cancel(w->loop, &c->flush_defer);
     pt_defer_cancel(w->loop, &c->next_defer);
     pt_defer_cancel(w->loop, &c->body_defer);
+    pt_defer_cancel(w->loop, &c->read_defer);
     pt_io_stop(w->loop, &c->io);
+    if (c->ssl) {
+        if (!c->peer_closed && !c->write_failed) SSL_shutdown(c->ssl); /* best effort close_notify */
+        SSL_free(c->ssl);
+        ERR_clear_error();
+        c->ssl = NULL;
+    }
+    if (c->hs_wg) {
+        pt_worker_gen_release(w, c->hs_wg);
+        c->hs_wg = NULL;
+    }
     close(c->io.fd);
     c->io.fd = -1;
     pt_buf_release(&c->rbuf);
@@ -736,7 +843,7 @@ static void conn_close(pt_h1_conn *c)
     pt_defer_queue(w->loop, &c->free_defer, free_cb, c);
 }
 
-void pt_h1_conn_accept(pt_worker *w, int fd, const struct sockaddr *peer, socklen_t peerlen)
+void pt_h1_conn_accept(pt_worker *w, int fd, const struct sockaddr *peer, socklen_t peerlen, struct pt_tls_server *tls)
 {
     pt_h1_conn *c = pt_xcalloc(1, sizeof(*c));
     c->w = w;
@@ -762,8 +869,22 @@ void pt_h1_conn_accept(pt_worker *w, int fd, const struct sockaddr *peer, sockle
     if (w->conns) w->conns->prev = c;
     w->conns = c;
     w->nconns++;
-    set_timer(c, TM_IDLE, pt_loop_now(w->loop) + conn_cfg(c)->timeouts.idle_ms);
     if (w->draining) c->close_after = true;
+    if (tls) {
+        c->ssl = pt_tls_server_ssl(tls, fd);
+        if (!c->ssl) {
+            conn_close(c);
+            return;
+        }
+        /* The SNI callback uses the generation's TLS state: pin it. */
+        c->hs_wg = pt_worker_gen_acquire(w);
+        c->state = ST_HANDSHAKE;
+        /* handshake + first request head share the absolute header deadline */
+        set_timer(c, TM_HEADER, pt_loop_now(w->loop) + conn_cfg(c)->timeouts.header_ms);
+        do_handshake(c);
+        return;
+    }
+    set_timer(c, TM_IDLE, pt_loop_now(w->loop) + conn_cfg(c)->timeouts.idle_ms);
 }
 
 void pt_h1_conns_drain(pt_worker *w)

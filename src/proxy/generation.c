@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "proxy/plugin.h"
+#include "tls/tls_server.h"
 
 static atomic_uint_fast64_t next_generation_id = 1;
 
@@ -44,6 +45,16 @@ pt_generation *pt_generation_build(pt_config *cfg, pt_errors *errors)
     g->h1_limits.max_request_line = cfg->limits.max_request_line;
     g->h1_limits.max_header_size = cfg->limits.max_header_size;
     g->h1_limits.max_headers = cfg->limits.max_headers;
+    /* TLS: certificates and keys are read now, so a reload re-reads them. */
+    g->tls = pt_xcalloc(cfg->nlisteners ? cfg->nlisteners : 1, sizeof(*g->tls));
+    for (size_t i = 0; i < cfg->nlisteners; i++) {
+        if (!cfg->listeners[i].tls.enabled) continue;
+        g->tls[i] = pt_tls_server_new(&cfg->listeners[i].tls, cfg->file, errors);
+        if (!g->tls[i]) {
+            pt_generation_unref(g);
+            return NULL;
+        }
+    }
     return g;
 }
 
@@ -52,6 +63,9 @@ void pt_generation_ref(pt_generation *g) { atomic_fetch_add(&g->refs, 1); }
 void pt_generation_unref(pt_generation *g)
 {
     if (!g || atomic_fetch_sub(&g->refs, 1) != 1) return;
+    if (g->tls)
+        for (size_t i = 0; i < g->cfg->nlisteners; i++) pt_tls_server_free(g->tls[i]);
+    free(g->tls);
     pt_router_free(g->router);
     pt_config_free(g->cfg);
     free(g);

@@ -29,6 +29,7 @@ typedef struct pt_generation {
     pt_pipeline global;       /* used when no route matched (errors) */
     pt_pipeline *route_pipes; /* [cfg->nroutes] */
     pt_h1_limits h1_limits;
+    struct pt_tls_server **tls; /* [cfg->nlisteners]; NULL entries for plain listeners */
 } pt_generation;
 
 /* Builds a generation from `cfg` (ownership moves to the generation on

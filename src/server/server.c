@@ -109,7 +109,10 @@ static void on_accept(pt_loop *loop, pt_io *io, uint32_t events)
                 fprintf(stderr, "portico: worker %d: accept: %s\n", w->id, strerror(errno));
             return;
         }
-        pt_h1_conn_accept(w, fd, (struct sockaddr *)&ss, len);
+        size_t l = (size_t)(io - w->listeners);
+        const pt_generation *g = w->wgen->gen;
+        struct pt_tls_server *tls = l < g->cfg->nlisteners ? g->tls[l] : NULL;
+        pt_h1_conn_accept(w, fd, (struct sockaddr *)&ss, len, tls);
     }
 }
 
@@ -246,8 +249,8 @@ int pt_server_run(pt_generation *gen, const char *config_path)
         }
     }
     for (size_t l = 0; l < cfg->nlisteners; l++)
-        fprintf(stderr, "portico: listening on %s (%d worker%s)\n", cfg->listeners[l].addr.text, s.nworkers,
-                s.nworkers == 1 ? "" : "s");
+        fprintf(stderr, "portico: listening on %s%s (%d worker%s)\n", cfg->listeners[l].addr.text,
+                cfg->listeners[l].tls.enabled ? " (TLS)" : "", s.nworkers, s.nworkers == 1 ? "" : "s");
 
     sigset_t set;
     sigemptyset(&set);

@@ -1,0 +1,197 @@
+/* tls_server.c — see tls_server.h. */
+#include "tls/tls_server.h"
+
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <strings.h>
+
+typedef struct {
+    SSL_CTX *ctx;
+    char **names; /* lowercased DNS names; may start with "*." */
+    size_t nnames;
+} tls_cert;
+
+struct pt_tls_server {
+    tls_cert *certs; /* [0] is the default; its SSL_CTX carries the callbacks */
+    size_t ncerts;
+};
+
+/* The last OpenSSL error as text (static buffer; config load is single-threaded). */
+static const char *ossl_error(void)
+{
+    static char buf[256];
+    unsigned long e = ERR_get_error();
+    if (!e) return "unknown error";
+    ERR_error_string_n(e, buf, sizeof(buf));
+    ERR_clear_error();
+    return buf;
+}
+
+static void add_name(tls_cert *c, const char *name, size_t n)
+{
+    char *s = pt_xstrndup(name, n);
+    for (char *p = s; *p; p++)
+        if (*p >= 'A' && *p <= 'Z') *p = (char)(*p + 32);
+    c->names = pt_xrealloc(c->names, (c->nnames + 1) * sizeof(*c->names));
+    c->names[c->nnames++] = s;
+}
+
+/* Collects the certificate's DNS names (SAN, else CN). */
+static void collect_names(tls_cert *c, X509 *x)
+{
+    GENERAL_NAMES *sans = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+    if (sans) {
+        for (int i = 0; i < sk_GENERAL_NAME_num(sans); i++) {
+            const GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, i);
+            if (g->type != GEN_DNS) continue;
+            const unsigned char *d = ASN1_STRING_get0_data(g->d.dNSName);
+            add_name(c, (const char *)d, (size_t)ASN1_STRING_length(g->d.dNSName));
+        }
+        GENERAL_NAMES_free(sans);
+    }
+    if (c->nnames) return;
+    char cn[256];
+    int n = X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, cn, sizeof(cn));
+    if (n > 0) add_name(c, cn, (size_t)n);
+}
+
+/* Exact match scores highest; a wildcard "*.b.c" matches "a.b.c" (one label)
+ * and scores by suffix length. Returns -1 if no match. */
+static int name_score(const char *pattern, const char *host, size_t hlen)
+{
+    if (pattern[0] == '*' && pattern[1] == '.') {
+        size_t sl = strlen(pattern + 1); /* ".b.c" */
+        if (hlen <= sl || strcasecmp(host + hlen - sl, pattern + 1) != 0) return -1;
+        if (memchr(host, '.', hlen - sl) != NULL) return -1; /* exactly one label */
+        return (int)sl;
+    }
+    return strlen(pattern) == hlen && strcasecmp(pattern, host) == 0 ? 1 << 20 : -1;
+}
+
+static int on_sni(SSL *ssl, int *alert, void *arg)
+{
+    pt_tls_server *s = arg;
+    const char *host = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    if (!host) return SSL_TLSEXT_ERR_OK; /* default certificate */
+    size_t hlen = strlen(host);
+    int best = -1;
+    size_t pick = 0;
+    for (size_t i = 0; i < s->ncerts; i++)
+        for (size_t j = 0; j < s->certs[i].nnames; j++) {
+            int sc = name_score(s->certs[i].names[j], host, hlen);
+            if (sc > best) {
+                best = sc;
+                pick = i;
+            }
+        }
+    if (best >= 0 && pick != 0) SSL_set_SSL_CTX(ssl, s->certs[pick].ctx);
+    return SSL_TLSEXT_ERR_OK;
+}
+
+static int on_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
+                   unsigned int inlen, void *arg)
+{
+    static const unsigned char ours[] = "\x08http/1.1";
+    unsigned char *sel = NULL;
+    if (SSL_select_next_proto(&sel, outlen, ours, sizeof(ours) - 1, in, inlen) != OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_NOACK; /* no common protocol: continue without ALPN */
+    *out = sel;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+static SSL_CTX *make_ctx(const pt_tls_conf *conf, const pt_tls_cert_conf *cc, const char *file, pt_errors *errors)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx) {
+        pt_errors_add(errors, "%s:%d:%d: cannot create a TLS context: %s", file, cc->line, cc->col, ossl_error());
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, conf->min_version == 13 ? TLS1_3_VERSION : TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_COMPRESSION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+    SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"portico", 7);
+    if (conf->ciphers && SSL_CTX_set_cipher_list(ctx, conf->ciphers) != 1) {
+        pt_errors_add(errors, "%s:%d:%d: invalid tls ciphers '%s': %s", file, conf->line, conf->col, conf->ciphers,
+                      ossl_error());
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    if (conf->ciphersuites && SSL_CTX_set_ciphersuites(ctx, conf->ciphersuites) != 1) {
+        pt_errors_add(errors, "%s:%d:%d: invalid tls ciphersuites '%s': %s", file, conf->line, conf->col,
+                      conf->ciphersuites, ossl_error());
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    if (SSL_CTX_use_certificate_chain_file(ctx, cc->cert) != 1) {
+        pt_errors_add(errors, "%s:%d:%d: cannot load certificate %s: %s", file, cc->line, cc->col, cc->cert,
+                      ossl_error());
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, cc->key, SSL_FILETYPE_PEM) != 1) {
+        pt_errors_add(errors, "%s:%d:%d: cannot load private key %s: %s", file, cc->line, cc->col, cc->key,
+                      ossl_error());
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    if (SSL_CTX_check_private_key(ctx) != 1) {
+        pt_errors_add(errors, "%s:%d:%d: private key %s does not match certificate %s", file, cc->line, cc->col,
+                      cc->key, cc->cert);
+        ERR_clear_error();
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+pt_tls_server *pt_tls_server_new(const pt_tls_conf *conf, const char *file, pt_errors *errors)
+{
+    pt_tls_server *s = pt_xcalloc(1, sizeof(*s));
+    s->certs = pt_xcalloc(conf->ncerts ? conf->ncerts : 1, sizeof(*s->certs));
+    for (size_t i = 0; i < conf->ncerts; i++) {
+        SSL_CTX *ctx = make_ctx(conf, &conf->certs[i], file, errors);
+        if (!ctx) {
+            pt_tls_server_free(s);
+            return NULL;
+        }
+        tls_cert *c = &s->certs[s->ncerts++];
+        c->ctx = ctx;
+        collect_names(c, SSL_CTX_get0_certificate(ctx));
+        SSL_CTX_set_alpn_select_cb(ctx, on_alpn, s);
+    }
+    if (!s->ncerts) {
+        pt_errors_add(errors, "%s:%d:%d: tls needs at least one certificate", file, conf->line, conf->col);
+        pt_tls_server_free(s);
+        return NULL;
+    }
+    SSL_CTX_set_tlsext_servername_callback(s->certs[0].ctx, on_sni);
+    SSL_CTX_set_tlsext_servername_arg(s->certs[0].ctx, s);
+    return s;
+}
+
+void pt_tls_server_free(pt_tls_server *s)
+{
+    if (!s) return;
+    for (size_t i = 0; i < s->ncerts; i++) {
+        SSL_CTX_free(s->certs[i].ctx);
+        for (size_t j = 0; j < s->certs[i].nnames; j++) free(s->certs[i].names[j]);
+        free(s->certs[i].names);
+    }
+    free(s->certs);
+    free(s);
+}
+
+SSL *pt_tls_server_ssl(pt_tls_server *s, int fd)
+{
+    SSL *ssl = SSL_new(s->certs[0].ctx);
+    if (!ssl) return NULL;
+    if (SSL_set_fd(ssl, fd) != 1) {
+        SSL_free(ssl);
+        return NULL;
+    }
+    SSL_set_accept_state(ssl);
+    return ssl;
+}

@@ -1,0 +1,31 @@
+/* tls_server.h — TLS termination contexts (OpenSSL 3) for HTTPS listeners.
+ *
+ * One pt_tls_server per TLS listener and per config generation: it owns one
+ * SSL_CTX per configured certificate and picks among them by SNI (exact
+ * names first, then the longest matching "*.suffix" wildcard, else the
+ * first certificate). The names come from each certificate's
+ * subjectAltName DNS entries (CN when there are none). ALPN selects
+ * "http/1.1" (h2 arrives with the HTTP/2 codec). Session resumption uses
+ * OpenSSL's server cache and stateless tickets.
+ *
+ * Certificates and keys are read when the generation is built, so SIGHUP
+ * re-reads them: new connections get the new certificate, existing ones keep
+ * theirs (OpenSSL reference-counts the SSL_CTX an SSL object uses). */
+#ifndef PT_TLS_SERVER_H
+#define PT_TLS_SERVER_H
+
+#include <openssl/ssl.h>
+
+#include "config/config.h"
+
+typedef struct pt_tls_server pt_tls_server;
+
+/* Builds the contexts for `conf`; on failure returns NULL and records
+ * "FILE:LINE:COL: ..." errors (file is the config file name). */
+pt_tls_server *pt_tls_server_new(const pt_tls_conf *conf, const char *file, pt_errors *errors);
+void pt_tls_server_free(pt_tls_server *s);
+
+/* A new server-side SSL object for an accepted socket (in accept state). */
+SSL *pt_tls_server_ssl(pt_tls_server *s, int fd);
+
+#endif
