@@ -132,8 +132,14 @@ static SSL_CTX *make_ctx(const pt_tls_conf *conf, const pt_tls_cert_conf *cc, co
         return NULL;
     }
     if (SSL_CTX_use_PrivateKey_file(ctx, cc->key, SSL_FILETYPE_PEM) != 1) {
-        pt_errors_add(errors, "%s:%d:%d: cannot load private key %s: %s", file, cc->line, cc->col, cc->key,
-                      ossl_error());
+        if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH) {
+            ERR_clear_error();
+            pt_errors_add(errors, "%s:%d:%d: private key %s does not match certificate %s", file, cc->line, cc->col,
+                          cc->key, cc->cert);
+        } else {
+            pt_errors_add(errors, "%s:%d:%d: cannot load private key %s: %s", file, cc->line, cc->col, cc->key,
+                          ossl_error());
+        }
         SSL_CTX_free(ctx);
         return NULL;
     }
