@@ -241,7 +241,8 @@ static void conf_access_log(pt_conf_ctx *ctx, const pt_conf_node *root, pt_confi
  * (tls/tls_server.c), so a reload re-reads them. */
 static void conf_tls(pt_conf_ctx *ctx, const pt_conf_node *t, pt_tls_conf *tls)
 {
-    static const char *const keys[] = {"certificates", "min_version", "ciphers", "ciphersuites", NULL};
+    static const char *const keys[] = {"certificates", "min_version", "ciphers", "ciphersuites", "hsts",
+                                       "client_auth", NULL};
     if (!pt_conf_check_keys(ctx, t, keys, "tls")) return;
     tls->enabled = true;
     tls->min_version = 12;
@@ -279,6 +280,45 @@ static void conf_tls(pt_conf_ctx *ctx, const pt_conf_node *t, pt_tls_conf *tls)
     if (ci) pt_conf_string(ctx, ci, &tls->ciphers);
     const pt_conf_node *su = pt_conf_opt(t, "ciphersuites");
     if (su) pt_conf_string(ctx, su, &tls->ciphersuites);
+
+    const pt_conf_node *h = pt_conf_opt(t, "hsts");
+    if (h) {
+        static const char *const hkeys[] = {"max_age", "include_subdomains", "preload", NULL};
+        if (pt_conf_check_keys(ctx, h, hkeys, "hsts")) {
+            const pt_conf_node *ma = pt_conf_opt(h, "max_age");
+            int64_t v;
+            if (!ma) pt_conf_error(ctx, h, "hsts needs 'max_age' (seconds, e.g. 31536000)");
+            else if (pt_conf_int(ctx, ma, 1, 100000000, &v)) tls->hsts_max_age = (uint64_t)v;
+            const pt_conf_node *sd = pt_conf_opt(h, "include_subdomains"), *pl = pt_conf_opt(h, "preload");
+            if (sd) pt_conf_bool(ctx, sd, &tls->hsts_subdomains);
+            if (pl) pt_conf_bool(ctx, pl, &tls->hsts_preload);
+        }
+    }
+
+    const pt_conf_node *ca = pt_conf_opt(t, "client_auth");
+    if (ca) {
+        static const char *const akeys[] = {"mode", "ca", "forward_header", NULL};
+        if (pt_conf_check_keys(ctx, ca, akeys, "client_auth")) {
+            const pt_conf_node *mode = pt_conf_opt(ca, "mode"), *bundle = pt_conf_opt(ca, "ca");
+            const pt_conf_node *fh = pt_conf_opt(ca, "forward_header");
+            tls->client_auth = 2;
+            if (mode) {
+                if (mode->kind == PT_NODE_SCALAR && strcmp(mode->scalar, "optional") == 0) tls->client_auth = 1;
+                else if (!(mode->kind == PT_NODE_SCALAR && strcmp(mode->scalar, "required") == 0))
+                    pt_conf_error(ctx, mode, "client_auth mode must be 'required' or 'optional'");
+            }
+            if (!bundle) pt_conf_error(ctx, ca, "client_auth needs 'ca': a PEM file of the accepted client CAs");
+            else pt_conf_string(ctx, bundle, &tls->client_ca);
+            if (fh && pt_conf_string(ctx, fh, &tls->client_forward_header)) {
+                for (const char *q = tls->client_forward_header; *q; q++)
+                    if (!strchr("!#$%&'*+-.^_`|~", *q) && !((*q >= '0' && *q <= '9') || (*q >= 'a' && *q <= 'z') ||
+                                                            (*q >= 'A' && *q <= 'Z'))) {
+                        pt_conf_error(ctx, fh, "forward_header must be a header name");
+                        break;
+                    }
+            }
+        }
+    }
 }
 
 static void conf_listen(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg)
@@ -300,7 +340,7 @@ static void conf_listen(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *c
         pt_listener_conf lc = {.backlog = 511, .line = item->line};
         const pt_conf_node *addr = item;
         if (item->kind == PT_NODE_MAP) {
-            static const char *const keys[] = {"address", "backlog", "tls", NULL};
+            static const char *const keys[] = {"address", "backlog", "tls", "redirect_https", NULL};
             if (!pt_conf_check_keys(ctx, item, keys, "listen entry")) continue;
             addr = pt_conf_opt(item, "address");
             if (!addr) {
@@ -312,6 +352,11 @@ static void conf_listen(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *c
             if (b && pt_conf_int(ctx, b, 1, 65535, &v)) lc.backlog = (int)v;
             const pt_conf_node *t = pt_conf_opt(item, "tls");
             if (t) conf_tls(ctx, t, &lc.tls);
+            const pt_conf_node *rd = pt_conf_opt(item, "redirect_https");
+            if (rd && pt_conf_int(ctx, rd, 1, 65535, &v)) {
+                if (t) pt_conf_error(ctx, rd, "redirect_https is for plain listeners (this one has tls)");
+                else lc.redirect_https = (uint16_t)v;
+            }
         }
         host_port hp;
         if (!conf_address(ctx, addr, true, &lc.addr, &hp)) continue;

@@ -37,6 +37,14 @@ typedef struct {
     int min_version;             /* 12 or 13 (TLS 1.2 / 1.3); default 12 */
     char *ciphers;               /* TLS 1.2 cipher list (OpenSSL syntax); NULL = OpenSSL default */
     char *ciphersuites;          /* TLS 1.3 suites; NULL = OpenSSL default */
+    /* HSTS: Strict-Transport-Security on every response of this listener */
+    uint64_t hsts_max_age;       /* seconds; 0 = no header */
+    bool hsts_subdomains;
+    bool hsts_preload;
+    /* mTLS: client certificates */
+    int client_auth;             /* 0 none, 1 optional, 2 required */
+    char *client_ca;             /* PEM bundle of accepted CAs */
+    char *client_forward_header; /* header carrying the verified subject upstream; NULL = none */
     int line, col;
 } pt_tls_conf;
 
@@ -44,6 +52,7 @@ typedef struct {
     pt_conf_addr addr;
     int backlog;                 /* default 511 */
     pt_tls_conf tls;             /* tls.enabled => HTTPS listener */
+    uint16_t redirect_https;     /* plain listener: answer 308 to https on this port; 0 = off */
     int line;
 } pt_listener_conf;
 

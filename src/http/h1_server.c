@@ -72,6 +72,8 @@ struct pt_h1_conn {
     bool hs_want_write;/* handshake waits for writability */
     pt_defer read_defer; /* TLS: decrypted bytes may be pending inside OpenSSL */
     pt_worker_gen *hs_wg; /* generation pinned during the handshake (SNI callback state) */
+    char *peer_subject;   /* verified mTLS client certificate subject (heap), or NULL */
+    uint16_t listener;    /* index of the listener that accepted it */
     bool discarding;   /* txn is over; dropping the rest of the request body */
     bool write_failed; /* a write failed inside a txn callback: close from the loop */
     uint64_t sent;     /* response bytes queued for the current request (access log) */
@@ -538,6 +540,17 @@ static void deliver_body(pt_h1_conn *c)
     }
 }
 
+static pt_txn *new_txn(pt_h1_conn *c)
+{
+    pt_conn_info ci = {
+        .client_addr = pt_str_c(c->client),
+        .listener = c->listener,
+        .tls = c->ssl != NULL,
+        .client_cert_subject = pt_str_c(c->peer_subject),
+    };
+    return pt_txn_new(c->w, c->arena, &ds_ops, c, &ci, pt_loop_wall_us(c->w->loop));
+}
+
 static void start_request(pt_h1_conn *c, size_t head_len, pt_request *req, const pt_h1_info *info)
 {
     pt_arena *a = c->arena;
@@ -605,7 +618,7 @@ static void process_input(pt_h1_conn *c)
         return;
     }
     c->sent = 0;
-    c->txn = pt_txn_new(c->w, c->arena, &ds_ops, c, pt_str_c(c->client), pt_loop_wall_us(c->w->loop));
+    c->txn = new_txn(c);
     if (n < 0) {
         /* Nothing reaches an upstream; answer and close. */
         c->state = ST_TXN;
@@ -638,6 +651,7 @@ static void do_handshake(pt_h1_conn *c)
     int r = SSL_do_handshake(c->ssl);
     if (r == 1) {
         c->state = ST_HEAD;
+        c->peer_subject = pt_tls_peer_subject(c->ssl);
         if (c->hs_wg) {
             pt_worker_gen_release(c->w, c->hs_wg);
             c->hs_wg = NULL;
@@ -764,7 +778,7 @@ static void on_timer(pt_loop *loop, pt_timer *t)
         /* Partial head: answer 408 and close. */
         if (!c->arena) c->arena = pt_worker_arena_get(c->w);
         c->sent = 0;
-        c->txn = pt_txn_new(c->w, c->arena, &ds_ops, c, pt_str_c(c->client), pt_loop_wall_us(loop));
+        c->txn = new_txn(c);
         c->state = ST_TXN;
         c->close_after = true;
         c->version = 11;
@@ -826,6 +840,8 @@ static void conn_close(pt_h1_conn *c)
         pt_worker_gen_release(w, c->hs_wg);
         c->hs_wg = NULL;
     }
+    free(c->peer_subject);
+    c->peer_subject = NULL;
     close(c->io.fd);
     c->io.fd = -1;
     pt_buf_release(&c->rbuf);
@@ -843,12 +859,14 @@ static void conn_close(pt_h1_conn *c)
     pt_defer_queue(w->loop, &c->free_defer, free_cb, c);
 }
 
-void pt_h1_conn_accept(pt_worker *w, int fd, const struct sockaddr *peer, socklen_t peerlen, struct pt_tls_server *tls)
+void pt_h1_conn_accept(pt_worker *w, int fd, const struct sockaddr *peer, socklen_t peerlen, size_t listener,
+                       struct pt_tls_server *tls)
 {
     pt_h1_conn *c = pt_xcalloc(1, sizeof(*c));
     c->w = w;
     c->state = ST_HEAD;
     c->info.keep_alive = true;
+    c->listener = (uint16_t)listener;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (peer->sa_family == AF_INET)

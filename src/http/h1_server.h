@@ -20,7 +20,7 @@ struct pt_tls_server;
 /* Takes ownership of the accepted, non-blocking socket `fd`. With `tls`
  * (an HTTPS listener) the connection first completes a TLS handshake,
  * bounded by the header timeout, and then speaks HTTP/1.1 over it. */
-void pt_h1_conn_accept(struct pt_worker *w, int fd, const struct sockaddr *peer, socklen_t peerlen,
+void pt_h1_conn_accept(struct pt_worker *w, int fd, const struct sockaddr *peer, socklen_t peerlen, size_t listener,
                        struct pt_tls_server *tls);
 
 /* Graceful drain: close idle connections now; active ones close after

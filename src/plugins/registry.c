@@ -3,6 +3,7 @@
 #include "plugins/delay/delay.h"
 #include "plugins/direct_response/direct_response.h"
 #include "plugins/headers/headers.h"
+#include "plugins/ip_restriction/ip_restriction.h"
 #include "plugins/request_id/request_id.h"
 #include "proxy/plugin.h"
 
@@ -11,6 +12,7 @@ static const pt_plugin_type *const builtin_plugins[] = {
     &pt_plugin_headers,
     &pt_plugin_direct_response,
     &pt_plugin_delay,
+    &pt_plugin_ip_restriction,
     NULL,
 };
 

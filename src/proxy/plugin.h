@@ -82,6 +82,9 @@ pt_str pt_txn_param(pt_txn *txn, const char *name);
 pt_str pt_txn_request_id(pt_txn *txn);       /* empty until request_id (or the core) sets it */
 void pt_txn_set_request_id(pt_txn *txn, pt_str id); /* copied into the arena */
 pt_str pt_txn_client_addr(pt_txn *txn);      /* "203.0.113.7" (no port) */
+/* Subject (RFC 2253) of the client certificate verified by an mTLS
+ * listener, or an empty slice. */
+pt_str pt_txn_client_cert_subject(pt_txn *txn);
 
 /* Prepare a local response (then return PT_PLUGIN_RESPOND, or resume with it).
  * `body` is copied. Content-Type is set when content_type is non-empty. */

@@ -36,6 +36,7 @@ struct pt_txn {
     pt_worker_gen *wg;
     pt_generation *gen;
     pt_str client_addr;
+    pt_conn_info conn;
     uint64_t start_us;
 
     pt_request *req;
@@ -113,6 +114,13 @@ struct pt_loop *pt_txn_loop(pt_txn *t) { return t->w->loop; }
 const pt_route_conf *pt_txn_route(pt_txn *t) { return t->route; }
 pt_str pt_txn_request_id(pt_txn *t) { return t->request_id; }
 pt_str pt_txn_client_addr(pt_txn *t) { return t->client_addr; }
+pt_str pt_txn_client_cert_subject(pt_txn *t) { return t->conn.client_cert_subject; }
+
+/* The listener the request arrived on (NULL if the generation changed its list). */
+static const pt_listener_conf *txn_listener(const pt_txn *t)
+{
+    return t->conn.listener < t->gen->cfg->nlisteners ? &t->gen->cfg->listeners[t->conn.listener] : NULL;
+}
 bool pt_txn_response_started(const pt_txn *t) { return t->resp_started; }
 
 void pt_txn_set_request_id(pt_txn *t, pt_str id) { t->request_id = pt_arena_str(t->a, id); }
@@ -166,7 +174,7 @@ void pt_txn_respond_problem(pt_txn *t, int status, const char *detail)
 
 /* ----------------------------------------------------------------- lifecycle */
 
-pt_txn *pt_txn_new(pt_worker *w, pt_arena *a, const pt_downstream_ops *ops, void *stream, pt_str client_addr,
+pt_txn *pt_txn_new(pt_worker *w, pt_arena *a, const pt_downstream_ops *ops, void *stream, const pt_conn_info *ci,
                    uint64_t start_us)
 {
     pt_txn *t = pt_arena_calloc(a, sizeof(*t));
@@ -174,7 +182,8 @@ pt_txn *pt_txn_new(pt_worker *w, pt_arena *a, const pt_downstream_ops *ops, void
     t->a = a;
     t->ops = ops;
     t->stream = stream;
-    t->client_addr = client_addr;
+    t->conn = *ci;
+    t->client_addr = ci->client_addr;
     t->start_us = start_us;
     t->wg = pt_worker_gen_acquire(w);
     t->gen = t->wg->gen;
@@ -207,6 +216,21 @@ void pt_txn_start(pt_txn *t, pt_request *req, uint64_t head_bytes)
     t->req = req;
     t->bytes_in = head_bytes;
     t->req_body_done = !req->has_body;
+
+    const pt_listener_conf *lc = txn_listener(t);
+    if (lc && lc->redirect_https) {
+        /* A plain listener that only redirects to HTTPS (308 keeps the method). */
+        alloc_states(t);
+        pt_str host = req->host.n ? req->host : PT_STR_LIT("localhost");
+        char port[8] = "";
+        if (lc->redirect_https != 443) snprintf(port, sizeof(port), ":%u", (unsigned)lc->redirect_https);
+        char *loc = pt_arena_printf(t->a, "https://%.*s%s%.*s", (int)host.n, host.p, port, (int)req->target.n,
+                                    req->target.p);
+        pt_txn_respond(t, 308, PT_STR_NULL, PT_STR_NULL);
+        pt_txn_respond_header(t, PT_STR_LIT("Location"), pt_str_c(loc));
+        run_response_phase(t);
+        return;
+    }
 
     /* Normalise once; the upstream receives exactly what was matched. */
     char *np = pt_arena_alloc(t->a, req->path.n + 1);
@@ -340,6 +364,13 @@ static void emit_response(pt_txn *t)
         t->local_body = pt_problem_json(t->a, t->res.status, t->problem_detail, t->request_id);
         if (t->res.content_length >= 0) t->res.content_length = (int64_t)t->local_body.n;
     }
+    const pt_listener_conf *lc = txn_listener(t);
+    if (t->conn.tls && lc && lc->tls.hsts_max_age && !pt_headers_get(&t->res.headers, "Strict-Transport-Security")) {
+        const char *v = pt_arena_printf(t->a, "max-age=%llu%s%s", (unsigned long long)lc->tls.hsts_max_age,
+                                        lc->tls.hsts_subdomains ? "; includeSubDomains" : "",
+                                        lc->tls.hsts_preload ? "; preload" : "");
+        pt_headers_add(&t->res.headers, t->a, PT_STR_LIT("Strict-Transport-Security"), pt_str_c(v));
+    }
     t->ops->send_head(t->stream, &t->res);
     if (t->local) {
         if (t->res.has_body && t->local_body.n) t->ops->send_body(t->stream, t->local_body.p, t->local_body.n);
@@ -446,6 +477,13 @@ static void send_request_head(pt_txn *t)
     pt_headers_set(h, t->a, PT_STR_LIT("X-Forwarded-Proto"), r->scheme.n ? r->scheme : PT_STR_LIT("http"));
     if (r->authority.n) pt_headers_set(h, t->a, PT_STR_LIT("X-Forwarded-Host"), r->authority);
     pt_headers_remove(h, "Expect"); /* the codec answers 100-continue itself */
+    /* mTLS identity: never trust a client-supplied copy of the header. */
+    const pt_listener_conf *lc = txn_listener(t);
+    if (lc && lc->tls.client_forward_header) {
+        pt_headers_remove(h, lc->tls.client_forward_header);
+        if (t->conn.client_cert_subject.n)
+            pt_headers_add(h, t->a, pt_str_c(lc->tls.client_forward_header), t->conn.client_cert_subject);
+    }
 
 send:;
     pt_str host = r->authority;

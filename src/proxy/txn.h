@@ -48,9 +48,18 @@ typedef struct {
 
 typedef struct pt_txn pt_txn;
 
-/* Creates a transaction in `a` (the stream's arena) on worker `w`. */
+/* What the codec knows about the connection a request arrived on. */
+typedef struct {
+    pt_str client_addr;         /* "203.0.113.7" */
+    size_t listener;            /* index in the generation's cfg->listeners */
+    bool tls;
+    pt_str client_cert_subject; /* verified mTLS client subject, empty if none */
+} pt_conn_info;
+
+/* Creates a transaction in `a` (the stream's arena) on worker `w`; `ci` is
+ * copied (its strings must outlive the txn: the connection owns them). */
 pt_txn *pt_txn_new(struct pt_worker *w, pt_arena *a, const pt_downstream_ops *ops, void *stream,
-                   pt_str client_addr, uint64_t start_us);
+                   const pt_conn_info *ci, uint64_t start_us);
 
 /* The request head is parsed (req lives in the arena). head_bytes counts
  * toward bytes_in. Starts routing and the request phases. */

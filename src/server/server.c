@@ -112,7 +112,7 @@ static void on_accept(pt_loop *loop, pt_io *io, uint32_t events)
         size_t l = (size_t)(io - w->listeners);
         const pt_generation *g = w->wgen->gen;
         struct pt_tls_server *tls = l < g->cfg->nlisteners ? g->tls[l] : NULL;
-        pt_h1_conn_accept(w, fd, (struct sockaddr *)&ss, len, tls);
+        pt_h1_conn_accept(w, fd, (struct sockaddr *)&ss, len, l, tls);
     }
 }
 

@@ -143,6 +143,21 @@ static SSL_CTX *make_ctx(const pt_tls_conf *conf, const pt_tls_cert_conf *cc, co
         SSL_CTX_free(ctx);
         return NULL;
     }
+    if (conf->client_auth) {
+        STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(conf->client_ca);
+        if (!names || SSL_CTX_load_verify_locations(ctx, conf->client_ca, NULL) != 1) {
+            if (names) sk_X509_NAME_pop_free(names, X509_NAME_free);
+            pt_errors_add(errors, "%s:%d:%d: cannot load client_auth ca %s: %s", file, conf->line, conf->col,
+                          conf->client_ca, ossl_error());
+            SSL_CTX_free(ctx);
+            return NULL;
+        }
+        SSL_CTX_set_client_CA_list(ctx, names);
+        /* required: no certificate fails the handshake; optional: none is
+         * fine, but a certificate that fails verification still fails it. */
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | (conf->client_auth == 2 ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0), NULL);
+        SSL_CTX_set_verify_depth(ctx, 8);
+    }
     if (SSL_CTX_check_private_key(ctx) != 1) {
         pt_errors_add(errors, "%s:%d:%d: private key %s does not match certificate %s", file, cc->line, cc->col,
                       cc->key, cc->cert);
@@ -188,6 +203,29 @@ void pt_tls_server_free(pt_tls_server *s)
     }
     free(s->certs);
     free(s);
+}
+
+char *pt_tls_peer_subject(SSL *ssl)
+{
+    X509 *peer = SSL_get1_peer_certificate(ssl);
+    if (!peer) return NULL;
+    char *out = NULL;
+    if (SSL_get_verify_result(ssl) == X509_V_OK) {
+        BIO *bio = BIO_new(BIO_s_mem());
+        if (bio && X509_NAME_print_ex(bio, X509_get_subject_name(peer), 0, XN_FLAG_RFC2253) >= 0) {
+            char *data = NULL;
+            long n = BIO_get_mem_data(bio, &data);
+            if (n > 0 && n < 4096) {
+                out = pt_xstrndup(data, (size_t)n);
+                /* a header value must not carry CR/LF/NUL (escaped DNs can) */
+                for (char *q = out; *q; q++)
+                    if ((unsigned char)*q < 0x20 || *q == 0x7f) *q = '?';
+            }
+        }
+        BIO_free(bio);
+    }
+    X509_free(peer);
+    return out;
 }
 
 SSL *pt_tls_server_ssl(pt_tls_server *s, int fd)

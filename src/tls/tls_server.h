@@ -25,6 +25,10 @@ typedef struct pt_tls_server pt_tls_server;
 pt_tls_server *pt_tls_server_new(const pt_tls_conf *conf, const char *file, pt_errors *errors);
 void pt_tls_server_free(pt_tls_server *s);
 
+/* The verified client certificate's subject (RFC 2253, control characters
+ * replaced), heap-allocated; NULL when the client sent no certificate. */
+char *pt_tls_peer_subject(SSL *ssl);
+
 /* A new server-side SSL object for an accepted socket (in accept state). */
 SSL *pt_tls_server_ssl(pt_tls_server *s, int fd);
 

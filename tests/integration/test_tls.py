@@ -35,12 +35,25 @@ def pki(tmp_path_factory):
                 "-out", name + ".crt", "-days", "2", "-extfile", name + ".ext", cwd=d)
         return str(d / (name + ".crt")), str(d / (name + ".key"))
 
+    # a second, untrusted CA and a client certificate from each
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "evil.key", "-out", "evil.crt",
+            "-days", "2", "-subj", "/CN=Evil CA", cwd=d)
+
+    def client(name, ca):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", name + ".key", "-out", name + ".csr",
+                "-subj", "/O=Acme/CN=" + name, cwd=d)
+        openssl("x509", "-req", "-in", name + ".csr", "-CA", ca + ".crt", "-CAkey", ca + ".key",
+                "-CAcreateserial", "-out", name + ".crt", "-days", "2", cwd=d)
+        return str(d / (name + ".crt")), str(d / (name + ".key"))
+
     return {
         "dir": d,
         "ca": str(d / "ca.crt"),
         "a": leaf("a", ["a.test", "*.wild.test"]),
         "b": leaf("b", ["b.test"]),
         "a2": leaf("a2", ["a.test", "renewed.a.test"]),
+        "client": client("alice", "ca"),
+        "evil_client": client("mallory", "evil"),
     }
 
 
@@ -252,3 +265,68 @@ def test_curl_https(tls_gw, pki):
                           "--cacert", pki["ca"], "--resolve", "b.test:%d:127.0.0.1" % p.port,
                           "https://b.test:%d/curl" % p.port], capture_output=True, text=True, timeout=30)
     assert out.stdout == "200 1.1", out.stdout + out.stderr
+
+
+def mtls_gw(portico, pki, echo, mode):
+    port = free_port()
+    listen = tls_listen(port, [pki["a"]], client_auth={"mode": mode, "ca": pki["ca"],
+                                                        "forward_header": "X-Client-Cert-Subject"})
+    return portico(simple_config(echo.addr, listen=listen), port=port)
+
+
+def mtls_get(port, pki, cert=None, headers=""):
+    ctx = client_ctx(pki)
+    if cert:
+        ctx.load_cert_chain(*cert)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s = ctx.wrap_socket(raw, server_hostname="a.test")
+    s.sendall(("GET /m HTTP/1.1\r\nHost: a.test\r\n%s\r\n" % headers).encode())
+    data = read_response(s)
+    s.close()
+    return data
+
+
+def test_mtls_required(portico, pki, echo):
+    p = mtls_gw(portico, pki, echo, "required")
+    head, _ = mtls_get(p.port, pki, pki["client"], headers="X-Client-Cert-Subject: CN=forged\r\n")
+    assert head.startswith("HTTP/1.1 200")
+    got = echo.requests[-1].header_all("X-Client-Cert-Subject")
+    assert got == ["CN=alice,O=Acme"], got  # verified subject; the forged copy is gone
+    n = len(echo.requests)
+    for cert in (None, pki["evil_client"]):
+        with pytest.raises((ssl.SSLError, ConnectionResetError, BrokenPipeError, AssertionError)):
+            mtls_get(p.port, pki, cert)
+    assert len(echo.requests) == n
+
+
+def test_mtls_optional(portico, pki, echo):
+    p = mtls_gw(portico, pki, echo, "optional")
+    head, _ = mtls_get(p.port, pki, None, headers="X-Client-Cert-Subject: CN=forged\r\n")
+    assert head.startswith("HTTP/1.1 200")
+    assert echo.requests[-1].header_all("X-Client-Cert-Subject") == []  # stripped, none verified
+    head, _ = mtls_get(p.port, pki, pki["client"])
+    assert echo.requests[-1].header("X-Client-Cert-Subject") == "CN=alice,O=Acme"
+    with pytest.raises((ssl.SSLError, ConnectionResetError, BrokenPipeError, AssertionError)):
+        mtls_get(p.port, pki, pki["evil_client"])  # presented but unverifiable: refused
+
+
+def test_hsts_header(portico, pki, echo):
+    port = free_port()
+    listen = tls_listen(port, [pki["a"]], hsts={"max_age": 31536000, "include_subdomains": True})
+    p = portico(simple_config(echo.addr, listen=listen), port=port)
+    head, _ = https_get(p.port, "a.test", pki)
+    assert "Strict-Transport-Security: max-age=31536000; includeSubDomains" in head, head
+
+
+def test_redirect_plain_listener_to_https(portico, pki, echo):
+    from upstreams import request
+    plain, tls_port = free_port(), free_port()
+    listen = [{"address": "127.0.0.1:%d" % plain, "redirect_https": tls_port}] + tls_listen(tls_port, [pki["a"]])
+    p = portico(simple_config(echo.addr, listen=listen), port=plain)
+    n = len(echo.requests)
+    r = request(plain, "POST", "/pay?x=1", headers={"Host": "a.test"}, body=b"abc")
+    assert r.status == 308
+    assert r.header("Location") == "https://a.test:%d/pay?x=1" % tls_port
+    assert len(echo.requests) == n
+    head, _ = https_get(tls_port, "a.test", pki, "/pay?x=1")
+    assert head.startswith("HTTP/1.1 200")

@@ -64,7 +64,7 @@ static void expect_error(const char *plugin, const char *yaml, const char *needl
 
 TEST(registry_finds_every_builtin)
 {
-    const char *names[] = {"request_id", "headers", "direct_response", "delay"};
+    const char *names[] = {"request_id", "headers", "direct_response", "delay", "ip_restriction"};
     for (size_t i = 0; i < PT_ARRAY_LEN(names); i++) {
         const pt_plugin_type *t = pt_plugin_find(names[i]);
         CHECK(t != NULL);
@@ -82,7 +82,7 @@ TEST(registry_finds_every_builtin)
     const pt_plugin_type *const *all = pt_plugin_all();
     size_t n = 0;
     while (all[n]) n++;
-    CHECK_INT(n, 4);
+    CHECK_INT(n, (long long)PT_ARRAY_LEN(names));
     CHECK(pt_plugin_find("delay")->state_size >= sizeof(pt_delay_state));
     CHECK(pt_plugin_find("request_id")->on_response_headers != NULL);
     CHECK(pt_plugin_find("headers")->on_response_headers != NULL);
