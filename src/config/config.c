@@ -418,6 +418,27 @@ static void conf_targets(pt_conf_ctx *ctx, const pt_conf_node *t, pt_upstream_co
     }
 }
 
+/* upstreams.NAME.tls: {verify, ca, sni, cert, key}; `tls: {}` enables https
+ * with verification against the system store. Files are read when the
+ * generation is built (tls/tls_client.c). */
+static void conf_upstream_tls(pt_conf_ctx *ctx, const pt_conf_node *t, pt_upstream_tls_conf *tls)
+{
+    static const char *const keys[] = {"verify", "ca", "sni", "cert", "key", NULL};
+    tls->enabled = true;
+    tls->verify = true;
+    tls->line = t->line;
+    tls->col = t->col;
+    if (t->kind == PT_NODE_NULL) return;
+    if (!pt_conf_check_keys(ctx, t, keys, "upstream tls")) return;
+    const pt_conf_node *n;
+    if ((n = pt_conf_opt(t, "verify"))) pt_conf_bool(ctx, n, &tls->verify);
+    if ((n = pt_conf_opt(t, "ca"))) pt_conf_string(ctx, n, &tls->ca);
+    if ((n = pt_conf_opt(t, "sni"))) pt_conf_string(ctx, n, &tls->sni);
+    if ((n = pt_conf_opt(t, "cert"))) pt_conf_string(ctx, n, &tls->cert);
+    if ((n = pt_conf_opt(t, "key"))) pt_conf_string(ctx, n, &tls->key);
+    if (!tls->cert != !tls->key) pt_conf_error(ctx, t, "upstream tls: 'cert' and 'key' go together");
+}
+
 static void conf_upstreams(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg)
 {
     const pt_conf_node *m = pt_conf_opt(root, "upstreams");
@@ -428,7 +449,7 @@ static void conf_upstreams(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config
     }
     cfg->upstreams = pt_arena_calloc(ctx->arena, m->n * sizeof(*cfg->upstreams));
     static const char *const keys[] = {"targets", "keepalive", "keepalive_timeout", "connect_timeout",
-                                       "read_timeout", "write_timeout", "preserve_host", NULL};
+                                       "read_timeout", "write_timeout", "preserve_host", "tls", NULL};
     for (size_t i = 0; i < m->n; i++) {
         const pt_conf_node *k = m->keys[i], *v = m->vals[i];
         if (!valid_upstream_name(k->scalar)) {
@@ -460,6 +481,8 @@ static void conf_upstreams(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config
         opt_duration(ctx, v, "read_timeout", &u->read_timeout_ms);
         opt_duration(ctx, v, "write_timeout", &u->write_timeout_ms);
         opt_bool(ctx, v, "preserve_host", &u->preserve_host);
+        const pt_conf_node *t = pt_conf_opt(v, "tls");
+        if (t) conf_upstream_tls(ctx, t, &u->tls);
     }
 }
 

@@ -64,6 +64,16 @@ typedef struct {
     uint32_t weight;             /* 1..1000, default 1 */
 } pt_target_conf;
 
+/* TLS to the upstream's targets (https). */
+typedef struct {
+    bool enabled;
+    bool verify;                 /* verify the certificate chain and name (default true) */
+    char *ca;                    /* PEM CA bundle; NULL = the system store */
+    char *sni;                   /* server name sent and verified; NULL = the target's host */
+    char *cert, *key;            /* optional client certificate (mTLS to the upstream) */
+    int line, col;
+} pt_upstream_tls_conf;
+
 typedef struct pt_upstream_conf {
     char *name;
     int index;                   /* position in config->upstreams */
@@ -75,6 +85,7 @@ typedef struct pt_upstream_conf {
     uint64_t read_timeout_ms;    /* default: timeouts.upstream_read */
     uint64_t write_timeout_ms;   /* default: timeouts.upstream_write */
     bool preserve_host;          /* send the client's Host (default true) or the target's */
+    pt_upstream_tls_conf tls;
     int line;
 } pt_upstream_conf;
 

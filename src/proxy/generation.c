@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "proxy/plugin.h"
+#include "tls/tls_client.h"
 #include "tls/tls_server.h"
 
 static atomic_uint_fast64_t next_generation_id = 1;
@@ -55,6 +56,15 @@ pt_generation *pt_generation_build(pt_config *cfg, pt_errors *errors)
             return NULL;
         }
     }
+    g->up_tls = pt_xcalloc(cfg->nupstreams ? cfg->nupstreams : 1, sizeof(*g->up_tls));
+    for (size_t i = 0; i < cfg->nupstreams; i++) {
+        if (!cfg->upstreams[i].tls.enabled) continue;
+        g->up_tls[i] = pt_tls_client_ctx_new(&cfg->upstreams[i].tls, cfg->file, errors);
+        if (!g->up_tls[i]) {
+            pt_generation_unref(g);
+            return NULL;
+        }
+    }
     return g;
 }
 
@@ -66,6 +76,9 @@ void pt_generation_unref(pt_generation *g)
     if (g->tls)
         for (size_t i = 0; i < g->cfg->nlisteners; i++) pt_tls_server_free(g->tls[i]);
     free(g->tls);
+    if (g->up_tls)
+        for (size_t i = 0; i < g->cfg->nupstreams; i++) SSL_CTX_free(g->up_tls[i]);
+    free(g->up_tls);
     pt_router_free(g->router);
     pt_config_free(g->cfg);
     free(g);

@@ -30,6 +30,7 @@ typedef struct pt_generation {
     pt_pipeline *route_pipes; /* [cfg->nroutes] */
     pt_h1_limits h1_limits;
     struct pt_tls_server **tls; /* [cfg->nlisteners]; NULL entries for plain listeners */
+    struct ssl_ctx_st **up_tls; /* [cfg->nupstreams] SSL_CTX for https upstreams, else NULL */
 } pt_generation;
 
 /* Builds a generation from `cfg` (ownership moves to the generation on

@@ -440,7 +440,7 @@ static void connect_upstream(pt_txn *t)
         pt_uconn *c = pt_pool_take(u->pools[idx]);
         bool fresh = false;
         if (!c) {
-            c = pt_uconn_connect(t->w, t->target, u->pools[idx]);
+            c = pt_uconn_connect(t->w, t->target, u->pools[idx], t->gen->up_tls[u->conf->index], &u->conf->tls);
             fresh = true;
         }
         if (!c) {
@@ -657,6 +657,7 @@ static void on_up_error(void *owner, pt_uerr err, bool nothing_received)
     case PT_UERR_WRITE_TIMEOUT: respond_problem(t, 504, "timed out sending the request to the upstream"); break;
     case PT_UERR_CONNECT: respond_problem(t, 502, "upstream connection failed"); break;
     case PT_UERR_PROTOCOL: respond_problem(t, 502, "the upstream sent an invalid response"); break;
+    case PT_UERR_TLS: respond_problem(t, 502, "TLS handshake with the upstream failed"); break;
     default: respond_problem(t, 502, "the upstream closed the connection"); break;
     }
 }

@@ -54,7 +54,8 @@ static pt_worker_gen *worker_gen_new(pt_worker *w, pt_generation *g)
         u->pools = pt_xcalloc(uc->ntargets ? uc->ntargets : 1, sizeof(*u->pools));
         for (size_t t = 0; t < uc->ntargets; t++) {
             u->total += uc->targets[t].weight;
-            u->pools[t] = pt_pool_for(w, &uc->targets[t]);
+            u->pools[t] = pt_pool_for(w, &uc->targets[t], uc->tls.enabled,
+                                      uc->tls.sni ? uc->tls.sni : uc->targets[t].host);
         }
     }
     return wg;

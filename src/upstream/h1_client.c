@@ -18,14 +18,45 @@
 #include <unistd.h>
 
 #include "server/worker.h"
+#include "tls/tls_client.h"
+
+#include <openssl/err.h>
 
 #define UP_WBUF_HIGH (64u * 1024)
 #define UP_WBUF_LOW (16u * 1024)
 #define UP_ZEROCOPY_MIN 4096u
 
-enum { US_CONNECTING = 1, US_BUSY, US_IDLE, US_CLOSED };
+enum { US_CONNECTING = 1, US_BUSY, US_IDLE, US_CLOSED, US_HANDSHAKE };
 
 static void uconn_io(pt_loop *loop, pt_io *io, uint32_t events);
+static void check_tls_pending(pt_uconn *c);
+
+/* Transport: plain socket or TLS; -1 with errno EAGAIN when it must wait. */
+static ssize_t tls_result(pt_uconn *c, int r)
+{
+    switch (SSL_get_error(c->ssl, r)) {
+    case SSL_ERROR_WANT_READ:
+    case SSL_ERROR_WANT_WRITE: errno = EAGAIN; return -1;
+    case SSL_ERROR_ZERO_RETURN: return 0;
+    default: ERR_clear_error(); errno = ECONNRESET; return -1;
+    }
+}
+
+static ssize_t up_recv(pt_uconn *c, char *buf, size_t n)
+{
+    if (!c->ssl) return read(c->io.fd, buf, n);
+    int r = SSL_read(c->ssl, buf, (int)PT_MIN(n, (size_t)INT32_MAX));
+    return r > 0 ? r : tls_result(c, r);
+}
+
+static ssize_t up_send(pt_uconn *c, const char *buf, size_t n)
+{
+    if (!c->ssl) return send(c->io.fd, buf, n, MSG_NOSIGNAL);
+    int r = SSL_write(c->ssl, buf, (int)PT_MIN(n, (size_t)INT32_MAX));
+    if (r > 0) return r;
+    ssize_t e = tls_result(c, r);
+    return e == 0 ? (errno = EPIPE, -1) : e;
+}
 static void process_input(pt_uconn *c);
 static void update_events(pt_uconn *c);
 static void arm_timer(pt_uconn *c);
@@ -46,7 +77,8 @@ static void fail(pt_uconn *c, pt_uerr e)
     if (c->state != US_CLOSED) pt_uconn_close(c);
 }
 
-pt_uconn *pt_uconn_connect(pt_worker *w, const pt_target_conf *t, pt_pool *pool)
+pt_uconn *pt_uconn_connect(pt_worker *w, const pt_target_conf *t, pt_pool *pool, SSL_CTX *tls_ctx,
+                           const pt_upstream_tls_conf *tls)
 {
     int fd = socket(t->addr.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return NULL;
@@ -63,7 +95,14 @@ pt_uconn *pt_uconn_connect(pt_worker *w, const pt_target_conf *t, pt_pool *pool)
     c->pool = pool;
     c->state = US_CONNECTING;
     snprintf(c->peer, sizeof(c->peer), "%s", t->addr.text);
+    if (tls_ctx && !(c->ssl = pt_tls_client_ssl(tls_ctx, tls, t->host, fd))) {
+        close(fd);
+        free(c);
+        errno = ENOMEM;
+        return NULL;
+    }
     if (pt_io_start(w->loop, &c->io, fd, EPOLLOUT, uconn_io, c) != PT_OK) {
+        if (c->ssl) SSL_free(c->ssl);
         close(fd);
         free(c);
         return NULL;
@@ -104,7 +143,7 @@ void pt_uconn_attach(pt_uconn *c, const pt_uconn_cbs *cbs, void *owner, pt_arena
 static void flush_now(pt_uconn *c, bool notify)
 {
     while (c->wbuf.len) {
-        ssize_t n = send(c->io.fd, pt_buf_head(&c->wbuf), c->wbuf.len, MSG_NOSIGNAL);
+        ssize_t n = up_send(c, pt_buf_head(&c->wbuf), c->wbuf.len);
         if (n > 0) {
             pt_buf_consume(&c->wbuf, (size_t)n);
             continue;
@@ -183,7 +222,7 @@ bool pt_uconn_send_body(pt_uconn *c, const char *data, size_t len)
     if (c->req_chunked) iov[n++] = (struct iovec){"\r\n", 2};
     /* Batched like the downstream side (see h1_server.c:ds_send_body): queue
      * below the watermark; at it, one writev of queue + piece, no copy. */
-    if (total < UP_ZEROCOPY_MIN || c->wbuf.len + total < UP_WBUF_HIGH || (c->io.events & EPOLLOUT)) {
+    if (total < UP_ZEROCOPY_MIN || c->wbuf.len + total < UP_WBUF_HIGH || (c->io.events & EPOLLOUT) || c->ssl) {
         for (int i = 0; i < n; i++) put(&c->wbuf, iov[i].iov_base, iov[i].iov_len);
         if (c->wbuf.len >= UP_WBUF_HIGH) {
             pt_defer_cancel(c->w->loop, &c->flush_defer);
@@ -231,6 +270,7 @@ void pt_uconn_pause_read(pt_uconn *c, bool paused)
     update_events(c);
     /* Resume from the loop: buffered bytes, or a completion that waited. */
     if (!paused && (c->rbuf.len || c->have_head)) pt_defer_queue(c->w->loop, &c->resume_defer, resume_cb, c);
+    if (!paused) check_tls_pending(c);
 }
 
 static void complete(pt_uconn *c, pt_str trailers)
@@ -349,6 +389,21 @@ static void on_eof(pt_uconn *c)
     fail(c, PT_UERR_CLOSED);
 }
 
+static void on_readable(pt_uconn *c);
+
+static void read_defer_cb(pt_loop *loop, pt_defer *d)
+{
+    pt_uconn *c = d->data;
+    if (c->state == US_BUSY && !c->read_paused) on_readable(c);
+}
+
+/* OpenSSL may hold decrypted bytes that epoll will not announce. */
+static void check_tls_pending(pt_uconn *c)
+{
+    if (c->ssl && c->state == US_BUSY && !c->read_paused && SSL_pending(c->ssl) > 0)
+        pt_defer_queue(c->w->loop, &c->read_defer, read_defer_cb, c);
+}
+
 static void on_readable(pt_uconn *c)
 {
     if (c->state == US_IDLE) { /* a pooled connection spoke or closed: drop it */
@@ -358,13 +413,13 @@ static void on_readable(pt_uconn *c)
     for (int rounds = 0; rounds < 4 && c->state == US_BUSY; rounds++) {
         pt_buf_reserve(&c->rbuf, 4096);
         size_t room = pt_buf_tailroom(&c->rbuf);
-        ssize_t n = read(c->io.fd, pt_buf_tail(&c->rbuf), room);
+        ssize_t n = up_recv(c, pt_buf_tail(&c->rbuf), room);
         if (n > 0) {
             c->rbuf.len += (uint32_t)n;
             c->got_bytes = true;
             arm_timer(c);
             process_input(c);
-            if ((size_t)n < room || c->read_paused) break;
+            if (((size_t)n < room && !c->ssl) || c->read_paused) break;
             continue;
         }
         if (n == 0) {
@@ -379,6 +434,33 @@ static void on_readable(pt_uconn *c)
         return;
     }
     if (c->state == US_BUSY && !c->rbuf.len) pt_buf_release(&c->rbuf);
+    check_tls_pending(c);
+}
+
+static void connected(pt_uconn *c)
+{
+    c->state = US_BUSY;
+    arm_timer(c);
+    update_events(c);
+    if (c->cbs) c->cbs->on_ready(c->owner);
+}
+
+static void up_handshake(pt_uconn *c)
+{
+    ERR_clear_error();
+    int r = SSL_do_handshake(c->ssl);
+    if (r == 1) {
+        connected(c);
+        return;
+    }
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        c->hs_want_write = e == SSL_ERROR_WANT_WRITE;
+        update_events(c);
+        return;
+    }
+    ERR_clear_error();
+    fail(c, PT_UERR_TLS);
 }
 
 static void uconn_io(pt_loop *loop, pt_io *io, uint32_t events)
@@ -393,10 +475,17 @@ static void uconn_io(pt_loop *loop, pt_io *io, uint32_t events)
             fail(c, PT_UERR_CONNECT);
             return;
         }
-        c->state = US_BUSY;
-        arm_timer(c);
-        update_events(c);
-        if (c->cbs) c->cbs->on_ready(c->owner);
+        if (c->ssl) {
+            c->state = US_HANDSHAKE; /* still under the connect timeout */
+            up_handshake(c);
+            return;
+        }
+        connected(c);
+        return;
+    }
+    if (c->state == US_HANDSHAKE) {
+        if (events & (EPOLLERR | EPOLLHUP)) fail(c, PT_UERR_TLS);
+        else up_handshake(c);
         return;
     }
     if (events & EPOLLOUT) {
@@ -421,6 +510,7 @@ static void update_events(pt_uconn *c)
     uint32_t ev;
     switch (c->state) {
     case US_CONNECTING: ev = EPOLLOUT; break;
+    case US_HANDSHAKE: ev = c->hs_want_write ? EPOLLOUT : EPOLLIN; break;
     case US_IDLE: ev = EPOLLIN | EPOLLRDHUP; break;
     case US_BUSY:
         ev = (c->read_paused && c->in_disabled) ? 0 : EPOLLIN | EPOLLRDHUP;
@@ -437,7 +527,8 @@ static void on_timer(pt_loop *loop, pt_timer *t)
 {
     pt_uconn *c = t->data;
     switch (c->state) {
-    case US_CONNECTING: fail(c, PT_UERR_CONNECT_TIMEOUT); break;
+    case US_CONNECTING:
+    case US_HANDSHAKE: fail(c, PT_UERR_CONNECT_TIMEOUT); break;
     case US_IDLE: pt_uconn_close(c); break;
     case US_BUSY: fail(c, c->wbuf.len ? PT_UERR_WRITE_TIMEOUT : PT_UERR_READ_TIMEOUT); break;
     default: break;
@@ -449,6 +540,7 @@ static void arm_timer(pt_uconn *c)
     uint64_t ms;
     switch (c->state) {
     case US_CONNECTING: ms = c->connect_timeout_ms; break;
+    case US_HANDSHAKE: return; /* the connect timer keeps running */
     case US_BUSY:
         if (c->resp_done) {
             pt_timer_stop(c->w->loop, &c->timer);
@@ -510,7 +602,13 @@ void pt_uconn_close(pt_uconn *c)
     pt_timer_stop(c->w->loop, &c->timer);
     pt_defer_cancel(c->w->loop, &c->resume_defer);
     pt_defer_cancel(c->w->loop, &c->flush_defer);
+    pt_defer_cancel(c->w->loop, &c->read_defer);
     pt_io_stop(c->w->loop, &c->io);
+    if (c->ssl) {
+        SSL_free(c->ssl); /* no close_notify: the exchange is over or broken */
+        ERR_clear_error();
+        c->ssl = NULL;
+    }
     close(c->io.fd);
     c->io.fd = -1;
     pt_buf_release(&c->rbuf);

@@ -13,6 +13,8 @@
 #include "http/h1.h"
 #include "upstream/upstream.h"
 
+#include <openssl/ssl.h>
+
 struct pt_worker;
 
 typedef enum {
@@ -22,6 +24,7 @@ typedef enum {
     PT_UERR_READ_TIMEOUT,
     PT_UERR_CLOSED,        /* reset or closed before the response was complete */
     PT_UERR_PROTOCOL,      /* invalid response (framing, syntax) */
+    PT_UERR_TLS,           /* TLS handshake or certificate verification failed */
 } pt_uerr;
 
 typedef struct {
@@ -43,6 +46,7 @@ struct pt_uconn {
     pt_defer resume_defer; /* re-run input processing after an unpause */
     pt_defer flush_defer;  /* write wbuf once per loop iteration */
     pt_defer free_defer;   /* free after the current epoll batch */
+    pt_defer read_defer;   /* TLS: read bytes OpenSSL already decrypted */
     struct pt_worker *w;
     pt_pool *pool;
     pt_uconn *pool_prev, *pool_next; /* idle list */
@@ -72,10 +76,14 @@ struct pt_uconn {
     void *owner;
     pt_arena *arena;
     char peer[64];           /* "host:port" for logs */
+    SSL *ssl;                /* https upstream: the TLS session */
+    bool hs_want_write;
 };
 
-/* Starts a non-blocking connect to `t`. Returns NULL (errno set) if it failed at once. */
-pt_uconn *pt_uconn_connect(struct pt_worker *w, const pt_target_conf *t, pt_pool *pool);
+/* Starts a non-blocking connect to `t` (then a TLS handshake when tls_ctx is
+ * given). Returns NULL (errno set) if it failed at once. */
+pt_uconn *pt_uconn_connect(struct pt_worker *w, const pt_target_conf *t, pt_pool *pool, SSL_CTX *tls_ctx,
+                           const pt_upstream_tls_conf *tls);
 
 /* Binds the connection to an owner for one exchange. For a fresh connection
  * on_ready fires once connected (or on_error); for a pooled one the owner may

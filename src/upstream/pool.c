@@ -8,6 +8,8 @@
 struct pt_pool {
     struct sockaddr_storage ss;
     socklen_t sslen;
+    bool tls;
+    char *sni;
     pt_uconn *idle; /* most recently parked first (LIFO keeps hot connections hot) */
     uint32_t nidle;
 };
@@ -28,11 +30,14 @@ int pt_upstream_pick(pt_upstream_rt *u, uint64_t exclude)
     return best;
 }
 
-pt_pool *pt_pool_for(pt_worker *w, const pt_target_conf *t)
+pt_pool *pt_pool_for(pt_worker *w, const pt_target_conf *t, bool tls, const char *sni)
 {
+    if (!tls) sni = "";
     for (size_t i = 0; i < w->npools; i++) {
         pt_pool *p = w->pools[i];
-        if (p->sslen == t->addr.sslen && memcmp(&p->ss, &t->addr.ss, t->addr.sslen) == 0) return p;
+        if (p->sslen == t->addr.sslen && memcmp(&p->ss, &t->addr.ss, t->addr.sslen) == 0 && p->tls == tls &&
+            strcmp(p->sni, sni) == 0)
+            return p;
     }
     if (w->npools == w->pools_cap) {
         w->pools_cap = w->pools_cap ? w->pools_cap * 2 : 16;
@@ -41,6 +46,8 @@ pt_pool *pt_pool_for(pt_worker *w, const pt_target_conf *t)
     pt_pool *p = pt_xcalloc(1, sizeof(*p));
     memcpy(&p->ss, &t->addr.ss, t->addr.sslen);
     p->sslen = t->addr.sslen;
+    p->tls = tls;
+    p->sni = pt_xstrndup(sni, strlen(sni));
     w->pools[w->npools++] = p;
     return p;
 }
@@ -86,7 +93,10 @@ void pt_pools_close_all(pt_worker *w)
 void pt_pools_free(pt_worker *w)
 {
     pt_pools_close_all(w);
-    for (size_t i = 0; i < w->npools; i++) free(w->pools[i]);
+    for (size_t i = 0; i < w->npools; i++) {
+        free(w->pools[i]->sni);
+        free(w->pools[i]);
+    }
     free(w->pools);
     w->pools = NULL;
     w->npools = w->pools_cap = 0;

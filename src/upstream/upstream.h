@@ -27,8 +27,10 @@ typedef struct {
  * `exclude` (first 64 targets) are skipped; returns -1 if none left. */
 int pt_upstream_pick(pt_upstream_rt *u, uint64_t exclude);
 
-/* The pool for `addr` on worker w (created on first use). */
-pt_pool *pt_pool_for(struct pt_worker *w, const pt_target_conf *t);
+/* The pool for target `t` on worker w (created on first use). Pools are
+ * keyed by address, TLS or not, and the TLS server name, so a plain and an
+ * https upstream on the same address never share connections. */
+pt_pool *pt_pool_for(struct pt_worker *w, const pt_target_conf *t, bool tls, const char *sni);
 /* An idle pooled connection, or NULL. */
 struct pt_uconn *pt_pool_take(pt_pool *p);
 /* Parks a healthy idle connection (closes it if the pool is full). */

@@ -330,3 +330,158 @@ def test_redirect_plain_listener_to_https(portico, pki, echo):
     assert len(echo.requests) == n
     head, _ = https_get(tls_port, "a.test", pki, "/pay?x=1")
     assert head.startswith("HTTP/1.1 200")
+
+
+# ---------------------------------------------------------------------------
+# TLS to upstreams
+# ---------------------------------------------------------------------------
+
+import hashlib
+import json
+import threading
+
+
+class TLSUpstream:
+    """A minimal HTTPS/1.1 keep-alive upstream: answers JSON describing the
+    request (and the client certificate it saw), or `size` bytes for /big."""
+
+    def __init__(self, cert, key, client_ca=None):
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(cert, key)
+        if client_ca:
+            self.ctx.load_verify_locations(client_ca)
+            self.ctx.verify_mode = ssl.CERT_REQUIRED
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.addr = "127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.connections = 0
+        self.handshake_failures = 0
+        self.requests = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def close(self):
+        self.sock.close()
+
+    def _serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(c,), daemon=True).start()
+
+    def _handle(self, raw):
+        try:
+            s = self.ctx.wrap_socket(raw, server_side=True)
+        except (ssl.SSLError, OSError):
+            self.handshake_failures += 1
+            raw.close()
+            return
+        self.connections += 1
+        peer = s.getpeercert()
+        f = s.makefile("rb")
+        try:
+            while True:
+                line = f.readline()
+                if not line:
+                    return
+                headers = {}
+                while True:
+                    h = f.readline()
+                    if h in (b"\r\n", b""):
+                        break
+                    k, v = h.split(b":", 1)
+                    headers[k.strip().lower().decode()] = v.strip().decode()
+                body = f.read(int(headers.get("content-length", "0")))
+                method, target, _ = line.decode().split(" ")
+                self.requests.append((method, target, headers, body))
+                if target == "/big":
+                    payload = hashlib.sha256(b"seed").digest() * (3 << 15)
+                else:
+                    subject = dict(x[0] for x in peer["subject"]) if peer else {}
+                    payload = json.dumps({"target": target, "sni_host": headers.get("host"),
+                                          "client_cn": subject.get("commonName"),
+                                          "body_len": len(body)}).encode()
+                s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(payload) + payload)
+        except (OSError, ValueError):
+            return
+        finally:
+            s.close()
+
+
+@pytest.fixture
+def tls_upstream(pki):
+    servers = []
+
+    def start(**kw):
+        u = TLSUpstream(*pki["a"], **kw)
+        servers.append(u)
+        return u
+
+    yield start
+    for u in servers:
+        u.close()
+
+
+def up_tls_config(addr, **tls):
+    return simple_config(addr, upstream_extra={"tls": tls})
+
+
+def test_https_upstream_verified_and_pooled(portico, pki, tls_upstream):
+    up = tls_upstream()
+    from upstreams import Client
+    p = portico(up_tls_config(up.addr, ca=pki["ca"], sni="a.test"))
+    with Client(p.port) as c:
+        for i in range(10):
+            r = c.request("POST", "/tls%d" % i, body=b"x" * i)
+            assert r.status == 200, r
+            assert r.json()["target"] == "/tls%d" % i and r.json()["body_len"] == i
+        r = c.request("GET", "/big")
+        assert r.status == 200
+        assert r.body == hashlib.sha256(b"seed").digest() * (3 << 15)
+    assert up.connections <= 2, up.connections  # keep-alive over TLS to the upstream
+
+
+def test_https_upstream_verification_failures(portico, pki, tls_upstream):
+    from upstreams import problem_check, request
+    up = tls_upstream()
+    # the system store does not know our test CA
+    p = portico(up_tls_config(up.addr, sni="a.test"))
+    doc = problem_check(request(p.port, "GET", "/x"), 502)
+    assert "TLS" in doc["detail"]
+    # right CA, wrong name
+    p2 = portico(up_tls_config(up.addr, ca=pki["ca"], sni="not-a.test"))
+    problem_check(request(p2.port, "GET", "/x"), 502)
+    # verification off: accepted
+    p3 = portico(up_tls_config(up.addr, verify=False))
+    assert request(p3.port, "GET", "/x").status == 200
+    assert up.requests and all(t == "/x" for _, t, _, _ in up.requests)
+
+
+def test_https_upstream_client_certificate(portico, pki, tls_upstream):
+    from upstreams import problem_check, request
+    up = tls_upstream(client_ca=pki["ca"])
+    p = portico(up_tls_config(up.addr, ca=pki["ca"], sni="a.test", cert=pki["client"][0], key=pki["client"][1]))
+    r = request(p.port, "GET", "/who")
+    assert r.status == 200 and r.json()["client_cn"] == "alice"
+    p2 = portico(up_tls_config(up.addr, ca=pki["ca"], sni="a.test"))
+    problem_check(request(p2.port, "GET", "/who"), 502)
+
+
+def test_upstream_tls_config_errors(tmp_path):
+    text = ("listen: [\"127.0.0.1:%d\"]\n"
+            "upstreams:\n"
+            "  u:\n"
+            "    targets: [\"127.0.0.1:1\"]\n"
+            "    tls: {ca: /nonexistent/ca.pem}\n"
+            "routes:\n"
+            "  - upstream: u\n") % free_port()
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    res = subprocess.run([BIN, "check", "-c", str(path)], capture_output=True, text=True, timeout=30)
+    assert res.returncode == 1 and "%s:5:" % path in res.stderr and "ca" in res.stderr, res.stderr
+    path.write_text(text.replace("{ca: /nonexistent/ca.pem}", "{cert: /x.crt}"))
+    res = subprocess.run([BIN, "check", "-c", str(path)], capture_output=True, text=True, timeout=30)
+    assert res.returncode == 1 and "go together" in res.stderr, res.stderr
