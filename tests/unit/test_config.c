@@ -521,7 +521,7 @@ TEST(upstream_validation)
     CHECK(fails_with(MINIMAL "upstreams:\n  a: {targets: [\"127.0.0.1:1\"], keepalive: 10001}\n",
                      "t.yaml:3:44: integer out of range (expected 0..10000)"));
     CHECK(fails_with(MINIMAL "upstreams:\n  a: {targets: [\"127.0.0.1:1\"], tls: on}\n",
-                     "t.yaml:3:33: unknown key 'tls' in upstream 'a'"));
+                     "t.yaml:3:38: upstream tls must be a mapping, got a scalar"));
 }
 
 /* ------------------------------------------------------------ ${ENV} */

@@ -32,39 +32,12 @@
 
 #include <stdint.h>
 
+#include "net/ipset.h"
 #include "proxy/plugin.h"
 
 #define PT_IPR_DEFAULT_STATUS 403
 
 /* An unsigned 128-bit integer (an IPv6 address in host order). */
-typedef struct {
-    uint64_t hi, lo;
-} pt_u128;
-
-typedef struct {
-    uint32_t first, last; /* inclusive, host order */
-} pt_ip_range4;
-
-typedef struct {
-    pt_u128 first, last; /* inclusive */
-} pt_ip_range6;
-
-/* A set of addresses: ranges sorted by `first`, merged so that no two
- * overlap or touch. Arrays live in the config arena. */
-typedef struct {
-    pt_ip_range4 *v4;
-    size_t nv4;
-    pt_ip_range6 *v6;
-    size_t nv6;
-} pt_ip_set;
-
-/* A parsed client address (IPv4-mapped IPv6 already folded into v4). */
-typedef struct {
-    bool is_v6;
-    uint32_t v4;
-    pt_u128 v6;
-} pt_ip_addr;
-
 typedef struct {
     pt_ip_set allow;
     pt_ip_set deny;
@@ -73,14 +46,6 @@ typedef struct {
 } pt_ip_restriction_conf;
 
 extern const pt_plugin_type pt_plugin_ip_restriction;
-
-/* Parses a textual client address ("192.0.2.1", "2001:db8::1",
- * "::ffff:192.0.2.1"; surrounding [] and a %zone suffix are tolerated)
- * without allocating. Returns false if it is not an address. */
-bool pt_ip_addr_parse(pt_str text, pt_ip_addr *out);
-
-/* True if `a` lies in one of the ranges of `s` (binary search). */
-bool pt_ip_set_contains(const pt_ip_set *s, const pt_ip_addr *a);
 
 /* The plugin's decision for a textual client address: true = let it
  * through, false = reject (see the semantics above). */
