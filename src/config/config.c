@@ -548,7 +548,7 @@ static pt_config *config_new(const char *name, pt_conf_ctx *ctx, pt_errors *erro
 static void config_from_tree(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg)
 {
     static const char *const keys[] = {"workers", "listen", "limits", "timeouts", "access_log",
-                                       "upstreams", "plugins", "routes", NULL};
+                                       "upstreams", "plugins", "routes", "trusted_proxies", NULL};
     if (root->kind == PT_NODE_NULL) {
         pt_conf_error(ctx, root, "configuration is empty (at least 'listen' and 'routes' are needed)");
         return;
@@ -560,6 +560,8 @@ static void config_from_tree(pt_conf_ctx *ctx, const pt_conf_node *root, pt_conf
     conf_access_log(ctx, root, cfg);
     conf_listen(ctx, root, cfg);
     conf_upstreams(ctx, root, cfg);
+    const pt_conf_node *tp = pt_conf_opt(root, "trusted_proxies");
+    if (tp && pt_ip_set_read(ctx, tp, "trusted_proxies", &cfg->trusted_proxies)) cfg->has_trusted_proxies = true;
     pt_conf_plugin_list(ctx, pt_conf_get(root, "plugins"), &cfg->plugins, "plugins");
     pt_conf_routes(ctx, pt_conf_opt(root, "routes"), cfg);
 }

@@ -13,6 +13,7 @@
 
 #include "config/conf_node.h"
 #include "http/message.h"
+#include "net/ipset.h"
 
 struct pt_plugin_type;
 
@@ -164,6 +165,9 @@ typedef struct pt_config {
     pt_route_conf *routes;
     size_t nroutes;
     pt_plugin_list plugins;          /* global plugins; run before route plugins */
+    /* Peers allowed to tell the client address in X-Forwarded-For. */
+    pt_ip_set trusted_proxies;
+    bool has_trusted_proxies;
 } pt_config;
 
 /* Loads and validates. On failure returns NULL and fills `errors`. */

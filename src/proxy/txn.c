@@ -211,11 +211,49 @@ void pt_txn_start_error(pt_txn *t, pt_request *req, int status, const char *deta
     respond_problem(t, status, detail);
 }
 
+/* The client address: the peer, unless the peer is a trusted proxy; then
+ * X-Forwarded-For is walked from the right, skipping trusted hops, and the
+ * first untrusted address is the client (all trusted: the leftmost). An
+ * unparsable entry stops the walk at the last address known to be good. */
+static void resolve_client_addr(pt_txn *t)
+{
+    const pt_config *cfg = t->gen->cfg;
+    if (!cfg->has_trusted_proxies) return;
+    pt_ip_addr a;
+    if (!pt_ip_addr_parse(t->conn.client_addr, &a) || !pt_ip_set_contains(&cfg->trusted_proxies, &a)) return;
+    pt_str client = t->conn.client_addr;
+    const pt_headers *h = &t->req->headers;
+    /* fields in reverse order, entries right to left */
+    for (uint32_t i = h->n; i-- > 0;) {
+        if (!pt_str_ieq_lit(h->v[i].name, "X-Forwarded-For")) continue;
+        pt_str v = h->v[i].value;
+        size_t end = v.n;
+        for (;;) {
+            size_t start = end;
+            while (start > 0 && v.p[start - 1] != ',') start--;
+            size_t b = start, e = end;
+            while (b < e && (v.p[b] == ' ' || v.p[b] == '\t')) b++;
+            while (e > b && (v.p[e - 1] == ' ' || v.p[e - 1] == '\t')) e--;
+            pt_str entry = pt_str_make(v.p + b, e - b);
+            if (entry.n) {
+                if (!pt_ip_addr_parse(entry, &a)) goto done;
+                client = entry;
+                if (!pt_ip_set_contains(&cfg->trusted_proxies, &a)) goto done;
+            }
+            if (start == 0) break;
+            end = start - 1;
+        }
+    }
+done:
+    t->client_addr = pt_arena_str(t->a, client);
+}
+
 void pt_txn_start(pt_txn *t, pt_request *req, uint64_t head_bytes)
 {
     t->req = req;
     t->bytes_in = head_bytes;
     t->req_body_done = !req->has_body;
+    resolve_client_addr(t);
 
     const pt_listener_conf *lc = txn_listener(t);
     if (lc && lc->redirect_https) {
@@ -464,16 +502,28 @@ static void send_request_head(pt_txn *t)
     t->forwarded_headers_done = true;
 
     /* X-Forwarded-*: append the client to XFF; set Proto and Host. */
-    const pt_str *xff = pt_headers_get(h, "X-Forwarded-For");
-    pt_str xffv = t->client_addr;
-    if (xff && xff->n) {
-        char *s = pt_arena_alloc(t->a, xff->n + 2 + t->client_addr.n);
-        memcpy(s, xff->p, xff->n);
-        memcpy(s + xff->n, ", ", 2);
-        memcpy(s + xff->n + 2, t->client_addr.p, t->client_addr.n);
-        xffv = pt_str_make(s, xff->n + 2 + t->client_addr.n);
+    /* XFF: the chain as received plus the peer that connected to us. */
+    /* Several XFF fields form one list (RFC 9110 §5.3): join them in order. */
+    pt_str peer = t->conn.client_addr;
+    size_t total = peer.n;
+    for (uint32_t i = 0; i < h->n; i++)
+        if (pt_str_ieq_lit(h->v[i].name, "X-Forwarded-For") && h->v[i].value.n) total += h->v[i].value.n + 2;
+    char *s = pt_arena_alloc(t->a, total + 1);
+    size_t n = 0;
+    for (uint32_t i = 0; i < h->n; i++) {
+        if (!pt_str_ieq_lit(h->v[i].name, "X-Forwarded-For") || !h->v[i].value.n) continue;
+        memcpy(s + n, h->v[i].value.p, h->v[i].value.n);
+        n += h->v[i].value.n;
+        memcpy(s + n, ", ", 2);
+        n += 2;
     }
+    memcpy(s + n, peer.p, peer.n);
+    n += peer.n;
+    pt_str xffv = pt_str_make(s, n);
     pt_headers_set(h, t->a, PT_STR_LIT("X-Forwarded-For"), xffv);
+    /* X-Real-IP: the client address Portico decided on (trusted_proxies);
+     * a client-sent copy is always replaced. */
+    pt_headers_set(h, t->a, PT_STR_LIT("X-Real-IP"), t->client_addr);
     pt_headers_set(h, t->a, PT_STR_LIT("X-Forwarded-Proto"), r->scheme.n ? r->scheme : PT_STR_LIT("http"));
     if (r->authority.n) pt_headers_set(h, t->a, PT_STR_LIT("X-Forwarded-Host"), r->authority);
     pt_headers_remove(h, "Expect"); /* the codec answers 100-continue itself */
