@@ -7,7 +7,7 @@ set -euo pipefail
 PKGS=(
   # build
   build-essential clang libclang-rt-14-dev llvm
-  libyaml-dev libpcre2-dev libssl-dev openssl
+  libyaml-dev libpcre2-dev libssl-dev openssl libnghttp2-dev nghttp2-client python3-h2
   # tests
   python3 python3-pytest python3-requests curl
   # benchmarks (bench/compare)

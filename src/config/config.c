@@ -182,7 +182,8 @@ static void conf_limits(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *c
     cfg->limits.max_headers = 100;
     cfg->limits.max_body_size = 1ull << 30;
     const pt_conf_node *m = pt_conf_opt(root, "limits");
-    static const char *const keys[] = {"max_request_line", "max_header_size", "max_headers", "max_body_size", NULL};
+    static const char *const keys[] = {"max_request_line", "max_header_size", "max_headers", "max_body_size",
+                                       "max_connections", "max_connections_per_client", NULL};
     if (!m || !pt_conf_check_keys(ctx, m, keys, "limits")) return;
     opt_size32(ctx, m, "max_request_line", 64, &cfg->limits.max_request_line);
     opt_size32(ctx, m, "max_header_size", 256, &cfg->limits.max_header_size);
@@ -192,6 +193,10 @@ static void conf_limits(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *c
     n = pt_conf_opt(m, "max_body_size");
     uint64_t sz;
     if (n && pt_conf_size(ctx, n, &sz)) cfg->limits.max_body_size = sz;
+    n = pt_conf_opt(m, "max_connections");
+    if (n && pt_conf_int(ctx, n, 0, 10000000, &v)) cfg->limits.max_connections = (uint32_t)v;
+    n = pt_conf_opt(m, "max_connections_per_client");
+    if (n && pt_conf_int(ctx, n, 0, 10000000, &v)) cfg->limits.max_connections_per_client = (uint32_t)v;
 }
 
 static void conf_timeouts(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg)
@@ -548,7 +553,8 @@ static pt_config *config_new(const char *name, pt_conf_ctx *ctx, pt_errors *erro
 static void config_from_tree(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg)
 {
     static const char *const keys[] = {"workers", "listen", "limits", "timeouts", "access_log",
-                                       "upstreams", "plugins", "routes", "trusted_proxies", NULL};
+                                       "upstreams", "plugins", "routes", "trusted_proxies", "server_header",
+                                       "via", NULL};
     if (root->kind == PT_NODE_NULL) {
         pt_conf_error(ctx, root, "configuration is empty (at least 'listen' and 'routes' are needed)");
         return;
@@ -560,6 +566,17 @@ static void config_from_tree(pt_conf_ctx *ctx, const pt_conf_node *root, pt_conf
     conf_access_log(ctx, root, cfg);
     conf_listen(ctx, root, cfg);
     conf_upstreams(ctx, root, cfg);
+    const pt_conf_node *sh = pt_conf_opt(root, "server_header");
+    if (sh && pt_conf_string(ctx, sh, &cfg->server_header)) {
+        for (const char *q = cfg->server_header; *q; q++)
+            if ((unsigned char)*q < 0x20 || *q == 0x7f) {
+                pt_conf_error(ctx, sh, "server_header must not contain control characters");
+                break;
+            }
+        if (!*cfg->server_header) cfg->server_header = NULL;
+    }
+    const pt_conf_node *via = pt_conf_opt(root, "via");
+    if (via) pt_conf_bool(ctx, via, &cfg->via);
     const pt_conf_node *tp = pt_conf_opt(root, "trusted_proxies");
     if (tp && pt_ip_set_read(ctx, tp, "trusted_proxies", &cfg->trusted_proxies)) cfg->has_trusted_proxies = true;
     pt_conf_plugin_list(ctx, pt_conf_get(root, "plugins"), &cfg->plugins, "plugins");

@@ -146,7 +146,11 @@ typedef struct pt_config {
         uint32_t max_header_size;    /* default 32k */
         uint32_t max_headers;        /* default 100 */
         uint64_t max_body_size;      /* default 1g; 0 = unlimited */
+        uint32_t max_connections;    /* per listener, all workers; 0 = unlimited (default) */
+        uint32_t max_connections_per_client; /* per client address; 0 = unlimited (default) */
     } limits;
+    char *server_header;             /* Server on every response; NULL = pass the upstream's through */
+    bool via;                        /* add "Via: 1.1 portico" both ways */
     struct {
         uint64_t header_ms;          /* whole request head, absolute; default 10s */
         uint64_t body_ms;            /* between body reads; default 30s */

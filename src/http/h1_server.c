@@ -25,6 +25,7 @@
 #include "http/h1.h"
 #include "proxy/txn.h"
 #include "server/worker.h"
+#include "server/connlimit.h"
 #include "tls/tls_server.h"
 
 #include <openssl/err.h>
@@ -74,6 +75,8 @@ struct pt_h1_conn {
     pt_worker_gen *hs_wg; /* generation pinned during the handshake (SNI callback state) */
     char *peer_subject;   /* verified mTLS client certificate subject (heap), or NULL */
     uint16_t listener;    /* index of the listener that accepted it */
+    bool counted_client;  /* counted per client address by connlimit */
+    struct sockaddr_in6 peer; /* client address (v4 or v6) for connlimit */
     bool discarding;   /* txn is over; dropping the rest of the request body */
     bool write_failed; /* a write failed inside a txn callback: close from the loop */
     uint64_t sent;     /* response bytes queued for the current request (access log) */
@@ -842,6 +845,7 @@ static void conn_close(pt_h1_conn *c)
     }
     free(c->peer_subject);
     c->peer_subject = NULL;
+    pt_connlimit_release(w->connlimit, c->listener, (const struct sockaddr *)&c->peer, c->counted_client);
     close(c->io.fd);
     c->io.fd = -1;
     pt_buf_release(&c->rbuf);
@@ -860,13 +864,15 @@ static void conn_close(pt_h1_conn *c)
 }
 
 void pt_h1_conn_accept(pt_worker *w, int fd, const struct sockaddr *peer, socklen_t peerlen, size_t listener,
-                       struct pt_tls_server *tls)
+                       struct pt_tls_server *tls, bool counted_client)
 {
     pt_h1_conn *c = pt_xcalloc(1, sizeof(*c));
     c->w = w;
     c->state = ST_HEAD;
     c->info.keep_alive = true;
     c->listener = (uint16_t)listener;
+    c->counted_client = counted_client;
+    memcpy(&c->peer, peer, PT_MIN((size_t)peerlen, sizeof(c->peer)));
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (peer->sa_family == AF_INET)

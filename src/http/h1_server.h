@@ -10,6 +10,8 @@
 #ifndef PT_HTTP_H1_SERVER_H
 #define PT_HTTP_H1_SERVER_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <sys/socket.h>
 
 struct pt_worker;
@@ -20,8 +22,10 @@ struct pt_tls_server;
 /* Takes ownership of the accepted, non-blocking socket `fd`. With `tls`
  * (an HTTPS listener) the connection first completes a TLS handshake,
  * bounded by the header timeout, and then speaks HTTP/1.1 over it. */
+/* The connection was counted by connlimit (always per listener; per client
+ * when counted_client) and releases that count when it closes. */
 void pt_h1_conn_accept(struct pt_worker *w, int fd, const struct sockaddr *peer, socklen_t peerlen, size_t listener,
-                       struct pt_tls_server *tls);
+                       struct pt_tls_server *tls, bool counted_client);
 
 /* Graceful drain: close idle connections now; active ones close after
  * their current response. */

@@ -33,6 +33,14 @@ struct pt_worker;
 void pt_h2_conn_start(struct pt_worker *w, int fd, SSL *ssl, const char *initial, size_t initial_len,
                       const pt_conn_info *ci_template);
 
+/* The same for a connection counted by connlimit (server/connlimit.h): the
+ * h2 connection releases that count (listener ci_template->listener, `peer`,
+ * `counted_client`) when it closes, instead of the HTTP/1 connection that
+ * handed it over. `peer` is copied. */
+struct sockaddr;
+void pt_h2_conn_start_counted(struct pt_worker *w, int fd, SSL *ssl, const char *initial, size_t initial_len,
+                              const pt_conn_info *ci_template, const struct sockaddr *peer, bool counted_client);
+
 /* Graceful drain: every HTTP/2 connection of this worker sends GOAWAY
  * (last stream id = the last one it accepted), finishes its open streams and
  * closes; idle ones close as soon as the GOAWAY is written. */

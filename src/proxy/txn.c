@@ -402,6 +402,9 @@ static void emit_response(pt_txn *t)
         t->local_body = pt_problem_json(t->a, t->res.status, t->problem_detail, t->request_id);
         if (t->res.content_length >= 0) t->res.content_length = (int64_t)t->local_body.n;
     }
+    const pt_config *cfg = t->gen->cfg;
+    if (cfg->server_header) pt_headers_set(&t->res.headers, t->a, PT_STR_LIT("Server"), pt_str_c(cfg->server_header));
+    if (cfg->via && !t->local) pt_headers_add(&t->res.headers, t->a, PT_STR_LIT("Via"), PT_STR_LIT("1.1 portico"));
     const pt_listener_conf *lc = txn_listener(t);
     if (t->conn.tls && lc && lc->tls.hsts_max_age && !pt_headers_get(&t->res.headers, "Strict-Transport-Security")) {
         const char *v = pt_arena_printf(t->a, "max-age=%llu%s%s", (unsigned long long)lc->tls.hsts_max_age,
@@ -527,6 +530,7 @@ static void send_request_head(pt_txn *t)
     pt_headers_set(h, t->a, PT_STR_LIT("X-Forwarded-Proto"), r->scheme.n ? r->scheme : PT_STR_LIT("http"));
     if (r->authority.n) pt_headers_set(h, t->a, PT_STR_LIT("X-Forwarded-Host"), r->authority);
     pt_headers_remove(h, "Expect"); /* the codec answers 100-continue itself */
+    if (t->gen->cfg->via) pt_headers_add(h, t->a, PT_STR_LIT("Via"), PT_STR_LIT("1.1 portico"));
     /* mTLS identity: never trust a client-supplied copy of the header. */
     const pt_listener_conf *lc = txn_listener(t);
     if (lc && lc->tls.client_forward_header) {

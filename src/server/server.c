@@ -13,6 +13,7 @@
 #include "core/accesslog.h"
 #include "core/buf.h"
 #include "http/h1_server.h"
+#include "server/connlimit.h"
 #include "server/worker.h"
 
 #define ARENA_CACHE_MAX 256
@@ -97,6 +98,24 @@ static void worker_set_gen(pt_loop *loop, void *data)
 
 /* ---------------------------------------------------------------- accepting */
 
+/* Over a connection limit: a plain client gets a short 503 problem (one
+ * best-effort non-blocking write), a TLS client just a close. */
+static void reject_connection(int fd, bool tls)
+{
+    static const char body[] = "{\"type\":\"urn:portico:error:unavailable\",\"title\":\"Service Unavailable\","
+                               "\"status\":503,\"detail\":\"too many connections\"}";
+    if (!tls) {
+        char resp[512];
+        int n = snprintf(resp, sizeof(resp),
+                         "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/problem+json\r\n"
+                         "Connection: close\r\nContent-Length: %zu\r\n\r\n%s",
+                         sizeof(body) - 1, body);
+        ssize_t w = send(fd, resp, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)w;
+    }
+    close(fd);
+}
+
 static void on_accept(pt_loop *loop, pt_io *io, uint32_t events)
 {
     pt_worker *w = io->data;
@@ -113,7 +132,13 @@ static void on_accept(pt_loop *loop, pt_io *io, uint32_t events)
         size_t l = (size_t)(io - w->listeners);
         const pt_generation *g = w->wgen->gen;
         struct pt_tls_server *tls = l < g->cfg->nlisteners ? g->tls[l] : NULL;
-        pt_h1_conn_accept(w, fd, (struct sockaddr *)&ss, len, l, tls);
+        uint32_t per_client = g->cfg->limits.max_connections_per_client;
+        if (!pt_connlimit_acquire(w->connlimit, l, (struct sockaddr *)&ss, g->cfg->limits.max_connections,
+                                  per_client)) {
+            reject_connection(fd, tls != NULL);
+            continue;
+        }
+        pt_h1_conn_accept(w, fd, (struct sockaddr *)&ss, len, l, tls, per_client != 0);
     }
 }
 
@@ -227,11 +252,13 @@ int pt_server_run(pt_generation *gen, const char *config_path)
     }
 
     s.nworkers = cfg->workers > 0 ? cfg->workers : 1;
+    pt_connlimit *connlimit = pt_connlimit_new(cfg->nlisteners);
     s.workers = pt_xcalloc((size_t)s.nworkers, sizeof(pt_worker));
     for (int i = 0; i < s.nworkers; i++) {
         pt_worker *w = &s.workers[i];
         w->id = i;
         w->server = (struct pt_server *)&s;
+        w->connlimit = connlimit;
         w->loop = pt_loop_new();
         if (!w->loop) pt_panic(__FILE__, __LINE__, "cannot create event loop");
         pt_loop_set_data(w->loop, w);
@@ -291,6 +318,7 @@ int pt_server_run(pt_generation *gen, const char *config_path)
         pt_loop_free(w->loop);
     }
     free(s.workers);
+    pt_connlimit_free(connlimit);
     pt_generation_unref(s.gen);
     pt_accesslog_close();
     fprintf(stderr, "portico: stopped\n");

@@ -25,6 +25,7 @@ typedef struct pt_worker_gen {
 typedef struct pt_worker {
     int id;
     struct pt_server *server;
+    struct pt_connlimit *connlimit; /* process-wide connection counters */
     pt_loop *loop;
     pthread_t thread;
     pt_worker_gen *wgen;      /* current */

@@ -1,0 +1,357 @@
+"""Downstream HTTP/2 (src/http/h2_server.c): h2c with prior knowledge and h2
+over TLS (ALPN), proxied to an HTTP/1.1 upstream; many concurrent streams;
+large bodies both ways; problem+json errors over h2; idle timeout; and the
+hostile cases: rapid reset (CVE-2023-44487), malformed header blocks
+(uppercase names, connection-specific fields) and content-length mismatch.
+
+Clients: curl (--http2-prior-knowledge / --http2), h2load, and python3-h2
+for raw frames. Certificates are generated with the openssl CLI."""
+import hashlib
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+
+import pytest
+
+from conftest import free_port, simple_config
+from upstreams import make_response
+
+h2 = pytest.importorskip("h2")
+import h2.config  # noqa: E402
+import h2.connection  # noqa: E402
+import h2.events  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not shutil.which("curl") or not shutil.which("h2load"),
+                                reason="needs curl and h2load (nghttp2-client)")
+
+PROTOCOL_ERROR = 1
+ENHANCE_YOUR_CALM = 11
+
+
+def curl(*args, timeout=60):
+    out = subprocess.run(["curl", "-sS"] + list(args), capture_output=True, timeout=timeout)
+    return out
+
+
+def h2c(port, path, *args):
+    """curl with prior knowledge; returns (status, http_version, body bytes)."""
+    out = curl("--http2-prior-knowledge", "-w", "\n%{http_code} %{http_version}", *args,
+               "http://127.0.0.1:%d%s" % (port, path))
+    assert out.returncode == 0, out.stderr
+    body, _, tail = out.stdout.rpartition(b"\n")
+    code, version = tail.decode().split()
+    return int(code), version, body
+
+
+@pytest.fixture
+def gw(portico, echo):
+    return portico(simple_config(echo.addr)), echo
+
+
+# ------------------------------------------------------------- raw client
+
+def raw_connect(port, **cfg):
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    conf = h2.config.H2Configuration(client_side=True, validate_outbound_headers=False,
+                                     normalize_outbound_headers=False, validate_inbound_headers=False, **cfg)
+    c = h2.connection.H2Connection(config=conf)
+    c.initiate_connection()
+    s.sendall(c.data_to_send())
+    return s, c
+
+
+def read_until(s, c, pred, timeout=10):
+    """Reads events until pred(event) is true; returns (events, matched,
+    closed)."""
+    events = []
+    deadline = time.monotonic() + timeout
+    s.settimeout(0.5)
+    while time.monotonic() < deadline:
+        try:
+            data = s.recv(65536)
+        except socket.timeout:
+            continue
+        except ConnectionResetError:
+            return events, False, True
+        if not data:
+            return events, False, True
+        for ev in c.receive_data(data):
+            events.append(ev)
+            if pred(ev):
+                return events, True, False
+        out = c.data_to_send()
+        if out:
+            try:
+                s.sendall(out)
+            except OSError:
+                pass
+    return events, False, False
+
+
+def get_headers(path, extra=(), method="GET"):
+    return [(":method", method), (":scheme", "http"), (":authority", "gw.test"), (":path", path)] + list(extra)
+
+
+def assert_stream_reset(port, echo, headers, body=None, end_stream=True):
+    s, c = raw_connect(port)
+    c.send_headers(1, headers, end_stream=body is None and end_stream)
+    if body is not None:
+        c.send_data(1, body, end_stream=end_stream)
+    s.sendall(c.data_to_send())
+    events, ok, _ = read_until(s, c, lambda e: isinstance(e, (h2.events.StreamReset, h2.events.ResponseReceived)))
+    assert ok, events
+    ev = events[-1]
+    assert isinstance(ev, h2.events.StreamReset), "expected RST_STREAM, got %r" % ev
+    assert ev.stream_id == 1 and ev.error_code == PROTOCOL_ERROR, ev
+    # the connection survives a stream error: a good request on stream 3 works
+    c.send_headers(3, get_headers("/after"), end_stream=True)
+    s.sendall(c.data_to_send())
+    events, ok, _ = read_until(s, c, lambda e: isinstance(e, h2.events.StreamEnded) and e.stream_id == 3)
+    assert ok, events
+    resp = [e for e in events if isinstance(e, h2.events.ResponseReceived) and e.stream_id == 3]
+    assert resp and dict(resp[0].headers)[b":status"] == b"200"
+    s.close()
+    reqs = echo.wait_requests(1)
+    assert [r.path for r in reqs] == ["/after"], "the bad request reached the upstream: %r" % reqs
+
+
+# ------------------------------------------------------------------ h2c
+
+def test_h2c_get_is_proxied_as_http11(gw):
+    p, echo = gw
+    code, version, body = h2c(p.port, "/items/7?x=1&y=2", "-H", "X-Test: hello", "-H", "Cookie: a=1",
+                              "-H", "Cookie: b=2")
+    assert (code, version) == (200, "2")
+    got = json.loads(body)
+    assert got["method"] == "GET" and got["target"] == "/items/7?x=1&y=2"
+    req = echo.last()
+    assert req.version == "HTTP/1.1" and req.method == "GET" and req.target == "/items/7?x=1&y=2"
+    assert req.header("x-test") == "hello"
+    assert req.header("host") == "127.0.0.1:%d" % p.port
+    assert req.header("x-forwarded-proto") == "http"
+    # cookie crumbs are joined for HTTP/1.1 (RFC 9113 8.2.3)
+    assert req.header_all("cookie") == ["a=1; b=2"]
+    assert not req.has_header("transfer-encoding") and not req.errors
+    assert any(" 200 " in ln or '"status":200' in ln or "200" in ln for ln in p.access_lines())
+
+
+def test_h2c_post_body(gw, tmp_path):
+    p, echo = gw
+    data = os.urandom(300_000)
+    f = tmp_path / "body.bin"
+    f.write_bytes(data)
+    code, _, body = h2c(p.port, "/upload", "--data-binary", "@" + str(f), "-H", "Content-Type: application/x-bin")
+    assert code == 200
+    got = json.loads(body)
+    assert got["method"] == "POST" and got["body_len"] == len(data)
+    assert got["body_sha256"] == hashlib.sha256(data).hexdigest()
+    req = echo.last()
+    assert req.body == data and req.header("content-type") == "application/x-bin"
+    assert req.framing in ("length", "chunked")
+
+
+def test_h2c_post_without_content_length_streams(gw):
+    """A body of unknown length (no content-length) reaches the upstream intact."""
+    p, echo = gw
+    s, c = raw_connect(p.port)
+    c.send_headers(1, get_headers("/stream", method="POST"), end_stream=False)
+    chunks = [os.urandom(10_000) for _ in range(5)]
+    for ch in chunks:
+        c.send_data(1, ch)
+    c.end_stream(1)
+    s.sendall(c.data_to_send())
+    events, ok, _ = read_until(s, c, lambda e: isinstance(e, h2.events.StreamEnded) and e.stream_id == 1)
+    assert ok, events
+    body = b"".join(e.data for e in events if isinstance(e, h2.events.DataReceived))
+    got = json.loads(body)
+    assert got["body_sha256"] == hashlib.sha256(b"".join(chunks)).hexdigest()
+    s.close()
+
+
+def test_h2c_large_download(portico, upstream, tmp_path):
+    payload = os.urandom(5 * 1024 * 1024)
+    up = upstream(lambda req: make_response(200, "OK", [("Content-Type", "application/octet-stream")], payload))
+    p = portico(simple_config(up.addr))
+    out = tmp_path / "dl.bin"
+    code, _, _ = h2c(p.port, "/big", "-o", str(out))
+    assert code == 200
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == hashlib.sha256(payload).hexdigest()
+
+
+def test_h2load_many_concurrent_streams(gw):
+    p, echo = gw
+    out = subprocess.run(["h2load", "-n", "1000", "-c", "4", "-m", "50", "http://127.0.0.1:%d/load" % p.port],
+                         capture_output=True, text=True, timeout=120)
+    assert "1000 succeeded, 0 failed, 0 errored" in out.stdout, out.stdout + out.stderr
+    assert "1000 2xx" in out.stdout, out.stdout
+
+
+def test_no_route_is_problem_json_over_h2(portico, echo):
+    cfg = simple_config(echo.addr, route_extra={"match": {"path_prefix": "/api"}})
+    p = portico(cfg)
+    out = curl("--http2-prior-knowledge", "-i", "http://127.0.0.1:%d/nowhere" % p.port)
+    head, _, body = out.stdout.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/2 404"), head
+    assert b"content-type: application/problem+json" in head.lower()
+    prob = json.loads(body)
+    assert prob["status"] == 404
+    assert not echo.requests
+
+
+def test_idle_connection_gets_goaway(portico, echo):
+    p = portico(simple_config(echo.addr, timeouts={"idle": "1s", "shutdown": "5s"}))
+    s, c = raw_connect(p.port)
+    t0 = time.monotonic()
+    events, ok, closed = read_until(s, c, lambda e: isinstance(e, h2.events.ConnectionTerminated), timeout=6)
+    assert ok, events
+    assert events[-1].error_code == 0
+    assert 0.8 < time.monotonic() - t0 < 5
+    s.close()
+
+
+# ------------------------------------------------------------------ TLS
+
+def openssl(*args, cwd):
+    subprocess.run(["openssl"] + list(args), cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    d = tmp_path_factory.mktemp("h2pki")
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+            "-days", "2", "-subj", "/CN=Portico H2 Test CA", cwd=d)
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "a.key", "-out", "a.csr", "-subj", "/CN=a.test", cwd=d)
+    (d / "a.ext").write_text("subjectAltName=DNS:a.test\n")
+    openssl("x509", "-req", "-in", "a.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "a.crt", "-days", "2", "-extfile", "a.ext", cwd=d)
+    return {"ca": str(d / "ca.crt"), "cert": str(d / "a.crt"), "key": str(d / "a.key")}
+
+
+@pytest.fixture
+def tls_gw(portico, pki, echo):
+    port = free_port()
+    listen = [{"address": "127.0.0.1:%d" % port,
+               "tls": {"certificates": [{"cert": pki["cert"], "key": pki["key"]}]}}]
+    return portico(simple_config(echo.addr, listen=listen), port=port), echo
+
+
+def test_tls_alpn_h2_with_curl(tls_gw, pki, tmp_path):
+    p, echo = tls_gw
+    data = os.urandom(100_000)
+    f = tmp_path / "b.bin"
+    f.write_bytes(data)
+    out = curl("--http2", "--cacert", pki["ca"], "--resolve", "a.test:%d:127.0.0.1" % p.port,
+               "-w", "\n%{http_code} %{http_version}", "--data-binary", "@" + str(f),
+               "https://a.test:%d/tls?z=1" % p.port)
+    assert out.returncode == 0, out.stderr
+    body, _, tail = out.stdout.rpartition(b"\n")
+    assert tail == b"200 2", tail
+    got = json.loads(body)
+    assert got["body_sha256"] == hashlib.sha256(data).hexdigest()
+    req = echo.last()
+    assert req.version == "HTTP/1.1" and req.target == "/tls?z=1"
+    assert req.header("x-forwarded-proto") == "https"
+
+
+def test_tls_http11_client_still_gets_http11(tls_gw, pki):
+    p, _ = tls_gw
+    ctx = ssl.create_default_context(cafile=pki["ca"])
+    ctx.set_alpn_protocols(["http/1.1"])
+    with ctx.wrap_socket(socket.create_connection(("127.0.0.1", p.port), timeout=10), server_hostname="a.test") as s:
+        assert s.selected_alpn_protocol() == "http/1.1"
+        s.sendall(b"GET /one HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            data += d
+        assert data.startswith(b"HTTP/1.1 200")
+    out = curl("--http1.1", "--cacert", pki["ca"], "--resolve", "a.test:%d:127.0.0.1" % p.port,
+               "-o", "/dev/null", "-w", "%{http_code} %{http_version}", "https://a.test:%d/x" % p.port)
+    assert out.stdout == b"200 1.1"
+
+
+# ------------------------------------------------------------- hostile
+
+def test_rapid_reset_gets_goaway_enhance_your_calm(gw):
+    p, echo = gw
+    s, c = raw_connect(p.port)
+    sid = 1
+    for _ in range(1000):
+        c.send_headers(sid, get_headers("/rr%d" % sid), end_stream=True)
+        c.reset_stream(sid)
+        sid += 2
+    try:
+        s.sendall(c.data_to_send())
+    except OSError:
+        pass  # the server may already have closed
+    events, ok, closed = read_until(s, c, lambda e: isinstance(e, h2.events.ConnectionTerminated))
+    assert ok, "no GOAWAY (closed=%s): %r" % (closed, events[-5:])
+    assert events[-1].error_code == ENHANCE_YOUR_CALM
+    # and the connection is closed afterwards
+    s.settimeout(5)
+    try:
+        while s.recv(65536):
+            pass
+    except OSError:
+        pass
+    s.close()
+    time.sleep(0.3)
+    # the gateway is fine
+    code, _, _ = h2c(p.port, "/after")
+    assert code == 200
+
+
+def test_continuation_flood_is_refused(gw):
+    """A header block split into many CONTINUATION frames: GOAWAY and close."""
+    p, echo = gw
+    import hpack
+    import hyperframe.frame as hf
+    s, c = raw_connect(p.port)
+    block = hpack.Encoder().encode(get_headers("/cont") + [("x-pad-%d" % i, "v") for i in range(200)])
+    pieces = [block[i:i + 8] for i in range(0, len(block), 8)]
+    assert len(pieces) > 40
+    hdr = hf.HeadersFrame(1)
+    hdr.flags.add("END_STREAM")
+    hdr.data = pieces[0]
+    frames = [hdr.serialize()]
+    for i, piece in enumerate(pieces[1:]):
+        f = hf.ContinuationFrame(1)
+        f.data = piece
+        if i == len(pieces) - 2:
+            f.flags.add("END_HEADERS")
+        frames.append(f.serialize())
+    s.sendall(c.data_to_send() + b"".join(frames))
+    events, ok, closed = read_until(s, c, lambda e: isinstance(e, h2.events.ConnectionTerminated))
+    assert ok or closed, events
+    if ok:
+        assert events[-1].error_code == ENHANCE_YOUR_CALM
+    assert not any(isinstance(e, h2.events.ResponseReceived) for e in events)
+    s.close()
+    assert not echo.requests
+
+
+def test_uppercase_header_name_resets_stream(gw):
+    p, echo = gw
+    assert_stream_reset(p.port, echo, get_headers("/upper", [("X-Upper", "1")]))
+
+
+def test_connection_specific_header_resets_stream(gw):
+    p, echo = gw
+    assert_stream_reset(p.port, echo, get_headers("/conn", [("connection", "keep-alive")]))
+
+
+def test_content_length_mismatch_resets_stream(gw):
+    p, echo = gw
+    assert_stream_reset(p.port, echo, get_headers("/cl", [("content-length", "10")], method="POST"), body=b"12345")
+
+
+def test_content_length_excess_resets_stream(gw):
+    p, echo = gw
+    assert_stream_reset(p.port, echo, get_headers("/cl2", [("content-length", "3")], method="POST"),
+                        body=b"123456")
