@@ -26,6 +26,7 @@
 #include "proxy/txn.h"
 #include "server/worker.h"
 #include "server/connlimit.h"
+#include "tls/tls_io.h"
 #include "tls/tls_server.h"
 
 #include <openssl/err.h>
@@ -102,42 +103,6 @@ static void set_timer(pt_h1_conn *c, int kind, uint64_t deadline);
 
 /* ------------------------------------------------------------------ output */
 
-/* ---------------------------------------------------------------- transport
- * Plain sockets or TLS: both return bytes moved, 0 on orderly close (recv),
- * or -1 with errno (EAGAIN when the operation must wait for the socket). */
-
-static ssize_t tls_result(pt_h1_conn *c, int r)
-{
-    switch (SSL_get_error(c->ssl, r)) {
-    case SSL_ERROR_WANT_READ:
-    case SSL_ERROR_WANT_WRITE:
-        errno = EAGAIN;
-        return -1;
-    case SSL_ERROR_ZERO_RETURN:
-        return 0;
-    default:
-        ERR_clear_error();
-        errno = ECONNRESET;
-        return -1;
-    }
-}
-
-static ssize_t conn_recv(pt_h1_conn *c, char *buf, size_t n)
-{
-    if (!c->ssl) return read(c->io.fd, buf, n);
-    int r = SSL_read(c->ssl, buf, (int)PT_MIN(n, (size_t)INT32_MAX));
-    return r > 0 ? r : tls_result(c, r);
-}
-
-static ssize_t conn_send(pt_h1_conn *c, const char *buf, size_t n)
-{
-    if (!c->ssl) return write(c->io.fd, buf, n);
-    int r = SSL_write(c->ssl, buf, (int)PT_MIN(n, (size_t)INT32_MAX));
-    if (r > 0) return r;
-    ssize_t e = tls_result(c, r);
-    return e == 0 ? (errno = EPIPE, -1) : e;
-}
-
 static void flush_now_ex(pt_h1_conn *c, bool in_txn_callback)
 {
     if (c->write_failed) {
@@ -146,7 +111,7 @@ static void flush_now_ex(pt_h1_conn *c, bool in_txn_callback)
     }
     bool progressed = false;
     while (c->wbuf.len) {
-        ssize_t n = conn_send(c, pt_buf_head(&c->wbuf), c->wbuf.len);
+        ssize_t n = pt_sock_send(c->io.fd, c->ssl, pt_buf_head(&c->wbuf), c->wbuf.len);
         if (n > 0) {
             pt_buf_consume(&c->wbuf, (size_t)n);
             progressed = true;
@@ -679,7 +644,7 @@ static void on_readable(pt_h1_conn *c)
     for (int rounds = 0; rounds < 4; rounds++) {
         pt_buf_reserve(&c->rbuf, READ_CHUNK / 4);
         size_t room = pt_buf_tailroom(&c->rbuf);
-        ssize_t n = conn_recv(c, pt_buf_tail(&c->rbuf), room);
+        ssize_t n = pt_sock_recv(c->io.fd, c->ssl, pt_buf_tail(&c->rbuf), room);
         if (n > 0) {
             c->rbuf.len += (uint32_t)n;
             if ((size_t)n < room && !c->ssl) break;

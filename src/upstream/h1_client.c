@@ -19,6 +19,7 @@
 
 #include "server/worker.h"
 #include "tls/tls_client.h"
+#include "tls/tls_io.h"
 
 #include <openssl/err.h>
 
@@ -31,32 +32,6 @@ enum { US_CONNECTING = 1, US_BUSY, US_IDLE, US_CLOSED, US_HANDSHAKE };
 static void uconn_io(pt_loop *loop, pt_io *io, uint32_t events);
 static void check_tls_pending(pt_uconn *c);
 
-/* Transport: plain socket or TLS; -1 with errno EAGAIN when it must wait. */
-static ssize_t tls_result(pt_uconn *c, int r)
-{
-    switch (SSL_get_error(c->ssl, r)) {
-    case SSL_ERROR_WANT_READ:
-    case SSL_ERROR_WANT_WRITE: errno = EAGAIN; return -1;
-    case SSL_ERROR_ZERO_RETURN: return 0;
-    default: ERR_clear_error(); errno = ECONNRESET; return -1;
-    }
-}
-
-static ssize_t up_recv(pt_uconn *c, char *buf, size_t n)
-{
-    if (!c->ssl) return read(c->io.fd, buf, n);
-    int r = SSL_read(c->ssl, buf, (int)PT_MIN(n, (size_t)INT32_MAX));
-    return r > 0 ? r : tls_result(c, r);
-}
-
-static ssize_t up_send(pt_uconn *c, const char *buf, size_t n)
-{
-    if (!c->ssl) return send(c->io.fd, buf, n, MSG_NOSIGNAL);
-    int r = SSL_write(c->ssl, buf, (int)PT_MIN(n, (size_t)INT32_MAX));
-    if (r > 0) return r;
-    ssize_t e = tls_result(c, r);
-    return e == 0 ? (errno = EPIPE, -1) : e;
-}
 static void process_input(pt_uconn *c);
 static void update_events(pt_uconn *c);
 static void arm_timer(pt_uconn *c);
@@ -143,7 +118,7 @@ void pt_uconn_attach(pt_uconn *c, const pt_uconn_cbs *cbs, void *owner, pt_arena
 static void flush_now(pt_uconn *c, bool notify)
 {
     while (c->wbuf.len) {
-        ssize_t n = up_send(c, pt_buf_head(&c->wbuf), c->wbuf.len);
+        ssize_t n = pt_sock_send(c->io.fd, c->ssl, pt_buf_head(&c->wbuf), c->wbuf.len);
         if (n > 0) {
             pt_buf_consume(&c->wbuf, (size_t)n);
             continue;
@@ -413,7 +388,7 @@ static void on_readable(pt_uconn *c)
     for (int rounds = 0; rounds < 4 && c->state == US_BUSY; rounds++) {
         pt_buf_reserve(&c->rbuf, 4096);
         size_t room = pt_buf_tailroom(&c->rbuf);
-        ssize_t n = up_recv(c, pt_buf_tail(&c->rbuf), room);
+        ssize_t n = pt_sock_recv(c->io.fd, c->ssl, pt_buf_tail(&c->rbuf), room);
         if (n > 0) {
             c->rbuf.len += (uint32_t)n;
             c->got_bytes = true;

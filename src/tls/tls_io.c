@@ -1,0 +1,39 @@
+/* tls_io.c — see tls_io.h. */
+#include "tls/tls_io.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <openssl/err.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* Maps an SSL_read/SSL_write result <= 0 to the convention. */
+static ssize_t tls_result(SSL *ssl, int r)
+{
+    switch (SSL_get_error(ssl, r)) {
+    case SSL_ERROR_WANT_READ:
+    case SSL_ERROR_WANT_WRITE: errno = EAGAIN; return -1;
+    case SSL_ERROR_ZERO_RETURN: return 0;
+    default: ERR_clear_error(); errno = ECONNRESET; return -1;
+    }
+}
+
+ssize_t pt_sock_recv(int fd, SSL *ssl, char *buf, size_t n)
+{
+    if (!ssl) return read(fd, buf, n);
+    int r = SSL_read(ssl, buf, (int)(n > INT_MAX ? INT_MAX : n));
+    return r > 0 ? r : tls_result(ssl, r);
+}
+
+ssize_t pt_sock_send(int fd, SSL *ssl, const char *buf, size_t n)
+{
+    if (!ssl) return send(fd, buf, n, MSG_NOSIGNAL);
+    int r = SSL_write(ssl, buf, (int)(n > INT_MAX ? INT_MAX : n));
+    if (r > 0) return r;
+    ssize_t e = tls_result(ssl, r);
+    if (e == 0) {
+        errno = EPIPE;
+        return -1;
+    }
+    return e;
+}
