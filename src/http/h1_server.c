@@ -23,6 +23,7 @@
 
 #include "core/buf.h"
 #include "http/h1.h"
+#include "http/h2_server.h"
 #include "proxy/txn.h"
 #include "server/worker.h"
 #include "server/connlimit.h"
@@ -549,10 +550,64 @@ static void start_request(pt_h1_conn *c, size_t head_len, pt_request *req, const
     pt_txn_start(c->txn, req, head_len);
 }
 
+static void free_cb(pt_loop *loop, pt_defer *d);
+
+/* Hands the connection (fd, TLS session, bytes already read) to the HTTP/2
+ * codec and retires this struct without closing the socket. Only before the
+ * first request: no txn, no arena in use. */
+static void handoff_h2(pt_h1_conn *c)
+{
+    pt_worker *w = c->w;
+    pt_conn_info ci = {
+        .client_addr = pt_str_c(c->client),
+        .listener = c->listener,
+        .tls = c->ssl != NULL,
+        .client_cert_subject = pt_str_c(c->peer_subject),
+    };
+    int fd = c->io.fd;
+    SSL *ssl = c->ssl;
+    c->state = ST_CLOSED;
+    pt_timer_stop(w->loop, &c->timer);
+    pt_defer_cancel(w->loop, &c->flush_defer);
+    pt_defer_cancel(w->loop, &c->next_defer);
+    pt_defer_cancel(w->loop, &c->body_defer);
+    pt_defer_cancel(w->loop, &c->read_defer);
+    pt_io_stop(w->loop, &c->io);
+    if (c->prev) c->prev->next = c->next;
+    else w->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    w->nconns--;
+    c->ssl = NULL;
+    c->io.fd = -1;
+    pt_h2_conn_start_counted(w, fd, ssl, c->rbuf.len ? pt_buf_head(&c->rbuf) : NULL, c->rbuf.len, &ci,
+                             (const struct sockaddr *)&c->peer, c->counted_client);
+    free(c->peer_subject);
+    c->peer_subject = NULL;
+    pt_buf_release(&c->rbuf);
+    pt_buf_release(&c->wbuf);
+    if (c->arena) {
+        pt_worker_arena_put(w, c->arena);
+        c->arena = NULL;
+    }
+    pt_defer_queue(w->loop, &c->free_defer, free_cb, c);
+}
+
 /* Parses as many requests as possible from rbuf (one at a time). */
 static void process_input(pt_h1_conn *c)
 {
     if (c->state != ST_HEAD || c->txn) return;
+    /* HTTP/2 with prior knowledge: the first bytes of a plaintext
+     * connection are the client preface. */
+    if (!c->ssl && c->nrequests == 0 && c->rbuf.len &&
+        memcmp(pt_buf_head(&c->rbuf), PT_H2_PREFACE, PT_MIN((size_t)c->rbuf.len, PT_H2_PREFACE_LEN)) == 0) {
+        if (c->rbuf.len >= PT_H2_PREFACE_LEN) {
+            handoff_h2(c);
+            return;
+        }
+        if (c->peer_closed) conn_close(c);
+        else conn_update_events(c); /* wait for the rest of the preface */
+        return;
+    }
     if (c->wbuf.len >= WBUF_HIGH) {
         /* The client is not reading its responses: stop taking pipelined
          * requests until the output drains (flush_now resumes us). */
@@ -623,6 +678,13 @@ static void do_handshake(pt_h1_conn *c)
         if (c->hs_wg) {
             pt_worker_gen_release(c->w, c->hs_wg);
             c->hs_wg = NULL;
+        }
+        const unsigned char *alpn = NULL;
+        unsigned int alpn_len = 0;
+        SSL_get0_alpn_selected(c->ssl, &alpn, &alpn_len);
+        if (alpn_len == 2 && memcmp(alpn, "h2", 2) == 0) {
+            handoff_h2(c);
+            return;
         }
         conn_update_events(c);
         /* the client's first request may already be decrypted and pending */

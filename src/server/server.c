@@ -13,6 +13,7 @@
 #include "core/accesslog.h"
 #include "core/buf.h"
 #include "http/h1_server.h"
+#include "http/h2_server.h"
 #include "server/connlimit.h"
 #include "server/worker.h"
 
@@ -166,6 +167,7 @@ static void drain_check(pt_loop *loop, pt_timer *t)
     pt_worker *w = t->data;
     if (w->nconns == 0 || pt_loop_now(loop) >= w->drain_deadline) {
         pt_h1_conns_close_all(w);
+        pt_h2_conns_close_all(w);
         pt_pools_close_all(w);
         pt_loop_stop(loop);
         return;
@@ -186,6 +188,7 @@ static void worker_drain(pt_loop *loop, void *data)
         w->listeners[i].fd = -1;
     }
     pt_h1_conns_drain(w);
+    pt_h2_conns_drain(w);
     pt_pools_close_all(w);
     w->drain_timer.data = w;
     drain_check(loop, &w->drain_timer);

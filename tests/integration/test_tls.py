@@ -262,7 +262,7 @@ def test_bad_certificate_config_is_reported(tmp_path, pki):
 def test_curl_https(tls_gw, pki):
     p, _ = tls_gw
     out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{http_version}",
-                          "--cacert", pki["ca"], "--resolve", "b.test:%d:127.0.0.1" % p.port,
+                          "--http1.1", "--cacert", pki["ca"], "--resolve", "b.test:%d:127.0.0.1" % p.port,
                           "https://b.test:%d/curl" % p.port], capture_output=True, text=True, timeout=30)
     assert out.stdout == "200 1.1", out.stdout + out.stderr
 
