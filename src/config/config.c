@@ -342,10 +342,10 @@ static void conf_listen(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *c
     cfg->listeners = pt_arena_calloc(ctx->arena, l->n * sizeof(*cfg->listeners));
     for (size_t i = 0; i < l->n; i++) {
         const pt_conf_node *item = l->vals[i];
-        pt_listener_conf lc = {.backlog = 511, .line = item->line};
+        pt_listener_conf lc = {.backlog = 511, .http2 = true, .line = item->line};
         const pt_conf_node *addr = item;
         if (item->kind == PT_NODE_MAP) {
-            static const char *const keys[] = {"address", "backlog", "tls", "redirect_https", NULL};
+            static const char *const keys[] = {"address", "backlog", "tls", "redirect_https", "http2", NULL};
             if (!pt_conf_check_keys(ctx, item, keys, "listen entry")) continue;
             addr = pt_conf_opt(item, "address");
             if (!addr) {
@@ -357,6 +357,8 @@ static void conf_listen(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *c
             if (b && pt_conf_int(ctx, b, 1, 65535, &v)) lc.backlog = (int)v;
             const pt_conf_node *t = pt_conf_opt(item, "tls");
             if (t) conf_tls(ctx, t, &lc.tls);
+            const pt_conf_node *h2 = pt_conf_opt(item, "http2");
+            if (h2) pt_conf_bool(ctx, h2, &lc.http2);
             const pt_conf_node *rd = pt_conf_opt(item, "redirect_https");
             if (rd && pt_conf_int(ctx, rd, 1, 65535, &v)) {
                 if (t) pt_conf_error(ctx, rd, "redirect_https is for plain listeners (this one has tls)");
@@ -701,6 +703,7 @@ pt_config *pt_config_for_proxy(const char *listen, const char *to_urls, pt_error
     } else {
         lc->addr.text = pt_arena_strndup(ctx.arena, listen, strlen(listen));
         lc->backlog = 511;
+        lc->http2 = true;
         cfg->nlisteners = 1;
     }
 

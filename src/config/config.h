@@ -54,6 +54,7 @@ typedef struct {
     int backlog;                 /* default 511 */
     pt_tls_conf tls;             /* tls.enabled => HTTPS listener */
     uint16_t redirect_https;     /* plain listener: answer 308 to https on this port; 0 = off */
+    bool http2;                  /* accept HTTP/2 (ALPN h2 / h2c prior knowledge); default true */
     int line;
 } pt_listener_conf;
 

@@ -592,13 +592,19 @@ static void handoff_h2(pt_h1_conn *c)
     pt_defer_queue(w->loop, &c->free_defer, free_cb, c);
 }
 
+static bool listener_http2(const pt_h1_conn *c)
+{
+    const pt_config *cfg = c->w->wgen->gen->cfg;
+    return c->listener < cfg->nlisteners && cfg->listeners[c->listener].http2;
+}
+
 /* Parses as many requests as possible from rbuf (one at a time). */
 static void process_input(pt_h1_conn *c)
 {
     if (c->state != ST_HEAD || c->txn) return;
     /* HTTP/2 with prior knowledge: the first bytes of a plaintext
      * connection are the client preface. */
-    if (!c->ssl && c->nrequests == 0 && c->rbuf.len &&
+    if (!c->ssl && c->nrequests == 0 && c->rbuf.len && listener_http2(c) &&
         memcmp(pt_buf_head(&c->rbuf), PT_H2_PREFACE, PT_MIN((size_t)c->rbuf.len, PT_H2_PREFACE_LEN)) == 0) {
         if (c->rbuf.len >= PT_H2_PREFACE_LEN) {
             handoff_h2(c);

@@ -50,7 +50,7 @@ pt_generation *pt_generation_build(pt_config *cfg, pt_errors *errors)
     g->tls = pt_xcalloc(cfg->nlisteners ? cfg->nlisteners : 1, sizeof(*g->tls));
     for (size_t i = 0; i < cfg->nlisteners; i++) {
         if (!cfg->listeners[i].tls.enabled) continue;
-        g->tls[i] = pt_tls_server_new(&cfg->listeners[i].tls, cfg->file, errors);
+        g->tls[i] = pt_tls_server_new(&cfg->listeners[i].tls, cfg->listeners[i].http2, cfg->file, errors);
         if (!g->tls[i]) {
             pt_generation_unref(g);
             return NULL;

@@ -16,6 +16,7 @@ typedef struct {
 struct pt_tls_server {
     tls_cert *certs; /* [0] is the default; its SSL_CTX carries the callbacks */
     size_t ncerts;
+    bool http2;      /* offer ALPN h2 */
 };
 
 /* The last OpenSSL error as text (static buffer; config load is single-threaded). */
@@ -93,9 +94,12 @@ static int on_sni(SSL *ssl, int *alert, void *arg)
 static int on_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
                    unsigned int inlen, void *arg)
 {
-    static const unsigned char ours[] = "\x02h2\x08http/1.1"; /* server preference: h2 first */
+    static const unsigned char with_h2[] = "\x02h2\x08http/1.1"; /* server preference: h2 first */
+    const pt_tls_server *s = arg;
+    const unsigned char *ours = s->http2 ? with_h2 : with_h2 + 3;
+    unsigned int ours_len = s->http2 ? sizeof(with_h2) - 1 : sizeof(with_h2) - 4;
     unsigned char *sel = NULL;
-    if (SSL_select_next_proto(&sel, outlen, ours, sizeof(ours) - 1, in, inlen) != OPENSSL_NPN_NEGOTIATED)
+    if (SSL_select_next_proto(&sel, outlen, ours, ours_len, in, inlen) != OPENSSL_NPN_NEGOTIATED)
         return SSL_TLSEXT_ERR_NOACK; /* no common protocol: continue without ALPN */
     *out = sel;
     return SSL_TLSEXT_ERR_OK;
@@ -168,9 +172,10 @@ static SSL_CTX *make_ctx(const pt_tls_conf *conf, const pt_tls_cert_conf *cc, co
     return ctx;
 }
 
-pt_tls_server *pt_tls_server_new(const pt_tls_conf *conf, const char *file, pt_errors *errors)
+pt_tls_server *pt_tls_server_new(const pt_tls_conf *conf, bool http2, const char *file, pt_errors *errors)
 {
     pt_tls_server *s = pt_xcalloc(1, sizeof(*s));
+    s->http2 = http2;
     s->certs = pt_xcalloc(conf->ncerts ? conf->ncerts : 1, sizeof(*s->certs));
     for (size_t i = 0; i < conf->ncerts; i++) {
         SSL_CTX *ctx = make_ctx(conf, &conf->certs[i], file, errors);

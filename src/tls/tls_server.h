@@ -4,8 +4,8 @@
  * SSL_CTX per configured certificate and picks among them by SNI (exact
  * names first, then the longest matching "*.suffix" wildcard, else the
  * first certificate). The names come from each certificate's
- * subjectAltName DNS entries (CN when there are none). ALPN selects
- * "http/1.1" (h2 arrives with the HTTP/2 codec). Session resumption uses
+ * subjectAltName DNS entries (CN when there are none). ALPN prefers "h2"
+ * (unless the listener disables http2), then "http/1.1". Session resumption uses
  * OpenSSL's server cache and stateless tickets.
  *
  * Certificates and keys are read when the generation is built, so SIGHUP
@@ -22,7 +22,8 @@ typedef struct pt_tls_server pt_tls_server;
 
 /* Builds the contexts for `conf`; on failure returns NULL and records
  * "FILE:LINE:COL: ..." errors (file is the config file name). */
-pt_tls_server *pt_tls_server_new(const pt_tls_conf *conf, const char *file, pt_errors *errors);
+/* http2: offer ALPN "h2" (before "http/1.1"). */
+pt_tls_server *pt_tls_server_new(const pt_tls_conf *conf, bool http2, const char *file, pt_errors *errors);
 void pt_tls_server_free(pt_tls_server *s);
 
 /* The verified client certificate's subject (RFC 2253, control characters

@@ -355,3 +355,26 @@ def test_content_length_excess_resets_stream(gw):
     p, echo = gw
     assert_stream_reset(p.port, echo, get_headers("/cl2", [("content-length", "3")], method="POST"),
                         body=b"123456")
+
+
+def test_http2_can_be_disabled_per_listener(portico, echo, tmp_path):
+    """`http2: false`: TLS offers only http/1.1 and the h2c preface is not
+    taken as HTTP/2 (it is a malformed HTTP/1 request: 400 or 505)."""
+    import socket as _socket
+    port = free_port()
+    cfg = simple_config(echo.addr, listen=[{"address": "127.0.0.1:%d" % port, "http2": False}])
+    p = portico(cfg, port=port)
+    s = _socket.create_connection(("127.0.0.1", p.port), timeout=5)
+    s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+    data = b""
+    try:
+        while True:
+            d = s.recv(4096)
+            if not d:
+                break
+            data += d
+    except _socket.timeout:
+        pass
+    s.close()
+    assert data.startswith(b"HTTP/1.1 4") or data.startswith(b"HTTP/1.1 505"), data[:80]
+    assert not echo.requests
