@@ -1,5 +1,5 @@
 /* direct_response.c — answers every request locally with a fixed response
- * (health checks, maintenance pages, stubs). Everything is precomputed at
+ * (health checks, maintenance pages, mocks). Everything is precomputed at
  * configure time; the request path only hands slices to pt_txn_respond. */
 #include "plugins/direct_response/direct_response.h"
 
