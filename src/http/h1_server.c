@@ -949,8 +949,15 @@ void pt_h1_conns_drain(pt_worker *w)
     pt_h1_conn *c = w->conns;
     while (c) {
         pt_h1_conn *n = c->next;
-        if (c->state == ST_HEAD && !c->txn && !c->rbuf.len && !c->wbuf.len) conn_close(c);
-        else c->close_after = true;
+        if (c->state == ST_HANDSHAKE) {
+            conn_close(c); /* no request made yet */
+        } else if (c->state == ST_HEAD && !c->txn && !c->rbuf.len && !c->wbuf.len) {
+            conn_close(c); /* idle keep-alive */
+        } else if (c->state != ST_HEAD || c->txn) {
+            c->close_after = true; /* finish the current exchange, then close */
+        }
+        /* A partly received head is read to the end and answered; the
+         * response says Connection: close because the worker is draining. */
         c = n;
     }
 }

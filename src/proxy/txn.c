@@ -252,7 +252,8 @@ void pt_txn_start(pt_txn *t, pt_request *req, uint64_t head_bytes)
 {
     t->req = req;
     t->bytes_in = head_bytes;
-    t->req_body_done = !req->has_body;
+    /* "Content-Length: 0" is a body that is already complete. */
+    t->req_body_done = !req->has_body || req->content_length == 0;
     resolve_client_addr(t);
 
     const pt_listener_conf *lc = txn_listener(t);

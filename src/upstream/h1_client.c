@@ -544,8 +544,11 @@ void pt_uconn_release(pt_uconn *c)
         if (c->state != US_CLOSED) pt_uconn_close(c);
         return;
     }
+    /* Bytes left over after a complete response (in rbuf, or decrypted and
+     * held inside OpenSSL, which epoll will never announce) would be read as
+     * the next client's response: such a connection is never reused. */
     bool reusable = c->resp_done && c->req_done && c->info.keep_alive && !c->rbuf.len && !c->wbuf.len && c->pool &&
-                    !c->w->draining;
+                    !c->w->draining && !(c->ssl && SSL_has_pending(c->ssl));
     c->cbs = NULL;
     c->owner = NULL;
     c->arena = NULL;

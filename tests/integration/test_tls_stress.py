@@ -1036,17 +1036,18 @@ def test_upstream_tls_extra_bytes_held_by_openssl_not_reused(portico, pki, raw_s
     fake = b"HTTP/1.1 200 OK\r\nContent-Length: 61\r\n\r\n" + b"F" * 61
     assert len(fake) == L
 
+    tricked = []  # only the very first request (on any connection) gets the trick
+
     def fn(raw, n):
         s = sctx.wrap_socket(raw, server_side=True)
         reader = ConnReader(s)
-        first = True
         while True:
             try:
                 head, _ = read_request_tls(reader)
             except PeerClosed:
                 return
-            if first:
-                first = False
+            if not tricked:
+                tricked.append(n)
                 s.sendall(head1)                     # record 1: a partial head stays in rbuf (L bytes)
                 time.sleep(0.3)
                 s.sendall(b"\r\n" + body1 + fake)    # record 2: exactly 16384 bytes
