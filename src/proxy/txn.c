@@ -151,8 +151,53 @@ void pt_txn_respond_header(pt_txn *t, pt_str name, pt_str value)
     pt_headers_add(&t->res.headers, t->a, pt_arena_str(t->a, name), pt_arena_str(t->a, value));
 }
 
+/* gRPC status code for an HTTP status Portico would answer (the mapping of
+ * gRPC's "HTTP to gRPC status code mapping" document, plus Portico's own
+ * cases: 404 no route is UNIMPLEMENTED, 504 is DEADLINE_EXCEEDED). */
+static int grpc_status_for(int http)
+{
+    switch (http) {
+    case 400: return 13; /* INTERNAL (malformed request) */
+    case 401: return 16; /* UNAUTHENTICATED */
+    case 403: return 7;  /* PERMISSION_DENIED */
+    case 404: return 12; /* UNIMPLEMENTED */
+    case 413: case 429: return 8; /* RESOURCE_EXHAUSTED */
+    case 502: case 503: return 14; /* UNAVAILABLE */
+    case 504: case 408: return 4;  /* DEADLINE_EXCEEDED */
+    default: return 2;   /* UNKNOWN */
+    }
+}
+
+/* A gRPC client (HTTP/2, content-type application/grpc...) understands
+ * errors only as grpc-status: answer "Trailers-Only" (HTTP 200, no body,
+ * grpc-status and grpc-message in the head). */
+static bool respond_grpc_error(pt_txn *t, int status, const char *detail)
+{
+    const pt_str *ct = t->req ? pt_headers_get(&t->req->headers, "content-type") : NULL;
+    if (!t->req || t->req->version != 20 || !ct || ct->n < 16 || memcmp(ct->p, "application/grpc", 16) != 0)
+        return false;
+    pt_txn_respond(t, 200, PT_STR_LIT("application/grpc"), PT_STR_NULL);
+    t->res.has_body = false;
+    t->res.content_length = -1;
+    char code[8];
+    snprintf(code, sizeof(code), "%d", grpc_status_for(status));
+    pt_txn_respond_header(t, PT_STR_LIT("grpc-status"), pt_str_c(code));
+    /* grpc-message is percent-encoded (printable ASCII except '%' passes) */
+    const char *d = detail ? detail : pt_status_reason(status);
+    size_t n = strlen(d);
+    char *enc = pt_arena_alloc(t->a, n * 3 + 1), *o = enc;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)d[i];
+        if (ch >= 0x20 && ch <= 0x7e && ch != '%') *o++ = (char)ch;
+        else o += sprintf(o, "%%%02X", ch);
+    }
+    pt_txn_respond_header(t, PT_STR_LIT("grpc-message"), pt_str_make(enc, (size_t)(o - enc)));
+    return true;
+}
+
 void pt_txn_respond_problem(pt_txn *t, int status, const char *detail)
 {
+    if (respond_grpc_error(t, status, detail)) return;
     /* The body is built in emit_response, after the response phase, so it
      * carries the request id even when request_id only runs then. */
     pt_txn_respond(t, status, PT_STR_LIT(PT_PROBLEM_CONTENT_TYPE), PT_STR_NULL);

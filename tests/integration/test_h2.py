@@ -378,3 +378,32 @@ def test_http2_can_be_disabled_per_listener(portico, echo, tmp_path):
     s.close()
     assert data.startswith(b"HTTP/1.1 4") or data.startswith(b"HTTP/1.1 505"), data[:80]
     assert not echo.requests
+
+
+def _grpc_call(port, path):
+    s, c = raw_connect(port)
+    c.send_headers(1, get_headers(path, [("content-type", "application/grpc"), ("te", "trailers")], "POST"))
+    c.send_data(1, b"\x00\x00\x00\x00\x00", end_stream=True)  # one empty gRPC message
+    s.sendall(c.data_to_send())
+    events, ok, _ = read_until(s, c, lambda e: isinstance(e, h2.events.StreamEnded) and e.stream_id == 1)
+    s.close()
+    assert ok, events
+    resp = [e for e in events if isinstance(e, h2.events.ResponseReceived)]
+    assert resp, events
+    assert not [e for e in events if isinstance(e, h2.events.DataReceived)], "trailers-only answer has no body"
+    return {k.decode(): v.decode() for k, v in resp[0].headers}
+
+
+def test_grpc_client_gets_grpc_status_for_portico_errors(portico, echo):
+    """Errors Portico generates for a gRPC request are gRPC statuses
+    (Trailers-Only, HTTP 200), not problem+json bodies."""
+    cfg = simple_config("127.0.0.1:%d" % free_port())  # nothing listens there: 502
+    cfg["routes"][0]["match"] = {"path_prefix": "/pkg.Svc"}
+    p = portico(cfg)
+    h = _grpc_call(p.port, "/other.Svc/Method")  # no route
+    assert h[":status"] == "200" and h["content-type"] == "application/grpc"
+    assert h["grpc-status"] == "12", h  # UNIMPLEMENTED
+    assert "no route" in h["grpc-message"]
+    h = _grpc_call(p.port, "/pkg.Svc/Method")  # upstream refused
+    assert h["grpc-status"] == "14", h  # UNAVAILABLE
+    assert h["grpc-message"] == "upstream connection failed", h
