@@ -16,6 +16,7 @@
  * called finished(): the txn may finish before nghttp2 has sent the last
  * bytes of the response, which still live in the stream's buffer. */
 #include "http/h2_server.h"
+#include "tls/tls_io.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -84,6 +85,8 @@ struct h2_stream {
 struct h2_conn {
     pt_io io;
     pt_timer timer;
+    pt_timer head_timer;     /* a request header block must complete within timeouts.header */
+    uint64_t header_ms;
     pt_defer flush_defer, deliver_defer, reap_defer, read_defer, free_defer;
     pt_worker *w;
     h2_conn *prev, *next;
@@ -128,38 +131,6 @@ static void on_readable(h2_conn *c);
 static inline pt_loop *conn_loop(h2_conn *c) { return c->w->loop; }
 
 /* ---------------------------------------------------------------- transport */
-
-static ssize_t tls_result(h2_conn *c, int r)
-{
-    switch (SSL_get_error(c->ssl, r)) {
-    case SSL_ERROR_WANT_READ:
-    case SSL_ERROR_WANT_WRITE:
-        errno = EAGAIN;
-        return -1;
-    case SSL_ERROR_ZERO_RETURN:
-        return 0;
-    default:
-        ERR_clear_error();
-        errno = ECONNRESET;
-        return -1;
-    }
-}
-
-static ssize_t conn_recv(h2_conn *c, char *buf, size_t n)
-{
-    if (!c->ssl) return read(c->io.fd, buf, n);
-    int r = SSL_read(c->ssl, buf, (int)PT_MIN(n, (size_t)INT32_MAX));
-    return r > 0 ? r : tls_result(c, r);
-}
-
-static ssize_t conn_send(h2_conn *c, const char *buf, size_t n)
-{
-    if (!c->ssl) return write(c->io.fd, buf, n);
-    int r = SSL_write(c->ssl, buf, (int)PT_MIN(n, (size_t)INT32_MAX));
-    if (r > 0) return r;
-    ssize_t e = tls_result(c, r);
-    return e == 0 ? (errno = EPIPE, -1) : e;
-}
 
 /* ------------------------------------------------------------------ timers */
 
@@ -381,6 +352,18 @@ static void reject_head(h2_stream *s, int status, const char *detail)
     }
 }
 
+static void on_head_timeout(pt_loop *loop, pt_timer *t)
+{
+    h2_conn *c = t->data;
+    if (c->closed) return;
+    /* A header block left unfinished for timeouts.header: slowloris. */
+    nghttp2_submit_goaway(c->sess, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->sess),
+                          NGHTTP2_ENHANCE_YOUR_CALM, NULL, 0);
+    c->close_after_flush = true;
+    c->stop_reading = true;
+    schedule_flush(c);
+}
+
 static int on_begin_headers(nghttp2_session *sess, const nghttp2_frame *frame, void *ud)
 {
     h2_conn *c = ud;
@@ -388,6 +371,9 @@ static int on_begin_headers(nghttp2_session *sess, const nghttp2_frame *frame, v
     if (c->stop_reading || c->draining) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     h2_stream *s = stream_new(c, frame->hd.stream_id);
     nghttp2_session_set_stream_user_data(sess, frame->hd.stream_id, s);
+    /* Frames cannot interleave inside a header block, so one deadline per
+     * connection covers the block in progress (slow CONTINUATION trickle). */
+    pt_timer_start(conn_loop(c), &c->head_timer, c->header_ms, on_head_timeout, c);
     return 0;
 }
 
@@ -533,6 +519,7 @@ static int on_frame_recv(nghttp2_session *sess, const nghttp2_frame *frame, void
     bool end_stream = frame->hd.flags & NGHTTP2_FLAG_END_STREAM;
     switch (frame->hd.type) {
     case NGHTTP2_HEADERS:
+        pt_timer_stop(conn_loop(c), &c->head_timer); /* the header block is complete */
         if (!s || c->closed) return 0;
         if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) start_stream(c, s, end_stream);
         else if (end_stream && !s->body_done) end_of_request_body(s); /* request trailers (dropped) */
@@ -829,7 +816,7 @@ static void conn_flush(h2_conn *c)
             pt_buf_append(&c->wbuf, data, (size_t)n);
         }
         if (!c->wbuf.len || c->write_failed) break;
-        ssize_t n = conn_send(c, pt_buf_head(&c->wbuf), c->wbuf.len);
+        ssize_t n = pt_sock_send(c->io.fd, c->ssl, pt_buf_head(&c->wbuf), c->wbuf.len);
         if (n > 0) {
             pt_buf_consume(&c->wbuf, (size_t)n);
             c->progressed = true;
@@ -902,7 +889,7 @@ static void on_readable(h2_conn *c)
 {
     char buf[READ_CHUNK];
     for (int rounds = 0; rounds < 8 && !c->stop_reading && !c->closed; rounds++) {
-        ssize_t n = conn_recv(c, buf, sizeof(buf));
+        ssize_t n = pt_sock_recv(c->io.fd, c->ssl, buf, sizeof(buf));
         if (n > 0) {
             feed(c, buf, (size_t)n);
             continue;
@@ -963,6 +950,7 @@ static void conn_close(h2_conn *c)
     nghttp2_session_del(c->sess);
     c->sess = NULL;
     pt_timer_stop(w->loop, &c->timer);
+    pt_timer_stop(w->loop, &c->head_timer);
     pt_defer_cancel(w->loop, &c->flush_defer);
     pt_defer_cancel(w->loop, &c->deliver_defer);
     pt_defer_cancel(w->loop, &c->reap_defer);
@@ -1028,6 +1016,7 @@ void pt_h2_conn_start_counted(pt_worker *w, int fd, SSL *ssl, const char *initia
     c->max_header_size = cfg->limits.max_header_size;
     c->max_headers = cfg->limits.max_headers;
     c->idle_ms = cfg->timeouts.idle_ms;
+    c->header_ms = cfg->timeouts.header_ms;
     c->reset_window_start = pt_loop_now(w->loop);
 
     c->next = tl_conns;

@@ -407,3 +407,42 @@ def test_grpc_client_gets_grpc_status_for_portico_errors(portico, echo):
     h = _grpc_call(p.port, "/pkg.Svc/Method")  # upstream refused
     assert h["grpc-status"] == "14", h  # UNAVAILABLE
     assert h["grpc-message"] == "upstream connection failed", h
+
+
+def test_unfinished_header_block_is_cut_by_header_timeout(portico, echo):
+    """Slowloris over HTTP/2: a HEADERS frame without END_HEADERS followed by
+    nothing (or a slow CONTINUATION trickle) — GOAWAY ENHANCE_YOUR_CALM after
+    timeouts.header, not an idle-forever connection."""
+    import hpack
+    import hyperframe.frame as hf
+    p = portico(simple_config(echo.addr, timeouts={"header": "1s", "idle": "60s"}))
+    s, c = raw_connect(p.port)
+    block = hpack.Encoder().encode(get_headers("/slow") + [("x-a", "b")])
+    hdr = hf.HeadersFrame(1)
+    hdr.flags.add("END_STREAM")
+    hdr.data = block[:5]  # no END_HEADERS
+    # finish the SETTINGS exchange first: any frame sent after the partial
+    # header block would itself be a protocol error
+    read_until(s, c, lambda e: isinstance(e, h2.events.RemoteSettingsChanged))
+    s.sendall(c.data_to_send() + hdr.serialize())
+    t0 = time.monotonic()
+    s.settimeout(8)
+    data = b""
+    try:
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            data += d
+            if b"\x07\x00\x00\x00\x00\x00" in data:  # a GOAWAY frame header (type 7, no flags, stream 0)
+                break
+    except (socket.timeout, ConnectionResetError):
+        pass
+    elapsed = time.monotonic() - t0
+    s.close()
+    events = c.receive_data(data) if data else []
+    goaway = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
+    assert goaway, events
+    assert goaway[0].error_code == ENHANCE_YOUR_CALM, goaway
+    assert 0.5 <= elapsed < 8, elapsed
+    assert not echo.requests
