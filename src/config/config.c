@@ -446,6 +446,27 @@ static void conf_upstream_tls(pt_conf_ctx *ctx, const pt_conf_node *t, pt_upstre
     if (!tls->cert != !tls->key) pt_conf_error(ctx, t, "upstream tls: 'cert' and 'key' go together");
 }
 
+/* upstreams.NAME.protocol: http1 (default) | h2 (needs tls) | h2c (plain). */
+static void conf_upstream_protocol(pt_conf_ctx *ctx, const pt_conf_node *n, pt_upstream_conf *u)
+{
+    if (!n) return;
+    if (n->kind != PT_NODE_SCALAR) {
+        pt_conf_error(ctx, n, "upstream '%s': protocol must be one of http1, h2, h2c", u->name);
+        return;
+    }
+    if (strcmp(n->scalar, "http1") == 0) u->protocol = PT_UPROTO_HTTP1;
+    else if (strcmp(n->scalar, "h2") == 0) u->protocol = PT_UPROTO_H2;
+    else if (strcmp(n->scalar, "h2c") == 0) u->protocol = PT_UPROTO_H2C;
+    else {
+        pt_conf_error(ctx, n, "upstream '%s': unknown protocol '%s' (expected http1, h2 or h2c)", u->name, n->scalar);
+        return;
+    }
+    if (u->protocol == PT_UPROTO_H2 && !u->tls.enabled)
+        pt_conf_error(ctx, n, "upstream '%s': protocol h2 needs 'tls' (use h2c for HTTP/2 over plain TCP)", u->name);
+    if (u->protocol == PT_UPROTO_H2C && u->tls.enabled)
+        pt_conf_error(ctx, n, "upstream '%s': protocol h2c is plain TCP; use h2 with 'tls'", u->name);
+}
+
 static void conf_upstreams(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg)
 {
     const pt_conf_node *m = pt_conf_opt(root, "upstreams");
@@ -456,7 +477,7 @@ static void conf_upstreams(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config
     }
     cfg->upstreams = pt_arena_calloc(ctx->arena, m->n * sizeof(*cfg->upstreams));
     static const char *const keys[] = {"targets", "keepalive", "keepalive_timeout", "connect_timeout",
-                                       "read_timeout", "write_timeout", "preserve_host", "tls", NULL};
+                                       "read_timeout", "write_timeout", "preserve_host", "tls", "protocol", NULL};
     for (size_t i = 0; i < m->n; i++) {
         const pt_conf_node *k = m->keys[i], *v = m->vals[i];
         if (!valid_upstream_name(k->scalar)) {
@@ -490,6 +511,7 @@ static void conf_upstreams(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config
         opt_bool(ctx, v, "preserve_host", &u->preserve_host);
         const pt_conf_node *t = pt_conf_opt(v, "tls");
         if (t) conf_upstream_tls(ctx, t, &u->tls);
+        conf_upstream_protocol(ctx, pt_conf_opt(v, "protocol"), u);
     }
 }
 

@@ -76,6 +76,13 @@ typedef struct {
     int line, col;
 } pt_upstream_tls_conf;
 
+/* Protocol spoken to the upstream's targets. */
+typedef enum {
+    PT_UPROTO_HTTP1 = 0, /* HTTP/1.1 (default) */
+    PT_UPROTO_H2,        /* HTTP/2 over TLS (ALPN h2); requires tls */
+    PT_UPROTO_H2C,       /* HTTP/2 with prior knowledge over plain TCP */
+} pt_upstream_protocol;
+
 typedef struct pt_upstream_conf {
     char *name;
     int index;                   /* position in config->upstreams */
@@ -88,6 +95,7 @@ typedef struct pt_upstream_conf {
     uint64_t write_timeout_ms;   /* default: timeouts.upstream_write */
     bool preserve_host;          /* send the client's Host (default true) or the target's */
     pt_upstream_tls_conf tls;
+    pt_upstream_protocol protocol; /* default PT_UPROTO_HTTP1 */
     int line;
 } pt_upstream_conf;
 

@@ -59,7 +59,7 @@ pt_generation *pt_generation_build(pt_config *cfg, pt_errors *errors)
     g->up_tls = pt_xcalloc(cfg->nupstreams ? cfg->nupstreams : 1, sizeof(*g->up_tls));
     for (size_t i = 0; i < cfg->nupstreams; i++) {
         if (!cfg->upstreams[i].tls.enabled) continue;
-        g->up_tls[i] = pt_tls_client_ctx_new(&cfg->upstreams[i].tls, cfg->file, errors);
+        g->up_tls[i] = pt_tls_client_ctx_new(&cfg->upstreams[i].tls, cfg->upstreams[i].protocol == PT_UPROTO_H2, cfg->file, errors);
         if (!g->up_tls[i]) {
             pt_generation_unref(g);
             return NULL;

@@ -24,7 +24,8 @@
 #include "http/problem.h"
 #include "router/normalize.h"
 #include "server/worker.h"
-#include "upstream/h1_client.h"
+#include "upstream/exchange.h"
+#include "upstream/h2_client.h"
 
 enum phase { PH_NONE, PH_REQUEST, PH_REQUEST_BODY, PH_RESPONSE, PH_RESPONSE_BODY };
 
@@ -72,7 +73,8 @@ struct pt_txn {
     const pt_target_conf *target;
     uint64_t tried;
     int attempts;
-    pt_uconn *uc;
+    void *uc;                 /* the upstream exchange (h1 connection or h2 stream) */
+    const pt_upstream_exchange_ops *uops;
     pt_str upstream_target; /* path[?query] sent upstream */
     uint64_t up_start_us;
     uint64_t up_end_us;
@@ -467,7 +469,7 @@ static void emit_response(pt_txn *t)
         finish(t);
         return;
     }
-    if (t->uc) pt_uconn_pause_read(t->uc, false);
+    if (t->uc) t->uops->pause_read(t->uc, false);
 }
 
 static void run_response_phase(pt_txn *t)
@@ -483,12 +485,12 @@ static void run_response_phase(pt_txn *t)
         pt_plugin_result r = pi->type->on_response_headers(t, pi->conf, plugin_state(t, t->plugin_idx));
         if (r == PT_PLUGIN_PAUSE) {
             t->paused = true;
-            if (t->uc) pt_uconn_pause_read(t->uc, true);
+            if (t->uc) t->uops->pause_read(t->uc, true);
             return;
         }
         if (r == PT_PLUGIN_RESPOND && t->uc) {
             /* A response plugin replaced the upstream response. */
-            pt_uconn_close(t->uc);
+            t->uops->close(t->uc);
             t->uc = NULL;
         }
     }
@@ -524,11 +526,19 @@ static void connect_upstream(pt_txn *t)
         t->attempts++;
         t->target = &u->conf->targets[idx];
         if (!t->up_start_us) t->up_start_us = pt_loop_wall_us(t->w->loop);
-        pt_uconn *c = pt_pool_take(u->pools[idx]);
+        void *c;
         bool fresh = false;
-        if (!c) {
-            c = pt_uconn_connect(t->w, t->target, u->pools[idx], t->gen->up_tls[u->conf->index], &u->conf->tls);
-            fresh = true;
+        SSL_CTX *tls_ctx = t->gen->up_tls[u->conf->index];
+        if (u->conf->protocol != PT_UPROTO_HTTP1) {
+            c = pt_h2up_stream_open(t->w, t->target, u->pools[idx], tls_ctx, u->conf, &fresh);
+            t->uops = &pt_h2_exchange_ops;
+        } else {
+            c = pt_pool_take(u->pools[idx]);
+            if (!c) {
+                c = pt_uconn_connect(t->w, t->target, u->pools[idx], tls_ctx, &u->conf->tls);
+                fresh = true;
+            }
+            t->uops = &pt_h1_exchange_ops;
         }
         if (!c) {
             if (pt_method_idempotent(t->req->method) && t->attempts < (int)u->conf->ntargets) continue;
@@ -536,7 +546,7 @@ static void connect_upstream(pt_txn *t)
             return;
         }
         t->uc = c;
-        pt_uconn_attach(c, &up_cbs, t, t->a, u->conf, &t->gen->h1_limits, u->conf->connect_timeout_ms);
+        t->uops->attach(c, &up_cbs, t, t->a, u->conf, &t->gen->h1_limits, u->conf->connect_timeout_ms);
         if (!fresh) up_cbs.on_ready(t);
         return;
     }
@@ -591,7 +601,7 @@ send:;
         const pt_target_conf *tc = t->target;
         host = pt_str_c(pt_arena_printf(t->a, "%s:%u", tc->host, (unsigned)tc->port));
     }
-    pt_uconn_send_head(t->uc, r, t->upstream_target, host, h, r->has_body, r->content_length);
+    t->uops->send_head(t->uc, r, t->upstream_target, host, h, r->has_body, r->content_length);
 }
 
 static void on_up_ready(void *owner)
@@ -599,7 +609,7 @@ static void on_up_ready(void *owner)
     pt_txn *t = owner;
     send_request_head(t);
     if (t->req->has_body) {
-        if (t->req_body_done) pt_uconn_send_end(t->uc);
+        if (t->req_body_done) t->uops->send_end(t->uc);
         else t->ops->want_body(t->stream, true);
     }
 }
@@ -621,7 +631,7 @@ static void on_up_head(void *owner, pt_response *res)
     pt_txn *t = owner;
     t->res = *res;
     t->local = false;
-    pt_uconn_pause_read(t->uc, true); /* until the response phase has run */
+    t->uops->pause_read(t->uc, true); /* until the response phase has run */
     if (t->paused && t->phase == PH_REQUEST_BODY) {
         /* An early answer while a request-body plugin is paused: one pause at
          * a time, so the response phase waits for that plugin. */
@@ -671,7 +681,7 @@ static void forward_response_chunk(pt_txn *t, const char *data, size_t len, bool
         t->bytes_out += len;
         if (!t->ops->send_body(t->stream, data, len) && t->uc) {
             t->up_read_paused_by_ds = true;
-            pt_uconn_pause_read(t->uc, true);
+            t->uops->pause_read(t->uc, true);
         }
     }
     if (last) {
@@ -689,7 +699,7 @@ static void response_chunk(pt_txn *t, const char *data, size_t len, bool last, p
     if (r == PT_PLUGIN_PAUSE) {
         hold_chunk(t, PH_RESPONSE_BODY, data, len, last);
         t->held_trailers = pt_arena_str(t->a, trailers);
-        if (t->uc) pt_uconn_pause_read(t->uc, true);
+        if (t->uc) t->uops->pause_read(t->uc, true);
         return;
     }
     if (r == PT_PLUGIN_RESPOND) { /* too late to answer: the head is out */
@@ -714,7 +724,7 @@ static void run_response_body_held(pt_txn *t)
     forward_response_chunk(t, pt_buf_head(&t->held), t->held.len, t->held_last, t->held_trailers);
     if (t->finished) return;
     pt_buf_release(&t->held);
-    if (t->uc && !t->up_read_paused_by_ds) pt_uconn_pause_read(t->uc, false);
+    if (t->uc && !t->up_read_paused_by_ds) t->uops->pause_read(t->uc, false);
 }
 
 static void on_up_body(void *owner, const char *data, size_t len) { response_chunk(owner, data, len, false, PT_STR_NULL); }
@@ -724,10 +734,10 @@ static void on_up_end(void *owner, pt_str trailers) { response_chunk(owner, NULL
 static void on_up_error(void *owner, pt_uerr err, bool nothing_received)
 {
     pt_txn *t = owner;
-    pt_uconn *c = t->uc;
-    bool reused = c && c->reused;
+    void *c = t->uc;
+    bool reused = c && t->uops->reused(c);
     t->uc = NULL;
-    if (c) pt_uconn_close(c);
+    if (c) t->uops->close(c);
     t->up_end_us = pt_loop_wall_us(t->w->loop);
     if (t->resp_started) {
         t->ops->abort(t->stream);
@@ -802,9 +812,9 @@ void pt_txn_on_request_body(pt_txn *t, const char *data, size_t len, bool last)
 static void forward_request_chunk(pt_txn *t, const char *data, size_t len, bool last)
 {
     if (!t->uc) return;
-    bool more = len ? pt_uconn_send_body(t->uc, data, len) : true;
+    bool more = len ? t->uops->send_body(t->uc, data, len) : true;
     if (last) {
-        pt_uconn_send_end(t->uc);
+        t->uops->send_end(t->uc);
         t->ops->want_body(t->stream, false);
     } else if (!more) {
         t->ops->want_body(t->stream, false);
@@ -839,7 +849,7 @@ static void run_request_body_held(pt_txn *t)
 static void request_body_responded(pt_txn *t)
 {
     if (t->uc) {
-        pt_uconn_close(t->uc);
+        t->uops->close(t->uc);
         t->uc = NULL;
     }
     t->phase = PH_NONE;
@@ -856,7 +866,7 @@ void pt_txn_on_request_error(pt_txn *t, int status, const char *detail)
 {
     if (t->finished) return;
     if (t->uc) {
-        pt_uconn_close(t->uc);
+        t->uops->close(t->uc);
         t->uc = NULL;
     }
     t->req_body_done = true; /* nothing more will be read; the codec closes */
@@ -872,7 +882,7 @@ void pt_txn_on_downstream_writable(pt_txn *t)
     if (t->finished) return;
     if (t->uc && t->up_read_paused_by_ds) {
         t->up_read_paused_by_ds = false;
-        pt_uconn_pause_read(t->uc, false);
+        t->uops->pause_read(t->uc, false);
     }
 }
 
@@ -880,7 +890,7 @@ void pt_txn_on_downstream_closed(pt_txn *t)
 {
     if (t->finished) return;
     if (t->uc) {
-        pt_uconn_close(t->uc);
+        t->uops->close(t->uc);
         t->uc = NULL;
     }
     pt_defer_cancel(t->w->loop, &t->resume_defer);
@@ -921,10 +931,10 @@ static void finish(pt_txn *t)
     t->finished = true;
     pt_buf_release(&t->held);
     if (t->uc) {
-        pt_uconn *c = t->uc;
+        void *c = t->uc;
         t->uc = NULL;
-        if (t->resp_done && t->req_body_done) pt_uconn_release(c);
-        else pt_uconn_close(c);
+        if (t->resp_done && t->req_body_done) t->uops->release(c);
+        else t->uops->close(c);
     }
     const pt_pipeline *p = t->pipe;
     for (size_t i = 0; i < p->n; i++) {

@@ -15,7 +15,7 @@ static const char *ossl_err(void)
     return buf;
 }
 
-SSL_CTX *pt_tls_client_ctx_new(const pt_upstream_tls_conf *conf, const char *file, pt_errors *errors)
+SSL_CTX *pt_tls_client_ctx_new(const pt_upstream_tls_conf *conf, bool h2, const char *file, pt_errors *errors)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     if (!ctx) {
@@ -25,8 +25,12 @@ SSL_CTX *pt_tls_client_ctx_new(const pt_upstream_tls_conf *conf, const char *fil
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
-    static const unsigned char alpn[] = "\x08http/1.1";
-    SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn) - 1);
+    /* Offer only the protocol we will speak: an h2 upstream that cannot
+     * select h2 fails the connection (h2_client.c checks the result). */
+    static const unsigned char alpn_h1[] = "\x08http/1.1";
+    static const unsigned char alpn_h2[] = "\x02h2";
+    if (h2) SSL_CTX_set_alpn_protos(ctx, alpn_h2, sizeof(alpn_h2) - 1);
+    else SSL_CTX_set_alpn_protos(ctx, alpn_h1, sizeof(alpn_h1) - 1);
     if (conf->verify) {
         int ok = conf->ca ? SSL_CTX_load_verify_locations(ctx, conf->ca, NULL) : SSL_CTX_set_default_verify_paths(ctx);
         if (ok != 1) {

@@ -12,8 +12,9 @@
 
 #include "config/config.h"
 
-/* NULL on error (recorded as "FILE:LINE:COL: ..."). */
-SSL_CTX *pt_tls_client_ctx_new(const pt_upstream_tls_conf *conf, const char *file, pt_errors *errors);
+/* NULL on error (recorded as "FILE:LINE:COL: ..."). ALPN offers h2 when
+ * `h2` (upstream protocol h2), else http/1.1. */
+SSL_CTX *pt_tls_client_ctx_new(const pt_upstream_tls_conf *conf, bool h2, const char *file, pt_errors *errors);
 
 /* A client SSL object for a connected socket to `host` (sni overrides). */
 SSL *pt_tls_client_ssl(SSL_CTX *ctx, const pt_upstream_tls_conf *conf, const char *host, int fd);

@@ -7,6 +7,7 @@
  * is blocked, read timeout while waiting for response bytes, keep-alive
  * timeout while idle. */
 #include "upstream/h1_client.h"
+#include "upstream/exchange.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -595,3 +596,33 @@ void pt_uconn_close(pt_uconn *c)
 }
 
 void pt_uconn_idle_timer(pt_uconn *c, uint64_t ms) { pt_timer_start(c->w->loop, &c->timer, ms, on_timer, c); }
+
+/* ------------------------------------------------------- exchange vtable */
+
+static void x_attach(void *x, const pt_uconn_cbs *cbs, void *owner, pt_arena *a, const pt_upstream_conf *u,
+                     const pt_h1_limits *limits, uint64_t connect_timeout_ms)
+{
+    pt_uconn_attach(x, cbs, owner, a, u, limits, connect_timeout_ms);
+}
+static void x_send_head(void *x, const pt_request *req, pt_str target, pt_str host, const pt_headers *h,
+                        bool has_body, int64_t cl)
+{
+    pt_uconn_send_head(x, req, target, host, h, has_body, cl);
+}
+static bool x_send_body(void *x, const char *d, size_t n) { return pt_uconn_send_body(x, d, n); }
+static void x_send_end(void *x) { pt_uconn_send_end(x); }
+static void x_pause_read(void *x, bool p) { pt_uconn_pause_read(x, p); }
+static void x_release(void *x) { pt_uconn_release(x); }
+static void x_close(void *x) { pt_uconn_close(x); }
+static bool x_reused(const void *x) { return ((const pt_uconn *)x)->reused; }
+
+const pt_upstream_exchange_ops pt_h1_exchange_ops = {
+    .attach = x_attach,
+    .send_head = x_send_head,
+    .send_body = x_send_body,
+    .send_end = x_send_end,
+    .pause_read = x_pause_read,
+    .release = x_release,
+    .close = x_close,
+    .reused = x_reused,
+};

@@ -4,6 +4,7 @@
 
 #include "server/worker.h"
 #include "upstream/h1_client.h"
+#include "upstream/h2_client.h"
 
 struct pt_pool {
     struct sockaddr_storage ss;
@@ -12,7 +13,10 @@ struct pt_pool {
     char *sni;
     pt_uconn *idle; /* most recently parked first (LIFO keeps hot connections hot) */
     uint32_t nidle;
+    pt_h2up_conn *h2; /* HTTP/2 connections (busy or idle), see h2_client.c */
 };
+
+pt_h2up_conn **pt_pool_h2_list(pt_pool *p) { return &p->h2; }
 
 int pt_upstream_pick(pt_upstream_rt *u, uint64_t exclude)
 {
@@ -86,14 +90,17 @@ void pt_pool_remove(pt_pool *p, pt_uconn *c)
 
 void pt_pools_close_all(pt_worker *w)
 {
-    for (size_t i = 0; i < w->npools; i++)
+    for (size_t i = 0; i < w->npools; i++) {
         while (w->pools[i]->idle) pt_uconn_close(w->pools[i]->idle);
+        pt_h2up_pool_close(w->pools[i], false);
+    }
 }
 
 void pt_pools_free(pt_worker *w)
 {
     pt_pools_close_all(w);
     for (size_t i = 0; i < w->npools; i++) {
+        pt_h2up_pool_close(w->pools[i], true);
         free(w->pools[i]->sni);
         free(w->pools[i]);
     }

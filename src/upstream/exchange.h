@@ -1,0 +1,30 @@
+/* exchange.h — the interface a transaction uses to run one request/response
+ * exchange with an upstream, whatever the protocol: an HTTP/1.1 connection
+ * (h1_client.c, one exchange per connection at a time) or an HTTP/2 stream
+ * (h2_client.c, many streams multiplexed on one connection).
+ *
+ * The handle is opaque (`void *`); events come back through pt_uconn_cbs
+ * (h1_client.h) with the same meaning for both protocols. */
+#ifndef PT_UPSTREAM_EXCHANGE_H
+#define PT_UPSTREAM_EXCHANGE_H
+
+#include "upstream/h1_client.h"
+
+typedef struct {
+    /* Binds the exchange to its owner; for a fresh one on_ready fires later. */
+    void (*attach)(void *x, const pt_uconn_cbs *cbs, void *owner, pt_arena *a, const pt_upstream_conf *u,
+                   const pt_h1_limits *limits, uint64_t connect_timeout_ms);
+    void (*send_head)(void *x, const pt_request *req, pt_str target, pt_str host, const pt_headers *headers,
+                      bool has_body, int64_t content_length);
+    bool (*send_body)(void *x, const char *data, size_t len); /* false above the high watermark */
+    void (*send_end)(void *x);
+    void (*pause_read)(void *x, bool paused);
+    void (*release)(void *x); /* exchange over: keep the connection if healthy */
+    void (*close)(void *x);   /* abandon the exchange */
+    bool (*reused)(const void *x); /* ran on a connection established before it */
+} pt_upstream_exchange_ops;
+
+extern const pt_upstream_exchange_ops pt_h1_exchange_ops;
+extern const pt_upstream_exchange_ops pt_h2_exchange_ops;
+
+#endif

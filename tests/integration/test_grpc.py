@@ -1,0 +1,267 @@
+"""gRPC pass-through and HTTP/2 upstreams (src/upstream/h2_client.c).
+
+A grpcio client talks h2c (prior knowledge) to Portico, which forwards each
+call on an HTTP/2 stream to a grpcio server (upstream `protocol: h2c`).
+Generic handlers with raw-bytes (de)serialisers keep it free of codegen.
+Also a plain HTTP/2 upstream written with python3-h2 for GET/POST bodies."""
+import socket
+import threading
+import time
+from concurrent import futures
+
+import pytest
+
+from conftest import simple_config
+
+grpc = pytest.importorskip("grpc")
+h2 = pytest.importorskip("h2")
+import h2.config  # noqa: E402
+import h2.connection  # noqa: E402
+import h2.events  # noqa: E402
+
+ident = lambda b: b  # noqa: E731
+
+
+def _unary(req, ctx):
+    md = dict(ctx.invocation_metadata())
+    ctx.send_initial_metadata((("x-initial", "i-" + md.get("x-client", "")),))
+    ctx.set_trailing_metadata((("x-trailing", "t-ok"),))
+    return b"echo:" + req
+
+
+def _server_stream(req, ctx):
+    for i in range(int(req)):
+        yield b"item-%d" % i
+
+
+def _client_stream(it, ctx):
+    return b"|".join(it)
+
+
+def _bidi(it, ctx):
+    for m in it:
+        yield m.upper()
+
+
+def _fail(req, ctx):
+    ctx.abort(grpc.StatusCode.FAILED_PRECONDITION, "nope: bad state %")
+
+
+def _slow(req, ctx):
+    time.sleep(2)
+    return b"late"
+
+
+def _big(req, ctx):
+    return bytes(range(256)) * (int(req) // 256)
+
+
+@pytest.fixture
+def grpc_server():
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+    h = {
+        "Unary": grpc.unary_unary_rpc_method_handler(_unary, ident, ident),
+        "ServerStream": grpc.unary_stream_rpc_method_handler(_server_stream, ident, ident),
+        "ClientStream": grpc.stream_unary_rpc_method_handler(_client_stream, ident, ident),
+        "Bidi": grpc.stream_stream_rpc_method_handler(_bidi, ident, ident),
+        "Fail": grpc.unary_unary_rpc_method_handler(_fail, ident, ident),
+        "Slow": grpc.unary_unary_rpc_method_handler(_slow, ident, ident),
+        "Big": grpc.unary_unary_rpc_method_handler(_big, ident, ident),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Svc", h),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield port
+    server.stop(0)
+
+
+@pytest.fixture
+def chan(portico, grpc_server):
+    gw = portico(simple_config("127.0.0.1:%d" % grpc_server, upstream_extra={"protocol": "h2c"}))
+    ch = grpc.insecure_channel("127.0.0.1:%d" % gw.port)
+    yield ch
+    ch.close()
+
+
+def m(ch, kind, name):
+    return getattr(ch, kind)("/test.Svc/" + name, request_serializer=ident, response_deserializer=ident)
+
+
+def test_unary_and_metadata_both_ways(chan):
+    resp, call = m(chan, "unary_unary", "Unary").with_call(b"hi", metadata=(("x-client", "abc"),), timeout=10)
+    assert resp == b"echo:hi"
+    assert ("x-initial", "i-abc") in call.initial_metadata()
+    assert ("x-trailing", "t-ok") in call.trailing_metadata()
+    assert call.code() == grpc.StatusCode.OK
+
+
+def test_many_unary_calls_share_connection(chan):
+    f = m(chan, "unary_unary", "Unary")
+    futs = [f.future(b"n%d" % i, timeout=10) for i in range(50)]
+    assert [x.result() for x in futs] == [b"echo:n%d" % i for i in range(50)]
+
+
+def test_server_streaming(chan):
+    assert list(m(chan, "unary_stream", "ServerStream")(b"5", timeout=10)) == [b"item-%d" % i for i in range(5)]
+
+
+def test_client_streaming(chan):
+    assert m(chan, "stream_unary", "ClientStream")(iter([b"a", b"b", b"c"]), timeout=10) == b"a|b|c"
+
+
+def test_bidi_streaming(chan):
+    out = list(m(chan, "stream_stream", "Bidi")(iter([b"x%d" % i for i in range(20)]), timeout=10))
+    assert out == [b"X%d" % i for i in range(20)]
+
+
+def test_large_message(chan):
+    assert m(chan, "unary_unary", "Big")(b"%d" % (3 << 20), timeout=20) == bytes(range(256)) * ((3 << 20) // 256)
+
+
+def test_error_status_and_message_preserved(chan):
+    with pytest.raises(grpc.RpcError) as ei:
+        m(chan, "unary_unary", "Fail")(b"", timeout=10)
+    assert ei.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert ei.value.details() == "nope: bad state %"
+
+
+def test_deadline_exceeded(chan):
+    t0 = time.monotonic()
+    with pytest.raises(grpc.RpcError) as ei:
+        m(chan, "unary_unary", "Slow")(b"", timeout=0.5)
+    assert ei.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert time.monotonic() - t0 < 1.5
+    # the gateway is still fine afterwards
+    assert m(chan, "unary_unary", "Unary")(b"again", timeout=10) == b"echo:again"
+
+
+def test_unknown_method_unimplemented(chan):
+    with pytest.raises(grpc.RpcError) as ei:
+        m(chan, "unary_unary", "Missing")(b"", timeout=10)
+    assert ei.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_upstream_down_is_unavailable(portico):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    gw = portico(simple_config("127.0.0.1:%d" % port, upstream_extra={"protocol": "h2c"}))
+    with grpc.insecure_channel("127.0.0.1:%d" % gw.port) as ch:
+        with pytest.raises(grpc.RpcError) as ei:
+            m(ch, "unary_unary", "Unary")(b"", timeout=10)
+    assert ei.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+# ------------------------------------------------------- plain h2c upstream
+
+class H2Upstream:
+    """A tiny h2c server: echoes method, path, body length and a digest."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.seen = []
+        threading.Thread(target=self.accept_loop, daemon=True).start()
+
+    def accept_loop(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.serve, args=(c,), daemon=True).start()
+
+    def serve(self, c):
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        conn.initiate_connection()
+        c.sendall(conn.data_to_send())
+        reqs = {}
+        while True:
+            try:
+                data = c.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            for ev in conn.receive_data(data):
+                if isinstance(ev, h2.events.RequestReceived):
+                    reqs[ev.stream_id] = [dict((k.decode(), v.decode()) for k, v in ev.headers), bytearray()]
+                elif isinstance(ev, h2.events.DataReceived):
+                    reqs[ev.stream_id][1] += ev.data
+                    conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                elif isinstance(ev, h2.events.StreamEnded):
+                    hdrs, body = reqs.pop(ev.stream_id)
+                    self.seen.append(hdrs)
+                    out = ("%s %s %d" % (hdrs[":method"], hdrs[":path"], len(body))).encode()
+                    if hdrs[":path"].startswith("/big"):
+                        out = b"z" * 200000
+                    conn.send_headers(ev.stream_id, [(":status", "200"), ("content-type", "text/plain"),
+                                                     ("content-length", str(len(out))), ("x-up", "h2")])
+                    self.send_body(conn, c, ev.stream_id, out)
+            c.sendall(conn.data_to_send())
+
+    def send_body(self, conn, c, sid, out):
+        while out:
+            n = min(len(out), conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
+            if n <= 0:
+                c.sendall(conn.data_to_send())
+                data = c.recv(65536)
+                if not data:
+                    return
+                conn.receive_data(data)
+                continue
+            conn.send_data(sid, out[:n], end_stream=(n == len(out)))
+            out = out[n:]
+        c.sendall(conn.data_to_send())
+
+
+def http(port, method, path, body=None):
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    req = "%s %s HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n" % (method, path)
+    if body is not None:
+        req += "Content-Length: %d\r\n" % len(body)
+    s.sendall(req.encode() + b"\r\n" + (body or b""))
+    data = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        data += d
+    s.close()
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return head.decode(), rest
+
+
+def test_h2c_upstream_get_and_post(portico):
+    up = H2Upstream()
+    gw = portico(simple_config("127.0.0.1:%d" % up.port, upstream_extra={"protocol": "h2c"}))
+    head, body = http(gw.port, "GET", "/a/b?x=1")
+    assert head.startswith("HTTP/1.1 200"), head
+    assert "x-up: h2" in head.lower()
+    assert body == b"GET /a/b?x=1 0"
+    payload = b"p" * 300000
+    head, body = http(gw.port, "POST", "/post", payload)
+    assert head.startswith("HTTP/1.1 200"), head
+    assert body == b"POST /post 300000"
+    head, body = http(gw.port, "GET", "/big")
+    assert body == b"z" * 200000
+    seen = up.seen[0]
+    assert seen[":authority"] == "example.test" and seen[":scheme"] == "http"
+    assert "connection" not in seen and "x-forwarded-for" in seen
+
+
+def test_protocol_validation(tmp_path):
+    import subprocess
+    from conftest import BIN
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("listen: ['127.0.0.1:1']\nupstreams:\n  up:\n    targets: ['127.0.0.1:2']\n    protocol: h3\n"
+                   "  up2:\n    targets: ['127.0.0.1:2']\n    protocol: h2\n"
+                   "routes:\n  - name: r\n    match: {path_prefix: /}\n    upstream: up\n")
+    out = subprocess.run([BIN, "check", "-c", str(cfg)], capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "c.yaml:5:15: upstream 'up': unknown protocol 'h3'" in out.stderr + out.stdout
+    assert "c.yaml:8:15: upstream 'up2': protocol h2 needs 'tls'" in out.stderr + out.stdout
