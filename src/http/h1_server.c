@@ -676,35 +676,28 @@ static void read_defer_cb(pt_loop *loop, pt_defer *d)
  * HTTP/1.1 connection waiting for its first request. */
 static void do_handshake(pt_h1_conn *c)
 {
-    ERR_clear_error();
-    int r = SSL_do_handshake(c->ssl);
-    if (r == 1) {
-        c->state = ST_HEAD;
-        c->peer_subject = pt_tls_peer_subject(c->ssl);
-        if (c->hs_wg) {
-            pt_worker_gen_release(c->w, c->hs_wg);
-            c->hs_wg = NULL;
-        }
-        const unsigned char *alpn = NULL;
-        unsigned int alpn_len = 0;
-        SSL_get0_alpn_selected(c->ssl, &alpn, &alpn_len);
-        if (alpn_len == 2 && memcmp(alpn, "h2", 2) == 0) {
-            handoff_h2(c);
-            return;
-        }
-        conn_update_events(c);
-        /* the client's first request may already be decrypted and pending */
-        pt_defer_queue(c->w->loop, &c->read_defer, read_defer_cb, c);
+    int r = pt_tls_handshake_step(c->ssl, &c->hs_want_write);
+    if (r < 0) { /* a failed handshake (bad client, wrong version): just close */
+        conn_close(c);
         return;
     }
-    int e = SSL_get_error(c->ssl, r);
-    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-        c->hs_want_write = e == SSL_ERROR_WANT_WRITE;
+    if (r == 0) {
         conn_update_events(c);
         return;
     }
-    ERR_clear_error(); /* a failed handshake (bad client, wrong version): just close */
-    conn_close(c);
+    c->state = ST_HEAD;
+    c->peer_subject = pt_tls_peer_subject(c->ssl);
+    if (c->hs_wg) {
+        pt_worker_gen_release(c->w, c->hs_wg);
+        c->hs_wg = NULL;
+    }
+    if (pt_tls_alpn_is(c->ssl, "h2")) {
+        handoff_h2(c);
+        return;
+    }
+    conn_update_events(c);
+    /* the client's first request may already be decrypted and pending */
+    pt_defer_queue(c->w->loop, &c->read_defer, read_defer_cb, c);
 }
 
 static void on_readable(pt_h1_conn *c)

@@ -5,6 +5,8 @@
 #include <limits.h>
 #include <openssl/err.h>
 #include <sys/socket.h>
+#include <string.h>
+#include <sys/epoll.h>
 #include <unistd.h>
 
 /* Maps an SSL_read/SSL_write result <= 0 to the convention. */
@@ -36,4 +38,35 @@ ssize_t pt_sock_send(int fd, SSL *ssl, const char *buf, size_t n)
         return -1;
     }
     return e;
+}
+
+int pt_sock_connect_error(int fd, uint32_t events)
+{
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+    if (!err && (events & (EPOLLERR | EPOLLHUP))) err = ECONNREFUSED;
+    return err;
+}
+
+int pt_tls_handshake_step(SSL *ssl, bool *want_write)
+{
+    ERR_clear_error();
+    int r = SSL_do_handshake(ssl);
+    if (r == 1) return 1;
+    int e = SSL_get_error(ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        *want_write = e == SSL_ERROR_WANT_WRITE;
+        return 0;
+    }
+    ERR_clear_error();
+    return -1;
+}
+
+bool pt_tls_alpn_is(SSL *ssl, const char *proto)
+{
+    const unsigned char *alpn = NULL;
+    unsigned int len = 0;
+    SSL_get0_alpn_selected(ssl, &alpn, &len);
+    return len == strlen(proto) && memcmp(alpn, proto, len) == 0;
 }

@@ -7,9 +7,23 @@
 #define PT_TLS_IO_H
 
 #include <openssl/ssl.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 ssize_t pt_sock_recv(int fd, SSL *ssl, char *buf, size_t n);
 ssize_t pt_sock_send(int fd, SSL *ssl, const char *buf, size_t n);
+
+/* The outcome of a non-blocking connect() once epoll reported the socket:
+ * 0 when connected, else the error (errno value). */
+int pt_sock_connect_error(int fd, uint32_t events);
+
+/* One step of a non-blocking TLS handshake: 1 done, 0 call again when the
+ * socket is ready (*want_write says for writing, else for reading), -1
+ * failed (OpenSSL's error queue is cleared). */
+int pt_tls_handshake_step(SSL *ssl, bool *want_write);
+
+/* True when ALPN selected `proto` (e.g. "h2"). */
+bool pt_tls_alpn_is(SSL *ssl, const char *proto);
 
 #endif

@@ -423,20 +423,10 @@ static void connected(pt_uconn *c)
 
 static void up_handshake(pt_uconn *c)
 {
-    ERR_clear_error();
-    int r = SSL_do_handshake(c->ssl);
-    if (r == 1) {
-        connected(c);
-        return;
-    }
-    int e = SSL_get_error(c->ssl, r);
-    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-        c->hs_want_write = e == SSL_ERROR_WANT_WRITE;
-        update_events(c);
-        return;
-    }
-    ERR_clear_error();
-    fail(c, PT_UERR_TLS);
+    int r = pt_tls_handshake_step(c->ssl, &c->hs_want_write);
+    if (r > 0) connected(c);
+    else if (r == 0) update_events(c);
+    else fail(c, PT_UERR_TLS);
 }
 
 static void uconn_io(pt_loop *loop, pt_io *io, uint32_t events)
@@ -444,10 +434,7 @@ static void uconn_io(pt_loop *loop, pt_io *io, uint32_t events)
     pt_uconn *c = io->data;
     if (c->state == US_CLOSED) return;
     if (c->state == US_CONNECTING) {
-        int err = 0;
-        socklen_t len = sizeof(err);
-        if (getsockopt(io->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
-        if (err || (events & (EPOLLERR | EPOLLHUP))) {
+        if (pt_sock_connect_error(io->fd, events)) {
             fail(c, PT_UERR_CONNECT);
             return;
         }

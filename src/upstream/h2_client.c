@@ -516,27 +516,14 @@ static void conn_ready(pt_h2up_conn *c)
 
 static void conn_handshake(pt_h2up_conn *c)
 {
-    ERR_clear_error();
-    int r = SSL_do_handshake(c->ssl);
-    if (r == 1) {
-        const unsigned char *alpn = NULL;
-        unsigned alen = 0;
-        SSL_get0_alpn_selected(c->ssl, &alpn, &alen);
-        if (alen != 2 || memcmp(alpn, "h2", 2) != 0) {
-            conn_fail(c, PT_UERR_TLS); /* the upstream does not speak HTTP/2 */
-            return;
-        }
-        conn_ready(c);
-        return;
-    }
-    int e = SSL_get_error(c->ssl, r);
-    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-        c->hs_want_write = e == SSL_ERROR_WANT_WRITE;
+    int r = pt_tls_handshake_step(c->ssl, &c->hs_want_write);
+    if (r == 0) {
         update_events(c);
-        return;
+    } else if (r < 0 || !pt_tls_alpn_is(c->ssl, "h2")) {
+        conn_fail(c, PT_UERR_TLS); /* failed, or the upstream does not speak HTTP/2 */
+    } else {
+        conn_ready(c);
     }
-    ERR_clear_error();
-    conn_fail(c, PT_UERR_TLS);
 }
 
 static void conn_io(pt_loop *loop, pt_io *io, uint32_t events)
@@ -544,10 +531,7 @@ static void conn_io(pt_loop *loop, pt_io *io, uint32_t events)
     pt_h2up_conn *c = io->data;
     if (c->state == CS_CLOSED) return;
     if (c->state == CS_CONNECTING) {
-        int err = 0;
-        socklen_t len = sizeof(err);
-        if (getsockopt(io->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
-        if (err || (events & (EPOLLERR | EPOLLHUP))) {
+        if (pt_sock_connect_error(io->fd, events)) {
             conn_fail(c, PT_UERR_CONNECT);
             return;
         }
