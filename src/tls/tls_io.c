@@ -6,6 +6,8 @@
 #include <openssl/err.h>
 #include <sys/socket.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 
@@ -69,4 +71,19 @@ bool pt_tls_alpn_is(SSL *ssl, const char *proto)
     unsigned int len = 0;
     SSL_get0_alpn_selected(ssl, &alpn, &len);
     return len == strlen(proto) && memcmp(alpn, proto, len) == 0;
+}
+
+int pt_sock_connect_start(const struct sockaddr *addr, unsigned int addrlen)
+{
+    int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (connect(fd, addr, (socklen_t)addrlen) < 0 && errno != EINPROGRESS) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
 }

@@ -14,6 +14,11 @@
 ssize_t pt_sock_recv(int fd, SSL *ssl, char *buf, size_t n);
 ssize_t pt_sock_send(int fd, SSL *ssl, const char *buf, size_t n);
 
+struct sockaddr;
+/* Starts a non-blocking TCP connect (TCP_NODELAY, close-on-exec). Returns
+ * the socket, or -1 with errno set if it failed at once. */
+int pt_sock_connect_start(const struct sockaddr *addr, unsigned int addrlen);
+
 /* The outcome of a non-blocking connect() once epoll reported the socket:
  * 0 when connected, else the error (errno value). */
 int pt_sock_connect_error(int fd, uint32_t events);

@@ -56,16 +56,8 @@ static void fail(pt_uconn *c, pt_uerr e)
 pt_uconn *pt_uconn_connect(pt_worker *w, const pt_target_conf *t, pt_pool *pool, SSL_CTX *tls_ctx,
                            const pt_upstream_tls_conf *tls)
 {
-    int fd = socket(t->addr.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = pt_sock_connect_start((const struct sockaddr *)&t->addr.ss, t->addr.sslen);
     if (fd < 0) return NULL;
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (connect(fd, (const struct sockaddr *)&t->addr.ss, t->addr.sslen) < 0 && errno != EINPROGRESS) {
-        int e = errno;
-        close(fd);
-        errno = e;
-        return NULL;
-    }
     pt_uconn *c = pt_xcalloc(1, sizeof(*c));
     c->w = w;
     c->pool = pool;
