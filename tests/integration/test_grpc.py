@@ -13,8 +13,8 @@ import pytest
 
 from conftest import simple_config
 
-grpc = pytest.importorskip("grpc")
-h2 = pytest.importorskip("h2")
+import grpc  # Debian python3-grpcio, installed by scripts/install-deps.sh
+import h2  # Debian python3-h2
 import h2.config  # noqa: E402
 import h2.connection  # noqa: E402
 import h2.events  # noqa: E402
@@ -139,6 +139,47 @@ def test_unknown_method_unimplemented(chan):
     with pytest.raises(grpc.RpcError) as ei:
         m(chan, "unary_unary", "Missing")(b"", timeout=10)
     assert ei.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory):
+    """A self-signed certificate for localhost / 127.0.0.1 (openssl CLI)."""
+    import subprocess
+    d = tmp_path_factory.mktemp("grpc-tls")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "k.pem", "-out", "c.pem",
+                    "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   cwd=d, check=True, capture_output=True, timeout=60)
+    return str(d / "c.pem"), str(d / "k.pem")
+
+
+def test_grpc_to_tls_upstream_over_h2(portico, tls_files):
+    """protocol: h2 — TLS with ALPN h2 and certificate verification to a
+    grpcio server with TLS credentials; a wrong CA is refused (UNAVAILABLE)."""
+    cert, key = tls_files
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Svc", {
+        "Unary": grpc.unary_unary_rpc_method_handler(_unary, ident, ident),
+        "Bidi": grpc.stream_stream_rpc_method_handler(_bidi, ident, ident),
+    }),))
+    creds = grpc.ssl_server_credentials(((open(key, "rb").read(), open(cert, "rb").read()),))
+    port = server.add_secure_port("127.0.0.1:0", creds)
+    server.start()
+    try:
+        up = {"protocol": "h2", "tls": {"ca": cert, "sni": "localhost"}}
+        gw = portico(simple_config("127.0.0.1:%d" % port, upstream_extra=up))
+        with grpc.insecure_channel("127.0.0.1:%d" % gw.port) as ch:
+            assert m(ch, "unary_unary", "Unary")(b"tls", timeout=10) == b"echo:tls"
+            out = list(m(ch, "stream_stream", "Bidi")(iter([b"a", b"b"]), timeout=10))
+            assert out == [b"A", b"B"]
+        # verification on: a CA that did not sign the server certificate fails
+        bad = {"protocol": "h2", "tls": {"sni": "localhost"}}  # system store only
+        gw2 = portico(simple_config("127.0.0.1:%d" % port, upstream_extra=bad))
+        with grpc.insecure_channel("127.0.0.1:%d" % gw2.port) as ch:
+            with pytest.raises(grpc.RpcError) as ei:
+                m(ch, "unary_unary", "Unary")(b"x", timeout=10)
+        assert ei.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        server.stop(0)
 
 
 def test_upstream_down_is_unavailable(portico):
