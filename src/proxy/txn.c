@@ -84,6 +84,7 @@ struct pt_txn {
     uint64_t body_received;
     bool req_body_done;
     bool forwarded_headers_done;
+    pt_timer deadline;  /* grpc-timeout */
     bool head_waiting;  /* upstream head arrived during a request-body pause */
     int pending_error;  /* routing/limit error to answer after the request phase */
     const char *pending_detail;
@@ -400,6 +401,56 @@ void pt_txn_resume(pt_txn *t, pt_plugin_result r)
     pt_defer_queue(t->w->loop, &t->resume_defer, resume_cb, t);
 }
 
+/* gRPC deadline (grpc-timeout: 1-8 digits and a unit H M S m u n). Returns
+ * milliseconds (rounded up, at least 1), or 0 when absent or malformed. */
+static uint64_t grpc_timeout_ms(const pt_request *req)
+{
+    const pt_str *v = pt_headers_get(&req->headers, "grpc-timeout");
+    if (!v || v->n < 2 || v->n > 9) return 0;
+    uint64_t n = 0;
+    for (size_t i = 0; i + 1 < v->n; i++) {
+        if (v->p[i] < '0' || v->p[i] > '9') return 0;
+        n = n * 10 + (uint64_t)(v->p[i] - '0');
+    }
+    uint64_t ms;
+    switch (v->p[v->n - 1]) {
+    case 'H': ms = n * 3600000; break;
+    case 'M': ms = n * 60000; break;
+    case 'S': ms = n * 1000; break;
+    case 'm': ms = n; break;
+    case 'u': ms = (n + 999) / 1000; break;
+    case 'n': ms = (n + 999999) / 1000000; break;
+    default: return 0;
+    }
+    return ms ? ms : 1;
+}
+
+static void grpc_deadline_cb(pt_loop *loop, pt_timer *tm)
+{
+    pt_txn *t = tm->data;
+    if (t->finished) return;
+    /* The client's deadline passed: stop the upstream exchange and answer
+     * DEADLINE_EXCEEDED (504 maps to it), or abort a started response. */
+    if (t->uc) {
+        t->uops->close(t->uc);
+        t->uc = NULL;
+    }
+    if (t->paused) {
+        pt_defer_cancel(t->w->loop, &t->resume_defer);
+        t->paused = false;
+    }
+    t->req_body_done = true;
+    respond_problem(t, 504, "the gRPC deadline (grpc-timeout) passed");
+}
+
+/* Honours grpc-timeout on requests that carry it: the whole exchange must
+ * finish by then (a later upstream read timeout does not extend it). */
+static void arm_grpc_deadline(pt_txn *t)
+{
+    uint64_t ms = grpc_timeout_ms(t->req);
+    if (ms) pt_timer_start(t->w->loop, &t->deadline, ms, grpc_deadline_cb, t);
+}
+
 static void run_request_phase(pt_txn *t)
 {
     const pt_pipeline *p = t->pipe;
@@ -438,6 +489,7 @@ static void run_request_phase(pt_txn *t)
     } else {
         t->upstream_target = path;
     }
+    arm_grpc_deadline(t);
     connect_upstream(t);
 }
 
@@ -929,6 +981,7 @@ static void finish(pt_txn *t)
 {
     if (t->finished) return;
     t->finished = true;
+    pt_timer_stop(t->w->loop, &t->deadline);
     pt_buf_release(&t->held);
     if (t->uc) {
         void *c = t->uc;

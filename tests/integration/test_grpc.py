@@ -306,3 +306,34 @@ def test_protocol_validation(tmp_path):
     assert out.returncode != 0
     assert "c.yaml:5:15: upstream 'up': unknown protocol 'h3'" in out.stderr + out.stdout
     assert "c.yaml:8:15: upstream 'up2': protocol h2 needs 'tls'" in out.stderr + out.stdout
+
+
+def test_grpc_timeout_is_enforced_by_portico(portico, grpc_server):
+    """A client that sends grpc-timeout but does not cancel by itself still
+    gets DEADLINE_EXCEEDED from Portico at the deadline (the upstream method
+    takes 2 s)."""
+    gw = portico(simple_config("127.0.0.1:%d" % grpc_server, upstream_extra={"protocol": "h2c"}))
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+    c = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+    c.initiate_connection()
+    c.send_headers(1, [(":method", "POST"), (":scheme", "http"), (":authority", "gw"),
+                       (":path", "/test.Svc/Slow"), ("content-type", "application/grpc"),
+                       ("te", "trailers"), ("grpc-timeout", "300m")])
+    c.send_data(1, b"\x00\x00\x00\x00\x00", end_stream=True)
+    s.sendall(c.data_to_send())
+    t0 = time.monotonic()
+    headers, ended = {}, False
+    s.settimeout(5)
+    while not ended:
+        data = s.recv(65536)
+        assert data, "connection closed"
+        for ev in c.receive_data(data):
+            if isinstance(ev, (h2.events.ResponseReceived, h2.events.TrailersReceived)):
+                headers.update({k.decode(): v.decode() for k, v in ev.headers})
+            if isinstance(ev, h2.events.StreamEnded):
+                ended = True
+        s.sendall(c.data_to_send())
+    elapsed = time.monotonic() - t0
+    s.close()
+    assert headers.get("grpc-status") == "4", headers  # DEADLINE_EXCEEDED
+    assert 0.25 <= elapsed < 1.8, elapsed
