@@ -577,8 +577,8 @@ static pt_config *config_new(const char *name, pt_conf_ctx *ctx, pt_errors *erro
 static void config_from_tree(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg)
 {
     static const char *const keys[] = {"workers", "listen", "limits", "timeouts", "access_log",
-                                       "upstreams", "plugins", "routes", "trusted_proxies", "server_header",
-                                       "via", NULL};
+                                       "upstreams", "plugins", "routes", "trusted_proxies", "client_ip_header",
+                                       "server_header", "via", NULL};
     if (root->kind == PT_NODE_NULL) {
         pt_conf_error(ctx, root, "configuration is empty (at least 'listen' and 'routes' are needed)");
         return;
@@ -601,6 +601,12 @@ static void config_from_tree(pt_conf_ctx *ctx, const pt_conf_node *root, pt_conf
     }
     const pt_conf_node *via = pt_conf_opt(root, "via");
     if (via) pt_conf_bool(ctx, via, &cfg->via);
+    const pt_conf_node *cih = pt_conf_opt(root, "client_ip_header");
+    if (cih) {
+        if (cih->kind == PT_NODE_SCALAR && strcasecmp(cih->scalar, "forwarded") == 0) cfg->client_ip_forwarded = true;
+        else if (!(cih->kind == PT_NODE_SCALAR && strcasecmp(cih->scalar, "x-forwarded-for") == 0))
+            pt_conf_error(ctx, cih, "client_ip_header must be X-Forwarded-For or Forwarded");
+    }
     const pt_conf_node *tp = pt_conf_opt(root, "trusted_proxies");
     if (tp && pt_ip_set_read(ctx, tp, "trusted_proxies", &cfg->trusted_proxies)) cfg->has_trusted_proxies = true;
     pt_conf_plugin_list(ctx, pt_conf_get(root, "plugins"), &cfg->plugins, "plugins");

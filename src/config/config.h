@@ -181,6 +181,7 @@ typedef struct pt_config {
     /* Peers allowed to tell the client address in X-Forwarded-For. */
     pt_ip_set trusted_proxies;
     bool has_trusted_proxies;
+    bool client_ip_forwarded;        /* client_ip_header: Forwarded (RFC 7239) instead of X-Forwarded-For */
 } pt_config;
 
 /* Loads and validates. On failure returns NULL and fills `errors`. */

@@ -259,21 +259,63 @@ void pt_txn_start_error(pt_txn *t, pt_request *req, int status, const char *deta
     respond_problem(t, status, detail);
 }
 
+/* The address inside one Forwarded element (RFC 7239): the value of its
+ * for= parameter, unquoted, without a port or IPv6 brackets. Empty when the
+ * element has none. */
+static pt_str forwarded_for(pt_str el)
+{
+    size_t i = 0;
+    while (i < el.n) {
+        while (i < el.n && (el.p[i] == ' ' || el.p[i] == '\t' || el.p[i] == ';')) i++;
+        size_t k = i;
+        while (i < el.n && el.p[i] != '=' && el.p[i] != ';') i++;
+        pt_str key = pt_str_make(el.p + k, i - k);
+        if (i >= el.n || el.p[i] != '=') continue;
+        i++;
+        size_t vs = i, ve;
+        if (i < el.n && el.p[i] == '"') {
+            vs = ++i;
+            while (i < el.n && el.p[i] != '"') i++;
+            ve = i;
+            if (i < el.n) i++;
+        } else {
+            while (i < el.n && el.p[i] != ';') i++;
+            ve = i;
+        }
+        while (ve > vs && (el.p[ve - 1] == ' ' || el.p[ve - 1] == '\t')) ve--;
+        if (!pt_str_ieq_lit(key, "for")) continue;
+        pt_str v = pt_str_make(el.p + vs, ve - vs);
+        if (v.n && v.p[0] == '[') { /* "[2001:db8::1]:4711" -> "2001:db8::1" */
+            const char *rb = memchr(v.p, ']', v.n);
+            if (!rb) return PT_STR_NULL;
+            v = pt_str_make(v.p + 1, (size_t)(rb - v.p) - 1);
+        } else {
+            const char *colon = memchr(v.p, ':', v.n);
+            if (colon && !memchr(colon + 1, ':', v.n - (size_t)(colon + 1 - v.p))) v.n = (size_t)(colon - v.p);
+        }
+        return v;
+    }
+    return PT_STR_NULL;
+}
+
 /* The client address: the peer, unless the peer is a trusted proxy; then
- * X-Forwarded-For is walked from the right, skipping trusted hops, and the
- * first untrusted address is the client (all trusted: the leftmost). An
- * unparsable entry stops the walk at the last address known to be good. */
+ * the configured header (X-Forwarded-For, or Forwarded's for= values) is
+ * walked from the right, skipping trusted hops, and the first untrusted
+ * address is the client (all trusted: the leftmost). An entry that is not
+ * an IP address (garbage, "unknown", an obfuscated name) stops the walk at
+ * the last address known to be good. */
 static void resolve_client_addr(pt_txn *t)
 {
     const pt_config *cfg = t->gen->cfg;
     if (!cfg->has_trusted_proxies) return;
     pt_ip_addr a;
     if (!pt_ip_addr_parse(t->conn.client_addr, &a) || !pt_ip_set_contains(&cfg->trusted_proxies, &a)) return;
+    const char *hname = cfg->client_ip_forwarded ? "Forwarded" : "X-Forwarded-For";
     pt_str client = t->conn.client_addr;
     const pt_headers *h = &t->req->headers;
     /* fields in reverse order, entries right to left */
     for (uint32_t i = h->n; i-- > 0;) {
-        if (!pt_str_ieq_lit(h->v[i].name, "X-Forwarded-For")) continue;
+        if (!pt_str_ieq_lit(h->v[i].name, hname)) continue;
         pt_str v = h->v[i].value;
         size_t end = v.n;
         for (;;) {
@@ -284,6 +326,7 @@ static void resolve_client_addr(pt_txn *t)
             while (e > b && (v.p[e - 1] == ' ' || v.p[e - 1] == '\t')) e--;
             pt_str entry = pt_str_make(v.p + b, e - b);
             if (entry.n) {
+                if (cfg->client_ip_forwarded) entry = forwarded_for(entry);
                 if (!pt_ip_addr_parse(entry, &a)) goto done;
                 client = entry;
                 if (!pt_ip_set_contains(&cfg->trusted_proxies, &a)) goto done;

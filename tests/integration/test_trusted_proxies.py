@@ -79,3 +79,24 @@ def test_trusted_proxies_config_errors(tmp_path):
     res = subprocess.run([BIN, "check", "-c", str(path)], capture_output=True, text=True, timeout=30)
     assert res.returncode == 1
     assert "%s:2:" % path in res.stderr and "host bits" in res.stderr, res.stderr
+
+
+def test_forwarded_header_when_configured(portico, echo):
+    cfg = simple_config(echo.addr, trusted_proxies=["127.0.0.1", "10.0.0.0/8"], client_ip_header="Forwarded")
+    p = portico(cfg)
+    request(p.port, "GET", "/g", headers={"Forwarded": 'for=198.51.100.7;proto=https, for="10.1.2.3:8080"'})
+    assert echo.requests[-1].header("X-Real-IP") == "198.51.100.7"
+    request(p.port, "GET", "/h", headers={"Forwarded": 'for="[2001:db8:cafe::17]:4711";by=10.0.0.1'})
+    assert echo.requests[-1].header("X-Real-IP") == "2001:db8:cafe::17"
+    # an obfuscated or unknown hop cannot be believed: the walk stops there
+    request(p.port, "GET", "/i", headers={"Forwarded": "for=203.0.113.5, for=unknown"})
+    assert echo.requests[-1].header("X-Real-IP") == "127.0.0.1"
+    # X-Forwarded-For is not read in this mode
+    request(p.port, "GET", "/j", headers={"X-Forwarded-For": "192.0.2.99"})
+    assert echo.requests[-1].header("X-Real-IP") == "127.0.0.1"
+
+
+def test_forwarded_ignored_by_default(portico, echo):
+    p = portico(simple_config(echo.addr, trusted_proxies=["127.0.0.1"]))
+    request(p.port, "GET", "/k", headers={"Forwarded": "for=198.51.100.7"})
+    assert echo.requests[-1].header("X-Real-IP") == "127.0.0.1"
