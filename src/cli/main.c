@@ -19,8 +19,11 @@ static void usage(FILE *f)
             "usage:\n"
             "  portico run -c FILE          run with a config file (same as: portico -c FILE)\n"
             "  portico check -c FILE        validate a config file; errors as FILE:LINE:COL: message\n"
-            "  portico proxy --listen HOST:PORT --to URL[,URL...]\n"
-            "                               reverse proxy with no config file (round-robin)\n"
+            "  portico proxy --listen HOST:PORT --to URL[,URL...] [--ca FILE | --insecure]\n"
+            "                               reverse proxy with no config file (round-robin);\n"
+            "                               URLs are http://HOST:PORT or https://HOST[:PORT]\n"
+            "                               (certificates verified against the system store\n"
+            "                               or --ca; --insecure skips verification)\n"
             "  portico version              print the version\n"
             "  portico --help               this help\n"
             "\n"
@@ -57,6 +60,13 @@ static const char *find_opt(int argc, char **argv, const char *s1, const char *s
     return NULL;
 }
 
+static bool has_flag(int argc, char **argv, const char *flag)
+{
+    for (int i = 0; i < argc; i++)
+        if (strcmp(argv[i], flag) == 0) return true;
+    return false;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -79,8 +89,15 @@ int main(int argc, char **argv)
             fprintf(stderr, "portico proxy: --listen HOST:PORT and --to URL[,URL...] are required\n");
             return 2;
         }
+        pt_proxy_opts opts = {.listen = listen, .to = to, .ca = find_opt(argc, argv, "--ca", NULL),
+                              .insecure = has_flag(argc, argv, "--insecure")};
+        if (opts.ca && opts.insecure) {
+            fprintf(stderr, "portico proxy: --ca and --insecure exclude each other\n");
+            return 2;
+        }
+        if (opts.insecure) fprintf(stderr, "portico proxy: --insecure: upstream certificates are NOT verified\n");
         pt_errors errs = {0};
-        pt_config *cfg = pt_config_for_proxy(listen, to, &errs);
+        pt_config *cfg = pt_config_for_proxy(&opts, &errs);
         pt_generation *g = cfg ? pt_generation_build(cfg, &errs) : NULL;
         if (!g) {
             print_errors(&errs);

@@ -663,22 +663,25 @@ void pt_config_free(pt_config *cfg)
 
 /* ------------------------------------------------------------ proxy config */
 
-/* Parses one "http://host:port[/]" URL of --to into a target; errors are
- * recorded as "--to: ...". */
-static bool proxy_target(pt_conf_ctx *ctx, const char *url, size_t len, pt_target_conf *tc)
+/* Parses one "http[s]://host[:port][/]" URL of --to into a target (default
+ * port 80 / 443); *https tells the scheme. Errors are recorded as
+ * "--to: ...". */
+static bool proxy_target(pt_conf_ctx *ctx, const char *url, size_t len, pt_target_conf *tc, bool *https)
 {
     char *u = pt_arena_strndup(ctx->arena, url, len);
     const char *rest;
     if (strncasecmp(u, "http://", 7) == 0) {
         rest = u + 7;
+        *https = false;
     } else if (strncasecmp(u, "https://", 8) == 0) {
-        pt_errors_add(ctx->errors, "--to: '%s': https upstreams are not supported yet", u);
-        return false;
+        rest = u + 8;
+        *https = true;
     } else {
-        pt_errors_add(ctx->errors, "--to: '%s': expected a URL like http://host:port", u);
+        pt_errors_add(ctx->errors, "--to: '%s': expected a URL like http://host:port or https://host[:port]", u);
         return false;
     }
-    char *slash = strchr(rest, '/');
+    char *hostport = pt_arena_strndup(ctx->arena, rest, strlen(rest));
+    char *slash = strchr(hostport, '/');
     if (slash) {
         if (strcmp(slash, "/") != 0) {
             pt_errors_add(ctx->errors, "--to: '%s': a path is not supported (only http://host:port)", u);
@@ -686,8 +689,12 @@ static bool proxy_target(pt_conf_ctx *ctx, const char *url, size_t len, pt_targe
         }
         *slash = '\0';
     }
+    /* no ":PORT" (after any IPv6 brackets): the scheme's default port */
+    const char *after = hostport[0] == '[' ? strchr(hostport, ']') : hostport;
+    if (after && !strchr(after, ':'))
+        hostport = pt_arena_printf(ctx->arena, "%s:%d", hostport, *https ? 443 : 80);
     host_port hp;
-    const char *msg = split_host_port(rest, false, &hp);
+    const char *msg = split_host_port(hostport, false, &hp);
     char err[512];
     if (msg) {
         pt_errors_add(ctx->errors, "--to: '%s': %s", u, msg);
@@ -697,7 +704,7 @@ static bool proxy_target(pt_conf_ctx *ctx, const char *url, size_t len, pt_targe
         pt_errors_add(ctx->errors, "--to: '%s': %s", u, err);
         return false;
     }
-    tc->addr.text = pt_arena_strndup(ctx->arena, rest, strlen(rest));
+    tc->addr.text = hostport;
     tc->host = hp.bracketed ? pt_arena_printf(ctx->arena, "[%s]", hp.host)
                             : pt_arena_strndup(ctx->arena, hp.host, strlen(hp.host));
     tc->port = hp.port;
@@ -708,8 +715,9 @@ static bool proxy_target(pt_conf_ctx *ctx, const char *url, size_t len, pt_targe
 /* Builds: workers auto, default limits/timeouts, access log to stdout, one
  * listener, one upstream "default" with the --to targets, and one route
  * "default" matching everything -> that upstream. No plugins. */
-pt_config *pt_config_for_proxy(const char *listen, const char *to_urls, pt_errors *errors)
+pt_config *pt_config_for_proxy(const pt_proxy_opts *opts, pt_errors *errors)
 {
+    const char *listen = opts->listen, *to_urls = opts->to;
     pt_conf_ctx ctx;
     pt_config *cfg = config_new("command line", &ctx, errors);
     size_t before = errors->n;
@@ -749,6 +757,7 @@ pt_config *pt_config_for_proxy(const char *listen, const char *to_urls, pt_error
         .preserve_host = true,
     };
     const char *p = to_urls ? to_urls : "";
+    int scheme = -1; /* of the first valid URL: 0 http, 1 https */
     while (*p) {
         const char *comma = strchr(p, ',');
         size_t len = comma ? (size_t)(comma - p) : strlen(p);
@@ -756,13 +765,28 @@ pt_config *pt_config_for_proxy(const char *listen, const char *to_urls, pt_error
         while (len && (p[len - 1] == ' ' || p[len - 1] == '\t')) len--;
         if (len == 0) {
             pt_errors_add(errors, "--to: empty URL in the list");
-        } else if (proxy_target(&ctx, p, len, &u->targets[u->ntargets])) {
-            u->ntargets++;
+        } else {
+            bool https = false;
+            if (proxy_target(&ctx, p, len, &u->targets[u->ntargets], &https)) {
+                if (scheme >= 0 && scheme != (int)https)
+                    pt_errors_add(errors, "--to: '%.*s': all URLs must use the same scheme (http:// or https://)",
+                                  (int)len, p);
+                scheme = https;
+                u->ntargets++;
+            }
         }
         if (!comma) break;
         p = comma + 1;
     }
     if (u->ntargets == 0 && errors->n == before) pt_errors_add(errors, "--to: at least one upstream URL is needed");
+    if (scheme == 1) {
+        /* https: verification on (system store or --ca); SNI and the
+         * verified name are each target's host */
+        u->tls = (pt_upstream_tls_conf){.enabled = true, .verify = !opts->insecure};
+        if (opts->ca) u->tls.ca = pt_arena_strndup(ctx.arena, opts->ca, strlen(opts->ca));
+    } else if (scheme == 0 && (opts->ca || opts->insecure)) {
+        pt_errors_add(errors, "--ca/--insecure apply to https:// upstreams only");
+    }
     cfg->upstreams = u;
     cfg->nupstreams = 1;
 

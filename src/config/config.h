@@ -190,7 +190,17 @@ pt_config *pt_config_load_file(const char *path, pt_errors *errors);
 pt_config *pt_config_load_string(const char *name, const char *text, size_t len, pt_errors *errors);
 void pt_config_free(pt_config *cfg);
 
-/* Builds an in-memory config for `portico proxy --listen A --to URL,...`. */
-pt_config *pt_config_for_proxy(const char *listen, const char *to_urls, pt_errors *errors);
+/* What `portico proxy` was given on its command line. */
+typedef struct {
+    const char *listen;          /* HOST:PORT */
+    const char *to;              /* "http://h:p[,http://h2:p2...]" or https:// (one scheme for all) */
+    const char *ca;              /* --ca FILE: verify https targets against this bundle; NULL = system store */
+    bool insecure;               /* --insecure: do not verify https targets */
+} pt_proxy_opts;
+
+/* Builds an in-memory config for `portico proxy --listen A --to URL,...`:
+ * one listener, one upstream "default" (TLS with verification when the URLs
+ * are https://), one catch-all route. NULL with "--to: ..." errors. */
+pt_config *pt_config_for_proxy(const pt_proxy_opts *opts, pt_errors *errors);
 
 #endif

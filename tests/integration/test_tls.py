@@ -485,3 +485,66 @@ def test_upstream_tls_config_errors(tmp_path):
     path.write_text(text.replace("{ca: /nonexistent/ca.pem}", "{cert: /x.crt}"))
     res = subprocess.run([BIN, "check", "-c", str(path)], capture_output=True, text=True, timeout=30)
     assert res.returncode == 1 and "go together" in res.stderr, res.stderr
+
+
+# ---------------------------------------------------------------------------
+# portico proxy --to https://
+# ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ip_leaf(pki):
+    """A server certificate for the address 127.0.0.1 (IP SAN), from the test CA."""
+    d = pki["dir"]
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "ip.key", "-out", "ip.csr",
+            "-subj", "/CN=127.0.0.1", cwd=d)
+    (d / "ip.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "ip.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "ip.crt", "-days", "2", "-extfile", "ip.ext", cwd=d)
+    return str(d / "ip.crt"), str(d / "ip.key")
+
+
+def proxy_args(port, to, *extra):
+    return ["proxy", "--listen", "127.0.0.1:%d" % port, "--to", to] + list(extra)
+
+
+def test_proxy_mode_https_upstream_verified(portico, pki, ip_leaf):
+    from upstreams import Client, problem_check, request
+    up = TLSUpstream(*ip_leaf)
+    try:
+        port = free_port()
+        p = portico("", port=port, args=proxy_args(port, "https://%s" % up.addr, "--ca", pki["ca"]))
+        with Client(p.port) as c:
+            for i in range(5):
+                r = c.request("POST", "/px%d" % i, body=b"y" * i)
+                assert r.status == 200, r
+                assert r.json()["target"] == "/px%d" % i and r.json()["body_len"] == i
+        assert up.connections == 1, up.connections  # pooled TLS connection
+        # verification is on by default: the system store does not know the test CA
+        port2 = free_port()
+        p2 = portico("", port=port2, args=proxy_args(port2, "https://%s/" % up.addr))
+        doc = problem_check(request(p2.port, "GET", "/x"), 502)
+        assert "TLS" in doc["detail"]
+    finally:
+        up.close()
+
+
+def test_proxy_mode_https_insecure_and_errors(portico, pki, tmp_path):
+    from upstreams import request
+    up = TLSUpstream(*pki["b"])  # names b.test only: would fail verification for 127.0.0.1
+    try:
+        port = free_port()
+        p = portico("", port=port, args=proxy_args(port, "https://%s" % up.addr, "--insecure"))
+        r = request(p.port, "GET", "/insecure")
+        assert r.status == 200 and r.json()["target"] == "/insecure"
+        assert "NOT verified" in p.stderr()
+    finally:
+        up.close()
+    # mixed schemes and --ca with plain http are refused with a clear message
+    for to, extra, msg in (("https://127.0.0.1:1,http://127.0.0.1:2", [], "same scheme"),
+                           ("http://127.0.0.1:1", ["--ca", pki["ca"]], "https:// upstreams only")):
+        res = subprocess.run([BIN] + proxy_args(free_port(), to, *extra), capture_output=True, text=True,
+                             timeout=10)
+        assert res.returncode == 1 and msg in res.stderr, res.stderr
+    res = subprocess.run([BIN] + proxy_args(free_port(), "https://127.0.0.1:1", "--ca", pki["ca"], "--insecure"),
+                         capture_output=True, text=True, timeout=10)
+    assert res.returncode == 2 and "exclude each other" in res.stderr

@@ -708,7 +708,7 @@ TEST(load_file_and_missing_file)
 TEST(config_for_proxy_valid)
 {
     pt_errors e = {0};
-    pt_config *cfg = pt_config_for_proxy("127.0.0.1:8080", "http://127.0.0.1:9001, http://[::1]:9002/", &e);
+    pt_config *cfg = pt_config_for_proxy(&(pt_proxy_opts){.listen = "127.0.0.1:8080", .to = "http://127.0.0.1:9001, http://[::1]:9002/"}, &e);
     dump_errors(&e);
     CHECK(cfg != NULL);
     if (!cfg) return;
@@ -735,22 +735,61 @@ TEST(config_for_proxy_valid)
     pt_errors_free(&e);
 }
 
+TEST(config_for_proxy_https)
+{
+    pt_errors e = {0};
+    pt_config *cfg = pt_config_for_proxy(&(pt_proxy_opts){.listen = "127.0.0.1:8080", .to = "https://127.0.0.1, HTTPS://localhost:9443/",
+                                                          .ca = "/tmp/ca.pem"},
+                                         &e);
+    dump_errors(&e);
+    CHECK(cfg != NULL);
+    if (!cfg) return;
+    const pt_upstream_conf *u = &cfg->upstreams[0];
+    CHECK_INT(u->ntargets, 2);
+    CHECK_INT(u->targets[0].port, 443);
+    CHECK_STR(u->targets[0].addr.text, "127.0.0.1:443");
+    CHECK_STR(u->targets[1].host, "localhost");
+    CHECK_INT(u->targets[1].port, 9443);
+    CHECK(u->tls.enabled);
+    CHECK(u->tls.verify);
+    CHECK_STR(u->tls.ca, "/tmp/ca.pem");
+    pt_config_free(cfg);
+    cfg = pt_config_for_proxy(&(pt_proxy_opts){.listen = "127.0.0.1:8080", .to = "http://127.0.0.1", .insecure = false}, &e);
+    CHECK(cfg != NULL);
+    if (cfg) {
+        CHECK_INT(cfg->upstreams[0].targets[0].port, 80);
+        CHECK(!cfg->upstreams[0].tls.enabled);
+        pt_config_free(cfg);
+    }
+    cfg = pt_config_for_proxy(&(pt_proxy_opts){.listen = "127.0.0.1:8080", .to = "https://[::1]", .insecure = true}, &e);
+    CHECK(cfg != NULL);
+    if (cfg) {
+        CHECK_STR(cfg->upstreams[0].targets[0].addr.text, "[::1]:443");
+        CHECK(cfg->upstreams[0].tls.enabled && !cfg->upstreams[0].tls.verify);
+        pt_config_free(cfg);
+    }
+    pt_errors_free(&e);
+}
+
 TEST(config_for_proxy_invalid)
 {
     pt_errors e = {0};
-    CHECK(pt_config_for_proxy("127.0.0.1:8080", "https://127.0.0.1:9001", &e) == NULL);
-    CHECK(has_error(&e, "--to: 'https://127.0.0.1:9001': https upstreams are not supported yet"));
+    CHECK(pt_config_for_proxy(&(pt_proxy_opts){.listen = "127.0.0.1:8080", .to = "https://127.0.0.1:9001,http://127.0.0.1:9002"}, &e) == NULL);
+    CHECK(has_error(&e, "--to: 'http://127.0.0.1:9002': all URLs must use the same scheme"));
     pt_errors_free(&e);
-    CHECK(pt_config_for_proxy("127.0.0.1:8080", "http://127.0.0.1:9001/api", &e) == NULL);
+    CHECK(pt_config_for_proxy(&(pt_proxy_opts){.listen = "127.0.0.1:8080", .to = "http://127.0.0.1:9001", .insecure = true}, &e) == NULL);
+    CHECK(has_error(&e, "--ca/--insecure apply to https:// upstreams only"));
+    pt_errors_free(&e);
+    CHECK(pt_config_for_proxy(&(pt_proxy_opts){.listen = "127.0.0.1:8080", .to = "http://127.0.0.1:9001/api"}, &e) == NULL);
     CHECK(has_error(&e, "--to: 'http://127.0.0.1:9001/api': a path is not supported"));
     pt_errors_free(&e);
-    CHECK(pt_config_for_proxy("127.0.0.1", "http://127.0.0.1:9001", &e) == NULL);
+    CHECK(pt_config_for_proxy(&(pt_proxy_opts){.listen = "127.0.0.1", .to = "http://127.0.0.1:9001"}, &e) == NULL);
     CHECK(has_error(&e, "--listen: '127.0.0.1': expected HOST:PORT"));
     pt_errors_free(&e);
-    CHECK(pt_config_for_proxy("127.0.0.1:8080", "", &e) == NULL);
+    CHECK(pt_config_for_proxy(&(pt_proxy_opts){.listen = "127.0.0.1:8080", .to = ""}, &e) == NULL);
     CHECK(has_error(&e, "--to: at least one upstream URL is needed"));
     pt_errors_free(&e);
-    CHECK(pt_config_for_proxy("127.0.0.1:8080", "127.0.0.1:9001", &e) == NULL);
+    CHECK(pt_config_for_proxy(&(pt_proxy_opts){.listen = "127.0.0.1:8080", .to = "127.0.0.1:9001"}, &e) == NULL);
     CHECK(has_error(&e, "--to: '127.0.0.1:9001': expected a URL like http://host:port"));
     pt_errors_free(&e);
 }
