@@ -548,3 +548,40 @@ def test_proxy_mode_https_insecure_and_errors(portico, pki, tmp_path):
     res = subprocess.run([BIN] + proxy_args(free_port(), "https://127.0.0.1:1", "--ca", pki["ca"], "--insecure"),
                          capture_output=True, text=True, timeout=10)
     assert res.returncode == 2 and "exclude each other" in res.stderr
+
+
+# ---------------------------------------------------------------------------
+# openssl s_client: SNI, ALPN, session resumption
+# ---------------------------------------------------------------------------
+
+def s_client(port, pki, servername, *args):
+    """Runs one HTTP/1.1 request through `openssl s_client` and returns its
+    output (handshake summary followed by the response)."""
+    req = b"GET /sc HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % servername.encode()
+    res = subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % port, "-servername", servername,
+                          "-CAfile", pki["ca"], "-verify_return_error", "-ign_eof"] + list(args),
+                         input=req, capture_output=True, timeout=20)
+    return res.stdout.decode("utf-8", "replace")
+
+
+def test_s_client_sni_alpn(tls_gw, pki):
+    p, _ = tls_gw
+    out = s_client(p.port, pki, "b.test", "-alpn", "h2,http/1.1")
+    assert "subject=CN = b.test" in out and "Verify return code: 0 (ok)" in out
+    assert "ALPN protocol: h2" in out                      # server prefers h2
+    out = s_client(p.port, pki, "x.wild.test", "-alpn", "http/1.1")
+    assert "subject=CN = a.test" in out and "ALPN protocol: http/1.1" in out
+    assert "HTTP/1.1 200 OK" in out
+    out = s_client(p.port, pki, "a.test", "-alpn", "spdy/3")  # nothing in common: no ALPN, still served
+    assert "No ALPN negotiated" in out and "HTTP/1.1 200 OK" in out
+
+
+@pytest.mark.parametrize("proto", [["-tls1_3"], ["-tls1_2"], ["-tls1_2", "-no_ticket"]],
+                         ids=["tls13-ticket", "tls12-ticket", "tls12-session-cache"])
+def test_s_client_session_resumption(tls_gw, pki, tmp_path, proto):
+    p, _ = tls_gw
+    sess = str(tmp_path / "sess.pem")
+    first = s_client(p.port, pki, "a.test", "-sess_out", sess, *proto)
+    assert first.count("New, TLSv1.") == 1 and "HTTP/1.1 200 OK" in first, first
+    again = s_client(p.port, pki, "a.test", "-sess_in", sess, *proto)
+    assert "Reused, TLSv1." in again and "HTTP/1.1 200 OK" in again, again
