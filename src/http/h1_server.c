@@ -500,6 +500,8 @@ static void deliver_body(pt_h1_conn *c)
             }
             bool last = c->dec->done;
             if (last) c->body_done = true;
+            if (last && c->dec->trailers_len && !c->discarding)
+                pt_txn_on_request_trailers(c->txn, pt_str_make(c->dec->trailers, c->dec->trailers_len));
             /* data points into rbuf; consume after the callback copied it */
             if ((dlen || last) && !feed_body(c, data, dlen, last)) return;
             pt_buf_consume(&c->rbuf, (size_t)used);

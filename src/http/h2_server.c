@@ -64,6 +64,9 @@ struct h2_stream {
     size_t ntrailers;
     pt_str host_header;    /* "host" field, used when :authority is absent */
     pt_buf cookies;        /* cookie crumbs joined with "; " (RFC 9113 §8.2.3) */
+    pt_headers req_trailers; /* request trailer fields (arena), passed at END_STREAM */
+    uint64_t trailer_bytes;
+    bool trailer_err;      /* trailer block over the header limits: answer 431 */
     uint64_t head_bytes;
     uint64_t sent;         /* bytes framed for this response (access log) */
     uint32_t nfields;
@@ -377,6 +380,25 @@ static int on_begin_headers(nghttp2_session *sess, const nghttp2_frame *frame, v
     return 0;
 }
 
+/* One field of a request trailer block (nghttp2 already rejected
+ * pseudo-headers, uppercase names and connection-specific fields in it):
+ * kept in the arena within the request head's size/count limits. */
+static int on_trailer_field(h2_conn *c, const nghttp2_frame *frame, const uint8_t *name, size_t namelen,
+                            const uint8_t *value, size_t valuelen)
+{
+    h2_stream *s = stream_of(c, frame->hd.stream_id);
+    if (!s || s->txn_done || s->last_delivered || s->trailer_err) return 0;
+    if (namelen && name[0] == ':') return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    s->trailer_bytes += namelen + valuelen + 4;
+    if (s->trailer_bytes > c->max_header_size || s->req_trailers.n >= c->max_headers) {
+        s->trailer_err = true;
+        return 0;
+    }
+    pt_headers_add(&s->req_trailers, s->arena, arena_copy(s->arena, name, namelen),
+                   trim_ows(arena_copy(s->arena, value, valuelen)));
+    return 0;
+}
+
 /* One field of a request header block: pseudo-headers fill the pt_request,
  * regular fields are copied into the arena (nghttp2 already rejected
  * uppercase names, connection-specific fields and bad pseudo-headers). */
@@ -384,7 +406,9 @@ static int on_header(nghttp2_session *sess, const nghttp2_frame *frame, const ui
                      const uint8_t *value, size_t valuelen, uint8_t flags, void *ud)
 {
     h2_conn *c = ud;
-    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0; /* trailers: dropped */
+    if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_HEADERS)
+        return on_trailer_field(c, frame, name, namelen, value, valuelen);
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
     h2_stream *s = stream_of(c, frame->hd.stream_id);
     if (!s || s->err_status) return 0;
     pt_request *req = s->req;
@@ -512,6 +536,40 @@ static void end_of_request_body(h2_stream *s)
     }
 }
 
+/* The request trailer block is complete (nghttp2 made sure it carries
+ * END_STREAM): hand it to the txn as raw lines, then end the body. A block
+ * over the limits is answered 431. */
+static void request_trailers_done(h2_stream *s)
+{
+    if (s->txn_done || s->last_delivered) {
+        end_of_request_body(s);
+        return;
+    }
+    if (s->trailer_err) {
+        s->body_done = s->last_delivered = true;
+        pt_txn_on_request_error(s->txn, 431, "request trailer fields too large");
+        return;
+    }
+    if (s->req_trailers.n) {
+        size_t len = 0;
+        for (uint32_t i = 0; i < s->req_trailers.n; i++)
+            len += s->req_trailers.v[i].name.n + s->req_trailers.v[i].value.n + 4;
+        char *raw = pt_arena_alloc(s->arena, len), *o = raw;
+        for (uint32_t i = 0; i < s->req_trailers.n; i++) {
+            const pt_header *h = &s->req_trailers.v[i];
+            memcpy(o, h->name.p, h->name.n);
+            o += h->name.n;
+            memcpy(o, ": ", 2);
+            memcpy(o + 2, h->value.p, h->value.n);
+            o += 2 + h->value.n;
+            memcpy(o, "\r\n", 2);
+            o += 2;
+        }
+        pt_txn_on_request_trailers(s->txn, pt_str_make(raw, len));
+    }
+    end_of_request_body(s);
+}
+
 static int on_frame_recv(nghttp2_session *sess, const nghttp2_frame *frame, void *ud)
 {
     h2_conn *c = ud;
@@ -522,7 +580,7 @@ static int on_frame_recv(nghttp2_session *sess, const nghttp2_frame *frame, void
         pt_timer_stop(conn_loop(c), &c->head_timer); /* the header block is complete */
         if (!s || c->closed) return 0;
         if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) start_stream(c, s, end_stream);
-        else if (end_stream && !s->body_done) end_of_request_body(s); /* request trailers (dropped) */
+        else if (end_stream && !s->body_done) request_trailers_done(s);
         return 0;
     case NGHTTP2_DATA:
         if (s && end_stream && !s->body_done) end_of_request_body(s);
@@ -625,9 +683,7 @@ static ssize_t read_body(nghttp2_session *sess, int32_t stream_id, uint8_t *buf,
 
 static bool connection_specific(pt_str n)
 {
-    return pt_str_ieq_lit(n, "connection") || pt_str_ieq_lit(n, "keep-alive") ||
-           pt_str_ieq_lit(n, "proxy-connection") || pt_str_ieq_lit(n, "transfer-encoding") ||
-           pt_str_ieq_lit(n, "upgrade") || pt_str_ieq_lit(n, "te") || pt_str_ieq_lit(n, "content-length");
+    return pt_field_connection_specific(n) || pt_str_ieq_lit(n, "content-length");
 }
 
 static nghttp2_nv make_nv(pt_str n, pt_str v)

@@ -145,3 +145,70 @@ void pt_response_rebase(pt_response *r, const char *old_base, size_t len, const 
     rebase(&r->reason, old_base, len, new_base);
     rebase_headers(&r->headers, old_base, len, new_base);
 }
+
+bool pt_field_connection_specific(pt_str n)
+{
+    static const char *const hop[] = {"connection", "keep-alive", "proxy-connection", "transfer-encoding",
+                                      "upgrade", "te"};
+    for (size_t i = 0; i < PT_ARRAY_LEN(hop); i++)
+        if (pt_str_ieq_lit(n, hop[i])) return true;
+    return false;
+}
+
+bool pt_trailer_field_forbidden(pt_str n)
+{
+    static const char *const forbidden[] = {
+        "content-length", "host", "trailer", "http2-settings",                           /* framing, routing */
+        "authorization", "proxy-authorization", "www-authenticate", "proxy-authenticate", /* authentication */
+        "cookie", "set-cookie",
+        "expect", "range", "max-forwards", "cache-control", "pragma",                     /* request controls */
+        "content-type", "content-encoding", "content-range",                              /* payload processing */
+    };
+    if (!n.n || n.p[0] == ':' || pt_field_connection_specific(n)) return true;
+    if (n.n > 3 && pt_str_ieq_lit(pt_str_make(n.p, 3), "if-")) return true; /* conditionals */
+    for (size_t i = 0; i < PT_ARRAY_LEN(forbidden); i++)
+        if (pt_str_ieq_lit(n, forbidden[i])) return true;
+    return false;
+}
+
+static pt_str trim_ws(pt_str v)
+{
+    while (v.n && (v.p[0] == ' ' || v.p[0] == '\t')) {
+        v.p++;
+        v.n--;
+    }
+    while (v.n && (v.p[v.n - 1] == ' ' || v.p[v.n - 1] == '\t' || v.p[v.n - 1] == '\r')) v.n--;
+    return v;
+}
+
+pt_str pt_trailers_filter(pt_arena *a, pt_str raw)
+{
+    if (!raw.n) return PT_STR_NULL;
+    /* a kept line grows by at most 4 bytes (": " and CRLF added) */
+    size_t lines = 1;
+    for (size_t i = 0; i < raw.n; i++) lines += raw.p[i] == '\n';
+    char *out = pt_arena_alloc(a, raw.n + 4 * lines);
+    size_t k = 0;
+    const char *p = raw.p, *e = raw.p + raw.n;
+    while (p < e) {
+        const char *eol = memchr(p, '\n', (size_t)(e - p));
+        if (!eol) eol = e;
+        const char *colon = memchr(p, ':', (size_t)(eol - p));
+        if (colon) {
+            pt_str name = trim_ws(pt_str_make(p, (size_t)(colon - p)));
+            pt_str value = trim_ws(pt_str_make(colon + 1, (size_t)(eol - colon - 1)));
+            if (!pt_trailer_field_forbidden(name)) {
+                memcpy(out + k, name.p, name.n);
+                k += name.n;
+                memcpy(out + k, ": ", 2);
+                k += 2;
+                memcpy(out + k, value.p, value.n);
+                k += value.n;
+                memcpy(out + k, "\r\n", 2);
+                k += 2;
+            }
+        }
+        p = eol + 1;
+    }
+    return k ? pt_str_make(out, k) : PT_STR_NULL;
+}

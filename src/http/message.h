@@ -87,6 +87,29 @@ typedef struct pt_response {
                                connection (HTTP/2: the stream) must not be reused */
 } pt_response;
 
+/* Connection-specific (hop-by-hop) fields of RFC 9113 §8.2.2 / RFC 9110
+ * §7.6.1: connection, keep-alive, proxy-connection, transfer-encoding,
+ * upgrade, te. The one list the codecs share; each adds what its own
+ * framing owns (content-length, host, ...). Case-insensitive. */
+bool pt_field_connection_specific(pt_str name);
+
+/* True for a field that must not be forwarded in a trailer section
+ * (RFC 9110 §6.5.1): the connection-specific fields, message framing
+ * (content-length), routing (host), authentication (authorization,
+ * proxy-authorization, www-/proxy-authenticate, cookie, set-cookie),
+ * request modifiers and controls (expect, range, max-forwards, if-*,
+ * cache-control, pragma), payload processing (content-type,
+ * content-encoding, content-range, trailer), HTTP/2 settings, and any
+ * pseudo-header (":name") or empty name. Case-insensitive. */
+bool pt_trailer_field_forbidden(pt_str name);
+
+/* Filters a trailer section given as raw field lines ("name: value\r\n";
+ * LF-only lines and surrounding whitespace tolerated) into a canonical copy
+ * in `a` ("name: value\r\n" per kept field, value trimmed), dropping the
+ * fields pt_trailer_field_forbidden() names and lines without a name and a
+ * colon. Returns PT_STR_NULL when nothing is left. */
+pt_str pt_trailers_filter(pt_arena *a, pt_str raw);
+
 /* Standard reason phrase for a status code ("Unknown" if none). */
 const char *pt_status_reason(int status);
 

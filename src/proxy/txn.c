@@ -83,6 +83,7 @@ struct pt_txn {
     uint64_t max_body;
     uint64_t body_received;
     bool req_body_done;
+    pt_str req_trailers;      /* filtered request trailers, forwarded with send_end */
     bool forwarded_headers_done;
     pt_timer deadline;  /* grpc-timeout */
     bool head_waiting;  /* upstream head arrived during a request-body pause */
@@ -704,7 +705,7 @@ static void on_up_ready(void *owner)
     pt_txn *t = owner;
     send_request_head(t);
     if (t->req->has_body) {
-        if (t->req_body_done) t->uops->send_end(t->uc);
+        if (t->req_body_done) t->uops->send_end(t->uc, t->req_trailers);
         else t->ops->want_body(t->stream, true);
     }
 }
@@ -903,13 +904,20 @@ void pt_txn_on_request_body(pt_txn *t, const char *data, size_t len, bool last)
     forward_request_chunk(t, data, len, last);
 }
 
+void pt_txn_on_request_trailers(pt_txn *t, pt_str trailers)
+{
+    if (t->finished || t->req_body_done) return;
+    t->bytes_in += trailers.n;
+    t->req_trailers = pt_trailers_filter(t->a, trailers);
+}
+
 /* Sends a request chunk that passed the plugins to the upstream. */
 static void forward_request_chunk(pt_txn *t, const char *data, size_t len, bool last)
 {
     if (!t->uc) return;
     bool more = len ? t->uops->send_body(t->uc, data, len) : true;
     if (last) {
-        t->uops->send_end(t->uc);
+        t->uops->send_end(t->uc, t->req_trailers);
         t->ops->want_body(t->stream, false);
     } else if (!more) {
         t->ops->want_body(t->stream, false);

@@ -17,7 +17,10 @@ typedef struct {
     void (*send_head)(void *x, const pt_request *req, pt_str target, pt_str host, const pt_headers *headers,
                       bool has_body, int64_t content_length);
     bool (*send_body)(void *x, const char *data, size_t len); /* false above the high watermark */
-    void (*send_end)(void *x);
+    /* End of the request body. `trailers`: filtered field lines
+     * ("name: value\r\n"..., possibly empty, valid during the call); HTTP/1
+     * sends them only with a chunked body, HTTP/2 as a trailing HEADERS. */
+    void (*send_end)(void *x, pt_str trailers);
     void (*pause_read)(void *x, bool paused);
     void (*release)(void *x); /* exchange over: keep the connection if healthy */
     void (*close)(void *x);   /* abandon the exchange */

@@ -210,10 +210,14 @@ bool pt_uconn_send_body(pt_uconn *c, const char *data, size_t len)
     return c->wbuf.len < UP_WBUF_HIGH;
 }
 
-void pt_uconn_send_end(pt_uconn *c)
+void pt_uconn_send_end(pt_uconn *c, pt_str trailers)
 {
     if (c->state != US_BUSY) return;
-    if (c->req_chunked) PUT_LIT(&c->wbuf, "0\r\n\r\n");
+    if (c->req_chunked) {
+        PUT_LIT(&c->wbuf, "0\r\n");
+        if (trailers.n) put(&c->wbuf, trailers.p, trailers.n);
+        PUT_LIT(&c->wbuf, "\r\n");
+    }
     c->req_done = true;
     schedule_flush(c);
 }
@@ -589,7 +593,7 @@ static void x_send_head(void *x, const pt_request *req, pt_str target, pt_str ho
     pt_uconn_send_head(x, req, target, host, h, has_body, cl);
 }
 static bool x_send_body(void *x, const char *d, size_t n) { return pt_uconn_send_body(x, d, n); }
-static void x_send_end(void *x) { pt_uconn_send_end(x); }
+static void x_send_end(void *x, pt_str trailers) { pt_uconn_send_end(x, trailers); }
 static void x_pause_read(void *x, bool p) { pt_uconn_pause_read(x, p); }
 static void x_release(void *x) { pt_uconn_release(x); }
 static void x_close(void *x) { pt_uconn_close(x); }

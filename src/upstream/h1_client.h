@@ -97,7 +97,10 @@ void pt_uconn_send_head(pt_uconn *c, const pt_request *req, pt_str target, pt_st
                         const pt_headers *headers, bool has_body, int64_t content_length);
 /* Request body bytes (copied). Returns false above the high watermark. */
 bool pt_uconn_send_body(pt_uconn *c, const char *data, size_t len);
-void pt_uconn_send_end(pt_uconn *c);
+/* End of the request body. With a chunked body the trailer field lines
+ * ("name: value\r\n"..., copied) follow the last chunk; a Content-Length
+ * framed body has no place for them: they are dropped. */
+void pt_uconn_send_end(pt_uconn *c, pt_str trailers);
 /* Stop/start reading the response (downstream backpressure). */
 void pt_uconn_pause_read(pt_uconn *c, bool paused);
 /* Ends the exchange: the connection goes back to its pool if the exchange

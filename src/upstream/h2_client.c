@@ -68,6 +68,8 @@ struct pt_h2up_stream {
     pt_buf sbuf;             /* request body not yet taken by nghttp2 */
     pt_buf rbuf;             /* response body not yet delivered */
     pt_buf trailers;         /* "name: value\r\n" lines */
+    pt_buf req_trailers;     /* request trailers: lowercased "name\0value\0" pairs */
+    uint32_t nreq_trailers;
     pt_response *res;        /* head being collected (owner's arena) */
 };
 
@@ -115,6 +117,7 @@ static void stream_unlink_free(pt_h2up_stream *s)
     pt_buf_release(&s->sbuf);
     pt_buf_release(&s->rbuf);
     pt_buf_release(&s->trailers);
+    pt_buf_release(&s->req_trailers);
     free(s);
     if (c->state != CS_CLOSED && c->nstreams == 0) {
         if (c->goaway || c->w->draining || c->keepalive == 0) schedule_flush(c); /* closes when empty */
@@ -378,7 +381,28 @@ static int on_stream_close(nghttp2_session *sess, int32_t id, uint32_t code, voi
     return 0;
 }
 
-/* Request body source: the stream's sbuf; deferred while empty. */
+/* Submits the request trailers kept in req_trailers (from inside the data
+ * source callback, as nghttp2 wants it: it copies the fields). False if
+ * nghttp2 refused them (the body then ends with END_STREAM on DATA). */
+static bool submit_request_trailers(nghttp2_session *sess, pt_h2up_stream *s)
+{
+    nghttp2_nv *v = pt_xcalloc(s->nreq_trailers, sizeof(*v));
+    const char *p = pt_buf_head(&s->req_trailers);
+    for (uint32_t i = 0; i < s->nreq_trailers; i++) {
+        size_t nl = strlen(p);
+        const char *val = p + nl + 1;
+        size_t vl = strlen(val);
+        v[i] = (nghttp2_nv){(uint8_t *)(uintptr_t)p, (uint8_t *)(uintptr_t)val, nl, vl, NGHTTP2_NV_FLAG_NONE};
+        p = val + vl + 1;
+    }
+    int rv = nghttp2_submit_trailer(sess, s->id, v, s->nreq_trailers);
+    free(v);
+    return rv == 0;
+}
+
+/* Request body source: the stream's sbuf; deferred while empty. At the end
+ * of the body, trailers (if any) follow in a HEADERS frame that carries
+ * END_STREAM instead of the last DATA frame. */
 static ssize_t body_read(nghttp2_session *sess, int32_t id, uint8_t *buf, size_t length, uint32_t *flags,
                          nghttp2_data_source *src, void *ud)
 {
@@ -393,6 +417,9 @@ static ssize_t body_read(nghttp2_session *sess, int32_t id, uint8_t *buf, size_t
         if (s->req_end) {
             *flags |= NGHTTP2_DATA_FLAG_EOF;
             s->req_done = true;
+            if (s->nreq_trailers && submit_request_trailers(sess, s)) *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+            pt_buf_release(&s->req_trailers);
+            s->nreq_trailers = 0;
         } else if (!n) {
             s->deferred = true;
             return NGHTTP2_ERR_DEFERRED;
@@ -712,13 +739,13 @@ static void x_attach(void *x, const pt_uconn_cbs *cbs, void *owner, pt_arena *a,
     s->write_timeout_ms = u->write_timeout_ms;
 }
 
+/* Fields that HTTP/2 does not carry (RFC 9113 §8.2.2; te only as
+ * "trailers"), plus those this codec sets itself. */
 static bool connection_specific(pt_str n, pt_str v)
 {
-    static const char *const drop[] = {"connection", "keep-alive", "proxy-connection", "transfer-encoding",
-                                       "upgrade", "host", "http2-settings", "content-length", NULL};
-    for (int i = 0; drop[i]; i++)
-        if (pt_str_ieq(n, pt_str_c(drop[i]))) return true;
-    return pt_str_ieq(n, PT_STR_LIT("te")) && !pt_str_ieq(v, PT_STR_LIT("trailers"));
+    if (pt_str_ieq_lit(n, "te")) return !pt_str_ieq_lit(v, "trailers");
+    return pt_field_connection_specific(n) || pt_str_ieq_lit(n, "host") || pt_str_ieq_lit(n, "http2-settings") ||
+           pt_str_ieq_lit(n, "content-length");
 }
 
 static nghttp2_nv nv(pt_str n, pt_str v)
@@ -802,9 +829,40 @@ static bool x_send_body(void *x, const char *data, size_t len)
     return true;
 }
 
-static void x_send_end(void *x)
+/* Keeps the trailer lines (names lowercased, connection-specific fields
+ * dropped) in the stream until the data source reaches the end of the body. */
+static void keep_request_trailers(pt_h2up_stream *s, pt_str t)
+{
+    const char *p = t.p, *e = t.p + t.n;
+    while (p < e) {
+        const char *eol = memchr(p, '\n', (size_t)(e - p));
+        if (!eol) eol = e;
+        const char *le = eol > p && eol[-1] == '\r' ? eol - 1 : eol;
+        const char *colon = memchr(p, ':', (size_t)(le - p));
+        if (colon && colon > p) {
+            pt_str n = pt_str_make(p, (size_t)(colon - p));
+            pt_str v = pt_str_make(colon + 1, (size_t)(le - colon - 1));
+            while (v.n && (v.p[0] == ' ' || v.p[0] == '\t')) v.p++, v.n--;
+            if (!connection_specific(n, v) && !pt_str_ieq_lit(n, "te")) {
+                for (size_t i = 0; i < n.n; i++) {
+                    char ch = n.p[i];
+                    ch = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
+                    pt_buf_append(&s->req_trailers, &ch, 1);
+                }
+                pt_buf_append(&s->req_trailers, "", 1);
+                pt_buf_append(&s->req_trailers, v.p, v.n);
+                pt_buf_append(&s->req_trailers, "", 1);
+                s->nreq_trailers++;
+            }
+        }
+        p = eol + 1;
+    }
+}
+
+static void x_send_end(void *x, pt_str trailers)
 {
     pt_h2up_stream *s = x;
+    if (!s->req_end && trailers.n) keep_request_trailers(s, trailers);
     s->req_end = true;
     if (s->id > 0 && !s->nghttp2_done) resume_body(s);
 }
