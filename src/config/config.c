@@ -241,7 +241,38 @@ static void conf_access_log(pt_conf_ctx *ctx, const pt_conf_node *root, pt_confi
 
 /* ---------------------------------------------------------------- listeners */
 
-/* listen[].tls: {certificates: [{cert, key}], min_version, ciphers, ciphersuites}.
+/* client_auth {mode, ca}: mode required (default), optional or none; a CA
+ * bundle is needed unless the mode is none. *mode: 0 none, 1 optional,
+ * 2 required. */
+static void conf_client_auth(pt_conf_ctx *ctx, const pt_conf_node *ca, int *mode_out, char **ca_out)
+{
+    const pt_conf_node *mode = pt_conf_opt(ca, "mode"), *bundle = pt_conf_opt(ca, "ca");
+    *mode_out = 2;
+    if (mode) {
+        if (mode->kind == PT_NODE_SCALAR && strcmp(mode->scalar, "optional") == 0) *mode_out = 1;
+        else if (mode->kind == PT_NODE_SCALAR && strcmp(mode->scalar, "none") == 0) *mode_out = 0;
+        else if (!(mode->kind == PT_NODE_SCALAR && strcmp(mode->scalar, "required") == 0))
+            pt_conf_error(ctx, mode, "client_auth mode must be 'required', 'optional' or 'none'");
+    }
+    if (bundle) pt_conf_string(ctx, bundle, ca_out);
+    else if (*mode_out) pt_conf_error(ctx, ca, "client_auth needs 'ca': a PEM file of the accepted client CAs");
+}
+
+/* An optional header-name value (RFC 9110 token) into *out. */
+static void conf_header_name(pt_conf_ctx *ctx, const pt_conf_node *n, const char *what, char **out)
+{
+    if (!n || !pt_conf_string(ctx, n, out)) return;
+    if (!**out) pt_conf_error(ctx, n, "%s must be a header name", what);
+    for (const char *q = *out; *q; q++)
+        if (!strchr("!#$%&'*+-.^_`|~", *q) && !((*q >= '0' && *q <= '9') || (*q >= 'a' && *q <= 'z') ||
+                                                (*q >= 'A' && *q <= 'Z'))) {
+            pt_conf_error(ctx, n, "%s must be a header name", what);
+            break;
+        }
+}
+
+/* listen[].tls: {certificates: [{cert, key, client_auth}], min_version, ciphers,
+ * ciphersuites, hsts, client_auth}.
  * Files are only named here; they are read when the generation is built
  * (tls/tls_server.c), so a reload re-reads them. */
 static void conf_tls(pt_conf_ctx *ctx, const pt_conf_node *t, pt_tls_conf *tls)
@@ -261,9 +292,24 @@ static void conf_tls(pt_conf_ctx *ctx, const pt_conf_node *t, pt_tls_conf *tls)
     tls->certs = pt_arena_calloc(ctx->arena, cs->n * sizeof(*tls->certs));
     for (size_t i = 0; i < cs->n; i++) {
         const pt_conf_node *c = cs->vals[i];
-        static const char *const ckeys[] = {"cert", "key", NULL};
+        static const char *const ckeys[] = {"cert", "key", "client_auth", NULL};
         if (!pt_conf_check_keys(ctx, c, ckeys, "tls certificate")) continue;
         pt_tls_cert_conf *cc = &tls->certs[tls->ncerts];
+        cc->client_auth = -1;
+        const pt_conf_node *cca = pt_conf_opt(c, "client_auth");
+        if (cca) {
+            /* forward headers stay listener-level: one header per listener */
+            static const char *const cakeys[] = {"mode", "ca", NULL};
+            const pt_conf_node *fwd = pt_conf_get(cca, "forward_header");
+            if (!fwd) fwd = pt_conf_get(cca, "forward_san_header");
+            if (fwd)
+                pt_conf_error(ctx, fwd, "forward headers are listener-level: set them in tls.client_auth");
+            else if (pt_conf_check_keys(ctx, cca, cakeys, "certificate client_auth")) {
+                conf_client_auth(ctx, cca, &cc->client_auth, &cc->client_ca);
+                cc->ca_line = cca->line;
+                cc->ca_col = cca->col;
+            }
+        }
         const pt_conf_node *cert = pt_conf_opt(c, "cert"), *key = pt_conf_opt(c, "key");
         if (!cert || !key) {
             pt_conf_error(ctx, c, "a tls certificate needs both 'cert' and 'key' (PEM files)");
@@ -302,26 +348,14 @@ static void conf_tls(pt_conf_ctx *ctx, const pt_conf_node *t, pt_tls_conf *tls)
 
     const pt_conf_node *ca = pt_conf_opt(t, "client_auth");
     if (ca) {
-        static const char *const akeys[] = {"mode", "ca", "forward_header", NULL};
+        static const char *const akeys[] = {"mode", "ca", "forward_header", "forward_san_header", NULL};
         if (pt_conf_check_keys(ctx, ca, akeys, "client_auth")) {
-            const pt_conf_node *mode = pt_conf_opt(ca, "mode"), *bundle = pt_conf_opt(ca, "ca");
-            const pt_conf_node *fh = pt_conf_opt(ca, "forward_header");
-            tls->client_auth = 2;
-            if (mode) {
-                if (mode->kind == PT_NODE_SCALAR && strcmp(mode->scalar, "optional") == 0) tls->client_auth = 1;
-                else if (!(mode->kind == PT_NODE_SCALAR && strcmp(mode->scalar, "required") == 0))
-                    pt_conf_error(ctx, mode, "client_auth mode must be 'required' or 'optional'");
-            }
-            if (!bundle) pt_conf_error(ctx, ca, "client_auth needs 'ca': a PEM file of the accepted client CAs");
-            else pt_conf_string(ctx, bundle, &tls->client_ca);
-            if (fh && pt_conf_string(ctx, fh, &tls->client_forward_header)) {
-                for (const char *q = tls->client_forward_header; *q; q++)
-                    if (!strchr("!#$%&'*+-.^_`|~", *q) && !((*q >= '0' && *q <= '9') || (*q >= 'a' && *q <= 'z') ||
-                                                            (*q >= 'A' && *q <= 'Z'))) {
-                        pt_conf_error(ctx, fh, "forward_header must be a header name");
-                        break;
-                    }
-            }
+            conf_client_auth(ctx, ca, &tls->client_auth, &tls->client_ca);
+            tls->ca_line = ca->line;
+            tls->ca_col = ca->col;
+            conf_header_name(ctx, pt_conf_opt(ca, "forward_header"), "forward_header", &tls->client_forward_header);
+            conf_header_name(ctx, pt_conf_opt(ca, "forward_san_header"), "forward_san_header",
+                             &tls->client_forward_san_header);
         }
     }
 }

@@ -28,6 +28,11 @@ typedef struct {
 typedef struct {
     char *cert;                  /* PEM file: certificate (then any chain) */
     char *key;                   /* PEM file: private key */
+    /* Per-SNI mTLS policy for connections whose SNI selects this certificate:
+     * -1 = the listener's policy, else 0 none, 1 optional, 2 required. */
+    int client_auth;
+    char *client_ca;             /* PEM bundle of accepted CAs (client_auth > 0) */
+    int ca_line, ca_col;         /* position of this client_auth mapping */
     int line, col;
 } pt_tls_cert_conf;
 
@@ -46,6 +51,8 @@ typedef struct {
     int client_auth;             /* 0 none, 1 optional, 2 required */
     char *client_ca;             /* PEM bundle of accepted CAs */
     char *client_forward_header; /* header carrying the verified subject upstream; NULL = none */
+    char *client_forward_san_header; /* header carrying the verified subjectAltNames; NULL = none */
+    int ca_line, ca_col;         /* position of the listener-level client_auth mapping */
     int line, col;
 } pt_tls_conf;
 

@@ -76,6 +76,7 @@ struct pt_h1_conn {
     pt_defer read_defer; /* TLS: decrypted bytes may be pending inside OpenSSL */
     pt_worker_gen *hs_wg; /* generation pinned during the handshake (SNI callback state) */
     char *peer_subject;   /* verified mTLS client certificate subject (heap), or NULL */
+    char *peer_sans;      /* its subjectAltNames (heap), or NULL */
     uint16_t listener;    /* index of the listener that accepted it */
     bool counted_client;  /* counted per client address by connlimit */
     struct sockaddr_in6 peer; /* client address (v4 or v6) for connlimit */
@@ -518,6 +519,7 @@ static pt_txn *new_txn(pt_h1_conn *c)
         .listener = c->listener,
         .tls = c->ssl != NULL,
         .client_cert_subject = pt_str_c(c->peer_subject),
+        .client_cert_sans = pt_str_c(c->peer_sans),
     };
     return pt_txn_new(c->w, c->arena, &ds_ops, c, &ci, pt_loop_wall_us(c->w->loop));
 }
@@ -565,6 +567,7 @@ static void handoff_h2(pt_h1_conn *c)
         .listener = c->listener,
         .tls = c->ssl != NULL,
         .client_cert_subject = pt_str_c(c->peer_subject),
+        .client_cert_sans = pt_str_c(c->peer_sans),
     };
     int fd = c->io.fd;
     SSL *ssl = c->ssl;
@@ -585,6 +588,8 @@ static void handoff_h2(pt_h1_conn *c)
                              (const struct sockaddr *)&c->peer, c->counted_client);
     free(c->peer_subject);
     c->peer_subject = NULL;
+    free(c->peer_sans);
+    c->peer_sans = NULL;
     pt_buf_release(&c->rbuf);
     pt_buf_release(&c->wbuf);
     if (c->arena) {
@@ -689,6 +694,7 @@ static void do_handshake(pt_h1_conn *c)
     }
     c->state = ST_HEAD;
     c->peer_subject = pt_tls_peer_subject(c->ssl);
+    c->peer_sans = pt_tls_peer_sans(c->ssl);
     if (c->hs_wg) {
         pt_worker_gen_release(c->w, c->hs_wg);
         c->hs_wg = NULL;
@@ -873,6 +879,8 @@ static void conn_close(pt_h1_conn *c)
     }
     free(c->peer_subject);
     c->peer_subject = NULL;
+    free(c->peer_sans);
+    c->peer_sans = NULL;
     pt_connlimit_release(w->connlimit, c->listener, (const struct sockaddr *)&c->peer, c->counted_client);
     close(c->io.fd);
     c->io.fd = -1;

@@ -99,6 +99,7 @@ struct h2_conn {
     pt_buf wbuf;
     SSL *ssl;
     char *peer_subject;
+    char *peer_sans;
     char client[64];
     size_t listener;
     bool counted;            /* holds a connlimit count (released at close) */
@@ -493,6 +494,7 @@ static void start_stream(h2_conn *c, h2_stream *s, bool end_stream)
         .listener = c->listener,
         .tls = c->ssl != NULL,
         .client_cert_subject = pt_str_c(c->peer_subject),
+        .client_cert_sans = pt_str_c(c->peer_sans),
     };
     s->txn = pt_txn_new(c->w, a, &h2_ops, s, &ci, pt_loop_wall_us(conn_loop(c)));
     s->txn_done = false;
@@ -1023,6 +1025,8 @@ static void conn_close(h2_conn *c)
     pt_buf_release(&c->wbuf);
     free(c->peer_subject);
     c->peer_subject = NULL;
+    free(c->peer_sans);
+    c->peer_sans = NULL;
     if (c->counted) pt_connlimit_release(w->connlimit, c->listener, (const struct sockaddr *)&c->peer, c->counted_client);
     if (c->prev) c->prev->next = c->next;
     else tl_conns = c->next;
@@ -1068,6 +1072,7 @@ void pt_h2_conn_start_counted(pt_worker *w, int fd, SSL *ssl, const char *initia
     c->listener = ci->listener;
     snprintf(c->client, sizeof(c->client), "%.*s", (int)ci->client_addr.n, ci->client_addr.p);
     if (ci->client_cert_subject.n) c->peer_subject = pt_xstrndup(ci->client_cert_subject.p, ci->client_cert_subject.n);
+    if (ci->client_cert_sans.n) c->peer_sans = pt_xstrndup(ci->client_cert_sans.p, ci->client_cert_sans.n);
     const pt_config *cfg = w->wgen->gen->cfg;
     c->max_header_size = cfg->limits.max_header_size;
     c->max_headers = cfg->limits.max_headers;
@@ -1110,6 +1115,7 @@ void pt_h2_conn_start_counted(pt_worker *w, int fd, SSL *ssl, const char *initia
         tl_nconns--;
         w->nconns--;
         free(c->peer_subject);
+        free(c->peer_sans);
         free(c);
         return;
     }

@@ -85,6 +85,10 @@ pt_str pt_txn_client_addr(pt_txn *txn);      /* "203.0.113.7" (no port) */
 /* Subject (RFC 2253) of the client certificate verified by an mTLS
  * listener, or an empty slice. */
 pt_str pt_txn_client_cert_subject(pt_txn *txn);
+/* subjectAltNames of that verified certificate as one list, e.g.
+ * "DNS:a.example,URI:spiffe://acme/ns/x,email:bob@acme.com,IP:10.0.0.1"
+ * (a ',' inside a value is written "%2C"), or an empty slice. */
+pt_str pt_txn_client_cert_sans(pt_txn *txn);
 
 /* Prepare a local response (then return PT_PLUGIN_RESPOND, or resume with it).
  * `body` is copied. Content-Type is set when content_type is non-empty. */

@@ -119,6 +119,7 @@ const pt_route_conf *pt_txn_route(pt_txn *t) { return t->route; }
 pt_str pt_txn_request_id(pt_txn *t) { return t->request_id; }
 pt_str pt_txn_client_addr(pt_txn *t) { return t->client_addr; }
 pt_str pt_txn_client_cert_subject(pt_txn *t) { return t->conn.client_cert_subject; }
+pt_str pt_txn_client_cert_sans(pt_txn *t) { return t->conn.client_cert_sans; }
 
 /* The listener the request arrived on (NULL if the generation changed its list). */
 static const pt_listener_conf *txn_listener(const pt_txn *t)
@@ -690,6 +691,11 @@ static void send_request_head(pt_txn *t)
         if (t->conn.client_cert_subject.n)
             pt_headers_add(h, t->a, pt_str_c(lc->tls.client_forward_header), t->conn.client_cert_subject);
     }
+    if (lc && lc->tls.client_forward_san_header) {
+        pt_headers_remove(h, lc->tls.client_forward_san_header);
+        if (t->conn.client_cert_sans.n)
+            pt_headers_add(h, t->a, pt_str_c(lc->tls.client_forward_san_header), t->conn.client_cert_sans);
+    }
 
 send:;
     pt_str host = r->authority;
@@ -825,7 +831,14 @@ static void run_response_body_held(pt_txn *t)
 
 static void on_up_body(void *owner, const char *data, size_t len) { response_chunk(owner, data, len, false, PT_STR_NULL); }
 
-static void on_up_end(void *owner, pt_str trailers) { response_chunk(owner, NULL, 0, true, trailers); }
+/* Response trailers get the same RFC 9110 §6.5.1 filter as request
+ * trailers: framing, routing, authentication and cookie fields never reach
+ * the client from a trailer section. */
+static void on_up_end(void *owner, pt_str trailers)
+{
+    pt_txn *t = owner;
+    response_chunk(t, NULL, 0, true, trailers.n ? pt_trailers_filter(t->a, trailers) : PT_STR_NULL);
+}
 
 static void on_up_error(void *owner, pt_uerr err, bool nothing_received)
 {

@@ -54,6 +54,7 @@ typedef struct {
     size_t listener;            /* index in the generation's cfg->listeners */
     bool tls;
     pt_str client_cert_subject; /* verified mTLS client subject, empty if none */
+    pt_str client_cert_sans;    /* its subjectAltNames ("DNS:a,URI:b"), empty if none */
 } pt_conn_info;
 
 /* Creates a transaction in `a` (the stream's arena) on worker `w`; `ci` is

@@ -1,6 +1,7 @@
 /* tls_server.c — see tls_server.h. */
 #include "tls/tls_server.h"
 
+#include <arpa/inet.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
@@ -11,6 +12,9 @@ typedef struct {
     SSL_CTX *ctx;
     char **names; /* lowercased DNS names; may start with "*." */
     size_t nnames;
+    int verify_mode;                /* SSL_VERIFY_* of this certificate's client_auth policy */
+    unsigned char sid_ctx[32];      /* session id context: sessions resume only here */
+    unsigned int sid_ctx_len;
 } tls_cert;
 
 struct pt_tls_server {
@@ -71,12 +75,10 @@ static int name_score(const char *pattern, const char *host, size_t hlen)
     return strlen(pattern) == hlen && strcasecmp(pattern, host) == 0 ? 1 << 20 : -1;
 }
 
-static int on_sni(SSL *ssl, int *alert, void *arg)
+/* The certificate for SNI `host`: exact names first, then the longest
+ * matching wildcard, else the default (index 0). */
+static size_t pick_cert(const pt_tls_server *s, const char *host, size_t hlen)
 {
-    pt_tls_server *s = arg;
-    const char *host = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-    if (!host) return SSL_TLSEXT_ERR_OK; /* default certificate */
-    size_t hlen = strlen(host);
     int best = -1;
     size_t pick = 0;
     for (size_t i = 0; i < s->ncerts; i++)
@@ -87,7 +89,68 @@ static int on_sni(SSL *ssl, int *alert, void *arg)
                 pick = i;
             }
         }
-    if (best >= 0 && pick != 0) SSL_set_SSL_CTX(ssl, s->certs[pick].ctx);
+    return pick;
+}
+
+/* The host_name entry of a raw server_name extension (RFC 6066 §3) into
+ * `out` (NUL-terminated); false if absent or malformed. */
+static bool sni_host(const unsigned char *p, size_t len, char *out, size_t outsz)
+{
+    if (len < 2) return false;
+    size_t list = (size_t)p[0] << 8 | p[1];
+    if (list != len - 2) return false;
+    p += 2;
+    len -= 2;
+    while (len >= 3) {
+        unsigned type = p[0];
+        size_t n = (size_t)p[1] << 8 | p[2];
+        if (n > len - 3) return false;
+        if (type == TLSEXT_NAMETYPE_host_name) {
+            if (n == 0 || n >= outsz || memchr(p + 3, 0, n)) return false;
+            memcpy(out, p + 3, n);
+            out[n] = '\0';
+            return true;
+        }
+        p += 3 + n;
+        len -= 3 + n;
+    }
+    return false;
+}
+
+/* ClientHello callback (runs before session resumption is decided and
+ * before the extensions are processed): selects the certificate by SNI and
+ * applies its client_auth policy to the connection. SSL_set_SSL_CTX swaps
+ * the certificate, the CA store and the client CA list, but not the verify
+ * mode/depth (copied at SSL_new), so they are set here; the session id
+ * context is set explicitly so that a session (cache or ticket, TLS 1.2 or
+ * 1.3) only resumes under the certificate - and so the client_auth policy -
+ * it was established with: a client cannot skip client authentication by
+ * resuming a session from a host that did not ask for it. */
+static int on_client_hello(SSL *ssl, int *alert, void *arg)
+{
+    (void)alert;
+    pt_tls_server *s = arg;
+    const unsigned char *ext;
+    size_t len;
+    char host[256];
+    size_t pick = 0;
+    if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &ext, &len) &&
+        sni_host(ext, len, host, sizeof(host)))
+        pick = pick_cert(s, host, strlen(host));
+    const tls_cert *c = &s->certs[pick];
+    if (SSL_get_SSL_CTX(ssl) != c->ctx) SSL_set_SSL_CTX(ssl, c->ctx);
+    if (SSL_set_session_id_context(ssl, c->sid_ctx, c->sid_ctx_len) != 1) return SSL_CLIENT_HELLO_ERROR;
+    SSL_set_verify(ssl, c->verify_mode, NULL);
+    SSL_set_verify_depth(ssl, 8);
+    return SSL_CLIENT_HELLO_SUCCESS;
+}
+
+/* Acknowledges SNI (the certificate was already chosen by on_client_hello). */
+static int on_sni(SSL *ssl, int *alert, void *arg)
+{
+    (void)ssl;
+    (void)alert;
+    (void)arg;
     return SSL_TLSEXT_ERR_OK;
 }
 
@@ -105,8 +168,14 @@ static int on_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen, c
     return SSL_TLSEXT_ERR_OK;
 }
 
+/* One certificate's context; its client_auth policy is the certificate's own
+ * (cc->client_auth >= 0) or else the listener's. */
 static SSL_CTX *make_ctx(const pt_tls_conf *conf, const pt_tls_cert_conf *cc, const char *file, pt_errors *errors)
 {
+    bool own = cc->client_auth >= 0;
+    int auth = own ? cc->client_auth : conf->client_auth;
+    const char *ca = own ? cc->client_ca : conf->client_ca;
+    int ca_line = own ? cc->ca_line : conf->ca_line, ca_col = own ? cc->ca_col : conf->ca_col;
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (!ctx) {
         pt_errors_add(errors, "%s:%d:%d: cannot create a TLS context: %s", file, cc->line, cc->col, ossl_error());
@@ -120,7 +189,6 @@ static SSL_CTX *make_ctx(const pt_tls_conf *conf, const pt_tls_cert_conf *cc, co
                                  SSL_OP_IGNORE_UNEXPECTED_EOF);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
-    SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"portico", 7);
     if (conf->ciphers && SSL_CTX_set_cipher_list(ctx, conf->ciphers) != 1) {
         pt_errors_add(errors, "%s:%d:%d: invalid tls ciphers '%s': %s", file, conf->line, conf->col, conf->ciphers,
                       ossl_error());
@@ -151,19 +219,19 @@ static SSL_CTX *make_ctx(const pt_tls_conf *conf, const pt_tls_cert_conf *cc, co
         SSL_CTX_free(ctx);
         return NULL;
     }
-    if (conf->client_auth) {
-        STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(conf->client_ca);
-        if (!names || SSL_CTX_load_verify_locations(ctx, conf->client_ca, NULL) != 1) {
+    if (auth) {
+        STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(ca);
+        if (!names || SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1) {
             if (names) sk_X509_NAME_pop_free(names, X509_NAME_free);
-            pt_errors_add(errors, "%s:%d:%d: cannot load client_auth ca %s: %s", file, conf->line, conf->col,
-                          conf->client_ca, ossl_error());
+            pt_errors_add(errors, "%s:%d:%d: cannot load client_auth ca %s: %s", file, ca_line, ca_col, ca,
+                          ossl_error());
             SSL_CTX_free(ctx);
             return NULL;
         }
         SSL_CTX_set_client_CA_list(ctx, names);
         /* required: no certificate fails the handshake; optional: none is
          * fine, but a certificate that fails verification still fails it. */
-        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | (conf->client_auth == 2 ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0), NULL);
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | (auth == 2 ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0), NULL);
         SSL_CTX_set_verify_depth(ctx, 8);
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {
@@ -187,8 +255,12 @@ pt_tls_server *pt_tls_server_new(const pt_tls_conf *conf, bool http2, const char
             pt_tls_server_free(s);
             return NULL;
         }
-        tls_cert *c = &s->certs[s->ncerts++];
+        tls_cert *c = &s->certs[s->ncerts];
         c->ctx = ctx;
+        c->verify_mode = SSL_CTX_get_verify_mode(ctx);
+        c->sid_ctx_len = (unsigned)snprintf((char *)c->sid_ctx, sizeof(c->sid_ctx), "portico/%zu", s->ncerts);
+        SSL_CTX_set_session_id_context(ctx, c->sid_ctx, c->sid_ctx_len);
+        s->ncerts++;
         collect_names(c, SSL_CTX_get0_certificate(ctx));
         SSL_CTX_set_alpn_select_cb(ctx, on_alpn, s);
     }
@@ -197,6 +269,7 @@ pt_tls_server *pt_tls_server_new(const pt_tls_conf *conf, bool http2, const char
         pt_tls_server_free(s);
         return NULL;
     }
+    SSL_CTX_set_client_hello_cb(s->certs[0].ctx, on_client_hello, s);
     SSL_CTX_set_tlsext_servername_callback(s->certs[0].ctx, on_sni);
     SSL_CTX_set_tlsext_servername_arg(s->certs[0].ctx, s);
     return s;
@@ -233,6 +306,76 @@ char *pt_tls_peer_subject(SSL *ssl)
         }
         BIO_free(bio);
     }
+    X509_free(peer);
+    return out;
+}
+
+/* Appends `n` bytes of a SAN value to out[*len] (capacity cap): control
+ * characters become '?', ',' becomes "%2C" (the list separator). False
+ * when it does not fit. */
+static bool san_append(char *out, size_t *len, size_t cap, const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)p[i];
+        if (ch == ',') {
+            if (*len + 3 >= cap) return false;
+            memcpy(out + *len, "%2C", 3);
+            *len += 3;
+            continue;
+        }
+        if (*len + 1 >= cap) return false;
+        out[(*len)++] = ch < 0x20 || ch == 0x7f ? '?' : (char)ch;
+    }
+    return true;
+}
+
+char *pt_tls_format_sans(X509 *x)
+{
+    GENERAL_NAMES *sans = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+    if (!sans) return NULL;
+    char buf[PT_TLS_SANS_MAX];
+    size_t len = 0;
+    bool fits = true;
+    for (int i = 0; fits && i < sk_GENERAL_NAME_num(sans); i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, i);
+        const char *prefix;
+        const ASN1_STRING *v;
+        char ip[INET6_ADDRSTRLEN];
+        switch (g->type) {
+        case GEN_DNS: prefix = "DNS:"; v = g->d.dNSName; break;
+        case GEN_URI: prefix = "URI:"; v = g->d.uniformResourceIdentifier; break;
+        case GEN_EMAIL: prefix = "email:"; v = g->d.rfc822Name; break;
+        case GEN_IPADD: prefix = "IP:"; v = g->d.iPAddress; break;
+        default: continue; /* otherName, dirName, RID, ...: not exposed */
+        }
+        const char *data = (const char *)ASN1_STRING_get0_data(v);
+        size_t n = (size_t)ASN1_STRING_length(v);
+        if (g->type == GEN_IPADD) {
+            int af = n == 4 ? AF_INET : n == 16 ? AF_INET6 : 0;
+            if (!af || !inet_ntop(af, data, ip, sizeof(ip))) continue;
+            data = ip;
+            n = strlen(ip);
+        }
+        if (len) {
+            if (len + 1 >= sizeof(buf)) {
+                fits = false;
+                break;
+            }
+            buf[len++] = ',';
+        }
+        fits = san_append(buf, &len, sizeof(buf), prefix, strlen(prefix)) &&
+               san_append(buf, &len, sizeof(buf), data, n);
+    }
+    GENERAL_NAMES_free(sans);
+    if (!fits || !len) return NULL;
+    return pt_xstrndup(buf, len);
+}
+
+char *pt_tls_peer_sans(SSL *ssl)
+{
+    X509 *peer = SSL_get1_peer_certificate(ssl);
+    if (!peer) return NULL;
+    char *out = SSL_get_verify_result(ssl) == X509_V_OK ? pt_tls_format_sans(peer) : NULL;
     X509_free(peer);
     return out;
 }

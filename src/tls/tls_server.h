@@ -4,7 +4,10 @@
  * SSL_CTX per configured certificate and picks among them by SNI (exact
  * names first, then the longest matching "*.suffix" wildcard, else the
  * first certificate). The names come from each certificate's
- * subjectAltName DNS entries (CN when there are none). ALPN prefers "h2"
+ * subjectAltName DNS entries (CN when there are none). Each certificate
+ * carries a client_auth policy (its own, else the listener's), applied to
+ * the connection when its SNI selects that certificate; sessions resume
+ * only under the certificate they were established with. ALPN prefers "h2"
  * (unless the listener disables http2), then "http/1.1". Session resumption uses
  * OpenSSL's server cache and stateless tickets.
  *
@@ -29,6 +32,18 @@ void pt_tls_server_free(pt_tls_server *s);
 /* The verified client certificate's subject (RFC 2253, control characters
  * replaced), heap-allocated; NULL when the client sent no certificate. */
 char *pt_tls_peer_subject(SSL *ssl);
+
+/* The verified client certificate's subjectAltNames as one list, e.g.
+ * "DNS:a.example,URI:spiffe://acme/ns/x,email:bob@acme.com,IP:10.0.0.1"
+ * (DNS, URI, email and IP entries in certificate order; other kinds are
+ * left out). Control characters are replaced by '?' and a ',' inside a
+ * value is written "%2C", so the list splits unambiguously on ','.
+ * Heap-allocated; NULL when no verified certificate, no such names, or
+ * the list would exceed PT_TLS_SANS_MAX - 1 bytes. */
+#define PT_TLS_SANS_MAX 4096
+char *pt_tls_peer_sans(SSL *ssl);
+/* The same list for any certificate (no verification check). */
+char *pt_tls_format_sans(X509 *x);
 
 /* A new server-side SSL object for an accepted socket (in accept state). */
 SSL *pt_tls_server_ssl(pt_tls_server *s, int fd);

@@ -243,6 +243,20 @@ def test_chunked_response_trailers_forwarded(portico, upstream):
         assert c.request("GET", "/again").body == b"hello world"
 
 
+def test_forbidden_response_trailer_fields_are_dropped(portico, upstream):
+    # RFC 9110 §6.5.1: framing, routing, authentication and cookie fields are
+    # never forwarded from a trailer section; the others pass unchanged.
+    resp = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n0\r\nX-Checksum: abc\r\nContent-Length: 99\r\nSet-Cookie: s=1\r\n"
+            b"Transfer-Encoding: gzip\r\nAuthorization: x\r\nX-Late:  late value\r\n\r\n")
+    p, up = gw_with(portico, upstream, lambda req: resp)
+    with Client(p.port) as c:
+        r = c.request("GET", "/trailers", headers={"TE": "trailers"})
+        assert r.status == 200 and r.body == b"hello"
+        assert r.trailers == [("X-Checksum", "abc"), ("X-Late", "late value")], r.trailers
+        assert c.request("GET", "/again").status == 200
+
+
 def test_close_delimited_response(portico, upstream):
     body = os.urandom(200000)
     p, up = gw_with(portico, upstream, lambda req: [b"HTTP/1.1 200 OK\r\nContent-Type: x/y\r\n\r\n" + body, CLOSE])
