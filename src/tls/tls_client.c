@@ -2,6 +2,7 @@
 #include "tls/tls_client.h"
 
 #include <arpa/inet.h>
+#include <pthread.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
@@ -15,6 +16,30 @@ static const char *ossl_err(void)
     return buf;
 }
 
+/* The ex_data index of an SSL object's pt_tls_session_slot (allocated once,
+ * on first use, by whichever thread comes first). */
+static int slot_idx = -1;
+static pthread_once_t slot_once = PTHREAD_ONCE_INIT;
+
+static void slot_index_init(void) { slot_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL); }
+
+static int slot_index(void)
+{
+    pthread_once(&slot_once, slot_index_init);
+    return slot_idx;
+}
+
+static int on_new_session(SSL *ssl, SSL_SESSION *sess)
+{
+    pt_tls_session_slot *slot = SSL_get_ex_data(ssl, slot_index());
+    if (!slot || !SSL_SESSION_is_resumable(sess)) return 0; /* not kept: OpenSSL frees it */
+    pt_tls_session_slot_clear(slot);
+    slot->sess = sess; /* returning 1 hands us the reference */
+    slot->ctx = SSL_get_SSL_CTX(ssl);
+    SSL_CTX_up_ref(slot->ctx);
+    return 1;
+}
+
 SSL_CTX *pt_tls_client_ctx_new(const pt_upstream_tls_conf *conf, bool h2, const char *file, pt_errors *errors)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
@@ -25,6 +50,10 @@ SSL_CTX *pt_tls_client_ctx_new(const pt_upstream_tls_conf *conf, bool h2, const 
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+    /* Sessions go to the connection's pool slot (pt_tls_client_resume), not
+     * to OpenSSL's internal cache. */
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(ctx, on_new_session);
     /* Offer only the protocol we will speak: an h2 upstream that cannot
      * select h2 fails the connection (h2_client.c checks the result). */
     static const unsigned char alpn_h1[] = "\x08http/1.1";
@@ -81,4 +110,19 @@ SSL *pt_tls_client_ssl(SSL_CTX *ctx, const pt_upstream_tls_conf *conf, const cha
     }
     SSL_set_connect_state(ssl);
     return ssl;
+}
+
+void pt_tls_client_resume(SSL *ssl, pt_tls_session_slot *slot)
+{
+    SSL_set_ex_data(ssl, slot_index(), slot);
+    if (slot->sess && slot->ctx == SSL_get_SSL_CTX(ssl) && SSL_SESSION_is_resumable(slot->sess))
+        SSL_set_session(ssl, slot->sess); /* takes its own reference */
+}
+
+void pt_tls_session_slot_clear(pt_tls_session_slot *slot)
+{
+    if (slot->sess) SSL_SESSION_free(slot->sess);
+    if (slot->ctx) SSL_CTX_free(slot->ctx);
+    slot->sess = NULL;
+    slot->ctx = NULL;
 }

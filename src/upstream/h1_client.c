@@ -69,6 +69,7 @@ pt_uconn *pt_uconn_connect(pt_worker *w, const pt_target_conf *t, pt_pool *pool,
         errno = ENOMEM;
         return NULL;
     }
+    if (c->ssl) pt_tls_client_resume(c->ssl, pt_pool_tls_session(pool));
     if (pt_io_start(w->loop, &c->io, fd, EPOLLOUT, uconn_io, c) != PT_OK) {
         if (c->ssl) SSL_free(c->ssl);
         close(fd);
@@ -538,6 +539,9 @@ void pt_uconn_release(pt_uconn *c)
     c->arena = NULL;
     c->dec = NULL;
     if (!reusable) {
+        /* a complete exchange (e.g. "Connection: close") keeps the TLS
+         * session resumable; a broken one does not */
+        if (c->ssl && c->resp_done && c->req_done) SSL_set_shutdown(c->ssl, SSL_SENT_SHUTDOWN);
         pt_uconn_close(c);
         return;
     }
@@ -559,6 +563,9 @@ void pt_uconn_close(pt_uconn *c)
 {
     if (c->state == US_CLOSED) return;
     if (c->state == US_IDLE && c->pool) pt_pool_remove(c->pool, c);
+    /* An idle connection ends cleanly: its TLS session stays resumable
+     * (OpenSSL invalidates the session of an SSL freed mid-stream). */
+    if (c->state == US_IDLE && c->ssl) SSL_set_shutdown(c->ssl, SSL_SENT_SHUTDOWN);
     c->state = US_CLOSED;
     c->cbs = NULL;
     pt_timer_stop(c->w->loop, &c->timer);

@@ -641,6 +641,7 @@ static void conn_close(pt_h2up_conn *c)
         ssize_t n;
         while ((n = nghttp2_session_mem_send(c->sess, &data)) > 0) pt_buf_append(&c->wbuf, data, (size_t)n);
         if (c->wbuf.len) (void)pt_sock_send(c->io.fd, c->ssl, pt_buf_head(&c->wbuf), c->wbuf.len); /* best effort */
+        if (c->ssl) SSL_set_shutdown(c->ssl, SSL_SENT_SHUTDOWN); /* orderly: the TLS session stays resumable */
     }
     conn_fail(c, PT_UERR_CLOSED);
 }
@@ -659,6 +660,7 @@ static pt_h2up_conn *conn_new(pt_worker *w, const pt_target_conf *t, pt_pool *po
     snprintf(c->peer, sizeof(c->peer), "%s", t->addr.text);
     c->io.fd = fd;
     if (tls_ctx && !(c->ssl = pt_tls_client_ssl(tls_ctx, &u->tls, t->host, fd))) goto fail;
+    if (c->ssl) pt_tls_client_resume(c->ssl, pt_pool_tls_session(pool));
 
     nghttp2_session_callbacks *cb = NULL;
     nghttp2_option *opt = NULL;

@@ -14,9 +14,12 @@ struct pt_pool {
     pt_uconn *idle; /* most recently parked first (LIFO keeps hot connections hot) */
     uint32_t nidle;
     pt_h2up_conn *h2; /* HTTP/2 connections (busy or idle), see h2_client.c */
+    pt_tls_session_slot tls_session; /* TLS resumption towards this address + name */
 };
 
 pt_h2up_conn **pt_pool_h2_list(pt_pool *p) { return &p->h2; }
+
+pt_tls_session_slot *pt_pool_tls_session(pt_pool *p) { return &p->tls_session; }
 
 int pt_upstream_pick(pt_upstream_rt *u, uint64_t exclude)
 {
@@ -101,6 +104,7 @@ void pt_pools_free(pt_worker *w)
     pt_pools_close_all(w);
     for (size_t i = 0; i < w->npools; i++) {
         pt_h2up_pool_close(w->pools[i], true);
+        pt_tls_session_slot_clear(&w->pools[i]->tls_session);
         free(w->pools[i]->sni);
         free(w->pools[i]);
     }

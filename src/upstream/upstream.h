@@ -8,6 +8,7 @@
 #define PT_UPSTREAM_UPSTREAM_H
 
 #include "config/config.h"
+#include "tls/tls_client.h"
 
 struct pt_uconn;
 struct pt_worker;
@@ -37,6 +38,8 @@ struct pt_uconn *pt_pool_take(pt_pool *p);
 void pt_pool_put(pt_pool *p, struct pt_uconn *c, uint32_t max_idle, uint64_t idle_timeout_ms);
 /* Removes a connection from its pool's idle list (it closed while idle). */
 void pt_pool_remove(pt_pool *p, struct pt_uconn *c);
+/* The pool's TLS session slot (resumption of new TLS connections). */
+pt_tls_session_slot *pt_pool_tls_session(pt_pool *p);
 /* Closes every idle connection of the worker (shutdown). */
 void pt_pools_close_all(struct pt_worker *w);
 void pt_pools_free(struct pt_worker *w);

@@ -345,9 +345,12 @@ class TLSUpstream:
     """A minimal HTTPS/1.1 keep-alive upstream: answers JSON describing the
     request (and the client certificate it saw), or `size` bytes for /big."""
 
-    def __init__(self, cert, key, client_ca=None):
+    def __init__(self, cert, key, client_ca=None, close=False, max_version=None):
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.load_cert_chain(cert, key)
+        if max_version:
+            self.ctx.maximum_version = max_version
+        self.close_each = close  # answer with Connection: close and close
         if client_ca:
             self.ctx.load_verify_locations(client_ca)
             self.ctx.verify_mode = ssl.CERT_REQUIRED
@@ -357,6 +360,7 @@ class TLSUpstream:
         self.sock.listen(16)
         self.addr = "127.0.0.1:%d" % self.sock.getsockname()[1]
         self.connections = 0
+        self.resumed = 0
         self.handshake_failures = 0
         self.requests = []
         threading.Thread(target=self._serve, daemon=True).start()
@@ -380,6 +384,8 @@ class TLSUpstream:
             raw.close()
             return
         self.connections += 1
+        if s.session_reused:
+            self.resumed += 1
         peer = s.getpeercert()
         f = s.makefile("rb")
         try:
@@ -404,6 +410,11 @@ class TLSUpstream:
                     payload = json.dumps({"target": target, "sni_host": headers.get("host"),
                                           "client_cn": subject.get("commonName"),
                                           "body_len": len(body)}).encode()
+                if self.close_each:
+                    s.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(payload)
+                              + payload)
+                    s.unwrap()
+                    return
                 s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(payload) + payload)
         except (OSError, ValueError):
             return
@@ -423,6 +434,41 @@ def tls_upstream(pki):
     yield start
     for u in servers:
         u.close()
+
+
+def test_https_upstream_sessions_resumed(portico, pki, tls_upstream):
+    """New TLS connections to an upstream resume the last session (TLS 1.3
+    tickets; TLS 1.2 session tickets), so only the first handshake is full."""
+    from upstreams import request
+    for maxv in (None, ssl.TLSVersion.TLSv1_2):
+        up = tls_upstream(close=True, max_version=maxv)
+        p = portico(up_tls_config(up.addr, ca=pki["ca"], sni="a.test"))
+        for i in range(5):
+            r = request(p.port, "GET", "/resume%d" % i)
+            assert r.status == 200 and r.json()["target"] == "/resume%d" % i, r
+        assert up.connections == 5, up.connections
+        assert up.resumed == 4, (maxv, up.resumed)
+
+
+def test_https_upstream_session_not_resumed_across_reload(portico, pki, tls_upstream):
+    """A reload that changes the upstream's TLS settings starts from a full,
+    verified handshake: a session from the old settings is never offered."""
+    from upstreams import problem_check, request
+    up = tls_upstream(close=True)
+    p = portico(up_tls_config(up.addr, ca=pki["ca"], sni="a.test"))
+    for i in range(2):
+        assert request(p.port, "GET", "/before%d" % i).status == 200
+    assert up.resumed == 1
+    # same target and name, but now only the untrusted CA is accepted
+    p.write_config(up_tls_config(up.addr, ca=str(pki["dir"] / "evil.crt"), sni="a.test"))
+    p.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "reloaded" not in p.stderr():
+        time.sleep(0.05)
+    assert "reloaded" in p.stderr()
+    doc = problem_check(request(p.port, "GET", "/after"), 502)
+    assert "TLS" in doc["detail"]
+    assert up.resumed == 1 and "/after" not in [t for _, t, _, _ in up.requests]
 
 
 def up_tls_config(addr, **tls):
