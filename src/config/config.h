@@ -164,12 +164,13 @@ typedef struct pt_config {
         uint64_t max_body_size;      /* default 1g; 0 = unlimited */
         uint32_t max_connections;    /* per listener, all workers; 0 = unlimited (default) */
         uint32_t max_connections_per_client; /* per client address; 0 = unlimited (default) */
+        uint64_t min_body_rate;      /* request body bytes/s after timeouts.body; default 1k; 0 = off */
     } limits;
     char *server_header;             /* Server on every response; NULL = pass the upstream's through */
     bool via;                        /* add "Via: 1.1 portico" both ways */
     struct {
         uint64_t header_ms;          /* whole request head, absolute; default 10s */
-        uint64_t body_ms;            /* between body reads; default 30s */
+        uint64_t body_ms;            /* between body reads (h1 conn, h2 stream); default 30s */
         uint64_t idle_ms;            /* keep-alive idle; default 60s */
         uint64_t upstream_connect_ms;/* default 5s */
         uint64_t upstream_read_ms;   /* default 60s */

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "core/buf.h"
+#include "http/body_pace.h"
 #include "http/h1.h"
 #include "http/h2_server.h"
 #include "proxy/txn.h"
@@ -58,6 +59,7 @@ struct pt_h1_conn {
     pt_request *req;
     pt_chunked_decoder *dec;
     uint64_t body_remaining;
+    pt_body_pace pace; /* request body clock: timeouts.body, limits.min_body_rate */
     pt_h1_info info;
     uint8_t state;
     uint8_t timer_kind;
@@ -102,6 +104,7 @@ static void release_request(pt_h1_conn *c);
 static inline const pt_config *conn_cfg(pt_h1_conn *c) { return c->w->wgen->gen->cfg; }
 
 static void set_timer(pt_h1_conn *c, int kind, uint64_t deadline);
+static void body_pace_update(pt_h1_conn *c);
 
 /* ------------------------------------------------------------------ output */
 
@@ -326,10 +329,7 @@ static void ds_want_body(void *stream, bool want)
     /* Buffered body bytes are delivered from the loop, never re-entrantly
      * from inside a txn callback. */
     if (want && c->rbuf.len) pt_defer_queue(c->w->loop, &c->body_defer, body_defer_cb, c);
-    if (c->want_body && !c->body_done)
-        set_timer(c, TM_BODY, pt_loop_now(c->w->loop) + conn_cfg(c)->timeouts.body_ms);
-    else if (c->timer_kind == TM_BODY)
-        set_timer(c, TM_NONE, 0);
+    body_pace_update(c);
     conn_update_events(c);
 }
 
@@ -346,7 +346,9 @@ static void body_defer_cb(pt_loop *loop, pt_defer *d)
     pt_h1_conn *c = d->data;
     if (c->state != ST_TXN) return;
     deliver_body(c);
-    if (c->state != ST_CLOSED) conn_update_events(c);
+    if (c->state == ST_CLOSED) return;
+    body_pace_update(c); /* stops TM_BODY once the body is complete */
+    conn_update_events(c);
 }
 
 static void next_request_cb(pt_loop *loop, pt_defer *d)
@@ -380,7 +382,7 @@ static void ds_finished(void *stream)
         c->discarding = true;
         c->discarded = 0;
         c->want_body = true;
-        set_timer(c, TM_BODY, pt_loop_now(c->w->loop) + conn_cfg(c)->timeouts.body_ms);
+        body_pace_update(c);
         pt_defer_queue(c->w->loop, &c->body_defer, body_defer_cb, c);
         conn_update_events(c);
         return;
@@ -546,6 +548,9 @@ static void start_request(pt_h1_conn *c, size_t head_len, pt_request *req, const
     }
     c->sent_100 = false;
     c->want_body = false;
+    /* body bytes that came with the head count as received */
+    c->pace = (pt_body_pace){.bytes = c->body_done ? 0 : c->rbuf.len};
+    if (info->body == PT_H1_BODY_LENGTH) c->pace.bytes = PT_MIN(c->pace.bytes, c->body_remaining);
     c->txn_done = false;
     c->state = ST_TXN;
     c->nrequests++;
@@ -708,6 +713,8 @@ static void do_handshake(pt_h1_conn *c)
     pt_defer_queue(c->w->loop, &c->read_defer, read_defer_cb, c);
 }
 
+static void body_expired(pt_h1_conn *c, uint64_t now);
+
 static void on_readable(pt_h1_conn *c)
 {
     for (int rounds = 0; rounds < 4; rounds++) {
@@ -716,6 +723,7 @@ static void on_readable(pt_h1_conn *c)
         ssize_t n = pt_sock_recv(c->io.fd, c->ssl, pt_buf_tail(&c->rbuf), room);
         if (n > 0) {
             c->rbuf.len += (uint32_t)n;
+            if (c->state == ST_TXN) pt_body_pace_progress(&c->pace, (uint64_t)n, pt_loop_now(c->w->loop));
             if ((size_t)n < room && !c->ssl) break;
             if (c->state == ST_TXN) break; /* deliver before reading more */
             continue;
@@ -738,10 +746,20 @@ static void on_readable(pt_h1_conn *c)
         return;
     }
     if (c->state == ST_TXN) {
-        if (c->want_body) {
-            set_timer(c, TM_BODY, pt_loop_now(c->w->loop) + conn_cfg(c)->timeouts.body_ms);
-            deliver_body(c);
-            if (c->state == ST_CLOSED) return;
+        if (c->want_body && !c->body_done) {
+            /* Checked on each read too: the bytes just read may come too late
+             * to meet limits.min_body_rate (the timer may not have run yet). */
+            uint64_t now = pt_loop_now(c->w->loop);
+            const pt_config *cfg = conn_cfg(c);
+            if (c->pace.running &&
+                now >= pt_body_pace_deadline(&c->pace, cfg->timeouts.body_ms, cfg->limits.min_body_rate)) {
+                body_expired(c, now);
+                if (c->state == ST_CLOSED) return;
+            } else {
+                deliver_body(c);
+                if (c->state == ST_CLOSED) return;
+            }
+            body_pace_update(c);
         }
         if (c->peer_closed && c->txn && !c->txn_done && !c->body_done) {
             /* the client hung up in the middle of its request */
@@ -824,17 +842,18 @@ static void on_timer(pt_loop *loop, pt_timer *t)
         pt_txn_start_error(c->txn, NULL, 408, "the request head was not received in time", received);
         return;
     }
-    case TM_BODY:
-        if (c->discarding) {
-            conn_close(c);
+    case TM_BODY: {
+        /* Stale once the body is complete (the timer is not stopped there). */
+        if (c->state != ST_TXN || !c->want_body || c->body_done) return;
+        uint64_t now = pt_loop_now(loop);
+        uint64_t due = pt_body_pace_deadline(&c->pace, conn_cfg(c)->timeouts.body_ms, conn_cfg(c)->limits.min_body_rate);
+        if (due > now) { /* bytes arrived since it was armed: not late yet */
+            set_timer(c, TM_BODY, due);
             return;
         }
-        if (c->txn && !c->txn_done) {
-            c->close_after = true;
-            c->body_done = true;
-            pt_txn_on_request_error(c->txn, 408, "the request body was not received in time");
-        }
+        body_expired(c, now);
         return;
+    }
     case TM_SEND:
         if (c->txn && !c->txn_done) pt_txn_on_downstream_closed(c->txn);
         conn_close(c);
@@ -849,6 +868,41 @@ static void set_timer(pt_h1_conn *c, int kind, uint64_t deadline)
     c->timer_kind = (uint8_t)kind;
     if (kind == TM_NONE) pt_timer_stop(c->w->loop, &c->timer);
     else pt_timer_start_at(c->w->loop, &c->timer, deadline, on_timer, c);
+}
+
+/* Keeps the body clock (http/body_pace.h) and the TM_BODY timer in step with
+ * whether the connection wants request body bytes now. While wanted, the
+ * armed deadline is only moved earlier here: progress moves it later, and
+ * on_timer re-arms when it fires early (no heap update per read). Once the
+ * body is complete or not wanted, a TM_BODY timer is stopped. */
+static void body_pace_update(pt_h1_conn *c)
+{
+    const pt_config *cfg = conn_cfg(c);
+    bool run = c->state == ST_TXN && c->want_body && !c->body_done;
+    pt_body_pace_run(&c->pace, run, pt_loop_now(c->w->loop));
+    if (run) {
+        uint64_t due = pt_body_pace_deadline(&c->pace, cfg->timeouts.body_ms, cfg->limits.min_body_rate);
+        if (c->timer_kind != TM_BODY || due < c->timer.deadline) set_timer(c, TM_BODY, due);
+    } else if (c->timer_kind == TM_BODY) {
+        set_timer(c, TM_NONE, 0);
+    }
+}
+
+/* The request body is late (gap or rate rule): 408 problem+json, then the
+ * connection closes; a body being discarded after the response just closes. */
+static void body_expired(pt_h1_conn *c, uint64_t now)
+{
+    if (c->discarding) {
+        conn_close(c);
+        return;
+    }
+    if (c->txn && !c->txn_done) {
+        c->close_after = true;
+        c->body_done = true;
+        pt_txn_on_request_error(c->txn, 408,
+                                pt_body_pace_late_by_gap(&c->pace, conn_cfg(c)->timeouts.body_ms, now) ? PT_BODY_LATE_GAP
+                                                                                                      : PT_BODY_LATE_RATE);
+    }
 }
 
 /* --------------------------------------------------------------- lifecycle */

@@ -30,6 +30,7 @@
 #include <openssl/err.h>
 
 #include "core/buf.h"
+#include "http/body_pace.h"
 #include "server/connlimit.h"
 #include "server/worker.h"
 
@@ -60,6 +61,8 @@ struct h2_stream {
     pt_txn *txn;
     pt_buf out;            /* response body not yet pulled by nghttp2 */
     pt_buf in;             /* request body received but not yet taken by the txn */
+    pt_timer body_timer;   /* request body late (timeouts.body / limits.min_body_rate) */
+    pt_body_pace pace;
     nghttp2_nv *trailers;  /* response trailers (arena), submitted at EOF */
     size_t ntrailers;
     pt_str host_header;    /* "host" field, used when :authority is absent */
@@ -83,6 +86,7 @@ struct h2_stream {
     bool ng_closed;        /* nghttp2 closed the stream */
     bool reset_sent;
     bool dead;             /* queued for reaping */
+    bool body_late;        /* answered 408: the body is no longer wanted */
 };
 
 struct h2_conn {
@@ -107,6 +111,7 @@ struct h2_conn {
     struct sockaddr_in6 peer;
     uint32_t max_header_size, max_headers;
     uint64_t idle_ms;
+    uint64_t body_ms, min_body_rate; /* timeouts.body, limits.min_body_rate */
     uint8_t timer_kind;
     bool closed;
     bool peer_closed;
@@ -186,6 +191,7 @@ static void stream_free(h2_conn *c, h2_stream *s)
     else c->streams = s->next;
     if (s->next) s->next->prev = s->prev;
     c->nstreams--;
+    pt_timer_stop(conn_loop(c), &s->body_timer);
     pt_buf_release(&s->out);
     pt_buf_release(&s->in);
     pt_buf_release(&s->cookies);
@@ -283,6 +289,58 @@ static void deliver_cb(pt_loop *loop, pt_defer *d)
     h2_conn *c = d->data;
     for (h2_stream *s = c->streams; s && !c->closed; s = s->next)
         if (!s->dead && s->want_body && (s->in.len || (s->body_done && !s->last_delivered))) deliver_buffered(s);
+}
+
+/* Per-stream slow-body defence (http/body_pace.h). One pt_timer per stream
+ * rather than a per-connection scan: arming is O(log timers) in the loop's
+ * heap and nothing ever walks the streams. The timer runs only while the
+ * txn wants the body and END_STREAM has not arrived; DATA does not touch it
+ * (the deadline only moves later with progress): when it fires early it is
+ * re-armed at the new deadline. A stream whose body completed keeps a stale
+ * timer until want_body(false)/finished()/free, and its firing is ignored. */
+static bool body_wanted(const h2_stream *s)
+{
+    return s->want_body && !s->body_done && !s->txn_done && !s->body_late && !s->ng_closed && !s->c->closed;
+}
+
+static void on_body_timer(pt_loop *loop, pt_timer *t)
+{
+    h2_stream *s = t->data;
+    h2_conn *c = s->c;
+    if (!body_wanted(s)) return;
+    uint64_t now = pt_loop_now(loop);
+    uint64_t due = pt_body_pace_deadline(&s->pace, c->body_ms, c->min_body_rate);
+    if (due > now) {
+        pt_timer_start_at(loop, &s->body_timer, due, on_body_timer, s);
+        return;
+    }
+    /* Late: the txn answers 408 (gRPC: DEADLINE_EXCEEDED) if no response
+     * has started; on_frame_send then resets the stream with NO_ERROR
+     * because its body is unfinished. A started response cannot change:
+     * the stream is cancelled (the txn's abort is then a no-op). The rest
+     * of the body is no longer wanted; the stream window stops the client. */
+    s->body_late = true;
+    s->want_body = false;
+    pt_body_pace_run(&s->pace, false, now);
+    if (pt_txn_response_started(s->txn)) stream_reset(s, NGHTTP2_CANCEL);
+    pt_txn_on_request_error(s->txn, 408,
+                            pt_body_pace_late_by_gap(&s->pace, c->body_ms, now) ? PT_BODY_LATE_GAP : PT_BODY_LATE_RATE);
+    schedule_flush(c);
+}
+
+/* Starts or stops the stream's body clock and timer after want_body, the
+ * txn or the stream changed. */
+static void body_pace_update(h2_stream *s)
+{
+    pt_loop *loop = conn_loop(s->c);
+    bool run = body_wanted(s);
+    bool was = s->pace.running;
+    pt_body_pace_run(&s->pace, run, pt_loop_now(loop));
+    if (run && !was)
+        pt_timer_start_at(loop, &s->body_timer, pt_body_pace_deadline(&s->pace, s->c->body_ms, s->c->min_body_rate),
+                          on_body_timer, s);
+    else if (!run)
+        pt_timer_stop(loop, &s->body_timer);
 }
 
 /* ---------------------------------------------------------- request head */
@@ -601,6 +659,7 @@ static int on_data_chunk(nghttp2_session *sess, uint8_t flags, int32_t stream_id
     h2_conn *c = ud;
     nghttp2_session_consume_connection(sess, len); /* per-stream windows bound the buffering */
     h2_stream *s = stream_of(c, stream_id);
+    if (s && len) pt_body_pace_progress(&s->pace, len, pt_loop_now(conn_loop(c)));
     if (!s || s->txn_done || s->last_delivered) {
         nghttp2_session_consume_stream(sess, stream_id, len); /* nobody wants it: drop */
         return 0;
@@ -803,9 +862,10 @@ static void ds_send_end(void *stream, pt_str trailers)
 static void ds_want_body(void *stream, bool want)
 {
     h2_stream *s = stream;
-    s->want_body = want;
-    if (want && (s->in.len || (s->body_done && !s->last_delivered)))
+    s->want_body = want && !s->body_late;
+    if (s->want_body && (s->in.len || (s->body_done && !s->last_delivered)))
         pt_defer_queue(conn_loop(s->c), &s->c->deliver_defer, deliver_cb, s->c);
+    body_pace_update(s);
 }
 
 static void ds_abort(void *stream)
@@ -821,6 +881,7 @@ static void ds_finished(void *stream)
     s->txn_done = true;
     s->txn = NULL;
     s->want_body = false;
+    pt_timer_stop(conn_loop(s->c), &s->body_timer);
     if (s->c->closed) return; /* conn_close frees everything */
     /* A response that never completed must not look complete. */
     if (!s->ng_closed && !s->eof) stream_reset(s, NGHTTP2_INTERNAL_ERROR);
@@ -1078,6 +1139,8 @@ void pt_h2_conn_start_counted(pt_worker *w, int fd, SSL *ssl, const char *initia
     c->max_headers = cfg->limits.max_headers;
     c->idle_ms = cfg->timeouts.idle_ms;
     c->header_ms = cfg->timeouts.header_ms;
+    c->body_ms = cfg->timeouts.body_ms;
+    c->min_body_rate = cfg->limits.min_body_rate;
     c->reset_window_start = pt_loop_now(w->loop);
 
     c->next = tl_conns;

@@ -309,6 +309,7 @@ TEST(defaults)
     CHECK_INT(cfg->limits.max_header_size, 32768);
     CHECK_INT(cfg->limits.max_headers, 100);
     CHECK_INT(cfg->limits.max_body_size, 1ll << 30);
+    CHECK_INT(cfg->limits.min_body_rate, 1024);
     CHECK_INT(cfg->timeouts.header_ms, 10000);
     CHECK_INT(cfg->timeouts.body_ms, 30000);
     CHECK_INT(cfg->timeouts.idle_ms, 60000);
@@ -598,6 +599,23 @@ TEST(sizes)
     CHECK(!size_of("17179869184g", &v)); /* 2^34 GiB overflows 64 bits */
     CHECK(fails_with(MINIMAL "limits: {max_request_line: 2g}\n", "t.yaml:2:28: max_request_line must be between"));
     CHECK(fails_with(MINIMAL "limits: {max_body_size: lots}\n", "t.yaml:2:25: invalid size 'lots'"));
+    CHECK(fails_with(MINIMAL "limits: {min_body_rate: fast}\n", "t.yaml:2:25: invalid size 'fast'"));
+}
+
+TEST(limits_min_body_rate)
+{
+    pt_errors e = {0};
+    pt_config *cfg = load(MINIMAL "limits: {min_body_rate: 16k}\n", &e);
+    dump_errors(&e);
+    CHECK(cfg != NULL);
+    if (cfg) CHECK_INT(cfg->limits.min_body_rate, 16384);
+    pt_config_free(cfg);
+    pt_errors_free(&e);
+    cfg = load(MINIMAL "limits: {min_body_rate: 0}\n", &e);
+    CHECK(cfg != NULL);
+    if (cfg) CHECK_INT(cfg->limits.min_body_rate, 0); /* disabled */
+    pt_config_free(cfg);
+    pt_errors_free(&e);
 }
 
 TEST(route_body_size_zero_means_unlimited)
