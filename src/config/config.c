@@ -832,6 +832,8 @@ pt_config *pt_config_for_proxy(const pt_proxy_opts *opts, pt_errors *errors)
     r->path_kind = PT_PATH_ANY;
     r->upstream = u;
     r->max_body_size = cfg->limits.max_body_size;
+    r->body_timeout_ms = cfg->timeouts.body_ms;
+    r->min_body_rate = cfg->limits.min_body_rate;
     cfg->routes = r;
     cfg->nroutes = 1;
 

@@ -148,6 +148,8 @@ typedef struct pt_route_conf {
                                     effective value (the global one unless overridden); a route
                                     "max_body_size: 0" (unlimited) under a non-zero global limit
                                     is stored as UINT64_MAX. */
+    uint64_t body_timeout_ms;    /* slow-body gap; resolved: timeouts.body unless overridden */
+    uint64_t min_body_rate;      /* resolved: limits.min_body_rate unless overridden; 0 = off */
     pt_plugin_list plugins;      /* route-level plugins, in order */
 } pt_route_conf;
 

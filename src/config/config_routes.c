@@ -285,6 +285,16 @@ static void conf_route_transform(pt_conf_ctx *ctx, const pt_conf_node *rn, pt_co
     const pt_conf_node *mb = pt_conf_opt(rn, "max_body_size");
     uint64_t v;
     if (mb && pt_conf_size(ctx, mb, &v)) r->max_body_size = v ? v : (cfg->limits.max_body_size ? UINT64_MAX : 0);
+    /* slow-body limits (e.g. long-lived gRPC client streams need more) */
+    r->body_timeout_ms = cfg->timeouts.body_ms;
+    r->min_body_rate = cfg->limits.min_body_rate;
+    const pt_conf_node *bt = pt_conf_opt(rn, "body_timeout");
+    if (bt && pt_conf_duration_ms(ctx, bt, &v)) {
+        if (v == 0) pt_conf_error(ctx, bt, "body_timeout must be greater than 0");
+        else r->body_timeout_ms = v;
+    }
+    const pt_conf_node *mr = pt_conf_opt(rn, "min_body_rate");
+    if (mr) pt_conf_size(ctx, mr, &r->min_body_rate);
 }
 
 void pt_conf_routes(pt_conf_ctx *ctx, const pt_conf_node *node, pt_config *cfg)
@@ -295,7 +305,7 @@ void pt_conf_routes(pt_conf_ctx *ctx, const pt_conf_node *node, pt_config *cfg)
         return;
     }
     static const char *const keys[] = {"name", "match", "upstream", "strip_prefix", "rewrite",
-                                       "max_body_size", "plugins", NULL};
+                                       "max_body_size", "body_timeout", "min_body_rate", "plugins", NULL};
     cfg->routes = pt_arena_calloc(ctx->arena, (node->n ? node->n : 1) * sizeof(*cfg->routes));
     for (size_t i = 0; i < node->n; i++) {
         const pt_conf_node *rn = node->vals[i];

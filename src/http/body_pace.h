@@ -26,6 +26,8 @@
 #include <stdint.h>
 
 typedef struct {
+    uint64_t gap_ms;    /* this body's limits: timeouts.body / limits.min_body_rate, */
+    uint64_t min_rate;  /*   or the route's body_timeout / min_body_rate (pt_txn_body_limits) */
     uint64_t wanted_ms; /* wanted time of the spans already closed */
     uint64_t since;     /* start of the open span (valid while running) */
     uint64_t last;      /* last progress, or the start of the open span */

@@ -255,6 +255,7 @@ static void ds_send_head(void *stream, const pt_response *res)
     pt_buf_append(b, "\r\n", 2);
     c->sent += b->len - before;
     schedule_flush(c);
+    body_pace_update(c); /* the response started: the slow-body clock stops */
 }
 
 static bool ds_send_body(void *stream, const char *data, size_t len)
@@ -750,9 +751,8 @@ static void on_readable(pt_h1_conn *c)
             /* Checked on each read too: the bytes just read may come too late
              * to meet limits.min_body_rate (the timer may not have run yet). */
             uint64_t now = pt_loop_now(c->w->loop);
-            const pt_config *cfg = conn_cfg(c);
             if (c->pace.running &&
-                now >= pt_body_pace_deadline(&c->pace, cfg->timeouts.body_ms, cfg->limits.min_body_rate)) {
+                now >= pt_body_pace_deadline(&c->pace, c->pace.gap_ms, c->pace.min_rate)) {
                 body_expired(c, now);
                 if (c->state == ST_CLOSED) return;
             } else {
@@ -846,7 +846,7 @@ static void on_timer(pt_loop *loop, pt_timer *t)
         /* Stale once the body is complete (the timer is not stopped there). */
         if (c->state != ST_TXN || !c->want_body || c->body_done) return;
         uint64_t now = pt_loop_now(loop);
-        uint64_t due = pt_body_pace_deadline(&c->pace, conn_cfg(c)->timeouts.body_ms, conn_cfg(c)->limits.min_body_rate);
+        uint64_t due = pt_body_pace_deadline(&c->pace, c->pace.gap_ms, c->pace.min_rate);
         if (due > now) { /* bytes arrived since it was armed: not late yet */
             set_timer(c, TM_BODY, due);
             return;
@@ -878,10 +878,20 @@ static void set_timer(pt_h1_conn *c, int kind, uint64_t deadline)
 static void body_pace_update(pt_h1_conn *c)
 {
     const pt_config *cfg = conn_cfg(c);
-    bool run = c->state == ST_TXN && c->want_body && !c->body_done;
+    bool live = c->txn && !c->txn_done;
+    if (live) {
+        pt_txn_body_limits(c->txn, &c->pace.gap_ms, &c->pace.min_rate);
+    } else { /* discarding the rest of a body after the response */
+        c->pace.gap_ms = cfg->timeouts.body_ms;
+        c->pace.min_rate = cfg->limits.min_body_rate;
+    }
+    /* Once the response has started the upstream has engaged in the
+     * exchange: the request stream is then bounded by the upstream's own
+     * timeouts, not by the slow-body rules (full-duplex streams). */
+    bool run = c->state == ST_TXN && c->want_body && !c->body_done && !(live && pt_txn_response_started(c->txn));
     pt_body_pace_run(&c->pace, run, pt_loop_now(c->w->loop));
     if (run) {
-        uint64_t due = pt_body_pace_deadline(&c->pace, cfg->timeouts.body_ms, cfg->limits.min_body_rate);
+        uint64_t due = pt_body_pace_deadline(&c->pace, c->pace.gap_ms, c->pace.min_rate);
         if (c->timer_kind != TM_BODY || due < c->timer.deadline) set_timer(c, TM_BODY, due);
     } else if (c->timer_kind == TM_BODY) {
         set_timer(c, TM_NONE, 0);
@@ -900,7 +910,7 @@ static void body_expired(pt_h1_conn *c, uint64_t now)
         c->close_after = true;
         c->body_done = true;
         pt_txn_on_request_error(c->txn, 408,
-                                pt_body_pace_late_by_gap(&c->pace, conn_cfg(c)->timeouts.body_ms, now) ? PT_BODY_LATE_GAP
+                                pt_body_pace_late_by_gap(&c->pace, c->pace.gap_ms, now) ? PT_BODY_LATE_GAP
                                                                                                       : PT_BODY_LATE_RATE);
     }
 }

@@ -111,7 +111,6 @@ struct h2_conn {
     struct sockaddr_in6 peer;
     uint32_t max_header_size, max_headers;
     uint64_t idle_ms;
-    uint64_t body_ms, min_body_rate; /* timeouts.body, limits.min_body_rate */
     uint8_t timer_kind;
     bool closed;
     bool peer_closed;
@@ -300,7 +299,11 @@ static void deliver_cb(pt_loop *loop, pt_defer *d)
  * timer until want_body(false)/finished()/free, and its firing is ignored. */
 static bool body_wanted(const h2_stream *s)
 {
-    return s->want_body && !s->body_done && !s->txn_done && !s->body_late && !s->ng_closed && !s->c->closed;
+    /* Once the response has started, the upstream has engaged in the
+     * exchange (gRPC bidirectional streams...): the request stream is then
+     * bounded by the upstream's timeouts, not by the slow-body rules. */
+    return s->want_body && !s->body_done && !s->txn_done && !s->body_late && !s->ng_closed && !s->c->closed &&
+           !pt_txn_response_started(s->txn);
 }
 
 static void on_body_timer(pt_loop *loop, pt_timer *t)
@@ -309,22 +312,21 @@ static void on_body_timer(pt_loop *loop, pt_timer *t)
     h2_conn *c = s->c;
     if (!body_wanted(s)) return;
     uint64_t now = pt_loop_now(loop);
-    uint64_t due = pt_body_pace_deadline(&s->pace, c->body_ms, c->min_body_rate);
+    uint64_t due = pt_body_pace_deadline(&s->pace, s->pace.gap_ms, s->pace.min_rate);
     if (due > now) {
         pt_timer_start_at(loop, &s->body_timer, due, on_body_timer, s);
         return;
     }
-    /* Late: the txn answers 408 (gRPC: DEADLINE_EXCEEDED) if no response
-     * has started; on_frame_send then resets the stream with NO_ERROR
-     * because its body is unfinished. A started response cannot change:
-     * the stream is cancelled (the txn's abort is then a no-op). The rest
-     * of the body is no longer wanted; the stream window stops the client. */
+    /* Late (and no response started, see body_wanted): the txn answers 408
+     * (gRPC: DEADLINE_EXCEEDED); on_frame_send then resets the stream with
+     * NO_ERROR because its body is unfinished. The rest of the body is no
+     * longer wanted; the stream window stops the client. */
     s->body_late = true;
     s->want_body = false;
     pt_body_pace_run(&s->pace, false, now);
-    if (pt_txn_response_started(s->txn)) stream_reset(s, NGHTTP2_CANCEL);
     pt_txn_on_request_error(s->txn, 408,
-                            pt_body_pace_late_by_gap(&s->pace, c->body_ms, now) ? PT_BODY_LATE_GAP : PT_BODY_LATE_RATE);
+                            pt_body_pace_late_by_gap(&s->pace, s->pace.gap_ms, now) ? PT_BODY_LATE_GAP
+                                                                                    : PT_BODY_LATE_RATE);
     schedule_flush(c);
 }
 
@@ -335,9 +337,10 @@ static void body_pace_update(h2_stream *s)
     pt_loop *loop = conn_loop(s->c);
     bool run = body_wanted(s);
     bool was = s->pace.running;
+    if (run) pt_txn_body_limits(s->txn, &s->pace.gap_ms, &s->pace.min_rate);
     pt_body_pace_run(&s->pace, run, pt_loop_now(loop));
     if (run && !was)
-        pt_timer_start_at(loop, &s->body_timer, pt_body_pace_deadline(&s->pace, s->c->body_ms, s->c->min_body_rate),
+        pt_timer_start_at(loop, &s->body_timer, pt_body_pace_deadline(&s->pace, s->pace.gap_ms, s->pace.min_rate),
                           on_body_timer, s);
     else if (!run)
         pt_timer_stop(loop, &s->body_timer);
@@ -787,6 +790,7 @@ static void ds_send_informational(void *stream, const pt_response *res)
 static void ds_send_head(void *stream, const pt_response *res)
 {
     h2_stream *s = stream;
+    body_pace_update(s); /* the response started: the slow-body clock stops */
     if (s->ng_closed || s->reset_sent) return;
     int st = res->status;
     bool bodiless_status = st < 200 || st == 204 || st == 304;
@@ -1139,8 +1143,6 @@ void pt_h2_conn_start_counted(pt_worker *w, int fd, SSL *ssl, const char *initia
     c->max_headers = cfg->limits.max_headers;
     c->idle_ms = cfg->timeouts.idle_ms;
     c->header_ms = cfg->timeouts.header_ms;
-    c->body_ms = cfg->timeouts.body_ms;
-    c->min_body_rate = cfg->limits.min_body_rate;
     c->reset_window_start = pt_loop_now(w->loop);
 
     c->next = tl_conns;

@@ -917,6 +917,13 @@ void pt_txn_on_request_body(pt_txn *t, const char *data, size_t len, bool last)
     forward_request_chunk(t, data, len, last);
 }
 
+void pt_txn_body_limits(const pt_txn *t, uint64_t *gap_ms, uint64_t *min_rate)
+{
+    const pt_config *cfg = t->gen->cfg;
+    *gap_ms = t->route ? t->route->body_timeout_ms : cfg->timeouts.body_ms;
+    *min_rate = t->route ? t->route->min_body_rate : cfg->limits.min_body_rate;
+}
+
 void pt_txn_on_request_trailers(pt_txn *t, pt_str trailers)
 {
     if (t->finished || t->req_body_done) return;

@@ -63,6 +63,7 @@ def grpc_server():
         "Unary": grpc.unary_unary_rpc_method_handler(_unary, ident, ident),
         "ServerStream": grpc.unary_stream_rpc_method_handler(_server_stream, ident, ident),
         "ClientStream": grpc.stream_unary_rpc_method_handler(_client_stream, ident, ident),
+        "ClientStream2": grpc.stream_unary_rpc_method_handler(_client_stream, ident, ident),
         "Bidi": grpc.stream_stream_rpc_method_handler(_bidi, ident, ident),
         "Fail": grpc.unary_unary_rpc_method_handler(_fail, ident, ident),
         "Slow": grpc.unary_unary_rpc_method_handler(_slow, ident, ident),
@@ -337,3 +338,46 @@ def test_grpc_timeout_is_enforced_by_portico(portico, grpc_server):
     s.close()
     assert headers.get("grpc-status") == "4", headers  # DEADLINE_EXCEEDED
     assert 0.25 <= elapsed < 1.8, elapsed
+
+
+# ---------------------------------------------------------------------------
+# long-lived streams and the slow-body rules (timeouts.body, min_body_rate)
+# ---------------------------------------------------------------------------
+
+def paced(msgs, pause):
+    """A request iterator that waits `pause` s before every message but the first."""
+    for i, msg in enumerate(msgs):
+        if i:
+            time.sleep(pause)
+        yield msg
+
+
+def slow_body_gw(portico, grpc_server, routes_first=()):
+    c = simple_config("127.0.0.1:%d" % grpc_server, upstream_extra={"protocol": "h2c"},
+                      timeouts={"body": "1s"}, limits={"min_body_rate": "1k"})
+    c["routes"] = list(routes_first) + c["routes"]
+    return portico(c)
+
+
+def test_bidi_stream_idle_client_outlives_body_timeout(portico, grpc_server):
+    # the server answered the first message (response started): pauses of
+    # the client longer than timeouts.body no longer count as a slow body
+    gw = slow_body_gw(portico, grpc_server)
+    with grpc.insecure_channel("127.0.0.1:%d" % gw.port) as ch:
+        out = list(m(ch, "stream_stream", "Bidi")(paced([b"a", b"b", b"c"], 2.0), timeout=20))
+    assert out == [b"A", b"B", b"C"]
+
+
+def test_client_stream_slow_body_rules_per_route(portico, grpc_server):
+    # no response before the end of a client stream: the slow-body rules
+    # apply, with the route's own body_timeout / min_body_rate
+    relaxed = {"name": "uploads", "match": {"path": "/test.Svc/ClientStream"}, "upstream": "up",
+               "body_timeout": "10s", "min_body_rate": 0}
+    gw = slow_body_gw(portico, grpc_server, [relaxed])
+    with grpc.insecure_channel("127.0.0.1:%d" % gw.port) as ch:
+        assert m(ch, "stream_unary", "ClientStream")(paced([b"a", b"b", b"c"], 2.0), timeout=20) == b"a|b|c"
+        # the same kind of call on a route with the global 1 s limit is cut
+        with pytest.raises(grpc.RpcError) as ei:
+            m(ch, "stream_unary", "ClientStream2")(paced([b"a", b"b"], 2.5), timeout=20)
+        assert ei.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED, ei.value
+        assert "not received in time" in ei.value.details()

@@ -147,6 +147,8 @@ static const char full_yaml[] =
     "    upstream: users\n"
     "    rewrite: /v2/users/{id}\n"
     "    max_body_size: 10m\n"
+    "    body_timeout: 5m\n"
+    "    min_body_rate: 0\n"
     "  - match:\n"
     "      host: Shop.Example.com\n"
     "      path_prefix: /Orders\n"
@@ -268,6 +270,8 @@ TEST(full_config_routes)
     CHECK_STR(r->rewrite, "/v2/users/{id}");
     CHECK(!r->strip_prefix);
     CHECK_INT(r->max_body_size, 10 << 20);
+    CHECK_INT(r->body_timeout_ms, 300000);
+    CHECK_INT(r->min_body_rate, 0);
     CHECK_INT(r->plugins.n, 0);
 
     r = &cfg->routes[1];
@@ -280,6 +284,8 @@ TEST(full_config_routes)
     CHECK(r->upstream == &cfg->upstreams[1]);
     CHECK_INT(r->methods, 0);
     CHECK_INT(r->max_body_size, 2 << 20); /* inherits limits.max_body_size */
+    CHECK_INT(r->body_timeout_ms, 250);     /* inherits timeouts.body */
+    CHECK_INT(r->min_body_rate, 1024);      /* inherits limits.min_body_rate (default 1k) */
 
     r = &cfg->routes[2];
     CHECK_STR(r->name, "route#2");
@@ -289,7 +295,7 @@ TEST(full_config_routes)
     CHECK_INT(r->plugins.n, 1);
     if (r->plugins.n == 1) {
         CHECK_STR(r->plugins.v[0].type->name, "direct_response");
-        CHECK_INT(r->plugins.v[0].line, 54);
+        CHECK_INT(r->plugins.v[0].line, 56);
     }
     pt_config_free(cfg);
     pt_errors_free(&e);
@@ -355,7 +361,7 @@ TEST(unknown_key_in_route_has_position_and_list)
                              "    plugins: [request_id: {}]\n"
                              "    foo: 1\n",
                      "t.yaml:5:5: unknown key 'foo' in route (expected one of: name, match, upstream, "
-                     "strip_prefix, rewrite, max_body_size, plugins)"));
+                     "strip_prefix, rewrite, max_body_size, body_timeout, min_body_rate, plugins)"));
     CHECK(fails_with("listn: [127.0.0.1:1]\n", "t.yaml:1:1: unknown key 'listn' in top level"));
     CHECK(fails_with(MINIMAL "timeouts: {headr: 1s}\n", "t.yaml:2:12: unknown key 'headr' in timeouts"));
     CHECK(fails_with(MINIMAL "routes:\n  - match: {pth: /}\n    upstream: x\n",
@@ -581,6 +587,10 @@ TEST(durations)
     CHECK(!duration_of("[1]", &v));
     CHECK(fails_with(MINIMAL "timeouts: {idle: 0}\n", "t.yaml:2:18: idle must be greater than 0"));
     CHECK(fails_with(MINIMAL "timeouts: {idle: -1s}\n", "t.yaml:2:18: duration must not be negative"));
+    CHECK(fails_with(MINIMAL "routes:\n  - {match: {path: /}, body_timeout: 0, plugins: [{direct_response: {}}]}\n",
+                     "t.yaml:3:38: body_timeout must be greater than 0"));
+    CHECK(fails_with(MINIMAL "routes:\n  - {match: {path: /}, min_body_rate: fast, plugins: [{direct_response: {}}]}\n",
+                     "t.yaml:3:39: invalid size 'fast'"));
 }
 
 TEST(sizes)
