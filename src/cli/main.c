@@ -91,6 +91,10 @@ int main(int argc, char **argv)
         }
         pt_proxy_opts opts = {.listen = listen, .to = to, .ca = find_opt(argc, argv, "--ca", NULL),
                               .insecure = has_flag(argc, argv, "--insecure")};
+        if (!opts.ca && has_flag(argc, argv, "--ca")) { /* "--ca" last: no FILE */
+            fprintf(stderr, "portico proxy: --ca needs a FILE\n");
+            return 2;
+        }
         if (opts.ca && opts.insecure) {
             fprintf(stderr, "portico proxy: --ca and --insecure exclude each other\n");
             return 2;

@@ -523,6 +523,7 @@ static pt_txn *new_txn(pt_h1_conn *c)
         .tls = c->ssl != NULL,
         .client_cert_subject = pt_str_c(c->peer_subject),
         .client_cert_sans = pt_str_c(c->peer_sans),
+        .tls_policy = c->ssl ? pt_tls_conn_policy(c->ssl) : 0,
     };
     return pt_txn_new(c->w, c->arena, &ds_ops, c, &ci, pt_loop_wall_us(c->w->loop));
 }

@@ -17,6 +17,7 @@
  * bytes of the response, which still live in the stream's buffer. */
 #include "http/h2_server.h"
 #include "tls/tls_io.h"
+#include "tls/tls_server.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -556,6 +557,7 @@ static void start_stream(h2_conn *c, h2_stream *s, bool end_stream)
         .tls = c->ssl != NULL,
         .client_cert_subject = pt_str_c(c->peer_subject),
         .client_cert_sans = pt_str_c(c->peer_sans),
+        .tls_policy = c->ssl ? pt_tls_conn_policy(c->ssl) : 0,
     };
     s->txn = pt_txn_new(c->w, a, &h2_ops, s, &ci, pt_loop_wall_us(conn_loop(c)));
     s->txn_done = false;

@@ -15,6 +15,7 @@ const char *pt_problem_slug(int status)
     case 413: return "body-too-large";
     case 414: return "uri-too-long";
     case 417: return "expectation-failed";
+    case 421: return "misdirected-request";
     case 431: return "headers-too-large";
     case 500: return "internal";
     case 501: return "not-implemented";

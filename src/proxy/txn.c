@@ -24,6 +24,7 @@
 #include "http/problem.h"
 #include "router/normalize.h"
 #include "server/worker.h"
+#include "tls/tls_server.h"
 #include "upstream/exchange.h"
 #include "upstream/h2_client.h"
 
@@ -361,6 +362,17 @@ void pt_txn_start(pt_txn *t, pt_request *req, uint64_t head_bytes)
         pt_txn_respond(t, 308, PT_STR_NULL, PT_STR_NULL);
         pt_txn_respond_header(t, PT_STR_LIT("Location"), pt_str_c(loc));
         run_response_phase(t);
+        return;
+    }
+
+    /* The client_auth policy is chosen per certificate by SNI: a request for
+     * a host whose certificate has another policy than the one this
+     * connection was authenticated under is misdirected (RFC 9110 §15.5.20),
+     * else SNI open.example + Host secure.example would skip client auth. */
+    struct pt_tls_server *tls = t->conn.tls && lc ? t->gen->tls[t->conn.listener] : NULL;
+    if (tls && !pt_tls_host_allowed(tls, t->conn.tls_policy, req->host)) {
+        alloc_states(t);
+        respond_problem(t, 421, "this connection cannot serve the requested host; connect with its name as SNI");
         return;
     }
 

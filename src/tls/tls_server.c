@@ -15,12 +15,14 @@ typedef struct {
     int verify_mode;                /* SSL_VERIFY_* of this certificate's client_auth policy */
     unsigned char sid_ctx[32];      /* session id context: sessions resume only here */
     unsigned int sid_ctx_len;
+    uintptr_t policy;               /* client_auth policy key (also the SSL_CTX's app data) */
 } tls_cert;
 
 struct pt_tls_server {
     tls_cert *certs; /* [0] is the default; its SSL_CTX carries the callbacks */
     size_t ncerts;
     bool http2;      /* offer ALPN h2 */
+    bool uniform;    /* every certificate has the same client_auth policy */
 };
 
 /* The last OpenSSL error as text (static buffer; config load is single-threaded). */
@@ -63,22 +65,24 @@ static void collect_names(tls_cert *c, X509 *x)
 }
 
 /* Exact match scores highest; a wildcard "*.b.c" matches "a.b.c" (one label)
- * and scores by suffix length. Returns -1 if no match. */
+ * and scores by suffix length. Returns -1 if no match. Only host[0..hlen)
+ * is compared. */
 static int name_score(const char *pattern, const char *host, size_t hlen)
 {
     if (pattern[0] == '*' && pattern[1] == '.') {
         size_t sl = strlen(pattern + 1); /* ".b.c" */
-        if (hlen <= sl || strcasecmp(host + hlen - sl, pattern + 1) != 0) return -1;
+        if (hlen <= sl || strncasecmp(host + hlen - sl, pattern + 1, sl) != 0) return -1;
         if (memchr(host, '.', hlen - sl) != NULL) return -1; /* exactly one label */
         return (int)sl;
     }
-    return strlen(pattern) == hlen && strcasecmp(pattern, host) == 0 ? 1 << 20 : -1;
+    return strlen(pattern) == hlen && strncasecmp(pattern, host, hlen) == 0 ? 1 << 20 : -1;
 }
 
 /* The certificate for SNI `host`: exact names first, then the longest
  * matching wildcard, else the default (index 0). */
 static size_t pick_cert(const pt_tls_server *s, const char *host, size_t hlen)
 {
+    if (hlen && host[hlen - 1] == '.') hlen--; /* "a.example." is "a.example" (as the router sees it) */
     int best = -1;
     size_t pick = 0;
     for (size_t i = 0; i < s->ncerts; i++)
@@ -244,6 +248,20 @@ static SSL_CTX *make_ctx(const pt_tls_conf *conf, const pt_tls_cert_conf *cc, co
     return ctx;
 }
 
+/* A key for a certificate's effective client_auth policy (mode and CA
+ * file): 0 for none, else an FNV-1a hash (never 0). Equal keys mean the same
+ * policy, across generations too. */
+static uintptr_t policy_key(const pt_tls_conf *conf, const pt_tls_cert_conf *cc)
+{
+    bool own = cc->client_auth >= 0;
+    int auth = own ? cc->client_auth : conf->client_auth;
+    const char *ca = own ? cc->client_ca : conf->client_ca;
+    if (!auth) return 0;
+    uint64_t h = 1469598103934665603ull ^ (uint64_t)auth;
+    for (const char *p = ca ? ca : ""; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    return (uintptr_t)(h | 1);
+}
+
 pt_tls_server *pt_tls_server_new(const pt_tls_conf *conf, bool http2, const char *file, pt_errors *errors)
 {
     pt_tls_server *s = pt_xcalloc(1, sizeof(*s));
@@ -260,6 +278,8 @@ pt_tls_server *pt_tls_server_new(const pt_tls_conf *conf, bool http2, const char
         c->verify_mode = SSL_CTX_get_verify_mode(ctx);
         c->sid_ctx_len = (unsigned)snprintf((char *)c->sid_ctx, sizeof(c->sid_ctx), "portico/%zu", s->ncerts);
         SSL_CTX_set_session_id_context(ctx, c->sid_ctx, c->sid_ctx_len);
+        c->policy = policy_key(conf, &conf->certs[i]);
+        SSL_CTX_set_app_data(ctx, (void *)c->policy);
         s->ncerts++;
         collect_names(c, SSL_CTX_get0_certificate(ctx));
         SSL_CTX_set_alpn_select_cb(ctx, on_alpn, s);
@@ -269,6 +289,9 @@ pt_tls_server *pt_tls_server_new(const pt_tls_conf *conf, bool http2, const char
         pt_tls_server_free(s);
         return NULL;
     }
+    s->uniform = true;
+    for (size_t i = 1; i < s->ncerts; i++)
+        if (s->certs[i].policy != s->certs[0].policy) s->uniform = false;
     SSL_CTX_set_client_hello_cb(s->certs[0].ctx, on_client_hello, s);
     SSL_CTX_set_tlsext_servername_callback(s->certs[0].ctx, on_sni);
     SSL_CTX_set_tlsext_servername_arg(s->certs[0].ctx, s);
@@ -378,6 +401,21 @@ char *pt_tls_peer_sans(SSL *ssl)
     char *out = SSL_get_verify_result(ssl) == X509_V_OK ? pt_tls_format_sans(peer) : NULL;
     X509_free(peer);
     return out;
+}
+
+uintptr_t pt_tls_conn_policy(SSL *ssl)
+{
+    return (uintptr_t)SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+}
+
+bool pt_tls_host_allowed(const pt_tls_server *s, uintptr_t conn_policy, pt_str host)
+{
+    if (s->uniform) return s->certs[0].policy == conn_policy;
+    if (host.n > 255) return s->certs[0].policy == conn_policy;
+    char h[256];
+    memcpy(h, host.p, host.n);
+    h[host.n] = '\0';
+    return s->certs[pick_cert(s, h, host.n)].policy == conn_policy;
 }
 
 SSL *pt_tls_server_ssl(pt_tls_server *s, int fd)
