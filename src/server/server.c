@@ -56,16 +56,17 @@ static pt_worker_gen *worker_gen_new(pt_worker *w, pt_generation *g)
         u->pools = pt_xcalloc(uc->ntargets ? uc->ntargets : 1, sizeof(*u->pools));
         for (size_t t = 0; t < uc->ntargets; t++) {
             u->total += uc->targets[t].weight;
-            u->pools[t] = pt_pool_for(w, &uc->targets[t], uc->tls.enabled,
+            u->pools[t] = pt_pool_for(w, &uc->targets[t], g->up_tls ? g->up_tls[i] : NULL,
                                       uc->tls.sni ? uc->tls.sni : uc->targets[t].host);
         }
     }
     return wg;
 }
 
-static void worker_gen_free(pt_worker_gen *wg)
+static void worker_gen_free(pt_worker *w, pt_worker_gen *wg)
 {
     for (size_t i = 0; i < wg->gen->cfg->nupstreams; i++) {
+        for (size_t t = 0; t < wg->upstreams[i].conf->ntargets; t++) pt_pool_unref(w, wg->upstreams[i].pools[t]);
         free(wg->upstreams[i].current);
         free(wg->upstreams[i].pools);
     }
@@ -84,7 +85,7 @@ void pt_worker_gen_release(pt_worker *w, pt_worker_gen *wg)
 {
     PT_ASSERT(wg->users > 0);
     wg->users--;
-    if (wg->retired && wg->users == 0) worker_gen_free(wg);
+    if (wg->retired && wg->users == 0) worker_gen_free(w, wg);
 }
 
 /* Runs on the worker thread: switch to a new generation. */
@@ -94,7 +95,7 @@ static void worker_set_gen(pt_loop *loop, void *data)
     pt_worker_gen *old = w->wgen;
     w->wgen = worker_gen_new(w, data);
     old->retired = true;
-    if (old->users == 0) worker_gen_free(old);
+    if (old->users == 0) worker_gen_free(w, old);
 }
 
 /* ---------------------------------------------------------------- accepting */
@@ -310,11 +311,11 @@ int pt_server_run(pt_generation *gen, const char *config_path)
         pt_worker *w = &s.workers[i];
         /* flush deferred frees of connections closed during the drain */
         pt_loop_stop(w->loop);
-        pt_pools_free(w);
-        if (w->wgen) {
+        if (w->wgen) { /* before the pools: it drops its references on them */
             w->wgen->retired = true;
-            if (w->wgen->users == 0) worker_gen_free(w->wgen);
+            if (w->wgen->users == 0) worker_gen_free(w, w->wgen);
         }
+        pt_pools_free(w);
         for (size_t a = 0; a < w->narena_cache; a++) pt_arena_free(w->arena_cache[a]);
         free(w->arena_cache);
         free(w->listeners);

@@ -9,8 +9,9 @@
 struct pt_pool {
     struct sockaddr_storage ss;
     socklen_t sslen;
-    bool tls;
+    SSL_CTX *tls_ctx; /* the generation's TLS context for this upstream; NULL = plain */
     char *sni;
+    uint32_t refs;    /* worker generations using this pool */
     pt_uconn *idle; /* most recently parked first (LIFO keeps hot connections hot) */
     uint32_t nidle;
     pt_h2up_conn *h2; /* HTTP/2 connections (busy or idle), see h2_client.c */
@@ -37,14 +38,16 @@ int pt_upstream_pick(pt_upstream_rt *u, uint64_t exclude)
     return best;
 }
 
-pt_pool *pt_pool_for(pt_worker *w, const pt_target_conf *t, bool tls, const char *sni)
+pt_pool *pt_pool_for(pt_worker *w, const pt_target_conf *t, SSL_CTX *tls_ctx, const char *sni)
 {
-    if (!tls) sni = "";
+    if (!tls_ctx) sni = "";
     for (size_t i = 0; i < w->npools; i++) {
         pt_pool *p = w->pools[i];
-        if (p->sslen == t->addr.sslen && memcmp(&p->ss, &t->addr.ss, t->addr.sslen) == 0 && p->tls == tls &&
-            strcmp(p->sni, sni) == 0)
+        if (p->sslen == t->addr.sslen && memcmp(&p->ss, &t->addr.ss, t->addr.sslen) == 0 &&
+            p->tls_ctx == tls_ctx && strcmp(p->sni, sni) == 0) {
+            p->refs++;
             return p;
+        }
     }
     if (w->npools == w->pools_cap) {
         w->pools_cap = w->pools_cap ? w->pools_cap * 2 : 16;
@@ -53,10 +56,33 @@ pt_pool *pt_pool_for(pt_worker *w, const pt_target_conf *t, bool tls, const char
     pt_pool *p = pt_xcalloc(1, sizeof(*p));
     memcpy(&p->ss, &t->addr.ss, t->addr.sslen);
     p->sslen = t->addr.sslen;
-    p->tls = tls;
+    p->tls_ctx = tls_ctx;
     p->sni = pt_xstrndup(sni, strlen(sni));
+    p->refs = 1;
     w->pools[w->npools++] = p;
     return p;
+}
+
+/* Closes every connection of the pool and frees it. */
+static void pool_destroy(pt_pool *p)
+{
+    while (p->idle) pt_uconn_close(p->idle);
+    pt_h2up_pool_close(p, true);
+    pt_tls_session_slot_clear(&p->tls_session);
+    free(p->sni);
+    free(p);
+}
+
+void pt_pool_unref(pt_worker *w, pt_pool *p)
+{
+    PT_ASSERT(p->refs > 0);
+    if (--p->refs) return;
+    for (size_t i = 0; i < w->npools; i++)
+        if (w->pools[i] == p) {
+            w->pools[i] = w->pools[--w->npools];
+            break;
+        }
+    pool_destroy(p);
 }
 
 pt_uconn *pt_pool_take(pt_pool *p)
@@ -102,12 +128,7 @@ void pt_pools_close_all(pt_worker *w)
 void pt_pools_free(pt_worker *w)
 {
     pt_pools_close_all(w);
-    for (size_t i = 0; i < w->npools; i++) {
-        pt_h2up_pool_close(w->pools[i], true);
-        pt_tls_session_slot_clear(&w->pools[i]->tls_session);
-        free(w->pools[i]->sni);
-        free(w->pools[i]);
-    }
+    for (size_t i = 0; i < w->npools; i++) pool_destroy(w->pools[i]);
     free(w->pools);
     w->pools = NULL;
     w->npools = w->pools_cap = 0;

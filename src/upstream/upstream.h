@@ -28,10 +28,17 @@ typedef struct {
  * `exclude` (first 64 targets) are skipped; returns -1 if none left. */
 int pt_upstream_pick(pt_upstream_rt *u, uint64_t exclude);
 
-/* The pool for target `t` on worker w (created on first use). Pools are
- * keyed by address, TLS or not, and the TLS server name, so a plain and an
- * https upstream on the same address never share connections. */
-pt_pool *pt_pool_for(struct pt_worker *w, const pt_target_conf *t, bool tls, const char *sni);
+/* The pool for target `t` on worker w (created on first use), with one more
+ * reference (a worker generation holds one per target). Pools are keyed by
+ * address, TLS server name and the generation's TLS context of the upstream
+ * (NULL for plain HTTP): a connection is only ever reused under the TLS
+ * settings (verification, CA, client certificate) it was established with,
+ * so two upstreams with different `tls` on one address never share, and a
+ * reload starts TLS upstreams on fresh pools (plain pools carry over). */
+pt_pool *pt_pool_for(struct pt_worker *w, const pt_target_conf *t, SSL_CTX *tls_ctx, const char *sni);
+/* Drops a reference; the last one closes the pool's connections and frees
+ * it (its generation is gone, so no exchange uses it any more). */
+void pt_pool_unref(struct pt_worker *w, pt_pool *p);
 /* An idle pooled connection, or NULL. */
 struct pt_uconn *pt_pool_take(pt_pool *p);
 /* Parks a healthy idle connection (closes it if the pool is full). */

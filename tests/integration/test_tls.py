@@ -471,6 +471,97 @@ def test_https_upstream_session_not_resumed_across_reload(portico, pki, tls_upst
     assert up.resumed == 1 and "/after" not in [t for _, t, _, _ in up.requests]
 
 
+def wait_reloaded(p, count=1):
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and p.stderr().count("reloaded") < count:
+        time.sleep(0.05)
+    assert p.stderr().count("reloaded") >= count, p.stderr()
+
+
+def test_pooled_tls_connection_not_shared_across_tls_settings(portico, pki, tls_upstream):
+    """Two upstreams on one address and server name, one with verify: false,
+    one verifying against a CA that did not sign the server's certificate:
+    the second must never reuse a connection the first established."""
+    from upstreams import problem_check, request
+    up = tls_upstream()
+    c = simple_config(up.addr, upstream_extra={"tls": {"verify": False, "sni": "a.test"}})
+    c["upstreams"]["strict"] = {"targets": [up.addr],
+                                "tls": {"ca": str(pki["dir"] / "evil.crt"), "sni": "a.test"}}
+    c["routes"].insert(0, {"name": "strict", "match": {"path_prefix": "/strict"}, "upstream": "strict"})
+    p = portico(c)
+    from upstreams import Client
+    with Client(p.port) as cl:
+        assert cl.request("GET", "/lax").status == 200      # pooled now
+        problem_check(cl.request("GET", "/strict"), 502)    # fresh, verified handshake fails
+        assert cl.request("GET", "/lax2").status == 200
+    assert "/strict" not in [t for _, t, _, _ in up.requests]
+    assert request(p.port, "GET", "/strict/again").status == 502
+
+
+def test_reload_does_not_reuse_connections_verified_under_old_settings(portico, pki, tls_upstream):
+    """Idle pooled TLS connections verified under the old CA are not reused
+    after a reload that changes the upstream's tls settings."""
+    from upstreams import problem_check, request
+    up = tls_upstream()  # keep-alive: the connection stays pooled
+    p = portico(up_tls_config(up.addr, ca=pki["ca"], sni="a.test"))
+    assert request(p.port, "GET", "/before").status == 200
+    assert up.connections == 1
+    p.write_config(up_tls_config(up.addr, ca=str(pki["dir"] / "evil.crt"), sni="a.test"))
+    p.signal(signal.SIGHUP)
+    wait_reloaded(p)
+    problem_check(request(p.port, "GET", "/after"), 502)
+    assert "/after" not in [t for _, t, _, _ in up.requests]
+    # and back: a valid configuration works again on new connections
+    p.write_config(up_tls_config(up.addr, ca=pki["ca"], sni="a.test"))
+    p.signal(signal.SIGHUP)
+    wait_reloaded(p, 2)
+    assert request(p.port, "GET", "/again").status == 200
+
+
+def test_reloads_under_load_release_old_pools(portico, pki, tls_upstream, echo):
+    """Each reload gives TLS upstreams fresh pools; the old generation's pools
+    (and their idle connections and TLS sessions) are freed once its last
+    request is done. 15 reloads while two clients keep requests going to a
+    TLS and a plain upstream: every request succeeds, the plain upstream keeps
+    its pooled connections, and the sanitizer teardown check stays quiet."""
+    import threading
+    from upstreams import Client
+    up = tls_upstream()
+    c = up_tls_config(up.addr, ca=pki["ca"], sni="a.test")
+    c["upstreams"]["plain"] = {"targets": [echo.addr]}
+    c["routes"].insert(0, {"name": "plain", "match": {"path_prefix": "/plain"}, "upstream": "plain"})
+    p = portico(c)
+    stop = threading.Event()
+    failures = []
+    counts = [0, 0]
+
+    def client(idx, path):
+        with Client(p.port) as cl:
+            while not stop.is_set():
+                r = cl.request("GET", path)
+                if r.status != 200:
+                    failures.append((path, r.status))
+                counts[idx] += 1
+
+    threads = [threading.Thread(target=client, args=(0, "/tls")), threading.Thread(target=client, args=(1, "/plain"))]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(15):
+            p.write_config(c)
+            p.signal(signal.SIGHUP)
+            wait_reloaded(p, i + 1)
+        time.sleep(0.5)  # steady state again: pooled TLS connections on the last generation
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    assert not failures, failures[:5]
+    assert counts[0] > 30 and counts[1] > 30, counts
+    assert up.connections >= 2          # new TLS pool after reloads
+    assert echo.connections <= 4, echo.connections  # plain pool carried over
+
+
 def up_tls_config(addr, **tls):
     return simple_config(addr, upstream_extra={"tls": tls})
 
