@@ -182,9 +182,11 @@ static void conf_limits(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *c
     cfg->limits.max_headers = 100;
     cfg->limits.max_body_size = 1ull << 30;
     cfg->limits.min_body_rate = 1024;
+    cfg->limits.http2_max_concurrent_streams = 128;
     const pt_conf_node *m = pt_conf_opt(root, "limits");
     static const char *const keys[] = {"max_request_line", "max_header_size", "max_headers", "max_body_size",
-                                       "max_connections", "max_connections_per_client", "min_body_rate", NULL};
+                                       "max_connections", "max_connections_per_client", "min_body_rate",
+                                       "http2_max_concurrent_streams", NULL};
     if (!m || !pt_conf_check_keys(ctx, m, keys, "limits")) return;
     opt_size32(ctx, m, "max_request_line", 64, &cfg->limits.max_request_line);
     opt_size32(ctx, m, "max_header_size", 256, &cfg->limits.max_header_size);
@@ -200,6 +202,8 @@ static void conf_limits(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *c
     if (n && pt_conf_int(ctx, n, 0, 10000000, &v)) cfg->limits.max_connections_per_client = (uint32_t)v;
     n = pt_conf_opt(m, "min_body_rate"); /* bytes per second; 0 disables the rule */
     if (n && pt_conf_size(ctx, n, &sz)) cfg->limits.min_body_rate = sz;
+    n = pt_conf_opt(m, "http2_max_concurrent_streams");
+    if (n && pt_conf_int(ctx, n, 1, 10000, &v)) cfg->limits.http2_max_concurrent_streams = (uint32_t)v;
 }
 
 static void conf_timeouts(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg)

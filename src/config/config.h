@@ -167,6 +167,7 @@ typedef struct pt_config {
         uint32_t max_connections;    /* per listener, all workers; 0 = unlimited (default) */
         uint32_t max_connections_per_client; /* per client address; 0 = unlimited (default) */
         uint64_t min_body_rate;      /* request body bytes/s after timeouts.body; default 1k; 0 = off */
+        uint32_t http2_max_concurrent_streams; /* per HTTP/2 client connection; default 128 */
     } limits;
     char *server_header;             /* Server on every response; NULL = pass the upstream's through */
     bool via;                        /* add "Via: 1.1 portico" both ways */

@@ -40,7 +40,6 @@
 #define STREAM_OUT_LOW (16u * 1024)   /* ... and the txn is woken below this */
 #define READ_CHUNK 16384u
 
-#define H2_MAX_CONCURRENT_STREAMS 128u
 #define H2_INITIAL_WINDOW (64u * 1024)
 #define H2_CONN_WINDOW (1u << 20)
 #define H2_MAX_CONTINUATIONS 32u
@@ -1164,7 +1163,7 @@ void pt_h2_conn_start_counted(pt_worker *w, int fd, SSL *ssl, const char *initia
     if (cb) nghttp2_session_callbacks_del(cb);
     if (ok) {
         nghttp2_settings_entry iv[] = {
-            {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, H2_MAX_CONCURRENT_STREAMS},
+            {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, cfg->limits.http2_max_concurrent_streams},
             {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, H2_INITIAL_WINDOW},
             {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, c->max_header_size},
         };

@@ -24,12 +24,14 @@ import h2  # Debian python3-h2, installed by scripts/install-deps.sh
 import h2.config  # noqa: E402
 import h2.connection  # noqa: E402
 import h2.events  # noqa: E402
+import h2.settings  # noqa: E402
 
 # curl and h2load (nghttp2-client) come from scripts/install-deps.sh; a
 # missing tool must fail the suite, not skip it silently.
 assert shutil.which("curl") and shutil.which("h2load"), "install curl and nghttp2-client (scripts/install-deps.sh)"
 
 PROTOCOL_ERROR = 1
+REFUSED_STREAM = 7
 ENHANCE_YOUR_CALM = 11
 
 
@@ -447,3 +449,32 @@ def test_unfinished_header_block_is_cut_by_header_timeout(portico, echo):
     assert goaway[0].error_code == ENHANCE_YOUR_CALM, goaway
     assert 0.5 <= elapsed < 8, elapsed
     assert not echo.requests
+
+
+def test_max_concurrent_streams_is_configurable_and_enforced(portico, upstream):
+    # slow upstream: streams stay open while the client opens more
+    up = upstream(lambda req: [1.5, make_response(200, "OK", [], b"slow")])
+    p = portico(simple_config(up.addr, limits={"http2_max_concurrent_streams": 3}))
+    s, c = raw_connect(p.port)
+    events, ok, _ = read_until(s, c, lambda e: isinstance(e, h2.events.RemoteSettingsChanged))
+    assert ok, events
+    assert c.remote_settings.max_concurrent_streams == 3
+    for sid in (1, 3, 5):
+        c.send_headers(sid, get_headers("/s%d" % sid), end_stream=True)
+    s.sendall(c.data_to_send())
+    assert sorted(r.path for r in up.wait_requests(3)) == ["/s1", "/s3", "/s5"]
+    # a 4th concurrent stream (python-h2 would refuse to send it: lift its
+    # view of the limit) violates the acknowledged setting
+    c.remote_settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = 100
+    c.remote_settings.acknowledge()
+    c.send_headers(7, get_headers("/s7"), end_stream=True)
+    s.sendall(c.data_to_send())
+    events, ok, closed = read_until(
+        s, c, lambda e: isinstance(e, h2.events.ConnectionTerminated)
+        or (isinstance(e, h2.events.StreamReset) and e.stream_id == 7), timeout=10)
+    s.close()
+    assert ok, events
+    ev = events[-1]
+    assert ev.error_code in (PROTOCOL_ERROR, REFUSED_STREAM), ev
+    time.sleep(0.3)
+    assert "/s7" not in [r.path for r in up.requests], "the refused stream reached the upstream"
