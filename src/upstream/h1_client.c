@@ -166,7 +166,7 @@ void pt_uconn_send_head(pt_uconn *c, const pt_request *req, pt_str target, pt_st
         PUT_LIT(b, "Transfer-Encoding: chunked\r\n");
     } else if (has_body || req->method == PT_METHOD_POST || req->method == PT_METHOD_PUT ||
                req->method == PT_METHOD_PATCH) {
-        char num[32];
+        char num[48]; /* "Content-Length: " + up to 19 digits + CRLF */
         int n = snprintf(num, sizeof(num), "Content-Length: %lld\r\n", (long long)(has_body ? content_length : 0));
         put(b, num, (size_t)n);
     }
