@@ -102,10 +102,10 @@ static bool resolve_host_port(const host_port *hp, bool passive, pt_conf_addr *a
 
 /* Parses and resolves the address text of `node` (a scalar) into `addr`
  * (text copied to the arena); on failure records an error at the node. */
-static bool conf_address(pt_conf_ctx *ctx, const pt_conf_node *node, bool listener, pt_conf_addr *addr, host_port *hp)
+/* Parses and resolves "HOST:PORT" `text`; errors are reported at `node`. */
+static bool conf_address_text(pt_conf_ctx *ctx, const pt_conf_node *node, char *text, bool listener,
+                              pt_conf_addr *addr, host_port *hp)
 {
-    char *text;
-    if (!pt_conf_string(ctx, node, &text)) return false;
     const char *msg = split_host_port(text, listener, hp);
     if (msg) {
         pt_conf_error(ctx, node, "invalid address '%s': %s", text, msg);
@@ -118,6 +118,44 @@ static bool conf_address(pt_conf_ctx *ctx, const pt_conf_node *node, bool listen
     }
     addr->text = text;
     return true;
+}
+
+static bool conf_address(pt_conf_ctx *ctx, const pt_conf_node *node, bool listener, pt_conf_addr *addr, host_port *hp)
+{
+    char *text;
+    if (!pt_conf_string(ctx, node, &text)) return false;
+    return conf_address_text(ctx, node, text, listener, addr, hp);
+}
+
+/* "http[s]://host[:port][/]" -> "host:port" in the arena (default port 80 or
+ * 443); *https tells the scheme. NULL when `s` has no http(s) scheme (*err
+ * stays NULL) or is malformed (*err says why). */
+static char *url_host_port(pt_arena *a, const char *s, bool *https, const char **err)
+{
+    *err = NULL;
+    const char *rest;
+    if (strncasecmp(s, "http://", 7) == 0) {
+        rest = s + 7;
+        *https = false;
+    } else if (strncasecmp(s, "https://", 8) == 0) {
+        rest = s + 8;
+        *https = true;
+    } else {
+        return NULL;
+    }
+    char *hp = pt_arena_strndup(a, rest, strlen(rest));
+    char *slash = strchr(hp, '/');
+    if (slash) {
+        if (strcmp(slash, "/") != 0) {
+            *err = "a path is not supported (only scheme://host[:port])";
+            return NULL;
+        }
+        *slash = '\0';
+    }
+    /* no ":PORT" (after any IPv6 brackets): the scheme's default port */
+    const char *after = hp[0] == '[' ? strchr(hp, ']') : hp;
+    if (after && !strchr(after, ':')) hp = pt_arena_printf(a, "%s:%d", hp, *https ? 443 : 80);
+    return hp;
 }
 
 /* ------------------------------------------------------------ small fields */
@@ -431,17 +469,21 @@ static bool valid_upstream_name(const char *s)
     return true;
 }
 
-static void conf_targets(pt_conf_ctx *ctx, const pt_conf_node *t, pt_upstream_conf *u, const pt_conf_node *unode)
+/* upstreams.NAME.targets: HOST:PORT, http://HOST[:PORT] or https://HOST[:PORT]
+ * (also as {address, weight}). Returns the scheme the targets share: 0 for
+ * http:// or bare HOST:PORT, 1 for https://; mixing the two is an error. */
+static int conf_targets(pt_conf_ctx *ctx, const pt_conf_node *t, pt_upstream_conf *u, const pt_conf_node *unode)
 {
     if (!t) {
         pt_conf_error(ctx, unode, "upstream '%s' needs 'targets' (a non-empty list of HOST:PORT)", u->name);
-        return;
+        return 0;
     }
     if (t->kind != PT_NODE_SEQ || t->n == 0) {
         pt_conf_error(ctx, t, "targets must be a non-empty list of HOST:PORT or {address, weight}");
-        return;
+        return 0;
     }
     u->targets = pt_arena_calloc(ctx->arena, t->n * sizeof(*u->targets));
+    int scheme = -1;
     for (size_t i = 0; i < t->n; i++) {
         const pt_conf_node *item = t->vals[i], *addr = item;
         pt_target_conf tc = {.weight = 1};
@@ -457,13 +499,29 @@ static void conf_targets(pt_conf_ctx *ctx, const pt_conf_node *t, pt_upstream_co
             int64_t v;
             if (w && pt_conf_int(ctx, w, 1, 1000, &v)) tc.weight = (uint32_t)v;
         }
+        char *text;
+        if (!pt_conf_string(ctx, addr, &text)) continue;
+        bool https = false;
+        const char *uerr;
+        char *hostport = url_host_port(ctx->arena, text, &https, &uerr);
+        if (uerr) {
+            pt_conf_error(ctx, addr, "invalid target '%s': %s", text, uerr);
+            continue;
+        }
+        int sc = https ? 1 : 0;
+        if (scheme >= 0 && sc != scheme) {
+            pt_conf_error(ctx, addr, "upstream '%s': all targets must use the same scheme (https:// or not)", u->name);
+            continue;
+        }
+        scheme = sc;
         host_port hp;
-        if (!conf_address(ctx, addr, false, &tc.addr, &hp)) continue;
+        if (!conf_address_text(ctx, addr, hostport ? hostport : text, false, &tc.addr, &hp)) continue;
         tc.host = hp.bracketed ? pt_arena_printf(ctx->arena, "[%s]", hp.host)
                                : pt_arena_strndup(ctx->arena, hp.host, strlen(hp.host));
         tc.port = hp.port;
         u->targets[u->ntargets++] = tc;
     }
+    return scheme == 1;
 }
 
 /* upstreams.NAME.tls: {verify, ca, sni, cert, key}; `tls: {}` enables https
@@ -541,7 +599,8 @@ static void conf_upstreams(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config
         char what[300];
         snprintf(what, sizeof(what), "upstream '%s'", u->name);
         if (!pt_conf_check_keys(ctx, v, keys, what)) continue;
-        conf_targets(ctx, pt_conf_opt(v, "targets"), u, k);
+        const pt_conf_node *tn = pt_conf_opt(v, "targets");
+        bool https_targets = conf_targets(ctx, tn, u, k);
         const pt_conf_node *n = pt_conf_opt(v, "keepalive");
         int64_t iv;
         if (n && pt_conf_int(ctx, n, 0, 10000, &iv)) u->keepalive = (uint32_t)iv;
@@ -552,6 +611,14 @@ static void conf_upstreams(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config
         opt_bool(ctx, v, "preserve_host", &u->preserve_host);
         const pt_conf_node *t = pt_conf_opt(v, "tls");
         if (t) conf_upstream_tls(ctx, t, &u->tls);
+        else if (https_targets) /* https:// targets alone = `tls: {}` (verified, system store) */
+            u->tls = (pt_upstream_tls_conf){.enabled = true, .verify = true, .line = tn->line, .col = tn->col};
+        if (t && tn && tn->kind == PT_NODE_SEQ && tn->n && !https_targets) {
+            const pt_conf_node *first = tn->vals[0]->kind == PT_NODE_MAP ? pt_conf_opt(tn->vals[0], "address")
+                                                                       : tn->vals[0];
+            if (first && first->kind == PT_NODE_SCALAR && strncasecmp(first->scalar, "http://", 7) == 0)
+                pt_conf_error(ctx, t, "upstream '%s' has http:// targets and 'tls' (use https:// targets)", u->name);
+        }
         conf_upstream_protocol(ctx, pt_conf_opt(v, "protocol"), u);
     }
 }
@@ -710,30 +777,12 @@ void pt_config_free(pt_config *cfg)
 static bool proxy_target(pt_conf_ctx *ctx, const char *url, size_t len, pt_target_conf *tc, bool *https)
 {
     char *u = pt_arena_strndup(ctx->arena, url, len);
-    const char *rest;
-    if (strncasecmp(u, "http://", 7) == 0) {
-        rest = u + 7;
-        *https = false;
-    } else if (strncasecmp(u, "https://", 8) == 0) {
-        rest = u + 8;
-        *https = true;
-    } else {
-        pt_errors_add(ctx->errors, "--to: '%s': expected a URL like http://host:port or https://host[:port]", u);
+    const char *uerr;
+    char *hostport = url_host_port(ctx->arena, u, https, &uerr);
+    if (!hostport) {
+        pt_errors_add(ctx->errors, "--to: '%s': %s", u, uerr ? uerr : "expected a URL like http://host:port or https://host[:port]");
         return false;
     }
-    char *hostport = pt_arena_strndup(ctx->arena, rest, strlen(rest));
-    char *slash = strchr(hostport, '/');
-    if (slash) {
-        if (strcmp(slash, "/") != 0) {
-            pt_errors_add(ctx->errors, "--to: '%s': a path is not supported (only http://host:port)", u);
-            return false;
-        }
-        *slash = '\0';
-    }
-    /* no ":PORT" (after any IPv6 brackets): the scheme's default port */
-    const char *after = hostport[0] == '[' ? strchr(hostport, ']') : hostport;
-    if (after && !strchr(after, ':'))
-        hostport = pt_arena_printf(ctx->arena, "%s:%d", hostport, *https ? 443 : 80);
     host_port hp;
     const char *msg = split_host_port(hostport, false, &hp);
     char err[512];

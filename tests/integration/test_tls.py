@@ -722,3 +722,21 @@ def test_s_client_session_resumption(tls_gw, pki, tmp_path, proto):
     assert first.count("New, TLSv1.") == 1 and "HTTP/1.1 200 OK" in first, first
     again = s_client(p.port, pki, "a.test", "-sess_in", sess, *proto)
     assert "Reused, TLSv1." in again and "HTTP/1.1 200 OK" in again, again
+
+
+def test_https_url_targets_in_config(portico, pki, ip_leaf):
+    """`targets: ["https://HOST:PORT"]` alone means TLS with verification
+    (system store: our test CA is unknown -> 502); with `tls: {ca}` it works."""
+    from upstreams import problem_check, request
+    up = TLSUpstream(*ip_leaf)
+    try:
+        url = "https://%s" % up.addr
+        p = portico(simple_config(url))
+        doc = problem_check(request(p.port, "GET", "/x"), 502)
+        assert "TLS" in doc["detail"]
+        p2 = portico(simple_config(url, upstream_extra={"tls": {"ca": pki["ca"]}}))
+        r = request(p2.port, "GET", "/url-target")
+        assert r.status == 200 and r.json()["target"] == "/url-target"
+        assert up.requests and all(t == "/url-target" for _, t, _, _ in up.requests)
+    finally:
+        up.close()

@@ -763,6 +763,41 @@ TEST(config_for_proxy_valid)
     pt_errors_free(&e);
 }
 
+TEST(upstream_url_targets)
+{
+    pt_errors e = {0};
+    pt_config *cfg = load(MINIMAL "upstreams:\n"
+                                  "  api: {targets: [\"https://127.0.0.1\", {address: \"https://localhost:8443/\", weight: 2}]}\n"
+                                  "  web: {targets: [\"http://127.0.0.1\", \"127.0.0.1:8080\"]}\n"
+                                  "  pinned: {targets: [\"https://127.0.0.1:9443\"], tls: {ca: /tmp/ca.pem, sni: api.test}}\n",
+                          &e);
+    dump_errors(&e);
+    CHECK(cfg != NULL);
+    if (cfg) {
+        const pt_upstream_conf *api = &cfg->upstreams[0], *web = &cfg->upstreams[1], *pinned = &cfg->upstreams[2];
+        CHECK(api->tls.enabled && api->tls.verify && api->tls.ca == NULL);
+        CHECK_INT(api->targets[0].port, 443);
+        CHECK_STR(api->targets[0].addr.text, "127.0.0.1:443");
+        CHECK_STR(api->targets[1].host, "localhost");
+        CHECK_INT(api->targets[1].port, 8443);
+        CHECK_INT(api->targets[1].weight, 2);
+        CHECK(!web->tls.enabled);
+        CHECK_INT(web->targets[0].port, 80);
+        CHECK_INT(web->targets[1].port, 8080);
+        CHECK(pinned->tls.enabled);
+        CHECK_STR(pinned->tls.ca, "/tmp/ca.pem");
+        CHECK_STR(pinned->tls.sni, "api.test");
+    }
+    pt_config_free(cfg);
+    pt_errors_free(&e);
+    CHECK(fails_with(MINIMAL "upstreams:\n  a: {targets: [\"https://127.0.0.1\", \"127.0.0.1:80\"]}\n",
+                     "t.yaml:3:38: upstream 'a': all targets must use the same scheme"));
+    CHECK(fails_with(MINIMAL "upstreams:\n  a: {targets: [\"http://127.0.0.1\"], tls: {}}\n",
+                     "t.yaml:3:43: upstream 'a' has http:// targets and 'tls'"));
+    CHECK(fails_with(MINIMAL "upstreams:\n  a: {targets: [\"https://127.0.0.1/api\"]}\n",
+                     "t.yaml:3:17: invalid target 'https://127.0.0.1/api': a path is not supported"));
+}
+
 TEST(config_for_proxy_https)
 {
     pt_errors e = {0};
