@@ -6,6 +6,8 @@
   exit 0 or printed an AddressSanitizer / UBSan report.
 * `upstream(handler=None, name=...)` starts a fake upstream (see upstreams.py)
   that is stopped at teardown.
+* `raw_server(fn, **kw)` starts an `upstreams.RawServer` (connections served
+  by fn(sock, n)) that is closed at teardown.
 
 Binary: $PORTICO_BIN, else <repo>/build/asan/portico, else <repo>/build/portico.
 """
@@ -19,7 +21,7 @@ import time
 
 import pytest
 
-from upstreams import Upstream
+from upstreams import RawServer, Upstream
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
@@ -300,3 +302,17 @@ def upstream():
 @pytest.fixture
 def echo(upstream):
     return upstream()
+
+
+@pytest.fixture
+def raw_server():
+    servers = []
+
+    def start(fn, **kw):
+        s = RawServer(fn, **kw)
+        servers.append(s)
+        return s
+
+    yield start
+    for s in servers:
+        s.close()

@@ -28,7 +28,9 @@ import time
 import pytest
 
 from conftest import BIN, free_port, simple_config
-from upstreams import CLOSE, Client, ConnReader, make_response, problem_check, request
+from h2util import h2_connect, h2_head, h2_read_until
+from tlsutil import client_ctx, make_ca, san_ext, sign, tls_connect
+from upstreams import CLOSE, Client, ConnReader, make_response, problem_check, recv_all, request, wait_for
 
 import h2  # noqa: F401  (Debian python3-h2)
 import h2.config
@@ -36,16 +38,6 @@ import h2.connection
 import h2.events
 
 FAILED = (ssl.SSLError, ConnectionResetError, BrokenPipeError, AssertionError, OSError)
-
-
-def wait_for(pred, timeout=10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.02)
-    return None
 
 
 # ---------------------------------------------------------------------------
@@ -167,50 +159,13 @@ def test_trailers_replayed_on_retry_after_stale_pooled_connection(portico, upstr
 # HTTP/2 trailer blocks
 # ---------------------------------------------------------------------------
 
-def h2_connect(port):
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    conf = h2.config.H2Configuration(client_side=True, validate_outbound_headers=False,
-                                     normalize_outbound_headers=False, validate_inbound_headers=False)
-    c = h2.connection.H2Connection(config=conf)
-    c.initiate_connection()
-    s.sendall(c.data_to_send())
-    return s, c
-
-
-def h2_read_until(s, c, pred, timeout=10):
-    events = []
-    deadline = time.monotonic() + timeout
-    s.settimeout(0.5)
-    while time.monotonic() < deadline:
-        try:
-            data = s.recv(65536)
-        except socket.timeout:
-            continue
-        except ConnectionResetError:
-            return events, False
-        if not data:
-            return events, False
-        for ev in c.receive_data(data):
-            events.append(ev)
-            if pred(ev):
-                return events, True
-        out = c.data_to_send()
-        if out:
-            s.sendall(out)
-    return events, False
-
-
-def h2_head(path, method="POST"):
-    return [(":method", method), (":scheme", "http"), (":authority", "gw.test"), (":path", path)]
-
-
 def ended(sid):
     return lambda e: isinstance(e, (h2.events.StreamEnded, h2.events.StreamReset)) and e.stream_id == sid
 
 
 def h2_then_clean_request(s, c, echo, sid):
     """A clean GET on stream `sid`: the connection survived."""
-    c.send_headers(sid, h2_head("/after", "GET"), end_stream=True)
+    c.send_headers(sid, h2_head("/after", method="GET"), end_stream=True)
     s.sendall(c.data_to_send())
     events, ok = h2_read_until(s, c, lambda e: isinstance(e, h2.events.StreamEnded) and e.stream_id == sid)
     assert ok, events
@@ -300,29 +255,19 @@ def test_h2_client_reset_after_trailers_while_upstream_slow(portico, upstream):
 # PKI for the TLS tests
 # ---------------------------------------------------------------------------
 
-def openssl(*args, cwd):
-    subprocess.run(["openssl"] + list(args), cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
     d = tmp_path_factory.mktemp("adv-pki")
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
-            "-days", "2", "-subj", "/CN=Adversarial Test CA", cwd=d)
+    make_ca(d, "ca", "Adversarial Test CA")
 
     def signed(name, subj, ext):
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", name + ".key", "-out", name + ".csr",
-                "-subj", subj, cwd=d)
-        (d / (name + ".ext")).write_text(ext)
-        openssl("x509", "-req", "-in", name + ".csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-                "-out", name + ".crt", "-days", "2", "-extfile", name + ".ext", cwd=d)
-        return str(d / (name + ".crt")), str(d / (name + ".key"))
+        return sign(d, name, subj, ext)
 
     return {
         "dir": d, "ca": str(d / "ca.crt"),
-        "open": signed("open", "/CN=open.test", "subjectAltName=DNS:open.test\n"),
-        "secure": signed("secure", "/CN=secure.test", "subjectAltName=DNS:secure.test\n"),
-        "client": signed("client", "/CN=client", "subjectAltName=DNS:client.test\n"),
+        "open": signed("open", "/CN=open.test", san_ext("open.test")),
+        "secure": signed("secure", "/CN=secure.test", san_ext("secure.test")),
+        "client": signed("client", "/CN=client", san_ext("client.test")),
         # SAN values with a comma, control characters and a DEL, via the
         # config-file syntax (ASN1 IA5STRING escapes are not available for SANs:
         # use a section with explicit values)
@@ -358,22 +303,10 @@ def host_routed(pki, port, secret, public, http2=True):
 def tls_get(port, sni, host, pki, cert=None, alpn="http/1.1"):
     """One HTTP/1.1 request over TLS (SNI `sni`, Host `host`); returns the
     status line and head."""
-    ctx = ssl.create_default_context(cafile=pki["ca"])
-    ctx.check_hostname = False
-    ctx.set_alpn_protocols([alpn])
-    if cert:
-        ctx.load_cert_chain(*cert)
-    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
-    s = ctx.wrap_socket(raw, server_hostname=sni)
+    s = tls_connect(port, client_ctx(pki, alpn=[alpn], cert=cert, check_hostname=False), sni)
     try:
         s.sendall(("GET /p HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % host).encode())
-        buf = b""
-        while True:
-            d = s.recv(65536)
-            if not d:
-                break
-            buf += d
-        return buf.decode("latin-1")
+        return recv_all(s).decode("latin-1")
     finally:
         s.close()
 
@@ -416,10 +349,7 @@ def test_host_binding_over_http2(portico, pki, upstream):
     secret, public = upstream(name="secret"), upstream(name="public")
     port = free_port()
     portico(host_routed(pki, port, secret, public), port=port)
-    ctx = ssl.create_default_context(cafile=pki["ca"])
-    ctx.set_alpn_protocols(["h2"])
-    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
-    s = ctx.wrap_socket(raw, server_hostname="open.test")
+    s = tls_connect(port, client_ctx(pki, alpn=["h2"]), "open.test")
     assert s.selected_alpn_protocol() == "h2"
     c = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
     c.initiate_connection()
@@ -627,9 +557,7 @@ def test_reload_making_host_strict_refuses_open_keepalive_connection(portico, pk
     certs = [{"cert": pki["open"][0], "key": pki["open"][1]}]
     cfg = simple_config(echo.addr, listen=[{"address": "127.0.0.1:%d" % port, "tls": {"certificates": certs}}])
     gw = portico(cfg, port=port)
-    ctx = ssl.create_default_context(cafile=pki["ca"])
-    ctx.set_alpn_protocols(["http/1.1"])
-    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10), server_hostname="open.test")
+    s = tls_connect(port, client_ctx(pki), "open.test")
     c = Client.__new__(Client)
     c.sock, c.reader = s, ConnReader(s)
     assert c.request("GET", "/before", host="open.test").status == 200

@@ -3,7 +3,7 @@ in h1_server.c / h2_server.c, per-route body_timeout / min_body_rate) and for
 upstream TLS session resumption (tls_client.c, the per-pool session slot).
 
 Clients are raw sockets, python3-h2 and ssl; upstreams are the fakes of
-upstreams.py, the TLS upstream of test_tls.py and raw sockets. Timeouts are
+upstreams.py, the TLS upstream of tlsutil.py and raw sockets. Timeouts are
 short (body: 1s); assertions on time are generous bounds."""
 import os
 import signal
@@ -14,16 +14,10 @@ import time
 import pytest
 
 from conftest import simple_config
-from test_slow_body import H2, GAP_DETAIL, RATE_DETAIL, problem
-from test_tls import TLSUpstream, pki, tls_upstream, up_tls_config  # noqa: F401 (fixtures)
-from upstreams import ConnReader, make_response, problem_check, read_response, request
-
-
-def wait_reloaded(p, count=1, timeout=10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and p.stderr().count("reloaded") < count:
-        time.sleep(0.05)
-    assert p.stderr().count("reloaded") >= count, p.logs()
+from h2util import H2, problem
+from tlsutil import TLSUpstream, pki, tls_upstream, up_tls_config  # noqa: F401 (fixtures)
+from upstreams import (GAP_DETAIL, RATE_DETAIL, ConnReader, make_response, problem_check, read_response, request,
+                       wait_reloaded)
 
 
 # ------------------------------------------------- upstream TLS: pooled conns
@@ -80,7 +74,7 @@ def test_h2_upstream_connection_not_shared_between_upstreams_with_other_tls(port
     CA does not trust the server."""
     import grpc
     from concurrent import futures
-    from test_grpc import _unary, ident, m
+    from h2util import grpc_method as m, grpc_unary_echo as _unary, ident
     cert, key = pki["a"]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Svc", {
@@ -212,57 +206,14 @@ def test_reload_loop_under_https_load(portico, pki, tls_upstream, close):
 
 # ----------------------------------------------------------- slow bodies
 
-class RawUpstream:
-    """An upstream that runs `handler(sock)` on each accepted connection."""
-
-    def __init__(self, handler):
-        self.handler = handler
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.addr = "127.0.0.1:%d" % self.sock.getsockname()[1]
-        self.conns = []
-        self.events = []
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            self.conns.append(c)
-            threading.Thread(target=self._run, args=(c,), daemon=True).start()
-
-    def _run(self, c):
-        try:
-            self.handler(self, c)
-        except OSError:
-            pass
-        finally:
-            c.close()
-
-    def close(self):
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
-
-
 @pytest.fixture
-def raw_upstream():
-    ups = []
-
+def raw_upstream(raw_server):
+    """An upstream that runs `handler(upstream, sock)` on each accepted
+    connection (blocking sockets; OSError ends a connection quietly)."""
     def start(handler):
-        u = RawUpstream(handler)
-        ups.append(u)
+        u = raw_server(lambda s, n: handler(u, s), timeout=None, ignore=(OSError,), backlog=16)
         return u
-
-    yield start
-    for u in ups:
-        u.close()
+    return start
 
 
 def read_head(c):

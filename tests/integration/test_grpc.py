@@ -3,31 +3,24 @@
 A grpcio client talks h2c (prior knowledge) to Portico, which forwards each
 call on an HTTP/2 stream to a grpcio server (upstream `protocol: h2c`).
 Generic handlers with raw-bytes (de)serialisers keep it free of codegen.
-Also a plain HTTP/2 upstream written with python3-h2 for GET/POST bodies."""
+Also a plain HTTP/2 upstream written with python3-h2 (h2util.H2Upstream) for
+GET/POST bodies."""
 import socket
-import threading
 import time
 from concurrent import futures
 
 import pytest
 
 from conftest import simple_config
+from h2util import H2Upstream, grpc_method as m, grpc_unary_echo as _unary, ident
+from tlsutil import openssl
+from upstreams import recv_all
 
 import grpc  # Debian python3-grpcio, installed by scripts/install-deps.sh
 import h2  # Debian python3-h2
 import h2.config  # noqa: E402
 import h2.connection  # noqa: E402
 import h2.events  # noqa: E402
-
-ident = lambda b: b  # noqa: E731
-
-
-def _unary(req, ctx):
-    md = dict(ctx.invocation_metadata())
-    ctx.send_initial_metadata((("x-initial", "i-" + md.get("x-client", "")),))
-    ctx.set_trailing_metadata((("x-trailing", "t-ok"),))
-    return b"echo:" + req
-
 
 def _server_stream(req, ctx):
     for i in range(int(req)):
@@ -82,10 +75,6 @@ def chan(portico, grpc_server):
     ch = grpc.insecure_channel("127.0.0.1:%d" % gw.port)
     yield ch
     ch.close()
-
-
-def m(ch, kind, name):
-    return getattr(ch, kind)("/test.Svc/" + name, request_serializer=ident, response_deserializer=ident)
 
 
 def test_unary_and_metadata_both_ways(chan):
@@ -145,11 +134,9 @@ def test_unknown_method_unimplemented(chan):
 @pytest.fixture(scope="module")
 def tls_files(tmp_path_factory):
     """A self-signed certificate for localhost / 127.0.0.1 (openssl CLI)."""
-    import subprocess
     d = tmp_path_factory.mktemp("grpc-tls")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "k.pem", "-out", "c.pem",
-                    "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-                   cwd=d, check=True, capture_output=True, timeout=60)
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "k.pem", "-out", "c.pem",
+            "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", cwd=d)
     return str(d / "c.pem"), str(d / "k.pem")
 
 
@@ -197,68 +184,15 @@ def test_upstream_down_is_unavailable(portico):
 
 # ------------------------------------------------------- plain h2c upstream
 
-class H2Upstream:
-    """A tiny h2c server: echoes method, path, body length and a digest."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.seen = []
-        threading.Thread(target=self.accept_loop, daemon=True).start()
-
-    def accept_loop(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.serve, args=(c,), daemon=True).start()
-
-    def serve(self, c):
-        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
-        conn.initiate_connection()
-        c.sendall(conn.data_to_send())
-        reqs = {}
-        while True:
-            try:
-                data = c.recv(65536)
-            except OSError:
-                return
-            if not data:
-                return
-            for ev in conn.receive_data(data):
-                if isinstance(ev, h2.events.RequestReceived):
-                    reqs[ev.stream_id] = [dict((k.decode(), v.decode()) for k, v in ev.headers), bytearray()]
-                elif isinstance(ev, h2.events.DataReceived):
-                    reqs[ev.stream_id][1] += ev.data
-                    conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
-                elif isinstance(ev, h2.events.StreamEnded):
-                    hdrs, body = reqs.pop(ev.stream_id)
-                    self.seen.append(hdrs)
-                    out = ("%s %s %d" % (hdrs[":method"], hdrs[":path"], len(body))).encode()
-                    if hdrs[":path"].startswith("/big"):
-                        out = b"z" * 200000
-                    conn.send_headers(ev.stream_id, [(":status", "200"), ("content-type", "text/plain"),
-                                                     ("content-length", str(len(out))), ("x-up", "h2")])
-                    self.send_body(conn, c, ev.stream_id, out)
-            c.sendall(conn.data_to_send())
-
-    def send_body(self, conn, c, sid, out):
-        while out:
-            n = min(len(out), conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
-            if n <= 0:
-                c.sendall(conn.data_to_send())
-                data = c.recv(65536)
-                if not data:
-                    return
-                conn.receive_data(data)
-                continue
-            conn.send_data(sid, out[:n], end_stream=(n == len(out)))
-            out = out[n:]
-        c.sendall(conn.data_to_send())
+def h2_echo(rec):
+    """H2Upstream answer: "METHOD PATH BODY-LENGTH", or 200000 bytes for
+    /big, with x-up: h2."""
+    hdrs = dict(rec["headers"])
+    out = ("%s %s %d" % (hdrs[":method"], hdrs[":path"], len(rec["body"]))).encode()
+    if hdrs[":path"].startswith("/big"):
+        out = b"z" * 200000
+    return [(":status", "200"), ("content-type", "text/plain"), ("content-length", str(len(out))),
+            ("x-up", "h2")], out
 
 
 def http(port, method, path, body=None):
@@ -267,19 +201,14 @@ def http(port, method, path, body=None):
     if body is not None:
         req += "Content-Length: %d\r\n" % len(body)
     s.sendall(req.encode() + b"\r\n" + (body or b""))
-    data = b""
-    while True:
-        d = s.recv(65536)
-        if not d:
-            break
-        data += d
+    data = recv_all(s)
     s.close()
     head, _, rest = data.partition(b"\r\n\r\n")
     return head.decode(), rest
 
 
 def test_h2c_upstream_get_and_post(portico):
-    up = H2Upstream()
+    up = H2Upstream(h2_echo)
     gw = portico(simple_config("127.0.0.1:%d" % up.port, upstream_extra={"protocol": "h2c"}))
     head, body = http(gw.port, "GET", "/a/b?x=1")
     assert head.startswith("HTTP/1.1 200"), head
@@ -291,7 +220,7 @@ def test_h2c_upstream_get_and_post(portico):
     assert body == b"POST /post 300000"
     head, body = http(gw.port, "GET", "/big")
     assert body == b"z" * 200000
-    seen = up.seen[0]
+    seen = dict(up.done[0]["headers"])
     assert seen[":authority"] == "example.test" and seen[":scheme"] == "http"
     assert "connection" not in seen and "x-forwarded-for" in seen
 

@@ -11,18 +11,17 @@ import json
 import os
 import shutil
 import socket
-import ssl
 import subprocess
 import time
 
 import pytest
 
 from conftest import free_port, simple_config
-from upstreams import make_response
+from h2util import h2_connect as raw_connect, h2_head, h2_read_until
+from tlsutil import client_ctx, leaf, make_ca, tls_connect
+from upstreams import make_response, recv_all
 
 import h2  # Debian python3-h2, installed by scripts/install-deps.sh
-import h2.config  # noqa: E402
-import h2.connection  # noqa: E402
 import h2.events  # noqa: E402
 import h2.settings  # noqa: E402
 
@@ -57,46 +56,14 @@ def gw(portico, echo):
 
 # ------------------------------------------------------------- raw client
 
-def raw_connect(port, **cfg):
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    conf = h2.config.H2Configuration(client_side=True, validate_outbound_headers=False,
-                                     normalize_outbound_headers=False, validate_inbound_headers=False, **cfg)
-    c = h2.connection.H2Connection(config=conf)
-    c.initiate_connection()
-    s.sendall(c.data_to_send())
-    return s, c
-
-
 def read_until(s, c, pred, timeout=10):
     """Reads events until pred(event) is true; returns (events, matched,
     closed)."""
-    events = []
-    deadline = time.monotonic() + timeout
-    s.settimeout(0.5)
-    while time.monotonic() < deadline:
-        try:
-            data = s.recv(65536)
-        except socket.timeout:
-            continue
-        except ConnectionResetError:
-            return events, False, True
-        if not data:
-            return events, False, True
-        for ev in c.receive_data(data):
-            events.append(ev)
-            if pred(ev):
-                return events, True, False
-        out = c.data_to_send()
-        if out:
-            try:
-                s.sendall(out)
-            except OSError:
-                pass
-    return events, False, False
+    return h2_read_until(s, c, pred, timeout, report_closed=True, ignore_send_errors=True)
 
 
 def get_headers(path, extra=(), method="GET"):
-    return [(":method", method), (":scheme", "http"), (":authority", "gw.test"), (":path", path)] + list(extra)
+    return h2_head(path, extra, method)
 
 
 def assert_stream_reset(port, echo, headers, body=None, end_stream=True):
@@ -218,20 +185,12 @@ def test_idle_connection_gets_goaway(portico, echo):
 
 # ------------------------------------------------------------------ TLS
 
-def openssl(*args, cwd):
-    subprocess.run(["openssl"] + list(args), cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
     d = tmp_path_factory.mktemp("h2pki")
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
-            "-days", "2", "-subj", "/CN=Portico H2 Test CA", cwd=d)
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "a.key", "-out", "a.csr", "-subj", "/CN=a.test", cwd=d)
-    (d / "a.ext").write_text("subjectAltName=DNS:a.test\n")
-    openssl("x509", "-req", "-in", "a.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", "a.crt", "-days", "2", "-extfile", "a.ext", cwd=d)
-    return {"ca": str(d / "ca.crt"), "cert": str(d / "a.crt"), "key": str(d / "a.key")}
+    ca = make_ca(d, "ca", "Portico H2 Test CA")
+    cert, key = leaf(d, "a", ["a.test"])
+    return {"ca": ca, "cert": cert, "key": key}
 
 
 @pytest.fixture
@@ -262,17 +221,10 @@ def test_tls_alpn_h2_with_curl(tls_gw, pki, tmp_path):
 
 def test_tls_http11_client_still_gets_http11(tls_gw, pki):
     p, _ = tls_gw
-    ctx = ssl.create_default_context(cafile=pki["ca"])
-    ctx.set_alpn_protocols(["http/1.1"])
-    with ctx.wrap_socket(socket.create_connection(("127.0.0.1", p.port), timeout=10), server_hostname="a.test") as s:
+    with tls_connect(p.port, client_ctx(pki), "a.test") as s:
         assert s.selected_alpn_protocol() == "http/1.1"
         s.sendall(b"GET /one HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
-        data = b""
-        while True:
-            d = s.recv(65536)
-            if not d:
-                break
-            data += d
+        data = recv_all(s)
         assert data.startswith(b"HTTP/1.1 200")
     out = curl("--http1.1", "--cacert", pki["ca"], "--resolve", "a.test:%d:127.0.0.1" % p.port,
                "-o", "/dev/null", "-w", "%{http_code} %{http_version}", "https://a.test:%d/x" % p.port)

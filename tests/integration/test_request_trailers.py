@@ -4,21 +4,17 @@ Downstream HTTP/1.1 (chunked trailer section, raw socket client) and HTTP/2
 (a trailing HEADERS frame with END_STREAM, python-h2 raw client over h2c)
 feed the transaction; an HTTP/1.1 upstream receives them after the last
 chunk (upstreams.py records the trailer section it decoded), an h2c upstream
-(a python-h2 server below) as a trailing HEADERS frame with END_STREAM.
+(h2util.H2Upstream) as a trailing HEADERS frame with END_STREAM.
 Fields RFC 9110 §6.5.1 keeps out of trailers are not forwarded; a body
 framed by Content-Length has no room for trailers (dropped, body intact);
 malformed h2 trailer blocks reset the stream and never reach the upstream."""
 import json
-import socket
-import threading
-import time
 
 from conftest import simple_config
-from upstreams import Client, read_response
+from h2util import H2Upstream, h2_connect, h2_head, h2_read_until
+from upstreams import Client, read_response, wait_for
 
 import h2  # Debian python3-h2, installed by scripts/install-deps.sh
-import h2.config  # noqa: E402
-import h2.connection  # noqa: E402
 import h2.events  # noqa: E402
 
 PROTOCOL_ERROR = 1
@@ -28,16 +24,6 @@ PROTOCOL_ERROR = 1
 FORBIDDEN = [("Content-Length", "99"), ("Host", "evil.test"), ("Authorization", "Bearer secret"),
              ("Transfer-Encoding", "gzip"), ("If-Match", '"x"'), ("Cookie", "a=b"), ("Content-Type", "text/evil")]
 ALLOWED = [("X-Checksum", "sha256=abc123"), ("X-Other", "v  w")]
-
-
-def wait_for(pred, timeout=10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.02)
-    return None
 
 
 def access_entry(gw, path):
@@ -53,43 +39,6 @@ def access_entry(gw, path):
 
 
 # ------------------------------------------------------------ h2 client
-
-def h2_connect(port):
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    conf = h2.config.H2Configuration(client_side=True, validate_outbound_headers=False,
-                                     normalize_outbound_headers=False, validate_inbound_headers=False)
-    c = h2.connection.H2Connection(config=conf)
-    c.initiate_connection()
-    s.sendall(c.data_to_send())
-    return s, c
-
-
-def h2_read_until(s, c, pred, timeout=10):
-    events = []
-    deadline = time.monotonic() + timeout
-    s.settimeout(0.5)
-    while time.monotonic() < deadline:
-        try:
-            data = s.recv(65536)
-        except socket.timeout:
-            continue
-        except ConnectionResetError:
-            return events, False
-        if not data:
-            return events, False
-        for ev in c.receive_data(data):
-            events.append(ev)
-            if pred(ev):
-                return events, True
-        out = c.data_to_send()
-        if out:
-            s.sendall(out)
-    return events, False
-
-
-def h2_head(path, extra=(), method="POST"):
-    return [(":method", method), (":scheme", "http"), (":authority", "gw.test"), (":path", path)] + list(extra)
-
 
 def h2_exchange(port, path, body, trailers, extra=()):
     """One request on stream 1: HEADERS, DATA (if body), trailing HEADERS
@@ -108,69 +57,6 @@ def h2_exchange(port, path, body, trailers, extra=()):
     status = [dict(e.headers)[b":status"] for e in events if isinstance(e, h2.events.ResponseReceived)]
     data = b"".join(e.data for e in events if isinstance(e, h2.events.DataReceived))
     return int(status[0]), data
-
-
-# ----------------------------------------------------- h2c upstream server
-
-class H2TrailerUpstream:
-    """A tiny h2c server that records, per request, the head, the body and
-    the trailer block (with whether it ended the stream), and answers 200."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.addr = "127.0.0.1:%d" % self.port
-        self.done = []      # {"headers", "body", "trailers", "trailers_ended", "data_end"}
-        self.lock = threading.Lock()
-        threading.Thread(target=self.accept_loop, daemon=True).start()
-
-    def close(self):
-        self.sock.close()
-
-    def accept_loop(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.serve, args=(c,), daemon=True).start()
-
-    def serve(self, c):
-        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
-        conn.initiate_connection()
-        c.sendall(conn.data_to_send())
-        reqs = {}
-        while True:
-            try:
-                data = c.recv(65536)
-            except OSError:
-                return
-            if not data:
-                return
-            for ev in conn.receive_data(data):
-                if isinstance(ev, h2.events.RequestReceived):
-                    reqs[ev.stream_id] = {"headers": [(k.decode(), v.decode()) for k, v in ev.headers],
-                                          "body": bytearray(), "trailers": None, "trailers_ended": False,
-                                          "data_end": False}
-                elif isinstance(ev, h2.events.DataReceived):
-                    reqs[ev.stream_id]["body"] += ev.data
-                    reqs[ev.stream_id]["data_end"] = ev.stream_ended is not None
-                    conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
-                elif isinstance(ev, h2.events.TrailersReceived):
-                    r = reqs[ev.stream_id]
-                    r["trailers"] = [(k.decode(), v.decode()) for k, v in ev.headers]
-                    r["trailers_ended"] = ev.stream_ended is not None
-                elif isinstance(ev, h2.events.StreamEnded):
-                    r = reqs.pop(ev.stream_id)
-                    with self.lock:
-                        self.done.append(r)
-                    out = b"ok %d" % len(r["body"])
-                    conn.send_headers(ev.stream_id, [(":status", "200"), ("content-length", str(len(out)))])
-                    conn.send_data(ev.stream_id, out, end_stream=True)
-            c.sendall(conn.data_to_send())
 
 
 # ------------------------------------------------------------------ tests
@@ -250,7 +136,7 @@ def test_h2_bodyless_request_with_trailers(portico, echo):
 
 
 def test_h1_trailers_reach_h2c_upstream(portico):
-    up = H2TrailerUpstream()
+    up = H2Upstream()
     try:
         gw = portico(simple_config(up.addr, upstream_extra={"protocol": "h2c"}))
         trailer_section = b"".join(b"%s: %s\r\n" % (n.encode(), v.encode()) for n, v in ALLOWED + FORBIDDEN)
@@ -271,7 +157,7 @@ def test_h1_trailers_reach_h2c_upstream(portico):
 
 
 def test_h2_trailers_reach_h2c_upstream_without_body(portico):
-    up = H2TrailerUpstream()
+    up = H2Upstream()
     try:
         gw = portico(simple_config(up.addr, upstream_extra={"protocol": "h2c"}))
         status, body = h2_exchange(gw.port, "/h2-h2", b"", [("x-checksum", "none")])

@@ -5,25 +5,20 @@ must arrive at that average rate). Only time during which Portico wants the
 body counts: a paused body (plugin, upstream backpressure) is never blamed on
 the client.
 
-Clients: raw sockets (HTTP/1.1) and python3-h2 (h2c with prior knowledge).
+Clients: raw sockets (HTTP/1.1) and python3-h2 (h2util.H2, h2c with prior
+knowledge).
 Timeouts are short (body: 1s); assertions on time are generous bounds."""
 import json
 import os
 import socket
 import time
 
-import h2.config
-import h2.connection
-import h2.events
-import h2.exceptions
-
 from conftest import simple_config
-from upstreams import ConnReader, make_response, problem_check, read_response
+from h2util import H2, problem
+from upstreams import GAP_DETAIL, RATE_DETAIL, ConnReader, make_response, problem_check, read_response
 
 NO_ERROR = 0
 CANCEL = 8
-GAP_DETAIL = "the request body was not received in time"
-RATE_DETAIL = "min_body_rate"
 
 
 def cfg(up, body="1s", rate=None, route_plugins=None):
@@ -44,102 +39,6 @@ def access_statuses(p, path, timeout=5):
         if found or time.monotonic() > deadline:
             return found
         time.sleep(0.05)
-
-
-# ------------------------------------------------------------ h2 helpers
-
-class H2:
-    """A python-h2 client over h2c prior knowledge that collects events per
-    stream while the test keeps sending."""
-
-    def __init__(self, port):
-        self.s = socket.create_connection(("127.0.0.1", port), timeout=10)
-        conf = h2.config.H2Configuration(client_side=True, validate_inbound_headers=False)
-        self.c = h2.connection.H2Connection(config=conf)
-        self.c.initiate_connection()
-        self.flush()
-        self.streams = {}   # id -> {"headers", "data", "ended", "reset", "t_head"}
-        self.closed = False
-
-    def st(self, sid):
-        return self.streams.setdefault(sid, {"headers": None, "data": b"", "ended": False, "reset": None,
-                                             "t_head": None})
-
-    def flush(self):
-        out = self.c.data_to_send()
-        if out:
-            self.s.sendall(out)
-
-    def request(self, sid, path, body=None, end=False, extra=()):
-        self.st(sid)
-        hdrs = [(":method", "POST"), (":scheme", "http"), (":authority", "gw.test"), (":path", path)] + list(extra)
-        self.c.send_headers(sid, hdrs, end_stream=end and body is None)
-        if body is not None:
-            self.c.send_data(sid, body, end_stream=end)
-        self.flush()
-
-    def send(self, sid, data, end=False):
-        """Sends DATA unless the stream is already over; returns False then."""
-        st = self.st(sid)
-        if st["reset"] is not None or st["ended"]:
-            return False
-        try:
-            self.c.send_data(sid, data, end_stream=end)
-        except h2.exceptions.StreamClosedError:
-            return False
-        self.flush()
-        return True
-
-    def pump(self, seconds):
-        """Reads and dispatches events for up to `seconds`."""
-        end = time.monotonic() + seconds
-        while not self.closed:
-            left = end - time.monotonic()
-            if left <= 0:
-                return
-            self.s.settimeout(min(left, 0.1))
-            try:
-                data = self.s.recv(65536)
-            except socket.timeout:
-                continue
-            if not data:
-                self.closed = True
-                return
-            for ev in self.c.receive_data(data):
-                sid = getattr(ev, "stream_id", None)
-                if isinstance(ev, h2.events.ResponseReceived):
-                    self.st(sid)["headers"] = dict(ev.headers)
-                    self.st(sid)["t_head"] = time.monotonic()
-                elif isinstance(ev, h2.events.DataReceived):
-                    self.st(sid)["data"] += ev.data
-                    self.c.acknowledge_received_data(ev.flow_controlled_length, sid)
-                elif isinstance(ev, h2.events.StreamEnded):
-                    self.st(sid)["ended"] = True
-                elif isinstance(ev, h2.events.StreamReset):
-                    self.st(sid)["reset"] = ev.error_code
-            self.flush()
-
-    def wait(self, pred, timeout):
-        deadline = time.monotonic() + timeout
-        while not pred() and time.monotonic() < deadline and not self.closed:
-            self.pump(0.1)
-        return pred()
-
-    def status(self, sid):
-        h = self.st(sid)["headers"]
-        return int(h[b":status"]) if h else None
-
-    def close(self):
-        self.s.close()
-
-
-def problem(h, sid, status):
-    st = h.st(sid)
-    assert h.status(sid) == status, st
-    assert st["headers"][b"content-type"] == b"application/problem+json", st
-    doc = json.loads(st["data"])
-    assert doc["status"] == status, doc
-    return doc
 
 
 # ------------------------------------------------------------------ HTTP/2

@@ -10,9 +10,9 @@ the byte/hash checks always run.
 import hashlib
 import os
 import socket
-import threading
 
 from conftest import simple_config
+from upstreams import RawServer, recv_head
 
 GIB = 1 << 30
 BLOCK = 1 << 20
@@ -24,72 +24,51 @@ def pattern_block(i):
     return (i.to_bytes(8, "big") * (BLOCK // 8))
 
 
-class StreamUpstream:
+class StreamUpstream(RawServer):
     """POST: reads the body (Content-Length or chunked), answers its size and
-    sha256. GET: answers GIB bytes of pattern_block()s with Content-Length."""
+    sha256. GET: answers GIB bytes of pattern_block()s with Content-Length.
+    Exceptions are recorded in .errors (asserted by the test)."""
 
     def __init__(self):
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.addr = "127.0.0.1:%d" % self.sock.getsockname()[1]
-        self.errors = []
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__(timeout=None, backlog=8)
 
-    def close(self):
-        self.sock.close()
-
-    def _serve(self):
+    def handle(self, c, conn_no):
+        f = c.makefile("rb")
+        line = f.readline()
+        hdrs = {}
         while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._handle, args=(c,), daemon=True).start()
-
-    def _handle(self, c):
-        try:
-            f = c.makefile("rb")
-            line = f.readline()
-            hdrs = {}
-            while True:
-                h = f.readline()
-                if h in (b"\r\n", b""):
+            h = f.readline()
+            if h in (b"\r\n", b""):
+                break
+            k, v = h.split(b":", 1)
+            hdrs[k.strip().lower()] = v.strip()
+        digest = hashlib.sha256()
+        total = 0
+        if b"content-length" in hdrs:
+            n = int(hdrs[b"content-length"])
+            while total < n:
+                d = f.read(min(BLOCK, n - total))
+                if not d:
                     break
-                k, v = h.split(b":", 1)
-                hdrs[k.strip().lower()] = v.strip()
-            digest = hashlib.sha256()
-            total = 0
-            if b"content-length" in hdrs:
-                n = int(hdrs[b"content-length"])
-                while total < n:
-                    d = f.read(min(BLOCK, n - total))
-                    if not d:
-                        break
-                    digest.update(d)
-                    total += len(d)
-            elif hdrs.get(b"transfer-encoding") == b"chunked":
-                while True:
-                    size = int(f.readline().split(b";")[0], 16)
-                    if size == 0:
-                        f.readline()
-                        break
-                    d = f.read(size)
-                    digest.update(d)
-                    total += len(d)
+                digest.update(d)
+                total += len(d)
+        elif hdrs.get(b"transfer-encoding") == b"chunked":
+            while True:
+                size = int(f.readline().split(b";")[0], 16)
+                if size == 0:
                     f.readline()
-            if line.startswith(b"GET"):
-                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % GIB)
-                for i in range(GIB // BLOCK):
-                    c.sendall(pattern_block(i))
-            else:
-                body = ("%d %s" % (total, digest.hexdigest())).encode()
-                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
-        except Exception as e:  # recorded, asserted by the test
-            self.errors.append(repr(e))
-        finally:
-            c.close()
+                    break
+                d = f.read(size)
+                digest.update(d)
+                total += len(d)
+                f.readline()
+        if line.startswith(b"GET"):
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % GIB)
+            for i in range(GIB // BLOCK):
+                c.sendall(pattern_block(i))
+        else:
+            body = ("%d %s" % (total, digest.hexdigest())).encode()
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
 
 
 def vm_hwm_kib(pid):
@@ -107,12 +86,7 @@ def is_sanitized(binary):
 
 
 def read_head(s):
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        d = s.recv(65536)
-        assert d, "connection closed before the response head"
-        buf += d
-    head, rest = buf.split(b"\r\n\r\n", 1)
+    head, rest = recv_head(s)
     return head.decode("latin-1"), rest
 
 

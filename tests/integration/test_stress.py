@@ -13,7 +13,6 @@ import os
 import random
 import signal
 import socket
-import struct
 import threading
 import time
 
@@ -21,8 +20,8 @@ import pytest
 
 import conftest
 from conftest import simple_config
-from upstreams import (CLOSE, HANG, Client, ConnReader, PeerClosed, build_request, chunked, make_response,
-                       problem_check, read_response, read_server_request, request)
+from upstreams import (CLOSE, HANG, Client, ConnReader, PeerClosed, assert_echo, build_request, chunked,
+                       make_response, problem_check, read_response, read_server_request, request, rst_close)
 
 IS_ASAN = "asan" in conftest.BIN
 
@@ -39,29 +38,10 @@ def rss_kb(pid):
     return 0
 
 
-def rst_close(sock):
-    """Closes with RST (SO_LINGER 0)."""
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    except OSError:
-        pass
-    sock.close()
-
-
 def raw_head(method, target, headers=(), host="example.com"):
     lines = ["%s %s HTTP/1.1" % (method, target), "Host: %s" % host]
     lines += ["%s: %s" % kv for kv in headers]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-def assert_echo(resp, method, target, body):
-    assert resp.status == 200, resp
-    doc = resp.json()
-    assert doc["method"] == method, doc
-    assert doc["target"] == target, doc
-    assert doc["body_len"] == len(body), (doc["body_len"], len(body))
-    assert doc["body_sha256"] == hashlib.sha256(body).hexdigest()
-    return doc
 
 
 def per_connection_handler(fn):
@@ -311,72 +291,14 @@ def test_clients_resetting_mid_stream_then_prompt_shutdown(portico, upstream):
 # Adversarial coverage (expected to pass)
 # ===========================================================================
 
-class RawUpstream:
+@pytest.fixture
+def raw_upstream(raw_server):
     """An upstream whose every connection is served by fn(sock, reader, n)
     in its own thread (n = 1-based connection number)."""
-
-    def __init__(self, fn):
-        self.fn = fn
-        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.lsock.bind(("127.0.0.1", 0))
-        self.lsock.listen(64)
-        self.lsock.settimeout(0.2)
-        self.port = self.lsock.getsockname()[1]
-        self.addr = "127.0.0.1:%d" % self.port
-        self.stop_ev = threading.Event()
-        self.socks = []
-        self.errors = []
-        self.connections = 0
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-        self.thread.start()
-
-    def _loop(self):
-        while not self.stop_ev.is_set():
-            try:
-                s, _ = self.lsock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            self.connections += 1
-            s.settimeout(10)
-            self.socks.append(s)
-            threading.Thread(target=self._serve, args=(s, self.connections), daemon=True).start()
-
-    def _serve(self, s, n):
-        try:
-            self.fn(s, ConnReader(s), n)
-        except (OSError, PeerClosed):
-            pass
-        except Exception as e:  # noqa: BLE001 - surfaced by the tests
-            self.errors.append(repr(e))
-        finally:
-            try:
-                s.close()
-            except OSError:
-                pass
-
-    def close(self):
-        self.stop_ev.set()
-        for s in self.socks + [self.lsock]:
-            try:
-                s.close()
-            except OSError:
-                pass
-
-
-@pytest.fixture
-def raw_upstream():
-    made = []
-
     def start(fn):
-        u = RawUpstream(fn)
-        made.append(u)
-        return u
-    yield start
-    for u in made:
-        u.close()
+        return raw_server(lambda s, n: fn(s, ConnReader(s), n), timeout=10, ignore=(OSError, PeerClosed),
+                          backlog=64)
+    return start
 
 
 # --------------------------------------------------------------- disconnects

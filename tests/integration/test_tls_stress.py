@@ -12,7 +12,7 @@ cut the TLS session mid-response (with and without close_notify), stall
 the handshake, and keep-alive reuse with verification on.
 
 Certificates come from a throwaway CA made with the openssl CLI (same
-approach as test_tls.py). Every test is bounded; the `portico` fixture
+approach as test_tls.py, through tlsutil.py). Every test is bounded; the `portico` fixture
 fails a test on any sanitizer report or non-zero exit at SIGTERM.
 """
 
@@ -24,56 +24,30 @@ import signal
 import socket
 import ssl
 import struct
-import subprocess
 import threading
 import time
 
 import pytest
 
 from conftest import free_port, simple_config
-from upstreams import (ConnReader, PeerClosed, ProtocolError, build_request, make_response, read_response)
+from tlsutil import client_ctx, leaf, make_ca, tls_listen
+from upstreams import (Client, ConnReader, PeerClosed, ProtocolError, assert_echo, build_request, make_response,
+                       read_response, rst_close)
 
 
 # ---------------------------------------------------------------------------
 # PKI and helpers
 # ---------------------------------------------------------------------------
 
-def openssl(*args, cwd):
-    subprocess.run(["openssl"] + list(args), cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
     d = tmp_path_factory.mktemp("pki_stress")
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
-            "-days", "2", "-subj", "/CN=Portico Stress CA", cwd=d)
-
-    def leaf(name, sans):
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", name + ".key", "-out", name + ".csr",
-                "-subj", "/CN=" + sans[0], cwd=d)
-        (d / (name + ".ext")).write_text("subjectAltName=" + ",".join(
-            ("IP:" if s[0].isdigit() else "DNS:") + s for s in sans) + "\n")
-        openssl("x509", "-req", "-in", name + ".csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-                "-out", name + ".crt", "-days", "2", "-extfile", name + ".ext", cwd=d)
-        return str(d / (name + ".crt")), str(d / (name + ".key"))
-
+    make_ca(d, "ca", "Portico Stress CA")
     return {
         "ca": str(d / "ca.crt"),
-        "a": leaf("a", ["a.test", "127.0.0.1"]),
-        "a2": leaf("a2", ["a.test", "renewed.a.test"]),
+        "a": leaf(d, "a", ["a.test", "127.0.0.1"]),
+        "a2": leaf(d, "a2", ["a.test", "renewed.a.test"]),
     }
-
-
-def tls_listen(port, certs, **extra):
-    tls = {"certificates": [{"cert": c, "key": k} for c, k in certs]}
-    tls.update(extra)
-    return [{"address": "127.0.0.1:%d" % port, "tls": tls}]
-
-
-def client_ctx(pki):
-    ctx = ssl.create_default_context(cafile=pki["ca"])
-    ctx.set_alpn_protocols(["http/1.1"])
-    return ctx
 
 
 def tls_gateway(portico, pki, up_addr, certs=None, **top):
@@ -82,15 +56,7 @@ def tls_gateway(portico, pki, up_addr, certs=None, **top):
     return portico(cfg, port=port), cfg
 
 
-def rst_close(sock):
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    except OSError:
-        pass
-    sock.close()
-
-
-class TLSClient:
+class TLSClient(Client):
     """A blocking HTTPS/1.1 client connection (verifies a.test)."""
 
     def __init__(self, port, pki, timeout=20, host="a.test"):
@@ -100,16 +66,9 @@ class TLSClient:
         self.sock = client_ctx(pki).wrap_socket(raw, server_hostname=host)
         self.reader = ConnReader(self.sock)
 
-    def send(self, data):
-        self.sock.sendall(data)
-
     def request(self, method="GET", target="/", headers=None, body=None, **kw):
         kw.setdefault("host", "a.test")
-        self.send(build_request(method, target, headers, body, **kw))
-        return read_response(self.reader, method)
-
-    def read_response(self, method="GET"):
-        return read_response(self.reader, method)
+        return super().request(method, target, headers, body, **kw)
 
     def wait_eof(self, timeout):
         """True if the server closes (close_notify, FIN or RST) within timeout."""
@@ -123,28 +82,6 @@ class TLSClient:
             return False
         except (ConnectionResetError, BrokenPipeError, ssl.SSLError):
             return True
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        self.close()
-
-
-def assert_echo(resp, method, target, body):
-    assert resp.status == 200, resp
-    doc = resp.json()
-    assert doc["method"] == method, doc
-    assert doc["target"] == target, doc
-    assert doc["body_len"] == len(body), (doc["body_len"], len(body))
-    assert doc["body_sha256"] == hashlib.sha256(body).hexdigest(), doc
-    return doc
 
 
 class BioHandshake:
@@ -210,85 +147,6 @@ class BioHandshake:
 # ---------------------------------------------------------------------------
 # Custom plain upstreams (raw per-connection functions)
 # ---------------------------------------------------------------------------
-
-class RawServer:
-    """Accepts connections; each is served by fn(sock, n) in its own thread
-    (n = 1-based connection number). With ctx, fn gets the raw socket and
-    wraps it itself."""
-
-    def __init__(self, fn):
-        self.fn = fn
-        self.lsock = socket.socket()
-        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.lsock.bind(("127.0.0.1", 0))
-        self.lsock.listen(128)
-        self.addr = "127.0.0.1:%d" % self.lsock.getsockname()[1]
-        self.connections = 0
-        self.errors = []
-        self.stop = threading.Event()
-        self.socks = []
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        self.lsock.settimeout(0.2)
-        while not self.stop.is_set():
-            try:
-                s, _ = self.lsock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            with self.lock:
-                self.connections += 1
-                n = self.connections
-                self.socks.append(s)
-            threading.Thread(target=self._run, args=(s, n), daemon=True).start()
-
-    def _run(self, s, n):
-        s.settimeout(30)
-        try:
-            self.fn(s, n)
-        except Exception as e:  # noqa: BLE001 - recorded for the test to inspect
-            self.errors.append(repr(e))
-        finally:
-            try:
-                s.close()
-            except OSError:
-                pass
-
-    def close(self):
-        self.stop.set()
-        try:
-            self.lsock.close()
-        except OSError:
-            pass
-        with self.lock:
-            socks = list(self.socks)
-        for s in socks:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            try:
-                s.close()
-            except OSError:
-                pass
-
-
-@pytest.fixture
-def raw_server():
-    servers = []
-
-    def start(fn):
-        s = RawServer(fn)
-        servers.append(s)
-        return s
-
-    yield start
-    for s in servers:
-        s.close()
-
 
 def upstream_server_ctx(pki):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

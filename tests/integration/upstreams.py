@@ -27,11 +27,16 @@ Client
 `Client(port)` is a raw connection; `.request(...)` sends a request and parses
 the response (`Response`, including interim 1xx responses, trailers and the
 framing used). `request(port, ...)` is the one-shot form.
+
+Also here: `RawServer` (an upstream whose connections a test function serves
+by hand), and small helpers many tests share (`wait_for`, `wait_reloaded`,
+`recv_all`, `recv_head`, `rst_close`, `assert_echo`).
 """
 
 import hashlib
 import json
 import socket
+import struct
 import threading
 import time
 
@@ -280,6 +285,19 @@ def chunked(body, chunk=65536, trailers=b""):
     return bytes(out)
 
 
+def shutdown_all(socks):
+    """Shuts down (both ways) and closes every socket in `socks`, ignoring errors."""
+    for s in socks:
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        try:
+            s.close()
+        except OSError:
+            pass
+
+
 class Upstream:
     """A fake upstream (see the module docstring)."""
 
@@ -325,15 +343,7 @@ class Upstream:
             pass
         with self._lock:
             socks = list(self._socks)
-        for s in socks:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            try:
-                s.close()
-            except OSError:
-                pass
+        shutdown_all(socks)
 
     def _accept_loop(self):
         self.lsock.settimeout(0.2)
@@ -618,3 +628,149 @@ def problem_check(resp, status):
     assert isinstance(doc["type"], str) and doc["type"], doc
     assert isinstance(doc["title"], str) and doc["title"], doc
     return doc
+
+
+# Details of the 408 problems of the slow-body rules (timeouts.body, min_body_rate).
+GAP_DETAIL = "the request body was not received in time"
+RATE_DETAIL = "min_body_rate"
+
+
+def assert_echo(resp, method, target, body):
+    """Asserts `resp` is the default echo answer to `method target` with
+    `body`; returns its JSON."""
+    assert resp.status == 200, resp
+    doc = resp.json()
+    assert doc["method"] == method, doc
+    assert doc["target"] == target, doc
+    assert doc["body_len"] == len(body), (doc["body_len"], len(body))
+    assert doc["body_sha256"] == hashlib.sha256(body).hexdigest(), doc
+    return doc
+
+
+# ---------------------------------------------------------------------------
+# Small shared helpers
+# ---------------------------------------------------------------------------
+
+def wait_for(pred, timeout=10):
+    """Polls pred() until it returns something true (returned) or `timeout`
+    passes (None)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.02)
+    return None
+
+
+def wait_reloaded(p, count=1, timeout=10):
+    """Waits until Portico `p` logged "reloaded" at least `count` times."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and p.stderr().count("reloaded") < count:
+        time.sleep(0.05)
+    assert p.stderr().count("reloaded") >= count, p.logs()
+
+
+def recv_all(s):
+    """Reads from socket `s` until the peer closes; returns the bytes."""
+    buf = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            return buf
+        buf += d
+
+
+def recv_head(s):
+    """Reads from socket `s` up to the end of a message head; returns (head
+    bytes without the blank line, bytes received after it). Asserts the
+    peer does not close before."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        d = s.recv(65536)
+        assert d, "connection closed before the response head"
+        buf += d
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    return head, rest
+
+
+def rst_close(sock):
+    """Closes with RST (SO_LINGER 0)."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    sock.close()
+
+
+# ---------------------------------------------------------------------------
+# RawServer: connections served by a test function
+# ---------------------------------------------------------------------------
+
+class RawServer:
+    """Listens on 127.0.0.1 and serves each accepted connection with
+    fn(sock, n) in its own thread (n = 1-based connection number; a
+    subclass may override handle(sock, n) instead). `timeout` is set on
+    each connection (None: blocking). Exceptions of the types in `ignore`
+    end the connection quietly; any other is recorded in `.errors` (as
+    repr) for the test to inspect. close() stops accepting and shuts down
+    every connection."""
+
+    def __init__(self, fn=None, timeout=30, ignore=(), backlog=128):
+        self.fn = fn
+        self.conn_timeout = timeout
+        self.ignore = tuple(ignore)
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(backlog)
+        self.port = self.lsock.getsockname()[1]
+        self.addr = "127.0.0.1:%d" % self.port
+        self.connections = 0
+        self.errors = []
+        self.stop = threading.Event()
+        self.socks = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def handle(self, s, n):
+        self.fn(s, n)
+
+    def _accept(self):
+        self.lsock.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                s, _ = self.lsock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self.lock:
+                self.connections += 1
+                n = self.connections
+                self.socks.append(s)
+            threading.Thread(target=self._run, args=(s, n), daemon=True).start()
+
+    def _run(self, s, n):
+        s.settimeout(self.conn_timeout)
+        try:
+            self.handle(s, n)
+        except self.ignore:
+            pass
+        except Exception as e:  # noqa: BLE001 - recorded for the test to inspect
+            self.errors.append(repr(e))
+        finally:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def close(self):
+        self.stop.set()
+        try:
+            self.lsock.close()
+        except OSError:
+            pass
+        with self.lock:
+            socks = list(self.socks)
+        shutdown_all(socks)
