@@ -430,3 +430,59 @@ def test_max_concurrent_streams_is_configurable_and_enforced(portico, upstream):
     assert ev.error_code in (PROTOCOL_ERROR, REFUSED_STREAM), ev
     time.sleep(0.3)
     assert "/s7" not in [r.path for r in up.requests], "the refused stream reached the upstream"
+
+
+# h2 -> HTTP/1.1 downgrade: a field that would change the meaning of the
+# HTTP/1.1 request Portico writes upstream (request-line injection through
+# :path or :method, header injection, ambiguous framing or authority) must be
+# refused before anything reaches the upstream.
+DOWNGRADE_CASES = [
+    ("path-space", "GET", "gw.test", "/a b", []),
+    ("path-request-line", "GET", "gw.test", "/a HTTP/1.1", []),
+    ("path-tab", "GET", "gw.test", "/a\tb", []),
+    ("path-relative", "GET", "gw.test", "a", []),
+    ("path-crlf", "GET", "gw.test", "/a\r\nX-Injected: 1", []),
+    ("method-space", "GET /x", "gw.test", "/m", []),
+    ("authority-space", "GET", "gw.test x", "/au", []),
+    ("authority-slash", "GET", "gw.test/x", "/au2", []),
+    ("authority-userinfo", "GET", "user@gw.test", "/au3", []),
+    ("name-space", "GET", "gw.test", "/n1", [("x a", "1")]),
+    ("name-colon", "GET", "gw.test", "/n2", [("x:a", "1")]),
+    ("value-crlf", "GET", "gw.test", "/v1", [("x-a", "1\r\nX-Injected: 2")]),
+    ("value-outer-space", "GET", "gw.test", "/v2", [("x-a", " 1 ")]),
+    ("transfer-encoding", "POST", "gw.test", "/te", [("transfer-encoding", "chunked")]),
+    ("two-content-lengths", "POST", "gw.test", "/cl", [("content-length", "1"), ("content-length", "2")]),
+]
+
+
+@pytest.mark.parametrize("name,method,authority,path,extra", DOWNGRADE_CASES, ids=[c[0] for c in DOWNGRADE_CASES])
+def test_downgrade_smuggling_vectors_never_reach_upstream(gw, name, method, authority, path, extra):
+    p, echo = gw
+    s, c = raw_connect(p.port)
+    c.send_headers(1, [(k.encode(), v.encode()) for k, v in h2_head(path, extra, method, authority=authority)],
+                   end_stream=True)
+    s.sendall(c.data_to_send())
+    events, ok = h2_read_until(s, c, lambda e: isinstance(e, (h2.events.StreamReset, h2.events.StreamEnded,
+                                                                h2.events.ConnectionTerminated)))
+    s.close()
+    assert ok, events
+    status = [dict(e.headers)[b":status"] for e in events if isinstance(e, h2.events.ResponseReceived)]
+    reset = [e for e in events if isinstance(e, (h2.events.StreamReset, h2.events.ConnectionTerminated))]
+    assert reset or (status and status[0].startswith(b"4")), events
+    time.sleep(0.2)
+    assert echo.requests == [], [r.raw_head for r in echo.requests]
+
+
+def test_authority_wins_over_host_on_downgrade(gw):
+    # RFC 9113 §8.3.1: :authority is the target; a conflicting host field is
+    # not forwarded as a second Host
+    p, echo = gw
+    s, c = raw_connect(p.port)
+    c.send_headers(1, h2_head("/auth", [("host", "other.test")], "GET"), end_stream=True)
+    s.sendall(c.data_to_send())
+    events, ok = h2_read_until(s, c, lambda e: isinstance(e, h2.events.StreamEnded))
+    s.close()
+    assert ok, events
+    head = echo.wait_requests(1)[0].raw_head
+    assert head.count(b"\r\nHost: ") == 1 and b"\r\nHost: gw.test\r\n" in head, head
+    assert b"other.test" not in head, head
