@@ -231,8 +231,22 @@ static void reload(pt_server *s)
     }
     pt_errors_free(&errs);
     const pt_config *old = s->gen->cfg;
-    if (g->cfg->nlisteners != old->nlisteners || g->cfg->workers != old->workers)
-        fprintf(stderr, "portico: reload: changes to 'listen' and 'workers' need a restart; ignored\n");
+    /* Connections and listener sockets are tied to listener indexes: a new
+     * generation whose listeners differ (address, count or order) would apply
+     * one listener's settings (TLS, limits...) to another's socket. */
+    bool same_listeners = g->cfg->nlisteners == old->nlisteners;
+    for (size_t i = 0; same_listeners && i < old->nlisteners; i++) {
+        const pt_conf_addr *a = &old->listeners[i].addr, *b = &g->cfg->listeners[i].addr;
+        same_listeners = a->sslen == b->sslen && memcmp(&a->ss, &b->ss, a->sslen) == 0;
+    }
+    if (!same_listeners) {
+        fprintf(stderr, "portico: reload refused, keeping the running configuration: 'listen' changed "
+                        "(addresses, count or order); changing listeners needs a restart\n");
+        pt_generation_unref(g);
+        return;
+    }
+    if (g->cfg->workers != old->workers)
+        fprintf(stderr, "portico: reload: a change of 'workers' needs a restart; ignored\n");
     for (int i = 0; i < s->nworkers; i++) {
         pt_generation_ref(g);
         pt_loop_post(s->workers[i].loop, worker_set_gen, g);

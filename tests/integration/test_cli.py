@@ -369,3 +369,28 @@ def test_sighup_reload_reaches_every_worker(portico, echo):
     statuses = [request(p.port, "GET", "/new").status for _ in range(40)]
     assert statuses == [200] * 40, statuses
     assert all(request(p.port, "GET", "/old").status == 404 for _ in range(20))
+
+
+def test_sighup_reload_with_changed_listeners_is_refused(portico, echo):
+    # listener sockets and open connections are tied to listener positions:
+    # another address, count or order would apply one listener's settings
+    # to another's socket, so such a reload is refused as a whole
+    other = free_port()
+    p = portico(routes_cfg(echo, "/old"))
+    for listen in (["127.0.0.1:%d" % p.port, "127.0.0.1:%d" % other],   # one more
+                   ["127.0.0.1:%d" % other]):                           # another address
+        err_before = len(p.stderr())
+        cfg = routes_cfg(echo, "/new")
+        cfg["listen"] = listen
+        p.write_config(cfg)
+        p.signal(signal.SIGHUP)
+        poll(lambda: "reload refused" in p.stderr()[err_before:], msg="the refusal on stderr")
+        assert "'listen' changed" in p.stderr()[err_before:]
+        assert request(p.port, "GET", "/old").status == 200   # the running config still serves
+        assert request(p.port, "GET", "/new").status == 404
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", other), timeout=2).close()
+    # the same listeners again: accepted
+    p.write_config(routes_cfg(echo, "/new"))
+    p.signal(signal.SIGHUP)
+    poll(lambda: request(p.port, "GET", "/new").status == 200, msg="the valid reload")
