@@ -45,6 +45,10 @@ typedef struct {
     int fd;              /* writer thread only, after open */
     bool is_stdout;
     char *path;
+    /* a destination switch (reload) waiting for the writer's next batch */
+    char *next_path;     /* under mu; NULL = none pending */
+    int next_fd;         /* under mu */
+    bool next_is_stdout; /* under mu */
     pthread_t thread;
 } accesslog_state;
 
@@ -115,7 +119,7 @@ static void *writer_main(void *arg)
     (void)arg;
     pthread_mutex_lock(&g_log.mu);
     for (;;) {
-        while (g_log.active.len == 0 && !g_log.stop && !atomic_load(&g_reopen_requested)) {
+        while (g_log.active.len == 0 && !g_log.stop && !atomic_load(&g_reopen_requested) && !g_log.next_path) {
             struct timespec ts;
             clock_gettime(CLOCK_MONOTONIC, &ts);
             ts.tv_nsec += WAKE_MS * 1000000L;
@@ -127,15 +131,28 @@ static void *writer_main(void *arg)
             pthread_cond_timedwait(&g_log.wake, &g_log.mu, &ts);
             g_log.writer_waiting = false;
         }
-        if (g_log.active.len == 0 && g_log.stop) break;
+        if (g_log.active.len == 0 && g_log.stop && !g_log.next_path) break;
 
         log_buf batch = g_log.active;
         g_log.active = g_log.spare;
         g_log.spare = (log_buf){0};
         uint64_t seq = g_log.queued_seq;
+        char *next_path = g_log.next_path;
+        int next_fd = g_log.next_fd;
+        bool next_is_stdout = g_log.next_is_stdout;
+        g_log.next_path = NULL;
         pthread_mutex_unlock(&g_log.mu);
 
-        if (atomic_exchange(&g_reopen_requested, 0)) reopen_file();
+        if (next_path) { /* pt_accesslog_switch: lines from now on go there */
+            if (!g_log.is_stdout) close(g_log.fd);
+            free(g_log.path);
+            g_log.fd = next_fd;
+            g_log.is_stdout = next_is_stdout;
+            g_log.path = next_path;
+            atomic_store(&g_reopen_requested, 0);
+        } else if (atomic_exchange(&g_reopen_requested, 0)) {
+            reopen_file();
+        }
         if (batch.len) {
             size_t left = write_all(g_log.fd, batch.p, batch.len);
             if (left) atomic_fetch_add(&g_dropped, count_lines(batch.p + batch.len - left, left));
@@ -247,6 +264,30 @@ void pt_accesslog_flush(void)
 void pt_accesslog_request_reopen(void) { atomic_store(&g_reopen_requested, 1); }
 
 void pt_accesslog_reopen(void) { pt_accesslog_request_reopen(); }
+
+int pt_accesslog_switch(const char *path)
+{
+    bool is_stdout = strcmp(path, "stdout") == 0;
+    int fd = is_stdout ? STDOUT_FILENO : open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return PT_ERR;
+    pthread_mutex_lock(&g_log.mu);
+    if (!g_log.open) {
+        pthread_mutex_unlock(&g_log.mu);
+        if (!is_stdout) close(fd);
+        errno = EBADF;
+        return PT_ERR;
+    }
+    if (g_log.next_path) { /* an earlier switch the writer has not taken yet */
+        if (!g_log.next_is_stdout) close(g_log.next_fd);
+        free(g_log.next_path);
+    }
+    g_log.next_path = pt_xstrndup(path, strlen(path));
+    g_log.next_fd = fd;
+    g_log.next_is_stdout = is_stdout;
+    if (g_log.writer_waiting) pthread_cond_signal(&g_log.wake);
+    pthread_mutex_unlock(&g_log.mu);
+    return PT_OK;
+}
 
 void pt_accesslog_close(void)
 {

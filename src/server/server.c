@@ -245,6 +245,22 @@ static void reload(pt_server *s)
         pt_generation_unref(g);
         return;
     }
+    /* Access log: opened, switched or closed with the generation; a file
+     * that cannot be opened refuses the reload (the log keeps its file). */
+    const char *log_old = old->access_log.enabled ? (old->access_log.path ? old->access_log.path : "stdout") : NULL;
+    const char *log_new =
+        g->cfg->access_log.enabled ? (g->cfg->access_log.path ? g->cfg->access_log.path : "stdout") : NULL;
+    if (log_new && (!log_old || strcmp(log_old, log_new) != 0)) {
+        int rc = log_old ? pt_accesslog_switch(log_new) : pt_accesslog_open(log_new);
+        if (rc != PT_OK) {
+            fprintf(stderr, "portico: reload refused, keeping the running configuration: cannot open access log %s: %s\n",
+                    log_new, strerror(errno));
+            pt_generation_unref(g);
+            return;
+        }
+    } else if (!log_new && log_old) {
+        pt_accesslog_close();
+    }
     if (g->cfg->workers != old->workers)
         fprintf(stderr, "portico: reload: a change of 'workers' needs a restart; ignored\n");
     for (int i = 0; i < s->nworkers; i++) {

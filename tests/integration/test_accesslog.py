@@ -165,3 +165,58 @@ def test_access_log_byte_counts_are_wire_bytes(portico, echo):
     e = wait_for_entry(p, lambda e: e.get("path", "").startswith("/bytes"))
     assert e["bytes_in"] == len(raw), (e["bytes_in"], len(raw))
     assert e["bytes_out"] == len(r.raw_head) + len(r.body), (e["bytes_out"], len(r.raw_head), len(r.body))
+
+
+def read_entries(path):
+    try:
+        with open(path) as f:
+            return [json.loads(ln) for ln in f if ln.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def reload_with(p, cfg, marker_count):
+    p.write_config(cfg)
+    p.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while p.stderr().count("reloaded") < marker_count:
+        assert time.monotonic() < deadline, p.stderr()
+        time.sleep(0.05)
+
+
+def test_reload_switches_disables_and_reenables_the_access_log(portico, echo, tmp_path):
+    p = portico(simple_config(echo.addr))
+    assert request(p.port, "GET", "/first").status == 200
+    wait_for_entry(p, lambda e: e["path"] == "/first")
+    # another file: later requests go there, earlier ones stay where they were
+    second = str(tmp_path / "second.log")
+    cfg = simple_config(echo.addr, access_log={"enabled": True, "path": second})
+    reload_with(p, cfg, 1)
+    assert request(p.port, "GET", "/second").status == 200
+    wait_for_entry(p, lambda e: e["path"] == "/second", reader=lambda: [
+        json.dumps(e) for e in read_entries(second)])
+    assert [e["path"] for e in read_entries(p.access_log_path)] == ["/first"]
+    # disabled: nothing is written anywhere
+    reload_with(p, simple_config(echo.addr, access_log={"enabled": False}), 2)
+    assert request(p.port, "GET", "/quiet").status == 200
+    # enabled again, back on the first file
+    reload_with(p, simple_config(echo.addr), 3)
+    assert request(p.port, "GET", "/third").status == 200
+    wait_for_entry(p, lambda e: e["path"] == "/third")
+    everything = [e["path"] for e in read_entries(p.access_log_path) + read_entries(second)]
+    assert "/quiet" not in everything and sorted(everything) == ["/first", "/second", "/third"], everything
+
+
+def test_reload_with_unopenable_access_log_is_refused(portico, echo, tmp_path):
+    p = portico(simple_config(echo.addr))
+    bad = simple_config(echo.addr, access_log={"enabled": True, "path": str(tmp_path / "no-such-dir" / "a.log")})
+    bad["routes"][0]["match"] = {"path_prefix": "/only-new"}
+    p.write_config(bad)
+    p.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "reload refused" not in p.stderr():
+        assert time.monotonic() < deadline, p.stderr()
+        time.sleep(0.05)
+    assert "cannot open access log" in p.stderr()
+    assert request(p.port, "GET", "/still-old").status == 200   # old routes, old log
+    wait_for_entry(p, lambda e: e["path"] == "/still-old")

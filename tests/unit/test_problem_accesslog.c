@@ -443,6 +443,43 @@ TEST(accesslog_reopen_after_rename)
     unlink(rotated);
 }
 
+TEST(accesslog_switch_to_another_file)
+{
+    make_tmpdir();
+    char a[128], b[128], c[128];
+    snprintf(a, sizeof(a), "%s/sw-a.log", tmpdir);
+    snprintf(b, sizeof(b), "%s/sw-b.log", tmpdir);
+    snprintf(c, sizeof(c), "%s/sw-c.log", tmpdir);
+    unlink(a);
+    unlink(b);
+    unlink(c);
+    CHECK_INT(pt_accesslog_switch(b), PT_ERR); /* not open */
+    CHECK_INT(pt_accesslog_open(a), PT_OK);
+    for (int i = 0; i < 10; i++) pt_accesslog_write("aaaa\n", 5);
+    pt_accesslog_flush();
+    CHECK_INT(pt_accesslog_switch("/nonexistent-dir-pt/x.log"), PT_ERR); /* keeps a */
+    CHECK_INT(pt_accesslog_switch(c), PT_OK);
+    CHECK_INT(pt_accesslog_switch(b), PT_OK); /* replaces the pending switch to c */
+    for (int i = 0; i < 20; i++) pt_accesslog_write("bbbb\n", 5);
+    pt_accesslog_close();
+    size_t na = 0, nb = 0, nc = 0;
+    char *da = slurp(a, &na), *db = slurp(b, &nb), *dc = slurp(c, &nc);
+    CHECK(da != NULL && db != NULL && dc != NULL);
+    if (da && db) {
+        CHECK_INT(na, 10 * 5);
+        CHECK(memmem(da, na, "bbbb", 4) == NULL);
+        CHECK_INT(nb, 20 * 5);
+        CHECK(memmem(db, nb, "aaaa", 4) == NULL);
+    }
+    CHECK_INT(nc, 0);
+    free(da);
+    free(db);
+    free(dc);
+    unlink(a);
+    unlink(b);
+    unlink(c);
+}
+
 TEST(accesslog_open_errors)
 {
     CHECK_INT(pt_accesslog_open("/nonexistent-dir-pt/x/access.log"), PT_ERR);
