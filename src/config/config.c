@@ -469,21 +469,27 @@ static bool valid_upstream_name(const char *s)
     return true;
 }
 
+/* What the targets of an upstream say about TLS. */
+typedef enum { TARGETS_BARE, TARGETS_HTTP_URL, TARGETS_HTTPS_URL } targets_scheme;
+
 /* upstreams.NAME.targets: HOST:PORT, http://HOST[:PORT] or https://HOST[:PORT]
- * (also as {address, weight}). Returns the scheme the targets share: 0 for
- * http:// or bare HOST:PORT, 1 for https://; mixing the two is an error. */
-static int conf_targets(pt_conf_ctx *ctx, const pt_conf_node *t, pt_upstream_conf *u, const pt_conf_node *unode)
+ * (also as {address, weight}). Returns TARGETS_HTTPS_URL when they are
+ * https:// URLs (mixing https:// with the others is an error),
+ * TARGETS_HTTP_URL when at least one is an http:// URL, else TARGETS_BARE. */
+static targets_scheme conf_targets(pt_conf_ctx *ctx, const pt_conf_node *t, pt_upstream_conf *u,
+                                   const pt_conf_node *unode)
 {
     if (!t) {
         pt_conf_error(ctx, unode, "upstream '%s' needs 'targets' (a non-empty list of HOST:PORT)", u->name);
-        return 0;
+        return TARGETS_BARE;
     }
     if (t->kind != PT_NODE_SEQ || t->n == 0) {
         pt_conf_error(ctx, t, "targets must be a non-empty list of HOST:PORT or {address, weight}");
-        return 0;
+        return TARGETS_BARE;
     }
     u->targets = pt_arena_calloc(ctx->arena, t->n * sizeof(*u->targets));
-    int scheme = -1;
+    int scheme = -1;      /* 1 https://, 0 anything else */
+    bool http_url = false;
     for (size_t i = 0; i < t->n; i++) {
         const pt_conf_node *item = t->vals[i], *addr = item;
         pt_target_conf tc = {.weight = 1};
@@ -509,6 +515,7 @@ static int conf_targets(pt_conf_ctx *ctx, const pt_conf_node *t, pt_upstream_con
             continue;
         }
         int sc = https ? 1 : 0;
+        if (hostport && !https) http_url = true;
         if (scheme >= 0 && sc != scheme) {
             pt_conf_error(ctx, addr, "upstream '%s': all targets must use the same scheme (https:// or not)", u->name);
             continue;
@@ -521,7 +528,7 @@ static int conf_targets(pt_conf_ctx *ctx, const pt_conf_node *t, pt_upstream_con
         tc.port = hp.port;
         u->targets[u->ntargets++] = tc;
     }
-    return scheme == 1;
+    return scheme == 1 ? TARGETS_HTTPS_URL : http_url ? TARGETS_HTTP_URL : TARGETS_BARE;
 }
 
 /* upstreams.NAME.tls: {verify, ca, sni, cert, key}; `tls: {}` enables https
@@ -600,7 +607,7 @@ static void conf_upstreams(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config
         snprintf(what, sizeof(what), "upstream '%s'", u->name);
         if (!pt_conf_check_keys(ctx, v, keys, what)) continue;
         const pt_conf_node *tn = pt_conf_opt(v, "targets");
-        bool https_targets = conf_targets(ctx, tn, u, k);
+        targets_scheme scheme = conf_targets(ctx, tn, u, k);
         const pt_conf_node *n = pt_conf_opt(v, "keepalive");
         int64_t iv;
         if (n && pt_conf_int(ctx, n, 0, 10000, &iv)) u->keepalive = (uint32_t)iv;
@@ -611,14 +618,10 @@ static void conf_upstreams(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config
         opt_bool(ctx, v, "preserve_host", &u->preserve_host);
         const pt_conf_node *t = pt_conf_opt(v, "tls");
         if (t) conf_upstream_tls(ctx, t, &u->tls);
-        else if (https_targets) /* https:// targets alone = `tls: {}` (verified, system store) */
+        else if (scheme == TARGETS_HTTPS_URL) /* https:// targets alone = `tls: {}` (verified, system store) */
             u->tls = (pt_upstream_tls_conf){.enabled = true, .verify = true, .line = tn->line, .col = tn->col};
-        if (t && tn && tn->kind == PT_NODE_SEQ && tn->n && !https_targets) {
-            const pt_conf_node *first = tn->vals[0]->kind == PT_NODE_MAP ? pt_conf_opt(tn->vals[0], "address")
-                                                                       : tn->vals[0];
-            if (first && first->kind == PT_NODE_SCALAR && strncasecmp(first->scalar, "http://", 7) == 0)
-                pt_conf_error(ctx, t, "upstream '%s' has http:// targets and 'tls' (use https:// targets)", u->name);
-        }
+        if (t && scheme == TARGETS_HTTP_URL)
+            pt_conf_error(ctx, t, "upstream '%s' has http:// targets and 'tls' (use https:// targets)", u->name);
         conf_upstream_protocol(ctx, pt_conf_opt(v, "protocol"), u);
     }
 }

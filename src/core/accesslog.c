@@ -49,6 +49,7 @@ typedef struct {
     char *next_path;     /* under mu; NULL = none pending */
     int next_fd;         /* under mu */
     bool next_is_stdout; /* under mu */
+    size_t next_off;     /* under mu: bytes of `active` queued before the switch */
     pthread_t thread;
 } accesslog_state;
 
@@ -140,22 +141,27 @@ static void *writer_main(void *arg)
         char *next_path = g_log.next_path;
         int next_fd = g_log.next_fd;
         bool next_is_stdout = g_log.next_is_stdout;
+        size_t old_part = next_path ? g_log.next_off : batch.len; /* bytes for the old file */
         g_log.next_path = NULL;
         pthread_mutex_unlock(&g_log.mu);
 
-        if (next_path) { /* pt_accesslog_switch: lines from now on go there */
+        if (!next_path && atomic_exchange(&g_reopen_requested, 0)) reopen_file();
+        if (old_part) {
+            size_t left = write_all(g_log.fd, batch.p, old_part);
+            if (left) atomic_fetch_add(&g_dropped, count_lines(batch.p + old_part - left, left));
+        }
+        if (next_path) { /* pt_accesslog_switch: lines queued before it went to
+                          * the old file above; the rest goes to the new one */
             if (!g_log.is_stdout) close(g_log.fd);
             free(g_log.path);
             g_log.fd = next_fd;
             g_log.is_stdout = next_is_stdout;
             g_log.path = next_path;
             atomic_store(&g_reopen_requested, 0);
-        } else if (atomic_exchange(&g_reopen_requested, 0)) {
-            reopen_file();
-        }
-        if (batch.len) {
-            size_t left = write_all(g_log.fd, batch.p, batch.len);
-            if (left) atomic_fetch_add(&g_dropped, count_lines(batch.p + batch.len - left, left));
+            if (batch.len > old_part) {
+                size_t left = write_all(g_log.fd, batch.p + old_part, batch.len - old_part);
+                if (left) atomic_fetch_add(&g_dropped, count_lines(batch.p + batch.len - left, left));
+            }
         }
         batch.len = 0;
 
@@ -277,9 +283,12 @@ int pt_accesslog_switch(const char *path)
         errno = EBADF;
         return PT_ERR;
     }
-    if (g_log.next_path) { /* an earlier switch the writer has not taken yet */
+    if (g_log.next_path) { /* an earlier switch the writer has not taken yet:
+                            * lines since then go to this newer path */
         if (!g_log.next_is_stdout) close(g_log.next_fd);
         free(g_log.next_path);
+    } else {
+        g_log.next_off = g_log.active.len;
     }
     g_log.next_path = pt_xstrndup(path, strlen(path));
     g_log.next_fd = fd;

@@ -45,9 +45,9 @@ void pt_accesslog_request_reopen(void);
 /* Same as pt_accesslog_request_reopen (named for SIGUSR1 handling code). */
 void pt_accesslog_reopen(void);
 
-/* Reload: from the writer's next batch on, lines go to `path` ("stdout" or a
- * file, opened here so that an error is reported at once; the old file is
- * closed by the writer after its last batch). PT_ERR with errno when the
+/* Reload: switches the log to `path` ("stdout" or a file, opened here so
+ * that an error is reported at once). Every line queued before this call
+ * is written to the old file (then closed), every later line to `path`. PT_ERR with errno when the
  * file cannot be opened (the log keeps its destination) or the log is not
  * open. Main thread. */
 int pt_accesslog_switch(const char *path);

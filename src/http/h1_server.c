@@ -575,6 +575,7 @@ static void handoff_h2(pt_h1_conn *c)
         .tls = c->ssl != NULL,
         .client_cert_subject = pt_str_c(c->peer_subject),
         .client_cert_sans = pt_str_c(c->peer_sans),
+        .tls_policy = c->ssl ? pt_tls_conn_policy(c->ssl) : 0, /* (h2 streams read it from the SSL again) */
     };
     int fd = c->io.fd;
     SSL *ssl = c->ssl;

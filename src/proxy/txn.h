@@ -75,8 +75,9 @@ void pt_txn_start_error(pt_txn *txn, pt_request *req, int status, const char *de
 void pt_txn_on_request_body(pt_txn *txn, const char *data, size_t len, bool last);
 
 /* The request's trailer section, raw field lines ("name: value\r\n"...,
- * valid only during the call), given just before the last
- * pt_txn_on_request_body() (last = true). Counted in bytes_in; the fields
+ * valid only during the call), given at most once, at any time before the
+ * last pt_txn_on_request_body() (last = true): HTTP/1 just before it,
+ * HTTP/2 when the trailing HEADERS arrive (DATA may still be queued). Counted in bytes_in; the fields
  * RFC 9110 §6.5.1 keeps out of trailers are dropped
  * (pt_trailer_field_forbidden), the rest is copied into the arena and sent
  * with the upstream exchange's send_end. Ignored once the body is complete. */

@@ -23,7 +23,8 @@ SSL *pt_tls_client_ssl(SSL_CTX *ctx, const pt_upstream_tls_conf *conf, const cha
  * an upstream issued for one (address, server name) on one worker (it lives
  * in that worker's pool). pt_tls_client_resume offers the slot's session on
  * a new connection when it came from the same SSL_CTX (same generation, so
- * the same verification settings; the slot holds a reference on the
+ * the same verification settings; pools are keyed by that context, so this
+ * check only guards against misuse; the slot holds a reference on the
  * context) and makes every session the server issues on that connection
  * (TLS 1.2 at the handshake, TLS 1.3 tickets later) replace the slot's.
  * The slot must outlive `ssl`'s I/O; single-threaded (one worker). */

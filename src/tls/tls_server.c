@@ -78,9 +78,14 @@ static int name_score(const char *pattern, const char *host, size_t hlen)
     return strlen(pattern) == hlen && strncasecmp(pattern, host, hlen) == 0 ? 1 << 20 : -1;
 }
 
-/* The certificate for SNI `host`: exact names first, then the longest
- * matching wildcard, else the default (index 0). */
-static size_t pick_cert(const pt_tls_server *s, const char *host, size_t hlen)
+/* The certificate for SNI `host` (host[0..hlen), need not be NUL-terminated):
+ * exact names first, then the longest matching one-label wildcard, else the
+ * default (index 0). With `deep`, a host that matches nothing that way falls
+ * to the certificate with the longest wildcard suffix at any depth
+ * ("*.b.c" for "x.y.b.c"), as the router's wildcard hosts match: used by
+ * the per-request host check so that a host no certificate covers is still
+ * judged by the policy of the wildcard it routes under. */
+static size_t pick_cert(const pt_tls_server *s, const char *host, size_t hlen, bool deep)
 {
     if (hlen && host[hlen - 1] == '.') hlen--; /* "a.example." is "a.example" (as the router sees it) */
     int best = -1;
@@ -90,6 +95,18 @@ static size_t pick_cert(const pt_tls_server *s, const char *host, size_t hlen)
             int sc = name_score(s->certs[i].names[j], host, hlen);
             if (sc > best) {
                 best = sc;
+                pick = i;
+            }
+        }
+    if (best >= 0 || !deep) return pick;
+    size_t longest = 0;
+    for (size_t i = 0; i < s->ncerts; i++)
+        for (size_t j = 0; j < s->certs[i].nnames; j++) {
+            const char *pat = s->certs[i].names[j];
+            if (pat[0] != '*' || pat[1] != '.') continue;
+            size_t sl = strlen(pat + 1); /* ".b.c" */
+            if (hlen > sl && sl > longest && strncasecmp(host + hlen - sl, pat + 1, sl) == 0) {
+                longest = sl;
                 pick = i;
             }
         }
@@ -140,7 +157,7 @@ static int on_client_hello(SSL *ssl, int *alert, void *arg)
     size_t pick = 0;
     if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &ext, &len) &&
         sni_host(ext, len, host, sizeof(host)))
-        pick = pick_cert(s, host, strlen(host));
+        pick = pick_cert(s, host, strlen(host), false);
     const tls_cert *c = &s->certs[pick];
     if (SSL_get_SSL_CTX(ssl) != c->ctx) SSL_set_SSL_CTX(ssl, c->ctx);
     if (SSL_set_session_id_context(ssl, c->sid_ctx, c->sid_ctx_len) != 1) return SSL_CLIENT_HELLO_ERROR;
@@ -248,9 +265,12 @@ static SSL_CTX *make_ctx(const pt_tls_conf *conf, const pt_tls_cert_conf *cc, co
     return ctx;
 }
 
-/* A key for a certificate's effective client_auth policy (mode and CA
- * file): 0 for none, else an FNV-1a hash (never 0). Equal keys mean the same
- * policy, across generations too. */
+/* A key for a certificate's effective client_auth policy: 0 for none, else
+ * an FNV-1a hash (never 0) of the mode and the CA bundle's bytes (its path
+ * if it cannot be read; make_ctx has loaded it already). Equal keys mean
+ * the same policy, across generations too: replacing the bundle at the same
+ * path and reloading changes the key, so connections authenticated under
+ * the old CAs get 421 for hosts of this certificate. Config load only. */
 static uintptr_t policy_key(const pt_tls_conf *conf, const pt_tls_cert_conf *cc)
 {
     bool own = cc->client_auth >= 0;
@@ -258,7 +278,16 @@ static uintptr_t policy_key(const pt_tls_conf *conf, const pt_tls_cert_conf *cc)
     const char *ca = own ? cc->client_ca : conf->client_ca;
     if (!auth) return 0;
     uint64_t h = 1469598103934665603ull ^ (uint64_t)auth;
-    for (const char *p = ca ? ca : ""; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    FILE *f = ca ? fopen(ca, "rb") : NULL;
+    if (f) {
+        unsigned char buf[4096];
+        size_t n;
+        while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
+            for (size_t i = 0; i < n; i++) h = (h ^ buf[i]) * 1099511628211ull;
+        fclose(f);
+    } else {
+        for (const char *p = ca ? ca : ""; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    }
     return (uintptr_t)(h | 1);
 }
 
@@ -411,11 +440,7 @@ uintptr_t pt_tls_conn_policy(SSL *ssl)
 bool pt_tls_host_allowed(const pt_tls_server *s, uintptr_t conn_policy, pt_str host)
 {
     if (s->uniform) return s->certs[0].policy == conn_policy;
-    if (host.n > 255) return s->certs[0].policy == conn_policy;
-    char h[256];
-    memcpy(h, host.p, host.n);
-    h[host.n] = '\0';
-    return s->certs[pick_cert(s, h, host.n)].policy == conn_policy;
+    return s->certs[pick_cert(s, host.p, host.n, true)].policy == conn_policy;
 }
 
 SSL *pt_tls_server_ssl(pt_tls_server *s, int fd)

@@ -48,13 +48,15 @@ char *pt_tls_format_sans(X509 *x);
 /* The client_auth policy key of the certificate an established connection
  * was handshaken under (0: no client authentication). */
 uintptr_t pt_tls_conn_policy(SSL *ssl);
-/* True if a request for `host` (no port, any case, trailing dot allowed) may
- * use a connection with policy `conn_policy`: the certificate SNI `host`
- * would select has the same client_auth policy. Otherwise the request must
- * be refused (421), or a client could authenticate under a lenient host's
+/* True if a request for `host` (no port, any case, trailing dot allowed, any
+ * length) may use a connection with policy `conn_policy`: the certificate
+ * SNI `host` would select — or, when no name covers it, the one whose
+ * wildcard covers it at any depth, as the router matches — has the same
+ * client_auth policy (mode and CA contents). Otherwise the request must be
+ * refused (421), or a client could authenticate under a lenient host's
  * policy and send requests for a strict host (SNI and Host differ; also
  * HTTP/2 connection coalescing), or keep using a connection after a reload
- * made its host stricter. */
+ * changed its host's policy. */
 bool pt_tls_host_allowed(const pt_tls_server *s, uintptr_t conn_policy, pt_str host);
 
 /* A new server-side SSL object for an accepted socket (in accept state). */

@@ -540,7 +540,8 @@ void pt_uconn_release(pt_uconn *c)
     c->dec = NULL;
     if (!reusable) {
         /* a complete exchange (e.g. "Connection: close") keeps the TLS
-         * session resumable; a broken one does not */
+         * session resumable; a broken one does not. SSL_set_shutdown only
+         * marks the state for OpenSSL: no close_notify is sent. */
         if (c->ssl && c->resp_done && c->req_done) SSL_set_shutdown(c->ssl, SSL_SENT_SHUTDOWN);
         pt_uconn_close(c);
         return;
@@ -564,7 +565,8 @@ void pt_uconn_close(pt_uconn *c)
     if (c->state == US_CLOSED) return;
     if (c->state == US_IDLE && c->pool) pt_pool_remove(c->pool, c);
     /* An idle connection ends cleanly: its TLS session stays resumable
-     * (OpenSSL invalidates the session of an SSL freed mid-stream). */
+     * (OpenSSL invalidates the session of an SSL freed mid-stream; marking
+     * the shutdown state sends no close_notify). */
     if (c->state == US_IDLE && c->ssl) SSL_set_shutdown(c->ssl, SSL_SENT_SHUTDOWN);
     c->state = US_CLOSED;
     c->cbs = NULL;

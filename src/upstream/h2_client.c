@@ -641,7 +641,9 @@ static void conn_close(pt_h2up_conn *c)
         ssize_t n;
         while ((n = nghttp2_session_mem_send(c->sess, &data)) > 0) pt_buf_append(&c->wbuf, data, (size_t)n);
         if (c->wbuf.len) (void)pt_sock_send(c->io.fd, c->ssl, pt_buf_head(&c->wbuf), c->wbuf.len); /* best effort */
-        if (c->ssl) SSL_set_shutdown(c->ssl, SSL_SENT_SHUTDOWN); /* orderly: the TLS session stays resumable */
+        /* orderly: keep the TLS session resumable (marks OpenSSL's state
+         * only; no close_notify is sent) */
+        if (c->ssl) SSL_set_shutdown(c->ssl, SSL_SENT_SHUTDOWN);
     }
     conn_fail(c, PT_UERR_CLOSED);
 }

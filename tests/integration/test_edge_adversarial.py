@@ -30,7 +30,8 @@ import pytest
 from conftest import BIN, free_port, simple_config
 from h2util import h2_connect, h2_head, h2_read_until
 from tlsutil import client_ctx, make_ca, san_ext, sign, tls_connect
-from upstreams import CLOSE, Client, ConnReader, make_response, problem_check, recv_all, request, wait_for
+from upstreams import (CLOSE, Client, ConnReader, make_response, problem_check, recv_all, recv_head, request,
+                       wait_for, wait_reloaded)
 
 import h2  # noqa: F401  (Debian python3-h2)
 import h2.config
@@ -267,6 +268,7 @@ def pki(tmp_path_factory):
         "dir": d, "ca": str(d / "ca.crt"),
         "open": signed("open", "/CN=open.test", san_ext("open.test")),
         "secure": signed("secure", "/CN=secure.test", san_ext("secure.test")),
+        "wild": signed("wild", "/CN=*.internal.test", san_ext("*.internal.test")),
         "client": signed("client", "/CN=client", san_ext("client.test")),
         # SAN values with a comma, control characters and a DEL, via the
         # config-file syntax (ASN1 IA5STRING escapes are not available for SANs:
@@ -298,6 +300,76 @@ def host_routed(pki, port, secret, public, http2=True):
                    {"name": "public", "match": {"path_prefix": "/"}, "upstream": "public"}],
     }
     return cfg
+
+
+def test_hosts_under_a_strict_wildcard_at_any_depth_are_421(portico, pki, upstream):
+    """The router matches `*.internal.test` at any depth and with any label
+    length; the host check must judge such hosts by that wildcard's policy
+    (required), not by the default certificate's (none): two labels below
+    the wildcard, and a 300-byte label, on a connection without a client
+    certificate are misdirected."""
+    secret, public = upstream(name="secret"), upstream(name="public")
+    port = free_port()
+    certs = [{"cert": pki["open"][0], "key": pki["open"][1]},
+             {"cert": pki["wild"][0], "key": pki["wild"][1],
+              "client_auth": {"mode": "required", "ca": pki["ca"]}}]
+    cfg = {"listen": [{"address": "127.0.0.1:%d" % port, "tls": {"certificates": certs}}],
+           "upstreams": {"secret": {"targets": [secret.addr]}, "public": {"targets": [public.addr]}},
+           "routes": [{"name": "internal", "match": {"host": "*.internal.test", "path_prefix": "/"},
+                       "upstream": "secret"},
+                      {"name": "public", "match": {"path_prefix": "/"}, "upstream": "public"}]}
+    portico(cfg, port=port)
+    for host in ("a.b.internal.test", "x" * 300 + ".internal.test", "api.internal.test"):
+        out = tls_get(port, "open.test", host, pki)
+        assert out.startswith("HTTP/1.1 421 "), (host[:40], out[:200])
+    assert secret.requests == []
+    # with the wildcard's own SNI and a client certificate the route works
+    out = tls_get(port, "api.internal.test", "api.internal.test", pki, cert=pki["client"])
+    assert out.startswith("HTTP/1.1 200 "), out[:200]
+    assert tls_get(port, "open.test", "open.test", pki).startswith("HTTP/1.1 200 ")
+    assert [q.path for q in secret.requests] == ["/p"]
+
+
+def test_ca_bundle_replaced_in_place_sends_open_connections_to_421(portico, pki, upstream, tmp_path):
+    """The policy key covers the CA bundle's contents: replacing the bundle
+    at the same path and reloading misdirects requests on connections that
+    were authenticated under the old bundle."""
+    secret, public = upstream(name="secret"), upstream(name="public")
+    port = free_port()
+    ca_copy = tmp_path / "clients-ca.pem"
+    ca_copy.write_bytes(open(pki["ca"], "rb").read())
+    certs = [{"cert": pki["open"][0], "key": pki["open"][1]},
+             {"cert": pki["secure"][0], "key": pki["secure"][1],
+              "client_auth": {"mode": "required", "ca": str(ca_copy)}}]
+    cfg = {"listen": [{"address": "127.0.0.1:%d" % port, "tls": {"certificates": certs}}],
+           "upstreams": {"secret": {"targets": [secret.addr]}, "public": {"targets": [public.addr]}},
+           "routes": [{"name": "secure", "match": {"host": "secure.test", "path_prefix": "/"}, "upstream": "secret"},
+                      {"name": "public", "match": {"path_prefix": "/"}, "upstream": "public"}]}
+    p = portico(cfg, port=port)
+    s = tls_connect(port, client_ctx(pki, alpn=["http/1.1"], cert=pki["client"], check_hostname=False),
+                    "secure.test")
+    def status_and_body(sock):
+        head, rest = recv_head(sock)
+        length = int([ln.split(b":", 1)[1] for ln in head.split(b"\r\n")
+                      if ln.lower().startswith(b"content-length:")][0])
+        while len(rest) < length:
+            rest += sock.recv(65536)
+        return head.split(b"\r\n", 1)[0]
+
+    try:
+        s.sendall(b"GET /one HTTP/1.1\r\nHost: secure.test\r\n\r\n")
+        assert status_and_body(s).startswith(b"HTTP/1.1 200 ")
+        # the same path, another CA (plus the old one would also change the bundle)
+        make_ca(tmp_path, "other", "Another Client CA")
+        ca_copy.write_bytes(open(str(tmp_path / "other.crt"), "rb").read())
+        p.write_config(cfg)
+        p.signal(signal.SIGHUP)
+        wait_reloaded(p)
+        s.sendall(b"GET /two HTTP/1.1\r\nHost: secure.test\r\n\r\n")
+        assert status_and_body(s).startswith(b"HTTP/1.1 421 ")
+    finally:
+        s.close()
+    assert [q.path for q in secret.requests] == ["/one"]
 
 
 def tls_get(port, sni, host, pki, cert=None, alpn="http/1.1"):

@@ -794,6 +794,8 @@ TEST(upstream_url_targets)
                      "t.yaml:3:38: upstream 'a': all targets must use the same scheme"));
     CHECK(fails_with(MINIMAL "upstreams:\n  a: {targets: [\"http://127.0.0.1\"], tls: {}}\n",
                      "t.yaml:3:43: upstream 'a' has http:// targets and 'tls'"));
+    CHECK(fails_with(MINIMAL "upstreams:\n  a: {targets: [\"127.0.0.1:80\", \"http://127.0.0.2\"], tls: {}}\n",
+                     "t.yaml:3:59: upstream 'a' has http:// targets and 'tls'"));
     CHECK(fails_with(MINIMAL "upstreams:\n  a: {targets: [\"https://127.0.0.1/api\"]}\n",
                      "t.yaml:3:17: invalid target 'https://127.0.0.1/api': a path is not supported"));
 }
