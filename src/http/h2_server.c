@@ -708,6 +708,17 @@ static int on_begin_frame(nghttp2_session *sess, const nghttp2_frame_hd *hd, voi
 static int on_frame_send(nghttp2_session *sess, const nghttp2_frame *frame, void *ud)
 {
     h2_conn *c = ud;
+    /* "MadeYouReset" (CVE-2025-8671): a client can make the server reset
+     * its streams (a zero WINDOW_UPDATE, DATA on a closed stream, a
+     * malformed header...) and so open and cancel streams as fast as with
+     * RST_STREAM, without sending one. Resets for the client's errors count
+     * like its own resets; ours (NO_ERROR after an early response, CANCEL,
+     * INTERNAL_ERROR) do not. */
+    if (frame->hd.type == NGHTTP2_RST_STREAM) {
+        uint32_t code = frame->rst_stream.error_code;
+        if (code != NGHTTP2_NO_ERROR && code != NGHTTP2_CANCEL && code != NGHTTP2_INTERNAL_ERROR) count_reset(c);
+        return 0;
+    }
     if ((frame->hd.type == NGHTTP2_DATA || frame->hd.type == NGHTTP2_HEADERS) &&
         (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
         h2_stream *s = stream_of(c, frame->hd.stream_id);

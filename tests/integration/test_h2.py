@@ -262,6 +262,53 @@ def test_rapid_reset_gets_goaway_enhance_your_calm(gw):
     assert code == 200
 
 
+@pytest.mark.parametrize("trigger", ["content_length_exceeded", "uppercase_header", "zero_window_update",
+                                     "data_after_end_stream"])
+def test_made_you_reset_is_bounded(gw, trigger):
+    """CVE-2025-8671 ("MadeYouReset"): the client never sends RST_STREAM but
+    makes the server reset each stream it opens. Stream errors the server
+    resets for (a body longer than its content-length after the request went
+    upstream, a malformed header) count like client resets and end in
+    GOAWAY ENHANCE_YOUR_CALM; the errors nghttp2 treats as connection errors
+    (a zero WINDOW_UPDATE, DATA after END_STREAM) end the connection at
+    once. Either way a connection cannot churn through hundreds of streams."""
+    p, echo = gw
+    s, c = raw_connect(p.port)
+    raw = b""
+    sid = 1
+    for _ in range(400):
+        if trigger == "content_length_exceeded":
+            c.send_headers(sid, get_headers("/myr%d" % sid, [("content-length", "1")], "POST"))
+            raw += c.data_to_send() + b"\x00\x00\x02\x00\x01" + sid.to_bytes(4, "big") + b"xx"
+        elif trigger == "uppercase_header":
+            c.send_headers(sid, get_headers("/myr%d" % sid, [("X-Upper", "1")]), end_stream=True)
+            raw += c.data_to_send()
+        elif trigger == "zero_window_update":
+            c.send_headers(sid, get_headers("/myr%d" % sid, method="POST"))
+            raw += c.data_to_send() + b"\x00\x00\x04\x08\x00" + sid.to_bytes(4, "big") + b"\x00\x00\x00\x00"
+        else:  # DATA on a stream the client already half-closed
+            c.send_headers(sid, get_headers("/myr%d" % sid), end_stream=True)
+            raw += c.data_to_send() + b"\x00\x00\x01\x00\x01" + sid.to_bytes(4, "big") + b"x"
+        sid += 2
+    try:
+        s.sendall(raw)
+    except OSError:
+        pass  # the server may already have closed
+    events, ok, closed = read_until(s, c, lambda e: isinstance(e, h2.events.ConnectionTerminated))
+    s.close()
+    assert ok, "no GOAWAY (closed=%s): %r" % (closed, events[-5:])
+    code = events[-1].error_code
+    if trigger in ("content_length_exceeded", "uppercase_header"):
+        assert code == ENHANCE_YOUR_CALM, events[-1]
+        assert events[-1].last_stream_id < 2 * 250, events[-1]
+    else:
+        assert code in (PROTOCOL_ERROR, 5), events[-1]  # 5: STREAM_CLOSED
+    time.sleep(0.3)
+    assert len(echo.requests) < 250, len(echo.requests)
+    code, _, _ = h2c(p.port, "/after")
+    assert code == 200
+
+
 def test_continuation_flood_is_refused(gw):
     """A header block split into many CONTINUATION frames: GOAWAY and close."""
     p, echo = gw
