@@ -46,6 +46,8 @@
 #define H2_RESET_WINDOW_MS 10000u
 #define H2_RESET_MAX_IN_WINDOW 200u
 #define H2_RESET_RATIO_MIN_STREAMS 100u
+#define H2_OUTQ_PAUSE 1024u          /* frames queued in nghttp2 (not DATA): stop reading input */
+#define H2_MAX_EMPTY_DATA 100u       /* consecutive DATA frames without payload nor END_STREAM */
 
 enum { TM_NONE, TM_IDLE, TM_SEND };
 
@@ -121,6 +123,7 @@ struct h2_conn {
     bool progressed;
     /* abuse accounting */
     uint32_t continuations;
+    uint32_t empty_data;     /* consecutive DATA frames without payload nor END_STREAM */
     uint64_t reset_window_start;
     uint32_t resets_in_window;
     uint64_t streams_opened, streams_reset;
@@ -647,6 +650,12 @@ static int on_frame_recv(nghttp2_session *sess, const nghttp2_frame *frame, void
         else if (end_stream && !s->body_done) request_trailers_done(s);
         return 0;
     case NGHTTP2_DATA:
+        /* Empty frames flood (CVE-2019-9518): DATA that carries nothing
+         * (padding at most) and does not end the stream costs work and
+         * makes no progress. More than H2_MAX_EMPTY_DATA in a row, with no
+         * payload in between: GOAWAY ENHANCE_YOUR_CALM. */
+        if (frame->hd.length > frame->data.padlen) c->empty_data = 0;
+        else if (!end_stream && ++c->empty_data > H2_MAX_EMPTY_DATA) calm_down(c);
         if (s && end_stream && !s->body_done) end_of_request_body(s);
         return 0;
     case NGHTTP2_RST_STREAM:
@@ -990,16 +999,30 @@ static void schedule_flush(h2_conn *c)
 
 /* ------------------------------------------------------------------- input */
 
+/* Whether to read the client now. Besides a finished input side, reading
+ * pauses while nghttp2 holds H2_OUTQ_PAUSE or more frames other than DATA
+ * (RST_STREAM, ACKs, response HEADERS...) that the stalled output could not
+ * take: a client that does not read (or advertises a zero TCP window) could
+ * otherwise make nghttp2 queue without bound, e.g. the REFUSED_STREAM resets
+ * of a reset flood (CVE-2019-9514), which count toward the rapid-reset
+ * limit only once serialised. DATA is not counted, so a large download
+ * never stops the client's WINDOW_UPDATEs and new requests from being read.
+ * conn_flush re-evaluates this whenever the output progresses. */
+static bool want_input(h2_conn *c)
+{
+    return !c->stop_reading && !c->peer_closed && nghttp2_session_get_outbound_queue_size(c->sess) < H2_OUTQ_PAUSE;
+}
+
 static void read_defer_cb(pt_loop *loop, pt_defer *d)
 {
     h2_conn *c = d->data;
-    if (!c->closed && !c->stop_reading && !c->peer_closed) on_readable(c);
+    if (!c->closed && want_input(c)) on_readable(c);
 }
 
 static void conn_update_events(h2_conn *c)
 {
     if (c->closed) return;
-    bool read = !c->stop_reading && !c->peer_closed;
+    bool read = want_input(c);
     if (read && c->ssl && SSL_pending(c->ssl) > 0) pt_defer_queue(conn_loop(c), &c->read_defer, read_defer_cb, c);
     uint32_t ev = 0;
     if (read) ev |= EPOLLIN | EPOLLRDHUP;
@@ -1023,7 +1046,7 @@ static void feed(h2_conn *c, const char *p, size_t n)
 static void on_readable(h2_conn *c)
 {
     char buf[READ_CHUNK];
-    for (int rounds = 0; rounds < 8 && !c->stop_reading && !c->closed; rounds++) {
+    for (int rounds = 0; rounds < 8 && !c->closed && want_input(c); rounds++) {
         ssize_t n = pt_sock_recv(c->io.fd, c->ssl, buf, sizeof(buf));
         if (n > 0) {
             feed(c, buf, (size_t)n);
@@ -1059,7 +1082,7 @@ static void on_io(pt_loop *loop, pt_io *io, uint32_t events)
         conn_flush(c);
         if (c->closed) return;
     }
-    if (events & (EPOLLIN | EPOLLRDHUP)) on_readable(c);
+    if ((events & (EPOLLIN | EPOLLRDHUP)) && want_input(c)) on_readable(c);
 }
 
 /* --------------------------------------------------------------- lifecycle */
