@@ -859,19 +859,9 @@ static void parse_trailers(h2_stream *s, pt_str t)
     for (size_t i = 0; i < t.n; i++) cap += t.p[i] == '\n';
     if (!cap) return;
     s->trailers = pt_arena_alloc(a, sizeof(nghttp2_nv) * cap);
-    const char *p = t.p, *e = t.p + t.n;
-    while (p < e && s->ntrailers < cap) {
-        const char *eol = memchr(p, '\n', (size_t)(e - p));
-        if (!eol) eol = e;
-        const char *le = eol > p && eol[-1] == '\r' ? eol - 1 : eol;
-        const char *colon = memchr(p, ':', (size_t)(le - p));
-        if (colon && colon > p) {
-            pt_str name = pt_str_make(p, (size_t)(colon - p));
-            pt_str value = trim_ows(pt_str_make(colon + 1, (size_t)(le - colon - 1)));
-            if (!connection_specific(name)) s->trailers[s->ntrailers++] = make_nv(lowercase(a, name), value);
-        }
-        p = eol + 1;
-    }
+    pt_str rest = t, name, value;
+    while (s->ntrailers < cap && pt_field_line_next(&rest, &name, &value))
+        if (!connection_specific(name)) s->trailers[s->ntrailers++] = make_nv(lowercase(a, name), value);
 }
 
 static void ds_send_end(void *stream, pt_str trailers)

@@ -182,6 +182,22 @@ static pt_str trim_ws(pt_str v)
     return v;
 }
 
+bool pt_field_line_next(pt_str *rest, pt_str *name, pt_str *value)
+{
+    while (rest->n) {
+        const char *p = rest->p, *e = rest->p + rest->n;
+        const char *eol = memchr(p, '\n', rest->n);
+        if (!eol) eol = e;
+        *rest = eol < e ? pt_str_make(eol + 1, (size_t)(e - eol - 1)) : PT_STR_NULL;
+        const char *colon = memchr(p, ':', (size_t)(eol - p));
+        if (!colon) continue;
+        *name = trim_ws(pt_str_make(p, (size_t)(colon - p)));
+        *value = trim_ws(pt_str_make(colon + 1, (size_t)(eol - colon - 1)));
+        if (name->n) return true;
+    }
+    return false;
+}
+
 pt_str pt_trailers_filter(pt_arena *a, pt_str raw)
 {
     if (!raw.n) return PT_STR_NULL;
@@ -190,26 +206,17 @@ pt_str pt_trailers_filter(pt_arena *a, pt_str raw)
     for (size_t i = 0; i < raw.n; i++) lines += raw.p[i] == '\n';
     char *out = pt_arena_alloc(a, raw.n + 4 * lines);
     size_t k = 0;
-    const char *p = raw.p, *e = raw.p + raw.n;
-    while (p < e) {
-        const char *eol = memchr(p, '\n', (size_t)(e - p));
-        if (!eol) eol = e;
-        const char *colon = memchr(p, ':', (size_t)(eol - p));
-        if (colon) {
-            pt_str name = trim_ws(pt_str_make(p, (size_t)(colon - p)));
-            pt_str value = trim_ws(pt_str_make(colon + 1, (size_t)(eol - colon - 1)));
-            if (!pt_trailer_field_forbidden(name)) {
-                memcpy(out + k, name.p, name.n);
-                k += name.n;
-                memcpy(out + k, ": ", 2);
-                k += 2;
-                memcpy(out + k, value.p, value.n);
-                k += value.n;
-                memcpy(out + k, "\r\n", 2);
-                k += 2;
-            }
-        }
-        p = eol + 1;
+    pt_str rest = raw, name, value;
+    while (pt_field_line_next(&rest, &name, &value)) {
+        if (pt_trailer_field_forbidden(name)) continue;
+        memcpy(out + k, name.p, name.n);
+        k += name.n;
+        memcpy(out + k, ": ", 2);
+        k += 2;
+        memcpy(out + k, value.p, value.n);
+        k += value.n;
+        memcpy(out + k, "\r\n", 2);
+        k += 2;
     }
     return k ? pt_str_make(out, k) : PT_STR_NULL;
 }

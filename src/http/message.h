@@ -103,6 +103,13 @@ bool pt_field_connection_specific(pt_str name);
  * pseudo-header (":name") or empty name. Case-insensitive. */
 bool pt_trailer_field_forbidden(pt_str name);
 
+/* Steps through raw field lines ("name: value\r\n"..., LF-only lines
+ * tolerated), the form trailers travel in: on true, *name and *value are
+ * the next field (both trimmed of spaces and tabs, the value also of a
+ * final CR) and *rest is advanced past its line; lines without a name and
+ * a colon are skipped. False at the end. */
+bool pt_field_line_next(pt_str *rest, pt_str *name, pt_str *value);
+
 /* Filters a trailer section given as raw field lines ("name: value\r\n";
  * LF-only lines and surrounding whitespace tolerated) into a canonical copy
  * in `a` ("name: value\r\n" per kept field, value trimmed), dropping the

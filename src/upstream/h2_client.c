@@ -837,29 +837,18 @@ static bool x_send_body(void *x, const char *data, size_t len)
  * dropped) in the stream until the data source reaches the end of the body. */
 static void keep_request_trailers(pt_h2up_stream *s, pt_str t)
 {
-    const char *p = t.p, *e = t.p + t.n;
-    while (p < e) {
-        const char *eol = memchr(p, '\n', (size_t)(e - p));
-        if (!eol) eol = e;
-        const char *le = eol > p && eol[-1] == '\r' ? eol - 1 : eol;
-        const char *colon = memchr(p, ':', (size_t)(le - p));
-        if (colon && colon > p) {
-            pt_str n = pt_str_make(p, (size_t)(colon - p));
-            pt_str v = pt_str_make(colon + 1, (size_t)(le - colon - 1));
-            while (v.n && (v.p[0] == ' ' || v.p[0] == '\t')) v.p++, v.n--;
-            if (!connection_specific(n, v) && !pt_str_ieq_lit(n, "te")) {
-                for (size_t i = 0; i < n.n; i++) {
-                    char ch = n.p[i];
-                    ch = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
-                    pt_buf_append(&s->req_trailers, &ch, 1);
-                }
-                pt_buf_append(&s->req_trailers, "", 1);
-                pt_buf_append(&s->req_trailers, v.p, v.n);
-                pt_buf_append(&s->req_trailers, "", 1);
-                s->nreq_trailers++;
-            }
+    pt_str rest = t, n, v;
+    while (pt_field_line_next(&rest, &n, &v)) {
+        if (connection_specific(n, v) || pt_str_ieq_lit(n, "te")) continue;
+        for (size_t i = 0; i < n.n; i++) {
+            char ch = n.p[i];
+            ch = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
+            pt_buf_append(&s->req_trailers, &ch, 1);
         }
-        p = eol + 1;
+        pt_buf_append(&s->req_trailers, "", 1);
+        pt_buf_append(&s->req_trailers, v.p, v.n);
+        pt_buf_append(&s->req_trailers, "", 1);
+        s->nreq_trailers++;
     }
 }
 

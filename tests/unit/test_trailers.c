@@ -61,4 +61,21 @@ TEST(filter_empty_results)
     pt_arena_free(a);
 }
 
+TEST(field_line_iterator)
+{
+    pt_str rest = PT_STR_LIT("A: 1\r\nno colon here\r\n: empty name\r\n  B\t:  two words \r\nC:3"), n, v;
+    CHECK(pt_field_line_next(&rest, &n, &v));
+    CHECK_SLICE(n, "A");
+    CHECK_SLICE(v, "1");
+    CHECK(pt_field_line_next(&rest, &n, &v)); /* the next two lines are skipped */
+    CHECK_SLICE(n, "B");
+    CHECK_SLICE(v, "two words");
+    CHECK(pt_field_line_next(&rest, &n, &v)); /* last line without CRLF */
+    CHECK_SLICE(n, "C");
+    CHECK_SLICE(v, "3");
+    CHECK(!pt_field_line_next(&rest, &n, &v));
+    rest = PT_STR_NULL;
+    CHECK(!pt_field_line_next(&rest, &n, &v));
+}
+
 TEST_MAIN()
