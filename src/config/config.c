@@ -642,6 +642,19 @@ static void unknown_plugin(pt_conf_ctx *ctx, const pt_conf_node *k)
     pt_conf_error(ctx, k, "unknown plugin '%s' (known plugins: %s)", k->scalar, used ? list : "none");
 }
 
+const pt_upstream_conf *pt_conf_upstream(pt_conf_ctx *ctx, const pt_conf_node *n)
+{
+    if (!n || n->kind != PT_NODE_SCALAR || !n->scalar_len) {
+        pt_conf_error(ctx, n, "expected the name of an upstream");
+        return NULL;
+    }
+    const pt_config *cfg = ctx->cfg;
+    for (size_t i = 0; cfg && i < cfg->nupstreams; i++)
+        if (strcmp(cfg->upstreams[i].name, n->scalar) == 0) return &cfg->upstreams[i];
+    pt_conf_error(ctx, n, "unknown upstream '%s'", n->scalar);
+    return NULL;
+}
+
 /* Arena cleanup: a plugin instance's destroy(), when its config goes. */
 static void destroy_plugin_instance(void *data)
 {
@@ -697,7 +710,7 @@ static pt_config *config_new(const char *name, pt_conf_ctx *ctx, pt_errors *erro
     pt_config *cfg = pt_arena_calloc(a, sizeof(*cfg));
     cfg->arena = a;
     cfg->file = pt_arena_strndup(a, name, strlen(name));
-    *ctx = (pt_conf_ctx){.file = cfg->file, .arena = a, .errors = errors};
+    *ctx = (pt_conf_ctx){.file = cfg->file, .arena = a, .errors = errors, .cfg = cfg};
     return cfg;
 }
 
