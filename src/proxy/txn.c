@@ -25,6 +25,7 @@
 #include "proxy/txn_int.h"
 #include "router/normalize.h"
 #include "tls/tls_server.h"
+#include "upstream/http_client.h"
 
 static void run_request_headers(pt_txn *t);
 static void run_response_headers(pt_txn *t);
@@ -618,6 +619,24 @@ void pt_txn_ref_release(pt_txn_ref *r)
     if (r && --r->refs == 0) free(r);
 }
 
+/* -------------------------------------------------------------- sub-requests */
+
+pt_http_call *pt_txn_subrequest(pt_txn *t, const pt_http_request *req, pt_http_done_fn done, void *data)
+{
+    if (t->finished || !req) return NULL;
+    pt_http_request r = *req;
+    pt_headers h = {0};
+    if (req->headers)
+        for (uint32_t i = 0; i < req->headers->n; i++)
+            if (!pt_str_ieq_lit(req->headers->v[i].name, "X-Request-Id"))
+                pt_headers_add(&h, t->a, req->headers->v[i].name, req->headers->v[i].value);
+    if (t->request_id.n) pt_headers_add(&h, t->a, PT_STR_LIT("X-Request-Id"), t->request_id);
+    r.headers = &h;
+    pt_http_call *c = pt_http_fetch_in(t->w, t->wg, &r, done, data);
+    if (c) pt_http_call_link(c, &t->subcalls);
+    return c;
+}
+
 /* ---------------------------------------------------------------- finishing */
 
 static void write_access_log(pt_txn *t)
@@ -665,6 +684,7 @@ void txn_finish(pt_txn *t)
         if (t->resp_done && t->req_body_done && t->req_end_sent) t->uops->release(c);
         else t->uops->close(c);
     }
+    while (t->subcalls) pt_http_cancel(t->subcalls); /* each unlinks itself */
     if (t->ref) {
         t->ref->txn = NULL;
         pt_txn_ref_release(t->ref);

@@ -114,6 +114,7 @@ struct pt_txn {
     uint64_t bytes_out;
     int status;
     pt_txn_ref *ref;
+    pt_http_call *subcalls;   /* sub-requests still running (cancelled at finish) */
 };
 
 /* ---- txn.c ---- */
