@@ -95,8 +95,21 @@ void pt_txn_get_stats(pt_txn *t, pt_txn_stats *o)
 
 /* ------------------------------------------------------- local responses */
 
+/* A generator whose response is replaced before it streamed is told so. */
+static void stop_generator(pt_txn *t, bool complete)
+{
+    if (!t->genr || t->genr_stopped) return;
+    t->genr_stopped = true;
+    t->genr_active = false;
+    pt_defer_cancel(t->w->loop, &t->proceed_defer);
+    t->genr->stop(t, t->genr_data, complete);
+}
+
 void pt_txn_respond(pt_txn *t, int status, pt_str content_type, pt_str body)
 {
+    stop_generator(t, false);
+    t->genr = NULL;
+    t->genr_stopped = false;
     memset(&t->res, 0, sizeof(t->res));
     t->res.status = status;
     t->local = true;
@@ -106,6 +119,47 @@ void pt_txn_respond(pt_txn *t, int status, pt_str content_type, pt_str body)
     t->res.has_body = !bodiless_status && !(t->req && t->req->method == PT_METHOD_HEAD);
     t->res.content_length = bodiless_status ? -1 : (int64_t)body.n; /* HEAD: the length a GET would get */
     if (content_type.n) pt_headers_add(&t->res.headers, t->a, PT_STR_LIT("Content-Type"), pt_arena_str(t->a, content_type));
+}
+
+void pt_txn_respond_stream(pt_txn *t, int status, pt_str content_type, int64_t content_length,
+                           const pt_generator *gen, void *data)
+{
+    pt_txn_respond(t, status, content_type, PT_STR_NULL);
+    bool bodiless_status = status < 200 || status == 204 || status == 304;
+    t->res.content_length = bodiless_status ? -1 : content_length;
+    t->genr = gen;
+    t->genr_data = data;
+}
+
+static void proceed_cb(pt_loop *loop, pt_defer *d)
+{
+    pt_txn *t = d->data;
+    txn_enter(t);
+    if (!t->finished && t->genr_active && !t->genr_stopped) {
+        t->genr_blocked = false;
+        t->genr->proceed(t, t->genr_data);
+    }
+    txn_leave(t);
+}
+
+void txn_generator_kick(pt_txn *t)
+{
+    if (!t->genr_active || !t->genr_blocked || t->finished || t->ds_full) return;
+    const txn_side *s = &t->side[PT_SIDE_RESPONSE];
+    if (s->paused || s->queued_any) return;
+    pt_defer_queue(t->w->loop, &t->proceed_defer, proceed_cb, t);
+}
+
+bool pt_txn_stream_write(pt_txn *t, const char *data, size_t len, bool last)
+{
+    if (t->finished || !t->genr_active || t->genr_stopped || t->resp_done) return false;
+    txn_enter(t);
+    txn_response_chunk(t, data, len, last);
+    const txn_side *s = &t->side[PT_SIDE_RESPONSE];
+    bool more = !t->finished && !last && !t->ds_full && !s->paused && !s->queued_any;
+    if (!more && !t->finished && !last) t->genr_blocked = true;
+    txn_leave(t);
+    return more;
 }
 
 void pt_txn_respond_header(pt_txn *t, pt_str name, pt_str value)
@@ -437,6 +491,13 @@ static void emit_response(pt_txn *t)
         pt_headers_add(&t->res.headers, t->a, PT_STR_LIT("Strict-Transport-Security"), pt_str_c(v));
     }
     t->ops->send_head(t->stream, &t->res);
+    if (t->local && t->genr && t->res.has_body) {
+        /* pulled from now on: the first proceed comes from the loop */
+        t->genr_active = true;
+        t->genr_blocked = true;
+        txn_generator_kick(t);
+        return;
+    }
     if (t->local) {
         pt_str b = t->res.has_body ? t->local_body : PT_STR_NULL;
         txn_response_chunk(t, b.p, b.n, true);
@@ -575,12 +636,14 @@ void pt_txn_on_request_error(pt_txn *t, int status, const char *detail)
 void pt_txn_on_downstream_writable(pt_txn *t)
 {
     if (t->finished) return;
+    t->ds_full = false;
     if (t->uc && t->up_read_paused_by_ds) {
         txn_enter(t);
         t->up_read_paused_by_ds = false;
         if (!t->side[PT_SIDE_RESPONSE].paused) t->uops->pause_read(t->uc, false);
         txn_leave(t);
     }
+    txn_generator_kick(t);
 }
 
 void pt_txn_on_downstream_closed(pt_txn *t)
@@ -674,6 +737,7 @@ void txn_finish(pt_txn *t)
     PT_ASSERT(t->depth > 0);
     t->finished = true;
     pt_timer_stop(t->w->loop, &t->deadline);
+    stop_generator(t, t->resp_done && !t->aborted);
     for (int i = 0; i < 2; i++) {
         cancel_pause(t, (pt_side)i);
         txn_side_release(&t->side[i], t->pipe->n);

@@ -80,6 +80,13 @@ struct pt_txn {
     bool problem;             /* local_body is a problem+json built at emit time */
     const char *problem_detail;
     pt_str local_body;
+    const pt_generator *genr; /* the local response's body comes from this generator */
+    void *genr_data;
+    bool genr_active;         /* its head went out: it is being pulled */
+    bool genr_blocked;        /* it must wait for the next proceed */
+    bool genr_stopped;        /* stop() was called */
+    pt_defer proceed_defer;
+    bool ds_full;             /* the codec's output is above its high watermark */
 
     /* upstream */
     pt_upstream_rt *ups;
@@ -139,6 +146,9 @@ void txn_upstream_failed(pt_txn *t, int status, const char *detail);
 void txn_finish(pt_txn *t);
 /* Aborts a response whose head went out: the codec cuts it. */
 void txn_abort_response(pt_txn *t);
+
+/* Queues the generator's next proceed when it is waiting and may go on. */
+void txn_generator_kick(pt_txn *t);
 
 /* ---- txn_body.c ---- */
 /* A request body chunk from the codec (counted already). */

@@ -774,6 +774,113 @@ TEST(backpressure_and_pause_do_not_undo_each_other)
     CHECK_INT(ds.finished, 1);
 }
 
+/* --------------------------------------------------------------- generators */
+
+typedef struct {
+    int proceeds;
+    int stops;
+    bool stop_complete;
+    int next;         /* next chunk to write */
+    int total;        /* chunks in all */
+    bool async;       /* write from the test instead of from proceed */
+} gen_state;
+static gen_state gs;
+
+static void gen_write_some(pt_txn *t)
+{
+    char buf[16];
+    while (gs.next < gs.total) {
+        snprintf(buf, sizeof(buf), "c%d-", gs.next);
+        bool last = gs.next + 1 == gs.total;
+        gs.next++;
+        if (!pt_txn_stream_write(t, buf, strlen(buf), last)) return;
+    }
+}
+static void gen_proceed(pt_txn *t, void *data)
+{
+    gs.proceeds++;
+    if (!gs.async) gen_write_some(t);
+}
+static void gen_stop(pt_txn *t, void *data, bool complete)
+{
+    gs.stops++;
+    gs.stop_complete = complete;
+}
+static const pt_generator test_gen = {gen_proceed, gen_stop};
+
+static pt_plugin_result answer_streamed(probe *p, int ph, pt_txn *t, pt_body *b)
+{
+    if (ph != PH_REQH) return PT_PLUGIN_CONTINUE;
+    pt_txn_respond_stream(t, 200, PT_STR_LIT("text/plain"), -1, &test_gen, NULL);
+    return PT_PLUGIN_RESPOND;
+}
+
+TEST(generator_streams_with_backpressure_through_body_plugins)
+{
+    memset(&gs, 0, sizeof(gs));
+    gs.total = 6;
+    setup(answer_streamed, upper_body, NULL);
+    start("GET", 0);
+    CHECK(ds.head_sent);
+    CHECK_INT(ds.content_length, -1);
+    CHECK_INT(gs.proceeds, 0); /* pulled from the loop, not inside the head */
+    ds.high = true;            /* the client reads slowly */
+    spin();
+    CHECK_INT(gs.proceeds, 1);
+    CHECK_STRN(ds.body, ds.body_len, "C0-"); /* one write, then "wait" */
+    spin();
+    CHECK_INT(gs.proceeds, 1); /* nobody said writable */
+    ds.high = false;
+    pt_txn_on_downstream_writable(ds.txn);
+    spin();
+    CHECK_STRN(ds.body, ds.body_len, "C0-C1-C2-C3-C4-C5-");
+    CHECK(ds.ended);
+    CHECK_INT(ds.finished, 1);
+    CHECK_INT(gs.stops, 1);
+    CHECK(gs.stop_complete);
+}
+
+TEST(generator_async_writes_and_client_abort_stops_it_once)
+{
+    memset(&gs, 0, sizeof(gs));
+    gs.total = 100;
+    gs.async = true;
+    setup(answer_streamed, NULL, NULL);
+    start("GET", 0);
+    spin();
+    CHECK_INT(gs.proceeds, 1);
+    pt_txn_ref *ref = pt_txn_ref_new(ds.txn);
+    CHECK(pt_txn_stream_write(pt_txn_ref_get(ref), "late ", 5, false)); /* from "an async callback" */
+    CHECK_STRN(ds.body, ds.body_len, "late ");
+    pt_txn_on_downstream_closed(ds.txn);
+    CHECK_INT(gs.stops, 1);
+    CHECK(!gs.stop_complete);
+    CHECK(pt_txn_ref_get(ref) == NULL); /* the generator's next write has nowhere to go */
+    pt_txn_ref_release(ref);
+    spin();
+    CHECK_INT(gs.stops, 1);
+}
+
+static pt_plugin_result replace_response(probe *p, int ph, pt_txn *t, pt_body *b)
+{
+    if (ph != PH_RESH) return PT_PLUGIN_CONTINUE;
+    pt_txn_respond(t, 403, PT_STR_NULL, PT_STR_LIT("no"));
+    return PT_PLUGIN_RESPOND;
+}
+TEST(generator_replaced_before_streaming_is_stopped)
+{
+    memset(&gs, 0, sizeof(gs));
+    gs.total = 3;
+    setup(answer_streamed, replace_response, NULL);
+    start("GET", 0);
+    CHECK_INT(ds.status, 403);
+    CHECK_INT(gs.stops, 1);
+    CHECK(!gs.stop_complete);
+    CHECK_INT(gs.proceeds, 0);
+    CHECK_STRN(ds.body, ds.body_len, "no");
+    CHECK_INT(ds.finished, 1);
+}
+
 /* ------------------------------------------------------ internal HTTP client */
 
 static pt_http_result got;
