@@ -32,14 +32,11 @@ static void run_response_headers(pt_txn *t);
 
 /* ------------------------------------------------------------ re-entrancy */
 
-void txn_enter(pt_txn *t) { t->depth++; }
-
-/* Leaves one level; at the outermost, a finished txn releases its
- * generation and tells the codec (which may free the txn's arena). */
-void txn_leave(pt_txn *t)
+/* The outermost leave of a finished txn: release its generation and tell
+ * the codec (which may free the txn's arena). */
+void txn_leave_finished(pt_txn *t)
 {
-    PT_ASSERT(t->depth > 0);
-    if (--t->depth || !t->finished || t->told_codec) return;
+    if (t->told_codec) return;
     t->told_codec = true;
     pt_worker_gen_release(t->w, t->wg);
     t->ops->finished(t->stream);
@@ -739,8 +736,9 @@ void txn_finish(pt_txn *t)
     pt_timer_stop(t->w->loop, &t->deadline);
     stop_generator(t, t->resp_done && !t->aborted);
     for (int i = 0; i < 2; i++) {
-        cancel_pause(t, (pt_side)i);
-        txn_side_release(&t->side[i], t->pipe->n);
+        txn_side *s = &t->side[i];
+        if (s->paused || s->resume_defer.queued) cancel_pause(t, (pt_side)i);
+        if (s->held.owned || s->queued.data || s->slots) txn_side_release(s, t->pipe->n);
     }
     if (t->uc) {
         void *c = t->uc;

@@ -125,8 +125,14 @@ struct pt_txn {
 };
 
 /* ---- txn.c ---- */
-void txn_enter(pt_txn *t);
-void txn_leave(pt_txn *t);
+/* The outermost leave of a finished txn: tell the codec. */
+void txn_leave_finished(pt_txn *t);
+static inline void txn_enter(pt_txn *t) { t->depth++; }
+static inline void txn_leave(pt_txn *t)
+{
+    PT_ASSERT(t->depth > 0);
+    if (--t->depth == 0 && t->finished) txn_leave_finished(t);
+}
 void *txn_plugin_state(pt_txn *t, size_t i);
 const pt_listener_conf *txn_listener(const pt_txn *t);
 /* Answers `status` with problem+json, or aborts a started response. */
