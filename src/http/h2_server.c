@@ -279,6 +279,7 @@ static void deliver_buffered(h2_stream *s)
         if (last) s->last_delivered = true;
         pt_txn_on_request_body(s->txn, n ? pt_buf_head(&s->in) : "", n, last);
         if (c->closed) return;
+        if (s->txn_done) break; /* finished inside: ds_finished dropped (and acknowledged) the rest */
         pt_buf_consume(&s->in, n);
         if (n && !s->ng_closed) nghttp2_session_consume_stream(c->sess, s->id, n);
         if (!s->in.len) pt_buf_release(&s->in);
