@@ -65,6 +65,12 @@ def poll(fn, timeout=5, msg="condition"):
     raise AssertionError("%s not reached within %ss (last: %r)" % (msg, timeout, last))
 
 
+def wait_ready(aport):
+    """/readyz turns 200 just after the workers start, which can be a moment
+    after the proxy port accepts connections (the fixture's readiness probe)."""
+    poll(lambda: request(aport, "GET", "/readyz").status == 200, msg="/readyz 200")
+
+
 def check_histogram(samples, name, route):
     """Buckets cumulative and monotonic, +Inf == _count; returns _count."""
     buckets = sorted(((float(l["le"]), v) for l, v in samples.get(name + "_bucket", []) if l.get("route") == route))
@@ -204,7 +210,7 @@ def test_token_required_and_accepted(portico, echo):
     assert r.status == 200  # the scheme is case-insensitive
     # probes need no secret
     assert request(aport, "GET", "/healthz").status == 200
-    assert request(aport, "GET", "/readyz").status == 200
+    wait_ready(aport)
     assert p.alive()
 
 
@@ -213,6 +219,7 @@ def test_admin_endpoints_and_strictness(portico, echo):
     portico(cfg)
     r = request(aport, "GET", "/healthz")
     assert (r.status, r.body) == (200, b"ok\n")
+    wait_ready(aport)
     r = request(aport, "GET", "/readyz")
     assert (r.status, r.body) == (200, b"ready\n")
     r = request(aport, "HEAD", "/metrics")
@@ -286,7 +293,7 @@ def test_readyz_503_while_draining(portico, echo):
     cfg = simple_config(echo.addr, route_extra={"plugins": [{"delay": {"duration": "1500ms"}}]})
     cfg, aport = admin_cfg(cfg)
     p = portico(cfg)
-    assert request(aport, "GET", "/readyz").status == 200
+    wait_ready(aport)
     result = {}
 
     def slow():
