@@ -241,10 +241,9 @@ void pt_metrics_request_done(struct pt_worker *w, const pt_txn_stats *s)
     if (s->attempts > 1) pt_metric_add(um->retries, 0, s->attempts - 1);
     if (t < 0) return;
     pt_metric_add(um->attempts[t], 0, s->attempts);
-    /* The last attempt failed: no response head and Portico answered
-     * 502/504, or the response was cut (not by the client leaving). */
-    bool failed = (s->ttfb_us < 0 && (s->status == 502 || s->status == 504)) || (s->aborted && s->status != 499);
-    if (failed) pt_metric_add(um->errors[t], 0, 1);
+    /* The exchange failed for good (connect, timeout, invalid or cut
+     * response; not the client leaving): counted on the last target. */
+    if (s->upstream_failed) pt_metric_add(um->errors[t], 0, 1);
 }
 
 static const listener_metrics *listener_of(struct pt_worker *w, size_t l)

@@ -95,6 +95,7 @@ typedef struct {
     int status;            /* what the client got: the status sent, 502/504 when an upstream
                               failure was answered, 499 when the client left first */
     bool aborted;          /* the response was cut after its head (client saw a broken response) */
+    bool upstream_failed;  /* the upstream exchange failed (connect, timeout, invalid or cut response) */
     uint64_t bytes_in;     /* request bytes received (head, body, trailers) */
     uint64_t bytes_out;    /* response bytes the codec wrote for this request */
     uint64_t total_us;     /* from the first byte of the request head to now */

@@ -22,6 +22,7 @@
 
 #include "core/accesslog.h"
 #include "http/problem.h"
+#include "obs/gateway_metrics.h"
 #include "proxy/txn_int.h"
 #include "router/normalize.h"
 #include "tls/tls_server.h"
@@ -78,6 +79,7 @@ void pt_txn_get_stats(pt_txn *t, pt_txn_stats *o)
     *o = (pt_txn_stats){
         .status = t->status,
         .aborted = t->aborted,
+        .upstream_failed = t->upstream_failed,
         .bytes_in = t->bytes_in,
         .bytes_out = t->ops->bytes_sent ? t->ops->bytes_sent(t->stream) : t->bytes_out,
         .total_us = now > t->start_us ? now - t->start_us : 0,
@@ -564,6 +566,7 @@ void txn_fail_request(pt_txn *t, int status, const char *detail)
 
 void txn_upstream_failed(pt_txn *t, int status, const char *detail)
 {
+    t->upstream_failed = true;
     t->req_responded = true; /* nothing more of the request body goes anywhere */
     if (t->resp_started && !t->resp_done && t->ops->retract && t->ops->retract(t->stream)) {
         /* Nothing of the response reached the client yet: answer the error
@@ -699,12 +702,11 @@ pt_http_call *pt_txn_subrequest(pt_txn *t, const pt_http_request *req, pt_http_d
 
 /* ---------------------------------------------------------------- finishing */
 
-static void write_access_log(pt_txn *t)
+static void write_access_log(pt_txn *t, const pt_txn_stats *s)
 {
     const pt_config *cfg = t->gen->cfg;
     if (!cfg->access_log.enabled) return;
-    pt_txn_stats st;
-    pt_txn_get_stats(t, &st);
+    pt_txn_stats st = *s;
     pt_access_record r = {
         .time_us = t->start_us,
         .request_id = t->request_id,
@@ -757,5 +759,10 @@ void txn_finish(pt_txn *t)
         const pt_plugin_instance *pi = p->v[i];
         if (pi->type->on_log) pi->type->on_log(t, pi->conf, txn_plugin_state(t, i));
     }
-    write_access_log(t);
+    pt_txn_stats st;
+    pt_txn_get_stats(t, &st);
+    write_access_log(t, &st);
+    /* before txn_leave releases the generation: route and upstream series
+     * live as long as its configuration */
+    pt_metrics_request_done(t->w, &st);
 }

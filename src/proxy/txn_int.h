@@ -114,6 +114,7 @@ struct pt_txn {
     bool resp_started;
     bool resp_done;
     bool aborted;             /* the response was cut after its head */
+    bool upstream_failed;     /* the upstream exchange failed for good */
     bool finished;
     bool told_codec;          /* ops->finished() called */
     bool up_read_paused_by_ds;
