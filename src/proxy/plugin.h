@@ -143,6 +143,11 @@ pt_response *pt_txn_response(pt_txn *txn);   /* valid in response phases; mutabl
 pt_arena *pt_txn_arena(pt_txn *txn);         /* the request arena */
 struct pt_loop *pt_txn_loop(pt_txn *txn);    /* the worker loop owning the request */
 const pt_route_conf *pt_txn_route(pt_txn *txn); /* NULL before routing / when unmatched */
+/* The request path as routed: normalised once by the core (dot segments
+ * resolved, %2F kept as data), without the query; what route matching and
+ * path-based decisions must use instead of the raw target. Empty before
+ * routing or when the path was invalid (the core answered 400). */
+pt_str pt_txn_path(pt_txn *txn);
 /* Value of route parameter `name` ({name} in the route path), or a null slice. */
 pt_str pt_txn_param(pt_txn *txn, const char *name);
 pt_str pt_txn_request_id(pt_txn *txn);       /* empty until request_id (or the core) sets it */

@@ -51,6 +51,7 @@ pt_arena *pt_txn_arena(pt_txn *t) { return t->a; }
 struct pt_loop *pt_txn_loop(pt_txn *t) { return t->w->loop; }
 const pt_route_conf *pt_txn_route(pt_txn *t) { return t->route; }
 pt_str pt_txn_request_id(pt_txn *t) { return t->request_id; }
+pt_str pt_txn_path(pt_txn *t) { return t->norm_path; }
 pt_str pt_txn_client_addr(pt_txn *t) { return t->client_addr; }
 pt_str pt_txn_client_cert_subject(pt_txn *t) { return t->conn.client_cert_subject; }
 pt_str pt_txn_client_cert_sans(pt_txn *t) { return t->conn.client_cert_sans; }

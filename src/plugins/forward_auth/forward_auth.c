@@ -11,7 +11,6 @@
 
 #include "core/loop.h"
 #include "plugins/plugin_util.h"
-#include "router/normalize.h"
 
 /* ------------------------------------------------------------ hashing */
 
@@ -396,19 +395,19 @@ static void *fauth_configure(pt_conf_ctx *ctx, const pt_conf_node *node)
 
 /* ------------------------------------------------------------ pure helpers */
 
-pt_str pt_fauth_uri(const pt_request *req, pt_arena *a)
+pt_str pt_fauth_uri(pt_str path, const pt_request *req, pt_arena *a)
 {
+    if (!path.n) return req->target; /* not routed (the core answers 400 for it) */
     size_t qn = req->has_query ? req->query.n + 1 : 0;
-    char *out = pt_arena_alloc(a, req->path.n + qn + 1);
-    const char *detail = NULL;
-    ssize_t n = pt_path_normalize(req->path.p, req->path.n, out, &detail);
-    if (n < 0) return req->target; /* the core answered 400 for it already */
+    char *out = pt_arena_alloc(a, path.n + qn + 1);
+    memcpy(out, path.p, path.n);
+    size_t n = path.n;
     if (req->has_query) {
         out[n] = '?';
         memcpy(out + n + 1, req->query.p, req->query.n);
     }
-    out[(size_t)n + qn] = '\0';
-    return pt_str_make(out, (size_t)n + qn);
+    out[n + qn] = '\0';
+    return pt_str_make(out, n + qn);
 }
 
 pt_str pt_fauth_target(const pt_fauth_conf *c, pt_str uri, pt_arena *a)
@@ -629,7 +628,7 @@ static pt_plugin_result fauth_on_request_headers(pt_txn *txn, const void *conf, 
     st->conf = c;
     pt_request *req = pt_txn_request(txn);
     pt_arena *a = pt_txn_arena(txn);
-    pt_str uri = pt_fauth_uri(req, a);
+    pt_str uri = pt_fauth_uri(pt_txn_path(txn), req, a);
     pt_str client = pt_txn_client_addr(txn);
 
     /* The key and the auth request are made from the request as the client

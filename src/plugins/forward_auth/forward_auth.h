@@ -106,9 +106,9 @@ typedef enum {
  * denial), a value with control bytes, fails. */
 pt_fauth_verdict pt_fauth_classify(const pt_fauth_conf *c, const pt_http_result *r);
 
-/* The client request's path as the router saw it (normalised) plus "?query",
- * in `a`; the raw target if it does not normalise. */
-pt_str pt_fauth_uri(const pt_request *req, pt_arena *a);
+/* `path` (the request path as the router saw it: pt_txn_path) plus
+ * "?query", in `a`; the raw target when path is empty (not routed). */
+pt_str pt_fauth_uri(pt_str path, const pt_request *req, pt_arena *a);
 /* The auth request's target: `path`, or `path` prefix + uri. */
 pt_str pt_fauth_target(const pt_fauth_conf *c, pt_str uri, pt_arena *a);
 /* The auth request's fields: request_headers copied from `req` (every
