@@ -122,6 +122,35 @@ static bool conf_address_text(pt_conf_ctx *ctx, const pt_conf_node *node, char *
     return true;
 }
 
+/* --- upstream target addresses (DNS: see config_dns.c, docs/dns.md) --- */
+
+/* An upstream target's host: an IP literal (or bracketed IPv6) is used as
+ * is; a name is resolved with c-ares and the `dns:` settings, its answer
+ * kept in tc for the workers' caches. */
+static bool resolve_target(pt_conf_ctx *ctx, const host_port *hp, pt_target_conf *tc, char *err, size_t errcap)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV}, *res = NULL;
+    bool numeric = getaddrinfo(hp->host, "1", &hints, &res) == 0;
+    if (res) freeaddrinfo(res);
+    if (numeric || hp->bracketed) return resolve_host_port(hp, false, &tc->addr, err, errcap);
+    return pt_conf_resolve_target(ctx->cfg, ctx->arena, hp->host, hp->port, tc, err, errcap);
+}
+
+static bool conf_target_address(pt_conf_ctx *ctx, const pt_conf_node *node, char *text, pt_target_conf *tc,
+                                host_port *hp)
+{
+    const char *msg = split_host_port(text, false, hp);
+    char err[512];
+    if (!msg && resolve_target(ctx, hp, tc, err, sizeof(err))) {
+        tc->addr.text = text;
+        return true;
+    }
+    pt_conf_error(ctx, node, "invalid address '%s': %s", text, msg ? msg : err);
+    return false;
+}
+/* --- */
+
 static bool conf_address(pt_conf_ctx *ctx, const pt_conf_node *node, bool listener, pt_conf_addr *addr, host_port *hp)
 {
     char *text;
@@ -598,7 +627,7 @@ static targets_scheme conf_targets(pt_conf_ctx *ctx, const pt_conf_node *t, pt_u
         }
         scheme = sc;
         host_port hp;
-        if (!conf_address_text(ctx, addr, hostport ? hostport : text, false, &tc.addr, &hp)) continue;
+        if (!conf_target_address(ctx, addr, hostport ? hostport : text, &tc, &hp)) continue;
         tc.host = hp.bracketed ? pt_arena_printf(ctx->arena, "[%s]", hp.host)
                                : pt_arena_strndup(ctx->arena, hp.host, strlen(hp.host));
         tc.port = hp.port;
@@ -792,7 +821,7 @@ static void config_from_tree(pt_conf_ctx *ctx, const pt_conf_node *root, pt_conf
 {
     static const char *const keys[] = {"workers", "listen", "limits", "timeouts", "access_log",
                                        "upstreams", "plugins", "routes", "trusted_proxies", "client_ip_header",
-                                       "server_header", "via", "admin", NULL};
+                                       "server_header", "via", "admin", "dns", NULL};
     if (root->kind == PT_NODE_NULL) {
         pt_conf_error(ctx, root, "configuration is empty (at least 'listen' and 'routes' are needed)");
         return;
@@ -804,6 +833,7 @@ static void config_from_tree(pt_conf_ctx *ctx, const pt_conf_node *root, pt_conf
     conf_access_log(ctx, root, cfg);
     conf_listen(ctx, root, cfg);
     conf_admin(ctx, root, cfg);
+    pt_conf_dns(ctx, root, cfg); /* before the upstreams: their names are resolved with it */
     conf_upstreams(ctx, root, cfg);
     const pt_conf_node *sh = pt_conf_opt(root, "server_header");
     if (sh && pt_conf_string(ctx, sh, &cfg->server_header)) {
@@ -908,7 +938,7 @@ static bool proxy_target(pt_conf_ctx *ctx, const char *url, size_t len, pt_targe
         pt_errors_add(ctx->errors, "--to: '%s': %s", u, msg);
         return false;
     }
-    if (!resolve_host_port(&hp, false, &tc->addr, err, sizeof(err))) {
+    if (!resolve_target(ctx, &hp, tc, err, sizeof(err))) {
         pt_errors_add(ctx->errors, "--to: '%s': %s", u, err);
         return false;
     }
@@ -934,6 +964,7 @@ pt_config *pt_config_for_proxy(const pt_proxy_opts *opts, pt_errors *errors)
     conf_limits(&ctx, &empty, cfg);
     conf_timeouts(&ctx, &empty, cfg);
     conf_access_log(&ctx, &empty, cfg);
+    pt_dns_conf_defaults(&cfg->dns);
 
     host_port hp;
     const char *msg = listen ? split_host_port(listen, true, &hp) : "missing";

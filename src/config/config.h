@@ -13,6 +13,7 @@
 
 #include "config/conf_node.h"
 #include "http/message.h"
+#include "net/dns_cache.h"
 #include "net/ipset.h"
 
 struct pt_plugin_type;
@@ -74,6 +75,11 @@ typedef struct {
                                     IPv6 keeps its brackets: "[::1]" */
     uint16_t port;
     uint32_t weight;             /* 1..1000, default 1 */
+    /* host is a name, not an IP literal: resolved with c-ares at load (addr =
+     * the answer's first address) and again by each worker as TTLs expire
+     * (net/dns.h). `answer` is the load-time answer that seeds the workers. */
+    bool dns;
+    pt_dns_answer answer;
 } pt_target_conf;
 
 /* TLS to the upstream's targets (https). */
@@ -211,6 +217,7 @@ typedef struct pt_config {
         char *token;                 /* bearer token for /metrics; NULL = none */
         int line;
     } admin;
+    pt_dns_conf dns;                 /* `dns:` resolver settings for upstream host names */
 } pt_config;
 
 /* Loads and validates. On failure returns NULL and fills `errors`. */

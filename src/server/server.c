@@ -16,6 +16,7 @@
 #include "http/h1_server.h"
 #include "http/h2_server.h"
 #include "obs/gateway_metrics.h"
+#include "net/dns.h"
 #include "server/connlimit.h"
 #include "proxy/plugin.h"
 #include "server/worker.h"
@@ -53,6 +54,7 @@ pt_worker_gen *pt_worker_gen_new(pt_worker *w, pt_generation *g)
     pt_worker_gen *wg = pt_xcalloc(1, sizeof(*wg));
     wg->gen = g; /* takes the reference the caller holds */
     const pt_config *cfg = g->cfg;
+    if (w->dns) pt_dns_configure(w->dns, &cfg->dns);
     wg->upstreams = pt_xcalloc(cfg->nupstreams ? cfg->nupstreams : 1, sizeof(*wg->upstreams));
     for (size_t i = 0; i < cfg->nupstreams; i++) {
         pt_upstream_rt *u = &wg->upstreams[i];
@@ -65,6 +67,7 @@ pt_worker_gen *pt_worker_gen_new(pt_worker *w, pt_generation *g)
             u->pools[t] = pt_pool_for(w, &uc->targets[t], g->up_tls ? g->up_tls[i] : NULL,
                                       uc->tls.sni ? uc->tls.sni : uc->targets[t].host);
         }
+        pt_upstream_dns_attach(w, u);
     }
     return wg;
 }
@@ -73,6 +76,7 @@ void pt_worker_gen_free(pt_worker *w, pt_worker_gen *wg)
 {
     for (size_t i = 0; i < wg->gen->cfg->nupstreams; i++) {
         for (size_t t = 0; t < wg->upstreams[i].conf->ntargets; t++) pt_pool_unref(w, wg->upstreams[i].pools[t]);
+        pt_upstream_dns_detach(w, &wg->upstreams[i]);
         free(wg->upstreams[i].current);
         free(wg->upstreams[i].pools);
     }
@@ -375,6 +379,7 @@ int pt_server_run(pt_generation *gen, const char *config_path, pt_metrics *metri
         w->loop = pt_loop_new();
         if (!w->loop) pt_panic(__FILE__, __LINE__, "cannot create event loop");
         pt_loop_set_data(w->loop, w);
+        w->dns = pt_dns_new(w->loop, &cfg->dns); /* before the generation: it takes DNS entries */
         w->arena_cache = pt_xcalloc(ARENA_CACHE_MAX, sizeof(pt_arena *));
         pt_generation_ref(gen);
         w->wgen = pt_worker_gen_new(w, gen);
@@ -421,6 +426,8 @@ int pt_server_run(pt_generation *gen, const char *config_path, pt_metrics *metri
             if (w->wgen->users == 0) pt_worker_gen_free(w, w->wgen);
         }
         pt_pools_free(w);
+        pt_dns_free(w->dns);
+        w->dns = NULL;
         for (size_t a = 0; a < w->narena_cache; a++) pt_arena_free(w->arena_cache[a]);
         free(w->arena_cache);
         free(w->listeners);

@@ -11,6 +11,7 @@
 #include "core/buf.h"
 #include "core/loop.h"
 #include "http/h1.h"
+#include "net/dns_cache.h"
 #include "upstream/upstream.h"
 
 #include <openssl/ssl.h>
@@ -78,6 +79,7 @@ struct pt_uconn {
     char peer[64];           /* "host:port" for logs */
     SSL *ssl;                /* https upstream: the TLS session */
     bool hs_want_write;
+    pt_dns_stamp dns;        /* the address it was opened to, for a host-name target (net/dns.h) */
 };
 
 /* Starts a non-blocking connect to `t` (then a TLS handshake when tls_ctx is
