@@ -78,11 +78,11 @@ void pt_conf_dns(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg)
     }
     uint64_t v;
     if ((n = pt_conf_opt(m, "timeout")) && pt_conf_duration_ms(ctx, n, &v)) {
-        if (v == 0 || v > 60000) pt_conf_error(ctx, n, "dns.timeout must be between 1ms and 60s");
+        if (v == 0 || v > 10000) pt_conf_error(ctx, n, "dns.timeout must be between 1ms and 10s");
         else d->timeout_ms = v;
     }
     int64_t iv;
-    if ((n = pt_conf_opt(m, "attempts")) && pt_conf_int(ctx, n, 1, 10, &iv)) d->attempts = (uint32_t)iv;
+    if ((n = pt_conf_opt(m, "attempts")) && pt_conf_int(ctx, n, 1, 5, &iv)) d->attempts = (uint32_t)iv;
     const pt_conf_node *mn = pt_conf_opt(m, "min_ttl"), *mx = pt_conf_opt(m, "max_ttl");
     if (mn && pt_conf_duration_ms(ctx, mn, &v)) d->min_ttl_ms = v;
     if (mx && pt_conf_duration_ms(ctx, mx, &v)) {

@@ -100,6 +100,10 @@ static uint32_t answer_addrs(const struct ares_addrinfo *res, pt_dns_addr *v, ui
     return n;
 }
 
+/* Loading a configuration waits at most this long per name (c-ares doubles
+ * the timeout on each round, so timeout x attempts can add up). */
+#define RESOLVE_NOW_MAX_MS 30000u
+
 static const struct ares_addrinfo_hints HINTS = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
 #define MAX_ADDRS 64
 
@@ -366,8 +370,13 @@ bool pt_dns_resolve_now(const pt_dns_conf *conf, const char *host, pt_arena *a, 
     ares_channel ch = channel_new(conf, NULL, NULL, err, errcap);
     if (!ch) return false;
     blocking_query q = {.a = a, .out = out};
+    uint64_t deadline = pt_dns_mono_ms() + RESOLVE_NOW_MAX_MS;
     ares_getaddrinfo(ch, host, NULL, &HINTS, on_blocking_answer, &q);
     while (!q.done) {
+        if (pt_dns_mono_ms() >= deadline) {
+            ares_cancel(ch); /* the callback runs: ARES_ECANCELLED */
+            break;
+        }
         ares_socket_t socks[ARES_GETSOCK_MAXNUM];
         int bits = ares_getsock(ch, socks, ARES_GETSOCK_MAXNUM);
         struct pollfd pfd[ARES_GETSOCK_MAXNUM];
@@ -394,6 +403,8 @@ bool pt_dns_resolve_now(const pt_dns_conf *conf, const char *host, pt_arena *a, 
     ares_destroy(ch); /* a query still pending (poll failed) ends here */
     if (out->n) return true;
     snprintf(err, errcap, "cannot resolve '%s': %s", host,
-             !q.done ? "resolver failure" : q.status == ARES_SUCCESS ? "no address" : ares_strerror(q.status));
+             !q.done ? "resolver failure"
+             : q.status == ARES_SUCCESS ? "no address"
+             : q.status == ARES_ECANCELLED ? "no answer within 30s" : ares_strerror(q.status));
     return false;
 }

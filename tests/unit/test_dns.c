@@ -401,7 +401,9 @@ TEST(config_dns_errors)
     CHECK(fails_with(BASE "dns: {servers: [ns.example]}\n", "t.yaml:5:17: invalid dns server 'ns.example'"));
     CHECK(fails_with(BASE "dns: {servers: [\"10.0.0.1:0\"]}\n", "invalid dns server '10.0.0.1:0'"));
     CHECK(fails_with(BASE "dns: {servers: [\"[::1\"]}\n", "invalid dns server '[::1'"));
-    CHECK(fails_with(BASE "dns: {timeout: 0}\n", "dns.timeout must be between 1ms and 60s"));
+    CHECK(fails_with(BASE "dns: {timeout: 11s}\n", "dns.timeout must be between 1ms and 10s"));
+    CHECK(fails_with(BASE "dns: {attempts: 6}\n", "t.yaml:5:17:"));
+    CHECK(fails_with(BASE "dns: {timeout: 0}\n", "dns.timeout must be between 1ms and 10s"));
     CHECK(fails_with(BASE "dns: {attempts: 0}\n", "t.yaml:5:17:"));
     CHECK(fails_with(BASE "dns: {max_ttl: 0}\n", "dns.max_ttl must be greater than 0"));
     CHECK(fails_with(BASE "dns: {min_ttl: 2h}\n", "dns.min_ttl (7200000ms) must not exceed dns.max_ttl (3600000ms)"));
