@@ -4,31 +4,56 @@
  * YAML block and returns its immutable per-instance config, the size of its
  * per-request state, and optional phase callbacks. The pipeline for a route
  * is built once per config generation: global plugins (config order), then
- * the route's plugins (config order). Phases run in that order for the
- * request side and in the same order for the response side.
+ * the route's plugins (config order). Request-side callbacks run in that
+ * order; response-side callbacks run in the same order.
+ *
+ * Two directions, two cursors. The request side (request headers, request
+ * body) and the response side (response headers, response body) each have
+ * their own position in the pipeline, their own pause and their own held
+ * body: a pause on one side never moves or hides the other side (an early
+ * upstream response can go through the response plugins while a
+ * request-body plugin is still paused, and both sides can be paused at
+ * once).
  *
  * Each callback returns:
  *   PT_PLUGIN_CONTINUE  go on with the next plugin / the next step;
- *   PT_PLUGIN_RESPOND   the plugin called pt_txn_respond(): stop the request
- *                       phases and send that response (response-header
+ *   PT_PLUGIN_RESPOND   the plugin called pt_txn_respond*(): stop the request
+ *                       side and send that response (response-header
  *                       plugins still run on it, so headers/request_id apply);
+ *                       from a response-header callback it replaces the
+ *                       upstream response;
  *   PT_PLUGIN_PAUSE     the plugin started something asynchronous (a timer,
- *                       later a Redis or IdP call) on pt_txn_loop(txn). The
- *                       request stays parked; when the event fires, the plugin
- *                       calls pt_txn_resume(txn, CONTINUE or RESPOND) exactly
- *                       once. If the client goes away while paused, the
- *                       request's arena is reset: register a cleanup with
- *                       pt_arena_on_cleanup(pt_txn_arena(txn), ...) to cancel
- *                       the pending event.
- * Body callbacks see each chunk as it streams (read-only, valid during the
- * call). PAUSE holds that chunk (the core copies it and stops reading that
- * side: backpressure); after pt_txn_resume() the remaining plugins see the
- * copy and it is forwarded. RESPOND from a request-body callback drops the
- * upstream exchange and sends the plugin's response (if no response has
- * started); from a response-body callback it can only abort the response.
- * Only one callback of a request is paused at a time: an upstream response
- * head that arrives during a request-body pause waits for the resume.
- * Callbacks run on the worker thread that owns the request; they must not block. */
+ *                       a Redis or HTTP call) on pt_txn_loop(txn). That side
+ *                       stays parked (body: its reading stops, backpressure);
+ *                       when the event fires the plugin calls
+ *                       pt_txn_resume(txn, side, CONTINUE or RESPOND) once.
+ *                       The request may end while paused (client gone,
+ *                       deadline, shutdown): hold a pt_txn_ref, or register
+ *                       a cleanup with pt_arena_on_cleanup(pt_txn_arena(txn))
+ *                       to cancel the pending event;
+ *   PT_PLUGIN_BUFFER    (body callbacks only) keep the bytes of this body
+ *                       call in this plugin's slot and call again with the
+ *                       next bytes appended (the plugin sees one growing
+ *                       body); the later plugins see nothing yet. Bounded by
+ *                       the route's max_buffered_body: over it the request
+ *                       gets 413, a response 502. Treated as CONTINUE on the
+ *                       last call.
+ *
+ * Bodies. A body callback gets the bytes that reached its position as a
+ * mutable pt_body: it may read them, consume, replace or append (a
+ * compressor replaces them with its output, possibly with nothing yet).
+ * What it leaves is what the next plugin sees. Whoever changes a body's
+ * length must say so in its header-phase callback with
+ * pt_txn_body_will_change() (Content-Length dropped, framing switched to
+ * chunked / unframed HTTP/2 DATA, a strong ETag weakened). Empty non-last
+ * calls are not delivered. During a body pause the plugin may still edit
+ * the held bytes (pt_txn_held_body) before it resumes: that is how data is
+ * injected later from an async callback. On the last call trailers are
+ * visible and editable (pt_txn_trailers); for an HTTP/1 upstream, request
+ * trailers only travel with a chunked body.
+ *
+ * Callbacks run on the worker thread that owns the request; they must not
+ * block. */
 #ifndef PT_PROXY_PLUGIN_H
 #define PT_PROXY_PLUGIN_H
 
@@ -43,13 +68,43 @@ typedef enum {
     PT_PLUGIN_CONTINUE = 0,
     PT_PLUGIN_RESPOND,
     PT_PLUGIN_PAUSE,
+    PT_PLUGIN_BUFFER,
 } pt_plugin_result;
 
+/* The two sides of a transaction. */
+typedef enum {
+    PT_SIDE_REQUEST = 0,
+    PT_SIDE_RESPONSE = 1,
+} pt_side;
+
+/* Body bytes at one plugin position (see "Bodies" above). Opaque. */
+typedef struct pt_body pt_body;
+
+const char *pt_body_data(const pt_body *b); /* contiguous; valid until the body is changed */
+size_t pt_body_len(const pt_body *b);
+bool pt_body_last(const pt_body *b);        /* the last call for this body */
+/* Drops the first n bytes (n <= len). */
+void pt_body_consume(pt_body *b, size_t n);
+/* Replaces the bytes with a copy of data[0, len) (len 0: nothing left). */
+void pt_body_replace(pt_body *b, const char *data, size_t len);
+/* Appends a copy of data[0, len). */
+void pt_body_append(pt_body *b, const char *data, size_t len);
+
+/* Statistics of a finished (or finishing) request, for the log phase. */
 typedef struct {
-    const char *data;
-    size_t len;
-    bool last; /* true on the final call for this body (len may be 0) */
-} pt_body_chunk;
+    int status;            /* what the client got: the status sent, 502/504 when an upstream
+                              failure was answered, 499 when the client left first */
+    bool aborted;          /* the response was cut after its head (client saw a broken response) */
+    uint64_t bytes_in;     /* request bytes received (head, body, trailers) */
+    uint64_t bytes_out;    /* response bytes the codec wrote for this request */
+    uint64_t total_us;     /* from the first byte of the request head to now */
+    int64_t upstream_us;   /* first upstream attempt to the end of the upstream response, -1 none */
+    int64_t ttfb_us;       /* request start to the upstream's response head, -1 none */
+    int attempts;          /* upstream connection attempts (retries included) */
+    pt_str target;         /* the last upstream target tried ("10.0.0.1:8080"), empty if none */
+    const pt_route_conf *route; /* NULL when no route matched */
+    pt_method method;
+} pt_txn_stats;
 
 typedef struct pt_plugin_type {
     const char *name;
@@ -57,11 +112,21 @@ typedef struct pt_plugin_type {
      * none) and return the instance config, allocated in ctx->arena. On
      * error call pt_conf_error() and return NULL. */
     void *(*configure)(pt_conf_ctx *ctx, const pt_conf_node *node);
+    /* Optional: release what configure() acquired outside ctx->arena; called
+     * when the generation that holds the instance is freed (or a failed
+     * load is discarded). */
+    void (*destroy)(void *conf);
+    /* Optional per-worker state of the type, living as long as the worker
+     * (across reloads): created on the worker's thread before it serves,
+     * destroyed when it stops. Reach it with pt_txn_worker_state(). */
+    void *(*worker_init)(struct pt_loop *loop);
+    void (*worker_fini)(struct pt_loop *loop, void *wstate);
     size_t state_size; /* per-request state, zeroed, in the request arena */
     pt_plugin_result (*on_request_headers)(pt_txn *txn, const void *conf, void *state);
-    pt_plugin_result (*on_request_body)(pt_txn *txn, const void *conf, void *state, const pt_body_chunk *c);
+    pt_plugin_result (*on_request_body)(pt_txn *txn, const void *conf, void *state, pt_body *body);
     pt_plugin_result (*on_response_headers)(pt_txn *txn, const void *conf, void *state);
-    pt_plugin_result (*on_response_body)(pt_txn *txn, const void *conf, void *state, const pt_body_chunk *c);
+    pt_plugin_result (*on_response_body)(pt_txn *txn, const void *conf, void *state, pt_body *body);
+    /* The request is over (also after aborts); pt_txn_get_stats() tells how. */
     void (*on_log)(pt_txn *txn, const void *conf, void *state);
 } pt_plugin_type;
 
@@ -89,6 +154,10 @@ pt_str pt_txn_client_cert_subject(pt_txn *txn);
  * "DNS:a.example,URI:spiffe://acme/ns/x,email:bob@acme.com,IP:10.0.0.1"
  * (a ',' inside a value is written "%2C"), or an empty slice. */
 pt_str pt_txn_client_cert_sans(pt_txn *txn);
+/* The per-worker state `type`'s worker_init returned on this worker (NULL if none). */
+void *pt_txn_worker_state(pt_txn *txn, const pt_plugin_type *type);
+/* How the request went so far (complete in on_log). */
+void pt_txn_get_stats(pt_txn *txn, pt_txn_stats *out);
 
 /* Prepare a local response (then return PT_PLUGIN_RESPOND, or resume with it).
  * `body` is copied. Content-Type is set when content_type is non-empty. */
@@ -98,7 +167,30 @@ void pt_txn_respond_header(pt_txn *txn, pt_str name, pt_str value);
 /* Answer with an application/problem+json error (RFC 9457). */
 void pt_txn_respond_problem(pt_txn *txn, int status, const char *detail);
 
-/* Resume a request paused by a callback of this plugin (see above). */
-void pt_txn_resume(pt_txn *txn, pt_plugin_result r);
+/* From a header-phase callback of `side`: the body of that side will be
+ * rewritten, so its length is unknown (Content-Length dropped, chunked /
+ * unframed DATA). On the response side a strong ETag becomes weak. */
+void pt_txn_body_will_change(pt_txn *txn, pt_side side);
+/* During a body pause of `side`: the bytes held at the paused plugin (it
+ * may edit them before resuming). NULL when that side is not paused in a
+ * body callback. */
+pt_body *pt_txn_held_body(pt_txn *txn, pt_side side);
+/* The trailer fields of `side`, mutable (an empty list if none arrived).
+ * Meaningful in the last body call of that side (and during a pause in
+ * it); what is left there is sent. */
+pt_headers *pt_txn_trailers(pt_txn *txn, pt_side side);
+
+/* Resume `side`, paused by a callback of this plugin (see above). A resume
+ * for a request that is over, or a side that is not paused, is ignored. */
+void pt_txn_resume(pt_txn *txn, pt_side side, pt_plugin_result r);
+
+/* ---- Safe references for asynchronous work ----
+ * A late reply (timer, Redis, HTTP client) must not touch a request that
+ * ended. Take a reference when starting the work; on the reply, get the txn
+ * back (NULL when the request is over: drop the reply), then release. */
+typedef struct pt_txn_ref pt_txn_ref;
+pt_txn_ref *pt_txn_ref_new(pt_txn *txn);
+pt_txn *pt_txn_ref_get(const pt_txn_ref *ref);
+void pt_txn_ref_release(pt_txn_ref *ref);
 
 #endif
