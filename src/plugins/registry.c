@@ -1,5 +1,6 @@
 /* registry.c — the table of built-in plugin types, looked up by the config
  * loader when it meets a plugin name. Adding a built-in = one line here. */
+#include "plugins/compression/compression.h"
 #include "plugins/delay/delay.h"
 #include "plugins/direct_response/direct_response.h"
 #include "plugins/headers/headers.h"
@@ -13,6 +14,7 @@ static const pt_plugin_type *const builtin_plugins[] = {
     &pt_plugin_direct_response,
     &pt_plugin_delay,
     &pt_plugin_ip_restriction,
+    &pt_plugin_compression,
     NULL,
 };
 
