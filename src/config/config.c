@@ -221,10 +221,11 @@ static void conf_limits(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *c
     cfg->limits.max_body_size = 1ull << 30;
     cfg->limits.min_body_rate = 1024;
     cfg->limits.http2_max_concurrent_streams = 128;
+    cfg->limits.max_buffered_body = 1u << 20;
     const pt_conf_node *m = pt_conf_opt(root, "limits");
     static const char *const keys[] = {"max_request_line", "max_header_size", "max_headers", "max_body_size",
                                        "max_connections", "max_connections_per_client", "min_body_rate",
-                                       "http2_max_concurrent_streams", NULL};
+                                       "http2_max_concurrent_streams", "max_buffered_body", NULL};
     if (!m || !pt_conf_check_keys(ctx, m, keys, "limits")) return;
     opt_size32(ctx, m, "max_request_line", 64, &cfg->limits.max_request_line);
     opt_size32(ctx, m, "max_header_size", 256, &cfg->limits.max_header_size);
@@ -242,6 +243,8 @@ static void conf_limits(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *c
     if (n && pt_conf_size(ctx, n, &sz)) cfg->limits.min_body_rate = sz;
     n = pt_conf_opt(m, "http2_max_concurrent_streams");
     if (n && pt_conf_int(ctx, n, 1, 10000, &v)) cfg->limits.http2_max_concurrent_streams = (uint32_t)v;
+    n = pt_conf_opt(m, "max_buffered_body");
+    if (n && pt_conf_size(ctx, n, &sz)) cfg->limits.max_buffered_body = sz;
 }
 
 static void conf_timeouts(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg)
@@ -639,6 +642,26 @@ static void unknown_plugin(pt_conf_ctx *ctx, const pt_conf_node *k)
     pt_conf_error(ctx, k, "unknown plugin '%s' (known plugins: %s)", k->scalar, used ? list : "none");
 }
 
+const pt_upstream_conf *pt_conf_upstream(pt_conf_ctx *ctx, const pt_conf_node *n)
+{
+    if (!n || n->kind != PT_NODE_SCALAR || !n->scalar_len) {
+        pt_conf_error(ctx, n, "expected the name of an upstream");
+        return NULL;
+    }
+    const pt_config *cfg = ctx->cfg;
+    for (size_t i = 0; cfg && i < cfg->nupstreams; i++)
+        if (strcmp(cfg->upstreams[i].name, n->scalar) == 0) return &cfg->upstreams[i];
+    pt_conf_error(ctx, n, "unknown upstream '%s'", n->scalar);
+    return NULL;
+}
+
+/* Arena cleanup: a plugin instance's destroy(), when its config goes. */
+static void destroy_plugin_instance(void *data)
+{
+    const pt_plugin_instance *pi = data;
+    pi->type->destroy(pi->conf);
+}
+
 void pt_conf_plugin_list(pt_conf_ctx *ctx, const pt_conf_node *node, pt_plugin_list *out, const char *what)
 {
     out->v = NULL;
@@ -666,6 +689,13 @@ void pt_conf_plugin_list(pt_conf_ctx *ctx, const pt_conf_node *node, pt_plugin_l
         if (type->configure) {
             size_t before = ctx->errors->n;
             conf = type->configure(ctx, v);
+            if (conf && type->destroy) {
+                /* runs when the config's arena is freed: with its generation,
+                 * or at once when the load fails */
+                pt_plugin_instance *owned = pt_arena_calloc(ctx->arena, sizeof(*owned));
+                *owned = (pt_plugin_instance){.type = type, .conf = conf};
+                pt_arena_on_cleanup(ctx->arena, destroy_plugin_instance, owned);
+            }
             if (ctx->errors->n != before) continue;
         }
         out->v[out->n++] = (pt_plugin_instance){.type = type, .conf = conf, .line = k->line};
@@ -680,7 +710,7 @@ static pt_config *config_new(const char *name, pt_conf_ctx *ctx, pt_errors *erro
     pt_config *cfg = pt_arena_calloc(a, sizeof(*cfg));
     cfg->arena = a;
     cfg->file = pt_arena_strndup(a, name, strlen(name));
-    *ctx = (pt_conf_ctx){.file = cfg->file, .arena = a, .errors = errors};
+    *ctx = (pt_conf_ctx){.file = cfg->file, .arena = a, .errors = errors, .cfg = cfg};
     return cfg;
 }
 

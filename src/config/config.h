@@ -150,6 +150,7 @@ typedef struct pt_route_conf {
                                     is stored as UINT64_MAX. */
     uint64_t body_timeout_ms;    /* slow-body gap; resolved: timeouts.body unless overridden */
     uint64_t min_body_rate;      /* resolved: limits.min_body_rate unless overridden; 0 = off */
+    uint64_t max_buffered_body;  /* resolved: limits.max_buffered_body unless overridden; 0 = unlimited */
     pt_plugin_list plugins;      /* route-level plugins, in order */
 } pt_route_conf;
 
@@ -168,6 +169,7 @@ typedef struct pt_config {
         uint32_t max_connections_per_client; /* per client address; 0 = unlimited (default) */
         uint64_t min_body_rate;      /* request body bytes/s after timeouts.body; default 1k; 0 = off */
         uint32_t http2_max_concurrent_streams; /* per HTTP/2 client connection; default 128 */
+        uint64_t max_buffered_body;  /* bytes plugins may hold with PT_PLUGIN_BUFFER, per side; default 1m; 0 = unlimited */
     } limits;
     char *server_header;             /* Server on every response; NULL = pass the upstream's through */
     bool via;                        /* add "Via: 1.1 portico" both ways */

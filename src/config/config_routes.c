@@ -285,6 +285,9 @@ static void conf_route_transform(pt_conf_ctx *ctx, const pt_conf_node *rn, pt_co
     const pt_conf_node *mb = pt_conf_opt(rn, "max_body_size");
     uint64_t v;
     if (mb && pt_conf_size(ctx, mb, &v)) r->max_body_size = v ? v : (cfg->limits.max_body_size ? UINT64_MAX : 0);
+    r->max_buffered_body = cfg->limits.max_buffered_body;
+    const pt_conf_node *mbb = pt_conf_opt(rn, "max_buffered_body");
+    if (mbb && pt_conf_size(ctx, mbb, &v)) r->max_buffered_body = v;
     /* slow-body limits (e.g. long-lived gRPC client streams need more) */
     r->body_timeout_ms = cfg->timeouts.body_ms;
     r->min_body_rate = cfg->limits.min_body_rate;
@@ -305,7 +308,8 @@ void pt_conf_routes(pt_conf_ctx *ctx, const pt_conf_node *node, pt_config *cfg)
         return;
     }
     static const char *const keys[] = {"name", "match", "upstream", "strip_prefix", "rewrite",
-                                       "max_body_size", "body_timeout", "min_body_rate", "plugins", NULL};
+                                       "max_body_size", "body_timeout", "min_body_rate", "max_buffered_body",
+                                       "plugins", NULL};
     cfg->routes = pt_arena_calloc(ctx->arena, (node->n ? node->n : 1) * sizeof(*cfg->routes));
     for (size_t i = 0; i < node->n; i++) {
         const pt_conf_node *rn = node->vals[i];

@@ -424,6 +424,13 @@ size_t pt_accesslog_format(char *out, size_t cap, const pt_access_record *r)
     t += sizeof("\",\"status\":") - 1;
     int status = r->status < 0 ? 0 : (r->status > 999999 ? 999999 : r->status);
     t = put_u64(t, (uint64_t)status);
+    if (r->aborted) {
+        memcpy(t, LIT(",\"aborted\":true"));
+        t += sizeof(",\"aborted\":true") - 1;
+    } else {
+        memcpy(t, LIT(",\"aborted\":false"));
+        t += sizeof(",\"aborted\":false") - 1;
+    }
     memcpy(t, LIT(",\"bytes_in\":"));
     t += sizeof(",\"bytes_in\":") - 1;
     t = put_u64(t, r->bytes_in);

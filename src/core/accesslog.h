@@ -70,6 +70,7 @@ typedef struct {
     pt_str route;         /* route name, or empty if unmatched */
     pt_str upstream;      /* "host:port" of the target used, or empty */
     int status;
+    bool aborted;         /* the response was cut after its head went out */
     uint64_t bytes_in;    /* bytes received from the client */
     uint64_t bytes_out;   /* bytes sent to the client */
     double duration_ms;   /* total time */
@@ -79,7 +80,7 @@ typedef struct {
 /* Formats `r` as one JSON object line ending in "\n":
  * {"time":"2026-11-29T18:01:02.123Z","request_id":"..","client":"..",
  *  "method":"GET","path":"/x","route":"..","upstream":"..","status":200,
- *  "bytes_in":0,"bytes_out":12,"duration_ms":1.234,"upstream_ms":null}
+ *  "aborted":false,"bytes_in":0,"bytes_out":12,"duration_ms":1.234,"upstream_ms":null}
  * Returns the line length (no NUL is written). If the line does not fit in
  * `cap`, string fields are truncated (never mid-escape or mid-UTF-8) so the
  * result is still one well-formed JSON line. Returns 0 (and writes nothing

@@ -85,6 +85,12 @@ struct pt_h1_conn {
     bool discarding;   /* txn is over; dropping the rest of the request body */
     bool write_failed; /* a write failed inside a txn callback: close from the loop */
     uint64_t sent;     /* response bytes queued for the current request (access log) */
+    /* Whether the client saw any of the current response: until then its
+     * head sits in wbuf after `resp_prefix` unsent bytes of earlier output,
+     * and can be taken back (ds_retract). */
+    uint32_t resp_prefix;
+    bool resp_open;    /* a final head was queued for the current request */
+    bool resp_visible; /* some byte of it reached the socket */
     uint64_t discarded;
     uint8_t version;
     uint32_t nrequests;
@@ -108,6 +114,14 @@ static void body_pace_update(pt_h1_conn *c);
 
 /* ------------------------------------------------------------------ output */
 
+/* n bytes of wbuf's front reached the socket. */
+static void note_written(pt_h1_conn *c, size_t n)
+{
+    if (!c->resp_open || c->resp_visible) return;
+    if (n > c->resp_prefix) c->resp_visible = true;
+    else c->resp_prefix -= (uint32_t)n;
+}
+
 static void flush_now_ex(pt_h1_conn *c, bool in_txn_callback)
 {
     if (c->write_failed) {
@@ -119,6 +133,7 @@ static void flush_now_ex(pt_h1_conn *c, bool in_txn_callback)
         ssize_t n = pt_sock_send(c->io.fd, c->ssl, pt_buf_head(&c->wbuf), c->wbuf.len);
         if (n > 0) {
             pt_buf_consume(&c->wbuf, (size_t)n);
+            note_written(c, (size_t)n);
             progressed = true;
             continue;
         }
@@ -229,6 +244,9 @@ static void ds_send_head(void *stream, const pt_response *res)
 
     c->resp_chunked = c->resp_close = false;
     uint32_t before = b->len;
+    c->resp_open = true;
+    c->resp_visible = false;
+    c->resp_prefix = before;
     if (res->close_connection || c->peer_closed || !c->info.keep_alive || c->w->draining ||
         (!c->body_done && c->info.body == PT_H1_BODY_LENGTH && c->body_remaining > DISCARD_MAX))
         c->close_after = true;
@@ -290,7 +308,10 @@ static bool ds_send_body(void *stream, const char *data, size_t len)
         }
         return c->wbuf.len < WBUF_HIGH;
     }
-    if (pt_buf_writev(c->io.fd, &c->wbuf, iov, n) == PT_ERR) {
+    size_t queued = c->wbuf.len + total;
+    int wrc = pt_buf_writev(c->io.fd, &c->wbuf, iov, n);
+    if (wrc != PT_ERR) note_written(c, queued - c->wbuf.len);
+    if (wrc == PT_ERR) {
         /* inside a txn callback: close from the loop */
         c->write_failed = true;
         c->wbuf.len = 0;
@@ -337,9 +358,24 @@ static void ds_want_body(void *stream, bool want)
 static void ds_abort(void *stream)
 {
     pt_h1_conn *c = stream;
-    /* Make the failure visible: drop any unsent bytes and close. */
-    c->wbuf.len = 0;
+    /* Make the failure visible: drop the unsent bytes of this response
+     * (earlier responses' bytes still go out) and close. */
+    c->wbuf.len = c->resp_open && !c->resp_visible ? c->resp_prefix : 0;
     c->close_after = true;
+}
+
+/* Takes back a response none of whose bytes reached the client; the
+ * connection closes after the response that replaces it. */
+static bool ds_retract(void *stream)
+{
+    pt_h1_conn *c = stream;
+    if (!c->resp_open || c->resp_visible || c->write_failed) return false;
+    c->wbuf.len = c->resp_prefix;
+    c->resp_open = false;
+    c->resp_chunked = c->resp_close = false;
+    c->sent = 0;
+    c->close_after = true;
+    return true;
 }
 
 static void body_defer_cb(pt_loop *loop, pt_defer *d)
@@ -410,6 +446,7 @@ static const pt_downstream_ops ds_ops = {
     .send_end = ds_send_end,
     .want_body = ds_want_body,
     .abort = ds_abort,
+    .retract = ds_retract,
     .finished = ds_finished,
 };
 
@@ -662,6 +699,7 @@ static void process_input(pt_h1_conn *c)
         return;
     }
     c->sent = 0;
+    c->resp_open = false;
     c->txn = new_txn(c);
     if (n < 0) {
         /* Nothing reaches an upstream; answer and close. */
@@ -835,6 +873,7 @@ static void on_timer(pt_loop *loop, pt_timer *t)
         /* Partial head: answer 408 and close. */
         if (!c->arena) c->arena = pt_worker_arena_get(c->w);
         c->sent = 0;
+        c->resp_open = false;
         c->txn = new_txn(c);
         c->state = ST_TXN;
         c->close_after = true;

@@ -21,6 +21,8 @@ static void build_pipeline(pt_arena *a, pt_pipeline *p, const pt_plugin_list *gl
         const pt_plugin_instance *pi = i < global->n ? &global->v[i] : &route->v[i - global->n];
         p->v[i] = pi;
         p->state_off[i] = off;
+        p->has_request_body |= pi->type->on_request_body != NULL;
+        p->has_response_body |= pi->type->on_response_body != NULL;
         off += (pi->type->state_size + 15) & ~(size_t)15;
     }
     p->state_size = off;
@@ -28,7 +30,7 @@ static void build_pipeline(pt_arena *a, pt_pipeline *p, const pt_plugin_list *gl
 
 pt_generation *pt_generation_build(pt_config *cfg, pt_errors *errors)
 {
-    pt_conf_ctx ctx = {.file = cfg->file, .arena = cfg->arena, .errors = errors};
+    pt_conf_ctx ctx = {.file = cfg->file, .arena = cfg->arena, .errors = errors, .cfg = cfg};
     pt_router *router = pt_router_build(cfg->routes, cfg->nroutes, &ctx);
     if (!router) {
         pt_config_free(cfg);

@@ -19,6 +19,8 @@ typedef struct {
     size_t n;
     size_t state_size; /* sum of the plugins' per-request state sizes (aligned) */
     size_t *state_off; /* offset of each plugin's state in the state block */
+    bool has_request_body;  /* some plugin has on_request_body */
+    bool has_response_body; /* some plugin has on_response_body */
 } pt_pipeline;
 
 typedef struct pt_generation {

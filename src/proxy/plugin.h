@@ -184,6 +184,61 @@ pt_headers *pt_txn_trailers(pt_txn *txn, pt_side side);
  * for a request that is over, or a side that is not paused, is ignored. */
 void pt_txn_resume(pt_txn *txn, pt_side side, pt_plugin_result r);
 
+/* ---- Configure-time references ---- */
+
+/* The upstream named by scalar node `n` (in `configure`: upstreams are
+ * loaded before plugins), or NULL with a positioned error. */
+const pt_upstream_conf *pt_conf_upstream(pt_conf_ctx *ctx, const pt_conf_node *n);
+
+/* ---- Internal HTTP client ----
+ * Calls to a configured upstream on the same machinery as proxied requests
+ * (target choice, keep-alive pools, TLS with verification, HTTP/1.1 or
+ * HTTP/2, timeouts), for plugins: an auth service, a JWKS or introspection
+ * endpoint. Non-blocking: the result comes back through `done`, always
+ * later on the same worker loop (never inside the starting call), exactly
+ * once unless the call is cancelled first. */
+typedef struct pt_http_call pt_http_call;
+
+typedef struct {
+    const pt_upstream_conf *upstream; /* from pt_conf_upstream() */
+    pt_str method;           /* "GET", "POST"... */
+    pt_str target;           /* "/path?query" (origin form) */
+    pt_str host;             /* Host / :authority; empty: the target's "host:port" */
+    const pt_headers *headers; /* extra request fields (copied), or NULL */
+    pt_str body;             /* request body (copied); empty: none */
+    uint64_t timeout_ms;     /* whole call; 0: the upstream's read timeout */
+    size_t max_body;         /* response body cap; 0: 1 MiB; over it the call fails */
+} pt_http_request;
+
+typedef enum {
+    PT_HTTP_OK = 0,          /* a response arrived (any status) */
+    PT_HTTP_ERR_CONNECT,     /* no target could be reached */
+    PT_HTTP_ERR_TIMEOUT,     /* timeout_ms passed */
+    PT_HTTP_ERR_TOO_LARGE,   /* the response body exceeded max_body */
+    PT_HTTP_ERR_PROTOCOL,    /* invalid response, closed mid-way, TLS failure */
+    PT_HTTP_ERR_UPSTREAM_GONE, /* the upstream is not in the running configuration */
+} pt_http_error;
+
+typedef struct {
+    pt_http_error error;
+    int status;              /* PT_HTTP_OK: the response status */
+    const pt_headers *headers; /* response fields (end-to-end), valid during the callback */
+    pt_str body;             /* valid during the callback */
+    const char *detail;      /* failure: a short human-readable reason */
+} pt_http_result;
+
+typedef void (*pt_http_done_fn)(void *data, const pt_http_result *r);
+
+/* Starts a call on the worker owning `loop` (pt_txn_loop, or the loop given
+ * to worker_init). NULL when req is invalid (no upstream, empty method or
+ * target). */
+pt_http_call *pt_http_fetch(struct pt_loop *loop, const pt_http_request *req, pt_http_done_fn done, void *data);
+/* Abandons a call whose callback has not run: it never will. */
+void pt_http_cancel(pt_http_call *call);
+/* A call on behalf of `txn`: carries its request id (X-Request-Id) and is
+ * cancelled when the request ends (the callback then never runs). */
+pt_http_call *pt_txn_subrequest(pt_txn *txn, const pt_http_request *req, pt_http_done_fn done, void *data);
+
 /* ---- Safe references for asynchronous work ----
  * A late reply (timer, Redis, HTTP client) must not touch a request that
  * ended. Take a reference when starting the work; on the reply, get the txn

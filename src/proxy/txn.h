@@ -38,6 +38,10 @@ typedef struct {
      * must make that visible to the client (HTTP/1: close the connection
      * without completing the framing). */
     void (*abort)(void *stream);
+    /* Optional: take back the response head and body queued so far when
+     * none of it has reached the client; returns true if done (a new head
+     * may then be sent), false if the client may have seen some of it. */
+    bool (*retract)(void *stream);
     /* The txn is over (logged, upstream released). The codec may free the
      * arena now or later; the txn must not be touched afterwards. */
     void (*finished)(void *stream);
@@ -96,7 +100,8 @@ void pt_txn_on_request_error(pt_txn *txn, int status, const char *detail);
 void pt_txn_on_downstream_writable(pt_txn *txn);
 
 /* The client went away or the codec hit a fatal error: abort, log, and
- * call ops->finished(). */
+ * call ops->finished(). Never from inside a call the txn made into the
+ * codec (the codec frees the arena after this returns). */
 void pt_txn_on_downstream_closed(pt_txn *txn);
 
 /* True once a response head has been handed to the codec. */

@@ -15,6 +15,7 @@
 #include "http/h1_server.h"
 #include "http/h2_server.h"
 #include "server/connlimit.h"
+#include "proxy/plugin.h"
 #include "server/worker.h"
 
 #define ARENA_CACHE_MAX 256
@@ -42,7 +43,7 @@ void pt_worker_arena_put(pt_worker *w, pt_arena *a)
     else pt_arena_free(a);
 }
 
-static pt_worker_gen *worker_gen_new(pt_worker *w, pt_generation *g)
+pt_worker_gen *pt_worker_gen_new(pt_worker *w, pt_generation *g)
 {
     pt_worker_gen *wg = pt_xcalloc(1, sizeof(*wg));
     wg->gen = g; /* takes the reference the caller holds */
@@ -63,7 +64,7 @@ static pt_worker_gen *worker_gen_new(pt_worker *w, pt_generation *g)
     return wg;
 }
 
-static void worker_gen_free(pt_worker *w, pt_worker_gen *wg)
+void pt_worker_gen_free(pt_worker *w, pt_worker_gen *wg)
 {
     for (size_t i = 0; i < wg->gen->cfg->nupstreams; i++) {
         for (size_t t = 0; t < wg->upstreams[i].conf->ntargets; t++) pt_pool_unref(w, wg->upstreams[i].pools[t]);
@@ -85,7 +86,7 @@ void pt_worker_gen_release(pt_worker *w, pt_worker_gen *wg)
 {
     PT_ASSERT(wg->users > 0);
     wg->users--;
-    if (wg->retired && wg->users == 0) worker_gen_free(w, wg);
+    if (wg->retired && wg->users == 0) pt_worker_gen_free(w, wg);
 }
 
 /* Runs on the worker thread: switch to a new generation. */
@@ -93,9 +94,9 @@ static void worker_set_gen(pt_loop *loop, void *data)
 {
     pt_worker *w = pt_loop_data(loop);
     pt_worker_gen *old = w->wgen;
-    w->wgen = worker_gen_new(w, data);
+    w->wgen = pt_worker_gen_new(w, data);
     old->retired = true;
-    if (old->users == 0) worker_gen_free(w, old);
+    if (old->users == 0) pt_worker_gen_free(w, old);
 }
 
 /* ---------------------------------------------------------------- accepting */
@@ -195,10 +196,41 @@ static void worker_drain(pt_loop *loop, void *data)
     drain_check(loop, &w->drain_timer);
 }
 
+void pt_worker_plugins_init(pt_worker *w)
+{
+    const pt_plugin_type *const *all = pt_plugin_all();
+    size_t n = 0;
+    while (all[n]) n++;
+    w->plugin_state = pt_xcalloc(n ? n : 1, sizeof(void *));
+    for (size_t i = 0; i < n; i++)
+        if (all[i]->worker_init) w->plugin_state[i] = all[i]->worker_init(w->loop);
+}
+
+void pt_worker_plugins_fini(pt_worker *w)
+{
+    if (!w->plugin_state) return;
+    const pt_plugin_type *const *all = pt_plugin_all();
+    for (size_t i = 0; all[i]; i++)
+        if (all[i]->worker_fini) all[i]->worker_fini(w->loop, w->plugin_state[i]);
+    free(w->plugin_state);
+    w->plugin_state = NULL;
+}
+
+void *pt_worker_plugin_state(pt_worker *w, const pt_plugin_type *type)
+{
+    if (!w->plugin_state) return NULL;
+    const pt_plugin_type *const *all = pt_plugin_all();
+    for (size_t i = 0; all[i]; i++)
+        if (all[i] == type) return w->plugin_state[i];
+    return NULL;
+}
+
 static void *worker_main(void *arg)
 {
     pt_worker *w = arg;
+    pt_worker_plugins_init(w);
     pt_loop_run(w->loop);
+    pt_worker_plugins_fini(w);
     pt_buf_pool_free();
     return NULL;
 }
@@ -298,7 +330,7 @@ int pt_server_run(pt_generation *gen, const char *config_path)
         pt_loop_set_data(w->loop, w);
         w->arena_cache = pt_xcalloc(ARENA_CACHE_MAX, sizeof(pt_arena *));
         pt_generation_ref(gen);
-        w->wgen = worker_gen_new(w, gen);
+        w->wgen = pt_worker_gen_new(w, gen);
         w->nlisteners = cfg->nlisteners;
         w->listeners = pt_xcalloc(cfg->nlisteners, sizeof(pt_io));
         for (size_t l = 0; l < cfg->nlisteners; l++) {
@@ -343,7 +375,7 @@ int pt_server_run(pt_generation *gen, const char *config_path)
         pt_loop_stop(w->loop);
         if (w->wgen) { /* before the pools: it drops its references on them */
             w->wgen->retired = true;
-            if (w->wgen->users == 0) worker_gen_free(w, w->wgen);
+            if (w->wgen->users == 0) pt_worker_gen_free(w, w->wgen);
         }
         pt_pools_free(w);
         for (size_t a = 0; a < w->narena_cache; a++) pt_arena_free(w->arena_cache[a]);

@@ -13,6 +13,7 @@
 #include "upstream/upstream.h"
 
 struct pt_server;
+struct pt_upstream_exchange_ops;
 
 /* Per-worker state tied to one generation: balancer state per upstream. */
 typedef struct pt_worker_gen {
@@ -42,12 +43,27 @@ typedef struct pt_worker {
     size_t narena_cache;
     struct pt_pool **pools;   /* small open hash by address, see upstream/pool.c */
     size_t npools, pools_cap;
+    void **plugin_state;      /* [number of built-in plugin types]: their worker_init results */
+    /* replaces pt_exchange_open (tests); NULL in production */
+    void *(*open_exchange)(struct pt_worker *w, pt_upstream_rt *u, int idx, SSL_CTX *tls_ctx,
+                           const struct pt_upstream_exchange_ops **ops, bool *fresh);
 } pt_worker;
 
 /* Takes a request arena from the worker cache (or a new one). */
 pt_arena *pt_worker_arena_get(pt_worker *w);
 /* Returns it (reset) to the cache. */
 void pt_worker_arena_put(pt_worker *w, pt_arena *a);
+struct pt_plugin_type;
+/* Runs every plugin type's worker_init on the worker's thread (before it
+ * serves) / worker_fini (after it stopped). */
+void pt_worker_plugins_init(pt_worker *w);
+void pt_worker_plugins_fini(pt_worker *w);
+/* The worker_init result of `type` on this worker, NULL if none. */
+void *pt_worker_plugin_state(pt_worker *w, const struct pt_plugin_type *type);
+/* A worker's state for generation g (balancers, pool references); takes
+ * the caller's reference on g. Freed when retired and unused. */
+pt_worker_gen *pt_worker_gen_new(pt_worker *w, pt_generation *g);
+void pt_worker_gen_free(pt_worker *w, pt_worker_gen *wg);
 /* Current worker-generation for a new request; pins it until pt_worker_gen_release. */
 pt_worker_gen *pt_worker_gen_acquire(pt_worker *w);
 void pt_worker_gen_release(pt_worker *w, pt_worker_gen *wg);

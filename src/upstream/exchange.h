@@ -10,7 +10,7 @@
 
 #include "upstream/h1_client.h"
 
-typedef struct {
+typedef struct pt_upstream_exchange_ops {
     /* Binds the exchange to its owner; for a fresh one on_ready fires later. */
     void (*attach)(void *x, const pt_uconn_cbs *cbs, void *owner, pt_arena *a, const pt_upstream_conf *u,
                    const pt_h1_limits *limits, uint64_t connect_timeout_ms);
@@ -29,5 +29,19 @@ typedef struct {
 
 extern const pt_upstream_exchange_ops pt_h1_exchange_ops;
 extern const pt_upstream_exchange_ops pt_h2_exchange_ops;
+
+struct pt_worker;
+
+/* Opens an exchange with target `idx` of upstream `u` on worker w: an HTTP/2
+ * stream (protocol h2/h2c), else a pooled HTTP/1 connection or a new one.
+ * `tls_ctx`: the generation's SSL_CTX for an https upstream, else NULL.
+ * Sets *ops, and *fresh when the exchange is still connecting (on_ready
+ * fires after attach). NULL (errno set) when it failed at once. The one way
+ * an exchange is opened; a worker may replace it (w->open_exchange, used by
+ * the txn unit tests to put a scripted upstream behind a real txn). */
+typedef void *(*pt_exchange_open_fn)(struct pt_worker *w, pt_upstream_rt *u, int idx, SSL_CTX *tls_ctx,
+                                     const pt_upstream_exchange_ops **ops, bool *fresh);
+void *pt_exchange_open(struct pt_worker *w, pt_upstream_rt *u, int idx, SSL_CTX *tls_ctx,
+                       const pt_upstream_exchange_ops **ops, bool *fresh);
 
 #endif

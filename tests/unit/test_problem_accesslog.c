@@ -65,8 +65,10 @@ static bool flat_json_line_ok(const char *s, size_t n, char *keys, size_t keys_c
             }
             if (i >= n) return false;
             i++;
-        } else if (i + 4 <= n && memcmp(s + i, "null", 4) == 0) {
+        } else if (i + 4 <= n && (memcmp(s + i, "null", 4) == 0 || memcmp(s + i, "true", 4) == 0)) {
             i += 4;
+        } else if (i + 5 <= n && memcmp(s + i, "false", 5) == 0) {
+            i += 5;
         } else {
             size_t ns = i;
             while (i < n && (s[i] == '-' || s[i] == '.' || (s[i] >= '0' && s[i] <= '9'))) i++;
@@ -238,7 +240,7 @@ TEST(accesslog_format_exact)
     CHECK_STRN(buf, n,
                "{\"time\":\"2026-11-29T18:01:02.123Z\",\"request_id\":\"0123456789abcdef0123456789abcdef\","
                "\"client\":\"203.0.113.7\",\"method\":\"GET\",\"path\":\"/users/42?x=1\",\"route\":\"users\","
-               "\"upstream\":\"10.0.0.5:8080\",\"status\":200,\"bytes_in\":123,\"bytes_out\":4567,"
+               "\"upstream\":\"10.0.0.5:8080\",\"status\":200,\"aborted\":false,\"bytes_in\":123,\"bytes_out\":4567,"
                "\"duration_ms\":12.346,\"upstream_ms\":10.500}\n");
 }
 
@@ -258,8 +260,17 @@ TEST(accesslog_format_empty_fields_and_null_upstream)
     size_t n = pt_accesslog_format(buf, sizeof(buf), &r);
     CHECK_STRN(buf, n,
                "{\"time\":\"2000-02-29T00:00:00.000Z\",\"request_id\":\"\",\"client\":\"::1\",\"method\":\"POST\","
-               "\"path\":\"/a\\\"b\\u0001\",\"route\":\"\",\"upstream\":\"\",\"status\":404,\"bytes_in\":0,"
+               "\"path\":\"/a\\\"b\\u0001\",\"route\":\"\",\"upstream\":\"\",\"status\":404,\"aborted\":false,\"bytes_in\":0,"
                "\"bytes_out\":0,\"duration_ms\":0.000,\"upstream_ms\":null}\n");
+}
+
+TEST(accesslog_format_aborted)
+{
+    char buf[PT_ACCESSLOG_LINE_MAX];
+    pt_access_record r = {.time_us = 0, .status = 200, .aborted = true, .bytes_out = 7, .upstream_ms = -1};
+    size_t n = pt_accesslog_format(buf, sizeof(buf), &r);
+    CHECK(strstr(buf, "\"status\":200,\"aborted\":true,\"bytes_in\":0,\"bytes_out\":7,") != NULL);
+    CHECK(n > 0 && buf[n - 1] == '\n');
 }
 
 TEST(accesslog_format_time_edges)
@@ -292,7 +303,7 @@ TEST(accesslog_format_truncates_safely)
     r.upstream_ms = -1;
 
     char *buf = malloc(PT_ACCESSLOG_LINE_MAX + 64);
-    const char *expected_keys = "time,request_id,client,method,path,route,upstream,status,bytes_in,bytes_out,"
+    const char *expected_keys = "time,request_id,client,method,path,route,upstream,status,aborted,bytes_in,bytes_out,"
                                 "duration_ms,upstream_ms";
     char keys[256];
     size_t prev = 0, last_cap = 0;

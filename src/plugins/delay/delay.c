@@ -74,7 +74,7 @@ static void *delay_configure(pt_conf_ctx *ctx, const pt_conf_node *node)
 static void delay_fired(struct pt_loop *loop, pt_timer *t)
 {
     pt_delay_state *st = t->data;
-    pt_txn_resume(st->txn, PT_PLUGIN_CONTINUE);
+    pt_txn_resume(st->txn, st->side, PT_PLUGIN_CONTINUE);
 }
 
 /* Arena cleanup: the request died (client gone, shutdown) while parked. */
@@ -87,6 +87,7 @@ static void delay_cancel(void *data)
 /* Parks the request on a timer (if this request is one of the delayed share). */
 static pt_plugin_result delay_maybe_pause(pt_txn *txn, const pt_delay_conf *c, pt_delay_state *st)
 {
+    st->side = c->phase == PT_DELAY_RESPONSE || c->phase == PT_DELAY_RESPONSE_BODY ? PT_SIDE_RESPONSE : PT_SIDE_REQUEST;
     if (st->done) return PT_PLUGIN_CONTINUE;
     st->done = true;
     if (c->duration_ms == 0) return PT_PLUGIN_CONTINUE;
@@ -105,7 +106,7 @@ static pt_plugin_result delay_on_request_headers(pt_txn *txn, const void *conf, 
     return c->phase == PT_DELAY_REQUEST ? delay_maybe_pause(txn, c, state) : PT_PLUGIN_CONTINUE;
 }
 
-static pt_plugin_result delay_on_request_body(pt_txn *txn, const void *conf, void *state, const pt_body_chunk *ch)
+static pt_plugin_result delay_on_request_body(pt_txn *txn, const void *conf, void *state, pt_body *body)
 {
     const pt_delay_conf *c = conf;
     return c->phase == PT_DELAY_REQUEST_BODY ? delay_maybe_pause(txn, c, state) : PT_PLUGIN_CONTINUE;
@@ -117,7 +118,7 @@ static pt_plugin_result delay_on_response_headers(pt_txn *txn, const void *conf,
     return c->phase == PT_DELAY_RESPONSE ? delay_maybe_pause(txn, c, state) : PT_PLUGIN_CONTINUE;
 }
 
-static pt_plugin_result delay_on_response_body(pt_txn *txn, const void *conf, void *state, const pt_body_chunk *ch)
+static pt_plugin_result delay_on_response_body(pt_txn *txn, const void *conf, void *state, pt_body *body)
 {
     const pt_delay_conf *c = conf;
     return c->phase == PT_DELAY_RESPONSE_BODY ? delay_maybe_pause(txn, c, state) : PT_PLUGIN_CONTINUE;

@@ -39,6 +39,7 @@ typedef struct {
     pt_timer timer;
     pt_txn *txn;
     struct pt_loop *loop;
+    pt_side side; /* the side paused */
     bool done; /* body phases: only the first chunk is held */
 } pt_delay_state;
 

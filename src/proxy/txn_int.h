@@ -1,0 +1,171 @@
+/* txn_int.h — the transaction's private state, shared by the files that
+ * implement it (txn.c: lifecycle and header phases; txn_body.c: bodies and
+ * trailers; txn_upstream.c: the upstream exchange; txn_forward.c: client
+ * address and forwarding headers). Nothing outside src/proxy/txn*.c
+ * includes this.
+ *
+ * Re-entrancy rule: every way into a txn (a codec call, an upstream event, a
+ * plugin resume, a timer) goes through txn_enter()/txn_leave(). finish()
+ * may run deep inside such a call; the codec is told (ops->finished, which
+ * may free the arena holding the txn) only when the outermost call leaves,
+ * so no caller ever touches a freed txn. */
+#ifndef PT_PROXY_TXN_INT_H
+#define PT_PROXY_TXN_INT_H
+
+#include "core/buf.h"
+#include "core/loop.h"
+#include "proxy/txn.h"
+#include "server/worker.h"
+#include "upstream/exchange.h"
+
+/* Bytes at one plugin position: borrowed from the caller (p, n) until a
+ * plugin changes them, then owned (own). */
+struct pt_body {
+    const char *p;
+    size_t n;
+    pt_buf own;
+    bool owned;
+    bool last;
+};
+
+/* One direction of the pipeline: its cursor, pause and held data. */
+typedef struct {
+    size_t idx;               /* header phase: the next (or paused) plugin; body pause: the paused plugin */
+    bool running;             /* a callback of this side is on the stack */
+    bool paused;
+    bool paused_in_body;
+    bool early_resume;        /* pt_txn_resume() came while its callback was still running */
+    pt_plugin_result early_result;
+    pt_defer resume_defer;
+    pt_plugin_result resume_result;
+    pt_body held;             /* body at the paused plugin */
+    pt_buf queued;            /* bytes that arrived while paused, not yet seen by any plugin */
+    bool queued_any;
+    bool queued_last;
+    pt_buf *slots;            /* [pipe->n] bytes kept by PT_PLUGIN_BUFFER, allocated on first use */
+    uint64_t buffered;        /* bytes in slots */
+    pt_headers trailers;      /* filtered trailer fields (plugins may edit them) */
+} txn_side;
+
+struct pt_txn_ref {
+    pt_txn *txn; /* NULL once the request is over */
+    uint32_t refs;
+};
+
+struct pt_txn {
+    pt_worker *w;
+    pt_arena *a;
+    const pt_downstream_ops *ops;
+    void *stream;
+    pt_worker_gen *wg;
+    pt_generation *gen;
+    pt_str client_addr;
+    pt_conn_info conn;
+    uint64_t start_us;
+    unsigned depth;           /* nested entries (see the re-entrancy rule) */
+
+    pt_request *req;
+    pt_str norm_path;
+    pt_route_match match;
+    const pt_route_conf *route;
+    const pt_pipeline *pipe;
+    char *states;
+    pt_str request_id;
+
+    txn_side side[2];         /* [PT_SIDE_REQUEST], [PT_SIDE_RESPONSE] */
+
+    /* the response being sent */
+    pt_response res;
+    bool local;               /* res is a local response with local_body */
+    bool problem;             /* local_body is a problem+json built at emit time */
+    const char *problem_detail;
+    pt_str local_body;
+
+    /* upstream */
+    pt_upstream_rt *ups;
+    const pt_target_conf *target;
+    uint64_t tried;
+    int attempts;
+    void *uc;                 /* the upstream exchange (h1 connection or h2 stream) */
+    const pt_upstream_exchange_ops *uops;
+    pt_str upstream_target;   /* path[?query] sent upstream */
+    uint64_t up_start_us;
+    uint64_t up_head_us;
+    uint64_t up_end_us;
+
+    /* body and lifecycle */
+    uint64_t max_body;
+    uint64_t max_buffered;    /* PT_PLUGIN_BUFFER cap per side */
+    uint64_t body_received;
+    bool req_body_done;       /* the client's body is complete (or will never be read) */
+    bool req_end_sent;        /* the upstream got the whole request (head and body end) */
+    bool req_responded;       /* the request side answered locally: later body bytes are dropped */
+    bool forwarded_headers_done;
+    pt_timer deadline;        /* grpc-timeout */
+    int pending_error;        /* routing/limit error to answer after the request phase */
+    const char *pending_detail;
+    bool resp_started;
+    bool resp_done;
+    bool aborted;             /* the response was cut after its head */
+    bool finished;
+    bool told_codec;          /* ops->finished() called */
+    bool up_read_paused_by_ds;
+    uint64_t bytes_in;
+    uint64_t bytes_out;
+    int status;
+    pt_txn_ref *ref;
+};
+
+/* ---- txn.c ---- */
+void txn_enter(pt_txn *t);
+void txn_leave(pt_txn *t);
+void *txn_plugin_state(pt_txn *t, size_t i);
+const pt_listener_conf *txn_listener(const pt_txn *t);
+/* Answers `status` with problem+json, or aborts a started response. */
+void txn_respond_problem(pt_txn *t, int status, const char *detail);
+/* Runs the response-header phase from the start on t->res (a new upstream
+ * head or a local response), cancelling a pause left from an earlier one. */
+void txn_start_response_phase(pt_txn *t);
+/* The request side decided on a local response (t->res): drop the upstream
+ * exchange and send it, or abort a response that already started. */
+void txn_request_side_responded(pt_txn *t);
+/* An error of Portico's ends the request side (deadline, body error):
+ * answer it, or abort a response that already started. */
+void txn_fail_request(pt_txn *t, int status, const char *detail);
+/* The upstream exchange failed for good: answer status/detail, take back
+ * a response head the client has not seen yet (ops->retract), or abort. */
+void txn_upstream_failed(pt_txn *t, int status, const char *detail);
+void txn_finish(pt_txn *t);
+/* Aborts a response whose head went out: the codec cuts it. */
+void txn_abort_response(pt_txn *t);
+
+/* ---- txn_body.c ---- */
+/* A request body chunk from the codec (counted already). */
+void txn_request_chunk(pt_txn *t, const char *data, size_t len, bool last);
+/* A response body chunk (upstream or local); `last` ends the response. */
+void txn_response_chunk(pt_txn *t, const char *data, size_t len, bool last);
+/* Resumes a side paused in a body callback. */
+void txn_body_resume(pt_txn *t, pt_side side, pt_plugin_result r);
+/* Parses raw trailer lines into side's trailer list (forbidden fields dropped). */
+void txn_trailers_parse(pt_txn *t, pt_side side, pt_str raw);
+/* The side's trailers as field lines for a codec or exchange (empty if none). */
+pt_str txn_trailers_lines(pt_txn *t, pt_side side);
+/* Frees the bytes a side holds (held, queued, buffered slots). */
+void txn_side_release(txn_side *s, size_t nslots);
+
+/* ---- txn_upstream.c ---- */
+void txn_connect_upstream(pt_txn *t);
+void txn_arm_grpc_deadline(pt_txn *t);
+/* Closes the upstream exchange, if any. */
+void txn_drop_upstream(pt_txn *t);
+
+/* ---- txn_forward.c ---- */
+/* The client address after trusted_proxies (t->client_addr). */
+void txn_resolve_client_addr(pt_txn *t);
+/* X-Forwarded-*, X-Real-IP, Via, mTLS identity headers on the upstream request. */
+void txn_add_forwarding_headers(pt_txn *t);
+/* grpc-status for an HTTP status Portico answers; gRPC error as Trailers-Only. */
+bool txn_respond_grpc_error(pt_txn *t, int status, const char *detail);
+uint64_t txn_grpc_timeout_ms(const pt_request *req);
+
+#endif

@@ -1,0 +1,763 @@
+/* test_txn.c — the transaction driven by a fake downstream codec and a
+ * scripted upstream exchange, so interleavings are tested one event at a
+ * time: early responses during an upload, pauses on both sides at once,
+ * bidirectional streams, client aborts during each pause, body rewriting,
+ * buffering, trailers, and upstream failures before and after the head.
+ *
+ * The fake codec frees the request arena when the txn says finished(): a
+ * txn touched after that is a use-after-free that ASan reports. Plugins are
+ * "probes": the pipeline of a generation built from a real config is
+ * patched so each slot runs a probe whose behaviour a test scripts. */
+#include "testlib.h"
+
+#include <stdarg.h>
+
+#include "core/loop.h"
+#include "proxy/generation.h"
+#include "proxy/plugin.h"
+#include "proxy/txn.h"
+#include "server/worker.h"
+#include "upstream/exchange.h"
+
+/* ------------------------------------------------------------------ probes */
+
+enum { PH_REQH, PH_REQB, PH_RESH, PH_RESB };
+#define NPROBES 3
+
+typedef struct probe probe;
+/* A probe's behaviour for one call; default: log and continue. */
+typedef pt_plugin_result (*probe_fn)(probe *p, int phase, pt_txn *t, pt_body *b);
+struct probe {
+    char id;
+    probe_fn fn;
+    int calls[4];
+    pt_txn_ref *ref;   /* taken when it pauses (what an async plugin holds) */
+    pt_side paused_side;
+};
+static probe probes[NPROBES];
+static char plog[4096]; /* "A:reqh B:resh ..." */
+static int logs_on_log;
+
+static void logf_(const char *fmt, ...)
+{
+    size_t n = strlen(plog);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(plog + n, sizeof(plog) - n, fmt, ap);
+    va_end(ap);
+}
+
+static pt_plugin_result probe_call(probe *p, int phase, pt_txn *t, pt_body *b)
+{
+    static const char *const names[] = {"reqh", "reqb", "resh", "resb"};
+    p->calls[phase]++;
+    logf_("%c:%s%s ", p->id, names[phase], b && pt_body_last(b) ? "$" : "");
+    return p->fn ? p->fn(p, phase, t, b) : PT_PLUGIN_CONTINUE;
+}
+
+static pt_plugin_result probe_reqh(pt_txn *t, const void *c, void *s) { return probe_call((probe *)c, PH_REQH, t, NULL); }
+static pt_plugin_result probe_reqb(pt_txn *t, const void *c, void *s, pt_body *b) { return probe_call((probe *)c, PH_REQB, t, b); }
+static pt_plugin_result probe_resh(pt_txn *t, const void *c, void *s) { return probe_call((probe *)c, PH_RESH, t, NULL); }
+static pt_plugin_result probe_resb(pt_txn *t, const void *c, void *s, pt_body *b) { return probe_call((probe *)c, PH_RESB, t, b); }
+static void probe_log(pt_txn *t, const void *c, void *s) { logs_on_log++; }
+
+static const pt_plugin_type probe_type = {
+    .name = "probe",
+    .state_size = 8,
+    .on_request_headers = probe_reqh,
+    .on_request_body = probe_reqb,
+    .on_response_headers = probe_resh,
+    .on_response_body = probe_resb,
+    .on_log = probe_log,
+};
+
+/* Pause helper: remembers the side and holds a ref like an async plugin. */
+static pt_plugin_result pause_here(probe *p, pt_txn *t, pt_side side)
+{
+    p->paused_side = side;
+    if (!p->ref) p->ref = pt_txn_ref_new(t);
+    return PT_PLUGIN_PAUSE;
+}
+
+/* ---------------------------------------------------------- fake codec */
+
+typedef struct {
+    pt_arena *arena;
+    pt_txn *txn;
+    bool head_sent;
+    int status;
+    int64_t content_length;
+    char headers[2048]; /* "name: value\n"... of the sent head */
+    char body[262144];
+    size_t body_len;
+    bool ended;
+    char trailers[1024];
+    bool aborted;
+    int finished;
+    bool want_body;
+    bool high;        /* send_body reports backpressure */
+    bool can_retract;
+} fake_ds;
+static fake_ds ds;
+
+static void ds_head(void *s, const pt_response *r)
+{
+    ds.head_sent = true;
+    ds.status = r->status;
+    ds.content_length = r->content_length;
+    ds.headers[0] = 0;
+    for (uint32_t i = 0; i < r->headers.n; i++) {
+        size_t n = strlen(ds.headers);
+        snprintf(ds.headers + n, sizeof(ds.headers) - n, "%.*s: %.*s\n", (int)r->headers.v[i].name.n,
+                 r->headers.v[i].name.p, (int)r->headers.v[i].value.n, r->headers.v[i].value.p);
+    }
+}
+static bool ds_body(void *s, const char *d, size_t n)
+{
+    if (ds.body_len + n <= sizeof(ds.body)) memcpy(ds.body + ds.body_len, d, n);
+    ds.body_len += n;
+    return !ds.high;
+}
+static void ds_end(void *s, pt_str tr)
+{
+    ds.ended = true;
+    snprintf(ds.trailers, sizeof(ds.trailers), "%.*s", (int)tr.n, tr.p ? tr.p : "");
+}
+static void ds_want(void *s, bool w) { ds.want_body = w; }
+static void ds_abort(void *s) { ds.aborted = true; }
+static bool ds_retract(void *s)
+{
+    if (!ds.can_retract) return false;
+    ds.head_sent = false;
+    ds.body_len = 0;
+    return true;
+}
+static void ds_finished(void *s)
+{
+    ds.finished++;
+    /* What a real codec may do at once: free the arena holding the txn. */
+    pt_arena_free(ds.arena);
+    ds.arena = NULL;
+    ds.txn = NULL;
+}
+static uint64_t ds_sent(void *s) { return ds.body_len; }
+
+static const pt_downstream_ops fake_ds_ops = {
+    .send_head = ds_head,
+    .send_body = ds_body,
+    .send_end = ds_end,
+    .want_body = ds_want,
+    .abort = ds_abort,
+    .retract = ds_retract,
+    .finished = ds_finished,
+    .bytes_sent = ds_sent,
+};
+
+/* ------------------------------------------------------ fake upstream */
+
+typedef struct {
+    bool open;
+    const pt_uconn_cbs *cbs;
+    void *owner;
+    pt_arena *arena;
+    bool head_sent;
+    int64_t content_length;
+    char body[262144];
+    size_t body_len;
+    bool ended;
+    char trailers[512];
+    bool read_paused;
+    bool released, closed;
+    bool high; /* send_body reports backpressure */
+} fake_up;
+static fake_up up;
+
+static void up_attach(void *x, const pt_uconn_cbs *cbs, void *owner, pt_arena *a, const pt_upstream_conf *u,
+                      const pt_h1_limits *l, uint64_t ms)
+{
+    up.cbs = cbs;
+    up.owner = owner;
+    up.arena = a;
+}
+static void up_send_head(void *x, const pt_request *r, pt_str target, pt_str host, const pt_headers *h, bool has_body,
+                         int64_t cl)
+{
+    up.head_sent = true;
+    up.content_length = cl;
+}
+static bool up_send_body(void *x, const char *d, size_t n)
+{
+    CHECK(!up.closed && !up.released);
+    if (up.body_len + n <= sizeof(up.body)) memcpy(up.body + up.body_len, d, n);
+    up.body_len += n;
+    return !up.high;
+}
+static void up_send_end(void *x, pt_str tr)
+{
+    up.ended = true;
+    snprintf(up.trailers, sizeof(up.trailers), "%.*s", (int)tr.n, tr.p ? tr.p : "");
+}
+static void up_pause(void *x, bool p) { up.read_paused = p; }
+static void up_release(void *x) { up.released = true; up.open = false; }
+static void up_close(void *x) { up.closed = true; up.open = false; }
+static bool up_reused(const void *x) { return false; }
+
+static const pt_upstream_exchange_ops fake_up_ops = {
+    .attach = up_attach,
+    .send_head = up_send_head,
+    .send_body = up_send_body,
+    .send_end = up_send_end,
+    .pause_read = up_pause,
+    .release = up_release,
+    .close = up_close,
+    .reused = up_reused,
+};
+
+static void *fake_open(pt_worker *w, pt_upstream_rt *u, int idx, SSL_CTX *tls, const pt_upstream_exchange_ops **ops,
+                       bool *fresh)
+{
+    memset(&up, 0, sizeof(up));
+    up.open = true;
+    *ops = &fake_up_ops;
+    *fresh = false; /* "pooled": the txn sends at once */
+    return &up;
+}
+
+/* The upstream answers (the txn must not be reading-paused for these). */
+static void up_head(int status, int64_t cl, const char *extra_name, const char *extra_value)
+{
+    CHECK(up.open);
+    pt_response *r = pt_arena_calloc(up.arena, sizeof(*r));
+    r->status = status;
+    r->has_body = status >= 200 && status != 204 && status != 304;
+    r->content_length = cl;
+    pt_headers_add(&r->headers, up.arena, PT_STR_LIT("Content-Type"), PT_STR_LIT("text/plain"));
+    if (extra_name) pt_headers_add(&r->headers, up.arena, pt_str_c(extra_name), pt_str_c(extra_value));
+    up.cbs->on_head(up.owner, r);
+}
+static void up_data(const char *s)
+{
+    CHECK(up.open);
+    CHECK(!up.read_paused);
+    up.cbs->on_body(up.owner, s, strlen(s));
+}
+static void up_end(const char *trailers)
+{
+    CHECK(up.open);
+    CHECK(!up.read_paused);
+    up.cbs->on_end(up.owner, pt_str_c(trailers));
+}
+
+/* ------------------------------------------------------------ the world */
+
+static pt_worker W;
+static pt_generation *G;
+
+static const char *CONFIG = "listen: [\"127.0.0.1:1\"]\n"
+                            "access_log: {enabled: false}\n"
+                            "upstreams:\n"
+                            "  u: {targets: [\"127.0.0.1:9\"]}\n"
+                            "routes:\n"
+                            "  - match: {path_prefix: /}\n"
+                            "    upstream: u\n"
+                            "    max_buffered_body: 64\n"
+                            "    plugins: [request_id: {}, request_id: {}, request_id: {}]\n";
+
+/* Replaces the route's three plugins by the probes (and recomputes the
+ * pipeline's state layout, which depends on the types). */
+static void patch_pipeline(pt_pipeline *p)
+{
+    size_t off = 0;
+    for (size_t i = 0; i < p->n; i++) {
+        pt_plugin_instance *pi = (pt_plugin_instance *)p->v[i];
+        pi->type = &probe_type;
+        pi->conf = &probes[i];
+        p->state_off[i] = off;
+        off += 16;
+    }
+    p->state_size = off;
+    p->has_request_body = p->has_response_body = true;
+}
+
+static void world_up(void)
+{
+    pt_errors errs = {0};
+    pt_config *cfg = pt_config_load_string("test.yaml", CONFIG, strlen(CONFIG), &errs);
+    if (!cfg) {
+        for (size_t i = 0; i < errs.n; i++) fprintf(stderr, "%s\n", errs.msgs[i]);
+        abort();
+    }
+    G = pt_generation_build(cfg, &errs);
+    PT_ASSERT(G);
+    patch_pipeline(&G->route_pipes[0]);
+    memset(&W, 0, sizeof(W));
+    W.loop = pt_loop_new();
+    pt_loop_set_data(W.loop, &W);
+    W.open_exchange = fake_open;
+    W.wgen = pt_worker_gen_new(&W, G);
+}
+
+/* Runs the loop until deferred work (resumes) is done. */
+static void stop_cb(pt_loop *l, pt_timer *t) { pt_loop_stop(l); }
+static void spin(void)
+{
+    for (int i = 0; i < 4; i++) {
+        pt_timer t = {0};
+        pt_timer_start(W.loop, &t, 0, stop_cb, NULL);
+        pt_loop_run(W.loop);
+        pt_timer_stop(W.loop, &t);
+    }
+}
+
+/* A fresh request on the fake codec: method, content length (-1 chunked,
+ * 0 = no body). */
+static void setup(probe_fn a, probe_fn b, probe_fn c)
+{
+    probe_fn fns[NPROBES] = {a, b, c};
+    for (int i = 0; i < NPROBES; i++) {
+        if (probes[i].ref) pt_txn_ref_release(probes[i].ref);
+        probes[i] = (probe){.id = (char)('A' + i), .fn = fns[i]};
+    }
+    memset(plog, 0, sizeof(plog));
+    logs_on_log = 0;
+}
+
+static pt_txn *start(const char *method, int64_t cl)
+{
+    memset(&ds, 0, sizeof(ds));
+    memset(&up, 0, sizeof(up));
+    ds.arena = pt_arena_new(4096);
+    pt_conn_info ci = {.client_addr = PT_STR_LIT("192.0.2.1")};
+    ds.txn = pt_txn_new(&W, ds.arena, &fake_ds_ops, &ds, &ci, pt_loop_wall_us(W.loop));
+    pt_request *r = pt_arena_calloc(ds.arena, sizeof(*r));
+    r->method = pt_method_from_str(pt_str_c(method));
+    r->method_str = pt_str_c(method);
+    r->scheme = PT_STR_LIT("http");
+    r->authority = r->host = PT_STR_LIT("example.test");
+    r->target = r->path = PT_STR_LIT("/x");
+    r->version = 11;
+    r->has_body = cl != 0;
+    r->content_length = cl;
+    pt_txn_start(ds.txn, r, 100);
+    return ds.txn;
+}
+
+/* The client sends body bytes (only when the txn wants them). */
+static void client_body(const char *s, bool last)
+{
+    CHECK(ds.txn && ds.want_body);
+    pt_txn_on_request_body(ds.txn, s, strlen(s), last);
+}
+
+static void resume(probe *p, pt_plugin_result r)
+{
+    pt_txn *t = pt_txn_ref_get(p->ref);
+    if (t) pt_txn_resume(t, p->paused_side, r);
+    spin();
+}
+
+static bool has_header(const char *line) { return strstr(ds.headers, line) != NULL; }
+
+/* -------------------------------------------------------------- behaviours */
+
+static pt_plugin_result pause_resh_once(probe *p, int ph, pt_txn *t, pt_body *b)
+{
+    return ph == PH_RESH && p->calls[PH_RESH] == 1 ? pause_here(p, t, PT_SIDE_RESPONSE) : PT_PLUGIN_CONTINUE;
+}
+static pt_plugin_result set_x_after(probe *p, int ph, pt_txn *t, pt_body *b)
+{
+    if (ph == PH_RESH) pt_headers_set(&pt_txn_response(t)->headers, pt_txn_arena(t), PT_STR_LIT("X-After"), PT_STR_LIT("yes"));
+    return PT_PLUGIN_CONTINUE;
+}
+static pt_plugin_result pause_reqb_first(probe *p, int ph, pt_txn *t, pt_body *b)
+{
+    return ph == PH_REQB && p->calls[PH_REQB] == 1 ? pause_here(p, t, PT_SIDE_REQUEST) : PT_PLUGIN_CONTINUE;
+}
+static pt_plugin_result pause_resb_first(probe *p, int ph, pt_txn *t, pt_body *b)
+{
+    return ph == PH_RESB && p->calls[PH_RESB] == 1 ? pause_here(p, t, PT_SIDE_RESPONSE) : PT_PLUGIN_CONTINUE;
+}
+static pt_plugin_result pause_reqh(probe *p, int ph, pt_txn *t, pt_body *b)
+{
+    return ph == PH_REQH ? pause_here(p, t, PT_SIDE_REQUEST) : PT_PLUGIN_CONTINUE;
+}
+
+/* ------------------------------------------------------------------- tests */
+
+/* The reported bug: a response-header pause while request-body chunks keep
+ * arriving must not skip the later response plugins. */
+TEST(early_response_during_upload_keeps_response_plugins)
+{
+    setup(pause_resh_once, set_x_after, NULL);
+    start("POST", 5000);
+    CHECK(up.head_sent);
+    client_body("aaaa", false);
+    up_head(200, 2, NULL, NULL); /* early answer */
+    CHECK(!ds.head_sent);        /* A paused the response side */
+    for (int i = 0; i < 5; i++) client_body("bbbb", false); /* the upload goes on */
+    CHECK_INT(probes[1].calls[PH_REQB], 6);
+    CHECK(!ds.head_sent);
+    resume(&probes[0], PT_PLUGIN_CONTINUE);
+    CHECK(ds.head_sent);
+    CHECK(has_header("X-After: yes"));
+    up_data("ok");
+    up_end("");
+    CHECK(ds.ended);
+    CHECK_INT(ds.finished, 1);
+    CHECK(up.closed && !up.released); /* request body incomplete: never pooled */
+}
+
+/* Both sides paused at once, resumed in either order. */
+static void both_sides(bool response_first)
+{
+    setup(pause_reqb_first, pause_resh_once, NULL);
+    start("POST", 8);
+    client_body("1234", false); /* A pauses the request side, holding it */
+    CHECK(!ds.want_body);
+    CHECK_INT(up.body_len, 0);
+    up_head(200, 3, NULL, NULL); /* B pauses the response side */
+    CHECK(!ds.head_sent);
+    if (response_first) {
+        resume(&probes[1], PT_PLUGIN_CONTINUE);
+        CHECK(ds.head_sent);
+        CHECK_INT(up.body_len, 0);
+        resume(&probes[0], PT_PLUGIN_CONTINUE);
+    } else {
+        resume(&probes[0], PT_PLUGIN_CONTINUE);
+        CHECK(!ds.head_sent);
+        resume(&probes[1], PT_PLUGIN_CONTINUE);
+        CHECK(ds.head_sent);
+    }
+    CHECK_INT(up.body_len, 4);
+    CHECK(ds.want_body);
+    client_body("5678", true);
+    CHECK(up.ended);
+    CHECK_STRN(up.body, up.body_len, "12345678");
+    up_data("abc");
+    up_end("");
+    CHECK_STRN(ds.body, ds.body_len, "abc");
+    CHECK_INT(ds.finished, 1);
+    CHECK(up.released); /* complete both ways */
+}
+TEST(pauses_both_sides_response_resumed_first) { both_sides(true); }
+TEST(pauses_both_sides_request_resumed_first) { both_sides(false); }
+
+/* A bidirectional stream: response chunks flow while the request side is
+ * paused, and each side keeps its order. */
+TEST(bidi_stream_with_request_pause)
+{
+    setup(NULL, NULL, pause_reqb_first);
+    start("POST", -1);
+    client_body("req1-", false);
+    up_head(200, -1, NULL, NULL);
+    CHECK(ds.head_sent);
+    up_data("res1-");
+    up_data("res2-");
+    CHECK_STRN(ds.body, ds.body_len, "res1-res2-");
+    CHECK_INT(up.body_len, 0);
+    resume(&probes[2], PT_PLUGIN_CONTINUE);
+    client_body("req2-", false);
+    up_data("res3-");
+    client_body("req3", true);
+    up_end("");
+    CHECK_STRN(up.body, up.body_len, "req1-req2-req3");
+    CHECK_STRN(ds.body, ds.body_len, "res1-res2-res3-");
+    CHECK(ds.ended);
+    CHECK_INT(ds.finished, 1);
+}
+
+/* The client goes away during a pause in each phase: finished once, the
+ * upstream closed, the pausing plugin's reference reports the request gone,
+ * and the late resume does nothing (ASan: the arena is freed). */
+static void abort_during(int phase)
+{
+    probe_fn fns[] = {pause_reqh, pause_reqb_first, pause_resh_once, pause_resb_first};
+    setup(NULL, fns[phase], NULL);
+    start("POST", 8);
+    if (phase >= PH_REQB) client_body("1234", phase != PH_REQB);
+    if (phase >= PH_RESH) up_head(200, 4, NULL, NULL);
+    if (phase == PH_RESB) {
+        CHECK(ds.head_sent);
+        up_data("abcd");
+    }
+    CHECK(probes[1].ref && pt_txn_ref_get(probes[1].ref));
+    pt_txn_on_downstream_closed(ds.txn);
+    CHECK_INT(ds.finished, 1);
+    CHECK_INT(logs_on_log, 3);
+    CHECK(pt_txn_ref_get(probes[1].ref) == NULL);
+    if (phase >= PH_REQB) CHECK(up.closed && !up.released);
+    resume(&probes[1], PT_PLUGIN_CONTINUE); /* the late async reply */
+    CHECK_INT(ds.finished, 1);
+}
+TEST(client_abort_during_request_headers_pause) { abort_during(PH_REQH); }
+TEST(client_abort_during_request_body_pause) { abort_during(PH_REQB); }
+TEST(client_abort_during_response_headers_pause) { abort_during(PH_RESH); }
+TEST(client_abort_during_response_body_pause) { abort_during(PH_RESB); }
+
+/* Issue 12: a response-body pause on an empty body; the resume forwards the
+ * end and finishes; nothing touches the txn afterwards (ASan). */
+TEST(response_body_pause_on_empty_body_finishes_cleanly)
+{
+    setup(pause_resb_first, NULL, NULL);
+    start("GET", 0);
+    up_head(204, -1, NULL, NULL);
+    CHECK(ds.head_sent);
+    up_end("");
+    CHECK(!ds.ended);
+    resume(&probes[0], PT_PLUGIN_CONTINUE);
+    CHECK(ds.ended);
+    CHECK_INT(ds.finished, 1);
+    CHECK(up.released);
+}
+
+/* A plugin resumes from inside the callback that pauses (a synchronous
+ * answer of an async API): the request goes on. */
+static pt_plugin_result pause_and_resume_now(probe *p, int ph, pt_txn *t, pt_body *b)
+{
+    if (ph != PH_REQH) return PT_PLUGIN_CONTINUE;
+    pt_txn_resume(t, PT_SIDE_REQUEST, PT_PLUGIN_CONTINUE);
+    return PT_PLUGIN_PAUSE;
+}
+TEST(resume_inside_the_pausing_callback)
+{
+    setup(pause_and_resume_now, NULL, NULL);
+    start("GET", 0);
+    CHECK(!up.head_sent);
+    spin();
+    CHECK(up.head_sent);
+    up_head(200, 1, NULL, NULL);
+    up_data("x");
+    up_end("");
+    CHECK_INT(ds.finished, 1);
+}
+
+/* Body rewriting: a response plugin upper-cases, another appends; the
+ * header phase declares the change (length dropped, ETag weakened). */
+static pt_plugin_result upper_body(probe *p, int ph, pt_txn *t, pt_body *b)
+{
+    if (ph == PH_RESH) pt_txn_body_will_change(t, PT_SIDE_RESPONSE);
+    if (ph != PH_RESB) return PT_PLUGIN_CONTINUE;
+    char tmp[256];
+    size_t n = pt_body_len(b);
+    for (size_t i = 0; i < n && i < sizeof(tmp); i++) {
+        char c = pt_body_data(b)[i];
+        tmp[i] = c >= 'a' && c <= 'z' ? (char)(c - 32) : c;
+    }
+    pt_body_replace(b, tmp, n);
+    return PT_PLUGIN_CONTINUE;
+}
+static pt_plugin_result append_at_end(probe *p, int ph, pt_txn *t, pt_body *b)
+{
+    if (ph == PH_RESB && pt_body_last(b)) pt_body_append(b, "!", 1);
+    return PT_PLUGIN_CONTINUE;
+}
+TEST(response_body_rewrite)
+{
+    setup(upper_body, append_at_end, NULL);
+    start("GET", 0);
+    up_head(200, 10, "ETag", "\"v1\"");
+    CHECK_INT(ds.content_length, -1);
+    CHECK(has_header("ETag: W/\"v1\""));
+    up_data("hello ");
+    up_data("world");
+    up_end("");
+    CHECK_STRN(ds.body, ds.body_len, "HELLO WORLD!");
+    CHECK_INT(ds.finished, 1);
+}
+
+/* PT_PLUGIN_BUFFER: a plugin sees the whole body at the end; later plugins
+ * see nothing before. Over max_buffered_body (64 in CONFIG): 413. */
+static pt_plugin_result buffer_request(probe *p, int ph, pt_txn *t, pt_body *b)
+{
+    if (ph == PH_REQH) pt_txn_body_will_change(t, PT_SIDE_REQUEST);
+    if (ph != PH_REQB) return PT_PLUGIN_CONTINUE;
+    if (!pt_body_last(b)) return PT_PLUGIN_BUFFER;
+    char out[128];
+    int n = snprintf(out, sizeof(out), "[%zu:%.*s]", pt_body_len(b), (int)pt_body_len(b), pt_body_data(b));
+    pt_body_replace(b, out, (size_t)n);
+    return PT_PLUGIN_CONTINUE;
+}
+TEST(request_body_buffered_then_rewritten)
+{
+    setup(buffer_request, NULL, NULL);
+    start("POST", 9);
+    CHECK_INT(up.content_length, -1); /* declared in the header phase */
+    client_body("abc", false);
+    client_body("def", false);
+    CHECK_INT(probes[1].calls[PH_REQB], 0);
+    CHECK_INT(up.body_len, 0);
+    client_body("ghi", true);
+    CHECK_INT(probes[1].calls[PH_REQB], 1);
+    CHECK_STRN(up.body, up.body_len, "[9:abcdefghi]");
+    CHECK(up.ended);
+    up_head(200, 0, NULL, NULL);
+    up_end("");
+    CHECK_INT(ds.finished, 1);
+    CHECK(up.released);
+}
+TEST(request_body_buffer_over_cap_gets_413)
+{
+    setup(buffer_request, NULL, NULL);
+    start("POST", 100);
+    client_body("0123456789012345678901234567890123456789", false);
+    CHECK(!ds.head_sent);
+    client_body("0123456789012345678901234567890123456789", false);
+    CHECK(ds.head_sent);
+    CHECK_INT(ds.status, 413);
+    CHECK(up.closed);
+    CHECK_INT(ds.finished, 1);
+}
+
+/* Bytes the codec had in flight when the request side paused are queued and
+ * forwarded in order after the resume. */
+TEST(request_bytes_during_pause_are_queued_in_order)
+{
+    setup(pause_reqb_first, NULL, NULL);
+    start("POST", 9);
+    client_body("abc", false);
+    pt_txn_on_request_body(ds.txn, "def", 3, false); /* in flight: want_body was just turned off */
+    pt_txn_on_request_body(ds.txn, "ghi", 3, true);
+    CHECK_INT(up.body_len, 0);
+    resume(&probes[0], PT_PLUGIN_CONTINUE);
+    CHECK_STRN(up.body, up.body_len, "abcdefghi");
+    CHECK(up.ended);
+    CHECK_INT(probes[1].calls[PH_REQB], 2); /* "abc", then the queued "defghi" in one call */
+    up_head(200, 0, NULL, NULL);
+    up_end("");
+    CHECK_INT(ds.finished, 1);
+}
+
+/* Trailers: visible and editable in the last call; forbidden fields never
+ * leave. */
+static pt_plugin_result edit_trailers(probe *p, int ph, pt_txn *t, pt_body *b)
+{
+    if (ph != PH_RESB || !pt_body_last(b)) return PT_PLUGIN_CONTINUE;
+    pt_headers *tr = pt_txn_trailers(t, PT_SIDE_RESPONSE);
+    CHECK(pt_headers_get(tr, "grpc-status") != NULL);
+    pt_headers_add(tr, pt_txn_arena(t), PT_STR_LIT("x-added"), PT_STR_LIT("1"));
+    pt_headers_add(tr, pt_txn_arena(t), PT_STR_LIT("content-length"), PT_STR_LIT("5"));
+    return PT_PLUGIN_CONTINUE;
+}
+TEST(response_trailers_editable)
+{
+    setup(edit_trailers, NULL, NULL);
+    start("GET", 0);
+    up_head(200, -1, NULL, NULL);
+    up_data("x");
+    up_end("grpc-status: 0\r\nset-cookie: a=b\r\n");
+    CHECK(strstr(ds.trailers, "grpc-status: 0\r\n") != NULL);
+    CHECK(strstr(ds.trailers, "x-added: 1\r\n") != NULL);
+    CHECK(strstr(ds.trailers, "set-cookie") == NULL);
+    CHECK(strstr(ds.trailers, "content-length") == NULL);
+}
+
+/* The upstream fails after its head: taken back when the client saw
+ * nothing (502), else the response is cut and marked aborted. */
+static pt_txn_stats last_stats;
+static pt_plugin_result grab_stats(probe *p, int ph, pt_txn *t, pt_body *b) { return PT_PLUGIN_CONTINUE; }
+static void up_fail(void) { up.cbs->on_error(up.owner, PT_UERR_PROTOCOL, false); }
+TEST(upstream_failure_after_head_retracted_to_502)
+{
+    setup(grab_stats, NULL, NULL);
+    start("GET", 0);
+    ds.can_retract = true;
+    up_head(200, -1, NULL, NULL);
+    up_data("part");
+    up_fail();
+    CHECK_INT(ds.status, 502);
+    CHECK(!ds.aborted);
+    CHECK(ds.ended);
+    CHECK(strstr(ds.body, "problem") || strstr(ds.headers, "problem+json"));
+    CHECK_INT(ds.finished, 1);
+}
+
+static void capture_log(pt_txn *t, const void *c, void *s) { pt_txn_get_stats(t, &last_stats); }
+TEST(upstream_failure_after_visible_bytes_aborts)
+{
+    pt_plugin_type logger = probe_type;
+    logger.on_log = capture_log;
+    pt_plugin_instance *pi = (pt_plugin_instance *)G->route_pipes[0].v[2];
+    pi->type = &logger;
+    setup(NULL, NULL, NULL);
+    start("GET", 0);
+    ds.can_retract = false;
+    up_head(200, -1, NULL, NULL);
+    up_data("part");
+    up_fail();
+    CHECK(ds.aborted);
+    CHECK_INT(ds.finished, 1);
+    CHECK_INT(last_stats.status, 200);
+    CHECK(last_stats.aborted);
+    pi->type = &probe_type;
+}
+
+/* A local response (request-header plugin answers) goes through the
+ * response-body plugins as one last chunk. */
+static pt_plugin_result answer_locally(probe *p, int ph, pt_txn *t, pt_body *b)
+{
+    if (ph != PH_REQH) return PT_PLUGIN_CONTINUE;
+    pt_txn_respond(t, 200, PT_STR_LIT("text/plain"), PT_STR_LIT("local body"));
+    return PT_PLUGIN_RESPOND;
+}
+TEST(local_response_body_runs_response_body_plugins)
+{
+    setup(answer_locally, upper_body, NULL);
+    start("GET", 0);
+    CHECK(!up.head_sent);
+    CHECK_STRN(ds.body, ds.body_len, "LOCAL BODY");
+    CHECK_INT(ds.content_length, -1);
+    CHECK(strstr(plog, "B:resb$") != NULL);
+    CHECK_INT(ds.finished, 1);
+}
+
+/* A request-body plugin answers while the response side is paused in its
+ * header phase: the local answer replaces the upstream's. */
+static pt_plugin_result respond_in_body(probe *p, int ph, pt_txn *t, pt_body *b)
+{
+    if (ph != PH_REQB || p->calls[PH_REQB] != 2) return PT_PLUGIN_CONTINUE;
+    pt_txn_respond(t, 403, PT_STR_NULL, PT_STR_LIT("no"));
+    return PT_PLUGIN_RESPOND;
+}
+TEST(request_side_answer_replaces_paused_upstream_response)
+{
+    setup(respond_in_body, pause_resh_once, NULL);
+    start("POST", 8);
+    client_body("1234", false);
+    up_head(200, 2, NULL, NULL);
+    CHECK(!ds.head_sent);
+    client_body("5678", true);
+    CHECK(ds.head_sent);
+    CHECK_INT(ds.status, 403);
+    CHECK(up.closed);
+    CHECK_INT(ds.finished, 1);
+    resume(&probes[1], PT_PLUGIN_CONTINUE); /* stale: the request is over */
+    CHECK_INT(ds.finished, 1);
+}
+
+/* Downstream backpressure pauses upstream reading; a plugin pause and a
+ * backpressure pause do not undo each other. */
+TEST(backpressure_and_pause_do_not_undo_each_other)
+{
+    setup(pause_resb_first, NULL, NULL);
+    start("GET", 0);
+    up_head(200, -1, NULL, NULL);
+    ds.high = true;
+    up_data("one"); /* paused by the plugin */
+    CHECK(up.read_paused);
+    resume(&probes[0], PT_PLUGIN_CONTINUE); /* forwarded; the codec is full */
+    CHECK_STRN(ds.body, ds.body_len, "one");
+    CHECK(up.read_paused);
+    ds.high = false;
+    pt_txn_on_downstream_writable(ds.txn);
+    CHECK(!up.read_paused);
+    up_end("");
+    CHECK_INT(ds.finished, 1);
+}
+
+/* Releases what the last test's probes still hold. */
+__attribute__((destructor)) static void world_dtor(void) { setup(NULL, NULL, NULL); }
+
+/* Built before the tests run (after the test registrations). */
+__attribute__((constructor(200))) static void world_ctor(void) { world_up(); }
+
+TEST_MAIN()
