@@ -577,6 +577,33 @@ TEST(codec_flush_makes_everything_so_far_decodable)
     free(text);
 }
 
+/* PROCESS holds back at most PT_ENC_MAX_HELD of input (brotli would keep
+ * a whole metablock): what came out so far always decodes to all but the
+ * last <= 64 KiB + one call of what went in. */
+TEST(codec_process_holds_back_a_bounded_amount)
+{
+    size_t n = 1 << 20, call = 16384;
+    char *text = make_text(n, 21);
+    for (size_t e = 0; e < PT_ARRAY_LEN(encoders); e++) {
+        pt_encoder *enc = pt_encoder_new(encoders[e], enc_levels[e], 19, -1);
+        pt_decoder *dec = pt_decoder_new(encoders[e], 1 << 30, 1000);
+        pt_comp_buf z = {0}, out = {0};
+        size_t fed = 0;
+        for (size_t off = 0; off < n; off += call) {
+            CHECK_INT(pt_encoder_write(enc, text + off, call, PT_ENC_PROCESS, &z), PT_OK);
+            CHECK_INT(pt_decoder_write(dec, z.p + fed, z.len - fed, false, &out), PT_DEC_OK);
+            fed = z.len;
+            CHECK(out.len + PT_ENC_MAX_HELD + call >= off + call);
+        }
+        CHECK(memcmp(out.p, text, out.len) == 0);
+        pt_encoder_free(enc);
+        pt_decoder_free(dec);
+        pt_comp_buf_free(&z);
+        pt_comp_buf_free(&out);
+    }
+    free(text);
+}
+
 TEST(codec_empty_body_and_tiny_bodies)
 {
     for (size_t e = 0; e < PT_ARRAY_LEN(encoders); e++) {

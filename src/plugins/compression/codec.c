@@ -33,6 +33,7 @@ void pt_comp_buf_free(pt_comp_buf *b)
 struct pt_encoder {
     pt_coding coding;
     bool finished;
+    size_t held; /* input given since the last flush */
     union {
         z_stream z;
         BrotliEncoderState *br;
@@ -170,6 +171,9 @@ int pt_encoder_write(pt_encoder *e, const char *in, size_t n, pt_enc_mode mode, 
 {
     if (e->finished) return n ? PT_ERR : PT_OK;
     if (n == 0 && mode == PT_ENC_PROCESS) return PT_OK;
+    e->held += n;
+    if (mode == PT_ENC_PROCESS && e->held >= PT_ENC_MAX_HELD) mode = PT_ENC_FLUSH;
+    if (mode != PT_ENC_PROCESS) e->held = 0;
     int rc;
     switch (e->coding) {
     case PT_CODING_GZIP: rc = gzip_write(e, in, n, mode, out); break;

@@ -388,6 +388,8 @@ static pt_plugin_result compression_on_response_headers(pt_txn *txn, const void 
     st->enc = pt_encoder_new(d.coding, c->level[d.coding], c->window_log[d.coding], res->content_length);
     if (!st->enc) return PT_PLUGIN_CONTINUE; /* the library refused: identity is always acceptable */
     arm_cleanup(txn, st);
+    st->enc_coding = d.coding;
+    st->enc_checked = false;
     st->flush_each = d.flush_each;
     pt_txn_body_will_change(txn, PT_SIDE_RESPONSE);
     pt_headers_set(&res->headers, a, PT_STR_LIT("Content-Encoding"), pt_str_c(pt_coding_name(d.coding)));
@@ -399,6 +401,16 @@ static pt_plugin_result compression_on_response_body(pt_txn *txn, const void *co
 {
     pt_compression_state *st = state;
     if (!st->enc) return PT_PLUGIN_CONTINUE;
+    if (!st->enc_checked) {
+        /* A later response-header plugin may have replaced the response
+         * (pt_txn_respond) after we decided: its body is not ours to encode. */
+        st->enc_checked = true;
+        const pt_str *ce = pt_headers_get(&pt_txn_response(txn)->headers, "content-encoding");
+        if (!ce || !pt_str_eq_lit(*ce, pt_coding_name(st->enc_coding))) {
+            free_codecs(st);
+            return PT_PLUGIN_CONTINUE;
+        }
+    }
     bool last = pt_body_last(body);
     pt_enc_mode mode = last ? PT_ENC_FINISH : st->flush_each ? PT_ENC_FLUSH : PT_ENC_PROCESS;
     pt_comp_buf *out = scratch_get(txn);
