@@ -428,6 +428,23 @@ def test_local_responses_are_compressed_consistently(portico, routes):
     problem_check(r, 404)
 
 
+def test_unparsable_requests_answered_with_the_plugin_global(portico, routes):
+    """Portico's 400/408 for a head it could not parse run the response
+    plugins without a request: the plugin copes."""
+    routes.add("/j", headers=JSON, body=BIG)
+    p = portico(comp_config(routes.up.addr, {"min_size": 0}))
+    with Client(p.port) as c:
+        c.send(b"GARBAGE\r\n\r\n")
+        r = c.read_response()
+    problem_check(r, 400)
+    s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+    s.sendall(b"GET /j HTTP/1.1\r\nHost: t\r\nBad Header\r\n\r\n")
+    head, _ = recv_head(s)
+    assert head.startswith(b"HTTP/1.1 400")
+    s.close()
+    assert get(p.port, "/j", "gzip").header("Content-Encoding") == "gzip"
+
+
 # ---------------------------------------------------------------------------
 # HTTP/2 clients
 # ---------------------------------------------------------------------------

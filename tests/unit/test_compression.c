@@ -352,6 +352,10 @@ TEST(decide_compresses_and_skips)
                      "gzip", false, false)
                   .action,
               PT_COMP_SKIP);
+    /* no request at all (an unparsable head answered by Portico) */
+    pt_comp_req_info none;
+    pt_comp_req_info_read(&none, NULL);
+    CHECK(!none.ae.present && !none.head && !none.range);
     /* streaming types flush at every call */
     d = decide(c, 200, -1, (const char *[]){"Content-Type", "text/event-stream", NULL}, "zstd", false, false);
     CHECK_INT(d.action, PT_COMP_ENCODE);

@@ -132,6 +132,7 @@ typedef struct {
     bool range; /* the request has a Range field */
 } pt_comp_req_info;
 
+/* req may be NULL (a request Portico could not parse): no Accept-Encoding. */
 void pt_comp_req_info_read(pt_comp_req_info *ri, const pt_request *req);
 
 typedef enum {

@@ -260,8 +260,10 @@ void pt_comp_vary_merge(pt_headers *h, pt_arena *a)
 void pt_comp_req_info_read(pt_comp_req_info *ri, const pt_request *req)
 {
     pt_accept_enc_init(&ri->ae);
-    ri->head = req->method == PT_METHOD_HEAD;
+    ri->head = false;
     ri->range = false;
+    if (!req) return; /* an unparsable request answered by Portico: no Accept-Encoding */
+    ri->head = req->method == PT_METHOD_HEAD;
     for (uint32_t i = 0; i < req->headers.n; i++) {
         const pt_header *f = &req->headers.v[i];
         if (pt_str_ieq_lit(f->name, "accept-encoding"))
