@@ -6,7 +6,9 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <arpa/inet.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
@@ -458,6 +460,77 @@ static void conf_listen(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *c
     }
 }
 
+/* -------------------------------------------------------------------- admin */
+
+static bool addr_is_loopback(const pt_conf_addr *a)
+{
+    if (a->ss.ss_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)(const void *)&a->ss)->sin_addr.s_addr) >> 24) == 127;
+    if (a->ss.ss_family == AF_INET6) {
+        const struct in6_addr *v6 = &((const struct sockaddr_in6 *)(const void *)&a->ss)->sin6_addr;
+        return IN6_IS_ADDR_LOOPBACK(v6) || (IN6_IS_ADDR_V4MAPPED(v6) && v6->s6_addr[12] == 127);
+    }
+    return false;
+}
+
+static bool addr_is_any(const pt_conf_addr *a)
+{
+    if (a->ss.ss_family == AF_INET)
+        return ((const struct sockaddr_in *)(const void *)&a->ss)->sin_addr.s_addr == htonl(INADDR_ANY);
+    return IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)(const void *)&a->ss)->sin6_addr);
+}
+
+static uint16_t addr_port(const pt_conf_addr *a)
+{
+    return ntohs(a->ss.ss_family == AF_INET ? ((const struct sockaddr_in *)(const void *)&a->ss)->sin_port
+                                            : ((const struct sockaddr_in6 *)(const void *)&a->ss)->sin6_port);
+}
+
+/* admin: {listen, token}. The block turns the admin listener on; listen
+ * defaults to 127.0.0.1:9901. A non-loopback address needs a token, and the
+ * address may not be (or overlap) a proxy listener. Runs after conf_listen. */
+static void conf_admin(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg)
+{
+    const pt_conf_node *m = pt_conf_get(root, "admin");
+    if (!m) return;
+    if (m->kind == PT_NODE_NULL) {
+        pt_conf_error(ctx, m, "admin must be a mapping, e.g. {listen: 127.0.0.1:9901} ({} for the defaults)");
+        return;
+    }
+    static const char *const keys[] = {"listen", "token", NULL};
+    if (!pt_conf_check_keys(ctx, m, keys, "admin")) return;
+    cfg->admin.enabled = true;
+    cfg->admin.line = m->line;
+    const pt_conf_node *tok = pt_conf_opt(m, "token");
+    if (tok && pt_conf_string(ctx, tok, &cfg->admin.token)) {
+        bool ok = cfg->admin.token[0] != '\0';
+        for (const char *q = cfg->admin.token; *q && ok; q++) ok = *q > 0x20 && *q < 0x7f;
+        if (!ok) {
+            pt_conf_error(ctx, tok, "admin.token must be non-empty visible ASCII without spaces "
+                                    "(omit the key for no token)");
+            cfg->admin.token = NULL;
+        }
+    }
+    const pt_conf_node *l = pt_conf_opt(m, "listen");
+    host_port hp;
+    char *text = l ? NULL : pt_arena_strndup(ctx->arena, "127.0.0.1:9901", 14);
+    if (l && !pt_conf_string(ctx, l, &text)) return;
+    if (!conf_address_text(ctx, l ? l : m, text, true, &cfg->admin.addr, &hp)) return;
+    const pt_conf_addr *a = &cfg->admin.addr;
+    if (!addr_is_loopback(a) && !tok)
+        pt_conf_error(ctx, l ? l : m,
+                      "admin.listen %s is not a loopback address: set admin.token (a bearer token, e.g. "
+                      "${PORTICO_ADMIN_TOKEN}) to expose the admin listener beyond this host", a->text);
+    for (size_t i = 0; i < cfg->nlisteners; i++) {
+        const pt_conf_addr *b = &cfg->listeners[i].addr;
+        if (a->ss.ss_family != b->ss.ss_family || addr_port(a) != addr_port(b)) continue;
+        bool same = a->sslen == b->sslen && memcmp(&a->ss, &b->ss, a->sslen) == 0;
+        if (same || addr_is_any(a) || addr_is_any(b))
+            pt_conf_error(ctx, l ? l : m, "admin.listen %s overlaps the proxy listener %s (line %d): the admin "
+                                          "listener needs its own port", a->text, b->text, cfg->listeners[i].line);
+    }
+}
+
 /* ---------------------------------------------------------------- upstreams */
 
 static bool valid_upstream_name(const char *s)
@@ -704,13 +777,13 @@ void pt_conf_plugin_list(pt_conf_ctx *ctx, const pt_conf_node *node, pt_plugin_l
 
 /* ------------------------------------------------------------------ loading */
 
-static pt_config *config_new(const char *name, pt_conf_ctx *ctx, pt_errors *errors)
+static pt_config *config_new(const char *name, pt_conf_ctx *ctx, struct pt_metrics *metrics, pt_errors *errors)
 {
     pt_arena *a = pt_arena_new(64 * 1024);
     pt_config *cfg = pt_arena_calloc(a, sizeof(*cfg));
     cfg->arena = a;
     cfg->file = pt_arena_strndup(a, name, strlen(name));
-    *ctx = (pt_conf_ctx){.file = cfg->file, .arena = a, .errors = errors, .cfg = cfg};
+    *ctx = (pt_conf_ctx){.file = cfg->file, .arena = a, .errors = errors, .cfg = cfg, .metrics = metrics};
     return cfg;
 }
 
@@ -719,7 +792,7 @@ static void config_from_tree(pt_conf_ctx *ctx, const pt_conf_node *root, pt_conf
 {
     static const char *const keys[] = {"workers", "listen", "limits", "timeouts", "access_log",
                                        "upstreams", "plugins", "routes", "trusted_proxies", "client_ip_header",
-                                       "server_header", "via", NULL};
+                                       "server_header", "via", "admin", NULL};
     if (root->kind == PT_NODE_NULL) {
         pt_conf_error(ctx, root, "configuration is empty (at least 'listen' and 'routes' are needed)");
         return;
@@ -730,6 +803,7 @@ static void config_from_tree(pt_conf_ctx *ctx, const pt_conf_node *root, pt_conf
     conf_timeouts(ctx, root, cfg);
     conf_access_log(ctx, root, cfg);
     conf_listen(ctx, root, cfg);
+    conf_admin(ctx, root, cfg);
     conf_upstreams(ctx, root, cfg);
     const pt_conf_node *sh = pt_conf_opt(root, "server_header");
     if (sh && pt_conf_string(ctx, sh, &cfg->server_header)) {
@@ -754,10 +828,11 @@ static void config_from_tree(pt_conf_ctx *ctx, const pt_conf_node *root, pt_conf
     pt_conf_routes(ctx, pt_conf_opt(root, "routes"), cfg);
 }
 
-pt_config *pt_config_load_string(const char *name, const char *text, size_t len, pt_errors *errors)
+static pt_config *load_string(const char *name, const char *text, size_t len, struct pt_metrics *metrics,
+                              pt_errors *errors)
 {
     pt_conf_ctx ctx;
-    pt_config *cfg = config_new(name ? name : "<config>", &ctx, errors);
+    pt_config *cfg = config_new(name ? name : "<config>", &ctx, metrics, errors);
     size_t before = errors->n;
     pt_conf_node *root = pt_conf_parse_yaml(&ctx, text, len);
     if (root) config_from_tree(&ctx, root, cfg);
@@ -768,7 +843,12 @@ pt_config *pt_config_load_string(const char *name, const char *text, size_t len,
     return cfg;
 }
 
-pt_config *pt_config_load_file(const char *path, pt_errors *errors)
+pt_config *pt_config_load_string(const char *name, const char *text, size_t len, pt_errors *errors)
+{
+    return load_string(name, text, len, NULL, errors);
+}
+
+pt_config *pt_config_load_file_metrics(const char *path, struct pt_metrics *metrics, pt_errors *errors)
 {
     FILE *f = fopen(path, "rb");
     if (!f) {
@@ -792,9 +872,14 @@ pt_config *pt_config_load_file(const char *path, pt_errors *errors)
     else if (len > PT_CONFIG_MAX_FILE)
         pt_errors_add(errors, "%s: file too large (the limit is 4 MiB)", path);
     else
-        cfg = pt_config_load_string(path, buf, len, errors);
+        cfg = load_string(path, buf, len, metrics, errors);
     free(buf);
     return cfg;
+}
+
+pt_config *pt_config_load_file(const char *path, pt_errors *errors)
+{
+    return pt_config_load_file_metrics(path, NULL, errors);
 }
 
 void pt_config_free(pt_config *cfg)
@@ -842,7 +927,7 @@ pt_config *pt_config_for_proxy(const pt_proxy_opts *opts, pt_errors *errors)
 {
     const char *listen = opts->listen, *to_urls = opts->to;
     pt_conf_ctx ctx;
-    pt_config *cfg = config_new("command line", &ctx, errors);
+    pt_config *cfg = config_new("command line", &ctx, NULL, errors);
     size_t before = errors->n;
     pt_conf_node empty = {.kind = PT_NODE_MAP, .line = 0};
     conf_workers(&ctx, &empty, cfg);

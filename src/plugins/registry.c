@@ -3,6 +3,7 @@
 #include "plugins/compression/compression.h"
 #include "plugins/delay/delay.h"
 #include "plugins/direct_response/direct_response.h"
+#include "plugins/forward_auth/forward_auth.h"
 #include "plugins/headers/headers.h"
 #include "plugins/ip_restriction/ip_restriction.h"
 #include "plugins/request_id/request_id.h"
@@ -14,6 +15,7 @@ static const pt_plugin_type *const builtin_plugins[] = {
     &pt_plugin_direct_response,
     &pt_plugin_delay,
     &pt_plugin_ip_restriction,
+    &pt_plugin_forward_auth,
     &pt_plugin_compression,
     NULL,
 };

@@ -95,6 +95,7 @@ typedef struct {
     int status;            /* what the client got: the status sent, 502/504 when an upstream
                               failure was answered, 499 when the client left first */
     bool aborted;          /* the response was cut after its head (client saw a broken response) */
+    bool upstream_failed;  /* the upstream exchange failed (connect, timeout, invalid or cut response) */
     uint64_t bytes_in;     /* request bytes received (head, body, trailers) */
     uint64_t bytes_out;    /* response bytes the codec wrote for this request */
     uint64_t total_us;     /* from the first byte of the request head to now */
@@ -142,6 +143,11 @@ pt_response *pt_txn_response(pt_txn *txn);   /* valid in response phases; mutabl
 pt_arena *pt_txn_arena(pt_txn *txn);         /* the request arena */
 struct pt_loop *pt_txn_loop(pt_txn *txn);    /* the worker loop owning the request */
 const pt_route_conf *pt_txn_route(pt_txn *txn); /* NULL before routing / when unmatched */
+/* The request path as routed: normalised once by the core (dot segments
+ * resolved, %2F kept as data), without the query; what route matching and
+ * path-based decisions must use instead of the raw target. Empty before
+ * routing or when the path was invalid (the core answered 400). */
+pt_str pt_txn_path(pt_txn *txn);
 /* Value of route parameter `name` ({name} in the route path), or a null slice. */
 pt_str pt_txn_param(pt_txn *txn, const char *name);
 pt_str pt_txn_request_id(pt_txn *txn);       /* empty until request_id (or the core) sets it */
@@ -166,6 +172,33 @@ void pt_txn_respond(pt_txn *txn, int status, pt_str content_type, pt_str body);
 void pt_txn_respond_header(pt_txn *txn, pt_str name, pt_str value);
 /* Answer with an application/problem+json error (RFC 9457). */
 void pt_txn_respond_problem(pt_txn *txn, int status, const char *detail);
+
+/* ---- Streamed responses (response sources) ----
+ * A response comes from a source: the upstream exchange, a fixed local
+ * body (pt_txn_respond), or a generator a plugin provides, which produces
+ * the body over time (a cache entry still arriving, an aggregate of several
+ * calls, server-sent events). A generator is pulled with the same
+ * backpressure as an upstream: `proceed` runs whenever the client can take
+ * more (first right after the head went out); the plugin writes with
+ * pt_txn_stream_write() — now or later from an async callback — until that
+ * returns false (wait for the next proceed) or it wrote the last bytes. The
+ * bytes go through the response-body plugins like any others. */
+typedef struct {
+    void (*proceed)(pt_txn *txn, void *data);
+    /* The response is over (complete, cut, or the request ended): release
+     * what `data` holds. Runs exactly once; no call on txn after it. */
+    void (*stop)(pt_txn *txn, void *data, bool complete);
+} pt_generator;
+
+/* Prepare a streamed response (then return PT_PLUGIN_RESPOND, or resume
+ * with it). content_length: the body's length when known, else -1. Add
+ * headers with pt_txn_respond_header(). */
+void pt_txn_respond_stream(pt_txn *txn, int status, pt_str content_type, int64_t content_length,
+                           const pt_generator *gen, void *data);
+/* Body bytes of a streamed response (copied); `last` ends it. Returns true
+ * while more is welcome now, false when the generator must wait for its
+ * next proceed (or the response is over). */
+bool pt_txn_stream_write(pt_txn *txn, const char *data, size_t len, bool last);
 
 /* From a header-phase callback of `side`: the body of that side will be
  * rewritten, so its length is unknown (Content-Length dropped, chunked /

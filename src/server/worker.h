@@ -47,6 +47,10 @@ typedef struct pt_worker {
     /* replaces pt_exchange_open (tests); NULL in production */
     void *(*open_exchange)(struct pt_worker *w, pt_upstream_rt *u, int idx, SSL_CTX *tls_ctx,
                            const struct pt_upstream_exchange_ops **ops, bool *fresh);
+    /* metrics: the gateway's families (NULL when no admin listener is
+     * configured: nothing is counted) and this thread's shard */
+    struct pt_gw_metrics *metrics;
+    struct pt_metrics_shard *metrics_shard;
 } pt_worker;
 
 /* Takes a request arena from the worker cache (or a new one). */
