@@ -237,12 +237,14 @@ static void compression_worker_fini(struct pt_loop *loop, void *wstate)
     free(w);
 }
 
-static pt_comp_buf *scratch_get(pt_txn *txn)
+/* The worker's buffer; a transaction without worker state (a test
+ * harness) gets one of its own, freed with its codecs. */
+static pt_comp_buf *scratch_get(pt_txn *txn, pt_compression_state *st)
 {
     comp_worker *w = pt_txn_worker_state(txn, &pt_plugin_compression);
-    PT_ASSERT(w != NULL);
-    w->scratch.len = 0;
-    return &w->scratch;
+    pt_comp_buf *b = w ? &w->scratch : &st->own_scratch;
+    b->len = 0;
+    return b;
 }
 
 static void scratch_done(pt_comp_buf *b)
@@ -259,6 +261,7 @@ static void free_codecs(pt_compression_state *st)
     st->dec = NULL;
     pt_encoder_free(st->enc);
     st->enc = NULL;
+    pt_comp_buf_free(&st->own_scratch);
 }
 
 /* Arena cleanup: the request is over (finished, aborted, client gone). */
@@ -343,7 +346,7 @@ static pt_plugin_result compression_on_request_body(pt_txn *txn, const void *con
     pt_compression_state *st = state;
     if (!st->dec) return PT_PLUGIN_CONTINUE;
     bool last = pt_body_last(body);
-    pt_comp_buf *out = scratch_get(txn);
+    pt_comp_buf *out = scratch_get(txn, st);
     pt_dec_result r = pt_decoder_write(st->dec, pt_body_data(body), pt_body_len(body), last, out);
     if (r != PT_DEC_OK) {
         scratch_done(out);
@@ -413,7 +416,7 @@ static pt_plugin_result compression_on_response_body(pt_txn *txn, const void *co
     }
     bool last = pt_body_last(body);
     pt_enc_mode mode = last ? PT_ENC_FINISH : st->flush_each ? PT_ENC_FLUSH : PT_ENC_PROCESS;
-    pt_comp_buf *out = scratch_get(txn);
+    pt_comp_buf *out = scratch_get(txn, st);
     int rc = pt_encoder_write(st->enc, pt_body_data(body), pt_body_len(body), mode, out);
     if (rc != PT_OK) {
         /* Only possible on a library error; the head is gone, so the

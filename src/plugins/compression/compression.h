@@ -229,6 +229,7 @@ typedef struct {
     pt_coding enc_coding;
     bool enc_checked;    /* the first response body call checked Content-Encoding */
     bool flush_each;
+    pt_comp_buf own_scratch; /* only without per-worker state */
 } pt_compression_state;
 
 extern const pt_plugin_type pt_plugin_compression;
