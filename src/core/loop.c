@@ -22,6 +22,7 @@ struct pt_loop {
     int epfd;
     bool running;
     uint64_t now_ms;
+    uint64_t clock_offset_ms; /* pt_loop_advance_clock (tests) */
     uint64_t wall_us;
     void *data;
     /* timers: heap[1..ntimers] */
@@ -51,7 +52,7 @@ static uint64_t wall_us(void)
 
 void pt_loop_update_time(pt_loop *loop)
 {
-    loop->now_ms = mono_ms();
+    loop->now_ms = mono_ms() + loop->clock_offset_ms;
     loop->wall_us = wall_us();
 }
 
@@ -197,13 +198,16 @@ void pt_timer_start(pt_loop *loop, pt_timer *t, uint64_t ms, pt_timer_cb cb, voi
     pt_timer_start_at(loop, t, loop->now_ms + ms, cb, data);
 }
 
-static void run_timers(pt_loop *loop)
+static int run_timers(pt_loop *loop)
 {
+    int n = 0;
     while (loop->ntimers && loop->heap[1]->deadline <= loop->now_ms) {
         pt_timer *t = loop->heap[1];
         pt_timer_stop(loop, t);
         t->cb(loop, t);
+        n++;
     }
+    return n;
 }
 
 static int next_timeout(const pt_loop *loop)
@@ -246,10 +250,11 @@ void pt_defer_cancel(pt_loop *loop, pt_defer *d)
     d->next = NULL;
 }
 
-static void run_defers(pt_loop *loop)
+static int run_defers(pt_loop *loop)
 {
     /* Only run what is queued now; callbacks may queue more for next time. */
     pt_defer *tail = loop->defer_tail;
+    int n = 0;
     while (loop->defer_head) {
         pt_defer *d = loop->defer_head;
         loop->defer_head = d->next;
@@ -257,8 +262,10 @@ static void run_defers(pt_loop *loop)
         d->queued = false;
         d->next = NULL;
         d->cb(loop, d);
+        n++;
         if (d == tail) break;
     }
+    return n;
 }
 
 /* ---- cross-thread posts ---- */
@@ -304,19 +311,41 @@ static void run_posts(pt_loop *loop, pt_io *io, uint32_t events)
 
 void pt_loop_stop(pt_loop *loop) { loop->running = false; }
 
-void pt_loop_run(pt_loop *loop)
+/* One iteration: wait (at most `max_wait_ms`, less if a timer is due or a
+ * deferred callback is queued), dispatch I/O, due timers, deferred calls.
+ * Returns the number of callbacks run. */
+static int run_iteration(pt_loop *loop, int max_wait_ms)
 {
     struct epoll_event evs[PT_LOOP_MAX_EVENTS];
-    loop->running = true;
-    while (loop->running) {
-        int n = epoll_wait(loop->epfd, evs, PT_LOOP_MAX_EVENTS, next_timeout(loop));
-        pt_loop_update_time(loop);
-        if (n < 0 && errno != EINTR) pt_panic(__FILE__, __LINE__, "epoll_wait failed");
-        for (int i = 0; i < n; i++) {
-            pt_io *io = evs[i].data.ptr;
-            io->cb(loop, io, evs[i].events);
-        }
-        run_timers(loop);
-        run_defers(loop);
+    int wait = next_timeout(loop);
+    if (max_wait_ms >= 0 && max_wait_ms < wait) wait = max_wait_ms;
+    int n = epoll_wait(loop->epfd, evs, PT_LOOP_MAX_EVENTS, wait);
+    pt_loop_update_time(loop);
+    if (n < 0 && errno != EINTR) pt_panic(__FILE__, __LINE__, "epoll_wait failed");
+    for (int i = 0; i < n; i++) {
+        pt_io *io = evs[i].data.ptr;
+        io->cb(loop, io, evs[i].events);
     }
+    if (n < 0) n = 0;
+    n += run_timers(loop);
+    n += run_defers(loop);
+    return n;
+}
+
+void pt_loop_run(pt_loop *loop)
+{
+    loop->running = true;
+    while (loop->running) run_iteration(loop, -1);
+}
+
+int pt_loop_run_once(pt_loop *loop, int max_wait_ms) { return run_iteration(loop, max_wait_ms); }
+
+bool pt_loop_has_deferred(const pt_loop *loop) { return loop->defer_head != NULL; }
+
+size_t pt_loop_timer_count(const pt_loop *loop) { return loop->ntimers; }
+
+void pt_loop_advance_clock(pt_loop *loop, uint64_t ms)
+{
+    loop->clock_offset_ms += ms;
+    loop->now_ms += ms;
 }

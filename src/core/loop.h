@@ -76,6 +76,22 @@ void pt_loop_update_time(pt_loop *loop);
 void pt_loop_run(pt_loop *loop);
 void pt_loop_stop(pt_loop *loop); /* from the loop thread */
 
+/* For tests and fuzz drivers that run a loop step by step on their own
+ * thread (the server uses pt_loop_run): one iteration of pt_loop_run —
+ * wait for I/O at most `max_wait_ms` (0: just poll; -1: as pt_loop_run,
+ * i.e. until the next timer, at most 1 s), then dispatch I/O events, due
+ * timers and the deferred callbacks queued before this iteration. Returns
+ * how many callbacks (I/O, timer, deferred) ran: 0 means nothing happened. */
+int pt_loop_run_once(pt_loop *loop, int max_wait_ms);
+/* True while deferred callbacks are queued (they run in the next iteration). */
+bool pt_loop_has_deferred(const pt_loop *loop);
+/* Number of armed timers. */
+size_t pt_loop_timer_count(const pt_loop *loop);
+/* Moves this loop's monotonic clock (pt_loop_now) forward by `ms` for good:
+ * timers due by then fire in the next iteration, in deadline order. Lets a
+ * test reach timeouts without waiting. The wall clock is not affected. */
+void pt_loop_advance_clock(pt_loop *loop, uint64_t ms);
+
 /* Per-loop user pointer (the worker). */
 void pt_loop_set_data(pt_loop *loop, void *data);
 void *pt_loop_data(const pt_loop *loop);
