@@ -499,6 +499,10 @@ DOWNGRADE_CASES = [
     ("value-outer-space", "GET", "gw.test", "/v2", [("x-a", " 1 ")]),
     ("transfer-encoding", "POST", "gw.test", "/te", [("transfer-encoding", "chunked")]),
     ("two-content-lengths", "POST", "gw.test", "/cl", [("content-length", "1"), ("content-length", "2")]),
+    # found by tests/fuzz/fuzz_h2_server.c: HTTP/1 would reject these upstream
+    ("path-fragment", "GET", "gw.test", "/a#frag", []),
+    ("authority-bare-percent", "GET", "gw.test%", "/au4", []),
+    ("authority-ipv6-without-colon", "GET", "[1]", "/au5", []),
 ]
 
 
