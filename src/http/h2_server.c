@@ -118,6 +118,8 @@ struct h2_conn {
     bool closed;
     bool peer_closed;
     bool stop_reading;      /* fatal protocol error or ENHANCE_YOUR_CALM: no more input */
+    bool in_recv;           /* inside nghttp2_session_mem_recv (feed) */
+    bool calm_pending;      /* calm_down ran inside mem_recv: terminate once it returns */
     bool close_after_flush; /* close once the output (GOAWAY) is written */
     bool write_failed;
     bool draining;
@@ -259,15 +261,29 @@ static void stream_reset(h2_stream *s, uint32_t code)
 }
 
 /* The client is abusive (rapid reset, CONTINUATION flood): GOAWAY
- * ENHANCE_YOUR_CALM, stop reading, close once the GOAWAY is written. */
+ * ENHANCE_YOUR_CALM, stop reading, close once the GOAWAY is written.
+ * Inside nghttp2_session_mem_recv (a receive callback) the session is not
+ * terminated there: nghttp2 may reset its inbound state after the callback
+ * returns and go on parsing the buffer, and a later frame-size error then
+ * trips its assertion that a terminated session ignores all input (an
+ * abort of the whole process, found by tests/fuzz/fuzz_h2_server.c).
+ * The callback returns NGHTTP2_ERR_CALLBACK_FAILURE instead (see
+ * recv_result), which stops mem_recv at once, and feed() terminates. */
 static void calm_down(h2_conn *c)
 {
     if (c->stop_reading) return;
-    nghttp2_session_terminate_session(c->sess, NGHTTP2_ENHANCE_YOUR_CALM);
     c->stop_reading = true;
     c->close_after_flush = true;
+    if (c->in_recv) {
+        c->calm_pending = true;
+        return;
+    }
+    nghttp2_session_terminate_session(c->sess, NGHTTP2_ENHANCE_YOUR_CALM);
     schedule_flush(c);
 }
+
+/* What a receive callback returns once it may have called calm_down. */
+static int recv_result(const h2_conn *c) { return c->calm_pending ? NGHTTP2_ERR_CALLBACK_FAILURE : 0; }
 
 /* ------------------------------------------------------------ request body */
 
@@ -691,10 +707,10 @@ static int on_frame_recv(nghttp2_session *sess, const nghttp2_frame *frame, void
         if (frame->hd.length > frame->data.padlen) c->empty_data = 0;
         else if (!end_stream && ++c->empty_data > H2_MAX_EMPTY_DATA) calm_down(c);
         if (s && end_stream && !s->body_done) end_of_request_body(s);
-        return 0;
+        return recv_result(c);
     case NGHTTP2_RST_STREAM:
         count_reset(c);
-        return 0;
+        return recv_result(c);
     default:
         return 0;
     }
@@ -1060,7 +1076,14 @@ static void conn_update_events(h2_conn *c)
 static void feed(h2_conn *c, const char *p, size_t n)
 {
     if (c->stop_reading) return;
+    c->in_recv = true;
     ssize_t r = nghttp2_session_mem_recv(c->sess, (const uint8_t *)p, n);
+    c->in_recv = false;
+    if (c->calm_pending) { /* see calm_down */
+        c->calm_pending = false;
+        nghttp2_session_terminate_session(c->sess, NGHTTP2_ENHANCE_YOUR_CALM);
+        schedule_flush(c);
+    }
     if (r < 0) {
         c->stop_reading = true;
         c->close_after_flush = true;

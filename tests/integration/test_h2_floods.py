@@ -320,6 +320,25 @@ def test_empty_frames_flood_is_cut(gw, kind):
     fresh_request_ok(p.port)
 
 
+def test_flood_cut_then_bad_frame_in_the_same_read(gw):
+    """The empty-DATA limit trips in the middle of one read, and a later
+    frame of that read has an invalid size (a 5-byte PING). nghttp2 1.52
+    must not keep parsing after the GOAWAY: it used to, and its frame-size
+    handling then failed an assertion that aborted the whole gateway (found
+    by tests/fuzz/fuzz_h2_server.c). Now: GOAWAY ENHANCE_YOUR_CALM, the
+    connection closes, the gateway serves on."""
+    p, echo = gw
+    s = raw_conn(p.port)
+    head = frame(HEADERS, END_HEADERS, 1, b"\x83\x86" + b"\x04" + hpack_str(b"/up") + b"\x01" + hpack_str(b"gw.test"))
+    s.sendall(head + frame(DATA, 0, 1) * 101 + frame(PING, 0, 0, b"short"))
+    frames, closed = drain(s, timeout=10)
+    s.close()
+    assert closed
+    assert goaway_code(frames) == ENHANCE_YOUR_CALM, frames[-3:]
+    assert p.alive()
+    fresh_request_ok(p.port)
+
+
 # ----------------------------------------------------- internal buffering
 
 def test_unread_large_responses_stay_bounded(portico, raw_server):
