@@ -301,7 +301,7 @@ static void on_up_accept(pt_loop *loop, pt_io *io, uint32_t events)
 static const char config_fmt[] =
     "workers: 1\n"
     "listen: [127.0.0.1:1]\n" /* never opened: the driver makes the connections */
-    "access_log: {enabled: false}\n"
+    "access_log: {enabled: true}\n" /* lines are formatted; the log is never opened (no output) */
     "server_header: portico-fuzz\n"
     "via: true\n"
     "limits: {max_header_size: 2k, max_headers: 24, http2_max_concurrent_streams: 8, max_body_size: 64k,"
