@@ -259,6 +259,7 @@ static bool route_request(pt_txn *t)
             t->pending_detail = "request body exceeds the configured limit";
         }
     }
+    if (req->upgrade.n) txn_tunnel_route(t);
     return true;
 }
 
@@ -435,7 +436,12 @@ static void emit_response(pt_txn *t)
                                         lc->tls.hsts_preload ? "; preload" : "");
         pt_headers_add(&t->res.headers, t->a, PT_STR_LIT("Strict-Transport-Security"), pt_str_c(v));
     }
+    bool tunnel = t->tun && txn_tunnel_prepare_head(t);
     t->ops->send_head(t->stream, &t->res);
+    if (tunnel) {
+        txn_tunnel_begin(t);
+        return;
+    }
     if (t->local) {
         pt_str b = t->res.has_body ? t->local_body : PT_STR_NULL;
         txn_response_chunk(t, b.p, b.n, true);
@@ -655,6 +661,7 @@ void txn_finish(pt_txn *t)
     PT_ASSERT(t->depth > 0);
     t->finished = true;
     pt_timer_stop(t->w->loop, &t->deadline);
+    if (t->tun) txn_tunnel_finish(t);
     for (int i = 0; i < 2; i++) {
         cancel_pause(t, (pt_side)i);
         txn_side_release(&t->side[i], t->pipe->n);
