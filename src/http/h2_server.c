@@ -750,6 +750,12 @@ static int on_stream_close(nghttp2_session *sess, int32_t stream_id, uint32_t er
     if (!s) return 0;
     s->ng_closed = true;
     nghttp2_session_set_stream_user_data(sess, stream_id, NULL);
+    if (!s->txn_done && s->tunnel && error_code == NGHTTP2_NO_ERROR && s->body_done && s->eof) {
+        /* Both halves of a tunnel ended cleanly: its txn still takes the
+         * client's last buffered bytes and end, then finishes by itself. */
+        if (tunnel_wants(s)) pt_defer_queue(conn_loop(c), &c->deliver_defer, deliver_cb, c);
+        return 0;
+    }
     if (!s->txn_done) pt_txn_on_downstream_closed(s->txn); /* calls finished() */
     s->txn_done = true;
     maybe_reap(s);
