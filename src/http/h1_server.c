@@ -101,7 +101,7 @@ struct pt_h1_conn {
     char client[INET6_ADDRSTRLEN];
     bool tunnel_on;    /* tun is running (ST_TUNNEL, or closing after it) */
     bool tunnel_abort; /* the txn aborted the tunnel: close without waiting */
-    pt_tunnel_sock tun;
+    pt_tunnel_sock *tun; /* after a 101 (heap: idle connections stay small); freed with the struct */
 };
 
 static const pt_downstream_ops ds_ops;
@@ -512,23 +512,24 @@ static void ds_tunnel_start(void *stream)
     pt_h1_conn *c = stream;
     c->state = ST_TUNNEL;
     c->tunnel_on = true;
+    c->tun = pt_xcalloc(1, sizeof(*c->tun));
     set_timer(c, TM_NONE, 0);
     pt_defer_cancel(c->w->loop, &c->flush_defer);
     pt_defer_cancel(c->w->loop, &c->body_defer);
     pt_defer_cancel(c->w->loop, &c->read_defer);
-    pt_tunnel_sock_start(&c->tun, c->w->loop, &c->io, c->ssl, &c->rbuf, &c->wbuf, c->peer_closed, &tun_cbs, c);
+    pt_tunnel_sock_start(c->tun, c->w->loop, &c->io, c->ssl, &c->rbuf, &c->wbuf, c->peer_closed, &tun_cbs, c);
 }
 
 static bool ds_tunnel_send(void *stream, const char *data, size_t len)
 {
     pt_h1_conn *c = stream;
     c->sent += len;
-    return pt_tunnel_sock_send(&c->tun, data, len);
+    return pt_tunnel_sock_send(c->tun, data, len);
 }
 
-static void ds_tunnel_read(void *stream, bool want) { pt_tunnel_sock_read(&((pt_h1_conn *)stream)->tun, want); }
+static void ds_tunnel_read(void *stream, bool want) { pt_tunnel_sock_read(((pt_h1_conn *)stream)->tun, want); }
 
-static void ds_tunnel_shutdown(void *stream) { pt_tunnel_sock_shutdown(&((pt_h1_conn *)stream)->tun); }
+static void ds_tunnel_shutdown(void *stream) { pt_tunnel_sock_shutdown(((pt_h1_conn *)stream)->tun); }
 
 static void tunnel_close_cb(pt_loop *loop, pt_defer *d) { conn_close(d->data); }
 
@@ -537,12 +538,12 @@ static void tunnel_close_cb(pt_loop *loop, pt_defer *d) { conn_close(d->data); }
  * bounded by timeouts.idle (TM_SEND). */
 static void tunnel_finished(pt_h1_conn *c)
 {
-    pt_tunnel_sock_read(&c->tun, false);
-    if (c->tunnel_abort || pt_tunnel_sock_done(&c->tun)) {
+    pt_tunnel_sock_read(c->tun, false);
+    if (c->tunnel_abort || pt_tunnel_sock_done(c->tun)) {
         pt_defer_queue(c->w->loop, &c->next_defer, tunnel_close_cb, c);
         return;
     }
-    pt_tunnel_sock_shutdown(&c->tun);
+    pt_tunnel_sock_shutdown(c->tun);
     set_timer(c, TM_SEND, pt_loop_now(c->w->loop) + conn_cfg(c)->timeouts.idle_ms);
 }
 
@@ -928,7 +929,7 @@ static void on_io(pt_loop *loop, pt_io *io, uint32_t events)
     pt_h1_conn *c = io->data;
     if (c->state == ST_CLOSED) return;
     if (c->state == ST_TUNNEL) {
-        pt_tunnel_sock_io(&c->tun, events);
+        pt_tunnel_sock_io(c->tun, events);
         return;
     }
     if (c->state == ST_HANDSHAKE) {
@@ -1074,7 +1075,12 @@ static void body_expired(pt_h1_conn *c, uint64_t now)
 
 /* --------------------------------------------------------------- lifecycle */
 
-static void free_cb(pt_loop *loop, pt_defer *d) { free(d->data); }
+static void free_cb(pt_loop *loop, pt_defer *d)
+{
+    pt_h1_conn *c = d->data;
+    free(c->tun);
+    free(c);
+}
 
 static void conn_close(pt_h1_conn *c)
 {
@@ -1087,7 +1093,7 @@ static void conn_close(pt_h1_conn *c)
     pt_defer_cancel(w->loop, &c->next_defer);
     pt_defer_cancel(w->loop, &c->body_defer);
     pt_defer_cancel(w->loop, &c->read_defer);
-    if (c->tunnel_on) pt_tunnel_sock_stop(&c->tun);
+    if (c->tunnel_on) pt_tunnel_sock_stop(c->tun);
     pt_io_stop(w->loop, &c->io);
     if (c->ssl) {
         if (!c->peer_closed && !c->write_failed && !c->tunnel_on) SSL_shutdown(c->ssl); /* best effort close_notify */

@@ -111,8 +111,6 @@ class WSUpstream:
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(10)
-            if not self.thread.is_alive():
-                self.loop.close()
 
 
 @pytest.fixture
