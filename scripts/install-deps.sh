@@ -7,9 +7,9 @@ set -euo pipefail
 PKGS=(
   # build
   build-essential clang libclang-rt-14-dev llvm
-  libyaml-dev libpcre2-dev libssl-dev openssl libnghttp2-dev nghttp2-client python3-h2
+  libyaml-dev libpcre2-dev libssl-dev openssl libnghttp2-dev nghttp2-client python3-h2 libc-ares-dev
   # tests
-  python3 python3-pytest python3-requests curl python3-grpcio python3-grpc-tools python3-websockets
+  python3 python3-pytest python3-requests curl python3-grpcio python3-grpc-tools python3-prometheus-client python3-websockets
   # benchmarks (bench/compare)
   wrk nginx-light haproxy
 )

@@ -4,12 +4,10 @@
 #include <string.h>
 
 #include "config/config.h"
+#include "core/version.h"
+#include "obs/metrics.h"
 #include "proxy/generation.h"
 #include "server/server.h"
-
-#ifndef PORTICO_VERSION
-#define PORTICO_VERSION "0.1.0"
-#endif
 
 static void usage(FILE *f)
 {
@@ -39,10 +37,10 @@ static void print_errors(pt_errors *errs)
 }
 
 /* Loads and builds a generation from a file; NULL after printing errors. */
-static pt_generation *load(const char *path)
+static pt_generation *load(const char *path, pt_metrics *metrics)
 {
     pt_errors errs = {0};
-    pt_config *cfg = pt_config_load_file(path, &errs);
+    pt_config *cfg = pt_config_load_file_metrics(path, metrics, &errs);
     pt_generation *g = cfg ? pt_generation_build(cfg, &errs) : NULL;
     if (!g) {
         if (!errs.n) fprintf(stderr, "%s: invalid configuration\n", path);
@@ -108,7 +106,7 @@ int main(int argc, char **argv)
             return 1;
         }
         pt_errors_free(&errs);
-        return pt_server_run(g, NULL);
+        return pt_server_run(g, NULL, NULL);
     }
     int argi = 1;
     bool check = false;
@@ -124,12 +122,16 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    pt_generation *g = load(path);
-    if (!g) return 1;
     if (check) {
+        pt_generation *g = load(path, NULL);
+        if (!g) return 1;
         printf("%s: ok\n", path);
         pt_generation_unref(g);
         return 0;
     }
-    return pt_server_run(g, path);
+    pt_metrics *metrics = pt_metrics_new();
+    pt_generation *g = load(path, metrics);
+    int rc = g ? pt_server_run(g, path, metrics) : 1;
+    pt_metrics_free(metrics); /* every configuration is freed by now */
+    return rc;
 }

@@ -43,6 +43,11 @@ typedef struct pt_conf_ctx {
     const char *file; /* for messages */
     pt_arena *arena;  /* the generation's arena */
     pt_errors *errors;
+    const struct pt_config *cfg; /* what is loaded so far (upstreams before plugins); may be NULL */
+    /* Registry for metrics a plugin declares in configure (obs/metrics.h);
+     * pass ctx->arena as the series owner. NULL (portico check, tests):
+     * declare none. */
+    struct pt_metrics *metrics;
 } pt_conf_ctx;
 
 /* Records "FILE:LINE:COL: <fmt...>" at node's position (node may be NULL: line 0). */

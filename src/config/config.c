@@ -6,7 +6,9 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <arpa/inet.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
@@ -119,6 +121,35 @@ static bool conf_address_text(pt_conf_ctx *ctx, const pt_conf_node *node, char *
     addr->text = text;
     return true;
 }
+
+/* --- upstream target addresses (DNS: see config_dns.c, docs/dns.md) --- */
+
+/* An upstream target's host: an IP literal (or bracketed IPv6) is used as
+ * is; a name is resolved with c-ares and the `dns:` settings, its answer
+ * kept in tc for the workers' caches. */
+static bool resolve_target(pt_conf_ctx *ctx, const host_port *hp, pt_target_conf *tc, char *err, size_t errcap)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV}, *res = NULL;
+    bool numeric = getaddrinfo(hp->host, "1", &hints, &res) == 0;
+    if (res) freeaddrinfo(res);
+    if (numeric || hp->bracketed) return resolve_host_port(hp, false, &tc->addr, err, errcap);
+    return pt_conf_resolve_target(ctx->cfg, ctx->arena, hp->host, hp->port, tc, err, errcap);
+}
+
+static bool conf_target_address(pt_conf_ctx *ctx, const pt_conf_node *node, char *text, pt_target_conf *tc,
+                                host_port *hp)
+{
+    const char *msg = split_host_port(text, false, hp);
+    char err[512];
+    if (!msg && resolve_target(ctx, hp, tc, err, sizeof(err))) {
+        tc->addr.text = text;
+        return true;
+    }
+    pt_conf_error(ctx, node, "invalid address '%s': %s", text, msg ? msg : err);
+    return false;
+}
+/* --- */
 
 static bool conf_address(pt_conf_ctx *ctx, const pt_conf_node *node, bool listener, pt_conf_addr *addr, host_port *hp)
 {
@@ -460,6 +491,77 @@ static void conf_listen(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *c
     }
 }
 
+/* -------------------------------------------------------------------- admin */
+
+static bool addr_is_loopback(const pt_conf_addr *a)
+{
+    if (a->ss.ss_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)(const void *)&a->ss)->sin_addr.s_addr) >> 24) == 127;
+    if (a->ss.ss_family == AF_INET6) {
+        const struct in6_addr *v6 = &((const struct sockaddr_in6 *)(const void *)&a->ss)->sin6_addr;
+        return IN6_IS_ADDR_LOOPBACK(v6) || (IN6_IS_ADDR_V4MAPPED(v6) && v6->s6_addr[12] == 127);
+    }
+    return false;
+}
+
+static bool addr_is_any(const pt_conf_addr *a)
+{
+    if (a->ss.ss_family == AF_INET)
+        return ((const struct sockaddr_in *)(const void *)&a->ss)->sin_addr.s_addr == htonl(INADDR_ANY);
+    return IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)(const void *)&a->ss)->sin6_addr);
+}
+
+static uint16_t addr_port(const pt_conf_addr *a)
+{
+    return ntohs(a->ss.ss_family == AF_INET ? ((const struct sockaddr_in *)(const void *)&a->ss)->sin_port
+                                            : ((const struct sockaddr_in6 *)(const void *)&a->ss)->sin6_port);
+}
+
+/* admin: {listen, token}. The block turns the admin listener on; listen
+ * defaults to 127.0.0.1:9901. A non-loopback address needs a token, and the
+ * address may not be (or overlap) a proxy listener. Runs after conf_listen. */
+static void conf_admin(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg)
+{
+    const pt_conf_node *m = pt_conf_get(root, "admin");
+    if (!m) return;
+    if (m->kind == PT_NODE_NULL) {
+        pt_conf_error(ctx, m, "admin must be a mapping, e.g. {listen: 127.0.0.1:9901} ({} for the defaults)");
+        return;
+    }
+    static const char *const keys[] = {"listen", "token", NULL};
+    if (!pt_conf_check_keys(ctx, m, keys, "admin")) return;
+    cfg->admin.enabled = true;
+    cfg->admin.line = m->line;
+    const pt_conf_node *tok = pt_conf_opt(m, "token");
+    if (tok && pt_conf_string(ctx, tok, &cfg->admin.token)) {
+        bool ok = cfg->admin.token[0] != '\0';
+        for (const char *q = cfg->admin.token; *q && ok; q++) ok = *q > 0x20 && *q < 0x7f;
+        if (!ok) {
+            pt_conf_error(ctx, tok, "admin.token must be non-empty visible ASCII without spaces "
+                                    "(omit the key for no token)");
+            cfg->admin.token = NULL;
+        }
+    }
+    const pt_conf_node *l = pt_conf_opt(m, "listen");
+    host_port hp;
+    char *text = l ? NULL : pt_arena_strndup(ctx->arena, "127.0.0.1:9901", 14);
+    if (l && !pt_conf_string(ctx, l, &text)) return;
+    if (!conf_address_text(ctx, l ? l : m, text, true, &cfg->admin.addr, &hp)) return;
+    const pt_conf_addr *a = &cfg->admin.addr;
+    if (!addr_is_loopback(a) && !tok)
+        pt_conf_error(ctx, l ? l : m,
+                      "admin.listen %s is not a loopback address: set admin.token (a bearer token, e.g. "
+                      "${PORTICO_ADMIN_TOKEN}) to expose the admin listener beyond this host", a->text);
+    for (size_t i = 0; i < cfg->nlisteners; i++) {
+        const pt_conf_addr *b = &cfg->listeners[i].addr;
+        if (a->ss.ss_family != b->ss.ss_family || addr_port(a) != addr_port(b)) continue;
+        bool same = a->sslen == b->sslen && memcmp(&a->ss, &b->ss, a->sslen) == 0;
+        if (same || addr_is_any(a) || addr_is_any(b))
+            pt_conf_error(ctx, l ? l : m, "admin.listen %s overlaps the proxy listener %s (line %d): the admin "
+                                          "listener needs its own port", a->text, b->text, cfg->listeners[i].line);
+    }
+}
+
 /* ---------------------------------------------------------------- upstreams */
 
 static bool valid_upstream_name(const char *s)
@@ -527,7 +629,7 @@ static targets_scheme conf_targets(pt_conf_ctx *ctx, const pt_conf_node *t, pt_u
         }
         scheme = sc;
         host_port hp;
-        if (!conf_address_text(ctx, addr, hostport ? hostport : text, false, &tc.addr, &hp)) continue;
+        if (!conf_target_address(ctx, addr, hostport ? hostport : text, &tc, &hp)) continue;
         tc.host = hp.bracketed ? pt_arena_printf(ctx->arena, "[%s]", hp.host)
                                : pt_arena_strndup(ctx->arena, hp.host, strlen(hp.host));
         tc.port = hp.port;
@@ -644,6 +746,19 @@ static void unknown_plugin(pt_conf_ctx *ctx, const pt_conf_node *k)
     pt_conf_error(ctx, k, "unknown plugin '%s' (known plugins: %s)", k->scalar, used ? list : "none");
 }
 
+const pt_upstream_conf *pt_conf_upstream(pt_conf_ctx *ctx, const pt_conf_node *n)
+{
+    if (!n || n->kind != PT_NODE_SCALAR || !n->scalar_len) {
+        pt_conf_error(ctx, n, "expected the name of an upstream");
+        return NULL;
+    }
+    const pt_config *cfg = ctx->cfg;
+    for (size_t i = 0; cfg && i < cfg->nupstreams; i++)
+        if (strcmp(cfg->upstreams[i].name, n->scalar) == 0) return &cfg->upstreams[i];
+    pt_conf_error(ctx, n, "unknown upstream '%s'", n->scalar);
+    return NULL;
+}
+
 /* Arena cleanup: a plugin instance's destroy(), when its config goes. */
 static void destroy_plugin_instance(void *data)
 {
@@ -693,13 +808,13 @@ void pt_conf_plugin_list(pt_conf_ctx *ctx, const pt_conf_node *node, pt_plugin_l
 
 /* ------------------------------------------------------------------ loading */
 
-static pt_config *config_new(const char *name, pt_conf_ctx *ctx, pt_errors *errors)
+static pt_config *config_new(const char *name, pt_conf_ctx *ctx, struct pt_metrics *metrics, pt_errors *errors)
 {
     pt_arena *a = pt_arena_new(64 * 1024);
     pt_config *cfg = pt_arena_calloc(a, sizeof(*cfg));
     cfg->arena = a;
     cfg->file = pt_arena_strndup(a, name, strlen(name));
-    *ctx = (pt_conf_ctx){.file = cfg->file, .arena = a, .errors = errors};
+    *ctx = (pt_conf_ctx){.file = cfg->file, .arena = a, .errors = errors, .cfg = cfg, .metrics = metrics};
     return cfg;
 }
 
@@ -708,7 +823,7 @@ static void config_from_tree(pt_conf_ctx *ctx, const pt_conf_node *root, pt_conf
 {
     static const char *const keys[] = {"workers", "listen", "limits", "timeouts", "access_log",
                                        "upstreams", "plugins", "routes", "trusted_proxies", "client_ip_header",
-                                       "server_header", "via", NULL};
+                                       "server_header", "via", "admin", "dns", NULL};
     if (root->kind == PT_NODE_NULL) {
         pt_conf_error(ctx, root, "configuration is empty (at least 'listen' and 'routes' are needed)");
         return;
@@ -719,6 +834,8 @@ static void config_from_tree(pt_conf_ctx *ctx, const pt_conf_node *root, pt_conf
     conf_timeouts(ctx, root, cfg);
     conf_access_log(ctx, root, cfg);
     conf_listen(ctx, root, cfg);
+    conf_admin(ctx, root, cfg);
+    pt_conf_dns(ctx, root, cfg); /* before the upstreams: their names are resolved with it */
     conf_upstreams(ctx, root, cfg);
     const pt_conf_node *sh = pt_conf_opt(root, "server_header");
     if (sh && pt_conf_string(ctx, sh, &cfg->server_header)) {
@@ -743,10 +860,11 @@ static void config_from_tree(pt_conf_ctx *ctx, const pt_conf_node *root, pt_conf
     pt_conf_routes(ctx, pt_conf_opt(root, "routes"), cfg);
 }
 
-pt_config *pt_config_load_string(const char *name, const char *text, size_t len, pt_errors *errors)
+static pt_config *load_string(const char *name, const char *text, size_t len, struct pt_metrics *metrics,
+                              pt_errors *errors)
 {
     pt_conf_ctx ctx;
-    pt_config *cfg = config_new(name ? name : "<config>", &ctx, errors);
+    pt_config *cfg = config_new(name ? name : "<config>", &ctx, metrics, errors);
     size_t before = errors->n;
     pt_conf_node *root = pt_conf_parse_yaml(&ctx, text, len);
     if (root) config_from_tree(&ctx, root, cfg);
@@ -757,7 +875,12 @@ pt_config *pt_config_load_string(const char *name, const char *text, size_t len,
     return cfg;
 }
 
-pt_config *pt_config_load_file(const char *path, pt_errors *errors)
+pt_config *pt_config_load_string(const char *name, const char *text, size_t len, pt_errors *errors)
+{
+    return load_string(name, text, len, NULL, errors);
+}
+
+pt_config *pt_config_load_file_metrics(const char *path, struct pt_metrics *metrics, pt_errors *errors)
 {
     FILE *f = fopen(path, "rb");
     if (!f) {
@@ -781,9 +904,14 @@ pt_config *pt_config_load_file(const char *path, pt_errors *errors)
     else if (len > PT_CONFIG_MAX_FILE)
         pt_errors_add(errors, "%s: file too large (the limit is 4 MiB)", path);
     else
-        cfg = pt_config_load_string(path, buf, len, errors);
+        cfg = load_string(path, buf, len, metrics, errors);
     free(buf);
     return cfg;
+}
+
+pt_config *pt_config_load_file(const char *path, pt_errors *errors)
+{
+    return pt_config_load_file_metrics(path, NULL, errors);
 }
 
 void pt_config_free(pt_config *cfg)
@@ -812,7 +940,7 @@ static bool proxy_target(pt_conf_ctx *ctx, const char *url, size_t len, pt_targe
         pt_errors_add(ctx->errors, "--to: '%s': %s", u, msg);
         return false;
     }
-    if (!resolve_host_port(&hp, false, &tc->addr, err, sizeof(err))) {
+    if (!resolve_target(ctx, &hp, tc, err, sizeof(err))) {
         pt_errors_add(ctx->errors, "--to: '%s': %s", u, err);
         return false;
     }
@@ -831,13 +959,14 @@ pt_config *pt_config_for_proxy(const pt_proxy_opts *opts, pt_errors *errors)
 {
     const char *listen = opts->listen, *to_urls = opts->to;
     pt_conf_ctx ctx;
-    pt_config *cfg = config_new("command line", &ctx, errors);
+    pt_config *cfg = config_new("command line", &ctx, NULL, errors);
     size_t before = errors->n;
     pt_conf_node empty = {.kind = PT_NODE_MAP, .line = 0};
     conf_workers(&ctx, &empty, cfg);
     conf_limits(&ctx, &empty, cfg);
     conf_timeouts(&ctx, &empty, cfg);
     conf_access_log(&ctx, &empty, cfg);
+    pt_dns_conf_defaults(&cfg->dns);
 
     host_port hp;
     const char *msg = listen ? split_host_port(listen, true, &hp) : "missing";

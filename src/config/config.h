@@ -13,9 +13,13 @@
 
 #include "config/conf_node.h"
 #include "http/message.h"
+#include "net/dns_cache.h"
 #include "net/ipset.h"
 
 struct pt_plugin_type;
+struct pt_metrics;
+struct pt_route_metrics;
+struct pt_upstream_metrics;
 
 typedef struct {
     char *text;                  /* "127.0.0.1:8080" as written */
@@ -71,6 +75,11 @@ typedef struct {
                                     IPv6 keeps its brackets: "[::1]" */
     uint16_t port;
     uint32_t weight;             /* 1..1000, default 1 */
+    /* host is a name, not an IP literal: resolved with c-ares at load (addr =
+     * the answer's first address) and again by each worker as TTLs expire
+     * (net/dns.h). `answer` is the load-time answer that seeds the workers. */
+    bool dns;
+    pt_dns_answer answer;
 } pt_target_conf;
 
 /* TLS to the upstream's targets (https). */
@@ -104,6 +113,9 @@ typedef struct pt_upstream_conf {
     pt_upstream_tls_conf tls;
     pt_upstream_protocol protocol; /* default PT_UPROTO_HTTP1 */
     int line;
+    /* Runtime, not configuration: this upstream's metric series, set by
+     * obs/gateway_metrics.c when a generation is adopted (NULL: not counted). */
+    struct pt_upstream_metrics *metrics;
 } pt_upstream_conf;
 
 /* One configured plugin: its type and the config its `configure` returned. */
@@ -158,6 +170,9 @@ typedef struct pt_route_conf {
     char **upgrade;
     size_t nupgrade;
     uint64_t tunnel_idle_timeout_ms;
+    /* Runtime, not configuration: this route's metric series, set by
+     * obs/gateway_metrics.c when a generation is adopted (NULL: not counted). */
+    struct pt_route_metrics *metrics;
 } pt_route_conf;
 
 typedef struct pt_config {
@@ -202,10 +217,21 @@ typedef struct pt_config {
     pt_ip_set trusted_proxies;
     bool has_trusted_proxies;
     bool client_ip_forwarded;        /* client_ip_header: Forwarded (RFC 7239) instead of X-Forwarded-For */
+    /* The admin listener (/metrics, /healthz, /readyz; docs/metrics.md). */
+    struct {
+        bool enabled;                /* an `admin` block is present */
+        pt_conf_addr addr;           /* default 127.0.0.1:9901; loopback unless a token is set */
+        char *token;                 /* bearer token for /metrics; NULL = none */
+        int line;
+    } admin;
+    pt_dns_conf dns;                 /* `dns:` resolver settings for upstream host names */
 } pt_config;
 
 /* Loads and validates. On failure returns NULL and fills `errors`. */
 pt_config *pt_config_load_file(const char *path, pt_errors *errors);
+/* Same, with a metrics registry that plugins' configure may declare their
+ * metrics in (ctx->metrics; NULL = none, as in the other loaders). */
+pt_config *pt_config_load_file_metrics(const char *path, struct pt_metrics *metrics, pt_errors *errors);
 /* Same from memory; `name` is used as FILE in messages. */
 pt_config *pt_config_load_string(const char *name, const char *text, size_t len, pt_errors *errors);
 void pt_config_free(pt_config *cfg);

@@ -17,4 +17,11 @@ void pt_conf_plugin_list(pt_conf_ctx *ctx, const pt_conf_node *node, pt_plugin_l
  * limits must already be filled in. */
 void pt_conf_routes(pt_conf_ctx *ctx, const pt_conf_node *node, pt_config *cfg);
 
+/* config_dns.c: `dns:` into cfg->dns (defaults when absent); and the
+ * load-time answer for a target whose host is a name (tc->dns, tc->answer,
+ * tc->addr = the first address with `port`), resolved with cfg->dns. */
+void pt_conf_dns(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg);
+bool pt_conf_resolve_target(const pt_config *cfg, pt_arena *a, const char *host, uint16_t port, pt_target_conf *tc,
+                            char *err, size_t errcap);
+
 #endif

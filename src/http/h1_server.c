@@ -31,6 +31,7 @@
 #include "http/tunnel.h"
 #include "proxy/txn.h"
 #include "server/worker.h"
+#include "obs/gateway_metrics.h"
 #include "server/connlimit.h"
 #include "tls/tls_io.h"
 #include "tls/tls_server.h"
@@ -1110,6 +1111,7 @@ static void conn_close(pt_h1_conn *c)
     free(c->peer_sans);
     c->peer_sans = NULL;
     pt_connlimit_release(w->connlimit, c->listener, (const struct sockaddr *)&c->peer, c->counted_client);
+    pt_metrics_conn_closed(w, c->listener);
     close(c->io.fd);
     c->io.fd = -1;
     pt_buf_release(&c->rbuf);
@@ -1157,6 +1159,7 @@ void pt_h1_conn_accept(pt_worker *w, int fd, const struct sockaddr *peer, sockle
     if (w->conns) w->conns->prev = c;
     w->conns = c;
     w->nconns++;
+    pt_metrics_conn_opened(w, listener);
     if (w->draining) c->close_after = true;
     if (tls) {
         c->ssl = pt_tls_server_ssl(tls, fd);

@@ -32,6 +32,7 @@
 
 #include "core/buf.h"
 #include "http/body_pace.h"
+#include "obs/gateway_metrics.h"
 #include "server/connlimit.h"
 #include "server/worker.h"
 
@@ -195,6 +196,7 @@ static void stream_free(h2_conn *c, h2_stream *s)
     else c->streams = s->next;
     if (s->next) s->next->prev = s->prev;
     c->nstreams--;
+    pt_metrics_h2_stream_closed(c->w, c->listener);
     pt_timer_stop(conn_loop(c), &s->body_timer);
     pt_buf_release(&s->out);
     pt_buf_release(&s->in);
@@ -240,6 +242,7 @@ static h2_stream *stream_new(h2_conn *c, int32_t id)
     c->streams = s;
     c->nstreams++;
     c->streams_opened++;
+    pt_metrics_h2_stream_opened(c->w, c->listener);
     if (c->timer_kind == TM_IDLE) set_timer(c, TM_NONE);
     return s;
 }
@@ -311,6 +314,7 @@ static void deliver_buffered(h2_stream *s)
         if (last) s->last_delivered = true;
         pt_txn_on_request_body(s->txn, n ? pt_buf_head(&s->in) : "", n, last);
         if (c->closed) return;
+        if (s->txn_done) break; /* finished inside: ds_finished dropped (and acknowledged) the rest */
         pt_buf_consume(&s->in, n);
         if (n && !s->ng_closed) nghttp2_session_consume_stream(c->sess, s->id, n);
         if (!s->in.len) pt_buf_release(&s->in);
@@ -1219,6 +1223,7 @@ static void conn_close(h2_conn *c)
     free(c->peer_sans);
     c->peer_sans = NULL;
     if (c->counted) pt_connlimit_release(w->connlimit, c->listener, (const struct sockaddr *)&c->peer, c->counted_client);
+    if (c->counted) pt_metrics_conn_closed(w, c->listener); /* opened as HTTP/1 (handoff) */
     if (c->prev) c->prev->next = c->next;
     else tl_conns = c->next;
     if (c->next) c->next->prev = c->prev;
@@ -1302,6 +1307,7 @@ void pt_h2_conn_start_counted(pt_worker *w, int fd, SSL *ssl, const char *initia
         if (ssl) SSL_free(ssl);
         close(fd);
         if (c->counted) pt_connlimit_release(w->connlimit, c->listener, (const struct sockaddr *)&c->peer, c->counted_client);
+        if (c->counted) pt_metrics_conn_closed(w, c->listener);
         tl_conns = c->next;
         if (tl_conns) tl_conns->prev = NULL;
         tl_nconns--;

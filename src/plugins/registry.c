@@ -2,6 +2,7 @@
  * loader when it meets a plugin name. Adding a built-in = one line here. */
 #include "plugins/delay/delay.h"
 #include "plugins/direct_response/direct_response.h"
+#include "plugins/forward_auth/forward_auth.h"
 #include "plugins/headers/headers.h"
 #include "plugins/ip_restriction/ip_restriction.h"
 #include "plugins/request_id/request_id.h"
@@ -13,6 +14,7 @@ static const pt_plugin_type *const builtin_plugins[] = {
     &pt_plugin_direct_response,
     &pt_plugin_delay,
     &pt_plugin_ip_restriction,
+    &pt_plugin_forward_auth,
     NULL,
 };
 

@@ -30,7 +30,7 @@ static void build_pipeline(pt_arena *a, pt_pipeline *p, const pt_plugin_list *gl
 
 pt_generation *pt_generation_build(pt_config *cfg, pt_errors *errors)
 {
-    pt_conf_ctx ctx = {.file = cfg->file, .arena = cfg->arena, .errors = errors};
+    pt_conf_ctx ctx = {.file = cfg->file, .arena = cfg->arena, .errors = errors, .cfg = cfg};
     pt_router *router = pt_router_build(cfg->routes, cfg->nroutes, &ctx);
     if (!router) {
         pt_config_free(cfg);

@@ -95,6 +95,7 @@ typedef struct {
     int status;            /* what the client got: the status sent, 502/504 when an upstream
                               failure was answered, 499 when the client left first */
     bool aborted;          /* the response was cut after its head (client saw a broken response) */
+    bool upstream_failed;  /* the upstream exchange failed (connect, timeout, invalid or cut response) */
     uint64_t bytes_in;     /* request bytes received (head, body, trailers) */
     uint64_t bytes_out;    /* response bytes the codec wrote for this request */
     uint64_t total_us;     /* from the first byte of the request head to now */
@@ -142,6 +143,11 @@ pt_response *pt_txn_response(pt_txn *txn);   /* valid in response phases; mutabl
 pt_arena *pt_txn_arena(pt_txn *txn);         /* the request arena */
 struct pt_loop *pt_txn_loop(pt_txn *txn);    /* the worker loop owning the request */
 const pt_route_conf *pt_txn_route(pt_txn *txn); /* NULL before routing / when unmatched */
+/* The request path as routed: normalised once by the core (dot segments
+ * resolved, %2F kept as data), without the query; what route matching and
+ * path-based decisions must use instead of the raw target. Empty before
+ * routing or when the path was invalid (the core answered 400). */
+pt_str pt_txn_path(pt_txn *txn);
 /* Value of route parameter `name` ({name} in the route path), or a null slice. */
 pt_str pt_txn_param(pt_txn *txn, const char *name);
 pt_str pt_txn_request_id(pt_txn *txn);       /* empty until request_id (or the core) sets it */
@@ -167,6 +173,33 @@ void pt_txn_respond_header(pt_txn *txn, pt_str name, pt_str value);
 /* Answer with an application/problem+json error (RFC 9457). */
 void pt_txn_respond_problem(pt_txn *txn, int status, const char *detail);
 
+/* ---- Streamed responses (response sources) ----
+ * A response comes from a source: the upstream exchange, a fixed local
+ * body (pt_txn_respond), or a generator a plugin provides, which produces
+ * the body over time (a cache entry still arriving, an aggregate of several
+ * calls, server-sent events). A generator is pulled with the same
+ * backpressure as an upstream: `proceed` runs whenever the client can take
+ * more (first right after the head went out); the plugin writes with
+ * pt_txn_stream_write() — now or later from an async callback — until that
+ * returns false (wait for the next proceed) or it wrote the last bytes. The
+ * bytes go through the response-body plugins like any others. */
+typedef struct {
+    void (*proceed)(pt_txn *txn, void *data);
+    /* The response is over (complete, cut, or the request ended): release
+     * what `data` holds. Runs exactly once; no call on txn after it. */
+    void (*stop)(pt_txn *txn, void *data, bool complete);
+} pt_generator;
+
+/* Prepare a streamed response (then return PT_PLUGIN_RESPOND, or resume
+ * with it). content_length: the body's length when known, else -1. Add
+ * headers with pt_txn_respond_header(). */
+void pt_txn_respond_stream(pt_txn *txn, int status, pt_str content_type, int64_t content_length,
+                           const pt_generator *gen, void *data);
+/* Body bytes of a streamed response (copied); `last` ends it. Returns true
+ * while more is welcome now, false when the generator must wait for its
+ * next proceed (or the response is over). */
+bool pt_txn_stream_write(pt_txn *txn, const char *data, size_t len, bool last);
+
 /* From a header-phase callback of `side`: the body of that side will be
  * rewritten, so its length is unknown (Content-Length dropped, chunked /
  * unframed DATA). On the response side a strong ETag becomes weak. */
@@ -183,6 +216,61 @@ pt_headers *pt_txn_trailers(pt_txn *txn, pt_side side);
 /* Resume `side`, paused by a callback of this plugin (see above). A resume
  * for a request that is over, or a side that is not paused, is ignored. */
 void pt_txn_resume(pt_txn *txn, pt_side side, pt_plugin_result r);
+
+/* ---- Configure-time references ---- */
+
+/* The upstream named by scalar node `n` (in `configure`: upstreams are
+ * loaded before plugins), or NULL with a positioned error. */
+const pt_upstream_conf *pt_conf_upstream(pt_conf_ctx *ctx, const pt_conf_node *n);
+
+/* ---- Internal HTTP client ----
+ * Calls to a configured upstream on the same machinery as proxied requests
+ * (target choice, keep-alive pools, TLS with verification, HTTP/1.1 or
+ * HTTP/2, timeouts), for plugins: an auth service, a JWKS or introspection
+ * endpoint. Non-blocking: the result comes back through `done`, always
+ * later on the same worker loop (never inside the starting call), exactly
+ * once unless the call is cancelled first. */
+typedef struct pt_http_call pt_http_call;
+
+typedef struct {
+    const pt_upstream_conf *upstream; /* from pt_conf_upstream() */
+    pt_str method;           /* "GET", "POST"... */
+    pt_str target;           /* "/path?query" (origin form) */
+    pt_str host;             /* Host / :authority; empty: the target's "host:port" */
+    const pt_headers *headers; /* extra request fields (copied), or NULL */
+    pt_str body;             /* request body (copied); empty: none */
+    uint64_t timeout_ms;     /* whole call; 0: the upstream's read timeout */
+    size_t max_body;         /* response body cap; 0: 1 MiB; over it the call fails */
+} pt_http_request;
+
+typedef enum {
+    PT_HTTP_OK = 0,          /* a response arrived (any status) */
+    PT_HTTP_ERR_CONNECT,     /* no target could be reached */
+    PT_HTTP_ERR_TIMEOUT,     /* timeout_ms passed */
+    PT_HTTP_ERR_TOO_LARGE,   /* the response body exceeded max_body */
+    PT_HTTP_ERR_PROTOCOL,    /* invalid response, closed mid-way, TLS failure */
+    PT_HTTP_ERR_UPSTREAM_GONE, /* the upstream is not in the running configuration */
+} pt_http_error;
+
+typedef struct {
+    pt_http_error error;
+    int status;              /* PT_HTTP_OK: the response status */
+    const pt_headers *headers; /* response fields (end-to-end), valid during the callback */
+    pt_str body;             /* valid during the callback */
+    const char *detail;      /* failure: a short human-readable reason */
+} pt_http_result;
+
+typedef void (*pt_http_done_fn)(void *data, const pt_http_result *r);
+
+/* Starts a call on the worker owning `loop` (pt_txn_loop, or the loop given
+ * to worker_init). NULL when req is invalid (no upstream, empty method or
+ * target). */
+pt_http_call *pt_http_fetch(struct pt_loop *loop, const pt_http_request *req, pt_http_done_fn done, void *data);
+/* Abandons a call whose callback has not run: it never will. */
+void pt_http_cancel(pt_http_call *call);
+/* A call on behalf of `txn`: carries its request id (X-Request-Id) and is
+ * cancelled when the request ends (the callback then never runs). */
+pt_http_call *pt_txn_subrequest(pt_txn *txn, const pt_http_request *req, pt_http_done_fn done, void *data);
 
 /* ---- Safe references for asynchronous work ----
  * A late reply (timer, Redis, HTTP client) must not touch a request that

@@ -22,23 +22,22 @@
 
 #include "core/accesslog.h"
 #include "http/problem.h"
+#include "obs/gateway_metrics.h"
 #include "proxy/txn_int.h"
 #include "router/normalize.h"
 #include "tls/tls_server.h"
+#include "upstream/http_client.h"
 
 static void run_request_headers(pt_txn *t);
 static void run_response_headers(pt_txn *t);
 
 /* ------------------------------------------------------------ re-entrancy */
 
-void txn_enter(pt_txn *t) { t->depth++; }
-
-/* Leaves one level; at the outermost, a finished txn releases its
- * generation and tells the codec (which may free the txn's arena). */
-void txn_leave(pt_txn *t)
+/* The outermost leave of a finished txn: release its generation and tell
+ * the codec (which may free the txn's arena). */
+void txn_leave_finished(pt_txn *t)
 {
-    PT_ASSERT(t->depth > 0);
-    if (--t->depth || !t->finished || t->told_codec) return;
+    if (t->told_codec) return;
     t->told_codec = true;
     pt_worker_gen_release(t->w, t->wg);
     t->ops->finished(t->stream);
@@ -52,6 +51,7 @@ pt_arena *pt_txn_arena(pt_txn *t) { return t->a; }
 struct pt_loop *pt_txn_loop(pt_txn *t) { return t->w->loop; }
 const pt_route_conf *pt_txn_route(pt_txn *t) { return t->route; }
 pt_str pt_txn_request_id(pt_txn *t) { return t->request_id; }
+pt_str pt_txn_path(pt_txn *t) { return t->norm_path; }
 pt_str pt_txn_client_addr(pt_txn *t) { return t->client_addr; }
 pt_str pt_txn_client_cert_subject(pt_txn *t) { return t->conn.client_cert_subject; }
 pt_str pt_txn_client_cert_sans(pt_txn *t) { return t->conn.client_cert_sans; }
@@ -80,6 +80,7 @@ void pt_txn_get_stats(pt_txn *t, pt_txn_stats *o)
     *o = (pt_txn_stats){
         .status = t->status,
         .aborted = t->aborted,
+        .upstream_failed = t->upstream_failed,
         .bytes_in = t->bytes_in,
         .bytes_out = t->ops->bytes_sent ? t->ops->bytes_sent(t->stream) : t->bytes_out,
         .total_us = now > t->start_us ? now - t->start_us : 0,
@@ -94,8 +95,21 @@ void pt_txn_get_stats(pt_txn *t, pt_txn_stats *o)
 
 /* ------------------------------------------------------- local responses */
 
+/* A generator whose response is replaced before it streamed is told so. */
+static void stop_generator(pt_txn *t, bool complete)
+{
+    if (!t->genr || t->genr_stopped) return;
+    t->genr_stopped = true;
+    t->genr_active = false;
+    pt_defer_cancel(t->w->loop, &t->proceed_defer);
+    t->genr->stop(t, t->genr_data, complete);
+}
+
 void pt_txn_respond(pt_txn *t, int status, pt_str content_type, pt_str body)
 {
+    stop_generator(t, false);
+    t->genr = NULL;
+    t->genr_stopped = false;
     memset(&t->res, 0, sizeof(t->res));
     t->res.status = status;
     t->local = true;
@@ -105,6 +119,47 @@ void pt_txn_respond(pt_txn *t, int status, pt_str content_type, pt_str body)
     t->res.has_body = !bodiless_status && !(t->req && t->req->method == PT_METHOD_HEAD);
     t->res.content_length = bodiless_status ? -1 : (int64_t)body.n; /* HEAD: the length a GET would get */
     if (content_type.n) pt_headers_add(&t->res.headers, t->a, PT_STR_LIT("Content-Type"), pt_arena_str(t->a, content_type));
+}
+
+void pt_txn_respond_stream(pt_txn *t, int status, pt_str content_type, int64_t content_length,
+                           const pt_generator *gen, void *data)
+{
+    pt_txn_respond(t, status, content_type, PT_STR_NULL);
+    bool bodiless_status = status < 200 || status == 204 || status == 304;
+    t->res.content_length = bodiless_status ? -1 : content_length;
+    t->genr = gen;
+    t->genr_data = data;
+}
+
+static void proceed_cb(pt_loop *loop, pt_defer *d)
+{
+    pt_txn *t = d->data;
+    txn_enter(t);
+    if (!t->finished && t->genr_active && !t->genr_stopped) {
+        t->genr_blocked = false;
+        t->genr->proceed(t, t->genr_data);
+    }
+    txn_leave(t);
+}
+
+void txn_generator_kick(pt_txn *t)
+{
+    if (!t->genr_active || !t->genr_blocked || t->finished || t->ds_full) return;
+    const txn_side *s = &t->side[PT_SIDE_RESPONSE];
+    if (s->paused || s->queued_any) return;
+    pt_defer_queue(t->w->loop, &t->proceed_defer, proceed_cb, t);
+}
+
+bool pt_txn_stream_write(pt_txn *t, const char *data, size_t len, bool last)
+{
+    if (t->finished || !t->genr_active || t->genr_stopped || t->resp_done) return false;
+    txn_enter(t);
+    txn_response_chunk(t, data, len, last);
+    const txn_side *s = &t->side[PT_SIDE_RESPONSE];
+    bool more = !t->finished && !last && !t->ds_full && !s->paused && !s->queued_any;
+    if (!more && !t->finished && !last) t->genr_blocked = true;
+    txn_leave(t);
+    return more;
 }
 
 void pt_txn_respond_header(pt_txn *t, pt_str name, pt_str value)
@@ -442,6 +497,13 @@ static void emit_response(pt_txn *t)
         txn_tunnel_begin(t);
         return;
     }
+    if (t->local && t->genr && t->res.has_body) {
+        /* pulled from now on: the first proceed comes from the loop */
+        t->genr_active = true;
+        t->genr_blocked = true;
+        txn_generator_kick(t);
+        return;
+    }
     if (t->local) {
         pt_str b = t->res.has_body ? t->local_body : PT_STR_NULL;
         txn_response_chunk(t, b.p, b.n, true);
@@ -511,6 +573,7 @@ void txn_fail_request(pt_txn *t, int status, const char *detail)
 
 void txn_upstream_failed(pt_txn *t, int status, const char *detail)
 {
+    t->upstream_failed = true;
     t->req_responded = true; /* nothing more of the request body goes anywhere */
     if (t->resp_started && !t->resp_done && t->ops->retract && t->ops->retract(t->stream)) {
         /* Nothing of the response reached the client yet: answer the error
@@ -580,12 +643,14 @@ void pt_txn_on_request_error(pt_txn *t, int status, const char *detail)
 void pt_txn_on_downstream_writable(pt_txn *t)
 {
     if (t->finished) return;
+    t->ds_full = false;
     if (t->uc && t->up_read_paused_by_ds) {
         txn_enter(t);
         t->up_read_paused_by_ds = false;
         if (!t->side[PT_SIDE_RESPONSE].paused) t->uops->pause_read(t->uc, false);
         txn_leave(t);
     }
+    txn_generator_kick(t);
 }
 
 void pt_txn_on_downstream_closed(pt_txn *t)
@@ -624,14 +689,31 @@ void pt_txn_ref_release(pt_txn_ref *r)
     if (r && --r->refs == 0) free(r);
 }
 
+/* -------------------------------------------------------------- sub-requests */
+
+pt_http_call *pt_txn_subrequest(pt_txn *t, const pt_http_request *req, pt_http_done_fn done, void *data)
+{
+    if (t->finished || !req) return NULL;
+    pt_http_request r = *req;
+    pt_headers h = {0};
+    if (req->headers)
+        for (uint32_t i = 0; i < req->headers->n; i++)
+            if (!pt_str_ieq_lit(req->headers->v[i].name, "X-Request-Id"))
+                pt_headers_add(&h, t->a, req->headers->v[i].name, req->headers->v[i].value);
+    if (t->request_id.n) pt_headers_add(&h, t->a, PT_STR_LIT("X-Request-Id"), t->request_id);
+    r.headers = &h;
+    pt_http_call *c = pt_http_fetch_in(t->w, t->wg, &r, done, data);
+    if (c) pt_http_call_link(c, &t->subcalls);
+    return c;
+}
+
 /* ---------------------------------------------------------------- finishing */
 
-static void write_access_log(pt_txn *t)
+static void write_access_log(pt_txn *t, const pt_txn_stats *s)
 {
     const pt_config *cfg = t->gen->cfg;
     if (!cfg->access_log.enabled) return;
-    pt_txn_stats st;
-    pt_txn_get_stats(t, &st);
+    pt_txn_stats st = *s;
     pt_access_record r = {
         .time_us = t->start_us,
         .request_id = t->request_id,
@@ -662,9 +744,11 @@ void txn_finish(pt_txn *t)
     t->finished = true;
     pt_timer_stop(t->w->loop, &t->deadline);
     if (t->tun) txn_tunnel_finish(t);
+    stop_generator(t, t->resp_done && !t->aborted);
     for (int i = 0; i < 2; i++) {
-        cancel_pause(t, (pt_side)i);
-        txn_side_release(&t->side[i], t->pipe->n);
+        txn_side *s = &t->side[i];
+        if (s->paused || s->resume_defer.queued) cancel_pause(t, (pt_side)i);
+        if (s->held.owned || s->queued.data || s->slots) txn_side_release(s, t->pipe->n);
     }
     if (t->uc) {
         void *c = t->uc;
@@ -672,6 +756,7 @@ void txn_finish(pt_txn *t)
         if (t->resp_done && t->req_body_done && t->req_end_sent) t->uops->release(c);
         else t->uops->close(c);
     }
+    while (t->subcalls) pt_http_cancel(t->subcalls); /* each unlinks itself */
     if (t->ref) {
         t->ref->txn = NULL;
         pt_txn_ref_release(t->ref);
@@ -682,5 +767,10 @@ void txn_finish(pt_txn *t)
         const pt_plugin_instance *pi = p->v[i];
         if (pi->type->on_log) pi->type->on_log(t, pi->conf, txn_plugin_state(t, i));
     }
-    write_access_log(t);
+    pt_txn_stats st;
+    pt_txn_get_stats(t, &st);
+    write_access_log(t, &st);
+    /* before txn_leave releases the generation: route and upstream series
+     * live as long as its configuration */
+    pt_metrics_request_done(t->w, &st);
 }

@@ -271,9 +271,12 @@ static void forward_response(pt_txn *t, const char *data, size_t len, bool last)
 {
     if (len && t->res.has_body) {
         t->bytes_out += len;
-        if (!t->ops->send_body(t->stream, data, len) && t->uc) {
-            t->up_read_paused_by_ds = true;
-            t->uops->pause_read(t->uc, true);
+        if (!t->ops->send_body(t->stream, data, len)) {
+            t->ds_full = true;
+            if (t->uc) {
+                t->up_read_paused_by_ds = true;
+                t->uops->pause_read(t->uc, true);
+            }
         }
     }
     if (last && !t->finished) {
@@ -342,6 +345,8 @@ static void drain_queued(pt_txn *t, pt_side side)
         if (!t->req_body_done && t->uc && !t->resp_done) t->ops->want_body(t->stream, true);
     } else if (t->uc && !t->up_read_paused_by_ds) {
         t->uops->pause_read(t->uc, false);
+    } else {
+        txn_generator_kick(t);
     }
 }
 

@@ -82,6 +82,13 @@ struct pt_txn {
     bool problem;             /* local_body is a problem+json built at emit time */
     const char *problem_detail;
     pt_str local_body;
+    const pt_generator *genr; /* the local response's body comes from this generator */
+    void *genr_data;
+    bool genr_active;         /* its head went out: it is being pulled */
+    bool genr_blocked;        /* it must wait for the next proceed */
+    bool genr_stopped;        /* stop() was called */
+    pt_defer proceed_defer;
+    bool ds_full;             /* the codec's output is above its high watermark */
 
     /* upstream */
     pt_upstream_rt *ups;
@@ -109,6 +116,7 @@ struct pt_txn {
     bool resp_started;
     bool resp_done;
     bool aborted;             /* the response was cut after its head */
+    bool upstream_failed;     /* the upstream exchange failed for good */
     bool finished;
     bool told_codec;          /* ops->finished() called */
     bool up_read_paused_by_ds;
@@ -117,11 +125,18 @@ struct pt_txn {
     int status;
     pt_txn_ref *ref;
     txn_tunnel *tun;          /* an upgrade asked for and kept (txn_tunnel.c), else NULL */
+    pt_http_call *subcalls;   /* sub-requests still running (cancelled at finish) */
 };
 
 /* ---- txn.c ---- */
-void txn_enter(pt_txn *t);
-void txn_leave(pt_txn *t);
+/* The outermost leave of a finished txn: tell the codec. */
+void txn_leave_finished(pt_txn *t);
+static inline void txn_enter(pt_txn *t) { t->depth++; }
+static inline void txn_leave(pt_txn *t)
+{
+    PT_ASSERT(t->depth > 0);
+    if (--t->depth == 0 && t->finished) txn_leave_finished(t);
+}
 void *txn_plugin_state(pt_txn *t, size_t i);
 const pt_listener_conf *txn_listener(const pt_txn *t);
 /* Answers `status` with problem+json, or aborts a started response. */
@@ -141,6 +156,9 @@ void txn_upstream_failed(pt_txn *t, int status, const char *detail);
 void txn_finish(pt_txn *t);
 /* Aborts a response whose head went out: the codec cuts it. */
 void txn_abort_response(pt_txn *t);
+
+/* Queues the generator's next proceed when it is waiting and may go on. */
+void txn_generator_kick(pt_txn *t);
 
 /* ---- txn_body.c ---- */
 /* A request body chunk from the codec (counted already). */

@@ -19,6 +19,7 @@ void txn_connect_upstream(pt_txn *t)
     for (;;) {
         int idx = pt_upstream_pick(u, t->tried);
         if (idx < 0) {
+            t->upstream_failed = true;
             txn_respond_problem(t, 502, "no upstream target could be reached");
             return;
         }
@@ -30,6 +31,7 @@ void txn_connect_upstream(pt_txn *t)
         void *c = pt_exchange_open(t->w, u, idx, t->gen->up_tls[u->conf->index], &t->uops, &fresh);
         if (!c) {
             if (pt_method_idempotent(t->req->method) && t->attempts < (int)u->conf->ntargets) continue;
+            t->upstream_failed = true;
             txn_respond_problem(t, 502, "upstream connection failed");
             return;
         }

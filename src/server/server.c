@@ -10,10 +10,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "admin/admin.h"
 #include "core/accesslog.h"
 #include "core/buf.h"
 #include "http/h1_server.h"
 #include "http/h2_server.h"
+#include "obs/gateway_metrics.h"
+#include "net/dns.h"
 #include "server/connlimit.h"
 #include "proxy/plugin.h"
 #include "server/worker.h"
@@ -26,6 +29,9 @@ typedef struct pt_server {
     pt_generation *gen;
     pt_worker *workers;
     int nworkers;
+    pt_metrics *metrics;   /* registry (plugins' metrics, gateway metrics); may be NULL */
+    pt_gw_metrics *gw;     /* the gateway's metrics; NULL without an admin listener */
+    pt_admin *admin;       /* NULL without an admin listener */
 } pt_server;
 
 /* ------------------------------------------------------------ worker caches */
@@ -48,6 +54,7 @@ pt_worker_gen *pt_worker_gen_new(pt_worker *w, pt_generation *g)
     pt_worker_gen *wg = pt_xcalloc(1, sizeof(*wg));
     wg->gen = g; /* takes the reference the caller holds */
     const pt_config *cfg = g->cfg;
+    if (w->dns) pt_dns_configure(w->dns, &cfg->dns);
     wg->upstreams = pt_xcalloc(cfg->nupstreams ? cfg->nupstreams : 1, sizeof(*wg->upstreams));
     for (size_t i = 0; i < cfg->nupstreams; i++) {
         pt_upstream_rt *u = &wg->upstreams[i];
@@ -60,6 +67,7 @@ pt_worker_gen *pt_worker_gen_new(pt_worker *w, pt_generation *g)
             u->pools[t] = pt_pool_for(w, &uc->targets[t], g->up_tls ? g->up_tls[i] : NULL,
                                       uc->tls.sni ? uc->tls.sni : uc->targets[t].host);
         }
+        pt_upstream_dns_attach(w, u);
     }
     return wg;
 }
@@ -68,6 +76,7 @@ void pt_worker_gen_free(pt_worker *w, pt_worker_gen *wg)
 {
     for (size_t i = 0; i < wg->gen->cfg->nupstreams; i++) {
         for (size_t t = 0; t < wg->upstreams[i].conf->ntargets; t++) pt_pool_unref(w, wg->upstreams[i].pools[t]);
+        pt_upstream_dns_detach(w, &wg->upstreams[i]);
         free(wg->upstreams[i].current);
         free(wg->upstreams[i].pools);
     }
@@ -138,6 +147,7 @@ static void on_accept(pt_loop *loop, pt_io *io, uint32_t events)
         uint32_t per_client = g->cfg->limits.max_connections_per_client;
         if (!pt_connlimit_acquire(w->connlimit, l, (struct sockaddr *)&ss, g->cfg->limits.max_connections,
                                   per_client)) {
+            pt_metrics_conn_rejected(w, l);
             reject_connection(fd, tls != NULL);
             continue;
         }
@@ -228,6 +238,7 @@ void *pt_worker_plugin_state(pt_worker *w, const pt_plugin_type *type)
 static void *worker_main(void *arg)
 {
     pt_worker *w = arg;
+    pt_metrics_thread_attach(w->metrics_shard);
     pt_worker_plugins_init(w);
     pt_loop_run(w->loop);
     pt_worker_plugins_fini(w);
@@ -253,9 +264,10 @@ static void reload(pt_server *s)
         return;
     }
     pt_errors errs = {0};
-    pt_config *cfg = pt_config_load_file(s->config_path, &errs);
+    pt_config *cfg = pt_config_load_file_metrics(s->config_path, s->metrics, &errs);
     pt_generation *g = cfg ? pt_generation_build(cfg, &errs) : NULL;
     if (!g) {
+        if (s->gw) pt_gw_metrics_reloaded(s->gw, false);
         fprintf(stderr, "portico: reload failed, keeping the running configuration:\n");
         for (size_t i = 0; i < errs.n; i++) fprintf(stderr, "%s\n", errs.msgs[i]);
         pt_errors_free(&errs);
@@ -274,6 +286,7 @@ static void reload(pt_server *s)
     if (!same_listeners) {
         fprintf(stderr, "portico: reload refused, keeping the running configuration: 'listen' changed "
                         "(addresses, count or order); changing listeners needs a restart\n");
+        if (s->gw) pt_gw_metrics_reloaded(s->gw, false);
         pt_generation_unref(g);
         return;
     }
@@ -287,6 +300,7 @@ static void reload(pt_server *s)
         if (rc != PT_OK) {
             fprintf(stderr, "portico: reload refused, keeping the running configuration: cannot open access log %s: %s\n",
                     log_new, strerror(errno));
+            if (s->gw) pt_gw_metrics_reloaded(s->gw, false);
             pt_generation_unref(g);
             return;
         }
@@ -295,26 +309,61 @@ static void reload(pt_server *s)
     }
     if (g->cfg->workers != old->workers)
         fprintf(stderr, "portico: reload: a change of 'workers' needs a restart; ignored\n");
+    const pt_conf_addr *aold = old->admin.enabled ? &old->admin.addr : NULL;
+    const pt_conf_addr *anew = g->cfg->admin.enabled ? &g->cfg->admin.addr : NULL;
+    if ((aold == NULL) != (anew == NULL) ||
+        (aold && (aold->sslen != anew->sslen || memcmp(&aold->ss, &anew->ss, aold->sslen) != 0)))
+        fprintf(stderr, "portico: reload: adding, removing or moving the admin listener needs a restart; "
+                        "ignored\n");
+    if (s->admin && anew) pt_admin_set_token(s->admin, g->cfg->admin.token);
+    if (s->gw) pt_gw_metrics_bind(s->gw, g->cfg); /* before any worker sees g */
     for (int i = 0; i < s->nworkers; i++) {
         pt_generation_ref(g);
         pt_loop_post(s->workers[i].loop, worker_set_gen, g);
     }
     pt_generation_unref(s->gen);
     s->gen = g;
+    if (s->gw) {
+        pt_gw_metrics_reloaded(s->gw, true);
+        pt_gw_metrics_generation(s->gw, g->id);
+    }
     fprintf(stderr, "portico: configuration reloaded (generation %llu)\n", (unsigned long long)g->id);
 }
 
-int pt_server_run(pt_generation *gen, const char *config_path)
+int pt_server_run(pt_generation *gen, const char *config_path, pt_metrics *metrics)
 {
-    pt_server s = {.config_path = config_path, .gen = gen};
+    pt_server s = {.config_path = config_path, .gen = gen, .metrics = metrics};
     const pt_config *cfg = gen->cfg;
     raise_nofile();
     signal(SIGPIPE, SIG_IGN);
+    /* Only the main thread takes signals (sigwaitinfo below); every thread
+     * started from here on inherits the mask. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
 
     if (cfg->access_log.enabled && pt_accesslog_open(cfg->access_log.path ? cfg->access_log.path : "stdout") != PT_OK) {
         fprintf(stderr, "portico: cannot open access log %s: %s\n", cfg->access_log.path, strerror(errno));
         pt_generation_unref(gen);
         return 1;
+    }
+
+    /* The admin listener first: /readyz answers 503 until the workers run. */
+    if (cfg->admin.enabled && metrics) {
+        s.gw = pt_gw_metrics_new(metrics, cfg);
+        pt_gw_metrics_bind(s.gw, gen->cfg);
+        pt_gw_metrics_generation(s.gw, gen->id);
+        s.admin = pt_admin_start(&cfg->admin.addr, cfg->admin.token, metrics);
+        if (!s.admin) {
+            fprintf(stderr, "portico: cannot listen on %s (admin): %s\n", cfg->admin.addr.text, strerror(errno));
+            exit(1);
+        }
+        fprintf(stderr, "portico: admin listener on %s (/metrics, /healthz, /readyz)%s\n", cfg->admin.addr.text,
+                cfg->admin.token ? " with a bearer token" : "");
     }
 
     s.nworkers = cfg->workers > 0 ? cfg->workers : 1;
@@ -325,9 +374,12 @@ int pt_server_run(pt_generation *gen, const char *config_path)
         w->id = i;
         w->server = (struct pt_server *)&s;
         w->connlimit = connlimit;
+        w->metrics = s.gw;
+        if (metrics) w->metrics_shard = pt_metrics_shard_new(metrics);
         w->loop = pt_loop_new();
         if (!w->loop) pt_panic(__FILE__, __LINE__, "cannot create event loop");
         pt_loop_set_data(w->loop, w);
+        w->dns = pt_dns_new(w->loop, &cfg->dns); /* before the generation: it takes DNS entries */
         w->arena_cache = pt_xcalloc(ARENA_CACHE_MAX, sizeof(pt_arena *));
         pt_generation_ref(gen);
         w->wgen = pt_worker_gen_new(w, gen);
@@ -346,16 +398,10 @@ int pt_server_run(pt_generation *gen, const char *config_path)
         fprintf(stderr, "portico: listening on %s%s (%d worker%s)\n", cfg->listeners[l].addr.text,
                 cfg->listeners[l].tls.enabled ? " (TLS)" : "", s.nworkers, s.nworkers == 1 ? "" : "s");
 
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGHUP);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGUSR1);
-    pthread_sigmask(SIG_BLOCK, &set, NULL); /* inherited by the workers */
     for (int i = 0; i < s.nworkers; i++)
         if (pthread_create(&s.workers[i].thread, NULL, worker_main, &s.workers[i]) != 0)
             pt_panic(__FILE__, __LINE__, "cannot start worker thread");
+    pt_admin_set_ready(s.admin, true);
 
     for (;;) {
         int sig = sigwaitinfo(&set, NULL);
@@ -364,10 +410,12 @@ int pt_server_run(pt_generation *gen, const char *config_path)
         else if (sig == SIGUSR1) pt_accesslog_request_reopen();
         else break; /* SIGTERM / SIGINT */
     }
+    pt_admin_set_ready(s.admin, false); /* /readyz: 503 while draining */
     fprintf(stderr, "portico: shutting down (draining for up to %llu ms)\n",
             (unsigned long long)s.gen->cfg->timeouts.shutdown_ms);
     for (int i = 0; i < s.nworkers; i++) pt_loop_post(s.workers[i].loop, worker_drain, NULL);
     for (int i = 0; i < s.nworkers; i++) pthread_join(s.workers[i].thread, NULL);
+    pt_admin_stop(s.admin);
 
     for (int i = 0; i < s.nworkers; i++) {
         pt_worker *w = &s.workers[i];
@@ -378,6 +426,8 @@ int pt_server_run(pt_generation *gen, const char *config_path)
             if (w->wgen->users == 0) pt_worker_gen_free(w, w->wgen);
         }
         pt_pools_free(w);
+        pt_dns_free(w->dns);
+        w->dns = NULL;
         for (size_t a = 0; a < w->narena_cache; a++) pt_arena_free(w->arena_cache[a]);
         free(w->arena_cache);
         free(w->listeners);
@@ -386,6 +436,7 @@ int pt_server_run(pt_generation *gen, const char *config_path)
     free(s.workers);
     pt_connlimit_free(connlimit);
     pt_generation_unref(s.gen);
+    pt_gw_metrics_free(s.gw);
     pt_accesslog_close();
     fprintf(stderr, "portico: stopped\n");
     return 0;

@@ -10,8 +10,16 @@
 
 #include "proxy/generation.h"
 
+struct pt_metrics;
+
 /* Runs until drained. `config_path` (may be NULL in proxy mode) is re-read
- * on SIGHUP. Takes the caller's reference on `gen`. Returns an exit code. */
-int pt_server_run(pt_generation *gen, const char *config_path);
+ * on SIGHUP. Takes the caller's reference on `gen`. `metrics` is the
+ * registry `gen`'s configuration was loaded with (plugins' metrics), or
+ * NULL; it is used, not owned (free it after this returns). With an
+ * `admin` block the admin listener serves it (and the gateway's own
+ * metrics, obs/gateway_metrics.h) from its own thread; /readyz turns 200
+ * once the workers run and 503 again when a drain starts. Returns an exit
+ * code. */
+int pt_server_run(pt_generation *gen, const char *config_path, struct pt_metrics *metrics);
 
 #endif

@@ -44,9 +44,14 @@ typedef struct pt_worker {
     struct pt_pool **pools;   /* small open hash by address, see upstream/pool.c */
     size_t npools, pools_cap;
     void **plugin_state;      /* [number of built-in plugin types]: their worker_init results */
+    struct pt_dns *dns;       /* resolver + cache of upstream host names (net/dns.h); NULL in unit tests */
     /* replaces pt_exchange_open (tests); NULL in production */
     void *(*open_exchange)(struct pt_worker *w, pt_upstream_rt *u, int idx, SSL_CTX *tls_ctx,
                            const struct pt_upstream_exchange_ops **ops, bool *fresh);
+    /* metrics: the gateway's families (NULL when no admin listener is
+     * configured: nothing is counted) and this thread's shard */
+    struct pt_gw_metrics *metrics;
+    struct pt_metrics_shard *metrics_shard;
 } pt_worker;
 
 /* Takes a request arena from the worker cache (or a new one). */

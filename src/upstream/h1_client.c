@@ -19,6 +19,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "net/dns.h"
 #include "server/worker.h"
 #include "tls/tls_client.h"
 #include "tls/tls_io.h"
@@ -45,6 +46,7 @@ static void fail(pt_uconn *c, pt_uerr e)
         pt_uconn_close(c);
         return;
     }
+    if (e == PT_UERR_CONNECT || e == PT_UERR_CONNECT_TIMEOUT) pt_dns_connect_failed(c->w->dns, &c->dns);
     const pt_uconn_cbs *cbs = c->cbs;
     void *owner = c->owner;
     bool nothing = !c->got_bytes;

@@ -12,6 +12,7 @@
 #include "core/loop.h"
 #include "http/h1.h"
 #include "http/tunnel.h"
+#include "net/dns_cache.h"
 #include "upstream/upstream.h"
 
 #include <openssl/ssl.h>
@@ -82,6 +83,7 @@ struct pt_uconn {
     bool upgrade_sent;       /* the request asked for an upgrade: a 101 is its answer */
     bool tunnel_head;        /* the 101 arrived: nothing more is parsed */
     pt_tunnel_sock tun;      /* after tunnel_start (state TUNNEL; never pooled again) */
+    pt_dns_stamp dns;        /* the address it was opened to, for a host-name target (net/dns.h) */
 };
 
 /* Starts a non-blocking connect to `t` (then a TLS handshake when tls_ctx is

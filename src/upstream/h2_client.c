@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "core/buf.h"
+#include "net/dns.h"
 #include "server/worker.h"
 #include "tls/tls_client.h"
 #include "tls/tls_io.h"
@@ -93,6 +94,7 @@ struct pt_h2up_conn {
     uint64_t idle_ms;
     uint32_t keepalive;
     char peer[64];
+    pt_dns_stamp dns;        /* the address it was opened to, for a host-name target (net/dns.h) */
 };
 
 static void conn_fail(pt_h2up_conn *c, pt_uerr err);
@@ -598,6 +600,7 @@ static void conn_fail(pt_h2up_conn *c, pt_uerr err)
 {
     if (c->state == CS_CLOSED) return;
     bool was_ready = c->state == CS_READY;
+    if (err == PT_UERR_CONNECT || err == PT_UERR_CONNECT_TIMEOUT) pt_dns_connect_failed(c->w->dns, &c->dns);
     c->state = CS_CLOSED;
     pool_unlink(c);
     pt_timer_stop(c->w->loop, &c->timer);
@@ -702,6 +705,17 @@ fail:
     return NULL;
 }
 
+/* A host-name target: whether c's address is still one of the name's. A
+ * connection left behind by a new answer takes no new streams; it closes
+ * when its last stream ends, or at once if it has none. */
+static bool dns_still_valid(pt_h2up_conn *c, struct pt_dns_entry *dns, const pt_target_conf *t)
+{
+    if (pt_dns_stamp_valid(dns, &c->dns, (const struct sockaddr *)&t->addr.ss)) return true;
+    c->goaway = true;
+    if (c->nstreams == 0 && c->state == CS_READY) schedule_flush(c); /* closes it */
+    return false;
+}
+
 static uint32_t conn_max_streams(const pt_h2up_conn *c)
 {
     if (!c->settings_received) return DEFAULT_MAX_STREAMS;
@@ -709,13 +723,20 @@ static uint32_t conn_max_streams(const pt_h2up_conn *c)
 }
 
 pt_h2up_stream *pt_h2up_stream_open(pt_worker *w, const pt_target_conf *t, pt_pool *pool, SSL_CTX *tls_ctx,
-                                    const pt_upstream_conf *u, bool *fresh)
+                                    const pt_upstream_conf *u, struct pt_dns_entry *dns, bool *fresh)
 {
     pt_h2up_conn *c = *pt_pool_h2_list(pool);
     while (c && (c->state == CS_CLOSED || c->goaway || c->nstreams >= conn_max_streams(c) ||
-                 (c->state == CS_READY && !nghttp2_session_check_request_allowed(c->sess))))
+                 (c->state == CS_READY && !nghttp2_session_check_request_allowed(c->sess)) ||
+                 (dns && !dns_still_valid(c, dns, t))))
         c = c->pool_next;
-    if (!c && !(c = conn_new(w, t, pool, tls_ctx, u))) return NULL;
+    if (!c) {
+        pt_target_conf tmp;
+        pt_dns_stamp st = {0};
+        if (!(c = conn_new(w, dns ? pt_dns_connect_target(w->dns, dns, t, &tmp, &st) : t, pool, tls_ctx, u)))
+            return NULL;
+        c->dns = st;
+    }
     pt_h2up_stream *s = pt_xcalloc(1, sizeof(*s));
     s->c = c;
     s->reused = c->state == CS_READY;

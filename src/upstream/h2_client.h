@@ -21,9 +21,12 @@ typedef struct pt_h2up_stream pt_h2up_stream;
 /* A new stream towards target `t` of upstream `u` on a pooled connection
  * with room, else on a new connection (TLS when tls_ctx is given). *fresh is
  * set when the connection is not established yet (on_ready follows attach).
+ * `dns`: the worker's entry of a host-name target (NULL for an IP literal):
+ * connections to addresses the name no longer has take no new streams, and
+ * a new connection goes to the entry's next address. 
  * NULL (errno set) if a needed connect failed at once. */
 pt_h2up_stream *pt_h2up_stream_open(struct pt_worker *w, const pt_target_conf *t, pt_pool *pool, SSL_CTX *tls_ctx,
-                                    const pt_upstream_conf *u, bool *fresh);
+                                    const pt_upstream_conf *u, struct pt_dns_entry *dns, bool *fresh);
 
 /* Pool support (pool.c): the pool's list of HTTP/2 connections. */
 pt_h2up_conn **pt_pool_h2_list(pt_pool *p);

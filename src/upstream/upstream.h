@@ -20,7 +20,14 @@ typedef struct {
     int64_t *current;  /* SWRR current weights, one per target */
     int64_t total;     /* sum of weights */
     pt_pool **pools;   /* one per target */
+    struct pt_dns_entry **dns; /* per target: the worker's DNS entry of a host-name target (NULL for an
+                                  IP literal); NULL when no target is a name (upstream/exchange.c) */
 } pt_upstream_rt;
+
+/* Takes / drops the worker's DNS cache entries of u's host-name targets
+ * (with a worker generation; no-op without w->dns). */
+void pt_upstream_dns_attach(struct pt_worker *w, pt_upstream_rt *u);
+void pt_upstream_dns_detach(struct pt_worker *w, pt_upstream_rt *u);
 
 /* Smooth weighted round-robin (as in nginx's description of the algorithm:
  * every pick adds each weight to its current value, takes the largest, and

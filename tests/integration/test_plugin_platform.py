@@ -211,3 +211,22 @@ def test_client_abort_during_each_pause_keeps_serving(portico, echo):
         time.sleep(0.5)
         assert request(p.port, "GET", "/after", timeout=10).status == 200
         assert not p.stop(), (phase, p.logs())
+
+
+def test_h2_buffered_body_over_limit_answered_not_crashed(portico, echo):
+    # HEADERS and DATA arrive before the upstream is connected, so the codec
+    # buffers the body and hands it over in one piece; the txn answers 413
+    # inside that call. The codec used to consume bytes it had already
+    # dropped (an assertion abort: any client could stop the gateway).
+    from h2util import H2
+    p = portico(simple_config(echo.addr, route_extra={"max_body_size": 10}))
+    for sid in (1, 3, 5):
+        h = H2(p.port)
+        try:
+            h.request(sid, "/big", body=b"x" * 1000, end=True)
+            assert h.wait(lambda: h.status(sid) is not None, 10)
+            assert h.status(sid) == 413
+        finally:
+            h.close()
+    assert request(p.port, "GET", "/after").status == 200
+    assert not p.stop(), p.logs()

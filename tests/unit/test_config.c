@@ -882,6 +882,51 @@ TEST(quickstart_example_loads)
     pt_errors_free(&e);
 }
 
+/* ------------------------------------------------------------- admin */
+
+TEST(admin_defaults_and_values)
+{
+    pt_errors e = {0};
+    pt_config *cfg = load(MINIMAL, &e);
+    CHECK(cfg && !cfg->admin.enabled); /* no block: no admin listener */
+    pt_config_free(cfg);
+    cfg = load(MINIMAL "admin: {}\n", &e);
+    CHECK(cfg && cfg->admin.enabled && !cfg->admin.token);
+    if (cfg) {
+        CHECK_STR(cfg->admin.addr.text, "127.0.0.1:9901");
+        CHECK_INT(cfg->admin.addr.ss.ss_family, AF_INET);
+    }
+    pt_config_free(cfg);
+    cfg = load(MINIMAL "admin: {listen: \"[::1]:9902\"}\n", &e);
+    CHECK(cfg && cfg->admin.enabled && cfg->admin.addr.ss.ss_family == AF_INET6);
+    pt_config_free(cfg);
+    setenv("PT_TEST_ADMIN_TOKEN", "s3cr3t-T0ken", 1);
+    cfg = load(MINIMAL "admin:\n  listen: 0.0.0.0:9901\n  token: ${PT_TEST_ADMIN_TOKEN}\n", &e);
+    CHECK(cfg && cfg->admin.token && strcmp(cfg->admin.token, "s3cr3t-T0ken") == 0);
+    pt_config_free(cfg);
+    if (e.n) dump_errors(&e);
+    CHECK_INT(e.n, 0);
+    pt_errors_free(&e);
+}
+
+TEST(admin_errors)
+{
+    /* a non-loopback address needs a token */
+    CHECK(fails_with(MINIMAL "admin:\n  listen: 0.0.0.0:9901\n",
+                     "t.yaml:3:11: admin.listen 0.0.0.0:9901 is not a loopback address: set admin.token"));
+    CHECK(fails_with(MINIMAL "admin: {listen: \"*:9901\"}\n", "t.yaml:2:17: admin.listen *:9901 is not a loopback"));
+    CHECK(fails_with(MINIMAL "admin: {token: \"\"}\n", "t.yaml:2:16: admin.token must be non-empty"));
+    CHECK(fails_with(MINIMAL "admin: {token: \"a b\"}\n", "t.yaml:2:16: admin.token must be non-empty"));
+    CHECK(fails_with(MINIMAL "admin: {listen: 127.0.0.1}\n", "t.yaml:2:17: invalid address '127.0.0.1'"));
+    CHECK(fails_with(MINIMAL "admin: {port: 1}\n", "t.yaml:2:9: unknown key 'port' in admin"));
+    CHECK(fails_with(MINIMAL "admin:\n", "t.yaml:2:7: admin must be a mapping"));
+    /* never the same socket as a proxy listener */
+    CHECK(fails_with(MINIMAL "admin: {listen: 127.0.0.1:8080}\n",
+                     "t.yaml:2:17: admin.listen 127.0.0.1:8080 overlaps the proxy listener 127.0.0.1:8080 (line 1)"));
+    CHECK(fails_with("listen: [\"*:8080\"]\nadmin: {listen: 127.0.0.1:8080}\n",
+                     "t.yaml:2:17: admin.listen 127.0.0.1:8080 overlaps the proxy listener *:8080"));
+}
+
 /* ------------------------------------------------------------- tunnels */
 
 #define TUNNEL_BASE MINIMAL "upstreams: {up: {targets: ['127.0.0.1:9000']}}\n"

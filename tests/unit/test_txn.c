@@ -11,6 +11,7 @@
 #include "testlib.h"
 
 #include <stdarg.h>
+#include <time.h>
 
 #include "core/loop.h"
 #include "proxy/generation.h"
@@ -162,6 +163,7 @@ typedef struct {
     pt_arena *arena;
     bool head_sent;
     int64_t content_length;
+    char head[2048];   /* "METHOD target\nname: value\n"... as sent */
     char body[262144];
     size_t body_len;
     bool ended;
@@ -170,36 +172,50 @@ typedef struct {
     bool released, closed;
     bool high; /* send_body reports backpressure */
 } fake_up;
-static fake_up up;
+/* Every exchange opened in a test gets a slot; `up` is the latest. */
+static fake_up up_slots[4];
+static int up_opened;
+static fake_up *upp = &up_slots[0];
+#define up (*upp)
 
 static void up_attach(void *x, const pt_uconn_cbs *cbs, void *owner, pt_arena *a, const pt_upstream_conf *u,
                       const pt_h1_limits *l, uint64_t ms)
 {
-    up.cbs = cbs;
-    up.owner = owner;
-    up.arena = a;
+    fake_up *f = x;
+    f->cbs = cbs;
+    f->owner = owner;
+    f->arena = a;
 }
 static void up_send_head(void *x, const pt_request *r, pt_str target, pt_str host, const pt_headers *h, bool has_body,
                          int64_t cl)
 {
-    up.head_sent = true;
-    up.content_length = cl;
+    fake_up *f = x;
+    f->head_sent = true;
+    f->content_length = cl;
+    snprintf(f->head, sizeof(f->head), "%.*s %.*s\n", (int)r->method_str.n, r->method_str.p, (int)target.n, target.p);
+    for (uint32_t i = 0; i < h->n; i++) {
+        size_t n = strlen(f->head);
+        snprintf(f->head + n, sizeof(f->head) - n, "%.*s: %.*s\n", (int)h->v[i].name.n, h->v[i].name.p,
+                 (int)h->v[i].value.n, h->v[i].value.p);
+    }
 }
 static bool up_send_body(void *x, const char *d, size_t n)
 {
-    CHECK(!up.closed && !up.released);
-    if (up.body_len + n <= sizeof(up.body)) memcpy(up.body + up.body_len, d, n);
-    up.body_len += n;
-    return !up.high;
+    fake_up *f = x;
+    CHECK(!f->closed && !f->released);
+    if (f->body_len + n <= sizeof(f->body)) memcpy(f->body + f->body_len, d, n);
+    f->body_len += n;
+    return !f->high;
 }
 static void up_send_end(void *x, pt_str tr)
 {
-    up.ended = true;
-    snprintf(up.trailers, sizeof(up.trailers), "%.*s", (int)tr.n, tr.p ? tr.p : "");
+    fake_up *f = x;
+    f->ended = true;
+    snprintf(f->trailers, sizeof(f->trailers), "%.*s", (int)tr.n, tr.p ? tr.p : "");
 }
-static void up_pause(void *x, bool p) { up.read_paused = p; }
-static void up_release(void *x) { up.released = true; up.open = false; }
-static void up_close(void *x) { up.closed = true; up.open = false; }
+static void up_pause(void *x, bool p) { ((fake_up *)x)->read_paused = p; }
+static void up_release(void *x) { ((fake_up *)x)->released = true; ((fake_up *)x)->open = false; }
+static void up_close(void *x) { ((fake_up *)x)->closed = true; ((fake_up *)x)->open = false; }
 static bool up_reused(const void *x) { return false; }
 
 static const pt_upstream_exchange_ops fake_up_ops = {
@@ -216,11 +232,12 @@ static const pt_upstream_exchange_ops fake_up_ops = {
 static void *fake_open(pt_worker *w, pt_upstream_rt *u, int idx, SSL_CTX *tls, const pt_upstream_exchange_ops **ops,
                        bool *fresh)
 {
-    memset(&up, 0, sizeof(up));
+    upp = &up_slots[up_opened++ % 4];
+    memset(upp, 0, sizeof(*upp));
     up.open = true;
     *ops = &fake_up_ops;
-    *fresh = false; /* "pooled": the txn sends at once */
-    return &up;
+    *fresh = false; /* "pooled": the owner sends at once */
+    return upp;
 }
 
 /* The upstream answers (the txn must not be reading-paused for these). */
@@ -294,6 +311,7 @@ static void world_up(void)
     W.loop = pt_loop_new();
     pt_loop_set_data(W.loop, &W);
     W.open_exchange = fake_open;
+    W.arena_cache = pt_xcalloc(256, sizeof(pt_arena *)); /* server.c's ARENA_CACHE_MAX */
     W.wgen = pt_worker_gen_new(&W, G);
 }
 
@@ -325,7 +343,9 @@ static void setup(probe_fn a, probe_fn b, probe_fn c)
 static pt_txn *start(const char *method, int64_t cl)
 {
     memset(&ds, 0, sizeof(ds));
-    memset(&up, 0, sizeof(up));
+    memset(up_slots, 0, sizeof(up_slots));
+    up_opened = 0;
+    upp = &up_slots[0];
     ds.arena = pt_arena_new(4096);
     pt_conn_info ci = {.client_addr = PT_STR_LIT("192.0.2.1")};
     ds.txn = pt_txn_new(&W, ds.arena, &fake_ds_ops, &ds, &ci, pt_loop_wall_us(W.loop));
@@ -754,8 +774,297 @@ TEST(backpressure_and_pause_do_not_undo_each_other)
     CHECK_INT(ds.finished, 1);
 }
 
+/* --------------------------------------------------------------- generators */
+
+typedef struct {
+    int proceeds;
+    int stops;
+    bool stop_complete;
+    int next;         /* next chunk to write */
+    int total;        /* chunks in all */
+    bool async;       /* write from the test instead of from proceed */
+} gen_state;
+static gen_state gs;
+
+static void gen_write_some(pt_txn *t)
+{
+    char buf[16];
+    while (gs.next < gs.total) {
+        snprintf(buf, sizeof(buf), "c%d-", gs.next);
+        bool last = gs.next + 1 == gs.total;
+        gs.next++;
+        if (!pt_txn_stream_write(t, buf, strlen(buf), last)) return;
+    }
+}
+static void gen_proceed(pt_txn *t, void *data)
+{
+    gs.proceeds++;
+    if (!gs.async) gen_write_some(t);
+}
+static void gen_stop(pt_txn *t, void *data, bool complete)
+{
+    gs.stops++;
+    gs.stop_complete = complete;
+}
+static const pt_generator test_gen = {gen_proceed, gen_stop};
+
+static pt_plugin_result answer_streamed(probe *p, int ph, pt_txn *t, pt_body *b)
+{
+    if (ph != PH_REQH) return PT_PLUGIN_CONTINUE;
+    pt_txn_respond_stream(t, 200, PT_STR_LIT("text/plain"), -1, &test_gen, NULL);
+    return PT_PLUGIN_RESPOND;
+}
+
+TEST(generator_streams_with_backpressure_through_body_plugins)
+{
+    memset(&gs, 0, sizeof(gs));
+    gs.total = 6;
+    setup(answer_streamed, upper_body, NULL);
+    start("GET", 0);
+    CHECK(ds.head_sent);
+    CHECK_INT(ds.content_length, -1);
+    CHECK_INT(gs.proceeds, 0); /* pulled from the loop, not inside the head */
+    ds.high = true;            /* the client reads slowly */
+    spin();
+    CHECK_INT(gs.proceeds, 1);
+    CHECK_STRN(ds.body, ds.body_len, "C0-"); /* one write, then "wait" */
+    spin();
+    CHECK_INT(gs.proceeds, 1); /* nobody said writable */
+    ds.high = false;
+    pt_txn_on_downstream_writable(ds.txn);
+    spin();
+    CHECK_STRN(ds.body, ds.body_len, "C0-C1-C2-C3-C4-C5-");
+    CHECK(ds.ended);
+    CHECK_INT(ds.finished, 1);
+    CHECK_INT(gs.stops, 1);
+    CHECK(gs.stop_complete);
+}
+
+TEST(generator_async_writes_and_client_abort_stops_it_once)
+{
+    memset(&gs, 0, sizeof(gs));
+    gs.total = 100;
+    gs.async = true;
+    setup(answer_streamed, NULL, NULL);
+    start("GET", 0);
+    spin();
+    CHECK_INT(gs.proceeds, 1);
+    pt_txn_ref *ref = pt_txn_ref_new(ds.txn);
+    CHECK(pt_txn_stream_write(pt_txn_ref_get(ref), "late ", 5, false)); /* from "an async callback" */
+    CHECK_STRN(ds.body, ds.body_len, "late ");
+    pt_txn_on_downstream_closed(ds.txn);
+    CHECK_INT(gs.stops, 1);
+    CHECK(!gs.stop_complete);
+    CHECK(pt_txn_ref_get(ref) == NULL); /* the generator's next write has nowhere to go */
+    pt_txn_ref_release(ref);
+    spin();
+    CHECK_INT(gs.stops, 1);
+}
+
+static pt_plugin_result replace_response(probe *p, int ph, pt_txn *t, pt_body *b)
+{
+    if (ph != PH_RESH) return PT_PLUGIN_CONTINUE;
+    pt_txn_respond(t, 403, PT_STR_NULL, PT_STR_LIT("no"));
+    return PT_PLUGIN_RESPOND;
+}
+TEST(generator_replaced_before_streaming_is_stopped)
+{
+    memset(&gs, 0, sizeof(gs));
+    gs.total = 3;
+    setup(answer_streamed, replace_response, NULL);
+    start("GET", 0);
+    CHECK_INT(ds.status, 403);
+    CHECK_INT(gs.stops, 1);
+    CHECK(!gs.stop_complete);
+    CHECK_INT(gs.proceeds, 0);
+    CHECK_STRN(ds.body, ds.body_len, "no");
+    CHECK_INT(ds.finished, 1);
+}
+
+/* ------------------------------------------------------ internal HTTP client */
+
+static pt_http_result got;
+static int got_calls;
+static char got_body[256];
+static void on_fetched(void *data, const pt_http_result *r)
+{
+    got = *r;
+    got_calls++;
+    snprintf(got_body, sizeof(got_body), "%.*s", (int)r->body.n, r->body.p ? r->body.p : "");
+    got.headers = NULL;
+    got.body = PT_STR_NULL;
+}
+
+static pt_http_request fetch_req(void)
+{
+    return (pt_http_request){
+        .upstream = &G->cfg->upstreams[0],
+        .method = PT_STR_LIT("GET"),
+        .target = PT_STR_LIT("/verify?x=1"),
+    };
+}
+
+static void reset_fetch(void)
+{
+    memset(up_slots, 0, sizeof(up_slots));
+    up_opened = 0;
+    upp = &up_slots[0];
+    memset(&got, 0, sizeof(got));
+    got_calls = 0;
+}
+
+TEST(http_fetch_delivers_response_later_and_pools_the_connection)
+{
+    reset_fetch();
+    pt_http_request req = fetch_req();
+    pt_http_call *c = pt_http_fetch(W.loop, &req, on_fetched, NULL);
+    CHECK(c != NULL);
+    CHECK(up.head_sent);
+    CHECK(strncmp(up.head, "GET /verify?x=1\n", 16) == 0);
+    up_head(200, 2, "X-User", "bob");
+    up_data("hi");
+    up_end("");
+    CHECK_INT(got_calls, 0); /* never inside the exchange's callback */
+    spin();
+    CHECK_INT(got_calls, 1);
+    CHECK_INT(got.error, PT_HTTP_OK);
+    CHECK_INT(got.status, 200);
+    CHECK_STRN(got_body, strlen(got_body), "hi");
+    CHECK(up.released && !up.closed);
+}
+
+TEST(http_fetch_body_over_cap_fails_and_closes)
+{
+    reset_fetch();
+    pt_http_request req = fetch_req();
+    req.max_body = 4;
+    pt_http_fetch(W.loop, &req, on_fetched, NULL);
+    up_head(200, 5, NULL, NULL);
+    up.cbs->on_body(up.owner, "hello", 5);
+    spin();
+    CHECK_INT(got_calls, 1);
+    CHECK_INT(got.error, PT_HTTP_ERR_TOO_LARGE);
+    CHECK(up.closed && !up.released);
+}
+
+TEST(http_fetch_times_out)
+{
+    reset_fetch();
+    pt_http_request req = fetch_req();
+    req.timeout_ms = 1;
+    pt_http_fetch(W.loop, &req, on_fetched, NULL);
+    for (int i = 0; i < 50 && !got_calls; i++) {
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+        spin();
+    }
+    CHECK_INT(got_calls, 1);
+    CHECK_INT(got.error, PT_HTTP_ERR_TIMEOUT);
+    CHECK(up.closed);
+}
+
+TEST(http_fetch_cancelled_before_delivery_never_calls_back)
+{
+    reset_fetch();
+    pt_http_request req = fetch_req();
+    pt_http_call *c = pt_http_fetch(W.loop, &req, on_fetched, NULL);
+    up_head(204, -1, NULL, NULL);
+    up_end(""); /* decided, delivery queued */
+    pt_http_cancel(c);
+    spin();
+    CHECK_INT(got_calls, 0);
+}
+
+TEST(http_fetch_post_body_and_headers)
+{
+    reset_fetch();
+    pt_http_request req = fetch_req();
+    pt_headers h = {0};
+    pt_arena *a = pt_arena_new(1024);
+    pt_headers_add(&h, a, PT_STR_LIT("Authorization"), PT_STR_LIT("Bearer t"));
+    pt_headers_add(&h, a, PT_STR_LIT("Connection"), PT_STR_LIT("close")); /* hop-by-hop: dropped */
+    req.method = PT_STR_LIT("POST");
+    req.headers = &h;
+    req.body = PT_STR_LIT("token=abc");
+    pt_http_fetch(W.loop, &req, on_fetched, NULL);
+    pt_arena_free(a); /* the call copied what it needs */
+    CHECK(strstr(up.head, "Authorization: Bearer t\n") != NULL);
+    CHECK(strstr(up.head, "Connection") == NULL);
+    CHECK_INT(up.content_length, 9);
+    CHECK_STRN(up.body, up.body_len, "token=abc");
+    CHECK(up.ended);
+    up_head(200, 0, NULL, NULL);
+    up_end("");
+    spin();
+    CHECK_INT(got.status, 200);
+}
+
+/* A sub-request carries the request id and dies with its request. */
+static pt_plugin_result subrequest_and_pause(probe *p, int ph, pt_txn *t, pt_body *b)
+{
+    if (ph != PH_REQH) return PT_PLUGIN_CONTINUE;
+    pt_txn_set_request_id(t, PT_STR_LIT("rid-42"));
+    pt_http_request req = fetch_req();
+    CHECK(pt_txn_subrequest(t, &req, on_fetched, NULL) != NULL);
+    return pause_here(p, t, PT_SIDE_REQUEST);
+}
+TEST(subrequest_carries_request_id_and_is_cancelled_with_its_request)
+{
+    reset_fetch();
+    setup(subrequest_and_pause, NULL, NULL);
+    start("GET", 0);
+    fake_up *sub = upp;
+    CHECK(sub->head_sent);
+    CHECK(strstr(sub->head, "X-Request-Id: rid-42\n") != NULL);
+    pt_txn_on_downstream_closed(ds.txn);
+    CHECK_INT(ds.finished, 1);
+    CHECK(sub->closed); /* the auth call was abandoned */
+    spin();
+    CHECK_INT(got_calls, 0);
+}
+
+static pt_plugin_result sub_then_resume(probe *p, int ph, pt_txn *t, pt_body *b);
+static pt_txn_ref *sub_ref;
+static void sub_done_resume(void *data, const pt_http_result *r)
+{
+    on_fetched(data, r);
+    pt_txn *t = pt_txn_ref_get(sub_ref);
+    if (t) pt_txn_resume(t, PT_SIDE_REQUEST, r->status == 200 ? PT_PLUGIN_CONTINUE : PT_PLUGIN_RESPOND);
+}
+static pt_plugin_result sub_then_resume(probe *p, int ph, pt_txn *t, pt_body *b)
+{
+    if (ph != PH_REQH) return PT_PLUGIN_CONTINUE;
+    pt_http_request req = fetch_req();
+    sub_ref = pt_txn_ref_new(t);
+    pt_txn_subrequest(t, &req, sub_done_resume, NULL);
+    return PT_PLUGIN_PAUSE;
+}
+TEST(subrequest_result_resumes_the_request)
+{
+    reset_fetch();
+    setup(sub_then_resume, NULL, NULL);
+    start("GET", 0);
+    fake_up *sub = upp;
+    up_head(200, 0, NULL, NULL);
+    up_end("");
+    CHECK(sub->released);
+    spin(); /* the result, then the resume */
+    CHECK_INT(got_calls, 1);
+    CHECK(upp != sub && up.head_sent); /* the proxied request went upstream */
+    up_head(200, 1, NULL, NULL);
+    up_data("k");
+    up_end("");
+    CHECK_INT(ds.finished, 1);
+    pt_txn_ref_release(sub_ref);
+}
+
 /* Releases what the last test's probes still hold. */
-__attribute__((destructor)) static void world_dtor(void) { setup(NULL, NULL, NULL); }
+__attribute__((destructor)) static void world_dtor(void)
+{
+    setup(NULL, NULL, NULL);
+    while (W.narena_cache) pt_arena_free(W.arena_cache[--W.narena_cache]);
+    free(W.arena_cache);
+}
 
 /* Built before the tests run (after the test registrations). */
 __attribute__((constructor(200))) static void world_ctor(void) { world_up(); }

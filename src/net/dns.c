@@ -1,0 +1,410 @@
+/* dns.c — see dns.h.
+ *
+ * The channel tells which sockets it wants watched through its socket-state
+ * callback (pt_io per socket, EPOLLIN/EPOLLOUT as asked); after every call
+ * into c-ares the one pt_timer is re-armed to ares_timeout(). A query's
+ * callback may run inside ares_getaddrinfo itself (an /etc/hosts answer),
+ * inside ares_process_fd, or inside ares_destroy (ARES_EDESTRUCTION), so it
+ * only records the result in the entry. A socket's pt_io is freed after the
+ * current epoll batch (the batch may still hold an event for it). */
+#include "net/dns.h"
+
+#include <ares.h>
+#include <errno.h>
+#include <netdb.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+typedef struct dns_sock {
+    pt_io io;
+    struct pt_dns *d;
+    struct dns_sock *next;
+    bool dead;
+} dns_sock;
+
+struct pt_dns {
+    pt_loop *loop;
+    ares_channel ch;             /* NULL until created (or if creation failed) */
+    pt_dns_conf conf;            /* own copy (servers duplicated) */
+    pt_dns_cache cache;
+    pt_timer timer;
+    pt_defer reap;
+    dns_sock *socks, *dead;
+    bool freeing;
+};
+
+typedef struct {
+    pt_dns *d;
+    pt_dns_entry *e;
+} dns_query;
+
+static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
+static int lib_status;
+static void lib_init(void) { lib_status = ares_library_init(ARES_LIB_INIT_ALL); }
+
+uint64_t pt_dns_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* A channel with `conf`'s servers and timeouts; NULL (err set) on failure. */
+static ares_channel channel_new(const pt_dns_conf *conf, ares_sock_state_cb cb, void *cb_data, char *err,
+                                size_t errcap)
+{
+    pthread_once(&lib_once, lib_init);
+    if (lib_status != ARES_SUCCESS) {
+        snprintf(err, errcap, "c-ares: %s", ares_strerror(lib_status));
+        return NULL;
+    }
+    struct ares_options o = {0};
+    int mask = ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES;
+    o.timeout = (int)conf->timeout_ms;
+    o.tries = (int)conf->attempts;
+    if (cb) {
+        mask |= ARES_OPT_SOCK_STATE_CB;
+        o.sock_state_cb = cb;
+        o.sock_state_cb_data = cb_data;
+    }
+    ares_channel ch = NULL;
+    int rc = ares_init_options(&ch, &o, mask);
+    if (rc != ARES_SUCCESS) {
+        snprintf(err, errcap, "c-ares: %s", ares_strerror(rc));
+        return NULL;
+    }
+    if (conf->servers && (rc = ares_set_servers_ports_csv(ch, conf->servers)) != ARES_SUCCESS) {
+        snprintf(err, errcap, "c-ares: servers '%s': %s", conf->servers, ares_strerror(rc));
+        ares_destroy(ch);
+        return NULL;
+    }
+    return ch;
+}
+
+/* Addresses of a successful answer (at most `cap`), and its smallest TTL. */
+static uint32_t answer_addrs(const struct ares_addrinfo *res, pt_dns_addr *v, uint32_t cap, uint32_t *ttl_s)
+{
+    uint32_t n = 0;
+    int ttl = -1;
+    for (const struct ares_addrinfo_node *a = res ? res->nodes : NULL; a && n < cap; a = a->ai_next) {
+        if (!a->ai_addr || !pt_dns_addr_from_sockaddr(&v[n], a->ai_addr)) continue;
+        n++;
+        if (ttl < 0 || a->ai_ttl < ttl) ttl = a->ai_ttl;
+    }
+    for (const struct ares_addrinfo_cname *c = res ? res->cnames : NULL; c; c = c->next)
+        if (ttl < 0 || c->ttl < ttl) ttl = c->ttl;
+    *ttl_s = ttl > 0 ? (uint32_t)ttl : 0;
+    return n;
+}
+
+/* Loading a configuration waits at most this long per name (c-ares doubles
+ * the timeout on each round, so timeout x attempts can add up). */
+#define RESOLVE_NOW_MAX_MS 30000u
+
+static const struct ares_addrinfo_hints HINTS = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+#define MAX_ADDRS 64
+
+/* ------------------------------------------------------------ the worker */
+
+static void arm_timer(pt_dns *d);
+
+static void reap(pt_dns *d)
+{
+    while (d->dead) {
+        dns_sock *s = d->dead;
+        d->dead = s->next;
+        free(s);
+    }
+}
+
+static void reap_cb(pt_loop *loop, pt_defer *df) { reap(df->data); }
+
+static void sock_io(pt_loop *loop, pt_io *io, uint32_t events)
+{
+    dns_sock *s = io->data;
+    if (s->dead) return;
+    pt_dns *d = s->d;
+    ares_socket_t fd = io->fd;
+    ares_process_fd(d->ch, (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) ? fd : ARES_SOCKET_BAD,
+                    (events & EPOLLOUT) ? fd : ARES_SOCKET_BAD);
+    arm_timer(d);
+}
+
+static void sock_forget(pt_dns *d, dns_sock *s)
+{
+    dns_sock **pp = &d->socks;
+    while (*pp != s) pp = &(*pp)->next;
+    *pp = s->next;
+    pt_io_stop(d->loop, &s->io);
+    s->dead = true;
+    s->next = d->dead;
+    d->dead = s;
+    if (!d->freeing) pt_defer_queue(d->loop, &d->reap, reap_cb, d);
+}
+
+/* c-ares: watch `fd` for reading/writing, or no more (it is about to close). */
+static void sock_state(void *data, ares_socket_t fd, int readable, int writable)
+{
+    pt_dns *d = data;
+    dns_sock *s = d->socks;
+    while (s && s->io.fd != fd) s = s->next;
+    uint32_t ev = (readable ? EPOLLIN : 0) | (writable ? EPOLLOUT : 0);
+    if (!ev) {
+        if (s) sock_forget(d, s);
+        return;
+    }
+    if (s) {
+        pt_io_modify(d->loop, &s->io, ev);
+        return;
+    }
+    s = pt_xcalloc(1, sizeof(*s));
+    s->d = d;
+    if (pt_io_start(d->loop, &s->io, fd, ev, sock_io, s) != PT_OK) {
+        /* cannot watch it: its queries time out (the timer still runs) */
+        fprintf(stderr, "portico: dns: cannot watch a resolver socket: %s\n", strerror(errno));
+        free(s);
+        return;
+    }
+    s->next = d->socks;
+    d->socks = s;
+}
+
+static void timer_cb(pt_loop *loop, pt_timer *t)
+{
+    pt_dns *d = t->data;
+    if (d->ch) ares_process_fd(d->ch, ARES_SOCKET_BAD, ARES_SOCKET_BAD); /* timeouts */
+    arm_timer(d);
+}
+
+static void arm_timer(pt_dns *d)
+{
+    struct timeval tv;
+    if (!d->ch || d->freeing || !ares_timeout(d->ch, NULL, &tv)) {
+        pt_timer_stop(d->loop, &d->timer);
+        return;
+    }
+    uint64_t ms = (uint64_t)tv.tv_sec * 1000u + ((uint64_t)tv.tv_usec + 999u) / 1000u;
+    pt_timer_start(d->loop, &d->timer, ms, timer_cb, d);
+}
+
+static void channel_destroy(pt_dns *d)
+{
+    if (!d->ch) return;
+    ares_channel ch = d->ch;
+    ares_destroy(ch); /* in-flight callbacks run (ARES_EDESTRUCTION); sockets close */
+    d->ch = NULL;
+    while (d->socks) sock_forget(d, d->socks);
+    pt_timer_stop(d->loop, &d->timer);
+}
+
+static bool channel_ensure(pt_dns *d)
+{
+    if (d->ch) return true;
+    char err[256];
+    d->ch = channel_new(&d->conf, sock_state, d, err, sizeof(err));
+    if (!d->ch) fprintf(stderr, "portico: dns: %s\n", err);
+    return d->ch != NULL;
+}
+
+static void conf_copy(pt_dns_conf *dst, const pt_dns_conf *src)
+{
+    free(dst->servers);
+    *dst = *src;
+    dst->servers = src->servers ? pt_xstrndup(src->servers, strlen(src->servers)) : NULL;
+}
+
+pt_dns *pt_dns_new(pt_loop *loop, const pt_dns_conf *conf)
+{
+    pt_dns *d = pt_xcalloc(1, sizeof(*d));
+    d->loop = loop;
+    conf_copy(&d->conf, conf);
+    /* the channel is made on first use, on the worker's thread */
+    return d;
+}
+
+void pt_dns_free(pt_dns *d)
+{
+    if (!d) return;
+    d->freeing = true;
+    channel_destroy(d);
+    pt_defer_cancel(d->loop, &d->reap);
+    reap(d);
+    pt_dns_cache_free(&d->cache);
+    free(d->conf.servers);
+    free(d);
+}
+
+void pt_dns_configure(pt_dns *d, const pt_dns_conf *conf)
+{
+    if (!pt_dns_conf_same_channel(&d->conf, conf)) channel_destroy(d);
+    conf_copy(&d->conf, conf);
+}
+
+pt_dns_entry *pt_dns_acquire(pt_dns *d, const char *host, const pt_dns_answer *initial)
+{
+    pt_dns_entry *e = pt_dns_cache_find(&d->cache, host);
+    if (!e) e = pt_dns_cache_add(&d->cache, host);
+    e->refs++;
+    if (initial) pt_dns_entry_seed(e, initial, &d->conf, &d->cache.serials);
+    return e;
+}
+
+void pt_dns_release(pt_dns *d, pt_dns_entry *e)
+{
+    PT_ASSERT(e->refs > 0);
+    if (--e->refs == 0 && !e->querying) pt_dns_cache_remove(&d->cache, e);
+    /* querying: removed when its answer arrives */
+}
+
+static void log_change(const pt_dns_entry *e)
+{
+    char a[64];
+    fprintf(stderr, "portico: dns: %s -> %s%s (%u address%s)\n", e->host, pt_dns_addr_text(&e->addrs[0], a, sizeof(a)),
+            e->nrot > 1 ? ", ..." : "", e->naddrs, e->naddrs == 1 ? "" : "es");
+}
+
+static void on_answer(void *arg, int status, int timeouts, struct ares_addrinfo *res)
+{
+    dns_query *q = arg;
+    pt_dns *d = q->d;
+    pt_dns_entry *e = q->e;
+    free(q);
+    e->querying = false;
+    if (status == ARES_EDESTRUCTION || status == ARES_ECANCELLED) {
+        /* the channel went (reconfigured or stopping): the next use asks again */
+        if (res) ares_freeaddrinfo(res);
+        if (!d->freeing && e->refs == 0) pt_dns_cache_remove(&d->cache, e);
+        return;
+    }
+    uint64_t now = pt_loop_now(d->loop);
+    pt_dns_addr v[MAX_ADDRS];
+    uint32_t ttl = 0, n = status == ARES_SUCCESS ? answer_addrs(res, v, MAX_ADDRS, &ttl) : 0;
+    if (res) ares_freeaddrinfo(res);
+    if (n) {
+        if (pt_dns_entry_answer(e, v, n, now, pt_dns_ttl_ms(ttl, &d->conf), &d->cache.serials)) log_change(e);
+    } else {
+        pt_dns_entry_failed(e, now);
+        if (e->failures == 1)
+            fprintf(stderr, "portico: dns: refreshing %s failed (%s); keeping the last good answer\n", e->host,
+                    status == ARES_SUCCESS ? "no address" : ares_strerror(status));
+    }
+    if (e->refs == 0) pt_dns_cache_remove(&d->cache, e);
+}
+
+void pt_dns_touch(pt_dns *d, pt_dns_entry *e)
+{
+    uint64_t now = pt_loop_now(d->loop);
+    if (!pt_dns_entry_due(e, now)) return;
+    if (!channel_ensure(d)) {
+        pt_dns_entry_failed(e, now);
+        return;
+    }
+    dns_query *q = pt_xcalloc(1, sizeof(*q));
+    q->d = d;
+    q->e = e;
+    e->querying = true;
+    ares_getaddrinfo(d->ch, e->host, NULL, &HINTS, on_answer, q); /* may answer at once */
+    arm_timer(d);
+}
+
+void pt_dns_connect_failed(pt_dns *d, const pt_dns_stamp *st)
+{
+    if (!d || !st->serial) return;
+    for (uint32_t i = 0; i < d->cache.n; i++)
+        if (d->cache.v[i]->serial == st->serial) {
+            pt_dns_entry_mark_down(d->cache.v[i], &st->addr, pt_loop_now(d->loop));
+            return;
+        }
+}
+
+const pt_target_conf *pt_dns_connect_target(pt_dns *d, pt_dns_entry *e, const pt_target_conf *t, pt_target_conf *tmp,
+                                            pt_dns_stamp *st)
+{
+    pt_dns_addr a;
+    if (!pt_dns_entry_pick(e, pt_loop_now(d->loop), &a)) {
+        memset(st, 0, sizeof(*st));
+        return t;
+    }
+    *tmp = *t;
+    tmp->addr.sslen = pt_dns_addr_sockaddr(&a, t->port, &tmp->addr.ss);
+    st->serial = e->serial;
+    st->addr = a;
+    return tmp;
+}
+
+/* --------------------------------------------------------- blocking (main) */
+
+typedef struct {
+    bool done;
+    int status;
+    pt_arena *a;
+    pt_dns_answer *out;
+} blocking_query;
+
+static void on_blocking_answer(void *arg, int status, int timeouts, struct ares_addrinfo *res)
+{
+    blocking_query *q = arg;
+    q->done = true;
+    q->status = status;
+    if (status == ARES_SUCCESS) {
+        pt_dns_addr v[MAX_ADDRS];
+        uint32_t ttl = 0, n = answer_addrs(res, v, MAX_ADDRS, &ttl);
+        if (n) {
+            q->out->v = pt_arena_alloc(q->a, n * sizeof(*v));
+            memcpy(q->out->v, v, n * sizeof(*v));
+            q->out->n = n;
+            q->out->ttl_s = ttl;
+            q->out->at_ms = pt_dns_mono_ms();
+        }
+    }
+    if (res) ares_freeaddrinfo(res);
+}
+
+bool pt_dns_resolve_now(const pt_dns_conf *conf, const char *host, pt_arena *a, pt_dns_answer *out, char *err,
+                        size_t errcap)
+{
+    memset(out, 0, sizeof(*out));
+    ares_channel ch = channel_new(conf, NULL, NULL, err, errcap);
+    if (!ch) return false;
+    blocking_query q = {.a = a, .out = out};
+    uint64_t deadline = pt_dns_mono_ms() + RESOLVE_NOW_MAX_MS;
+    ares_getaddrinfo(ch, host, NULL, &HINTS, on_blocking_answer, &q);
+    while (!q.done) {
+        if (pt_dns_mono_ms() >= deadline) {
+            ares_cancel(ch); /* the callback runs: ARES_ECANCELLED */
+            break;
+        }
+        ares_socket_t socks[ARES_GETSOCK_MAXNUM];
+        int bits = ares_getsock(ch, socks, ARES_GETSOCK_MAXNUM);
+        struct pollfd pfd[ARES_GETSOCK_MAXNUM];
+        nfds_t n = 0;
+        for (int i = 0; i < ARES_GETSOCK_MAXNUM; i++) {
+            /* ARES_GETSOCK_WRITABLE shifts a signed 1 by up to 31 */
+            unsigned ub = (unsigned)bits;
+            short ev = (short)(((ub >> i) & 1u ? POLLIN : 0) | ((ub >> (i + ARES_GETSOCK_MAXNUM)) & 1u ? POLLOUT : 0));
+            if (ev) pfd[n++] = (struct pollfd){.fd = socks[i], .events = ev};
+        }
+        struct timeval tv;
+        int ms = ares_timeout(ch, NULL, &tv) ? (int)(tv.tv_sec * 1000 + (tv.tv_usec + 999) / 1000) : 100;
+        int r = poll(pfd, n, ms);
+        if (r < 0 && errno != EINTR) break;
+        bool any = false;
+        for (nfds_t i = 0; r > 0 && i < n; i++) {
+            if (!pfd[i].revents) continue;
+            any = true;
+            ares_process_fd(ch, (pfd[i].revents & (POLLIN | POLLERR | POLLHUP)) ? pfd[i].fd : ARES_SOCKET_BAD,
+                            (pfd[i].revents & POLLOUT) ? pfd[i].fd : ARES_SOCKET_BAD);
+        }
+        if (!any) ares_process_fd(ch, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
+    }
+    ares_destroy(ch); /* a query still pending (poll failed) ends here */
+    if (out->n) return true;
+    snprintf(err, errcap, "cannot resolve '%s': %s", host,
+             !q.done ? "resolver failure"
+             : q.status == ARES_SUCCESS ? "no address"
+             : q.status == ARES_ECANCELLED ? "no answer within 30s" : ares_strerror(q.status));
+    return false;
+}

@@ -1,0 +1,59 @@
+/* dns.h — resolution of upstream host names with c-ares, never blocking a
+ * worker (see docs/dns.md).
+ *
+ * Each worker has one pt_dns: a c-ares channel driven by the worker's loop
+ * (its sockets are pt_io, its timeouts a pt_timer) and a cache of the host
+ * names its upstream targets use (net/dns_cache.h). A target whose host is
+ * a name carries the answer the configuration got when it was loaded; that
+ * seeds the cache, so a worker always has an address to connect to. When an
+ * answer's TTL has passed, the next use starts a refresh in the background
+ * and keeps using the last good answer meanwhile (stale-while-revalidate);
+ * a failed refresh keeps it too, and is retried with backoff.
+ *
+ * pt_dns_resolve_now() is the blocking variant for the main thread (loading
+ * a configuration): the same c-ares settings, so both agree. */
+#ifndef PT_NET_DNS_H
+#define PT_NET_DNS_H
+
+#include "config/config.h"
+#include "core/loop.h"
+#include "net/dns_cache.h"
+
+typedef struct pt_dns pt_dns;
+
+/* Created before the worker serves (any thread); then used from the loop's
+ * thread only. pt_dns_free after the loop stopped. */
+pt_dns *pt_dns_new(pt_loop *loop, const pt_dns_conf *conf);
+void pt_dns_free(pt_dns *d);
+/* A new configuration's `dns:` settings: TTL bounds apply to the next
+ * answers; other servers or timeouts replace the channel (queries in flight
+ * are dropped and start again on next use). */
+void pt_dns_configure(pt_dns *d, const pt_dns_conf *conf);
+
+/* The cache entry for `host`, with one more reference, seeded with
+ * `initial` (a configuration's answer) when that is newer than what the
+ * worker knows. */
+pt_dns_entry *pt_dns_acquire(pt_dns *d, const char *host, const pt_dns_answer *initial);
+void pt_dns_release(pt_dns *d, pt_dns_entry *e);
+/* Called whenever the entry is used (an exchange is opened): starts a
+ * background refresh if its answer expired. Never waits. */
+void pt_dns_touch(pt_dns *d, pt_dns_entry *e);
+/* A connection opened with stamp `st` failed to connect: its address is
+ * avoided for a while (PT_DNS_DOWN_MS). d may be NULL. */
+void pt_dns_connect_failed(pt_dns *d, const pt_dns_stamp *st);
+
+/* The target to connect a new connection to: `t` with the entry's next
+ * address (and t's port) in *tmp, or `t` itself if the entry has none.
+ * *st records the address for pt_dns_stamp_valid. */
+const pt_target_conf *pt_dns_connect_target(pt_dns *d, pt_dns_entry *e, const pt_target_conf *t, pt_target_conf *tmp,
+                                            pt_dns_stamp *st);
+
+/* Blocking resolution of `host` (A and AAAA) with the settings `conf`, for
+ * the main thread: the answer in `a`'s memory. False with a message in err. */
+bool pt_dns_resolve_now(const pt_dns_conf *conf, const char *host, pt_arena *a, pt_dns_answer *out, char *err,
+                        size_t errcap);
+
+/* Monotonic milliseconds (the clock of pt_loop_now). */
+uint64_t pt_dns_mono_ms(void);
+
+#endif

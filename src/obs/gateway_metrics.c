@@ -1,0 +1,287 @@
+/* gateway_metrics.c — see gateway_metrics.h and docs/metrics.md. */
+#include "obs/gateway_metrics.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "core/version.h"
+#include "server/worker.h"
+
+/* 0.5 ms .. 30 s: sub-millisecond answers of a local upstream up to the
+ * default upstream read timeout's order of magnitude. */
+const uint64_t pt_gw_duration_buckets_us[] = {500,    1000,   2500,    5000,    10000,   25000,    50000,   100000,
+                                              250000, 500000, 1000000, 2500000, 5000000, 10000000, 30000000};
+const size_t pt_gw_duration_nbuckets = PT_ARRAY_LEN(pt_gw_duration_buckets_us);
+
+/* Dim orders: the method dim follows pt_method (GET = 1 ... CONNECT = 9)
+ * shifted by one, OTHER last. */
+static const char *const METHODS[] = {"GET",     "HEAD",  "POST",    "PUT",   "DELETE",
+                                      "PATCH",   "OPTIONS", "TRACE", "CONNECT", "OTHER", NULL};
+#define NMETHODS 10
+static const char *const CLASSES[] = {"1xx", "2xx", "3xx", "4xx", "5xx", NULL};
+#define NCLASSES 5
+static const pt_metric_dim REQUEST_DIMS[] = {{"method", METHODS}, {"status_class", CLASSES}};
+
+static const char *const L_ROUTE[] = {"route", NULL};
+static const char *const L_UPSTREAM[] = {"upstream", NULL};
+static const char *const L_UPSTREAM_TARGET[] = {"upstream", "target", NULL};
+static const char *const L_LISTENER[] = {"listener", NULL};
+static const char *const L_RESULT[] = {"result", NULL};
+static const char *const L_VERSION[] = {"version", NULL};
+
+#define ROUTE_MAX_SERIES 100000 /* bounded by the configuration; this only stops a runaway */
+
+enum {
+    F_REQUESTS,
+    F_DURATION,
+    F_UPSTREAM_DURATION,
+    F_BYTES_IN,
+    F_BYTES_OUT,
+    F_UP_ATTEMPTS,
+    F_UP_ERRORS,
+    F_UP_RETRIES,
+    F_OPEN_CONNS,
+    F_CONNS,
+    F_CONNS_REJECTED,
+    F_H2_OPEN_STREAMS,
+    F_H2_STREAMS,
+    F_OPEN_TUNNELS,
+    F_CONFIG_GENERATION,
+    F_CONFIG_RELOADS,
+    F_BUILD_INFO,
+    F__COUNT
+};
+
+static const pt_metric_desc DESCS[F__COUNT] = {
+    [F_REQUESTS] = {.name = "portico_requests_total",
+                    .help = "Requests finished, by route (\"\" when no route matched), method and status class.",
+                    .type = PT_METRIC_COUNTER, .labels = L_ROUTE, .dims = REQUEST_DIMS, .ndims = 2,
+                    .max_series = ROUTE_MAX_SERIES},
+    [F_DURATION] = {.name = "portico_request_duration_seconds",
+                    .help = "Time from the first byte of the request head to the end of the request, by route.",
+                    .type = PT_METRIC_HISTOGRAM, .labels = L_ROUTE, .buckets = pt_gw_duration_buckets_us,
+                    .nbuckets = PT_ARRAY_LEN(pt_gw_duration_buckets_us), .unit_decimals = 6,
+                    .max_series = ROUTE_MAX_SERIES},
+    [F_UPSTREAM_DURATION] = {.name = "portico_upstream_duration_seconds",
+                             .help = "Time from the first upstream attempt to the end of the upstream response, "
+                                     "by route (requests that reached no upstream are not observed).",
+                             .type = PT_METRIC_HISTOGRAM, .labels = L_ROUTE, .buckets = pt_gw_duration_buckets_us,
+                             .nbuckets = PT_ARRAY_LEN(pt_gw_duration_buckets_us), .unit_decimals = 6,
+                             .max_series = ROUTE_MAX_SERIES},
+    [F_BYTES_IN] = {.name = "portico_request_bytes_total",
+                    .help = "Bytes received from clients (request heads, bodies, trailers), by route.",
+                    .type = PT_METRIC_COUNTER, .labels = L_ROUTE, .max_series = ROUTE_MAX_SERIES},
+    [F_BYTES_OUT] = {.name = "portico_response_bytes_total",
+                     .help = "Bytes written to clients for responses (framing included), by route.",
+                     .type = PT_METRIC_COUNTER, .labels = L_ROUTE, .max_series = ROUTE_MAX_SERIES},
+    [F_UP_ATTEMPTS] = {.name = "portico_upstream_attempts_total",
+                       .help = "Upstream connection attempts (retries included), by upstream and the target a "
+                               "request tried last.",
+                       .type = PT_METRIC_COUNTER, .labels = L_UPSTREAM_TARGET, .max_series = ROUTE_MAX_SERIES},
+    [F_UP_ERRORS] = {.name = "portico_upstream_errors_total",
+                     .help = "Requests whose last upstream attempt failed (answered 502/504 by Portico, or the "
+                             "response was cut), by upstream and target.",
+                     .type = PT_METRIC_COUNTER, .labels = L_UPSTREAM_TARGET, .max_series = ROUTE_MAX_SERIES},
+    [F_UP_RETRIES] = {.name = "portico_upstream_retries_total",
+                      .help = "Upstream attempts after a failed one (failed connects, stale pooled connections), "
+                              "by upstream.",
+                      .type = PT_METRIC_COUNTER, .labels = L_UPSTREAM, .max_series = ROUTE_MAX_SERIES},
+    [F_OPEN_CONNS] = {.name = "portico_open_connections",
+                      .help = "Client connections open now (HTTP/1 and HTTP/2), by listener.",
+                      .type = PT_METRIC_GAUGE, .labels = L_LISTENER},
+    [F_CONNS] = {.name = "portico_connections_total", .help = "Client connections accepted, by listener.",
+                 .type = PT_METRIC_COUNTER, .labels = L_LISTENER},
+    [F_CONNS_REJECTED] = {.name = "portico_connections_rejected_total",
+                          .help = "Client connections refused by limits.max_connections[_per_client], by listener.",
+                          .type = PT_METRIC_COUNTER, .labels = L_LISTENER},
+    [F_H2_OPEN_STREAMS] = {.name = "portico_http2_open_streams",
+                           .help = "HTTP/2 streams open now on client connections, by listener.",
+                           .type = PT_METRIC_GAUGE, .labels = L_LISTENER},
+    [F_H2_STREAMS] = {.name = "portico_http2_streams_total",
+                      .help = "HTTP/2 streams opened by clients, by listener.", .type = PT_METRIC_COUNTER,
+                      .labels = L_LISTENER},
+    [F_OPEN_TUNNELS] = {.name = "portico_open_tunnels",
+                        .help = "Tunnels (WebSocket) open now; always 0 until WebSocket support lands.",
+                        .type = PT_METRIC_GAUGE},
+    [F_CONFIG_GENERATION] = {.name = "portico_config_generation",
+                             .help = "Id of the configuration generation serving new requests.",
+                             .type = PT_METRIC_GAUGE},
+    [F_CONFIG_RELOADS] = {.name = "portico_config_reloads_total",
+                          .help = "Configuration reloads (SIGHUP) by result: ok, or error (the running "
+                                  "configuration kept serving).",
+                          .type = PT_METRIC_COUNTER, .labels = L_RESULT},
+    [F_BUILD_INFO] = {.name = "portico_build_info", .help = "Always 1; the version is in the label.",
+                      .type = PT_METRIC_GAUGE, .labels = L_VERSION},
+};
+
+typedef struct {
+    pt_metric_series *open, *total, *rejected, *h2_open, *h2_total;
+} listener_metrics;
+
+struct pt_gw_metrics {
+    pt_metrics *reg;
+    pt_metric_family *fam[F__COUNT];
+    pt_route_metrics unrouted; /* route "" */
+    listener_metrics *listeners;
+    size_t nlisteners;
+    pt_metric_series *generation, *reloads_ok, *reloads_error;
+};
+
+pt_gw_metrics *pt_gw_metrics_new(pt_metrics *reg, const pt_config *cfg)
+{
+    pt_gw_metrics *gm = pt_xcalloc(1, sizeof(*gm));
+    gm->reg = reg;
+    for (int i = 0; i < F__COUNT; i++) {
+        char err[256];
+        gm->fam[i] = pt_metrics_family(reg, &DESCS[i], err, sizeof(err));
+        if (!gm->fam[i]) pt_panic(__FILE__, __LINE__, err);
+    }
+    const char *none[] = {""};
+    gm->unrouted = (pt_route_metrics){
+        .requests = pt_metrics_series(gm->fam[F_REQUESTS], none, NULL),
+        .duration = pt_metrics_series(gm->fam[F_DURATION], none, NULL),
+        .bytes_in = pt_metrics_series(gm->fam[F_BYTES_IN], none, NULL),
+        .bytes_out = pt_metrics_series(gm->fam[F_BYTES_OUT], none, NULL),
+    };
+    gm->nlisteners = cfg->nlisteners;
+    gm->listeners = pt_xcalloc(cfg->nlisteners ? cfg->nlisteners : 1, sizeof(*gm->listeners));
+    for (size_t i = 0; i < cfg->nlisteners; i++) {
+        const char *l[] = {cfg->listeners[i].addr.text};
+        gm->listeners[i] = (listener_metrics){
+            .open = pt_metrics_series(gm->fam[F_OPEN_CONNS], l, NULL),
+            .total = pt_metrics_series(gm->fam[F_CONNS], l, NULL),
+            .rejected = pt_metrics_series(gm->fam[F_CONNS_REJECTED], l, NULL),
+            .h2_open = pt_metrics_series(gm->fam[F_H2_OPEN_STREAMS], l, NULL),
+            .h2_total = pt_metrics_series(gm->fam[F_H2_STREAMS], l, NULL),
+        };
+    }
+    pt_metrics_series(gm->fam[F_OPEN_TUNNELS], NULL, NULL);
+    gm->generation = pt_metrics_series(gm->fam[F_CONFIG_GENERATION], NULL, NULL);
+    gm->reloads_ok = pt_metrics_series(gm->fam[F_CONFIG_RELOADS], (const char *[]){"ok"}, NULL);
+    gm->reloads_error = pt_metrics_series(gm->fam[F_CONFIG_RELOADS], (const char *[]){"error"}, NULL);
+    pt_metric_set(pt_metrics_series(gm->fam[F_BUILD_INFO], (const char *[]){PORTICO_VERSION}, NULL), 0, 1);
+    return gm;
+}
+
+void pt_gw_metrics_free(pt_gw_metrics *gm)
+{
+    if (!gm) return;
+    free(gm->listeners);
+    free(gm);
+}
+
+void pt_gw_metrics_bind(pt_gw_metrics *gm, pt_config *cfg)
+{
+    pt_arena *a = cfg->arena;
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        pt_route_conf *r = &cfg->routes[i];
+        const char *v[] = {r->name};
+        pt_route_metrics *rm = pt_arena_calloc(a, sizeof(*rm));
+        rm->requests = pt_metrics_series(gm->fam[F_REQUESTS], v, a);
+        rm->duration = pt_metrics_series(gm->fam[F_DURATION], v, a);
+        if (r->upstream) rm->upstream_duration = pt_metrics_series(gm->fam[F_UPSTREAM_DURATION], v, a);
+        rm->bytes_in = pt_metrics_series(gm->fam[F_BYTES_IN], v, a);
+        rm->bytes_out = pt_metrics_series(gm->fam[F_BYTES_OUT], v, a);
+        r->metrics = rm;
+    }
+    for (size_t i = 0; i < cfg->nupstreams; i++) {
+        pt_upstream_conf *u = &cfg->upstreams[i];
+        pt_upstream_metrics *um = pt_arena_calloc(a, sizeof(*um));
+        size_t n = u->ntargets ? u->ntargets : 1;
+        um->attempts = pt_arena_calloc(a, n * sizeof(*um->attempts));
+        um->errors = pt_arena_calloc(a, n * sizeof(*um->errors));
+        for (size_t t = 0; t < u->ntargets; t++) {
+            const char *v[] = {u->name, u->targets[t].addr.text};
+            um->attempts[t] = pt_metrics_series(gm->fam[F_UP_ATTEMPTS], v, a);
+            um->errors[t] = pt_metrics_series(gm->fam[F_UP_ERRORS], v, a);
+        }
+        um->retries = pt_metrics_series(gm->fam[F_UP_RETRIES], (const char *[]){u->name}, a);
+        u->metrics = um;
+    }
+}
+
+void pt_gw_metrics_generation(pt_gw_metrics *gm, uint64_t generation)
+{
+    pt_metric_set(gm->generation, 0, (int64_t)generation);
+}
+
+void pt_gw_metrics_reloaded(pt_gw_metrics *gm, bool ok) { pt_metric_add(ok ? gm->reloads_ok : gm->reloads_error, 0, 1); }
+
+/* ------------------------------------------------------------- worker side */
+
+/* Index of the target `s` names among u's targets (the txn passes the
+ * target's addr.text, so the pointer usually matches); -1 if none. */
+static int target_index(const pt_upstream_conf *u, pt_str target)
+{
+    for (size_t i = 0; i < u->ntargets; i++)
+        if (u->targets[i].addr.text == target.p) return (int)i;
+    for (size_t i = 0; i < u->ntargets; i++)
+        if (pt_str_eq_lit(target, u->targets[i].addr.text)) return (int)i;
+    return -1;
+}
+
+void pt_metrics_request_done(struct pt_worker *w, const pt_txn_stats *s)
+{
+    pt_gw_metrics *gm = w->metrics;
+    if (!gm) return;
+    const pt_route_conf *r = s->route;
+    const pt_route_metrics *rm = r ? r->metrics : &gm->unrouted;
+    if (!rm) return;
+    size_t method = s->method > PT_METHOD_OTHER && s->method < PT_METHOD__COUNT ? (size_t)s->method - 1 : NMETHODS - 1;
+    int cls = s->status / 100;
+    cls = cls < 1 ? 1 : cls > NCLASSES ? NCLASSES : cls;
+    pt_metric_add(rm->requests, method * NCLASSES + (size_t)(cls - 1), 1);
+    pt_metric_observe(rm->duration, 0, s->total_us);
+    if (s->upstream_us >= 0) pt_metric_observe(rm->upstream_duration, 0, (uint64_t)s->upstream_us);
+    pt_metric_add(rm->bytes_in, 0, (int64_t)s->bytes_in);
+    pt_metric_add(rm->bytes_out, 0, (int64_t)s->bytes_out);
+    if (s->attempts <= 0 || !r || !r->upstream || !r->upstream->metrics) return;
+    const pt_upstream_metrics *um = r->upstream->metrics;
+    int t = target_index(r->upstream, s->target);
+    if (s->attempts > 1) pt_metric_add(um->retries, 0, s->attempts - 1);
+    if (t < 0) return;
+    pt_metric_add(um->attempts[t], 0, s->attempts);
+    /* The exchange failed for good (connect, timeout, invalid or cut
+     * response; not the client leaving): counted on the last target. */
+    if (s->upstream_failed) pt_metric_add(um->errors[t], 0, 1);
+}
+
+static const listener_metrics *listener_of(struct pt_worker *w, size_t l)
+{
+    pt_gw_metrics *gm = w->metrics;
+    return gm && l < gm->nlisteners ? &gm->listeners[l] : NULL;
+}
+
+void pt_metrics_conn_opened(struct pt_worker *w, size_t listener)
+{
+    const listener_metrics *lm = listener_of(w, listener);
+    if (!lm) return;
+    pt_metric_add(lm->open, 0, 1);
+    pt_metric_add(lm->total, 0, 1);
+}
+
+void pt_metrics_conn_closed(struct pt_worker *w, size_t listener)
+{
+    const listener_metrics *lm = listener_of(w, listener);
+    if (lm) pt_metric_add(lm->open, 0, -1);
+}
+
+void pt_metrics_conn_rejected(struct pt_worker *w, size_t listener)
+{
+    const listener_metrics *lm = listener_of(w, listener);
+    if (lm) pt_metric_add(lm->rejected, 0, 1);
+}
+
+void pt_metrics_h2_stream_opened(struct pt_worker *w, size_t listener)
+{
+    const listener_metrics *lm = listener_of(w, listener);
+    if (!lm) return;
+    pt_metric_add(lm->h2_open, 0, 1);
+    pt_metric_add(lm->h2_total, 0, 1);
+}
+
+void pt_metrics_h2_stream_closed(struct pt_worker *w, size_t listener)
+{
+    const listener_metrics *lm = listener_of(w, listener);
+    if (lm) pt_metric_add(lm->h2_open, 0, -1);
+}

@@ -1,0 +1,76 @@
+/* gateway_metrics.h — Portico's own metrics (every family is listed in
+ * docs/metrics.md), built on the registry of obs/metrics.h.
+ *
+ * Who calls what:
+ *   - server.c: pt_gw_metrics_new at startup (families, permanent series:
+ *     build info, config generation, reload results, one series per
+ *     listener); pt_gw_metrics_bind for every generation it adopts (first
+ *     and reloaded), on the main thread, before the generation reaches a
+ *     worker; pt_gw_metrics_reloaded after each SIGHUP.
+ *   - the codecs (h1_server.c, h2_server.c): connection and HTTP/2 stream
+ *     open/close, on the worker that owns them.
+ *   - the txn: pt_metrics_request_done once per request, from its finish,
+ *     BEFORE it releases its worker generation (the route and upstream
+ *     series live as long as that generation's configuration).
+ * The worker functions do nothing when metrics are off (w->metrics NULL:
+ * no admin listener configured) and take no lock when on: each worker
+ * writes its own shard. */
+#ifndef PT_OBS_GATEWAY_METRICS_H
+#define PT_OBS_GATEWAY_METRICS_H
+
+#include "config/config.h"
+#include "obs/metrics.h"
+#include "proxy/plugin.h"
+
+struct pt_worker;
+
+typedef struct pt_gw_metrics pt_gw_metrics;
+
+/* Per-route series (in the configuration arena), see pt_route_conf.metrics. */
+typedef struct pt_route_metrics {
+    pt_metric_series *requests;          /* dims: method x status_class */
+    pt_metric_series *duration;          /* histogram, microseconds */
+    pt_metric_series *upstream_duration; /* histogram, microseconds */
+    pt_metric_series *bytes_in, *bytes_out;
+} pt_route_metrics;
+
+/* Per-upstream series (in the configuration arena), see pt_upstream_conf.metrics. */
+typedef struct pt_upstream_metrics {
+    pt_metric_series **attempts; /* [ntargets] */
+    pt_metric_series **errors;   /* [ntargets] */
+    pt_metric_series *retries;
+} pt_upstream_metrics;
+
+/* Declares the families in `reg` and the permanent series (listeners of
+ * `cfg`: they cannot change without a restart). */
+pt_gw_metrics *pt_gw_metrics_new(pt_metrics *reg, const pt_config *cfg);
+void pt_gw_metrics_free(pt_gw_metrics *gm);
+/* Acquires the series of cfg's routes and upstreams (owned by cfg->arena:
+ * a route or target that keeps its name across a reload keeps its
+ * counters) and stores them in cfg->routes[].metrics and
+ * cfg->upstreams[].metrics. Main thread, before publishing cfg. */
+void pt_gw_metrics_bind(pt_gw_metrics *gm, pt_config *cfg);
+/* The running configuration generation (portico_config_generation). */
+void pt_gw_metrics_generation(pt_gw_metrics *gm, uint64_t generation);
+/* One reload attempt, successful or refused (portico_config_reloads_total). */
+void pt_gw_metrics_reloaded(pt_gw_metrics *gm, bool ok);
+
+/* ---- worker side (the worker's own thread) ---- */
+
+/* One request is over; `s` as for the log phase (pt_txn_stats()). */
+void pt_metrics_request_done(struct pt_worker *w, const pt_txn_stats *s);
+/* A client connection was accepted on / closed from listener `listener`
+ * (an HTTP/1 connection handed to HTTP/2 stays one open connection). */
+void pt_metrics_conn_opened(struct pt_worker *w, size_t listener);
+void pt_metrics_conn_closed(struct pt_worker *w, size_t listener);
+/* A connection refused by limits.max_connections[_per_client]. */
+void pt_metrics_conn_rejected(struct pt_worker *w, size_t listener);
+/* An HTTP/2 stream opened by the client / freed. */
+void pt_metrics_h2_stream_opened(struct pt_worker *w, size_t listener);
+void pt_metrics_h2_stream_closed(struct pt_worker *w, size_t listener);
+
+/* The buckets of both duration histograms, in microseconds (docs/metrics.md). */
+extern const uint64_t pt_gw_duration_buckets_us[];
+extern const size_t pt_gw_duration_nbuckets;
+
+#endif
