@@ -21,6 +21,7 @@
  * stops reading the other side. Every entry point obeys the re-entrancy
  * rule (txn_enter / txn_leave). */
 #include "http/websocket.h"
+#include "obs/gateway_metrics.h"
 #include "proxy/txn_int.h"
 
 struct txn_tunnel {
@@ -323,6 +324,7 @@ void txn_tunnel_begin(pt_txn *t)
         return;
     }
     tun->active = true;
+    pt_metrics_tunnel(t->w, true);
     t->status = tun->h2 ? 200 : 101;
     t->up_read_paused_by_ds = false;
     t->ops->tunnel_start(t->stream);
@@ -337,6 +339,7 @@ void txn_tunnel_finish(pt_txn *t)
 {
     txn_tunnel *tun = t->tun;
     pt_timer_stop(t->w->loop, &tun->idle);
+    if (tun->active) pt_metrics_tunnel(t->w, false);
     if (tun->accepted) txn_drop_upstream(t); /* a switched connection is never pooled */
 }
 

@@ -1084,3 +1084,39 @@ def test_access_log_written_when_tunnel_ends(portico, ws_echo):
     assert line["bytes_in"] >= 100000 and line["bytes_out"] >= 100000
     assert line["duration_ms"] >= 800
     assert line["upstream"] == ws_echo.addr
+
+
+def test_open_tunnels_gauge(portico, ws_echo):
+    """portico_open_tunnels counts tunnels from the switch to their end."""
+    from upstreams import request as http_request
+
+    aport = free_port()
+    cfg = ws_config(ws_echo.addr, admin={"listen": "127.0.0.1:%d" % aport})
+    p = portico(cfg)
+
+    def gauge():
+        r = http_request(aport, "GET", "/metrics")
+        assert r.status == 200, r
+        for line in r.text.splitlines():
+            if line.startswith("portico_open_tunnels "):
+                return float(line.split()[1])
+        raise AssertionError("no portico_open_tunnels in %r" % r.text[:500])
+
+    def ready_zero():
+        try:
+            return gauge() == 0
+        except OSError:
+            return False
+
+    assert wait_for(ready_zero)
+
+    async def go():
+        async with connect(p.port) as ws1, connect(p.port) as ws2:
+            await ws1.send("a")
+            await ws2.send("b")
+            await ws1.recv()
+            await ws2.recv()
+            assert gauge() == 2
+        assert wait_for(lambda: gauge() == 0, 5)
+
+    run(go())
