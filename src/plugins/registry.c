@@ -1,5 +1,6 @@
 /* registry.c — the table of built-in plugin types, looked up by the config
  * loader when it meets a plugin name. Adding a built-in = one line here. */
+#include "plugins/compression/compression.h"
 #include "plugins/delay/delay.h"
 #include "plugins/direct_response/direct_response.h"
 #include "plugins/forward_auth/forward_auth.h"
@@ -15,6 +16,7 @@ static const pt_plugin_type *const builtin_plugins[] = {
     &pt_plugin_delay,
     &pt_plugin_ip_restriction,
     &pt_plugin_forward_auth,
+    &pt_plugin_compression,
     NULL,
 };
 

@@ -21,7 +21,9 @@
  *                       side and send that response (response-header
  *                       plugins still run on it, so headers/request_id apply);
  *                       from a response-header callback it replaces the
- *                       upstream response;
+ *                       response, and the response side starts over on the
+ *                       new one (every plugin sees what is sent; after 3
+ *                       replacements it just goes on);
  *   PT_PLUGIN_PAUSE     the plugin started something asynchronous (a timer,
  *                       a Redis or HTTP call) on pt_txn_loop(txn). That side
  *                       stays parked (body: its reading stops, backpressure);
@@ -138,7 +140,9 @@ const pt_plugin_type *const *pt_plugin_all(void);
 
 /* ---- What a plugin may do with the transaction (proxy/txn.c) ---- */
 
-pt_request *pt_txn_request(pt_txn *txn);     /* mutable in request phases */
+/* The request; mutable in request phases. NULL in the response phases of
+ * an answer to a request that could not be parsed (400, 431...). */
+pt_request *pt_txn_request(pt_txn *txn);
 pt_response *pt_txn_response(pt_txn *txn);   /* valid in response phases; mutable there */
 pt_arena *pt_txn_arena(pt_txn *txn);         /* the request arena */
 struct pt_loop *pt_txn_loop(pt_txn *txn);    /* the worker loop owning the request */

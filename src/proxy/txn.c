@@ -332,6 +332,19 @@ void pt_txn_start(pt_txn *t, pt_request *req, uint64_t head_bytes)
 
 /* ------------------------------------------------------------------ pipeline */
 
+/* A response-header plugin answered: its response replaces the one the
+ * earlier plugins saw, so the response side starts over on it (every
+ * plugin sees the response that is sent; a few replacements at most, so
+ * two plugins that keep replacing each other's answer cannot loop). */
+#define MAX_RESPONSE_REPLACEMENTS 3
+static void response_replaced(pt_txn *t)
+{
+    txn_side *s = &t->side[PT_SIDE_RESPONSE];
+    txn_drop_upstream(t);
+    if (++t->resp_replacements <= MAX_RESPONSE_REPLACEMENTS) s->idx = 0;
+    else s->idx++;
+}
+
 /* Resumes `side` after a pause in one of its header callbacks. */
 static void resume_headers(pt_txn *t, pt_side side, pt_plugin_result r)
 {
@@ -345,9 +358,8 @@ static void resume_headers(pt_txn *t, pt_side side, pt_plugin_result r)
         run_request_headers(t);
         return;
     }
-    /* A response-header plugin that answers replaces the upstream response. */
-    if (r == PT_PLUGIN_RESPOND) txn_drop_upstream(t);
-    s->idx++;
+    if (r == PT_PLUGIN_RESPOND) response_replaced(t);
+    else s->idx++;
     run_response_headers(t);
 }
 
@@ -516,9 +528,12 @@ static void run_response_headers(pt_txn *t)
 {
     txn_side *s = &t->side[PT_SIDE_RESPONSE];
     const pt_pipeline *p = t->pipe;
-    for (; s->idx < p->n; s->idx++) {
+    while (s->idx < p->n) {
         const pt_plugin_instance *pi = p->v[s->idx];
-        if (!pi->type->on_response_headers) continue;
+        if (!pi->type->on_response_headers) {
+            s->idx++;
+            continue;
+        }
         s->running = true;
         pt_plugin_result r = pi->type->on_response_headers(t, pi->conf, txn_plugin_state(t, s->idx));
         s->running = false;
@@ -528,8 +543,8 @@ static void run_response_headers(pt_txn *t)
             return;
         }
         s->early_resume = false;
-        /* A response plugin replaced the upstream response. */
-        if (r == PT_PLUGIN_RESPOND) txn_drop_upstream(t);
+        if (r == PT_PLUGIN_RESPOND) response_replaced(t);
+        else s->idx++;
     }
     emit_response(t);
 }

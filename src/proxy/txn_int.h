@@ -113,6 +113,7 @@ struct pt_txn {
     pt_timer deadline;        /* grpc-timeout */
     int pending_error;        /* routing/limit error to answer after the request phase */
     const char *pending_detail;
+    uint8_t resp_replacements; /* responses replaced by response-header plugins */
     bool resp_started;
     bool resp_done;
     bool aborted;             /* the response was cut after its head */

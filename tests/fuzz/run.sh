@@ -17,7 +17,7 @@ for drv in tests/fuzz/fuzz_*.c; do
   bin="$OUT/$name"
   echo "fuzz: building $name"
   clang -std=c17 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
-    -fno-sanitize-recover=undefined -Isrc -o "$bin" "$drv" $SRCS -lyaml -lpcre2-8 -lssl -lcrypto -lnghttp2 -lcares -pthread
+    -fno-sanitize-recover=undefined -Isrc -o "$bin" "$drv" $SRCS -lyaml -lpcre2-8 -lssl -lcrypto -lnghttp2 -lcares -lz -lbrotlienc -lbrotlidec -lzstd -pthread
   corpus="$OUT/corpus_$short"
   rm -rf "$corpus"; mkdir -p "$corpus"
   if [ -d "tests/fuzz/corpus_$short" ]; then cp -r "tests/fuzz/corpus_$short/." "$corpus/"; fi

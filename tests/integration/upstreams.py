@@ -368,7 +368,10 @@ class Upstream:
             self._lock.notify_all()
 
     def _serve(self, s, conn_id):
-        s.settimeout(60)
+        try:
+            s.settimeout(60)
+        except OSError:  # stop() closed it before this thread ran
+            return
         reader = ConnReader(s, on_bytes=self._count)
         try:
             while not self._stop.is_set():

@@ -881,6 +881,52 @@ TEST(generator_replaced_before_streaming_is_stopped)
     CHECK_INT(ds.finished, 1);
 }
 
+/* A response-header plugin that replaces the response: the response side
+ * starts over, so earlier plugins see the response that is sent. */
+static int statuses_seen[8], nseen;
+static pt_plugin_result record_status(probe *p, int ph, pt_txn *t, pt_body *b)
+{
+    if (ph == PH_RESH && nseen < 8) statuses_seen[nseen++] = pt_txn_response(t)->status;
+    return PT_PLUGIN_CONTINUE;
+}
+static pt_plugin_result replace_200_once(probe *p, int ph, pt_txn *t, pt_body *b)
+{
+    if (ph != PH_RESH || pt_txn_response(t)->status != 200) return PT_PLUGIN_CONTINUE;
+    pt_txn_respond(t, 403, PT_STR_NULL, PT_STR_LIT("no"));
+    return PT_PLUGIN_RESPOND;
+}
+TEST(replaced_response_runs_the_response_side_again)
+{
+    nseen = 0;
+    setup(record_status, replace_200_once, NULL);
+    start("GET", 0);
+    up_head(200, 2, NULL, NULL);
+    CHECK(up.closed);
+    CHECK_INT(nseen, 2);
+    CHECK_INT(statuses_seen[0], 200);
+    CHECK_INT(statuses_seen[1], 403);
+    CHECK_INT(ds.status, 403);
+    CHECK_STRN(ds.body, ds.body_len, "no");
+    CHECK_INT(ds.finished, 1);
+}
+
+static pt_plugin_result always_replace(probe *p, int ph, pt_txn *t, pt_body *b)
+{
+    if (ph != PH_RESH) return PT_PLUGIN_CONTINUE;
+    pt_txn_respond(t, 500 + p->calls[PH_RESH], PT_STR_NULL, PT_STR_LIT("x"));
+    return PT_PLUGIN_RESPOND;
+}
+TEST(replacing_plugins_cannot_loop)
+{
+    setup(always_replace, NULL, NULL);
+    start("GET", 0);
+    up_head(200, 2, NULL, NULL);
+    CHECK(ds.head_sent);
+    CHECK_INT(probes[0].calls[PH_RESH], 4); /* the first pass and 3 restarts */
+    CHECK_INT(ds.status, 504);
+    CHECK_INT(ds.finished, 1);
+}
+
 /* ------------------------------------------------------ internal HTTP client */
 
 static pt_http_result got;
