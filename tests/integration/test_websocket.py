@@ -615,6 +615,29 @@ def test_direct_response_route_never_tunnels(portico, ws_echo):
     assert not ws_echo.requests
 
 
+def test_compression_plugin_leaves_tunnels_alone(portico, ws_echo):
+    """A response plugin that rewrites bodies (compression) sees the 101's
+    head and no body: the bytes pass untouched, in both client protocols."""
+    p = portico(ws_config(ws_echo.addr, plugins=[{"compression": {"min_size": 0}}]))
+    text = "squeeze me " * 5000
+
+    async def go():
+        async with connect(p.port, extra_headers={"Accept-Encoding": "gzip"}) as ws:
+            assert "Content-Encoding" not in ws.response_headers
+            await ws.send(text)
+            assert await ws.recv() == text
+
+    run(go())
+    t = h2_ws_open(p.port, extra=[("sec-websocket-version", "13"), ("accept-encoding", "gzip")])
+    try:
+        assert t.headers[b":status"] == b"200" and b"content-encoding" not in t.headers
+        t.send(ws_frame(0x1, b"plain"))
+        t.until(lambda t: t.frames())
+        assert t.frames()[0] == (0x1, b"plain")
+    finally:
+        t.close()
+
+
 def test_request_id_reaches_upstream_handshake(portico, ws_echo):
     p = portico(ws_config(ws_echo.addr, plugins=[{"request_id": {}}]))
 
