@@ -287,9 +287,10 @@ static void conf_timeouts(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config 
     cfg->timeouts.upstream_read_ms = 60000;
     cfg->timeouts.upstream_write_ms = 60000;
     cfg->timeouts.shutdown_ms = 30000;
+    cfg->timeouts.tunnel_idle_ms = 3600000;
     const pt_conf_node *m = pt_conf_opt(root, "timeouts");
     static const char *const keys[] = {"header", "body", "idle", "upstream_connect", "upstream_read",
-                                       "upstream_write", "shutdown", NULL};
+                                       "upstream_write", "shutdown", "tunnel_idle", NULL};
     if (!m || !pt_conf_check_keys(ctx, m, keys, "timeouts")) return;
     opt_duration(ctx, m, "header", &cfg->timeouts.header_ms);
     opt_duration(ctx, m, "body", &cfg->timeouts.body_ms);
@@ -298,6 +299,7 @@ static void conf_timeouts(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config 
     opt_duration(ctx, m, "upstream_read", &cfg->timeouts.upstream_read_ms);
     opt_duration(ctx, m, "upstream_write", &cfg->timeouts.upstream_write_ms);
     opt_duration(ctx, m, "shutdown", &cfg->timeouts.shutdown_ms);
+    opt_duration(ctx, m, "tunnel_idle", &cfg->timeouts.tunnel_idle_ms);
 }
 
 static void conf_access_log(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg)

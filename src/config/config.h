@@ -164,6 +164,12 @@ typedef struct pt_route_conf {
     uint64_t min_body_rate;      /* resolved: limits.min_body_rate unless overridden; 0 = off */
     uint64_t max_buffered_body;  /* resolved: limits.max_buffered_body unless overridden; 0 = unlimited */
     pt_plugin_list plugins;      /* route-level plugins, in order */
+    /* Tunnels (docs/websocket.md): the Upgrade protocols tunnelled, as
+     * written (NULL: the default, websocket only; nupgrade 0: none; h2c is
+     * refused at load), and the idle timeout (0: timeouts.tunnel_idle). */
+    char **upgrade;
+    size_t nupgrade;
+    uint64_t tunnel_idle_timeout_ms;
     /* Runtime, not configuration: this route's metric series, set by
      * obs/gateway_metrics.c when a generation is adopted (NULL: not counted). */
     struct pt_route_metrics *metrics;
@@ -196,6 +202,7 @@ typedef struct pt_config {
         uint64_t upstream_read_ms;   /* default 60s */
         uint64_t upstream_write_ms;  /* default 60s */
         uint64_t shutdown_ms;        /* graceful drain on SIGTERM; default 30s */
+        uint64_t tunnel_idle_ms;     /* a tunnel (WebSocket) with no byte either way; default 1h */
     } timeouts;
     struct {
         bool enabled;                /* default true */

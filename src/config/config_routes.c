@@ -300,6 +300,38 @@ static void conf_route_transform(pt_conf_ctx *ctx, const pt_conf_node *rn, pt_co
     if (mr) pt_conf_size(ctx, mr, &r->min_body_rate);
 }
 
+/* Tunnels (docs/websocket.md): `upgrade` lists the Upgrade protocols the
+ * route tunnels (default [websocket], [] none; never h2c), and
+ * `tunnel_idle_timeout` overrides timeouts.tunnel_idle. */
+static void conf_route_tunnel(pt_conf_ctx *ctx, const pt_conf_node *rn, pt_route_conf *r)
+{
+    const pt_conf_node *n = pt_conf_opt(rn, "upgrade");
+    if (n && n->kind != PT_NODE_SEQ) {
+        pt_conf_error(ctx, n, "upgrade must be a list of protocols, e.g. [websocket]");
+    } else if (n) {
+        r->upgrade = pt_arena_calloc(ctx->arena, (n->n ? n->n : 1) * sizeof(*r->upgrade));
+        for (size_t i = 0; i < n->n; i++) {
+            char *p;
+            if (!pt_conf_string(ctx, n->vals[i], &p)) continue;
+            bool ok = *p && *p != '/';
+            for (const char *q = p; ok && *q; q++) ok = is_tchar(*q) || (*q == '/' && q[1]);
+            if (!ok) {
+                pt_conf_error(ctx, n->vals[i], "'%s' is not a protocol name (token[/version])", p);
+            } else if (pt_str_ieq_lit(pt_str_c(p), "h2c")) {
+                pt_conf_error(ctx, n->vals[i], "h2c is never tunnelled (h2c upgrades smuggle requests past the gateway)");
+            } else {
+                r->upgrade[r->nupgrade++] = p;
+            }
+        }
+    }
+    const pt_conf_node *it = pt_conf_opt(rn, "tunnel_idle_timeout");
+    uint64_t v;
+    if (it && pt_conf_duration_ms(ctx, it, &v)) {
+        if (v == 0) pt_conf_error(ctx, it, "tunnel_idle_timeout must be greater than 0");
+        else r->tunnel_idle_timeout_ms = v;
+    }
+}
+
 void pt_conf_routes(pt_conf_ctx *ctx, const pt_conf_node *node, pt_config *cfg)
 {
     if (!node) return;
@@ -309,7 +341,7 @@ void pt_conf_routes(pt_conf_ctx *ctx, const pt_conf_node *node, pt_config *cfg)
     }
     static const char *const keys[] = {"name", "match", "upstream", "strip_prefix", "rewrite",
                                        "max_body_size", "body_timeout", "min_body_rate", "max_buffered_body",
-                                       "plugins", NULL};
+                                       "plugins", "upgrade", "tunnel_idle_timeout", NULL};
     cfg->routes = pt_arena_calloc(ctx->arena, (node->n ? node->n : 1) * sizeof(*cfg->routes));
     for (size_t i = 0; i < node->n; i++) {
         const pt_conf_node *rn = node->vals[i];
@@ -330,6 +362,7 @@ void pt_conf_routes(pt_conf_ctx *ctx, const pt_conf_node *node, pt_config *cfg)
         conf_match(ctx, pt_conf_opt(rn, "match"), r, &ps);
         conf_route_upstream(ctx, pt_conf_opt(rn, "upstream"), cfg, r);
         conf_route_transform(ctx, rn, cfg, r, &ps);
+        conf_route_tunnel(ctx, rn, r);
         const pt_conf_node *plugins = pt_conf_get(rn, "plugins");
         pt_conf_plugin_list(ctx, plugins, &r->plugins, "route plugins");
         if (!pt_conf_opt(rn, "upstream") && (!plugins || plugins->kind != PT_NODE_SEQ || plugins->n == 0))

@@ -158,6 +158,7 @@ static ssize_t fail(pt_h1_error *err, int status, const char *detail)
 
 #define LOCAL_FIELDS 32
 #define MAX_CONNECTION_FIELDS 8
+#define MAX_UPGRADE_FIELDS 4
 
 typedef enum {
     F_OTHER = 0,
@@ -193,9 +194,11 @@ typedef struct {
     uint32_t host_count;
     pt_str host_value;
     bool expect_continue, expect_other;
-    bool conn_close, conn_keep_alive, conn_other, upgrade;
+    bool conn_close, conn_keep_alive, conn_other, conn_upgrade;
     uint32_t nconn;
     pt_str conn_values[MAX_CONNECTION_FIELDS];
+    uint32_t nupgrade;
+    pt_str upgrade_values[MAX_UPGRADE_FIELDS];
 } fields_ctx;
 
 static field_kind classify_field(const char *p, size_t n)
@@ -269,6 +272,8 @@ static bool note_connection_token(void *ud, pt_str tok)
         c->conn_close = true;
     else if (tok.n == 10 && token_is(tok.p, "keep-alive", 10))
         c->conn_keep_alive = true;
+    else if (tok.n == 7 && token_is(tok.p, "upgrade", 7))
+        c->conn_upgrade = true; /* names the Upgrade field, which is consumed anyway */
     else
         c->conn_other = true;
     return true;
@@ -335,7 +340,8 @@ static int note_field(fields_ctx *c, field_kind kind, pt_str value, pt_h1_error 
         c->conn_values[c->nconn++] = value;
         return 1;
     case F_UPGRADE:
-        c->upgrade = true;
+        if (c->nupgrade == MAX_UPGRADE_FIELDS) return (int)fail(err, 400, "too many Upgrade fields");
+        c->upgrade_values[c->nupgrade++] = value;
         return 1;
     case F_HOP:
         return 1;
@@ -384,6 +390,26 @@ static void finish_fields(fields_ctx *c)
             if (!connection_lists(c, c->out->v[i].name)) c->out->v[w++] = c->out->v[i];
         c->out->n = w;
     }
+}
+
+/* The Upgrade protocol list: the one field's value (a slice of the buffer),
+ * or several fields joined with ", " in the arena (RFC 9110 §5.3). */
+static pt_str upgrade_list(const fields_ctx *c)
+{
+    if (c->nupgrade <= 1) return c->nupgrade ? c->upgrade_values[0] : PT_STR_NULL;
+    size_t n = 0;
+    for (uint32_t i = 0; i < c->nupgrade; i++) n += c->upgrade_values[i].n + 2;
+    char *d = pt_arena_alloc(c->a, n + 1), *o = d;
+    for (uint32_t i = 0; i < c->nupgrade; i++) {
+        if (o > d) {
+            memcpy(o, ", ", 2);
+            o += 2;
+        }
+        memcpy(o, c->upgrade_values[i].p, c->upgrade_values[i].n);
+        o += c->upgrade_values[i].n;
+    }
+    *o = '\0';
+    return pt_str_make(d, (size_t)(o - d));
 }
 
 /* Parses field lines starting at offset `p` (the first byte after the
@@ -662,8 +688,9 @@ ssize_t pt_h1_parse_request(const char *buf, size_t len, const pt_h1_limits *lim
     c.te_count = 0;
     c.host_count = 0;
     c.expect_continue = c.expect_other = false;
-    c.conn_close = c.conn_keep_alive = c.conn_other = c.upgrade = false;
+    c.conn_close = c.conn_keep_alive = c.conn_other = c.conn_upgrade = false;
     c.nconn = 0;
+    c.nupgrade = 0;
     ssize_t head_len = parse_fields(&c, lf + 1, err);
     if (head_len == PT_AGAIN) return at_limit ? fail(err, 431, "header section too large") : PT_AGAIN;
     if (head_len < 0) return head_len;
@@ -717,7 +744,9 @@ ssize_t pt_h1_parse_request(const char *buf, size_t len, const pt_h1_limits *lim
     }
     split_query(out);
     out->scheme = PT_STR_LIT("http");
-    info->upgrade = c.upgrade;
+    info->upgrade = c.nupgrade > 0;
+    out->upgrade = upgrade_list(&c);
+    out->connection_upgrade = c.conn_upgrade;
     info->keep_alive = out->version == 11 ? !c.conn_close : (c.conn_keep_alive && !c.conn_close);
     return head_len;
 }
@@ -775,8 +804,9 @@ ssize_t pt_h1_parse_response(const char *buf, size_t len, const pt_h1_limits *li
     c.te_count = 0;
     c.host_count = 0;
     c.expect_continue = c.expect_other = false;
-    c.conn_close = c.conn_keep_alive = c.conn_other = c.upgrade = false;
+    c.conn_close = c.conn_keep_alive = c.conn_other = c.conn_upgrade = false;
     c.nconn = 0;
+    c.nupgrade = 0;
     ssize_t head_len = parse_fields(&c, lf + 1, err);
     if (head_len == PT_AGAIN) return at_limit ? fail(err, 502, "response header section too large") : PT_AGAIN;
     if (head_len < 0) {
@@ -816,7 +846,9 @@ ssize_t pt_h1_parse_response(const char *buf, size_t len, const pt_h1_limits *li
     }
 
     finish_fields(&c);
-    info->upgrade = c.upgrade;
+    info->upgrade = c.nupgrade > 0;
+    out->upgrade = upgrade_list(&c);
+    out->connection_upgrade = c.conn_upgrade;
     info->keep_alive = version == 11 ? !c.conn_close : (c.conn_keep_alive && !c.conn_close);
     if (info->body == PT_H1_BODY_CLOSE) info->keep_alive = false;
     return head_len;

@@ -74,8 +74,10 @@ typedef struct {
                                 HEAD / 304 response that carried Content-Length */
     bool keep_alive;         /* HTTP/1.1 without "close", or 1.0 with "keep-alive" and
                                 without "close"; always false for BODY_CLOSE */
-    bool upgrade;            /* Upgrade header present (WebSocket later); currently the
-                                proxy ignores it and forwards nothing of it */
+    bool upgrade;            /* an Upgrade field was present; its value is the message's
+                                `upgrade` (several fields joined with ", ") and
+                                `connection_upgrade` tells whether Connection named
+                                "upgrade" (docs/websocket.md) */
 } pt_h1_info;
 
 /* Request head rules (any violation => 400 unless stated):
@@ -126,7 +128,9 @@ typedef struct {
  *                           content_length N (so a POST with an explicit
  *                           zero length can be forwarded as such);
  *     neither            => info->body NONE, !has_body, content_length 0.
- *   info->upgrade is set when an Upgrade field was present. */
+ *   info->upgrade is set when an Upgrade field was present; out->upgrade
+ *   holds its protocol list (more than 4 Upgrade fields => 400) and
+ *   out->connection_upgrade whether a Connection field named "upgrade". */
 ssize_t pt_h1_parse_request(const char *buf, size_t len, const pt_h1_limits *lim, pt_arena *a,
                             pt_request *out, pt_h1_info *info, pt_h1_error *err);
 

@@ -6,6 +6,9 @@
  *   TXN   a transaction runs; the body is read only while the txn wants it
  *   DONE  the response is complete; flush, then the next request (pipelined
  *         bytes are already in rbuf) or close.
+ *   TUNNEL after a 101 the socket carries raw bytes both ways
+ *         (http/tunnel.h, docs/websocket.md); the connection closes when
+ *         the tunnel ends.
  * Output is appended to wbuf and flushed once per loop iteration (a
  * deferred callback), so a small response costs one write(2).
  * Memory while idle: the struct only (~300 bytes); buffers and the arena go
@@ -25,6 +28,7 @@
 #include "http/body_pace.h"
 #include "http/h1.h"
 #include "http/h2_server.h"
+#include "http/tunnel.h"
 #include "proxy/txn.h"
 #include "server/worker.h"
 #include "obs/gateway_metrics.h"
@@ -42,7 +46,7 @@
  * dropped so the connection stays usable; more than that closes it. */
 #define DISCARD_MAX (1024u * 1024)
 
-enum { ST_HEAD, ST_TXN, ST_CLOSED, ST_HANDSHAKE };
+enum { ST_HEAD, ST_TXN, ST_CLOSED, ST_HANDSHAKE, ST_TUNNEL };
 enum { TM_NONE, TM_IDLE, TM_HEADER, TM_BODY, TM_SEND };
 
 struct pt_h1_conn {
@@ -96,6 +100,9 @@ struct pt_h1_conn {
     uint8_t version;
     uint32_t nrequests;
     char client[INET6_ADDRSTRLEN];
+    bool tunnel_on;    /* tun is running (ST_TUNNEL, or closing after it) */
+    bool tunnel_abort; /* the txn aborted the tunnel: close without waiting */
+    pt_tunnel_sock *tun; /* after a 101 (heap: idle connections stay small); freed with the struct */
 };
 
 static const pt_downstream_ops ds_ops;
@@ -125,6 +132,7 @@ static void note_written(pt_h1_conn *c, size_t n)
 
 static void flush_now_ex(pt_h1_conn *c, bool in_txn_callback)
 {
+    if (c->state == ST_TUNNEL) return; /* the tunnel writes its own output */
     if (c->write_failed) {
         conn_close(c);
         return;
@@ -269,8 +277,15 @@ static void ds_send_head(void *stream, const pt_response *res)
             }
         }
     }
-    if (c->close_after) append_lit(b, "Connection: close\r\n");
-    else if (c->version == 10) append_lit(b, "Connection: keep-alive\r\n");
+    if (st == 101) { /* a tunnel opens (ds_tunnel_start follows) */
+        append_lit(b, "Upgrade: ");
+        pt_buf_append(b, res->upgrade.p, res->upgrade.n);
+        append_lit(b, "\r\nConnection: Upgrade\r\n");
+    } else if (c->close_after) {
+        append_lit(b, "Connection: close\r\n");
+    } else if (c->version == 10) {
+        append_lit(b, "Connection: keep-alive\r\n");
+    }
     pt_buf_append(b, "\r\n", 2);
     c->sent += b->len - before;
     schedule_flush(c);
@@ -359,6 +374,10 @@ static void ds_want_body(void *stream, bool want)
 static void ds_abort(void *stream)
 {
     pt_h1_conn *c = stream;
+    if (c->state == ST_TUNNEL) {
+        c->tunnel_abort = true; /* ds_finished closes at once */
+        return;
+    }
     /* Make the failure visible: drop the unsent bytes of this response
      * (earlier responses' bytes still go out) and close. */
     c->wbuf.len = c->resp_open && !c->resp_visible ? c->resp_prefix : 0;
@@ -406,6 +425,8 @@ static void release_request(pt_h1_conn *c)
     }
 }
 
+static void tunnel_finished(pt_h1_conn *c);
+
 static void ds_finished(void *stream)
 {
     pt_h1_conn *c = stream;
@@ -414,6 +435,10 @@ static void ds_finished(void *stream)
     c->req = NULL;
     c->want_body = false;
     if (c->state == ST_CLOSED) return; /* called from conn_close: it cleans up */
+    if (c->state == ST_TUNNEL) {
+        tunnel_finished(c);
+        return;
+    }
     if (!c->body_done && !c->close_after) {
         /* Drop the rest of the body, then serve the next request. The arena
          * (which holds the chunked decoder) is kept until then. */
@@ -439,6 +464,90 @@ static void ds_finished(void *stream)
 
 static uint64_t ds_bytes_sent(void *stream) { return ((pt_h1_conn *)stream)->sent; }
 
+/* ----------------------------------------------------------------- tunnel */
+
+static void tun_data(void *o, const char *data, size_t len)
+{
+    pt_h1_conn *c = o;
+    if (c->txn && !c->txn_done) pt_txn_on_tunnel_data(c->txn, data, len);
+}
+
+static void tun_eof(void *o)
+{
+    pt_h1_conn *c = o;
+    c->peer_closed = true;
+    if (c->txn && !c->txn_done) pt_txn_on_tunnel_eof(c->txn);
+}
+
+static void tun_writable(void *o)
+{
+    pt_h1_conn *c = o;
+    if (c->txn && !c->txn_done) pt_txn_on_downstream_writable(c->txn);
+}
+
+static void tun_shutdown(void *o)
+{
+    pt_h1_conn *c = o;
+    if (c->txn_done) conn_close(c); /* the tunnel is over and our FIN is out */
+}
+
+static void tun_error(void *o)
+{
+    pt_h1_conn *c = o;
+    c->write_failed = true; /* no close_notify on a dead socket */
+    conn_close(c);          /* tells a live txn the client is gone */
+}
+
+static const pt_tunnel_cbs tun_cbs = {
+    .on_data = tun_data,
+    .on_eof = tun_eof,
+    .on_writable = tun_writable,
+    .on_shutdown = tun_shutdown,
+    .on_error = tun_error,
+};
+
+/* After the 101 head (still queued in wbuf): the socket becomes a tunnel;
+ * bytes the client sent after its request head are its first bytes. */
+static void ds_tunnel_start(void *stream)
+{
+    pt_h1_conn *c = stream;
+    c->state = ST_TUNNEL;
+    c->tunnel_on = true;
+    c->tun = pt_xcalloc(1, sizeof(*c->tun));
+    set_timer(c, TM_NONE, 0);
+    pt_defer_cancel(c->w->loop, &c->flush_defer);
+    pt_defer_cancel(c->w->loop, &c->body_defer);
+    pt_defer_cancel(c->w->loop, &c->read_defer);
+    pt_tunnel_sock_start(c->tun, c->w->loop, &c->io, c->ssl, &c->rbuf, &c->wbuf, c->peer_closed, &tun_cbs, c);
+}
+
+static bool ds_tunnel_send(void *stream, const char *data, size_t len)
+{
+    pt_h1_conn *c = stream;
+    c->sent += len;
+    return pt_tunnel_sock_send(c->tun, data, len);
+}
+
+static void ds_tunnel_read(void *stream, bool want) { pt_tunnel_sock_read(((pt_h1_conn *)stream)->tun, want); }
+
+static void ds_tunnel_shutdown(void *stream) { pt_tunnel_sock_shutdown(((pt_h1_conn *)stream)->tun); }
+
+static void tunnel_close_cb(pt_loop *loop, pt_defer *d) { conn_close(d->data); }
+
+/* The txn ended the tunnel: the connection closes once our FIN is out (at
+ * once after an abort); a client that does not take its last bytes is
+ * bounded by timeouts.idle (TM_SEND). */
+static void tunnel_finished(pt_h1_conn *c)
+{
+    pt_tunnel_sock_read(c->tun, false);
+    if (c->tunnel_abort || pt_tunnel_sock_done(c->tun)) {
+        pt_defer_queue(c->w->loop, &c->next_defer, tunnel_close_cb, c);
+        return;
+    }
+    pt_tunnel_sock_shutdown(c->tun);
+    set_timer(c, TM_SEND, pt_loop_now(c->w->loop) + conn_cfg(c)->timeouts.idle_ms);
+}
+
 static const pt_downstream_ops ds_ops = {
     .bytes_sent = ds_bytes_sent,
     .send_informational = ds_send_informational,
@@ -449,6 +558,10 @@ static const pt_downstream_ops ds_ops = {
     .abort = ds_abort,
     .retract = ds_retract,
     .finished = ds_finished,
+    .tunnel_start = ds_tunnel_start,
+    .tunnel_send = ds_tunnel_send,
+    .tunnel_read = ds_tunnel_read,
+    .tunnel_shutdown = ds_tunnel_shutdown,
 };
 
 /* ------------------------------------------------------------------- input */
@@ -468,7 +581,7 @@ static void read_defer_cb(pt_loop *loop, pt_defer *d);
 
 static void conn_update_events(pt_h1_conn *c)
 {
-    if (c->state == ST_CLOSED) return;
+    if (c->state == ST_CLOSED || c->state == ST_TUNNEL) return;
     if (c->state == ST_HANDSHAKE) {
         pt_io_modify(c->w->loop, &c->io, c->hs_want_write ? EPOLLOUT : EPOLLIN);
         return;
@@ -816,6 +929,10 @@ static void on_io(pt_loop *loop, pt_io *io, uint32_t events)
 {
     pt_h1_conn *c = io->data;
     if (c->state == ST_CLOSED) return;
+    if (c->state == ST_TUNNEL) {
+        pt_tunnel_sock_io(c->tun, events);
+        return;
+    }
     if (c->state == ST_HANDSHAKE) {
         if (events & (EPOLLERR | EPOLLHUP)) conn_close(c);
         else do_handshake(c);
@@ -959,7 +1076,12 @@ static void body_expired(pt_h1_conn *c, uint64_t now)
 
 /* --------------------------------------------------------------- lifecycle */
 
-static void free_cb(pt_loop *loop, pt_defer *d) { free(d->data); }
+static void free_cb(pt_loop *loop, pt_defer *d)
+{
+    pt_h1_conn *c = d->data;
+    free(c->tun);
+    free(c);
+}
 
 static void conn_close(pt_h1_conn *c)
 {
@@ -972,9 +1094,10 @@ static void conn_close(pt_h1_conn *c)
     pt_defer_cancel(w->loop, &c->next_defer);
     pt_defer_cancel(w->loop, &c->body_defer);
     pt_defer_cancel(w->loop, &c->read_defer);
+    if (c->tunnel_on) pt_tunnel_sock_stop(c->tun);
     pt_io_stop(w->loop, &c->io);
     if (c->ssl) {
-        if (!c->peer_closed && !c->write_failed) SSL_shutdown(c->ssl); /* best effort close_notify */
+        if (!c->peer_closed && !c->write_failed && !c->tunnel_on) SSL_shutdown(c->ssl); /* best effort close_notify */
         SSL_free(c->ssl);
         ERR_clear_error();
         c->ssl = NULL;

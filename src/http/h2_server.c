@@ -90,6 +90,8 @@ struct h2_stream {
     bool reset_sent;
     bool dead;             /* queued for reaping */
     bool body_late;        /* answered 408: the body is no longer wanted */
+    bool tunnel;           /* an extended CONNECT became a tunnel: DATA is raw bytes */
+    bool tunnel_read;      /* the txn wants the tunnel's bytes */
 };
 
 struct h2_conn {
@@ -287,11 +289,41 @@ static int recv_result(const h2_conn *c) { return c->calm_pending ? NGHTTP2_ERR_
 
 /* ------------------------------------------------------------ request body */
 
+/* A tunnel stream (RFC 8441): DATA goes to the txn as raw bytes while it
+ * reads, END_STREAM as the end of the client's side; what waits is not
+ * acknowledged, so the stream window holds the client back. */
+static bool tunnel_wants(const h2_stream *s)
+{
+    return s->tunnel && s->tunnel_read && !s->txn_done && !s->c->closed;
+}
+
+static void deliver_tunnel(h2_stream *s)
+{
+    h2_conn *c = s->c;
+    while (tunnel_wants(s) && s->in.len) {
+        size_t n = s->in.len;
+        pt_txn_on_tunnel_data(s->txn, pt_buf_head(&s->in), n);
+        if (c->closed) return;
+        pt_buf_consume(&s->in, n);
+        if (!s->ng_closed) nghttp2_session_consume_stream(c->sess, s->id, n);
+    }
+    if (!s->in.len) pt_buf_release(&s->in);
+    if (tunnel_wants(s) && s->body_done && !s->last_delivered) {
+        s->last_delivered = true;
+        pt_txn_on_tunnel_eof(s->txn);
+    }
+    schedule_flush(c); /* WINDOW_UPDATE */
+}
+
 /* Hands the stream's buffered request body (and the end of it) to its txn
  * while it wants it; acknowledges what was taken to the flow control. */
 static void deliver_buffered(h2_stream *s)
 {
     h2_conn *c = s->c;
+    if (s->tunnel) {
+        deliver_tunnel(s);
+        return;
+    }
     while (s->want_body && !s->txn_done && !c->closed && (s->in.len || (s->body_done && !s->last_delivered))) {
         size_t n = s->in.len;
         bool last = s->body_done;
@@ -310,7 +342,8 @@ static void deliver_cb(pt_loop *loop, pt_defer *d)
 {
     h2_conn *c = d->data;
     for (h2_stream *s = c->streams; s && !c->closed; s = s->next)
-        if (!s->dead && s->want_body && (s->in.len || (s->body_done && !s->last_delivered))) deliver_buffered(s);
+        if (!s->dead && (s->want_body || tunnel_wants(s)) && (s->in.len || (s->body_done && !s->last_delivered)))
+            deliver_buffered(s);
 }
 
 /* Per-stream slow-body defence (http/body_pace.h). One pt_timer per stream
@@ -542,6 +575,8 @@ static int on_header(nghttp2_session *sess, const nghttp2_frame *frame, const ui
             req->authority = v;
         } else if (pt_str_eq_lit(n, ":path")) {
             req->target = v;
+        } else if (pt_str_eq_lit(n, ":protocol")) {
+            req->upgrade = v; /* extended CONNECT (RFC 8441) */
         }
         /* :scheme is validated by nghttp2; the transport decides req->scheme */
         return 0;
@@ -587,6 +622,15 @@ static void start_stream(h2_conn *c, h2_stream *s, bool end_stream)
     }
     if (!req->authority.n) req->authority = s->host_header;
     pt_str host = PT_STR_NULL;
+    if (req->method == PT_METHOD_CONNECT && req->upgrade.n && !s->err_status) {
+        /* Extended CONNECT (RFC 8441): the request for a tunnel is a GET
+         * with an upgrade intent (docs/websocket.md); DATA after the 200 is
+         * the tunnel's, never a body. */
+        req->method = PT_METHOD_GET;
+        req->method_str = PT_STR_LIT("GET");
+        req->has_body = false;
+        req->content_length = 0;
+    }
     if (!s->err_status) {
         if (req->method == PT_METHOD_CONNECT) reject_head(s, 400, "CONNECT is not supported");
         else if (!req->authority.n) reject_head(s, 400, "missing :authority");
@@ -644,6 +688,13 @@ static void end_of_request_body(h2_stream *s)
     if (s->txn_done) {
         s->last_delivered = true;
         return;
+    }
+    if (s->tunnel) {
+        if (tunnel_wants(s) && !s->in.len) {
+            s->last_delivered = true;
+            pt_txn_on_tunnel_eof(s->txn);
+        }
+        return; /* else with the buffered bytes, when the txn reads */
     }
     if (s->want_body && !s->in.len) {
         s->last_delivered = true;
@@ -732,6 +783,11 @@ static int on_data_chunk(nghttp2_session *sess, uint8_t flags, int32_t stream_id
         nghttp2_session_consume_stream(sess, stream_id, len);
         return 0;
     }
+    if (tunnel_wants(s) && !s->in.len) {
+        pt_txn_on_tunnel_data(s->txn, (const char *)data, len);
+        nghttp2_session_consume_stream(sess, stream_id, len);
+        return 0;
+    }
     /* Not wanted yet: keep it, unacknowledged (the stream window stops the client). */
     pt_buf_append(&s->in, data, len);
     return 0;
@@ -744,6 +800,12 @@ static int on_stream_close(nghttp2_session *sess, int32_t stream_id, uint32_t er
     if (!s) return 0;
     s->ng_closed = true;
     nghttp2_session_set_stream_user_data(sess, stream_id, NULL);
+    if (!s->txn_done && s->tunnel && error_code == NGHTTP2_NO_ERROR && s->body_done && s->eof) {
+        /* Both halves of a tunnel ended cleanly: its txn still takes the
+         * client's last buffered bytes and end, then finishes by itself. */
+        if (tunnel_wants(s)) pt_defer_queue(conn_loop(c), &c->deliver_defer, deliver_cb, c);
+        return 0;
+    }
     if (!s->txn_done) pt_txn_on_downstream_closed(s->txn); /* calls finished() */
     s->txn_done = true;
     maybe_reap(s);
@@ -781,7 +843,8 @@ static int on_frame_send(nghttp2_session *sess, const nghttp2_frame *frame, void
     if ((frame->hd.type == NGHTTP2_DATA || frame->hd.type == NGHTTP2_HEADERS) &&
         (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
         h2_stream *s = stream_of(c, frame->hd.stream_id);
-        if (s && !s->body_done) stream_reset(s, NGHTTP2_NO_ERROR);
+        /* a live tunnel's END_STREAM is a half-close: the client may go on */
+        if (s && !s->body_done && (!s->tunnel || s->txn_done)) stream_reset(s, NGHTTP2_NO_ERROR);
     }
     return 0;
 }
@@ -863,6 +926,14 @@ static void ds_send_head(void *stream, const pt_response *res)
     h2_stream *s = stream;
     body_pace_update(s); /* the response started: the slow-body clock stops */
     if (s->ng_closed || s->reset_sent) return;
+    pt_response tunnel_res;
+    if (res->status == 101) { /* a tunnel opens: RFC 8441 answers 200, DATA unframed */
+        tunnel_res = *res;
+        tunnel_res.status = 200;
+        tunnel_res.has_body = true;
+        tunnel_res.content_length = -1;
+        res = &tunnel_res;
+    }
     int st = res->status;
     bool bodiless_status = st < 200 || st == 204 || st == 304;
     bool head_req = s->req && s->req->method == PT_METHOD_HEAD;
@@ -950,6 +1021,11 @@ static void ds_finished(void *stream)
     if (s->c->closed) return; /* conn_close frees everything */
     /* A response that never completed must not look complete. */
     if (!s->ng_closed && !s->eof) stream_reset(s, NGHTTP2_INTERNAL_ERROR);
+    /* A tunnel whose client side is still open once our END_STREAM went
+     * out: nothing more will be read (on_frame_send resets it if our
+     * END_STREAM is still queued). */
+    if (s->tunnel && !s->ng_closed && !s->body_done && nghttp2_session_get_stream_local_close(s->c->sess, s->id) == 1)
+        stream_reset(s, NGHTTP2_NO_ERROR);
     /* Unread request body is dropped and acknowledged. */
     if (s->in.len && !s->ng_closed) nghttp2_session_consume_stream(s->c->sess, s->id, s->in.len);
     s->in.len = 0;
@@ -958,6 +1034,27 @@ static void ds_finished(void *stream)
 }
 
 static uint64_t ds_bytes_sent(void *stream) { return ((h2_stream *)stream)->sent; }
+
+/* Tunnels (RFC 8441): after the 200, the stream's DATA both ways is raw
+ * bytes; the response buffer and the request buffer (unacknowledged until
+ * taken) give backpressure, END_STREAM is the half-close. */
+static void ds_tunnel_start(void *stream)
+{
+    h2_stream *s = stream;
+    s->tunnel = true;
+}
+
+static bool ds_tunnel_send(void *stream, const char *data, size_t len) { return ds_send_body(stream, data, len); }
+
+static void ds_tunnel_read(void *stream, bool want)
+{
+    h2_stream *s = stream;
+    s->tunnel_read = want;
+    if (tunnel_wants(s) && (s->in.len || (s->body_done && !s->last_delivered)))
+        pt_defer_queue(conn_loop(s->c), &s->c->deliver_defer, deliver_cb, s->c);
+}
+
+static void ds_tunnel_shutdown(void *stream) { ds_send_end(stream, PT_STR_NULL); }
 
 static const pt_downstream_ops h2_ops = {
     .send_informational = ds_send_informational,
@@ -968,6 +1065,10 @@ static const pt_downstream_ops h2_ops = {
     .abort = ds_abort,
     .finished = ds_finished,
     .bytes_sent = ds_bytes_sent,
+    .tunnel_start = ds_tunnel_start,
+    .tunnel_send = ds_tunnel_send,
+    .tunnel_read = ds_tunnel_read,
+    .tunnel_shutdown = ds_tunnel_shutdown,
 };
 
 /* ------------------------------------------------------------------ output */
@@ -1248,6 +1349,7 @@ void pt_h2_conn_start_counted(pt_worker *w, int fd, SSL *ssl, const char *initia
             {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, cfg->limits.http2_max_concurrent_streams},
             {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, H2_INITIAL_WINDOW},
             {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, c->max_header_size},
+            {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1}, /* RFC 8441: WebSocket over HTTP/2 */
         };
         ok = nghttp2_submit_settings(c->sess, NGHTTP2_FLAG_NONE, iv, PT_ARRAY_LEN(iv)) == 0 &&
              nghttp2_session_set_local_window_size(c->sess, NGHTTP2_FLAG_NONE, 0, H2_CONN_WINDOW) == 0;

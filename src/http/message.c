@@ -138,12 +138,14 @@ void pt_request_rebase(pt_request *r, const char *old_base, size_t len, const ch
     rebase(&r->target, old_base, len, new_base);
     rebase(&r->path, old_base, len, new_base);
     rebase(&r->query, old_base, len, new_base);
+    rebase(&r->upgrade, old_base, len, new_base);
     rebase_headers(&r->headers, old_base, len, new_base);
 }
 
 void pt_response_rebase(pt_response *r, const char *old_base, size_t len, const char *new_base)
 {
     rebase(&r->reason, old_base, len, new_base);
+    rebase(&r->upgrade, old_base, len, new_base);
     rebase_headers(&r->headers, old_base, len, new_base);
 }
 

@@ -6,7 +6,8 @@
  * Connection/Keep-Alive/Upgrade/TE/Proxy-Connection, no Host header (the
  * authority is a field, as HTTP/2's :authority). Whether a body exists and
  * its length (if known) are fields; how it is delimited on the wire is the
- * codec's business.
+ * codec's business. So is an upgrade: its intent travels as the `upgrade`
+ * fields below, never as header fields (docs/websocket.md).
  *
  * Memory: every pt_str in a message points into the request's arena (or into
  * a buffer the codec guarantees outlives the message; see pt_message_rebase). */
@@ -75,6 +76,15 @@ typedef struct pt_request {
     bool has_body;
     int64_t content_length;
     bool expect_continue; /* client sent Expect: 100-continue (codec answers it) */
+    /* Tunnel intent (docs/websocket.md). HTTP/1: the Upgrade field's
+     * protocol list as received (the codec consumes the field) and whether
+     * Connection named "upgrade"; HTTP/2: the :protocol of an extended
+     * CONNECT (RFC 8441), which the codec turns into a GET (version 20,
+     * connection_upgrade false). Empty when none. The txn keeps it only for
+     * a tunnel it will open (the HTTP/1 upstream client then writes Upgrade
+     * and "Connection: Upgrade" itself), else clears it. */
+    pt_str upgrade;
+    bool connection_upgrade;
 } pt_request;
 
 typedef struct pt_response {
@@ -85,6 +95,11 @@ typedef struct pt_response {
     int64_t content_length; /* -1 unknown (streamed) */
     bool close_connection;  /* an error Portico generated after which the
                                connection (HTTP/2: the stream) must not be reused */
+    /* A 101's Upgrade field (HTTP/1 upstream; consumed by the codec) and
+     * whether its Connection named "upgrade". The HTTP/1 downstream codec
+     * writes Upgrade and "Connection: Upgrade" back on a 101. */
+    pt_str upgrade;
+    bool connection_upgrade;
 } pt_response;
 
 /* Connection-specific (hop-by-hop) fields of RFC 9113 §8.2.2 / RFC 9110

@@ -101,7 +101,7 @@ static const pt_metric_desc DESCS[F__COUNT] = {
                       .help = "HTTP/2 streams opened by clients, by listener.", .type = PT_METRIC_COUNTER,
                       .labels = L_LISTENER},
     [F_OPEN_TUNNELS] = {.name = "portico_open_tunnels",
-                        .help = "Tunnels (WebSocket) open now; always 0 until WebSocket support lands.",
+                        .help = "Tunnels (WebSocket, other HTTP/1.1 upgrades) open now.",
                         .type = PT_METRIC_GAUGE},
     [F_CONFIG_GENERATION] = {.name = "portico_config_generation",
                              .help = "Id of the configuration generation serving new requests.",
@@ -125,6 +125,7 @@ struct pt_gw_metrics {
     listener_metrics *listeners;
     size_t nlisteners;
     pt_metric_series *generation, *reloads_ok, *reloads_error;
+    pt_metric_series *open_tunnels;
 };
 
 pt_gw_metrics *pt_gw_metrics_new(pt_metrics *reg, const pt_config *cfg)
@@ -155,7 +156,7 @@ pt_gw_metrics *pt_gw_metrics_new(pt_metrics *reg, const pt_config *cfg)
             .h2_total = pt_metrics_series(gm->fam[F_H2_STREAMS], l, NULL),
         };
     }
-    pt_metrics_series(gm->fam[F_OPEN_TUNNELS], NULL, NULL);
+    gm->open_tunnels = pt_metrics_series(gm->fam[F_OPEN_TUNNELS], NULL, NULL);
     gm->generation = pt_metrics_series(gm->fam[F_CONFIG_GENERATION], NULL, NULL);
     gm->reloads_ok = pt_metrics_series(gm->fam[F_CONFIG_RELOADS], (const char *[]){"ok"}, NULL);
     gm->reloads_error = pt_metrics_series(gm->fam[F_CONFIG_RELOADS], (const char *[]){"error"}, NULL);
@@ -284,4 +285,10 @@ void pt_metrics_h2_stream_closed(struct pt_worker *w, size_t listener)
 {
     const listener_metrics *lm = listener_of(w, listener);
     if (lm) pt_metric_add(lm->h2_open, 0, -1);
+}
+
+void pt_metrics_tunnel(struct pt_worker *w, bool opened)
+{
+    pt_gw_metrics *gm = w->metrics;
+    if (gm) pt_metric_add(gm->open_tunnels, 0, opened ? 1 : -1);
 }

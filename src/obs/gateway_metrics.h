@@ -9,7 +9,8 @@
  *     worker; pt_gw_metrics_reloaded after each SIGHUP.
  *   - the codecs (h1_server.c, h2_server.c): connection and HTTP/2 stream
  *     open/close, on the worker that owns them.
- *   - the txn: pt_metrics_request_done once per request, from its finish,
+ *   - the txn: pt_metrics_tunnel when a tunnel opens and ends
+ *     (txn_tunnel.c); pt_metrics_request_done once per request, from its finish,
  *     BEFORE it releases its worker generation (the route and upstream
  *     series live as long as that generation's configuration).
  * The worker functions do nothing when metrics are off (w->metrics NULL:
@@ -68,6 +69,9 @@ void pt_metrics_conn_rejected(struct pt_worker *w, size_t listener);
 /* An HTTP/2 stream opened by the client / freed. */
 void pt_metrics_h2_stream_opened(struct pt_worker *w, size_t listener);
 void pt_metrics_h2_stream_closed(struct pt_worker *w, size_t listener);
+
+/* A tunnel started (opened true) or ended (portico_open_tunnels). */
+void pt_metrics_tunnel(struct pt_worker *w, bool opened);
 
 /* The buckets of both duration histograms, in microseconds (docs/metrics.md). */
 extern const uint64_t pt_gw_duration_buckets_us[];

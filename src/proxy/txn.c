@@ -314,6 +314,7 @@ static bool route_request(pt_txn *t)
             t->pending_detail = "request body exceeds the configured limit";
         }
     }
+    if (req->upgrade.n) txn_tunnel_route(t);
     return true;
 }
 
@@ -502,7 +503,12 @@ static void emit_response(pt_txn *t)
                                         lc->tls.hsts_preload ? "; preload" : "");
         pt_headers_add(&t->res.headers, t->a, PT_STR_LIT("Strict-Transport-Security"), pt_str_c(v));
     }
+    bool tunnel = t->tun && txn_tunnel_prepare_head(t);
     t->ops->send_head(t->stream, &t->res);
+    if (tunnel) {
+        txn_tunnel_begin(t);
+        return;
+    }
     if (t->local && t->genr && t->res.has_body) {
         /* pulled from now on: the first proceed comes from the loop */
         t->genr_active = true;
@@ -752,6 +758,7 @@ void txn_finish(pt_txn *t)
     PT_ASSERT(t->depth > 0);
     t->finished = true;
     pt_timer_stop(t->w->loop, &t->deadline);
+    if (t->tun) txn_tunnel_finish(t);
     stop_generator(t, t->resp_done && !t->aborted);
     for (int i = 0; i < 2; i++) {
         txn_side *s = &t->side[i];

@@ -48,6 +48,28 @@ typedef struct {
     /* Bytes written to the client for this response so far, framing
      * included (for the access log). */
     uint64_t (*bytes_sent)(void *stream);
+
+    /* Tunnels (docs/websocket.md). Optional: NULL when the codec cannot
+     * carry one. tunnel_start comes right after send_head of the response
+     * that opens the tunnel (status 101; the HTTP/2 codec sends it as
+     * :status 200 to an extended CONNECT). From then on the stream carries
+     * raw bytes both ways and nothing else of the ops above is used except
+     * abort, finished and bytes_sent:
+     *   the codec hands the client's bytes to pt_txn_on_tunnel_data() while
+     *   reading is wanted (tunnel_read, off at start), then its end (FIN,
+     *   END_STREAM) once to pt_txn_on_tunnel_eof(); a reset or an error is
+     *   pt_txn_on_downstream_closed();
+     *   tunnel_send queues bytes for the client (copied) and returns false
+     *   above the high watermark (then pt_txn_on_downstream_writable);
+     *   tunnel_shutdown sends the end of our side (FIN / END_STREAM) after
+     *   the queued bytes.
+     * After finished the codec ends the stream: the connection (HTTP/1)
+     * closes once the end of our side is out, an HTTP/2 stream the client
+     * keeps open is reset; after abort, at once. */
+    void (*tunnel_start)(void *stream);
+    bool (*tunnel_send)(void *stream, const char *data, size_t len);
+    void (*tunnel_read)(void *stream, bool want);
+    void (*tunnel_shutdown)(void *stream);
 } pt_downstream_ops;
 
 typedef struct pt_txn pt_txn;
@@ -103,6 +125,12 @@ void pt_txn_on_downstream_writable(pt_txn *txn);
  * call ops->finished(). Never from inside a call the txn made into the
  * codec (the codec frees the arena after this returns). */
 void pt_txn_on_downstream_closed(pt_txn *txn);
+
+/* Tunnel bytes from the client (valid only during the call); see the
+ * tunnel ops above. Never seen by plugins; counted in bytes_in. */
+void pt_txn_on_tunnel_data(pt_txn *txn, const char *data, size_t len);
+/* The client ended its side of the tunnel (FIN, END_STREAM). */
+void pt_txn_on_tunnel_eof(pt_txn *txn);
 
 /* True once a response head has been handed to the codec. */
 bool pt_txn_response_started(const pt_txn *txn);

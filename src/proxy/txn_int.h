@@ -1,7 +1,7 @@
 /* txn_int.h — the transaction's private state, shared by the files that
  * implement it (txn.c: lifecycle and header phases; txn_body.c: bodies and
  * trailers; txn_upstream.c: the upstream exchange; txn_forward.c: client
- * address and forwarding headers). Nothing outside src/proxy/txn*.c
+ * address and forwarding headers; txn_tunnel.c: upgrades and tunnels). Nothing outside src/proxy/txn*.c
  * includes this.
  *
  * Re-entrancy rule: every way into a txn (a codec call, an upstream event, a
@@ -46,6 +46,8 @@ typedef struct {
     uint64_t buffered;        /* bytes in slots */
     pt_headers trailers;      /* filtered trailer fields (plugins may edit them) */
 } txn_side;
+
+typedef struct txn_tunnel txn_tunnel; /* txn_tunnel.c */
 
 struct pt_txn_ref {
     pt_txn *txn; /* NULL once the request is over */
@@ -123,6 +125,7 @@ struct pt_txn {
     uint64_t bytes_out;
     int status;
     pt_txn_ref *ref;
+    txn_tunnel *tun;          /* an upgrade asked for and kept (txn_tunnel.c), else NULL */
     pt_http_call *subcalls;   /* sub-requests still running (cancelled at finish) */
 };
 
@@ -177,6 +180,22 @@ void txn_connect_upstream(pt_txn *t);
 void txn_arm_grpc_deadline(pt_txn *t);
 /* Closes the upstream exchange, if any. */
 void txn_drop_upstream(pt_txn *t);
+
+/* ---- txn_tunnel.c ---- (docs/websocket.md) */
+/* After routing: keeps the request's upgrade intent when the route tunnels
+ * it (t->tun set, WebSocket handshake checked: a bad one becomes a pending
+ * 400), or clears it (the request goes on as plain HTTP). */
+void txn_tunnel_route(pt_txn *t);
+/* The upstream's head for a tunnel request (t->res): a 101 is checked
+ * (Upgrade, Sec-WebSocket-Accept); false when it was bad and answered 502. */
+bool txn_tunnel_on_head(pt_txn *t);
+/* Just before send_head: adjusts the head (an accepted tunnel, a refused
+ * WebSocket version); true when the tunnel starts after it. */
+bool txn_tunnel_prepare_head(pt_txn *t);
+/* Just after send_head, when prepare said so: both ends go raw. */
+void txn_tunnel_begin(pt_txn *t);
+/* From txn_finish: stops the tunnel's timer and closes its upstream. */
+void txn_tunnel_finish(pt_txn *t);
 
 /* ---- txn_forward.c ---- */
 /* The client address after trusted_proxies (t->client_addr). */

@@ -122,7 +122,7 @@ static void on_up_head(void *owner, pt_response *res)
     t->local = false;
     t->up_head_us = pt_loop_wall_us(t->w->loop);
     t->uops->pause_read(t->uc, true); /* until the response phase has run */
-    txn_start_response_phase(t);
+    if (!t->tun || txn_tunnel_on_head(t)) txn_start_response_phase(t);
     txn_leave(t);
 }
 

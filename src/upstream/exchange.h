@@ -8,6 +8,7 @@
 #ifndef PT_UPSTREAM_EXCHANGE_H
 #define PT_UPSTREAM_EXCHANGE_H
 
+#include "http/tunnel.h"
 #include "upstream/h1_client.h"
 
 typedef struct pt_upstream_exchange_ops {
@@ -21,10 +22,25 @@ typedef struct pt_upstream_exchange_ops {
      * ("name: value\r\n"..., possibly empty, valid during the call); HTTP/1
      * sends them only with a chunked body, HTTP/2 as a trailing HEADERS. */
     void (*send_end)(void *x, pt_str trailers);
+    /* Stop/start reading the response; in tunnel mode, the tunnel bytes. */
     void (*pause_read)(void *x, bool paused);
     void (*release)(void *x); /* exchange over: keep the connection if healthy */
     void (*close)(void *x);   /* abandon the exchange */
     bool (*reused)(const void *x); /* ran on a connection established before it */
+
+    /* Tunnels (docs/websocket.md). Optional: NULL when the protocol cannot
+     * carry one (HTTP/2). A request whose req->upgrade is set is sent with
+     * Upgrade / "Connection: Upgrade"; the upstream's 101 comes as on_head
+     * (nothing after it is parsed). The owner then calls tunnel_start, and
+     * the exchange carries raw bytes: events come through `cbs` (on_data,
+     * on_eof once for the upstream's FIN, on_writable after tunnel_send
+     * returned false, on_shutdown once our FIN is out, on_error), reading
+     * is controlled with pause_read (paused until the owner unpauses it),
+     * tunnel_shutdown sends our FIN after the queued bytes. A tunnel's
+     * connection is never pooled: release and close both close it. */
+    void (*tunnel_start)(void *x, const pt_tunnel_cbs *cbs, void *owner);
+    bool (*tunnel_send)(void *x, const char *data, size_t len); /* false above the high watermark */
+    void (*tunnel_shutdown)(void *x);
 } pt_upstream_exchange_ops;
 
 extern const pt_upstream_exchange_ops pt_h1_exchange_ops;

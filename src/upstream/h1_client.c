@@ -2,7 +2,8 @@
  *
  * States: CONNECTING (EPOLLOUT until connect completes), BUSY (one
  * exchange), IDLE (parked in a pool, EPOLLIN only to notice a close),
- * CLOSED (freed after the current loop iteration).
+ * TUNNEL (raw bytes after a 101, http/tunnel.h; closed at the end, never
+ * pooled), CLOSED (freed after the current loop iteration).
  * One timer: connect timeout while connecting, write timeout while output
  * is blocked, read timeout while waiting for response bytes, keep-alive
  * timeout while idle. */
@@ -29,7 +30,7 @@
 #define UP_WBUF_LOW (16u * 1024)
 #define UP_ZEROCOPY_MIN 4096u
 
-enum { US_CONNECTING = 1, US_BUSY, US_IDLE, US_CLOSED, US_HANDSHAKE };
+enum { US_CONNECTING = 1, US_BUSY, US_IDLE, US_CLOSED, US_HANDSHAKE, US_TUNNEL };
 
 static void uconn_io(pt_loop *loop, pt_io *io, uint32_t events);
 static void check_tls_pending(pt_uconn *c);
@@ -94,6 +95,7 @@ void pt_uconn_attach(pt_uconn *c, const pt_uconn_cbs *cbs, void *owner, pt_arena
     c->keepalive_max = u->keepalive;
     c->keepalive_ms = u->keepalive_timeout_ms;
     c->req_done = c->resp_done = c->got_bytes = c->have_head = c->eof = false;
+    c->upgrade_sent = c->tunnel_head = false;
     c->read_paused = false;
     c->in_disabled = false;
     c->dec = NULL;
@@ -149,6 +151,7 @@ void pt_uconn_send_head(pt_uconn *c, const pt_request *req, pt_str target, pt_st
     c->head_request = req->method == PT_METHOD_HEAD;
     size_t need = req->method_str.n + target.n + host.n + 64;
     for (uint32_t i = 0; i < h->n; i++) need += h->v[i].name.n + h->v[i].value.n + 4;
+    need += req->upgrade.n + 40;
     pt_buf_reserve(b, need);
     put(b, req->method_str.p, req->method_str.n);
     PUT_LIT(b, " ");
@@ -156,6 +159,12 @@ void pt_uconn_send_head(pt_uconn *c, const pt_request *req, pt_str target, pt_st
     PUT_LIT(b, " HTTP/1.1\r\nHost: ");
     put(b, host.p, host.n);
     PUT_LIT(b, "\r\n");
+    c->upgrade_sent = req->upgrade.n > 0;
+    if (c->upgrade_sent) { /* a tunnel is asked for (the txn kept the intent) */
+        PUT_LIT(b, "Connection: Upgrade\r\nUpgrade: ");
+        put(b, req->upgrade.p, req->upgrade.n);
+        PUT_LIT(b, "\r\n");
+    }
     for (uint32_t i = 0; i < h->n; i++) {
         put(b, h->v[i].name.p, h->v[i].name.n);
         PUT_LIT(b, ": ");
@@ -239,6 +248,10 @@ static void resume_cb(pt_loop *loop, pt_defer *d)
 
 void pt_uconn_pause_read(pt_uconn *c, bool paused)
 {
+    if (c->state == US_TUNNEL) {
+        pt_tunnel_sock_read(&c->tun, !paused);
+        return;
+    }
     if (c->state != US_BUSY || c->read_paused == paused) return;
     c->read_paused = paused;
     arm_timer(c);
@@ -260,7 +273,7 @@ static void complete(pt_uconn *c, pt_str trailers)
 /* Parses/delivers what rbuf holds. Stops when paused, closed or released. */
 static void process_input(pt_uconn *c)
 {
-    while (c->state == US_BUSY && c->cbs && !c->read_paused) {
+    while (c->state == US_BUSY && c->cbs && !c->read_paused && !c->tunnel_head) {
         if (!c->have_head) {
             if (!c->rbuf.len) return;
             pt_response res;
@@ -277,6 +290,16 @@ static void process_input(pt_uconn *c)
             memcpy(copy, pt_buf_head(&c->rbuf), (size_t)n);
             pt_response_rebase(&res, pt_buf_head(&c->rbuf), (size_t)n, copy);
             pt_buf_consume(&c->rbuf, (size_t)n);
+            if (res.status == 101 && c->upgrade_sent) {
+                /* The answer to an upgrade: what follows belongs to the
+                 * tunnel (or to nobody, if the owner refuses it). */
+                c->have_head = c->tunnel_head = true;
+                pt_timer_stop(c->w->loop, &c->timer);
+                pt_response *out = pt_arena_alloc(c->arena, sizeof(*out));
+                *out = res;
+                c->cbs->on_head(c->owner, out);
+                return;
+            }
             if (res.status < 200) {
                 if (res.status == 101) { /* no upgrade was asked for */
                     fail(c, PT_UERR_PROTOCOL);
@@ -356,6 +379,7 @@ static void process_input(pt_uconn *c)
 
 static void on_eof(pt_uconn *c)
 {
+    if (c->tunnel_head) return; /* kept for the tunnel (tunnel_start hands it on) */
     if (c->state == US_BUSY && c->cbs && c->have_head && c->info.body == PT_H1_BODY_CLOSE) {
         c->info.keep_alive = false;
         complete(c, PT_STR_NULL);
@@ -432,6 +456,10 @@ static void uconn_io(pt_loop *loop, pt_io *io, uint32_t events)
 {
     pt_uconn *c = io->data;
     if (c->state == US_CLOSED) return;
+    if (c->state == US_TUNNEL) {
+        pt_tunnel_sock_io(&c->tun, events);
+        return;
+    }
     if (c->state == US_CONNECTING) {
         if (pt_sock_connect_error(io->fd, events)) {
             fail(c, PT_UERR_CONNECT);
@@ -504,7 +532,7 @@ static void arm_timer(pt_uconn *c)
     case US_CONNECTING: ms = c->connect_timeout_ms; break;
     case US_HANDSHAKE: return; /* the connect timer keeps running */
     case US_BUSY:
-        if (c->resp_done) {
+        if (c->resp_done || c->tunnel_head) {
             pt_timer_stop(c->w->loop, &c->timer);
             return;
         }
@@ -570,6 +598,7 @@ void pt_uconn_close(pt_uconn *c)
      * (OpenSSL invalidates the session of an SSL freed mid-stream; marking
      * the shutdown state sends no close_notify). */
     if (c->state == US_IDLE && c->ssl) SSL_set_shutdown(c->ssl, SSL_SENT_SHUTDOWN);
+    if (c->state == US_TUNNEL) pt_tunnel_sock_stop(&c->tun);
     c->state = US_CLOSED;
     c->cbs = NULL;
     pt_timer_stop(c->w->loop, &c->timer);
@@ -610,6 +639,23 @@ static void x_release(void *x) { pt_uconn_release(x); }
 static void x_close(void *x) { pt_uconn_close(x); }
 static bool x_reused(const void *x) { return ((const pt_uconn *)x)->reused; }
 
+/* After the 101: bytes the upstream sent behind it, and an EOF already
+ * seen, are the tunnel's first events. */
+static void x_tunnel_start(void *x, const pt_tunnel_cbs *cbs, void *owner)
+{
+    pt_uconn *c = x;
+    PT_ASSERT(c->state == US_BUSY && c->tunnel_head);
+    c->state = US_TUNNEL;
+    c->cbs = NULL;
+    pt_timer_stop(c->w->loop, &c->timer);
+    pt_defer_cancel(c->w->loop, &c->resume_defer);
+    pt_defer_cancel(c->w->loop, &c->flush_defer);
+    pt_defer_cancel(c->w->loop, &c->read_defer);
+    pt_tunnel_sock_start(&c->tun, c->w->loop, &c->io, c->ssl, &c->rbuf, &c->wbuf, c->eof, cbs, owner);
+}
+static bool x_tunnel_send(void *x, const char *d, size_t n) { return pt_tunnel_sock_send(&((pt_uconn *)x)->tun, d, n); }
+static void x_tunnel_shutdown(void *x) { pt_tunnel_sock_shutdown(&((pt_uconn *)x)->tun); }
+
 const pt_upstream_exchange_ops pt_h1_exchange_ops = {
     .attach = x_attach,
     .send_head = x_send_head,
@@ -619,4 +665,7 @@ const pt_upstream_exchange_ops pt_h1_exchange_ops = {
     .release = x_release,
     .close = x_close,
     .reused = x_reused,
+    .tunnel_start = x_tunnel_start,
+    .tunnel_send = x_tunnel_send,
+    .tunnel_shutdown = x_tunnel_shutdown,
 };

@@ -11,6 +11,7 @@
 #include "core/buf.h"
 #include "core/loop.h"
 #include "http/h1.h"
+#include "http/tunnel.h"
 #include "net/dns_cache.h"
 #include "upstream/upstream.h"
 
@@ -79,6 +80,9 @@ struct pt_uconn {
     char peer[64];           /* "host:port" for logs */
     SSL *ssl;                /* https upstream: the TLS session */
     bool hs_want_write;
+    bool upgrade_sent;       /* the request asked for an upgrade: a 101 is its answer */
+    bool tunnel_head;        /* the 101 arrived: nothing more is parsed */
+    pt_tunnel_sock tun;      /* after tunnel_start (state TUNNEL; never pooled again) */
     pt_dns_stamp dns;        /* the address it was opened to, for a host-name target (net/dns.h) */
 };
 
@@ -94,7 +98,9 @@ void pt_uconn_attach(pt_uconn *c, const pt_uconn_cbs *cbs, void *owner, pt_arena
                      const pt_upstream_conf *u, const pt_h1_limits *limits, uint64_t connect_timeout_ms);
 
 /* Serialises the request head. content_length: -1 => chunked body, 0 with
- * has_body false => none. `target` is path[?query]; `host` the Host value. */
+ * has_body false => none. `target` is path[?query]; `host` the Host value.
+ * A request with req->upgrade adds "Connection: Upgrade" and that Upgrade
+ * list, and takes a 101 as its final head (see exchange.h, tunnels). */
 void pt_uconn_send_head(pt_uconn *c, const pt_request *req, pt_str target, pt_str host,
                         const pt_headers *headers, bool has_body, int64_t content_length);
 /* Request body bytes (copied). Returns false above the high watermark. */

@@ -80,6 +80,8 @@ static size_t fuzz_head(bool response, const uint8_t *data, size_t n, const pt_h
             REQUIRE(res.status >= 100 && res.status <= 599);
             check_slice(res.reason, buf, hl);
             check_headers(&res.headers, buf, hl);
+            check_slice(res.upgrade, buf, hl);
+            REQUIRE(info.upgrade == (res.upgrade.p != NULL));
             REQUIRE(res.has_body == (info.body != PT_H1_BODY_NONE));
             if (info.body == PT_H1_BODY_CLOSE) REQUIRE(!info.keep_alive);
         } else {
@@ -93,6 +95,11 @@ static size_t fuzz_head(bool response, const uint8_t *data, size_t n, const pt_h
             check_slice(req.authority, buf, hl);
             check_slice(req.host, buf, hl);
             check_headers(&req.headers, buf, hl);
+            check_slice(req.upgrade, buf, hl); /* one Upgrade field: a slice; several: joined in the arena */
+            REQUIRE(info.upgrade == (req.upgrade.p != NULL));
+            for (uint32_t i = 0; i < req.headers.n; i++) /* consumed, never passed on as fields */
+                REQUIRE(!pt_str_ieq_lit(req.headers.v[i].name, "upgrade") &&
+                        !pt_str_ieq_lit(req.headers.v[i].name, "connection"));
             REQUIRE(info.body != PT_H1_BODY_CLOSE);
             REQUIRE(req.has_body == (info.body != PT_H1_BODY_NONE));
             if (info.body == PT_H1_BODY_CHUNKED) REQUIRE(req.content_length == -1);

@@ -115,7 +115,7 @@ def test_x_forwarded_for_appends_client(gw):
 def test_hop_by_hop_headers_removed(gw):
     p, echo = gw
     hdrs = [("Connection", "keep-alive, X-Foo"), ("Keep-Alive", "timeout=5"), ("TE", "trailers"),
-            ("Upgrade", "websocket"), ("Proxy-Connection", "keep-alive"), ("X-Foo", "secret"),
+            ("Upgrade", "h2c"), ("Proxy-Connection", "keep-alive"), ("X-Foo", "secret"),
             ("X-Keep", "yes")]
     with Client(p.port) as c:
         r = c.request("GET", "/hop", headers=hdrs)

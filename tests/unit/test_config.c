@@ -361,7 +361,8 @@ TEST(unknown_key_in_route_has_position_and_list)
                              "    plugins: [request_id: {}]\n"
                              "    foo: 1\n",
                      "t.yaml:5:5: unknown key 'foo' in route (expected one of: name, match, upstream, "
-                     "strip_prefix, rewrite, max_body_size, body_timeout, min_body_rate, max_buffered_body, plugins)"));
+                     "strip_prefix, rewrite, max_body_size, body_timeout, min_body_rate, max_buffered_body, plugins, "
+                     "upgrade, tunnel_idle_timeout)"));
     CHECK(fails_with("listn: [127.0.0.1:1]\n", "t.yaml:1:1: unknown key 'listn' in top level"));
     CHECK(fails_with(MINIMAL "timeouts: {headr: 1s}\n", "t.yaml:2:12: unknown key 'headr' in timeouts"));
     CHECK(fails_with(MINIMAL "routes:\n  - match: {pth: /}\n    upstream: x\n",
@@ -924,6 +925,66 @@ TEST(admin_errors)
                      "t.yaml:2:17: admin.listen 127.0.0.1:8080 overlaps the proxy listener 127.0.0.1:8080 (line 1)"));
     CHECK(fails_with("listen: [\"*:8080\"]\nadmin: {listen: 127.0.0.1:8080}\n",
                      "t.yaml:2:17: admin.listen 127.0.0.1:8080 overlaps the proxy listener *:8080"));
+}
+
+/* ------------------------------------------------------------- tunnels */
+
+#define TUNNEL_BASE MINIMAL "upstreams: {up: {targets: ['127.0.0.1:9000']}}\n"
+
+TEST(tunnel_defaults)
+{
+    pt_errors e = {0};
+    pt_config *cfg = load(TUNNEL_BASE "routes:\n  - match: {path_prefix: /}\n    upstream: up\n", &e);
+    CHECK(cfg != NULL);
+    if (!cfg) dump_errors(&e);
+    if (cfg) {
+        CHECK_INT(cfg->timeouts.tunnel_idle_ms, 3600000);
+        CHECK(cfg->routes[0].upgrade == NULL); /* the default list: websocket */
+        CHECK_INT(cfg->routes[0].tunnel_idle_timeout_ms, 0);
+    }
+    pt_config_free(cfg);
+    pt_errors_free(&e);
+}
+
+TEST(tunnel_keys)
+{
+    pt_errors e = {0};
+    pt_config *cfg = load(TUNNEL_BASE "timeouts: {tunnel_idle: 5m}\n"
+                                      "routes:\n  - match: {path_prefix: /a}\n    upstream: up\n"
+                                      "    upgrade: [websocket, my-proto/2]\n    tunnel_idle_timeout: 90s\n"
+                                      "  - match: {path_prefix: /}\n    upstream: up\n    upgrade: []\n",
+                          &e);
+    CHECK(cfg != NULL);
+    if (!cfg) dump_errors(&e);
+    if (cfg) {
+        CHECK_INT(cfg->timeouts.tunnel_idle_ms, 300000);
+        CHECK_INT(cfg->routes[0].nupgrade, 2);
+        CHECK_STR(cfg->routes[0].upgrade[0], "websocket");
+        CHECK_STR(cfg->routes[0].upgrade[1], "my-proto/2");
+        CHECK_INT(cfg->routes[0].tunnel_idle_timeout_ms, 90000);
+        CHECK(cfg->routes[1].upgrade != NULL);
+        CHECK_INT(cfg->routes[1].nupgrade, 0);
+    }
+    pt_config_free(cfg);
+    pt_errors_free(&e);
+}
+
+TEST(tunnel_errors)
+{
+    CHECK(fails_with(TUNNEL_BASE "routes:\n  - match: {path_prefix: /}\n    upstream: up\n    upgrade: [h2c]\n",
+                     "t.yaml:6:15: h2c is never tunnelled"));
+    CHECK(fails_with(TUNNEL_BASE "routes:\n  - match: {path_prefix: /}\n    upstream: up\n    upgrade: [H2C]\n",
+                     "t.yaml:6:15: h2c is never tunnelled"));
+    CHECK(fails_with(TUNNEL_BASE "routes:\n  - match: {path_prefix: /}\n    upstream: up\n    upgrade: websocket\n",
+                     "t.yaml:6:14: upgrade must be a list"));
+    CHECK(fails_with(TUNNEL_BASE "routes:\n  - match: {path_prefix: /}\n    upstream: up\n    upgrade: ['a b']\n",
+                     "t.yaml:6:15: 'a b' is not a protocol name"));
+    CHECK(fails_with(TUNNEL_BASE "routes:\n  - match: {path_prefix: /}\n    upstream: up\n    upgrade: ['foo/']\n",
+                     "t.yaml:6:15: 'foo/' is not a protocol name"));
+    CHECK(fails_with(TUNNEL_BASE "routes:\n  - match: {path_prefix: /}\n    upstream: up\n"
+                                 "    tunnel_idle_timeout: 0s\n",
+                     "t.yaml:6:26: tunnel_idle_timeout must be greater than 0"));
+    CHECK(fails_with(TUNNEL_BASE "timeouts: {tunnel_idle: 0}\n", "t.yaml:3:25: tunnel_idle must be greater than 0"));
 }
 
 TEST_MAIN()

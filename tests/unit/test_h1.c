@@ -954,4 +954,82 @@ TEST(chunk_header_writer)
     free(r);
 }
 
+/* ------------------------------------------------------------ upgrades */
+
+TEST(request_upgrade_intent)
+{
+    parsed p = parse_req("GET /chat HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\n"
+                         "Upgrade: websocket\r\nSec-WebSocket-Key: k\r\n\r\n");
+    CHECK(p.r > 0);
+    CHECK(p.info.upgrade);
+    CHECK_SLICE(p.req.upgrade, "websocket");
+    CHECK(p.req.connection_upgrade);
+    CHECK(p.info.keep_alive);
+    /* the hop-by-hop fields are consumed, the rest kept */
+    CHECK_INT(p.req.headers.n, 1);
+    CHECK_SLICE(p.req.headers.v[0].name, "Sec-WebSocket-Key");
+    parsed_free(&p);
+}
+
+TEST(request_upgrade_without_connection_token)
+{
+    parsed p = parse_req("GET / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMA\r\n"
+                         "Connection: HTTP2-Settings\r\n\r\n");
+    CHECK(p.r > 0);
+    CHECK_SLICE(p.req.upgrade, "h2c");
+    CHECK(!p.req.connection_upgrade);
+    CHECK_INT(p.req.headers.n, 0); /* HTTP2-Settings was named by Connection */
+    parsed_free(&p);
+}
+
+TEST(request_upgrade_fields_joined)
+{
+    parsed p = parse_req("GET / HTTP/1.1\r\nHost: a\r\nUpgrade: foo/1, bar\r\nConnection: upgrade\r\n"
+                         "Upgrade: websocket\r\n\r\n");
+    CHECK(p.r > 0);
+    CHECK_SLICE(p.req.upgrade, "foo/1, bar, websocket");
+    CHECK(p.req.connection_upgrade);
+    parsed_free(&p);
+    p = parse_req("GET / HTTP/1.1\r\nHost: a\r\nUpgrade: a\r\nUpgrade: b\r\nUpgrade: c\r\nUpgrade: d\r\n"
+                  "Upgrade: e\r\n\r\n");
+    CHECK(p.r == PT_ERR && p.err.status == 400);
+    parsed_free(&p);
+}
+
+TEST(request_without_upgrade)
+{
+    parsed p = parse_req("GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\n\r\n");
+    CHECK(p.r > 0);
+    CHECK(!p.info.upgrade);
+    CHECK(p.req.upgrade.n == 0);
+    CHECK(p.req.connection_upgrade);
+    parsed_free(&p);
+}
+
+TEST(response_101_upgrade)
+{
+    parsed p = parse_res("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         "Sec-WebSocket-Accept: x\r\n\r\n", false);
+    CHECK(p.r > 0);
+    CHECK_INT(p.res.status, 101);
+    CHECK(!p.res.has_body);
+    CHECK_SLICE(p.res.upgrade, "websocket");
+    CHECK(p.res.connection_upgrade);
+    CHECK_INT(p.res.headers.n, 1);
+    parsed_free(&p);
+}
+
+TEST(upgrade_rebased_with_the_head)
+{
+    parsed p = parse_req("GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n");
+    CHECK(p.r > 0);
+    char *copy = malloc((size_t)p.r);
+    memcpy(copy, p.buf, (size_t)p.r);
+    pt_request_rebase(&p.req, p.buf, (size_t)p.r, copy);
+    memset(p.buf, 'x', (size_t)p.r);
+    CHECK_SLICE(p.req.upgrade, "websocket");
+    free(copy);
+    parsed_free(&p);
+}
+
 TEST_MAIN()
