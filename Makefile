@@ -5,6 +5,7 @@
 #   make asan       ASan+UBSan build in build/asan/
 #   make unit       unit tests (ASan build)
 #   make fuzz       libFuzzer drivers (clang) for a bounded time (FUZZ_SECONDS each)
+#   make fuzz-long  black-box fuzzer against the ASan binary, FUZZ_LONG_SECONDS (default 1800), random seed
 
 CC      ?= cc
 BUILD   ?= build
@@ -14,6 +15,7 @@ WARN     = -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
 CFLAGS_ALL = -std=c17 -D_GNU_SOURCE -pthread $(WARN) $(OPT) $(SAN) -Isrc -MMD -MP $(EXTRA_CFLAGS)
 LIBS     = -lyaml -lpcre2-8 -lssl -lcrypto -lnghttp2 -lcares -lz -lbrotlienc -lbrotlidec -lzstd -pthread
 FUZZ_SECONDS ?= 30
+FUZZ_LONG_SECONDS ?= 1800
 PYTHON  ?= /usr/bin/python3
 
 LIB_SRC  := $(shell find src -name '*.c' ! -path 'src/cli/*' | sort)
@@ -24,7 +26,7 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all run test deps asan unit unit-bins unit-run integration fuzz bench router-bench clean
+.PHONY: all run test deps asan unit unit-bins unit-run integration fuzz fuzz-long bench router-bench clean
 
 all: $(BUILD)/portico
 
@@ -65,6 +67,13 @@ integration: asan all
 
 fuzz:
 	@tests/fuzz/run.sh $(FUZZ_SECONDS)
+
+# Black-box fuzzing for a long time (docs/fuzzing.md). The seed is random
+# and printed; FUZZ_SEED=N replays a run, FUZZ_LONG_SECONDS=S bounds it.
+fuzz-long: asan
+	@seed=$${FUZZ_SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}; \
+	echo "fuzz-long: seed $$seed, $(FUZZ_LONG_SECONDS)s"; \
+	$(PYTHON) tests/fuzz/blackbox/fuzz.py --seed $$seed --seconds $(FUZZ_LONG_SECONDS)
 
 test: deps
 	$(MAKE) all

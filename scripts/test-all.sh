@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test stage of `make test` and ends with one summary line
 # "tests: N passed, M failed" (unit test cases + integration tests + fuzz
-# drivers). Exits non-zero if any stage failed.
+# drivers + the black-box fuzzer). Exits non-zero if any stage failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 LOG=build/test-logs
@@ -44,6 +44,19 @@ stage "fuzzing (libFuzzer, bounded)"
 if tests/fuzz/run.sh "${FUZZ_SECONDS:-30}"; then
   n=$(ls tests/fuzz/fuzz_*.c | wc -l); passed=$((passed + n))
 else
+  failed=$((failed + 1)); rc=1
+fi
+
+stage "black-box fuzzing (ASan+UBSan portico, mutated HTTP/1.1 + HTTP/2, misbehaving upstreams, reloads)"
+# The seed is the UTC date unless BLACKBOX_SEED is set: one day's runs are
+# reproducible, and every day explores other cases. See docs/fuzzing.md.
+bb_seed=${BLACKBOX_SEED:-$(date -u +%Y%m%d)}
+bb_secs=${BLACKBOX_SECONDS:-60}
+echo "blackbox fuzz: seed $bb_seed, ${bb_secs}s (replay: /usr/bin/python3 tests/fuzz/blackbox/fuzz.py --seed $bb_seed --seconds $bb_secs)"
+if /usr/bin/python3 tests/fuzz/blackbox/fuzz.py --seed "$bb_seed" --seconds "$bb_secs" --quiet >"$LOG/blackbox.log" 2>&1; then
+  tail -1 "$LOG/blackbox.log"; passed=$((passed + 1))
+else
+  echo "black-box fuzzing FAILED — see $LOG/blackbox.log and build/fuzz/blackbox/"; tail -80 "$LOG/blackbox.log"
   failed=$((failed + 1)); rc=1
 fi
 
