@@ -111,6 +111,8 @@ class Fuzzer:
         self.variant_no = 0
         self.current = None                    # the valid variant running now
         self.batch_variants = []               # variants in force during this batch
+        self.window_cases = []                 # cases since the last (re)start: a leak shows only at exit
+        self.window_variants = []
         self.reload_problems = []
         self.stats = {"cases": 0, "batches": 0, "h1": 0, "h2": 0, "client_errors": 0, "restarts": 0}
 
@@ -125,6 +127,8 @@ class Fuzzer:
             self.current = self.variant(0)[0]
         self.gw.start(lambda subst: configs.render(self.current, subst))
         self.batch_variants.append({"config": self.current, "valid": True})
+        self.window_cases = []
+        self.window_variants = [{"config": self.current, "valid": True}]
 
     # -- the reloader ------------------------------------------------------
     def reloader(self):
@@ -136,6 +140,7 @@ class Fuzzer:
                 self.variant_no += 1
                 cfg, valid = self.variant(self.variant_no)
                 self.batch_variants.append({"config": cfg, "valid": valid})
+                self.window_variants.append({"config": cfg, "valid": valid})
                 problem = self.gw.reload(configs.render(cfg, self.gw.subst), valid)
                 if problem:
                     self.reload_problems.append("reload of variant %d: %s" % (self.variant_no, problem))
@@ -197,11 +202,11 @@ class Fuzzer:
                 self.stats["restarts"] += 1
         return problems
 
-    def save_failure(self, batch, cases, problems):
+    def save_failure(self, batch, cases, problems, variants):
         name = "fail-%d-b%d" % (self.seed, batch)
         path = os.path.join(self.out, name + ".json")
         doc = {"seed": self.seed, "batch": batch, "case_numbers": [c["n"] for c in cases], "problems": problems,
-               "configs": self.batch_variants, "cases": cases,
+               "configs": variants, "cases": cases,
                "replay": "%s %s --replay %s" % (sys.executable, os.path.relpath(__file__, REPO),
                                                 os.path.relpath(path, REPO))}
         with open(path, "w") as f:
@@ -209,8 +214,14 @@ class Fuzzer:
         shutil.copy(self.gw.stderr_path, os.path.join(self.out, name + ".stderr"))
         return path
 
-    def report(self, batch, cases, problems):
-        path = self.save_failure(batch, cases, problems)
+    def report(self, batch, cases, problems, at_exit=False):
+        """Prints and saves a failure: the batch, or (at_exit: a leak or a
+        bad exit status shows only then) every case since the last start."""
+        if at_exit:
+            cases, variants = self.window_cases, self.window_variants
+        else:
+            variants = self.batch_variants
+        path = self.save_failure(batch, cases, problems, variants)
         print("\nblackbox fuzz: FAILED in batch %d (seed %d)" % (batch, self.seed))
         for p in problems:
             print("  - " + p[:3000])
@@ -258,12 +269,15 @@ class Fuzzer:
             for b, cases in self.batches():
                 self.batch_variants = [{"config": self.current, "valid": True}]
                 self.run_batch(cases)
+                self.window_cases += cases
                 problems = self.check("b%d" % b)
+                at_exit = False
                 if not problems and self.args.restart_every and time.monotonic() - last_restart > self.args.restart_every:
                     problems = self.restart()
+                    at_exit = bool(problems)
                     last_restart = time.monotonic()
                 if problems:
-                    self.report(b, cases, problems)
+                    self.report(b, cases, problems, at_exit)
                     failed = True
                     break
                 if not self.args.quiet and b % 10 == 0:
@@ -280,7 +294,7 @@ class Fuzzer:
                     if self.gw.sanitizer_report():
                         problems.append("sanitizer report at exit")
                 if problems:
-                    self.report(self.stats["batches"] - 1, cases, ["at shutdown: " + p for p in problems])
+                    self.report(self.stats["batches"] - 1, cases, ["at shutdown: " + p for p in problems], True)
                     failed = True
         finally:
             self.stop.set()

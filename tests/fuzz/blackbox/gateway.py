@@ -92,6 +92,7 @@ class Gateway:
         problems = []
         if self.proc is None:
             return problems
+        t0 = time.monotonic()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -102,7 +103,8 @@ class Gateway:
                 problems.append("did not exit within %ss of SIGTERM" % timeout)
         rc = self.proc.returncode
         if rc != 0 and not problems:
-            problems.append("exit code %s" % rc)
+            # a drain that took the whole timeouts.shutdown hints at a stuck request
+            problems.append("exit code %s (%.1fs after SIGTERM)" % (rc, time.monotonic() - t0))
         self._close_files()
         self.proc = None
         return problems
