@@ -14,7 +14,7 @@ per stream, the script registered under the token found in `:path`:
     ["rst", code] / ["goaway", code] / ["sleep", s] / ["close"]
 
 Oracle: a header block that does not decode, a request without :method,
-:scheme or :path, or with a connection-specific field (connection,
+:scheme or :path (CONNECT aside), or with a connection-specific field (connection,
 keep-alive, proxy-connection, transfer-encoding, upgrade, te other than
 "trailers") is recorded in `.violations`.
 """
@@ -158,7 +158,8 @@ class _Conn:
 
     def check_request(self, fields):
         names = [n for n, _ in fields]
-        for p in (b":method", b":scheme", b":path"):
+        connect = (b":method", b"CONNECT") in fields      # RFC 9113 §8.5: no :scheme, no :path
+        for p in ((b":method",) if connect else (b":method", b":scheme", b":path")):
             if p not in names:
                 self.up.violation("request without %s" % p.decode(), repr(fields).encode())
         for n, v in fields:
