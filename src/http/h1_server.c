@@ -676,6 +676,10 @@ static pt_txn *new_txn(pt_h1_conn *c)
         .client_cert_sans = pt_str_c(c->peer_sans),
         .tls_policy = c->ssl ? pt_tls_conn_policy(c->ssl) : 0,
     };
+    /* Every path that creates a txn (a request, a parse error, a header
+     * timeout) must mark it live, or conn_close would skip it and it would
+     * never finish (its generation and arena leak). */
+    c->txn_done = false;
     return pt_txn_new(c->w, c->arena, &ds_ops, c, &ci, pt_loop_wall_us(c->w->loop));
 }
 

@@ -280,7 +280,7 @@ static void forward_response(pt_txn *t, const char *data, size_t len, bool last)
         }
     }
     if (last && !t->finished) {
-        t->up_end_us = pt_loop_wall_us(t->w->loop);
+        if (!t->up_end_us) t->up_end_us = pt_loop_wall_us(t->w->loop);
         t->resp_done = true;
         t->ops->send_end(t->stream, txn_trailers_lines(t, PT_SIDE_RESPONSE));
         txn_finish(t);

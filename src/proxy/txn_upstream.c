@@ -142,6 +142,20 @@ static void on_up_end(void *owner, pt_str trailers)
     pt_txn *t = owner;
     txn_enter(t);
     if (trailers.n) txn_trailers_parse(t, PT_SIDE_RESPONSE, trailers);
+    /* The upstream's part is over: give the exchange back now (pooled when
+     * the whole request went up, else closed), not when the client has the
+     * last byte. A response-body plugin may still hold the end for a while,
+     * and an exchange that finished is no longer watched for errors: kept,
+     * it could go away under the txn (a write error while the client's body
+     * still streams). Later request body bytes are dropped. */
+    t->up_end_us = pt_loop_wall_us(t->w->loop);
+    void *c = t->uc;
+    t->uc = NULL;
+    t->up_read_paused_by_ds = false;
+    if (c) {
+        if (t->req_end_sent) t->uops->release(c);
+        else t->uops->close(c);
+    }
     txn_response_chunk(t, NULL, 0, true);
     txn_leave(t);
 }

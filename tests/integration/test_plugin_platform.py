@@ -230,3 +230,65 @@ def test_h2_buffered_body_over_limit_answered_not_crashed(portico, echo):
             h.close()
     assert request(p.port, "GET", "/after").status == 200
     assert not p.stop(), p.logs()
+
+
+def test_upstream_done_while_response_end_is_held_and_body_still_streams(portico):
+    # The upstream answers a close-delimited 200 at once and closes; a
+    # response_body pause holds the end while the client keeps sending its
+    # body. The finished exchange used to free itself on the write error
+    # while the txn still held it (use-after-free, found by the black-box
+    # fuzzer); the txn now gives the exchange back when the upstream is done.
+    def serve(s, n):
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            d = s.recv(65536)
+            if not d:
+                return
+            buf += d
+        s.sendall(b"HTTP/1.1 200 OK\r\n\r\n")
+        s.close()
+    up = RawServer(serve, ignore=(OSError,))
+    try:
+        cfg = simple_config(up.addr, route_extra={"plugins": [{"delay": {"duration": "200ms", "phase": "response_body"}}]})
+        p = portico(cfg)
+        for _ in range(3):
+            s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+            s.sendall(b"POST /x HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 100000\r\n\r\n")
+            time.sleep(0.05)
+            for _ in range(5):
+                try:
+                    s.sendall(b"x" * 1000)
+                except OSError:
+                    break
+                time.sleep(0.01)
+            data = b""
+            while not data.endswith(b"0\r\n\r\n"):  # the chunked response ends; the body stays unfinished
+                d = s.recv(65536)
+                if not d:
+                    break
+                data += d
+            s.close()
+            assert data.startswith(b"HTTP/1.1 200"), data[:100]
+        assert request(p.port, "GET", "/after").status == 200
+        assert not p.stop(), p.logs()
+    finally:
+        up.close()
+
+
+def test_paused_error_response_on_a_reused_connection_is_finished_when_the_client_resets(portico, echo):
+    # A pipelined malformed request after a good one gets its 400 through a
+    # response-phase pause; the client resets meanwhile. The error's txn was
+    # created without being marked live, so the connection's close skipped it
+    # and its generation leaked (LeakSanitizer at exit; found by the fuzzer).
+    import struct
+    cfg = simple_config(echo.addr, plugins=[{"delay": {"duration": "20ms", "phase": "response"}}])
+    p = portico(cfg)
+    for wait in (0.025, 0.03, 0.035):
+        c = socket.create_connection(("127.0.0.1", p.port))
+        c.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost x\r\n\r\n")
+        time.sleep(wait)
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.close()
+    time.sleep(0.3)
+    assert request(p.port, "GET", "/after").status == 200
+    assert not p.stop(), p.logs()
