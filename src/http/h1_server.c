@@ -147,7 +147,13 @@ static void flush_now_ex(pt_h1_conn *c, bool in_txn_callback)
             continue;
         }
         if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            /* TLS: OpenSSL may already have encrypted (committed) bytes of
+             * the current response into a record it will retry; they can no
+             * longer be taken back (ds_retract). */
+            if (c->ssl && c->resp_open && c->wbuf.len > c->resp_prefix) c->resp_visible = true;
+            break;
+        }
         /* EPIPE / ECONNRESET: the client is gone. Inside a txn callback the
          * txn must not be finished under its feet: close from the loop. */
         if (in_txn_callback) {

@@ -218,7 +218,13 @@ pt_body *pt_txn_held_body(pt_txn *txn, pt_side side);
 pt_headers *pt_txn_trailers(pt_txn *txn, pt_side side);
 
 /* Resume `side`, paused by a callback of this plugin (see above). A resume
- * for a request that is over, or a side that is not paused, is ignored. */
+ * for a request that is over, or a side that is not paused, is ignored.
+ * Known limit: when a paused response phase is replaced (the upstream
+ * failed, a deadline or a request-side answer) the pause is dropped without
+ * telling the plugin; its late resume then releases whatever pause that
+ * side has at that moment. Plugins that pause on the response side should
+ * ignore replies for a response they no longer see (compare
+ * pt_txn_response() with what they saw); a resume token is planned. */
 void pt_txn_resume(pt_txn *txn, pt_side side, pt_plugin_result r);
 
 /* ---- Configure-time references ---- */

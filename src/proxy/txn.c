@@ -688,6 +688,11 @@ void pt_txn_on_downstream_closed(pt_txn *t)
 
 pt_txn_ref *pt_txn_ref_new(pt_txn *t)
 {
+    if (t->finished) { /* taken in on_log or a generator's stop: already over */
+        pt_txn_ref *dead = pt_xcalloc(1, sizeof(*dead));
+        dead->refs = 1;
+        return dead;
+    }
     if (!t->ref) {
         t->ref = pt_xcalloc(1, sizeof(*t->ref));
         t->ref->txn = t;

@@ -235,8 +235,7 @@ static void request_run_done(pt_txn *t, int r, pt_body *b)
         return;
     case BODY_OVER_LIMIT:
         body_release(b);
-        pt_txn_respond_problem(t, 413, "request body exceeds what the route's plugins may buffer");
-        txn_request_side_responded(t);
+        txn_fail_request(t, 413, "request body exceeds what the route's plugins may buffer");
         return;
     default:
         forward_request(t, pt_body_data(b), pt_body_len(b), b->last);

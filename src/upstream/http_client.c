@@ -25,7 +25,8 @@ struct pt_http_call {
     pt_upstream_rt *ups;
     pt_arena *a;
     pt_request req;          /* method only: what the exchanges read */
-    pt_str target, host;
+    pt_str target, host;     /* host: the one this attempt sends */
+    pt_str req_host;         /* the caller's; empty: each target's "host:port" */
     pt_headers headers;
     pt_str body;
     size_t max_body;
@@ -221,7 +222,7 @@ static void start_attempt(pt_http_call *c)
             return;
         }
         c->x = x;
-        pt_str host = c->host;
+        pt_str host = c->req_host;
         if (!host.n) {
             const pt_target_conf *t = &u->targets[idx];
             host = pt_str_c(pt_arena_printf(c->a, "%s:%u", t->host, (unsigned)t->port));
@@ -267,7 +268,7 @@ static pt_http_call *fetch_on(pt_worker *w, pt_worker_gen *wg, const pt_http_req
     c->req.method_str = pt_arena_str(c->a, req->method);
     c->req.method = pt_method_from_str(req->method);
     c->target = pt_arena_str(c->a, req->target);
-    c->host = req->host.n ? pt_arena_str(c->a, req->host) : PT_STR_NULL;
+    c->req_host = req->host.n ? pt_arena_str(c->a, req->host) : PT_STR_NULL;
     c->body = req->body.n ? pt_arena_str(c->a, req->body) : PT_STR_NULL;
     c->max_body = req->max_body ? req->max_body : DEFAULT_MAX_BODY;
     if (req->headers)

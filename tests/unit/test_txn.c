@@ -1104,6 +1104,26 @@ TEST(subrequest_result_resumes_the_request)
     pt_txn_ref_release(sub_ref);
 }
 
+/* A reference taken once the request is over (in on_log, or a generator's
+ * stop) is born dead: it never hands out the finished txn. */
+static pt_txn_ref *log_ref;
+static void ref_in_log(pt_txn *t, const void *c, void *s) { log_ref = pt_txn_ref_new(t); }
+TEST(ref_taken_in_on_log_reports_the_request_gone)
+{
+    pt_plugin_type logger = probe_type;
+    logger.on_log = ref_in_log;
+    pt_plugin_instance *pi = (pt_plugin_instance *)G->route_pipes[0].v[2];
+    pi->type = &logger;
+    setup(NULL, NULL, NULL);
+    start("GET", 0);
+    up_head(200, 0, NULL, NULL);
+    up_end("");
+    CHECK_INT(ds.finished, 1);
+    pi->type = &probe_type;
+    CHECK(log_ref != NULL && pt_txn_ref_get(log_ref) == NULL);
+    pt_txn_ref_release(log_ref);
+}
+
 /* Releases what the last test's probes still hold. */
 __attribute__((destructor)) static void world_dtor(void)
 {

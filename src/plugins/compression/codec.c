@@ -374,8 +374,9 @@ static pt_dec_result zstd_feed(pt_decoder *d, dec_call *call, const char *in, si
         size_t in_before = ib.pos;
         size_t rc = ZSTD_decompressStream(d->u.zs, &ob, &ib);
         out->len += ob.pos;
-        if (ZSTD_isError(rc)) return PT_DEC_MALFORMED;
+        /* whatever was produced is counted, even by a call that then fails */
         pt_dec_result r = dec_account(d, call, ib.pos - in_before, ob.pos);
+        if (ZSTD_isError(rc)) return PT_DEC_MALFORMED;
         if (r != PT_DEC_OK) return r;
         /* 0: a frame is complete and flushed (another may follow). A
          * call that moved nothing says nothing about that. */
