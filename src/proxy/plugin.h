@@ -129,6 +129,12 @@ typedef struct pt_plugin_type {
     pt_plugin_result (*on_request_body)(pt_txn *txn, const void *conf, void *state, pt_body *body);
     pt_plugin_result (*on_response_headers)(pt_txn *txn, const void *conf, void *state);
     pt_plugin_result (*on_response_body)(pt_txn *txn, const void *conf, void *state, pt_body *body);
+    /* Optional: a pause of this plugin on `side` was dropped before it
+     * resumed (the request ended, or the response it paused on was replaced
+     * by an error or a local answer). Cancel the pending event: a resume
+     * arriving later could otherwise release a later pause of that side.
+     * Plugins that pause on the response side must implement it. */
+    void (*on_pause_cancelled)(pt_txn *txn, const void *conf, void *state, pt_side side);
     /* The request is over (also after aborts); pt_txn_get_stats() tells how. */
     void (*on_log)(pt_txn *txn, const void *conf, void *state);
 } pt_plugin_type;
@@ -219,12 +225,8 @@ pt_headers *pt_txn_trailers(pt_txn *txn, pt_side side);
 
 /* Resume `side`, paused by a callback of this plugin (see above). A resume
  * for a request that is over, or a side that is not paused, is ignored.
- * Known limit: when a paused response phase is replaced (the upstream
- * failed, a deadline or a request-side answer) the pause is dropped without
- * telling the plugin; its late resume then releases whatever pause that
- * side has at that moment. Plugins that pause on the response side should
- * ignore replies for a response they no longer see (compare
- * pt_txn_response() with what they saw); a resume token is planned. */
+ * A pause the core drops (see on_pause_cancelled) must not be resumed
+ * later: the resume would release whatever pause that side has then. */
 void pt_txn_resume(pt_txn *txn, pt_side side, pt_plugin_result r);
 
 /* ---- Configure-time references ---- */

@@ -434,8 +434,16 @@ void txn_side_paused(pt_txn *t, pt_side side, bool in_body)
 static void cancel_pause(pt_txn *t, pt_side side)
 {
     txn_side *s = &t->side[side];
+    bool was_paused = s->paused && !s->resume_defer.queued;
     pt_defer_cancel(t->w->loop, &s->resume_defer);
     s->paused = s->paused_in_body = s->early_resume = false;
+    /* The plugin still waits for its event: tell it to stop, so its late
+     * resume cannot release a later pause of this side. */
+    if (was_paused && s->idx < t->pipe->n) {
+        const pt_plugin_instance *pi = t->pipe->v[s->idx];
+        if (pi->type->on_pause_cancelled)
+            pi->type->on_pause_cancelled(t, pi->conf, txn_plugin_state(t, s->idx), side);
+    }
 }
 
 static void run_request_headers(pt_txn *t)

@@ -61,6 +61,8 @@ static pt_plugin_result probe_reqb(pt_txn *t, const void *c, void *s, pt_body *b
 static pt_plugin_result probe_resh(pt_txn *t, const void *c, void *s) { return probe_call((probe *)c, PH_RESH, t, NULL); }
 static pt_plugin_result probe_resb(pt_txn *t, const void *c, void *s, pt_body *b) { return probe_call((probe *)c, PH_RESB, t, b); }
 static void probe_log(pt_txn *t, const void *c, void *s) { logs_on_log++; }
+static int pauses_cancelled;
+static void probe_pause_cancelled(pt_txn *t, const void *c, void *s, pt_side side) { pauses_cancelled++; }
 
 static const pt_plugin_type probe_type = {
     .name = "probe",
@@ -70,6 +72,7 @@ static const pt_plugin_type probe_type = {
     .on_response_headers = probe_resh,
     .on_response_body = probe_resb,
     .on_log = probe_log,
+    .on_pause_cancelled = probe_pause_cancelled,
 };
 
 /* Pause helper: remembers the side and holds a ref like an async plugin. */
@@ -1122,6 +1125,38 @@ TEST(ref_taken_in_on_log_reports_the_request_gone)
     pi->type = &probe_type;
     CHECK(log_ref != NULL && pt_txn_ref_get(log_ref) == NULL);
     pt_txn_ref_release(log_ref);
+}
+
+/* A paused response phase replaced by an error: the pausing plugin is told
+ * its pause was dropped, and the replacement's own pause works. */
+static pt_plugin_result pause_every_resh(probe *p, int ph, pt_txn *t, pt_body *b)
+{
+    return ph == PH_RESH ? pause_here(p, t, PT_SIDE_RESPONSE) : PT_PLUGIN_CONTINUE;
+}
+TEST(dropped_pause_is_reported_to_its_plugin)
+{
+    pauses_cancelled = 0;
+    setup(pause_every_resh, NULL, NULL);
+    start("GET", 0);
+    up_head(200, -1, NULL, NULL); /* paused on the upstream's 200 */
+    up.cbs->on_error(up.owner, PT_UERR_READ_TIMEOUT, false);
+    CHECK_INT(pauses_cancelled, 1);
+    CHECK_INT(probes[0].calls[PH_RESH], 2); /* paused again, on the 504 */
+    CHECK(!ds.head_sent);
+    resume(&probes[0], PT_PLUGIN_CONTINUE);
+    CHECK_INT(ds.status, 504);
+    CHECK_INT(ds.finished, 1);
+    CHECK_INT(pauses_cancelled, 1);
+}
+
+TEST(client_abort_during_pause_reports_it)
+{
+    pauses_cancelled = 0;
+    setup(pause_reqh, NULL, NULL);
+    start("GET", 0);
+    pt_txn_on_downstream_closed(ds.txn);
+    CHECK_INT(pauses_cancelled, 1);
+    CHECK_INT(ds.finished, 1);
 }
 
 /* Releases what the last test's probes still hold. */

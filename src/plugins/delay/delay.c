@@ -77,6 +77,14 @@ static void delay_fired(struct pt_loop *loop, pt_timer *t)
     pt_txn_resume(st->txn, st->side, PT_PLUGIN_CONTINUE);
 }
 
+/* The core dropped the pause (the response it held was replaced, or the
+ * request ended): the timer must not resume a later pause. */
+static void delay_pause_cancelled(pt_txn *txn, const void *conf, void *state, pt_side side)
+{
+    pt_delay_state *st = state;
+    if (pt_timer_active(&st->timer)) pt_timer_stop(st->loop, &st->timer);
+}
+
 /* Arena cleanup: the request died (client gone, shutdown) while parked. */
 static void delay_cancel(void *data)
 {
@@ -132,4 +140,5 @@ const pt_plugin_type pt_plugin_delay = {
     .on_request_body = delay_on_request_body,
     .on_response_headers = delay_on_response_headers,
     .on_response_body = delay_on_response_body,
+    .on_pause_cancelled = delay_pause_cancelled,
 };
