@@ -108,6 +108,7 @@ struct pt_txn {
     uint64_t body_received;
     bool req_body_done;       /* the client's body is complete (or will never be read) */
     bool req_end_sent;        /* the upstream got the whole request (head and body end) */
+    bool req_last_passed;     /* the body's end got through the request-body plugins */
     bool req_responded;       /* the request side answered locally: later body bytes are dropped */
     bool forwarded_headers_done;
     pt_timer deadline;        /* grpc-timeout */

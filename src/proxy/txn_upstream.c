@@ -90,12 +90,17 @@ static void on_up_ready(void *owner)
         t->req_end_sent = true;
     } else if (!t->uc || t->finished) {
         /* the exchange failed while sending the head */
-    } else if (t->req_body_done) {
+    } else if (t->req_body_done && (t->req_last_passed || t->req->content_length == 0)) {
+        /* the end already went through the plugins (a retry after a stale
+         * pooled connection), or "Content-Length: 0": complete before any
+         * plugin could see it */
         t->req_end_sent = true;
         t->uops->send_end(t->uc, txn_trailers_lines(t, PT_SIDE_REQUEST));
-    } else {
+    } else if (!t->req_body_done) {
         t->ops->want_body(t->stream, true);
     }
+    /* else: the end is held by a paused request-body plugin; its resume
+     * forwards it to this exchange */
     txn_leave(t);
 }
 

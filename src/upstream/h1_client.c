@@ -224,7 +224,7 @@ bool pt_uconn_send_body(pt_uconn *c, const char *data, size_t len)
 
 void pt_uconn_send_end(pt_uconn *c, pt_str trailers)
 {
-    if (c->state != US_BUSY) return;
+    if (c->state != US_BUSY || c->req_done) return; /* one end per exchange */
     if (c->req_chunked) {
         PUT_LIT(&c->wbuf, "0\r\n");
         if (trailers.n) put(&c->wbuf, trailers.p, trailers.n);

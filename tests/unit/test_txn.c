@@ -170,6 +170,7 @@ typedef struct {
     char body[262144];
     size_t body_len;
     bool ended;
+    int ends;          /* send_end calls: one per exchange at most */
     char trailers[512];
     bool read_paused;
     bool released, closed;
@@ -214,12 +215,14 @@ static void up_send_end(void *x, pt_str tr)
 {
     fake_up *f = x;
     f->ended = true;
+    f->ends++;
     snprintf(f->trailers, sizeof(f->trailers), "%.*s", (int)tr.n, tr.p ? tr.p : "");
 }
 static void up_pause(void *x, bool p) { ((fake_up *)x)->read_paused = p; }
 static void up_release(void *x) { ((fake_up *)x)->released = true; ((fake_up *)x)->open = false; }
 static void up_close(void *x) { ((fake_up *)x)->closed = true; ((fake_up *)x)->open = false; }
-static bool up_reused(const void *x) { return false; }
+static bool fake_reused; /* exchanges claim to be pooled connections */
+static bool up_reused(const void *x) { return fake_reused; }
 
 static const pt_upstream_exchange_ops fake_up_ops = {
     .attach = up_attach,
@@ -1156,6 +1159,32 @@ TEST(client_abort_during_pause_reports_it)
     start("GET", 0);
     pt_txn_on_downstream_closed(ds.txn);
     CHECK_INT(pauses_cancelled, 1);
+    CHECK_INT(ds.finished, 1);
+}
+
+/* A stale pooled connection fails while the (empty) body's end is held by
+ * a paused request-body plugin: the retry's exchange must get the end once,
+ * from the resume (it used to get it twice: a desync found by the black-box
+ * fuzzer). */
+TEST(retry_while_body_end_is_held_sends_one_end)
+{
+    setup(pause_reqb_first, NULL, NULL);
+    start("DELETE", -1);
+    fake_up *first = upp;
+    client_body("", true); /* the end, held by A */
+    CHECK(!first->ended);
+    fake_reused = true;
+    first->cbs->on_error(first->owner, PT_UERR_CLOSED, true);
+    fake_reused = false;
+    fake_up *second = upp;
+    CHECK(second != first && second->head_sent);
+    CHECK_INT(second->ends, 0);
+    resume(&probes[0], PT_PLUGIN_CONTINUE);
+    CHECK_INT(second->ends, 1);
+    up_head(204, -1, NULL, NULL);
+    up_end("");
+    CHECK_INT(second->ends, 1);
+    CHECK(second->released);
     CHECK_INT(ds.finished, 1);
 }
 
