@@ -200,25 +200,33 @@ bool pt_field_line_next(pt_str *rest, pt_str *name, pt_str *value)
     return false;
 }
 
-pt_str pt_trailers_filter(pt_arena *a, pt_str raw)
+void pt_trailers_parse(pt_headers *out, pt_arena *a, pt_str raw)
 {
-    if (!raw.n) return PT_STR_NULL;
-    /* a kept line grows by at most 4 bytes (": " and CRLF added) */
-    size_t lines = 1;
-    for (size_t i = 0; i < raw.n; i++) lines += raw.p[i] == '\n';
-    char *out = pt_arena_alloc(a, raw.n + 4 * lines);
-    size_t k = 0;
     pt_str rest = raw, name, value;
-    while (pt_field_line_next(&rest, &name, &value)) {
-        if (pt_trailer_field_forbidden(name)) continue;
-        memcpy(out + k, name.p, name.n);
-        k += name.n;
-        memcpy(out + k, ": ", 2);
-        k += 2;
-        memcpy(out + k, value.p, value.n);
-        k += value.n;
-        memcpy(out + k, "\r\n", 2);
-        k += 2;
+    while (pt_field_line_next(&rest, &name, &value))
+        if (!pt_trailer_field_forbidden(name)) pt_headers_add(out, a, pt_arena_str(a, name), pt_arena_str(a, value));
+}
+
+pt_str pt_trailers_lines(pt_arena *a, const pt_headers *h)
+{
+    if (!h->n) return PT_STR_NULL;
+    size_t total = 0;
+    for (uint32_t i = 0; i < h->n; i++) total += h->v[i].name.n + h->v[i].value.n + 4;
+    char *s = pt_arena_alloc(a, total + 1), *o = s;
+    for (uint32_t i = 0; i < h->n; i++) {
+        const pt_header *f = &h->v[i];
+        if (pt_trailer_field_forbidden(f->name) || memchr(f->value.p, '\n', f->value.n) ||
+            memchr(f->value.p, '\r', f->value.n))
+            continue;
+        memcpy(o, f->name.p, f->name.n);
+        o += f->name.n;
+        memcpy(o, ": ", 2);
+        o += 2;
+        memcpy(o, f->value.p, f->value.n);
+        o += f->value.n;
+        memcpy(o, "\r\n", 2);
+        o += 2;
     }
-    return k ? pt_str_make(out, k) : PT_STR_NULL;
+    *o = '\0';
+    return o == s ? PT_STR_NULL : pt_str_make(s, (size_t)(o - s));
 }

@@ -125,12 +125,15 @@ bool pt_trailer_field_forbidden(pt_str name);
  * a colon are skipped. False at the end. */
 bool pt_field_line_next(pt_str *rest, pt_str *name, pt_str *value);
 
-/* Filters a trailer section given as raw field lines ("name: value\r\n";
- * LF-only lines and surrounding whitespace tolerated) into a canonical copy
- * in `a` ("name: value\r\n" per kept field, value trimmed), dropping the
- * fields pt_trailer_field_forbidden() names and lines without a name and a
- * colon. Returns PT_STR_NULL when nothing is left. */
-pt_str pt_trailers_filter(pt_arena *a, pt_str raw);
+/* Adds the fields of a raw trailer section ("name: value\r\n"...; LF-only
+ * lines and surrounding whitespace tolerated) to `out` (copies in `a`),
+ * dropping the fields pt_trailer_field_forbidden() names and lines without
+ * a name and a colon. */
+void pt_trailers_parse(pt_headers *out, pt_arena *a, pt_str raw);
+/* The trailer section for the wire: "name: value\r\n" per field of `h`,
+ * skipping forbidden fields and values with CR/LF (a plugin may have added
+ * them). PT_STR_NULL when nothing is left. */
+pt_str pt_trailers_lines(pt_arena *a, const pt_headers *h);
 
 /* Standard reason phrase for a status code ("Unknown" if none). */
 const char *pt_status_reason(int status);

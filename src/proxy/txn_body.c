@@ -107,40 +107,9 @@ void txn_side_release(txn_side *s, size_t nslots)
 
 /* ------------------------------------------------------------------ trailers */
 
-void txn_trailers_parse(pt_txn *t, pt_side side, pt_str raw)
-{
-    pt_headers *h = &t->side[side].trailers;
-    pt_str rest = raw, name, value;
-    while (pt_field_line_next(&rest, &name, &value))
-        if (!pt_trailer_field_forbidden(name))
-            pt_headers_add(h, t->a, pt_arena_str(t->a, name), pt_arena_str(t->a, value));
-}
+void txn_trailers_parse(pt_txn *t, pt_side side, pt_str raw) { pt_trailers_parse(&t->side[side].trailers, t->a, raw); }
 
-pt_str txn_trailers_lines(pt_txn *t, pt_side side)
-{
-    const pt_headers *h = &t->side[side].trailers;
-    if (!h->n) return PT_STR_NULL;
-    size_t total = 0;
-    for (uint32_t i = 0; i < h->n; i++) total += h->v[i].name.n + h->v[i].value.n + 4;
-    char *s = pt_arena_alloc(t->a, total + 1), *o = s;
-    for (uint32_t i = 0; i < h->n; i++) {
-        const pt_header *f = &h->v[i];
-        /* a plugin may have added what a trailer section must not carry */
-        if (pt_trailer_field_forbidden(f->name) || memchr(f->value.p, '\n', f->value.n) ||
-            memchr(f->value.p, '\r', f->value.n))
-            continue;
-        memcpy(o, f->name.p, f->name.n);
-        o += f->name.n;
-        memcpy(o, ": ", 2);
-        o += 2;
-        memcpy(o, f->value.p, f->value.n);
-        o += f->value.n;
-        memcpy(o, "\r\n", 2);
-        o += 2;
-    }
-    *o = '\0';
-    return o == s ? PT_STR_NULL : pt_str_make(s, (size_t)(o - s));
-}
+pt_str txn_trailers_lines(pt_txn *t, pt_side side) { return pt_trailers_lines(t->a, &t->side[side].trailers); }
 
 pt_headers *pt_txn_trailers(pt_txn *t, pt_side side) { return &t->side[side == PT_SIDE_RESPONSE].trailers; }
 

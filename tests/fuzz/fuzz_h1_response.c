@@ -37,7 +37,7 @@
  *     more than it was given, stays failed after an error and consumes
  *     nothing once done;
  *   - trailers: at most max_trailer_size bytes, CRLF-terminated field
- *     lines with a token name; pt_field_line_next / pt_trailers_filter on
+ *     lines with a token name; pt_field_line_next / pt_trailers_parse + _lines on
  *     them stay inside them;
  *   - the transcript (heads, body bytes, trailers, outcome) is identical
  *     for the one-piece and the split run.
@@ -168,7 +168,9 @@ static void check_trailers(const pt_chunked_decoder *d, pt_arena *a)
         REQUIRE(name.n > 0 && memchr(value.p, '\n', value.n) == NULL);
         REQUIRE(++fields <= raw.n);
     }
-    pt_str kept = pt_trailers_filter(a, raw);
+    pt_headers parsed = {0};
+    pt_trailers_parse(&parsed, a, raw);
+    pt_str kept = pt_trailers_lines(a, &parsed);
     REQUIRE(kept.n <= raw.n + 4 * (raw.n + 1));
     rest = kept;
     while (pt_field_line_next(&rest, &name, &value)) REQUIRE(!pt_trailer_field_forbidden(name));
