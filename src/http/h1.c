@@ -130,6 +130,12 @@ static const char *find_target_end(const char *p, const char *end)
     return p;
 }
 
+bool pt_h1_target_valid(pt_str t, pt_method m)
+{
+    if (t.n == 1 && t.p[0] == '*') return m == PT_METHOD_OPTIONS;
+    return t.n && t.p[0] == '/' && find_target_end(t.p, t.p + t.n) == t.p + t.n;
+}
+
 /* First byte in [p, end) that is not a tchar, or end (four bytes per step). */
 static inline const char *find_token_end(const char *p, const char *end)
 {
@@ -549,7 +555,7 @@ static int parse_version(const char *v, size_t n, uint8_t *version)
 /* authority = host [ ":" port ]: host is a reg-name (which covers IPv4) or
  * an IPv6 literal in brackets; port is 1*5DIGIT <= 65535. On success *host
  * is the authority without the port (brackets kept). */
-static bool split_authority(pt_str auth, pt_str *host)
+bool pt_h1_split_authority(pt_str auth, pt_str *host)
 {
     const char *p = auth.p, *e = auth.p + auth.n;
     if (p == e) return false;
@@ -718,13 +724,13 @@ ssize_t pt_h1_parse_request(const char *buf, size_t len, const pt_h1_limits *lim
     if (c.host_count == 1) {
         if (c.host_value.n == 0) {
             if (out->version == 11) return fail(err, 400, "empty Host");
-        } else if (!split_authority(c.host_value, &host)) {
+        } else if (!pt_h1_split_authority(c.host_value, &host)) {
             return fail(err, 400, "invalid Host");
         }
         out->authority = c.host_value;
     }
     if (absolute) {
-        if (!split_authority(target_authority, &host)) return fail(err, 400, "invalid authority in request-target");
+        if (!pt_h1_split_authority(target_authority, &host)) return fail(err, 400, "invalid authority in request-target");
         out->authority = target_authority;
     }
     if (out->authority.p == NULL) out->authority = PT_STR_LIT("");

@@ -197,4 +197,13 @@ ssize_t pt_chunked_decode(pt_chunked_decoder *d, const char *in, size_t len, con
  * "0\r\n", the last-chunk line. */
 size_t pt_chunk_header(char *out, size_t n);
 
+/* authority = host [ ":" port ] as a Host field must be (reg-name with
+ * %XX escapes, or a bracketed IPv6 literal holding a ':'; port <= 65535);
+ * *host is the authority without its port. The HTTP/2 codec checks
+ * :authority with it, so what is forwarded is what HTTP/1 accepts. */
+bool pt_h1_split_authority(pt_str auth, pt_str *host);
+/* An origin-form request-target ("/" then VCHARs without '#'), or "*" for
+ * OPTIONS: what an HTTP/1.1 upstream can be sent (used for HTTP/2 :path). */
+bool pt_h1_target_valid(pt_str target, pt_method m);
+
 #endif

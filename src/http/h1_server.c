@@ -100,7 +100,6 @@ struct pt_h1_conn {
     uint8_t version;
     uint32_t nrequests;
     char client[INET6_ADDRSTRLEN];
-    bool tunnel_on;    /* tun is running (ST_TUNNEL, or closing after it) */
     bool tunnel_abort; /* the txn aborted the tunnel: close without waiting */
     pt_tunnel_sock *tun; /* after a 101 (heap: idle connections stay small); freed with the struct */
 };
@@ -518,7 +517,6 @@ static void ds_tunnel_start(void *stream)
 {
     pt_h1_conn *c = stream;
     c->state = ST_TUNNEL;
-    c->tunnel_on = true;
     c->tun = pt_xcalloc(1, sizeof(*c->tun));
     set_timer(c, TM_NONE, 0);
     pt_defer_cancel(c->w->loop, &c->flush_defer);
@@ -1104,10 +1102,10 @@ static void conn_close(pt_h1_conn *c)
     pt_defer_cancel(w->loop, &c->next_defer);
     pt_defer_cancel(w->loop, &c->body_defer);
     pt_defer_cancel(w->loop, &c->read_defer);
-    if (c->tunnel_on) pt_tunnel_sock_stop(c->tun);
+    if (c->tun) pt_tunnel_sock_stop(c->tun); /* allocated only once a tunnel starts */
     pt_io_stop(w->loop, &c->io);
     if (c->ssl) {
-        if (!c->peer_closed && !c->write_failed && !c->tunnel_on) SSL_shutdown(c->ssl); /* best effort close_notify */
+        if (!c->peer_closed && !c->write_failed && !c->tun) SSL_shutdown(c->ssl); /* best effort close_notify */
         SSL_free(c->ssl);
         ERR_clear_error();
         c->ssl = NULL;

@@ -416,61 +416,6 @@ static pt_str trim_ows(pt_str v)
     return v;
 }
 
-/* authority = host [ ":" port ] (reg-name, IPv4 or bracketed IPv6), the
- * same rules as the HTTP/1 parser's Host check (h1.c:split_authority), so
- * that what is forwarded as Host is what an HTTP/1.1 upstream accepts:
- * reg-name = unreserved / sub-delims / pct-encoded ("%" HEXDIG HEXDIG), an
- * IPv6 literal holds at least one ':'. On success *host is the authority
- * without its port. */
-static bool is_reg_name_char(unsigned char c)
-{
-    return isalnum(c) || (c && strchr("-._~!$&'()*+,;=", c));
-}
-
-static bool split_authority(pt_str auth, pt_str *host)
-{
-    const char *p = auth.p, *e = auth.p + auth.n;
-    if (p == e) return false;
-    if (*p == '[') {
-        const char *q = p + 1;
-        bool colon = false;
-        while (q < e && (isxdigit((unsigned char)*q) || *q == ':' || *q == '.')) colon |= *q++ == ':';
-        if (q == e || *q != ']' || !colon) return false;
-        p = q + 1;
-    } else {
-        while (p < e) {
-            if (is_reg_name_char((unsigned char)*p)) p++;
-            else if (*p == '%' && e - p >= 3 && isxdigit((unsigned char)p[1]) && isxdigit((unsigned char)p[2])) p += 3;
-            else break;
-        }
-        if (p == auth.p) return false;
-    }
-    *host = pt_str_make(auth.p, (size_t)(p - auth.p));
-    if (p == e) return true;
-    if (*p++ != ':' || p == e || e - p > 5) return false;
-    unsigned port = 0;
-    for (; p < e; p++) {
-        if (*p < '0' || *p > '9') return false;
-        port = port * 10 + (unsigned)(*p - '0');
-    }
-    return port <= 65535;
-}
-
-/* :path as the HTTP/1 parser accepts a request-target (h1.c:
- * find_target_end and the target forms): origin-form, "/" then VCHARs
- * without '#' (no fragment, nothing an HTTP/1.1 upstream would reject or
- * cut off), or "*" for OPTIONS. nghttp2 lets '#' and more through. */
-static bool valid_target(pt_str t, pt_method m)
-{
-    if (t.n == 1 && t.p[0] == '*') return m == PT_METHOD_OPTIONS;
-    if (!t.n || t.p[0] != '/') return false;
-    for (size_t i = 0; i < t.n; i++) {
-        unsigned char c = (unsigned char)t.p[i];
-        if (c < 0x21 || c > 0x7e || c == '#') return false;
-    }
-    return true;
-}
-
 static pt_str lowercase(pt_arena *a, pt_str s)
 {
     size_t i = 0;
@@ -634,9 +579,9 @@ static void start_stream(h2_conn *c, h2_stream *s, bool end_stream)
     if (!s->err_status) {
         if (req->method == PT_METHOD_CONNECT) reject_head(s, 400, "CONNECT is not supported");
         else if (!req->authority.n) reject_head(s, 400, "missing :authority");
-        else if (!split_authority(req->authority, &host)) reject_head(s, 400, "invalid :authority");
+        else if (!pt_h1_split_authority(req->authority, &host)) reject_head(s, 400, "invalid :authority");
         else if (!req->target.n) reject_head(s, 400, "missing :path");
-        else if (!valid_target(req->target, req->method)) reject_head(s, 400, "invalid :path");
+        else if (!pt_h1_target_valid(req->target, req->method)) reject_head(s, 400, "invalid :path");
     }
     if (host.p) req->host = lowercase(a, host);
     const char *q = req->target.n ? memchr(req->target.p, '?', req->target.n) : NULL;

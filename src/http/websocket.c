@@ -54,10 +54,3 @@ bool pt_list_next(pt_str *rest, pt_str *tok)
     return false;
 }
 
-bool pt_list_has(pt_str list, const char *token)
-{
-    pt_str rest = list, tok;
-    while (pt_list_next(&rest, &tok))
-        if (pt_str_ieq_lit(tok, token)) return true;
-    return false;
-}

@@ -26,8 +26,4 @@ void pt_ws_key_new(char out[PT_WS_KEY_LEN + 1]);
  * advanced past it. False at the end. */
 bool pt_list_next(pt_str *rest, pt_str *tok);
 
-/* True when the list has an element equal to `token` (ASCII
- * case-insensitive). */
-bool pt_list_has(pt_str list, const char *token);
-
 #endif

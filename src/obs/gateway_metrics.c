@@ -210,16 +210,6 @@ void pt_gw_metrics_reloaded(pt_gw_metrics *gm, bool ok) { pt_metric_add(ok ? gm-
 
 /* ------------------------------------------------------------- worker side */
 
-/* Index of the target `s` names among u's targets (the txn passes the
- * target's addr.text, so the pointer usually matches); -1 if none. */
-static int target_index(const pt_upstream_conf *u, pt_str target)
-{
-    for (size_t i = 0; i < u->ntargets; i++)
-        if (u->targets[i].addr.text == target.p) return (int)i;
-    for (size_t i = 0; i < u->ntargets; i++)
-        if (pt_str_eq_lit(target, u->targets[i].addr.text)) return (int)i;
-    return -1;
-}
 
 void pt_metrics_request_done(struct pt_worker *w, const pt_txn_stats *s)
 {
@@ -238,7 +228,7 @@ void pt_metrics_request_done(struct pt_worker *w, const pt_txn_stats *s)
     pt_metric_add(rm->bytes_out, 0, (int64_t)s->bytes_out);
     if (s->attempts <= 0 || !r || !r->upstream || !r->upstream->metrics) return;
     const pt_upstream_metrics *um = r->upstream->metrics;
-    int t = target_index(r->upstream, s->target);
+    int t = s->target_index < (int)r->upstream->ntargets ? s->target_index : -1;
     if (s->attempts > 1) pt_metric_add(um->retries, 0, s->attempts - 1);
     if (t < 0) return;
     pt_metric_add(um->attempts[t], 0, s->attempts);

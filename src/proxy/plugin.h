@@ -105,6 +105,7 @@ typedef struct {
     int64_t ttfb_us;       /* request start to the upstream's response head, -1 none */
     int attempts;          /* upstream connection attempts (retries included) */
     pt_str target;         /* the last upstream target tried ("10.0.0.1:8080"), empty if none */
+    int target_index;      /* its position in the route's upstream targets, -1 if none */
     const pt_route_conf *route; /* NULL when no route matched */
     pt_method method;
 } pt_txn_stats;

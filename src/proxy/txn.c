@@ -88,6 +88,7 @@ void pt_txn_get_stats(pt_txn *t, pt_txn_stats *o)
         .ttfb_us = t->up_head_us ? (int64_t)(t->up_head_us - t->start_us) : -1,
         .attempts = t->attempts,
         .target = t->target ? pt_str_c(t->target->addr.text) : PT_STR_NULL,
+        .target_index = t->target && t->ups ? (int)(t->target - t->ups->conf->targets) : -1,
         .route = t->route,
         .method = t->req ? t->req->method : PT_METHOD_OTHER,
     };
@@ -741,7 +742,6 @@ static void write_access_log(pt_txn *t, const pt_txn_stats *s)
 {
     const pt_config *cfg = t->gen->cfg;
     if (!cfg->access_log.enabled) return;
-    pt_txn_stats st = *s;
     pt_access_record r = {
         .time_us = t->start_us,
         .request_id = t->request_id,
@@ -749,13 +749,13 @@ static void write_access_log(pt_txn *t, const pt_txn_stats *s)
         .method = t->req ? t->req->method_str : PT_STR_NULL,
         .path = t->req ? t->req->target : PT_STR_NULL,
         .route = t->route ? pt_str_c(t->route->name) : PT_STR_NULL,
-        .upstream = st.target,
-        .status = st.status,
-        .aborted = st.aborted,
-        .bytes_in = st.bytes_in,
-        .bytes_out = st.bytes_out,
-        .duration_ms = (double)st.total_us / 1000.0,
-        .upstream_ms = st.upstream_us >= 0 ? (double)st.upstream_us / 1000.0 : -1.0,
+        .upstream = s->target,
+        .status = s->status,
+        .aborted = s->aborted,
+        .bytes_in = s->bytes_in,
+        .bytes_out = s->bytes_out,
+        .duration_ms = (double)s->total_us / 1000.0,
+        .upstream_ms = s->upstream_us >= 0 ? (double)s->upstream_us / 1000.0 : -1.0,
     };
     char line[PT_ACCESSLOG_LINE_MAX];
     size_t n = pt_accesslog_format(line, sizeof(line), &r);

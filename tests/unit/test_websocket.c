@@ -71,13 +71,4 @@ TEST(list_iteration)
     CHECK(!pt_list_next(&rest, &tok));
 }
 
-TEST(list_has)
-{
-    CHECK(pt_list_has(PT_STR_LIT("keep-alive, Upgrade"), "upgrade"));
-    CHECK(pt_list_has(PT_STR_LIT("WebSocket"), "websocket"));
-    CHECK(!pt_list_has(PT_STR_LIT("websockets"), "websocket"));
-    CHECK(!pt_list_has(PT_STR_LIT("web socket"), "websocket"));
-    CHECK(!pt_list_has(PT_STR_NULL, "websocket"));
-}
-
 TEST_MAIN()
