@@ -178,20 +178,19 @@ static void on_up_error(void *owner, pt_uerr err, bool nothing_received)
      * nothing of the request body has been consumed yet: a stale pooled
      * connection always, a failed connect for idempotent requests. */
     bool body_untouched = !t->req->has_body || t->body_received == 0;
-    if (!t->resp_started && nothing_received && body_untouched && t->attempts < 8) {
-        if (reused && err == PT_UERR_CLOSED) {
+    pt_exchange_retry_kind retry =
+        t->resp_started || !body_untouched
+            ? PT_RETRY_NONE
+            : pt_exchange_retry(err, reused, nothing_received, t->attempts, t->ups->conf->ntargets,
+                                pt_method_idempotent(t->req->method));
+    if (retry != PT_RETRY_NONE) {
+        if (retry == PT_RETRY_STALE) {
             if (t->req->has_body && !t->req_body_done) t->ops->want_body(t->stream, false);
             t->tried = 0;
-            txn_connect_upstream(t);
-            txn_leave(t);
-            return;
         }
-        if ((err == PT_UERR_CONNECT || err == PT_UERR_CONNECT_TIMEOUT) && pt_method_idempotent(t->req->method) &&
-            t->attempts < (int)t->ups->conf->ntargets) {
-            txn_connect_upstream(t);
-            txn_leave(t);
-            return;
-        }
+        txn_connect_upstream(t);
+        txn_leave(t);
+        return;
     }
     int status = 502;
     const char *detail;

@@ -67,3 +67,13 @@ void *pt_exchange_open(struct pt_worker *w, pt_upstream_rt *u, int idx, SSL_CTX 
     *fresh = true;
     return pt_uconn_connect(w, t, u->pools[idx], tls_ctx, &u->conf->tls);
 }
+
+pt_exchange_retry_kind pt_exchange_retry(pt_uerr err, bool reused, bool nothing_received, int attempts,
+                                         size_t ntargets, bool connect_retry_ok)
+{
+    if (!nothing_received || attempts >= PT_EXCHANGE_MAX_ATTEMPTS) return PT_RETRY_NONE;
+    if (reused && err == PT_UERR_CLOSED) return PT_RETRY_STALE;
+    if ((err == PT_UERR_CONNECT || err == PT_UERR_CONNECT_TIMEOUT) && connect_retry_ok && attempts < (int)ntargets)
+        return PT_RETRY_NEXT_TARGET;
+    return PT_RETRY_NONE;
+}

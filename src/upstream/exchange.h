@@ -48,6 +48,18 @@ extern const pt_upstream_exchange_ops pt_h2_exchange_ops;
 
 struct pt_worker;
 
+/* The retry rule shared by the proxy and the internal HTTP client. An
+ * exchange that failed before any response byte arrived may be tried again
+ * (at most PT_EXCHANGE_MAX_ATTEMPTS attempts in all): on a stale pooled
+ * connection (reused, then closed) whatever the target — the caller starts
+ * its target choice over — and after a failed connect on another target
+ * while untried targets remain, when `connect_retry_ok` (the caller's own
+ * condition, e.g. an idempotent method). */
+#define PT_EXCHANGE_MAX_ATTEMPTS 8
+typedef enum { PT_RETRY_NONE = 0, PT_RETRY_STALE, PT_RETRY_NEXT_TARGET } pt_exchange_retry_kind;
+pt_exchange_retry_kind pt_exchange_retry(pt_uerr err, bool reused, bool nothing_received, int attempts,
+                                         size_t ntargets, bool connect_retry_ok);
+
 /* Opens an exchange with target `idx` of upstream `u` on worker w: an HTTP/2
  * stream (protocol h2/h2c), else a pooled HTTP/1 connection or a new one.
  * `tls_ctx`: the generation's SSL_CTX for an https upstream, else NULL.

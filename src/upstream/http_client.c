@@ -17,7 +17,6 @@
 #include "upstream/exchange.h"
 
 #define DEFAULT_MAX_BODY (1u << 20)
-#define MAX_ATTEMPTS 8
 
 struct pt_http_call {
     pt_worker *w;
@@ -165,18 +164,14 @@ static void on_error(void *owner, pt_uerr err, bool nothing_received)
     bool reused = c->x && c->xops->reused(c->x);
     close_exchange(c);
     if (c->completed) return;
-    /* Same retry rules as a proxied request without a body in flight: a
-     * stale pooled connection, or a failed connect, is tried again. */
-    if (nothing_received && c->attempts < MAX_ATTEMPTS) {
-        if (reused && err == PT_UERR_CLOSED) {
-            c->tried = 0;
-            start_attempt(c);
-            return;
-        }
-        if ((err == PT_UERR_CONNECT || err == PT_UERR_CONNECT_TIMEOUT) && c->attempts < (int)c->ups->conf->ntargets) {
-            start_attempt(c);
-            return;
-        }
+    /* The proxy's retry rule (pt_exchange_retry); a failed connect sent
+     * nothing, so any method may go to another target. */
+    pt_exchange_retry_kind retry =
+        pt_exchange_retry(err, reused, nothing_received, c->attempts, c->ups->conf->ntargets, true);
+    if (retry != PT_RETRY_NONE) {
+        if (retry == PT_RETRY_STALE) c->tried = 0;
+        start_attempt(c);
+        return;
     }
     switch (err) {
     case PT_UERR_CONNECT:
@@ -206,7 +201,7 @@ static void start_attempt(pt_http_call *c)
     const pt_upstream_conf *u = c->ups->conf;
     for (;;) {
         int idx = pt_upstream_pick(c->ups, c->tried);
-        if (idx < 0 || c->attempts >= MAX_ATTEMPTS) {
+        if (idx < 0 || c->attempts >= PT_EXCHANGE_MAX_ATTEMPTS) {
             complete(c, PT_HTTP_ERR_CONNECT, "no upstream target could be reached");
             return;
         }
