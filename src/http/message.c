@@ -230,3 +230,20 @@ pt_str pt_trailers_lines(pt_arena *a, const pt_headers *h)
     *o = '\0';
     return o == s ? PT_STR_NULL : pt_str_make(s, (size_t)(o - s));
 }
+
+bool pt_list_next(pt_str *rest, pt_str *tok)
+{
+    while (rest->n) {
+        const char *p = rest->p, *e = rest->p + rest->n;
+        const char *comma = memchr(p, ',', rest->n);
+        const char *end = comma ? comma : e;
+        *rest = comma ? pt_str_make(comma + 1, (size_t)(e - comma - 1)) : PT_STR_NULL;
+        while (p < end && (*p == ' ' || *p == '\t')) p++;
+        while (end > p && (end[-1] == ' ' || end[-1] == '\t')) end--;
+        if (end > p) {
+            *tok = pt_str_make(p, (size_t)(end - p));
+            return true;
+        }
+    }
+    return false;
+}

@@ -125,6 +125,12 @@ bool pt_trailer_field_forbidden(pt_str name);
  * a colon are skipped. False at the end. */
 bool pt_field_line_next(pt_str *rest, pt_str *name, pt_str *value);
 
+/* Steps through a comma-separated field value (RFC 9110 §5.6.1: Upgrade,
+ * Connection, Content-Encoding...): on true *tok is the next non-empty
+ * element, trimmed of spaces and tabs, and *rest is advanced past it.
+ * False at the end. */
+bool pt_list_next(pt_str *rest, pt_str *tok);
+
 /* Adds the fields of a raw trailer section ("name: value\r\n"...; LF-only
  * lines and surrounding whitespace tolerated) to `out` (copies in `a`),
  * dropping the fields pt_trailer_field_forbidden() names and lines without

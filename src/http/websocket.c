@@ -37,20 +37,3 @@ void pt_ws_key_new(char out[PT_WS_KEY_LEN + 1])
     EVP_EncodeBlock((unsigned char *)out, raw, sizeof(raw)); /* 24 chars + NUL */
 }
 
-bool pt_list_next(pt_str *rest, pt_str *tok)
-{
-    while (rest->n) {
-        const char *p = rest->p, *e = rest->p + rest->n;
-        const char *comma = memchr(p, ',', rest->n);
-        const char *end = comma ? comma : e;
-        *rest = comma ? pt_str_make(comma + 1, (size_t)(e - comma - 1)) : PT_STR_NULL;
-        while (p < end && (*p == ' ' || *p == '\t')) p++;
-        while (end > p && (end[-1] == ' ' || end[-1] == '\t')) end--;
-        if (end > p) {
-            *tok = pt_str_make(p, (size_t)(end - p));
-            return true;
-        }
-    }
-    return false;
-}
-

@@ -21,9 +21,4 @@ void pt_ws_accept(pt_str key, char out[PT_WS_ACCEPT_LEN + 1]);
 /* A fresh Sec-WebSocket-Key (16 random bytes, base64), NUL-terminated. */
 void pt_ws_key_new(char out[PT_WS_KEY_LEN + 1]);
 
-/* Steps through a comma-separated list (Upgrade, Connection): on true *tok
- * is the next non-empty element, trimmed of spaces and tabs, and *rest is
- * advanced past it. False at the end. */
-bool pt_list_next(pt_str *rest, pt_str *tok);
-
 #endif

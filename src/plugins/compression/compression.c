@@ -289,15 +289,9 @@ static bool request_coding(const pt_headers *h, bool *present, pt_coding *coding
     for (uint32_t i = 0; i < h->n; i++) {
         if (!pt_str_ieq_lit(h->v[i].name, "content-encoding")) continue;
         *present = true;
-        const char *p = h->v[i].value.p, *end = p + h->v[i].value.n;
-        while (p < end) {
-            const char *comma = memchr(p, ',', (size_t)(end - p));
-            const char *e = comma ? comma : end;
-            pt_str tok = pt_str_make(p, (size_t)(e - p));
-            while (tok.n && (tok.p[0] == ' ' || tok.p[0] == '\t')) tok.p++, tok.n--;
-            while (tok.n && (tok.p[tok.n - 1] == ' ' || tok.p[tok.n - 1] == '\t')) tok.n--;
-            p = comma ? comma + 1 : end;
-            if (tok.n == 0 || pt_str_ieq_lit(tok, "identity")) continue;
+        pt_str rest = h->v[i].value, tok;
+        while (pt_list_next(&rest, &tok)) {
+            if (pt_str_ieq_lit(tok, "identity")) continue;
             int k = pt_coding_from_token(tok);
             if (k < 0) return false;
             *coding = (pt_coding)k;
