@@ -680,11 +680,10 @@ TEST(response_trailers_editable)
 /* The upstream fails after its head: taken back when the client saw
  * nothing (502), else the response is cut and marked aborted. */
 static pt_txn_stats last_stats;
-static pt_plugin_result grab_stats(probe *p, int ph, pt_txn *t, pt_body *b) { return PT_PLUGIN_CONTINUE; }
 static void up_fail(void) { up.cbs->on_error(up.owner, PT_UERR_PROTOCOL, false); }
 TEST(upstream_failure_after_head_retracted_to_502)
 {
-    setup(grab_stats, NULL, NULL);
+    setup(NULL, NULL, NULL);
     start("GET", 0);
     ds.can_retract = true;
     up_head(200, -1, NULL, NULL);
