@@ -20,7 +20,7 @@ fi
 stage "unit tests (ASan+UBSan)"
 make --no-print-directory unit-bins BUILD=build/asan OPT="-O1 -g -fno-omit-frame-pointer" \
   SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" >"$LOG/unit-build.log" 2>&1 \
-  || { echo "unit test build failed:"; tail -30 "$LOG/unit-build.log"; rc=1; }
+  || { echo "unit test build failed:"; tail -30 "$LOG/unit-build.log"; rc=1; failed=$((failed + 1)); }
 for t in build/asan/tests/test_*; do
   [ -x "$t" ] || continue
   out=$("$t" 2>&1); trc=$?

@@ -1,6 +1,7 @@
 /* test_websocket.c — the pure helpers of tunnels (http/websocket.h): the
  * Sec-WebSocket-Accept computation (RFC 6455's own example), key checks,
  * generated keys, comma-list iteration. */
+#include "http/message.h"
 #include "http/websocket.h"
 #include "testlib.h"
 
