@@ -119,6 +119,16 @@ int pt_io_modify(pt_loop *loop, pt_io *io, uint32_t events)
     return epoll_ctl(loop->epfd, EPOLL_CTL_MOD, io->fd, &ev) == 0 ? PT_OK : PT_ERR;
 }
 
+int pt_io_move(pt_loop *loop, pt_io *from, pt_io *to, void *data)
+{
+    *to = *from;
+    to->data = data;
+    from->events = 0;
+    from->fd = -1;
+    struct epoll_event ev = {.events = to->events, .data.ptr = to};
+    return epoll_ctl(loop->epfd, EPOLL_CTL_MOD, to->fd, &ev) == 0 ? PT_OK : PT_ERR;
+}
+
 void pt_io_stop(pt_loop *loop, pt_io *io)
 {
     if (io->fd >= 0) epoll_ctl(loop->epfd, EPOLL_CTL_DEL, io->fd, NULL);

@@ -50,6 +50,9 @@ void pt_loop_free(pt_loop *loop);
 int pt_io_start(pt_loop *loop, pt_io *io, int fd, uint32_t events, pt_io_cb cb, void *data);
 int pt_io_modify(pt_loop *loop, pt_io *io, uint32_t events);
 void pt_io_stop(pt_loop *loop, pt_io *io);
+/* The registration of `from` (fd, events, cb) moves to `to`, whose events
+ * then carry `data`; `from` is left unregistered. One epoll_ctl. */
+int pt_io_move(pt_loop *loop, pt_io *from, pt_io *to, void *data);
 
 /* (Re)arms `t` to fire once, `ms` from now. */
 void pt_timer_start(pt_loop *loop, pt_timer *t, uint64_t ms, pt_timer_cb cb, void *data);

@@ -109,7 +109,7 @@ void pt_txn_on_request_body(pt_txn *txn, const char *data, size_t len, bool last
  * with the upstream exchange's send_end. Ignored once the body is complete. */
 void pt_txn_on_request_trailers(pt_txn *txn, pt_str trailers);
 
-/* The slow-body limits for this request (http/body_pace.h): the matched
+/* The slow-body limits for this request (downstream/body_pace.h): the matched
  * route's body_timeout / min_body_rate, else timeouts.body /
  * limits.min_body_rate. */
 void pt_txn_body_limits(const pt_txn *txn, uint64_t *gap_ms, uint64_t *min_rate);

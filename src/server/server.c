@@ -13,8 +13,7 @@
 #include "admin/admin.h"
 #include "core/accesslog.h"
 #include "core/buf.h"
-#include "http/h1_server.h"
-#include "http/h2_server.h"
+#include "downstream/conn.h"
 #include "obs/gateway_metrics.h"
 #include "net/dns.h"
 #include "server/connlimit.h"
@@ -151,7 +150,7 @@ static void on_accept(pt_loop *loop, pt_io *io, uint32_t events)
             reject_connection(fd, tls != NULL);
             continue;
         }
-        pt_h1_conn_accept(w, fd, (struct sockaddr *)&ss, len, l, tls, per_client != 0);
+        pt_conn_accept(w, fd, (struct sockaddr *)&ss, len, l, tls, per_client != 0);
     }
 }
 
@@ -178,8 +177,7 @@ static void drain_check(pt_loop *loop, pt_timer *t)
 {
     pt_worker *w = t->data;
     if (w->nconns == 0 || pt_loop_now(loop) >= w->drain_deadline) {
-        pt_h1_conns_close_all(w);
-        pt_h2_conns_close_all(w);
+        pt_conns_close_all(w);
         pt_pools_close_all(w);
         pt_loop_stop(loop);
         return;
@@ -199,8 +197,7 @@ static void worker_drain(pt_loop *loop, void *data)
         close(w->listeners[i].fd);
         w->listeners[i].fd = -1;
     }
-    pt_h1_conns_drain(w);
-    pt_h2_conns_drain(w);
+    pt_conns_drain(w);
     pt_pools_close_all(w);
     w->drain_timer.data = w;
     drain_check(loop, &w->drain_timer);
@@ -241,6 +238,7 @@ static void *worker_main(void *arg)
     pt_metrics_thread_attach(w->metrics_shard);
     pt_worker_plugins_init(w);
     pt_loop_run(w->loop);
+    pt_conns_reap(w);
     pt_worker_plugins_fini(w);
     pt_buf_pool_free();
     return NULL;

@@ -35,9 +35,12 @@ typedef struct pt_worker {
     bool draining;
     uint64_t drain_deadline;
     pt_timer drain_timer;
-    /* client connections (for draining idle ones) */
-    struct pt_h1_conn *conns;
+    /* client connections (downstream/conn.h): every open one, and the
+     * closed ones waiting to be freed */
+    struct pt_conn *conns;
     size_t nconns;
+    struct pt_conn *dead_conns, *dead_conns_old;
+    pt_defer dead_defer;
     /* caches */
     pt_arena **arena_cache;
     size_t narena_cache;

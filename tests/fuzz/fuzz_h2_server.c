@@ -5,19 +5,20 @@
  * configuration generation, pt_txn, plugins, the router and the HTTP/1
  * upstream client. The client is one end of a socketpair; the codec gets
  * the other end, as a connection accepted on a plaintext listener
- * (h1_server.c sees the h2c preface and hands the socket over) or directly
- * through pt_h2_conn_start.
+ * (downstream/conn.c, then h1_server.c sees the h2c preface and moves the
+ * connection to h2_server.c).
  *
  * Input: byte 0 = options, the rest = what the client sends after the
  * connection preface (the driver writes the preface itself).
- *   bit 0     enter through pt_h2_conn_start instead of pt_h1_conn_accept
+ *   bit 0     the preface and the first frames arrive in one read (the
+ *             HTTP/1 codec hands them all to pt_h2_conn_start)
  *   bit 1     write frame by frame (by the 9-byte frame headers), running
  *             the loop between frames; else everything at once
  *   bit 2     the client never reads: its socket buffer is tiny, so the
  *             codec's output backs up (send stall, output-queue pause)
  *   bits 3-4  end: 0 half-close (client FIN) and let the codec finish;
  *             1 the client closes its socket; 2 graceful drain
- *             (pt_h2_conns_drain, GOAWAY) then FIN; 3 pt_h2_conns_close_all
+ *             (pt_conns_drain, GOAWAY) then FIN; 3 pt_conns_close_all
  *   bits 5-6  before the end, move the loop clock forward 0 / 0.5 s /
  *             3 s / 40 s (pt_loop_advance_clock): delay plugin, slow-body
  *             408s, header and idle timeouts, upstream read timeouts fire
@@ -65,8 +66,8 @@
 #include "core/buf.h"
 #include "core/loop.h"
 #include "http/h1.h"
-#include "http/h1_server.h"
-#include "http/h2_server.h"
+#include "downstream/conn.h"
+#include "downstream/h2_server.h"
 #include "proxy/generation.h"
 #include "server/connlimit.h"
 #include "server/worker.h"
@@ -507,17 +508,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     W->draining = (opt & 128) != 0;
 
     struct sockaddr_in peer = {.sin_family = AF_INET, .sin_port = htons(40000), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    if (opt & 1) {
-        /* as h1_server.c:handoff_h2 after reading the preface */
-        pt_conn_info ci = {.client_addr = PT_STR_LIT("127.0.0.1"), .listener = 0};
-        pt_h2_conn_start(W, sv[0], NULL, PT_H2_PREFACE, PT_H2_PREFACE_LEN, &ci);
-        settle(&cl);
-    } else {
-        REQUIRE(pt_connlimit_acquire(W->connlimit, 0, (struct sockaddr *)&peer, 0, 0));
-        pt_h1_conn_accept(W, sv[0], (struct sockaddr *)&peer, sizeof(peer), 0, NULL, false);
-        client_write(&cl, (const uint8_t *)PT_H2_PREFACE, PT_H2_PREFACE_LEN);
-        if (opt & 2) settle(&cl);
-    }
+    REQUIRE(pt_connlimit_acquire(W->connlimit, 0, (struct sockaddr *)&peer, 0, 0));
+    pt_conn_accept(W, sv[0], (struct sockaddr *)&peer, sizeof(peer), 0, NULL, false);
+    client_write(&cl, (const uint8_t *)PT_H2_PREFACE, PT_H2_PREFACE_LEN);
+    if ((opt & 2) || !(opt & 1)) settle(&cl);
 
     if (opt & 2) {
         size_t off = 0;
@@ -557,8 +551,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         settle(&cl);
         break;
     case 2:
-        pt_h2_conns_drain(W);
-        pt_h1_conns_drain(W);
+        pt_conns_drain(W);
         settle(&cl);
         shutdown(cl.fd, SHUT_WR);
         settle(&cl);
@@ -571,8 +564,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
      * With no client connection left the loop must go quiet (else
      * something spins); the fake upstream may still accept connections
      * Portico made and dropped, which end at once. */
-    pt_h2_conns_close_all(W);
-    pt_h1_conns_close_all(W);
+    pt_conns_close_all(W);
     while (fups) fup_close(fups);
     settle(&cl);
     pt_pools_close_all(W);
@@ -582,8 +574,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     REQUIRE(fups == NULL); /* no upstream connection of Portico is left open */
     W->draining = false;
 
-    REQUIRE(pt_h2_conns_count(W) == 0);
+    REQUIRE(pt_conns_count(W, NULL) == 0);
     REQUIRE(W->nconns == 0);
+    REQUIRE(W->dead_conns == NULL && W->dead_conns_old == NULL); /* closed ones were freed */
     REQUIRE(!pt_loop_has_deferred(W->loop));
     REQUIRE(pt_loop_timer_count(W->loop) == 0);
     REQUIRE(W->wgen->users == 0);

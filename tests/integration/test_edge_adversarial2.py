@@ -1,4 +1,4 @@
-"""Adversarial tests for the slow-body defence (src/http/body_pace.h, its use
+"""Adversarial tests for the slow-body defence (src/downstream/body_pace.h, its use
 in h1_server.c / h2_server.c, per-route body_timeout / min_body_rate) and for
 upstream TLS session resumption (tls_client.c, the per-pool session slot).
 

@@ -1,4 +1,4 @@
-"""Slow-body defences (src/http/body_pace.h): `timeouts.body` as the longest
+"""Slow-body defences (src/downstream/body_pace.h): `timeouts.body` as the longest
 gap in a request body, for HTTP/1.1 connections and per HTTP/2 stream, and
 `limits.min_body_rate` (after a grace period of `timeouts.body` the body
 must arrive at that average rate). Only time during which Portico wants the

@@ -1,5 +1,5 @@
-/* Unit tests for the request-body pace rules (src/http/body_pace.h). */
-#include "http/body_pace.h"
+/* Unit tests for the request-body pace rules (src/downstream/body_pace.h). */
+#include "downstream/body_pace.h"
 
 #include "testlib.h"
 

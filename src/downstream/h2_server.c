@@ -15,7 +15,7 @@
  * A stream lives until both nghttp2 closed it (on_stream_close) and its txn
  * called finished(): the txn may finish before nghttp2 has sent the last
  * bytes of the response, which still live in the stream's buffer. */
-#include "http/h2_server.h"
+#include "downstream/h2_server.h"
 #include "tls/tls_io.h"
 #include "tls/tls_server.h"
 
@@ -31,7 +31,7 @@
 #include <openssl/err.h>
 
 #include "core/buf.h"
-#include "http/body_pace.h"
+#include "downstream/body_pace.h"
 #include "obs/gateway_metrics.h"
 #include "server/connlimit.h"
 #include "server/worker.h"
@@ -95,25 +95,14 @@ struct h2_stream {
 };
 
 struct h2_conn {
-    pt_io io;
-    pt_timer timer;
+    pt_conn base;            /* first: the shared connection (downstream/conn.h) */
     pt_timer head_timer;     /* a request header block must complete within timeouts.header */
     uint64_t header_ms;
-    pt_defer flush_defer, deliver_defer, reap_defer, read_defer, free_defer;
-    pt_worker *w;
-    h2_conn *prev, *next;
+    pt_defer flush_defer, deliver_defer, reap_defer, read_defer;
     nghttp2_session *sess;
     h2_stream *streams;
     uint32_t nstreams;
     pt_buf wbuf;
-    SSL *ssl;
-    char *peer_subject;
-    char *peer_sans;
-    char client[64];
-    size_t listener;
-    bool counted;            /* holds a connlimit count (released at close) */
-    bool counted_client;
-    struct sockaddr_in6 peer;
     uint32_t max_header_size, max_headers;
     uint64_t idle_ms;
     uint8_t timer_kind;
@@ -134,17 +123,15 @@ struct h2_conn {
     uint64_t streams_opened, streams_reset;
 };
 
-/* Worker threads run one loop each: the list of h2 connections is per thread. */
-static _Thread_local h2_conn *tl_conns;
-static _Thread_local size_t tl_nconns;
-
 static const pt_downstream_ops h2_ops;
 static void conn_close(h2_conn *c);
 static void schedule_flush(h2_conn *c);
 static void conn_update_events(h2_conn *c);
 static void on_readable(h2_conn *c);
+static void h2_drain(pt_conn *base);
+static const pt_conn_proto h2_proto;
 
-static inline pt_loop *conn_loop(h2_conn *c) { return c->w->loop; }
+static inline pt_loop *conn_loop(h2_conn *c) { return c->base.w->loop; }
 
 /* ---------------------------------------------------------------- transport */
 
@@ -171,8 +158,8 @@ static void on_timer(pt_loop *loop, pt_timer *t)
 static void set_timer(h2_conn *c, int kind)
 {
     c->timer_kind = (uint8_t)kind;
-    if (kind == TM_NONE) pt_timer_stop(conn_loop(c), &c->timer);
-    else pt_timer_start(conn_loop(c), &c->timer, c->idle_ms, on_timer, c);
+    if (kind == TM_NONE) pt_timer_stop(conn_loop(c), &c->base.timer);
+    else pt_timer_start(conn_loop(c), &c->base.timer, c->idle_ms, on_timer, c);
 }
 
 /* Idle timer while no stream exists and nothing is queued; send-stall timer
@@ -198,12 +185,12 @@ static void stream_free(h2_conn *c, h2_stream *s)
     else c->streams = s->next;
     if (s->next) s->next->prev = s->prev;
     c->nstreams--;
-    pt_metrics_h2_stream_closed(c->w, c->listener);
+    pt_metrics_h2_stream_closed(c->base.w, c->base.listener);
     pt_timer_stop(conn_loop(c), &s->body_timer);
     pt_buf_release(&s->out);
     pt_buf_release(&s->in);
     pt_buf_release(&s->cookies);
-    if (s->arena) pt_worker_arena_put(c->w, s->arena);
+    if (s->arena) pt_worker_arena_put(c->base.w, s->arena);
     free(s);
 }
 
@@ -235,7 +222,7 @@ static h2_stream *stream_new(h2_conn *c, int32_t id)
     s->c = c;
     s->id = id;
     s->txn_done = true; /* until a txn exists */
-    s->arena = pt_worker_arena_get(c->w);
+    s->arena = pt_worker_arena_get(c->base.w);
     s->req = pt_arena_calloc(s->arena, sizeof(*s->req));
     s->req->version = 20;
     s->req->content_length = -1;
@@ -244,7 +231,7 @@ static h2_stream *stream_new(h2_conn *c, int32_t id)
     c->streams = s;
     c->nstreams++;
     c->streams_opened++;
-    pt_metrics_h2_stream_opened(c->w, c->listener);
+    pt_metrics_h2_stream_opened(c->base.w, c->base.listener);
     if (c->timer_kind == TM_IDLE) set_timer(c, TM_NONE);
     return s;
 }
@@ -346,7 +333,7 @@ static void deliver_cb(pt_loop *loop, pt_defer *d)
             deliver_buffered(s);
 }
 
-/* Per-stream slow-body defence (http/body_pace.h). One pt_timer per stream
+/* Per-stream slow-body defence (downstream/body_pace.h). One pt_timer per stream
  * rather than a per-connection scan: arming is O(log timers) in the loop's
  * heap and nothing ever walks the streams. The timer runs only while the
  * txn wants the body and END_STREAM has not arrived; DATA does not touch it
@@ -555,7 +542,7 @@ static void start_stream(h2_conn *c, h2_stream *s, bool end_stream)
 {
     pt_request *req = s->req;
     pt_arena *a = s->arena;
-    req->scheme = c->ssl ? PT_STR_LIT("https") : PT_STR_LIT("http");
+    req->scheme = c->base.ssl ? PT_STR_LIT("https") : PT_STR_LIT("http");
     req->has_body = !end_stream;
     if (!req->has_body) req->content_length = 0;
     s->body_done = end_stream;
@@ -592,15 +579,9 @@ static void start_stream(h2_conn *c, h2_stream *s, bool end_stream)
     } else {
         req->path = req->target;
     }
-    pt_conn_info ci = {
-        .client_addr = pt_str_c(c->client),
-        .listener = c->listener,
-        .tls = c->ssl != NULL,
-        .client_cert_subject = pt_str_c(c->peer_subject),
-        .client_cert_sans = pt_str_c(c->peer_sans),
-        .tls_policy = c->ssl ? pt_tls_conn_policy(c->ssl) : 0,
-    };
-    s->txn = pt_txn_new(c->w, a, &h2_ops, s, &ci, pt_loop_wall_us(conn_loop(c)));
+    pt_conn_info ci;
+    pt_conn_info_fill(&c->base, a, &ci);
+    s->txn = pt_txn_new(c->base.w, a, &h2_ops, s, &ci, pt_loop_wall_us(conn_loop(c)));
     s->txn_done = false;
     if (s->err_status) {
         s->body_done = s->last_delivered = true; /* nothing of the body is read */
@@ -1046,7 +1027,7 @@ static void conn_flush(h2_conn *c)
             pt_buf_append(&c->wbuf, data, (size_t)n);
         }
         if (!c->wbuf.len || c->write_failed) break;
-        ssize_t n = pt_sock_send(c->io.fd, c->ssl, pt_buf_head(&c->wbuf), c->wbuf.len);
+        ssize_t n = pt_sock_send(c->base.io.fd, c->base.ssl, pt_buf_head(&c->wbuf), c->wbuf.len);
         if (n > 0) {
             pt_buf_consume(&c->wbuf, (size_t)n);
             c->progressed = true;
@@ -1109,11 +1090,11 @@ static void conn_update_events(h2_conn *c)
 {
     if (c->closed) return;
     bool read = want_input(c);
-    if (read && c->ssl && SSL_pending(c->ssl) > 0) pt_defer_queue(conn_loop(c), &c->read_defer, read_defer_cb, c);
+    if (read && c->base.ssl && SSL_pending(c->base.ssl) > 0) pt_defer_queue(conn_loop(c), &c->read_defer, read_defer_cb, c);
     uint32_t ev = 0;
     if (read) ev |= EPOLLIN | EPOLLRDHUP;
     if (c->wbuf.len) ev |= EPOLLOUT;
-    pt_io_modify(conn_loop(c), &c->io, ev);
+    pt_io_modify(conn_loop(c), &c->base.io, ev);
 }
 
 /* Feeds received bytes to nghttp2. A fatal error (bad preface, flood,
@@ -1140,7 +1121,7 @@ static void on_readable(h2_conn *c)
 {
     char buf[READ_CHUNK];
     for (int rounds = 0; rounds < 8 && !c->closed && want_input(c); rounds++) {
-        ssize_t n = pt_sock_recv(c->io.fd, c->ssl, buf, sizeof(buf));
+        ssize_t n = pt_sock_recv(c->base.io.fd, c->base.ssl, buf, sizeof(buf));
         if (n > 0) {
             feed(c, buf, (size_t)n);
             continue;
@@ -1180,16 +1161,14 @@ static void on_io(pt_loop *loop, pt_io *io, uint32_t events)
 
 /* --------------------------------------------------------------- lifecycle */
 
-static void free_cb(pt_loop *loop, pt_defer *d) { free(d->data); }
-
 /* Closes now: open txns are told the client is gone, streams and the
- * session are freed, the socket closed. The struct itself is freed after
- * this loop iteration (events for the fd may still be in the batch). Must
- * not run inside an nghttp2 or txn callback. */
+ * session are freed, then the shared connection closes (socket, TLS,
+ * counts; the struct is freed after this loop iteration). Must not run
+ * inside an nghttp2 or txn callback. */
 static void conn_close(h2_conn *c)
 {
     if (c->closed) return;
-    pt_worker *w = c->w;
+    pt_worker *w = c->base.w;
     c->closed = true;
     for (h2_stream *s = c->streams; s; s = s->next)
         if (!s->txn_done && s->txn) {
@@ -1200,34 +1179,13 @@ static void conn_close(h2_conn *c)
     while (c->streams) stream_free(c, c->streams);
     nghttp2_session_del(c->sess);
     c->sess = NULL;
-    pt_timer_stop(w->loop, &c->timer);
     pt_timer_stop(w->loop, &c->head_timer);
     pt_defer_cancel(w->loop, &c->flush_defer);
     pt_defer_cancel(w->loop, &c->deliver_defer);
     pt_defer_cancel(w->loop, &c->reap_defer);
     pt_defer_cancel(w->loop, &c->read_defer);
-    pt_io_stop(w->loop, &c->io);
-    if (c->ssl) {
-        if (!c->peer_closed && !c->write_failed) SSL_shutdown(c->ssl);
-        SSL_free(c->ssl);
-        ERR_clear_error();
-        c->ssl = NULL;
-    }
-    close(c->io.fd);
-    c->io.fd = -1;
     pt_buf_release(&c->wbuf);
-    free(c->peer_subject);
-    c->peer_subject = NULL;
-    free(c->peer_sans);
-    c->peer_sans = NULL;
-    if (c->counted) pt_connlimit_release(w->connlimit, c->listener, (const struct sockaddr *)&c->peer, c->counted_client);
-    if (c->counted) pt_metrics_conn_closed(w, c->listener); /* opened as HTTP/1 (handoff) */
-    if (c->prev) c->prev->next = c->next;
-    else tl_conns = c->next;
-    if (c->next) c->next->prev = c->prev;
-    tl_nconns--;
-    w->nconns--;
-    pt_defer_queue(w->loop, &c->free_defer, free_cb, c);
+    pt_conn_close(&c->base, !c->peer_closed && !c->write_failed);
 }
 
 static nghttp2_session_callbacks *make_callbacks(void)
@@ -1245,40 +1203,18 @@ static nghttp2_session_callbacks *make_callbacks(void)
     return cb;
 }
 
-void pt_h2_conn_start(pt_worker *w, int fd, SSL *ssl, const char *initial, size_t initial_len,
-                      const pt_conn_info *ci)
+void pt_h2_conn_start(pt_conn *base, const char *initial, size_t initial_len)
 {
-    pt_h2_conn_start_counted(w, fd, ssl, initial, initial_len, ci, NULL, false);
-}
-
-void pt_h2_conn_start_counted(pt_worker *w, int fd, SSL *ssl, const char *initial, size_t initial_len,
-                              const pt_conn_info *ci, const struct sockaddr *peer, bool counted_client)
-{
-    h2_conn *c = pt_xcalloc(1, sizeof(*c));
-    if (peer) {
-        c->counted = true;
-        c->counted_client = counted_client;
-        memcpy(&c->peer, peer, peer->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
-    }
-    c->w = w;
-    c->ssl = ssl;
-    c->io.fd = fd;
-    c->listener = ci->listener;
-    snprintf(c->client, sizeof(c->client), "%.*s", (int)ci->client_addr.n, ci->client_addr.p);
-    if (ci->client_cert_subject.n) c->peer_subject = pt_xstrndup(ci->client_cert_subject.p, ci->client_cert_subject.n);
-    if (ci->client_cert_sans.n) c->peer_sans = pt_xstrndup(ci->client_cert_sans.p, ci->client_cert_sans.n);
+    h2_conn *c = (h2_conn *)base;
+    pt_worker *w = base->w;
+    base->proto = &h2_proto;
+    base->io.cb = on_io;
     const pt_config *cfg = w->wgen->gen->cfg;
     c->max_header_size = cfg->limits.max_header_size;
     c->max_headers = cfg->limits.max_headers;
     c->idle_ms = cfg->timeouts.idle_ms;
     c->header_ms = cfg->timeouts.header_ms;
     c->reset_window_start = pt_loop_now(w->loop);
-
-    c->next = tl_conns;
-    if (tl_conns) tl_conns->prev = c;
-    tl_conns = c;
-    tl_nconns++;
-    w->nconns++;
 
     nghttp2_session_callbacks *cb = make_callbacks();
     nghttp2_option *opt = NULL;
@@ -1299,54 +1235,39 @@ void pt_h2_conn_start_counted(pt_worker *w, int fd, SSL *ssl, const char *initia
         ok = nghttp2_submit_settings(c->sess, NGHTTP2_FLAG_NONE, iv, PT_ARRAY_LEN(iv)) == 0 &&
              nghttp2_session_set_local_window_size(c->sess, NGHTTP2_FLAG_NONE, 0, H2_CONN_WINDOW) == 0;
     }
-    if (!ok || pt_io_start(w->loop, &c->io, fd, EPOLLIN | EPOLLRDHUP, on_io, c) != PT_OK) {
-        /* not registered with the loop: undo by hand */
-        nghttp2_session_del(c->sess);
-        if (ssl) SSL_free(ssl);
-        close(fd);
-        if (c->counted) pt_connlimit_release(w->connlimit, c->listener, (const struct sockaddr *)&c->peer, c->counted_client);
-        if (c->counted) pt_metrics_conn_closed(w, c->listener);
-        tl_conns = c->next;
-        if (tl_conns) tl_conns->prev = NULL;
-        tl_nconns--;
-        w->nconns--;
-        free(c->peer_subject);
-        free(c->peer_sans);
-        free(c);
+    if (!ok) {
+        conn_close(c);
         return;
     }
-    if (w->draining) pt_h2_conns_drain(w);
+    if (w->draining) h2_drain(base);
     if (initial_len) feed(c, initial, initial_len);
+    if (c->closed) return;
     /* OpenSSL may already hold decrypted bytes that epoll will not announce */
-    if (ssl) pt_defer_queue(w->loop, &c->read_defer, read_defer_cb, c);
+    if (base->ssl) pt_defer_queue(w->loop, &c->read_defer, read_defer_cb, c);
     schedule_flush(c);
     update_timer(c);
+    conn_update_events(c);
 }
 
-void pt_h2_conns_drain(pt_worker *w)
+/* Graceful drain: GOAWAY (last stream id = the last one accepted), finish
+ * the open streams, then close; an idle connection closes once the GOAWAY
+ * is written. */
+static void h2_drain(pt_conn *base)
 {
-    for (h2_conn *c = tl_conns; c; c = c->next) {
-        if (c->closed || c->draining || c->w != w) continue;
-        c->draining = true;
-        nghttp2_submit_goaway(c->sess, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->sess),
-                              NGHTTP2_NO_ERROR, NULL, 0);
-        schedule_flush(c);
-    }
+    h2_conn *c = (h2_conn *)base;
+    if (c->closed || c->draining) return;
+    c->draining = true;
+    nghttp2_submit_goaway(c->sess, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->sess),
+                          NGHTTP2_NO_ERROR, NULL, 0);
+    schedule_flush(c);
 }
 
-void pt_h2_conns_close_all(pt_worker *w)
-{
-    h2_conn *c = tl_conns;
-    while (c) {
-        h2_conn *n = c->next;
-        if (c->w == w) conn_close(c);
-        c = n;
-    }
-}
+static void h2_close(pt_conn *base) { conn_close((h2_conn *)base); }
 
-size_t pt_h2_conns_count(pt_worker *w)
-{
-    size_t n = 0;
-    for (h2_conn *c = tl_conns; c; c = c->next) n += c->w == w;
-    return n;
-}
+static const pt_conn_proto h2_proto = {
+    .name = "h2",
+    .drain = h2_drain,
+    .close = h2_close,
+};
+
+size_t pt_h2_conn_size(void) { return sizeof(h2_conn); }

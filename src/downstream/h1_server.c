@@ -11,9 +11,11 @@
  *         the tunnel ends.
  * Output is appended to wbuf and flushed once per loop iteration (a
  * deferred callback), so a small response costs one write(2).
- * Memory while idle: the struct only (~300 bytes); buffers and the arena go
- * back to the worker's caches. */
-#include "http/h1_server.h"
+ * Memory while idle: the struct only (pt_conn + ~170 bytes); buffers, the
+ * arena and the per-request state in it (h1_req) go back to the worker's
+ * caches between requests. The TLS handshake, peer identity, limits and
+ * drain are the shared connection's (downstream/conn.h). */
+#include "downstream/h1_server.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -25,18 +27,13 @@
 #include <unistd.h>
 
 #include "core/buf.h"
-#include "http/body_pace.h"
+#include "downstream/body_pace.h"
+#include "downstream/h2_server.h"
 #include "http/h1.h"
-#include "http/h2_server.h"
 #include "http/tunnel.h"
 #include "proxy/txn.h"
 #include "server/worker.h"
-#include "obs/gateway_metrics.h"
-#include "server/connlimit.h"
 #include "tls/tls_io.h"
-#include "tls/tls_server.h"
-
-#include <openssl/err.h>
 
 #define WBUF_HIGH (64u * 1024)
 #define WBUF_LOW (16u * 1024)
@@ -46,28 +43,47 @@
  * dropped so the connection stays usable; more than that closes it. */
 #define DISCARD_MAX (1024u * 1024)
 
-enum { ST_HEAD, ST_TXN, ST_CLOSED, ST_HANDSHAKE, ST_TUNNEL };
+enum { ST_HEAD, ST_TXN, ST_CLOSED, ST_TUNNEL };
 enum { TM_NONE, TM_IDLE, TM_HEADER, TM_BODY, TM_SEND };
+/* Deferred work (one pt_defer, a bit per kind): */
+enum {
+    WORK_BODY = 1,  /* deliver buffered request body bytes the txn now wants */
+    WORK_READ = 2,  /* TLS: decrypted bytes may be pending inside OpenSSL */
+    WORK_NEXT = 4,  /* serve the next (pipelined) request */
+    WORK_CLOSE = 8, /* the tunnel is over: close */
+};
 
-struct pt_h1_conn {
-    pt_io io;
-    pt_timer timer;
-    pt_defer flush_defer;
-    pt_defer next_defer;
-    pt_defer body_defer;
-    pt_defer free_defer;
-    pt_worker *w;
-    pt_h1_conn *prev, *next;
-    pt_buf rbuf, wbuf;
-    pt_arena *arena;
-    pt_txn *txn;
+/* What one request needs beyond the connection: allocated in the request
+ * arena with it (ensure_request) and gone with it (release_request), so an
+ * idle keep-alive connection does not carry it. */
+typedef struct h1_req {
     pt_request *req;
     pt_chunked_decoder *dec;
     uint64_t body_remaining;
     pt_body_pace pace; /* request body clock: timeouts.body, limits.min_body_rate */
     pt_h1_info info;
+    uint64_t sent;     /* response bytes queued for this request (access log) */
+    uint64_t discarded;
+} h1_req;
+
+struct pt_h1_conn {
+    pt_conn base;      /* first: the shared connection (downstream/conn.h) */
+    pt_defer flush_defer;
+    pt_defer work_defer; /* WORK_* bits in `work` */
+    pt_buf rbuf, wbuf;
+    pt_arena *arena;   /* the current request's, or NULL between requests */
+    h1_req *rq;        /* in arena */
+    pt_txn *txn;
+    pt_tunnel_sock *tun; /* after a 101 (heap: idle connections stay small); freed with the struct */
+    uint32_t nrequests;
+    /* Whether the client saw any of the current response: until then its
+     * head sits in wbuf after `resp_prefix` unsent bytes of earlier output,
+     * and can be taken back (ds_retract). */
+    uint32_t resp_prefix;
     uint8_t state;
     uint8_t timer_kind;
+    uint8_t work;
+    uint8_t version;
     bool want_body;
     bool body_done;
     bool txn_done;     /* txn called finished() */
@@ -78,30 +94,11 @@ struct pt_h1_conn {
     bool peer_closed;
     bool reading;      /* EPOLLIN wanted */
     bool in_disabled;  /* EPOLLIN removed because unwanted bytes arrived */
-    SSL *ssl;          /* HTTPS listener: the TLS session, else NULL */
-    bool hs_want_write;/* handshake waits for writability */
-    pt_defer read_defer; /* TLS: decrypted bytes may be pending inside OpenSSL */
-    pt_worker_gen *hs_wg; /* generation pinned during the handshake (SNI callback state) */
-    char *peer_subject;   /* verified mTLS client certificate subject (heap), or NULL */
-    char *peer_sans;      /* its subjectAltNames (heap), or NULL */
-    uint16_t listener;    /* index of the listener that accepted it */
-    bool counted_client;  /* counted per client address by connlimit */
-    struct sockaddr_in6 peer; /* client address (v4 or v6) for connlimit */
     bool discarding;   /* txn is over; dropping the rest of the request body */
     bool write_failed; /* a write failed inside a txn callback: close from the loop */
-    uint64_t sent;     /* response bytes queued for the current request (access log) */
-    /* Whether the client saw any of the current response: until then its
-     * head sits in wbuf after `resp_prefix` unsent bytes of earlier output,
-     * and can be taken back (ds_retract). */
-    uint32_t resp_prefix;
     bool resp_open;    /* a final head was queued for the current request */
     bool resp_visible; /* some byte of it reached the socket */
-    uint64_t discarded;
-    uint8_t version;
-    uint32_t nrequests;
-    char client[INET6_ADDRSTRLEN];
     bool tunnel_abort; /* the txn aborted the tunnel: close without waiting */
-    pt_tunnel_sock *tun; /* after a 101 (heap: idle connections stay small); freed with the struct */
 };
 
 static const pt_downstream_ops ds_ops;
@@ -110,11 +107,11 @@ static void schedule_flush(pt_h1_conn *c);
 static void conn_update_events(pt_h1_conn *c);
 static void process_input(pt_h1_conn *c);
 static void deliver_body(pt_h1_conn *c);
-static void body_defer_cb(pt_loop *loop, pt_defer *d);
-static void next_request_cb(pt_loop *loop, pt_defer *d);
+static void queue_work(pt_h1_conn *c, uint8_t work);
+static bool conn_wants_read(const pt_h1_conn *c);
 static void release_request(pt_h1_conn *c);
 
-static inline const pt_config *conn_cfg(pt_h1_conn *c) { return c->w->wgen->gen->cfg; }
+static inline const pt_config *conn_cfg(pt_h1_conn *c) { return c->base.w->wgen->gen->cfg; }
 
 static void set_timer(pt_h1_conn *c, int kind, uint64_t deadline);
 static void body_pace_update(pt_h1_conn *c);
@@ -138,7 +135,7 @@ static void flush_now_ex(pt_h1_conn *c, bool in_txn_callback)
     }
     bool progressed = false;
     while (c->wbuf.len) {
-        ssize_t n = pt_sock_send(c->io.fd, c->ssl, pt_buf_head(&c->wbuf), c->wbuf.len);
+        ssize_t n = pt_sock_send(c->base.io.fd, c->base.ssl, pt_buf_head(&c->wbuf), c->wbuf.len);
         if (n > 0) {
             pt_buf_consume(&c->wbuf, (size_t)n);
             note_written(c, (size_t)n);
@@ -150,7 +147,7 @@ static void flush_now_ex(pt_h1_conn *c, bool in_txn_callback)
             /* TLS: OpenSSL may already have encrypted (committed) bytes of
              * the current response into a record it will retry; they can no
              * longer be taken back (ds_retract). */
-            if (c->ssl && c->resp_open && c->wbuf.len > c->resp_prefix) c->resp_visible = true;
+            if (c->base.ssl && c->resp_open && c->wbuf.len > c->resp_prefix) c->resp_visible = true;
             break;
         }
         /* EPIPE / ECONNRESET: the client is gone. Inside a txn callback the
@@ -168,7 +165,7 @@ static void flush_now_ex(pt_h1_conn *c, bool in_txn_callback)
         pt_buf_release(&c->wbuf);
         if (c->timer_kind == TM_SEND) {
             bool idle = c->state == ST_HEAD && !c->txn && !c->rbuf.len;
-            set_timer(c, idle ? TM_IDLE : TM_NONE, pt_loop_now(c->w->loop) + conn_cfg(c)->timeouts.idle_ms);
+            set_timer(c, idle ? TM_IDLE : TM_NONE, pt_loop_now(c->base.w->loop) + conn_cfg(c)->timeouts.idle_ms);
         }
         if (c->txn && !c->txn_done) pt_txn_on_downstream_writable(c->txn);
         if (c->state == ST_CLOSED) return;
@@ -179,11 +176,11 @@ static void flush_now_ex(pt_h1_conn *c, bool in_txn_callback)
     } else {
         /* Send inactivity timeout: every bit of progress restarts it. */
         if (progressed || c->timer_kind != TM_SEND)
-            set_timer(c, TM_SEND, pt_loop_now(c->w->loop) + conn_cfg(c)->timeouts.idle_ms);
+            set_timer(c, TM_SEND, pt_loop_now(c->base.w->loop) + conn_cfg(c)->timeouts.idle_ms);
         if (c->wbuf.len < WBUF_LOW && c->txn && !c->txn_done) pt_txn_on_downstream_writable(c->txn);
     }
     if (c->state == ST_HEAD && !c->txn && c->rbuf.len && c->wbuf.len < WBUF_LOW && !c->close_after)
-        pt_defer_queue(c->w->loop, &c->next_defer, next_request_cb, c);
+        queue_work(c, WORK_NEXT);
     if (c->state != ST_CLOSED) conn_update_events(c);
 }
 
@@ -191,7 +188,7 @@ static void flush_now(pt_h1_conn *c) { flush_now_ex(c, false); }
 
 static void flush_cb(pt_loop *loop, pt_defer *d) { flush_now(d->data); }
 
-static void schedule_flush(pt_h1_conn *c) { pt_defer_queue(c->w->loop, &c->flush_defer, flush_cb, c); }
+static void schedule_flush(pt_h1_conn *c) { pt_defer_queue(c->base.w->loop, &c->flush_defer, flush_cb, c); }
 
 static void append_lit(pt_buf *b, const char *s) { pt_buf_append(b, s, strlen(s)); }
 
@@ -244,7 +241,7 @@ static void ds_send_informational(void *stream, const pt_response *res)
     write_status_line(c, res->status);
     write_headers(&c->wbuf, &res->headers);
     pt_buf_append(&c->wbuf, "\r\n", 2);
-    c->sent += c->wbuf.len - before;
+    c->rq->sent += c->wbuf.len - before;
     schedule_flush(c);
 }
 
@@ -254,15 +251,15 @@ static void ds_send_head(void *stream, const pt_response *res)
     pt_buf *b = &c->wbuf;
     int st = res->status;
     bool bodiless_status = st < 200 || st == 204 || st == 304;
-    bool head_req = c->req && c->req->method == PT_METHOD_HEAD;
+    bool head_req = c->rq->req && c->rq->req->method == PT_METHOD_HEAD;
 
     c->resp_chunked = c->resp_close = false;
     uint32_t before = b->len;
     c->resp_open = true;
     c->resp_visible = false;
     c->resp_prefix = before;
-    if (res->close_connection || c->peer_closed || !c->info.keep_alive || c->w->draining ||
-        (!c->body_done && c->info.body == PT_H1_BODY_LENGTH && c->body_remaining > DISCARD_MAX))
+    if (res->close_connection || c->peer_closed || !c->rq->info.keep_alive || c->base.w->draining ||
+        (!c->body_done && c->rq->info.body == PT_H1_BODY_LENGTH && c->rq->body_remaining > DISCARD_MAX))
         c->close_after = true;
 
     write_status_line(c, st);
@@ -292,7 +289,7 @@ static void ds_send_head(void *stream, const pt_response *res)
         append_lit(b, "Connection: keep-alive\r\n");
     }
     pt_buf_append(b, "\r\n", 2);
-    c->sent += b->len - before;
+    c->rq->sent += b->len - before;
     schedule_flush(c);
     body_pace_update(c); /* the response started: the slow-body clock stops */
 }
@@ -302,7 +299,7 @@ static bool ds_send_body(void *stream, const char *data, size_t len)
     pt_h1_conn *c = stream;
     if (c->write_failed) return false;
     if (!len) return c->wbuf.len < WBUF_HIGH;
-    if (c->req && c->req->method == PT_METHOD_HEAD) return true;
+    if (c->rq->req && c->rq->req->method == PT_METHOD_HEAD) return true;
     char hdr[24];
     struct iovec iov[3];
     int n = 0;
@@ -314,12 +311,12 @@ static bool ds_send_body(void *stream, const char *data, size_t len)
     }
     iov[n++] = (struct iovec){(void *)data, len};
     if (c->resp_chunked) iov[n++] = (struct iovec){"\r\n", 2};
-    c->sent += total;
+    c->rq->sent += total;
     /* Output is batched: queue until the high watermark (flushed once per
      * loop iteration). At the watermark, one writev(2) sends the queue plus
      * this piece without copying it — unless the socket is known to be full
      * (waiting for EPOLLOUT), where writing would only trickle. */
-    if (total < ZEROCOPY_MIN || c->wbuf.len + total < WBUF_HIGH || (c->io.events & EPOLLOUT) || c->ssl) {
+    if (total < ZEROCOPY_MIN || c->wbuf.len + total < WBUF_HIGH || (c->base.io.events & EPOLLOUT) || c->base.ssl) {
         for (int i = 0; i < n; i++) pt_buf_append(&c->wbuf, iov[i].iov_base, iov[i].iov_len);
         if (c->wbuf.len >= WBUF_HIGH) {
             flush_now_ex(c, true); /* try at once; the caller pauses if still high */
@@ -330,7 +327,7 @@ static bool ds_send_body(void *stream, const char *data, size_t len)
         return c->wbuf.len < WBUF_HIGH;
     }
     size_t queued = c->wbuf.len + total;
-    int wrc = pt_buf_writev(c->io.fd, &c->wbuf, iov, n);
+    int wrc = pt_buf_writev(c->base.io.fd, &c->wbuf, iov, n);
     if (wrc != PT_ERR) note_written(c, queued - c->wbuf.len);
     if (wrc == PT_ERR) {
         /* inside a txn callback: close from the loop */
@@ -341,7 +338,7 @@ static bool ds_send_body(void *stream, const char *data, size_t len)
     }
     if (c->wbuf.len) {
         if (c->timer_kind != TM_SEND)
-            set_timer(c, TM_SEND, pt_loop_now(c->w->loop) + conn_cfg(c)->timeouts.idle_ms);
+            set_timer(c, TM_SEND, pt_loop_now(c->base.w->loop) + conn_cfg(c)->timeouts.idle_ms);
         conn_update_events(c);
     }
     return c->wbuf.len < WBUF_HIGH;
@@ -354,7 +351,7 @@ static void ds_send_end(void *stream, pt_str trailers)
         append_lit(&c->wbuf, "0\r\n");
         pt_buf_append(&c->wbuf, trailers.p, trailers.n);
         pt_buf_append(&c->wbuf, "\r\n", 2);
-        c->sent += 5 + trailers.n;
+        c->rq->sent += 5 + trailers.n;
     }
     schedule_flush(c);
 }
@@ -364,14 +361,14 @@ static void ds_want_body(void *stream, bool want)
     pt_h1_conn *c = stream;
     if (c->body_done) return;
     c->want_body = want;
-    if (want && c->req && c->req->expect_continue && !c->sent_100 && c->rbuf.len == 0) {
+    if (want && c->rq->req && c->rq->req->expect_continue && !c->sent_100 && c->rbuf.len == 0) {
         append_lit(&c->wbuf, "HTTP/1.1 100 Continue\r\n\r\n");
         schedule_flush(c);
     }
     if (want) c->sent_100 = true;
     /* Buffered body bytes are delivered from the loop, never re-entrantly
      * from inside a txn callback. */
-    if (want && c->rbuf.len) pt_defer_queue(c->w->loop, &c->body_defer, body_defer_cb, c);
+    if (want && c->rbuf.len) queue_work(c, WORK_BODY);
     body_pace_update(c);
     conn_update_events(c);
 }
@@ -398,34 +395,64 @@ static bool ds_retract(void *stream)
     c->wbuf.len = c->resp_prefix;
     c->resp_open = false;
     c->resp_chunked = c->resp_close = false;
-    c->sent = 0;
+    c->rq->sent = 0;
     c->close_after = true;
     return true;
 }
 
-static void body_defer_cb(pt_loop *loop, pt_defer *d)
+static void on_readable(pt_h1_conn *c);
+
+/* Runs the deferred work: never re-entrantly from inside a txn callback. */
+static void work_cb(pt_loop *loop, pt_defer *d)
 {
     pt_h1_conn *c = d->data;
-    if (c->state != ST_TXN) return;
-    deliver_body(c);
+    uint8_t work = c->work;
+    c->work = 0;
     if (c->state == ST_CLOSED) return;
-    body_pace_update(c); /* stops TM_BODY once the body is complete */
-    conn_update_events(c);
+    if (work & WORK_CLOSE) {
+        conn_close(c);
+        return;
+    }
+    if ((work & WORK_BODY) && c->state == ST_TXN) {
+        deliver_body(c);
+        if (c->state == ST_CLOSED) return;
+        body_pace_update(c); /* stops TM_BODY once the body is complete */
+        conn_update_events(c);
+    }
+    if ((work & WORK_READ) && c->state != ST_TUNNEL && conn_wants_read(c)) {
+        on_readable(c);
+        if (c->state == ST_CLOSED) return;
+    }
+    if (work & WORK_NEXT) process_input(c);
 }
 
-static void next_request_cb(pt_loop *loop, pt_defer *d)
+static void queue_work(pt_h1_conn *c, uint8_t work)
 {
-    pt_h1_conn *c = d->data;
-    if (c->state == ST_CLOSED) return;
-    process_input(c);
+    c->work |= work;
+    pt_defer_queue(c->base.w->loop, &c->work_defer, work_cb, c);
+}
+
+static void cancel_work(pt_h1_conn *c, uint8_t work)
+{
+    c->work &= (uint8_t)~work;
+    if (!c->work) pt_defer_cancel(c->base.w->loop, &c->work_defer);
+}
+
+/* The current request's arena and per-request state (taken when the first
+ * byte of a request head is parsed or a head timeout is answered). */
+static void ensure_request(pt_h1_conn *c)
+{
+    if (c->arena) return;
+    c->arena = pt_worker_arena_get(c->base.w);
+    c->rq = pt_arena_calloc(c->arena, sizeof(*c->rq));
 }
 
 /* Returns the finished request's arena (and what lives in it) to the worker. */
 static void release_request(pt_h1_conn *c)
 {
-    c->dec = NULL;
+    c->rq = NULL;
     if (c->arena) {
-        pt_worker_arena_put(c->w, c->arena);
+        pt_worker_arena_put(c->base.w, c->arena);
         c->arena = NULL;
     }
 }
@@ -437,7 +464,7 @@ static void ds_finished(void *stream)
     pt_h1_conn *c = stream;
     c->txn_done = true;
     c->txn = NULL;
-    c->req = NULL;
+    if (c->rq) c->rq->req = NULL;
     c->want_body = false;
     if (c->state == ST_CLOSED) return; /* called from conn_close: it cleans up */
     if (c->state == ST_TUNNEL) {
@@ -448,10 +475,10 @@ static void ds_finished(void *stream)
         /* Drop the rest of the body, then serve the next request. The arena
          * (which holds the chunked decoder) is kept until then. */
         c->discarding = true;
-        c->discarded = 0;
+        c->rq->discarded = 0;
         c->want_body = true;
         body_pace_update(c);
-        pt_defer_queue(c->w->loop, &c->body_defer, body_defer_cb, c);
+        queue_work(c, WORK_BODY);
         conn_update_events(c);
         return;
     }
@@ -464,10 +491,14 @@ static void ds_finished(void *stream)
         }
         return;
     }
-    pt_defer_queue(c->w->loop, &c->next_defer, next_request_cb, c);
+    queue_work(c, WORK_NEXT);
 }
 
-static uint64_t ds_bytes_sent(void *stream) { return ((pt_h1_conn *)stream)->sent; }
+static uint64_t ds_bytes_sent(void *stream)
+{
+    pt_h1_conn *c = stream;
+    return c->rq ? c->rq->sent : 0;
+}
 
 /* ----------------------------------------------------------------- tunnel */
 
@@ -519,24 +550,21 @@ static void ds_tunnel_start(void *stream)
     c->state = ST_TUNNEL;
     c->tun = pt_xcalloc(1, sizeof(*c->tun));
     set_timer(c, TM_NONE, 0);
-    pt_defer_cancel(c->w->loop, &c->flush_defer);
-    pt_defer_cancel(c->w->loop, &c->body_defer);
-    pt_defer_cancel(c->w->loop, &c->read_defer);
-    pt_tunnel_sock_start(c->tun, c->w->loop, &c->io, c->ssl, &c->rbuf, &c->wbuf, c->peer_closed, &tun_cbs, c);
+    pt_defer_cancel(c->base.w->loop, &c->flush_defer);
+    cancel_work(c, WORK_BODY | WORK_READ);
+    pt_tunnel_sock_start(c->tun, c->base.w->loop, &c->base.io, c->base.ssl, &c->rbuf, &c->wbuf, c->peer_closed, &tun_cbs, c);
 }
 
 static bool ds_tunnel_send(void *stream, const char *data, size_t len)
 {
     pt_h1_conn *c = stream;
-    c->sent += len;
+    c->rq->sent += len;
     return pt_tunnel_sock_send(c->tun, data, len);
 }
 
 static void ds_tunnel_read(void *stream, bool want) { pt_tunnel_sock_read(((pt_h1_conn *)stream)->tun, want); }
 
 static void ds_tunnel_shutdown(void *stream) { pt_tunnel_sock_shutdown(((pt_h1_conn *)stream)->tun); }
-
-static void tunnel_close_cb(pt_loop *loop, pt_defer *d) { conn_close(d->data); }
 
 /* The txn ended the tunnel: the connection closes once our FIN is out (at
  * once after an abort); a client that does not take its last bytes is
@@ -545,11 +573,11 @@ static void tunnel_finished(pt_h1_conn *c)
 {
     pt_tunnel_sock_read(c->tun, false);
     if (c->tunnel_abort || pt_tunnel_sock_done(c->tun)) {
-        pt_defer_queue(c->w->loop, &c->next_defer, tunnel_close_cb, c);
+        queue_work(c, WORK_CLOSE);
         return;
     }
     pt_tunnel_sock_shutdown(c->tun);
-    set_timer(c, TM_SEND, pt_loop_now(c->w->loop) + conn_cfg(c)->timeouts.idle_ms);
+    set_timer(c, TM_SEND, pt_loop_now(c->base.w->loop) + conn_cfg(c)->timeouts.idle_ms);
 }
 
 static const pt_downstream_ops ds_ops = {
@@ -581,25 +609,19 @@ static bool conn_wants_read(const pt_h1_conn *c)
  * (a typical client sends nothing then), and is removed only when bytes
  * arrive that we do not want yet (in_disabled). This saves two epoll_ctl
  * calls per request. */
-static void read_defer_cb(pt_loop *loop, pt_defer *d);
-
 static void conn_update_events(pt_h1_conn *c)
 {
     if (c->state == ST_CLOSED || c->state == ST_TUNNEL) return;
-    if (c->state == ST_HANDSHAKE) {
-        pt_io_modify(c->w->loop, &c->io, c->hs_want_write ? EPOLLOUT : EPOLLIN);
-        return;
-    }
     bool read = conn_wants_read(c);
     /* OpenSSL may hold decrypted bytes that epoll will never announce. */
-    if (read && c->ssl && SSL_pending(c->ssl) > 0) pt_defer_queue(c->w->loop, &c->read_defer, read_defer_cb, c);
+    if (read && c->base.ssl && SSL_pending(c->base.ssl) > 0) queue_work(c, WORK_READ);
     c->reading = read;
     if (read) c->in_disabled = false;
     /* RDHUP is level-triggered: once seen, stop asking or the loop spins. */
     uint32_t ev = c->peer_closed ? 0 : EPOLLRDHUP;
     if (read || (!c->in_disabled && !c->peer_closed)) ev |= EPOLLIN;
     if (c->wbuf.len) ev |= EPOLLOUT;
-    pt_io_modify(c->w->loop, &c->io, ev);
+    pt_io_modify(c->base.w->loop, &c->base.io, ev);
 }
 
 /* Hands body bytes to the txn, or drops them when discarding. Returns false
@@ -610,8 +632,8 @@ static bool feed_body(pt_h1_conn *c, const char *p, size_t n, bool last)
         pt_txn_on_request_body(c->txn, p, n, last);
         return c->state != ST_CLOSED;
     }
-    c->discarded += n;
-    if (c->discarded > DISCARD_MAX) {
+    c->rq->discarded += n;
+    if (c->rq->discarded > DISCARD_MAX) {
         conn_close(c);
         return false;
     }
@@ -621,7 +643,7 @@ static bool feed_body(pt_h1_conn *c, const char *p, size_t n, bool last)
         release_request(c);
         c->state = ST_HEAD;
         set_timer(c, TM_NONE, 0);
-        pt_defer_queue(c->w->loop, &c->next_defer, next_request_cb, c);
+        queue_work(c, WORK_NEXT);
     }
     return true;
 }
@@ -631,11 +653,11 @@ static void deliver_body(pt_h1_conn *c)
 {
     while (c->want_body && !c->body_done && c->state != ST_CLOSED &&
            (c->discarding || (c->txn && !c->txn_done))) {
-        if (c->info.body == PT_H1_BODY_LENGTH) {
-            size_t n = PT_MIN((uint64_t)c->rbuf.len, c->body_remaining);
-            if (!n && c->body_remaining) return;
-            c->body_remaining -= n;
-            bool last = c->body_remaining == 0;
+        if (c->rq->info.body == PT_H1_BODY_LENGTH) {
+            size_t n = PT_MIN((uint64_t)c->rbuf.len, c->rq->body_remaining);
+            if (!n && c->rq->body_remaining) return;
+            c->rq->body_remaining -= n;
+            bool last = c->rq->body_remaining == 0;
             const char *p = pt_buf_head(&c->rbuf);
             if (last) c->body_done = true;
             pt_buf_consume(&c->rbuf, n);
@@ -645,7 +667,7 @@ static void deliver_body(pt_h1_conn *c)
             const char *data = NULL;
             size_t dlen = 0;
             pt_h1_error err = {0, NULL};
-            ssize_t used = pt_chunked_decode(c->dec, pt_buf_head(&c->rbuf), c->rbuf.len, &data, &dlen, &err);
+            ssize_t used = pt_chunked_decode(c->rq->dec, pt_buf_head(&c->rbuf), c->rbuf.len, &data, &dlen, &err);
             if (used < 0) {
                 c->body_done = true;
                 c->close_after = true;
@@ -657,10 +679,10 @@ static void deliver_body(pt_h1_conn *c)
                                         err.detail ? err.detail : "malformed chunked body");
                 return;
             }
-            bool last = c->dec->done;
+            bool last = c->rq->dec->done;
             if (last) c->body_done = true;
-            if (last && c->dec->trailers_len && !c->discarding)
-                pt_txn_on_request_trailers(c->txn, pt_str_make(c->dec->trailers, c->dec->trailers_len));
+            if (last && c->rq->dec->trailers_len && !c->discarding)
+                pt_txn_on_request_trailers(c->txn, pt_str_make(c->rq->dec->trailers, c->rq->dec->trailers_len));
             /* data points into rbuf; consume after the callback copied it */
             if ((dlen || last) && !feed_body(c, data, dlen, last)) return;
             pt_buf_consume(&c->rbuf, (size_t)used);
@@ -672,19 +694,13 @@ static void deliver_body(pt_h1_conn *c)
 
 static pt_txn *new_txn(pt_h1_conn *c)
 {
-    pt_conn_info ci = {
-        .client_addr = pt_str_c(c->client),
-        .listener = c->listener,
-        .tls = c->ssl != NULL,
-        .client_cert_subject = pt_str_c(c->peer_subject),
-        .client_cert_sans = pt_str_c(c->peer_sans),
-        .tls_policy = c->ssl ? pt_tls_conn_policy(c->ssl) : 0,
-    };
+    pt_conn_info ci;
+    pt_conn_info_fill(&c->base, c->arena, &ci);
     /* Every path that creates a txn (a request, a parse error, a header
      * timeout) must mark it live, or conn_close would skip it and it would
      * never finish (its generation and arena leak). */
     c->txn_done = false;
-    return pt_txn_new(c->w, c->arena, &ds_ops, c, &ci, pt_loop_wall_us(c->w->loop));
+    return pt_txn_new(c->base.w, c->arena, &ds_ops, c, &ci, pt_loop_wall_us(c->base.w->loop));
 }
 
 static void start_request(pt_h1_conn *c, size_t head_len, pt_request *req, const pt_h1_info *info)
@@ -696,22 +712,22 @@ static void start_request(pt_h1_conn *c, size_t head_len, pt_request *req, const
     pt_request_rebase(req, pt_buf_head(&c->rbuf), head_len, copy);
     pt_buf_consume(&c->rbuf, head_len);
 
-    c->info = *info;
-    c->req = req;
-    if (c->ssl) req->scheme = PT_STR_LIT("https");
+    c->rq->info = *info;
+    c->rq->req = req;
+    if (c->base.ssl) req->scheme = PT_STR_LIT("https");
     c->version = req->version;
     c->body_done = info->body == PT_H1_BODY_NONE;
-    c->body_remaining = info->body == PT_H1_BODY_LENGTH ? info->content_length : 0;
+    c->rq->body_remaining = info->body == PT_H1_BODY_LENGTH ? info->content_length : 0;
     if (info->body == PT_H1_BODY_LENGTH && info->content_length == 0) c->body_done = true;
     if (info->body == PT_H1_BODY_CHUNKED) {
-        c->dec = pt_arena_alloc(a, sizeof(*c->dec));
-        pt_chunked_init(c->dec);
+        c->rq->dec = pt_arena_alloc(a, sizeof(*c->rq->dec));
+        pt_chunked_init(c->rq->dec);
     }
     c->sent_100 = false;
     c->want_body = false;
     /* body bytes that came with the head count as received */
-    c->pace = (pt_body_pace){.bytes = c->body_done ? 0 : c->rbuf.len};
-    if (info->body == PT_H1_BODY_LENGTH) c->pace.bytes = PT_MIN(c->pace.bytes, c->body_remaining);
+    c->rq->pace = (pt_body_pace){.bytes = c->body_done ? 0 : c->rbuf.len};
+    if (info->body == PT_H1_BODY_LENGTH) c->rq->pace.bytes = PT_MIN(c->rq->pace.bytes, c->rq->body_remaining);
     c->txn_done = false;
     c->state = ST_TXN;
     c->nrequests++;
@@ -720,56 +736,25 @@ static void start_request(pt_h1_conn *c, size_t head_len, pt_request *req, const
     pt_txn_start(c->txn, req, head_len);
 }
 
-static void free_cb(pt_loop *loop, pt_defer *d);
-
 /* Hands the connection (fd, TLS session, bytes already read) to the HTTP/2
- * codec and retires this struct without closing the socket. Only before the
- * first request: no txn, no arena in use. */
+ * codec: the shared part moves (pt_conn_move), this struct is retired.
+ * Only before the first request: no txn, no arena in use. */
 static void handoff_h2(pt_h1_conn *c)
 {
-    pt_worker *w = c->w;
-    pt_conn_info ci = {
-        .client_addr = pt_str_c(c->client),
-        .listener = c->listener,
-        .tls = c->ssl != NULL,
-        .client_cert_subject = pt_str_c(c->peer_subject),
-        .client_cert_sans = pt_str_c(c->peer_sans),
-        .tls_policy = c->ssl ? pt_tls_conn_policy(c->ssl) : 0, /* (h2 streams read it from the SSL again) */
-    };
-    int fd = c->io.fd;
-    SSL *ssl = c->ssl;
     c->state = ST_CLOSED;
-    pt_timer_stop(w->loop, &c->timer);
-    pt_defer_cancel(w->loop, &c->flush_defer);
-    pt_defer_cancel(w->loop, &c->next_defer);
-    pt_defer_cancel(w->loop, &c->body_defer);
-    pt_defer_cancel(w->loop, &c->read_defer);
-    pt_io_stop(w->loop, &c->io);
-    if (c->prev) c->prev->next = c->next;
-    else w->conns = c->next;
-    if (c->next) c->next->prev = c->prev;
-    w->nconns--;
-    c->ssl = NULL;
-    c->io.fd = -1;
-    pt_h2_conn_start_counted(w, fd, ssl, c->rbuf.len ? pt_buf_head(&c->rbuf) : NULL, c->rbuf.len, &ci,
-                             (const struct sockaddr *)&c->peer, c->counted_client);
-    free(c->peer_subject);
-    c->peer_subject = NULL;
-    free(c->peer_sans);
-    c->peer_sans = NULL;
+    pt_defer_cancel(c->base.w->loop, &c->flush_defer);
+    cancel_work(c, 0xff);
+    release_request(c);
+    pt_conn *n = pt_conn_move(&c->base, pt_h2_conn_size());
+    if (n) pt_h2_conn_start(n, c->rbuf.len ? pt_buf_head(&c->rbuf) : NULL, c->rbuf.len);
     pt_buf_release(&c->rbuf);
     pt_buf_release(&c->wbuf);
-    if (c->arena) {
-        pt_worker_arena_put(w, c->arena);
-        c->arena = NULL;
-    }
-    pt_defer_queue(w->loop, &c->free_defer, free_cb, c);
 }
 
 static bool listener_http2(const pt_h1_conn *c)
 {
-    const pt_config *cfg = c->w->wgen->gen->cfg;
-    return c->listener < cfg->nlisteners && cfg->listeners[c->listener].http2;
+    const pt_config *cfg = c->base.w->wgen->gen->cfg;
+    return c->base.listener < cfg->nlisteners && cfg->listeners[c->base.listener].http2;
 }
 
 /* Parses as many requests as possible from rbuf (one at a time). */
@@ -778,7 +763,7 @@ static void process_input(pt_h1_conn *c)
     if (c->state != ST_HEAD || c->txn) return;
     /* HTTP/2 with prior knowledge: the first bytes of a plaintext
      * connection are the client preface. */
-    if (!c->ssl && c->nrequests == 0 && c->rbuf.len && listener_http2(c) &&
+    if (!c->base.ssl && c->nrequests == 0 && c->rbuf.len && listener_http2(c) &&
         memcmp(pt_buf_head(&c->rbuf), PT_H2_PREFACE, PT_MIN((size_t)c->rbuf.len, PT_H2_PREFACE_LEN)) == 0) {
         if (c->rbuf.len >= PT_H2_PREFACE_LEN) {
             handoff_h2(c);
@@ -802,25 +787,25 @@ static void process_input(pt_h1_conn *c)
         }
         /* Pending output keeps its send timeout; flush_now arms the idle
          * timeout once it has drained. */
-        if (!c->wbuf.len) set_timer(c, TM_IDLE, pt_loop_now(c->w->loop) + conn_cfg(c)->timeouts.idle_ms);
+        if (!c->wbuf.len) set_timer(c, TM_IDLE, pt_loop_now(c->base.w->loop) + conn_cfg(c)->timeouts.idle_ms);
         conn_update_events(c);
         return;
     }
     if (c->timer_kind != TM_HEADER)
-        set_timer(c, TM_HEADER, pt_loop_now(c->w->loop) + conn_cfg(c)->timeouts.header_ms);
+        set_timer(c, TM_HEADER, pt_loop_now(c->base.w->loop) + conn_cfg(c)->timeouts.header_ms);
 
-    if (!c->arena) c->arena = pt_worker_arena_get(c->w);
+    ensure_request(c);
     pt_request *req = pt_arena_calloc(c->arena, sizeof(*req));
     pt_h1_info info;
     pt_h1_error err = {0, NULL};
-    ssize_t n = pt_h1_parse_request(pt_buf_head(&c->rbuf), c->rbuf.len, &c->w->wgen->gen->h1_limits, c->arena, req,
+    ssize_t n = pt_h1_parse_request(pt_buf_head(&c->rbuf), c->rbuf.len, &c->base.w->wgen->gen->h1_limits, c->arena, req,
                                     &info, &err);
     if (n == PT_AGAIN) {
         if (c->peer_closed) conn_close(c);
         else conn_update_events(c);
         return;
     }
-    c->sent = 0;
+    c->rq->sent = 0;
     c->resp_open = false;
     c->txn = new_txn(c);
     if (n < 0) {
@@ -839,43 +824,6 @@ static void process_input(pt_h1_conn *c)
     start_request(c, (size_t)n, req, &info);
 }
 
-static void on_readable(pt_h1_conn *c);
-
-static void read_defer_cb(pt_loop *loop, pt_defer *d)
-{
-    pt_h1_conn *c = d->data;
-    if (c->state != ST_CLOSED && c->state != ST_HANDSHAKE && conn_wants_read(c)) on_readable(c);
-}
-
-/* Drives the TLS handshake; on success the connection becomes an ordinary
- * HTTP/1.1 connection waiting for its first request. */
-static void do_handshake(pt_h1_conn *c)
-{
-    int r = pt_tls_handshake_step(c->ssl, &c->hs_want_write);
-    if (r < 0) { /* a failed handshake (bad client, wrong version): just close */
-        conn_close(c);
-        return;
-    }
-    if (r == 0) {
-        conn_update_events(c);
-        return;
-    }
-    c->state = ST_HEAD;
-    c->peer_subject = pt_tls_peer_subject(c->ssl);
-    c->peer_sans = pt_tls_peer_sans(c->ssl);
-    if (c->hs_wg) {
-        pt_worker_gen_release(c->w, c->hs_wg);
-        c->hs_wg = NULL;
-    }
-    if (pt_tls_alpn_is(c->ssl, "h2")) {
-        handoff_h2(c);
-        return;
-    }
-    conn_update_events(c);
-    /* the client's first request may already be decrypted and pending */
-    pt_defer_queue(c->w->loop, &c->read_defer, read_defer_cb, c);
-}
-
 static void body_expired(pt_h1_conn *c, uint64_t now);
 
 static void on_readable(pt_h1_conn *c)
@@ -883,11 +831,11 @@ static void on_readable(pt_h1_conn *c)
     for (int rounds = 0; rounds < 4; rounds++) {
         pt_buf_reserve(&c->rbuf, READ_CHUNK / 4);
         size_t room = pt_buf_tailroom(&c->rbuf);
-        ssize_t n = pt_sock_recv(c->io.fd, c->ssl, pt_buf_tail(&c->rbuf), room);
+        ssize_t n = pt_sock_recv(c->base.io.fd, c->base.ssl, pt_buf_tail(&c->rbuf), room);
         if (n > 0) {
             c->rbuf.len += (uint32_t)n;
-            if (c->state == ST_TXN) pt_body_pace_progress(&c->pace, (uint64_t)n, pt_loop_now(c->w->loop));
-            if ((size_t)n < room && !c->ssl) break;
+            if (c->state == ST_TXN) pt_body_pace_progress(&c->rq->pace, (uint64_t)n, pt_loop_now(c->base.w->loop));
+            if ((size_t)n < room && !c->base.ssl) break;
             if (c->state == ST_TXN) break; /* deliver before reading more */
             continue;
         }
@@ -912,9 +860,9 @@ static void on_readable(pt_h1_conn *c)
         if (c->want_body && !c->body_done) {
             /* Checked on each read too: the bytes just read may come too late
              * to meet limits.min_body_rate (the timer may not have run yet). */
-            uint64_t now = pt_loop_now(c->w->loop);
-            if (c->pace.running &&
-                now >= pt_body_pace_deadline(&c->pace, c->pace.gap_ms, c->pace.min_rate)) {
+            uint64_t now = pt_loop_now(c->base.w->loop);
+            if (c->rq->pace.running &&
+                now >= pt_body_pace_deadline(&c->rq->pace, c->rq->pace.gap_ms, c->rq->pace.min_rate)) {
                 body_expired(c, now);
                 if (c->state == ST_CLOSED) return;
             } else {
@@ -939,11 +887,6 @@ static void on_io(pt_loop *loop, pt_io *io, uint32_t events)
     if (c->state == ST_CLOSED) return;
     if (c->state == ST_TUNNEL) {
         pt_tunnel_sock_io(c->tun, events);
-        return;
-    }
-    if (c->state == ST_HANDSHAKE) {
-        if (events & (EPOLLERR | EPOLLHUP)) conn_close(c);
-        else do_handshake(c);
         return;
     }
     if (events & (EPOLLERR | EPOLLHUP)) {
@@ -992,13 +935,9 @@ static void on_timer(pt_loop *loop, pt_timer *t)
         conn_close(c);
         return;
     case TM_HEADER: {
-        if (c->state == ST_HANDSHAKE) { /* the TLS handshake did not finish in time */
-            conn_close(c);
-            return;
-        }
         /* Partial head: answer 408 and close. */
-        if (!c->arena) c->arena = pt_worker_arena_get(c->w);
-        c->sent = 0;
+        ensure_request(c);
+        c->rq->sent = 0;
         c->resp_open = false;
         c->txn = new_txn(c);
         c->state = ST_TXN;
@@ -1013,7 +952,7 @@ static void on_timer(pt_loop *loop, pt_timer *t)
         /* Stale once the body is complete (the timer is not stopped there). */
         if (c->state != ST_TXN || !c->want_body || c->body_done) return;
         uint64_t now = pt_loop_now(loop);
-        uint64_t due = pt_body_pace_deadline(&c->pace, c->pace.gap_ms, c->pace.min_rate);
+        uint64_t due = pt_body_pace_deadline(&c->rq->pace, c->rq->pace.gap_ms, c->rq->pace.min_rate);
         if (due > now) { /* bytes arrived since it was armed: not late yet */
             set_timer(c, TM_BODY, due);
             return;
@@ -1033,33 +972,37 @@ static void on_timer(pt_loop *loop, pt_timer *t)
 static void set_timer(pt_h1_conn *c, int kind, uint64_t deadline)
 {
     c->timer_kind = (uint8_t)kind;
-    if (kind == TM_NONE) pt_timer_stop(c->w->loop, &c->timer);
-    else pt_timer_start_at(c->w->loop, &c->timer, deadline, on_timer, c);
+    if (kind == TM_NONE) pt_timer_stop(c->base.w->loop, &c->base.timer);
+    else pt_timer_start_at(c->base.w->loop, &c->base.timer, deadline, on_timer, c);
 }
 
-/* Keeps the body clock (http/body_pace.h) and the TM_BODY timer in step with
+/* Keeps the body clock (downstream/body_pace.h) and the TM_BODY timer in step with
  * whether the connection wants request body bytes now. While wanted, the
  * armed deadline is only moved earlier here: progress moves it later, and
  * on_timer re-arms when it fires early (no heap update per read). Once the
  * body is complete or not wanted, a TM_BODY timer is stopped. */
 static void body_pace_update(pt_h1_conn *c)
 {
+    if (!c->rq) { /* the request is over (released): no body clock */
+        if (c->timer_kind == TM_BODY) set_timer(c, TM_NONE, 0);
+        return;
+    }
     const pt_config *cfg = conn_cfg(c);
     bool live = c->txn && !c->txn_done;
     if (live) {
-        pt_txn_body_limits(c->txn, &c->pace.gap_ms, &c->pace.min_rate);
+        pt_txn_body_limits(c->txn, &c->rq->pace.gap_ms, &c->rq->pace.min_rate);
     } else { /* discarding the rest of a body after the response */
-        c->pace.gap_ms = cfg->timeouts.body_ms;
-        c->pace.min_rate = cfg->limits.min_body_rate;
+        c->rq->pace.gap_ms = cfg->timeouts.body_ms;
+        c->rq->pace.min_rate = cfg->limits.min_body_rate;
     }
     /* Once the response has started the upstream has engaged in the
      * exchange: the request stream is then bounded by the upstream's own
      * timeouts, not by the slow-body rules (full-duplex streams). */
     bool run = c->state == ST_TXN && c->want_body && !c->body_done && !(live && pt_txn_response_started(c->txn));
-    pt_body_pace_run(&c->pace, run, pt_loop_now(c->w->loop));
+    pt_body_pace_run(&c->rq->pace, run, pt_loop_now(c->base.w->loop));
     if (run) {
-        uint64_t due = pt_body_pace_deadline(&c->pace, c->pace.gap_ms, c->pace.min_rate);
-        if (c->timer_kind != TM_BODY || due < c->timer.deadline) set_timer(c, TM_BODY, due);
+        uint64_t due = pt_body_pace_deadline(&c->rq->pace, c->rq->pace.gap_ms, c->rq->pace.min_rate);
+        if (c->timer_kind != TM_BODY || due < c->base.timer.deadline) set_timer(c, TM_BODY, due);
     } else if (c->timer_kind == TM_BODY) {
         set_timer(c, TM_NONE, 0);
     }
@@ -1077,134 +1020,67 @@ static void body_expired(pt_h1_conn *c, uint64_t now)
         c->close_after = true;
         c->body_done = true;
         pt_txn_on_request_error(c->txn, 408,
-                                pt_body_pace_late_by_gap(&c->pace, c->pace.gap_ms, now) ? PT_BODY_LATE_GAP
+                                pt_body_pace_late_by_gap(&c->rq->pace, c->rq->pace.gap_ms, now) ? PT_BODY_LATE_GAP
                                                                                                       : PT_BODY_LATE_RATE);
     }
 }
 
 /* --------------------------------------------------------------- lifecycle */
 
-static void free_cb(pt_loop *loop, pt_defer *d)
-{
-    pt_h1_conn *c = d->data;
-    free(c->tun);
-    free(c);
-}
-
 static void conn_close(pt_h1_conn *c)
 {
     if (c->state == ST_CLOSED) return;
-    pt_worker *w = c->w;
+    pt_loop *loop = c->base.w->loop;
     c->state = ST_CLOSED;
     if (c->txn && !c->txn_done) pt_txn_on_downstream_closed(c->txn);
-    pt_timer_stop(w->loop, &c->timer);
-    pt_defer_cancel(w->loop, &c->flush_defer);
-    pt_defer_cancel(w->loop, &c->next_defer);
-    pt_defer_cancel(w->loop, &c->body_defer);
-    pt_defer_cancel(w->loop, &c->read_defer);
+    pt_defer_cancel(loop, &c->flush_defer);
+    cancel_work(c, 0xff);
     if (c->tun) pt_tunnel_sock_stop(c->tun); /* allocated only once a tunnel starts */
-    pt_io_stop(w->loop, &c->io);
-    if (c->ssl) {
-        if (!c->peer_closed && !c->write_failed && !c->tun) SSL_shutdown(c->ssl); /* best effort close_notify */
-        SSL_free(c->ssl);
-        ERR_clear_error();
-        c->ssl = NULL;
-    }
-    if (c->hs_wg) {
-        pt_worker_gen_release(w, c->hs_wg);
-        c->hs_wg = NULL;
-    }
-    free(c->peer_subject);
-    c->peer_subject = NULL;
-    free(c->peer_sans);
-    c->peer_sans = NULL;
-    pt_connlimit_release(w->connlimit, c->listener, (const struct sockaddr *)&c->peer, c->counted_client);
-    pt_metrics_conn_closed(w, c->listener);
-    close(c->io.fd);
-    c->io.fd = -1;
     pt_buf_release(&c->rbuf);
     pt_buf_release(&c->wbuf);
-    if (c->arena) {
-        pt_worker_arena_put(w, c->arena);
-        c->arena = NULL;
-    }
-    if (c->prev) c->prev->next = c->next;
-    else w->conns = c->next;
-    if (c->next) c->next->prev = c->prev;
-    w->nconns--;
-    /* Free after this loop iteration: an event for this fd may still be
-     * pending in the current epoll batch. */
-    pt_defer_queue(w->loop, &c->free_defer, free_cb, c);
+    release_request(c);
+    pt_conn_close(&c->base, !c->peer_closed && !c->write_failed && !c->tun);
 }
 
-void pt_h1_conn_accept(pt_worker *w, int fd, const struct sockaddr *peer, socklen_t peerlen, size_t listener,
-                       struct pt_tls_server *tls, bool counted_client)
+static void h1_finalize(pt_conn *base) { free(((pt_h1_conn *)base)->tun); }
+
+static void h1_close(pt_conn *base) { conn_close((pt_h1_conn *)base); }
+
+/* Graceful drain: an idle connection closes now, an active one after its
+ * current response. A partly received head is read to the end and
+ * answered; the response says Connection: close because the worker is
+ * draining. */
+static void h1_drain(pt_conn *base)
 {
-    pt_h1_conn *c = pt_xcalloc(1, sizeof(*c));
-    c->w = w;
+    pt_h1_conn *c = (pt_h1_conn *)base;
+    if (c->state == ST_HEAD && !c->txn && !c->rbuf.len && !c->wbuf.len) conn_close(c); /* idle keep-alive */
+    else if (c->state != ST_HEAD || c->txn) c->close_after = true;
+}
+
+static const pt_conn_proto h1_proto = {
+    .name = "http/1.1",
+    .drain = h1_drain,
+    .close = h1_close,
+    .finalize = h1_finalize,
+};
+
+size_t pt_h1_conn_size(void) { return sizeof(pt_h1_conn); }
+
+void pt_h1_conn_start(pt_conn *base, uint64_t header_deadline)
+{
+    pt_h1_conn *c = (pt_h1_conn *)base;
+    base->proto = &h1_proto;
+    base->io.cb = on_io;
     c->state = ST_HEAD;
-    c->info.keep_alive = true;
-    c->listener = (uint16_t)listener;
-    c->counted_client = counted_client;
-    memcpy(&c->peer, peer, PT_MIN((size_t)peerlen, sizeof(c->peer)));
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (peer->sa_family == AF_INET)
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)peer)->sin_addr, c->client, sizeof(c->client));
-    else if (peer->sa_family == AF_INET6)
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)peer)->sin6_addr, c->client,
-                  sizeof(c->client));
-    else
-        strcpy(c->client, "unix");
-    PT_UNUSED(peerlen);
-    if (pt_io_start(w->loop, &c->io, fd, EPOLLIN | EPOLLRDHUP, on_io, c) != PT_OK) {
-        close(fd);
-        free(c);
-        return;
-    }
     c->reading = true;
-    c->next = w->conns;
-    if (w->conns) w->conns->prev = c;
-    w->conns = c;
-    w->nconns++;
-    pt_metrics_conn_opened(w, listener);
-    if (w->draining) c->close_after = true;
-    if (tls) {
-        c->ssl = pt_tls_server_ssl(tls, fd);
-        if (!c->ssl) {
-            conn_close(c);
-            return;
-        }
-        /* The SNI callback uses the generation's TLS state: pin it. */
-        c->hs_wg = pt_worker_gen_acquire(w);
-        c->state = ST_HANDSHAKE;
-        /* handshake + first request head share the absolute header deadline */
-        set_timer(c, TM_HEADER, pt_loop_now(w->loop) + conn_cfg(c)->timeouts.header_ms);
-        do_handshake(c);
+    if (base->w->draining) c->close_after = true;
+    if (!header_deadline) {
+        set_timer(c, TM_IDLE, pt_loop_now(base->w->loop) + conn_cfg(c)->timeouts.idle_ms);
         return;
     }
-    set_timer(c, TM_IDLE, pt_loop_now(w->loop) + conn_cfg(c)->timeouts.idle_ms);
-}
-
-void pt_h1_conns_drain(pt_worker *w)
-{
-    pt_h1_conn *c = w->conns;
-    while (c) {
-        pt_h1_conn *n = c->next;
-        if (c->state == ST_HANDSHAKE) {
-            conn_close(c); /* no request made yet */
-        } else if (c->state == ST_HEAD && !c->txn && !c->rbuf.len && !c->wbuf.len) {
-            conn_close(c); /* idle keep-alive */
-        } else if (c->state != ST_HEAD || c->txn) {
-            c->close_after = true; /* finish the current exchange, then close */
-        }
-        /* A partly received head is read to the end and answered; the
-         * response says Connection: close because the worker is draining. */
-        c = n;
-    }
-}
-
-void pt_h1_conns_close_all(pt_worker *w)
-{
-    while (w->conns) conn_close(w->conns);
+    /* after a TLS handshake: its deadline also bounds the first request
+     * head, which may already be decrypted and pending inside OpenSSL */
+    set_timer(c, TM_HEADER, header_deadline);
+    conn_update_events(c);
+    queue_work(c, WORK_READ);
 }
