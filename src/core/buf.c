@@ -25,8 +25,9 @@
 #endif
 
 /* Usage-driven decay: every PT_BUF_POOL_EPOCH gets+puts on a thread, the
- * cached blocks that stayed unused for the whole epoch (the low-water mark of
- * the cache) are returned to the OS. pt_buf_pool_trim() ends an epoch early. */
+ * cached blocks that stayed unused for the whole epoch (the low-water mark
+ * of the cache) are returned to the OS, down to the hot set.
+ * pt_buf_pool_trim() ends an epoch early (from a worker's timer). */
 #define PT_BUF_POOL_EPOCH 1024u
 /* Blocks are carved from anonymous mappings of this many blocks (1 MiB), so
  * that their pages can be given back with madvise(MADV_DONTNEED): glibc never
@@ -73,27 +74,25 @@ static void block_return(char *p)
     push_ptr(&cold, &cold_n, &cold_cap, p);
 }
 
-/* Returns the blocks that stayed in the cache for the whole epoch (the
- * least recently used ones, at the bottom of the LIFO) and starts a new one. */
-static void pool_decay(void)
+/* Returns the cached blocks that stayed unused for the whole epoch (the
+ * low-water mark), but keeps at least `floor` cached, and starts a new epoch.
+ * Pops from the head: O(returned), no walk over the kept ones. */
+static void pool_decay(unsigned floor)
 {
-    unsigned keep = pool_count - pool_low;
-    pool_block **pp = &pool_head;
-    for (unsigned i = 0; i < keep; i++) pp = &(*pp)->next;
-    pool_block *rest = *pp;
-    *pp = NULL;
-    while (rest) {
-        pool_block *next = rest->next;
-        block_return((char *)rest);
-        rest = next;
+    unsigned keep = PT_MAX(pool_count - pool_low, PT_MIN(pool_count, floor));
+    while (pool_count > keep) {
+        pool_block *b = pool_head;
+        pool_head = b->next;
+        pool_count--;
+        block_return((char *)b);
     }
-    pool_count = pool_low = keep;
+    pool_low = pool_count;
     pool_ops = 0;
 }
 
 static inline void pool_tick(void)
 {
-    if (__builtin_expect(++pool_ops >= PT_BUF_POOL_EPOCH, 0)) pool_decay();
+    if (__builtin_expect(++pool_ops >= PT_BUF_POOL_EPOCH, 0)) pool_decay(PT_BUF_POOL_HOT);
 }
 
 static char *block_get_slow(void)
@@ -138,7 +137,7 @@ static inline char *block_get(void)
 static inline void block_put(char *p)
 {
     pool_tick();
-    if (__builtin_expect(pool_count >= PT_BUF_POOL_HOT, 0)) {
+    if (__builtin_expect(pool_count >= PT_BUF_POOL_MAX, 0)) {
         block_return(p);
         return;
     }
@@ -206,7 +205,7 @@ void pt_buf_release(pt_buf *b)
 
 void pt_buf_pool_trim(void)
 {
-    pool_decay();
+    pool_decay(PT_BUF_POOL_HOT);
 }
 
 void pt_buf_pool_stats(size_t *cached, size_t *returned)
@@ -218,7 +217,7 @@ void pt_buf_pool_stats(size_t *cached, size_t *returned)
 void pt_buf_pool_free(void)
 {
     pool_low = pool_count; /* every cached block counts as unused: all are returned */
-    pool_decay();
+    pool_decay(0);
     pthread_mutex_lock(&orphan_mu);
     for (size_t i = 0; i < cold_n; i++) push_ptr(&orphans, &orphan_n, &orphan_cap, cold[i]);
     for (; slab_next < slab_end; slab_next += PT_BUF_BLOCK) push_ptr(&orphans, &orphan_n, &orphan_cap, slab_next);
