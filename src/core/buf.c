@@ -1,40 +1,151 @@
-/* buf.c — see buf.h. */
+/* buf.c — see buf.h (the header comment describes the memory model). */
 #include "core/buf.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/uio.h>
 
-#define PT_BUF_POOL_MAX 512
+#if defined(__SANITIZE_ADDRESS__)
+#define PT_BUF_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define PT_BUF_ASAN 1
+#endif
+#endif
+#ifdef PT_BUF_ASAN
+#include <sanitizer/asan_interface.h>
+#define POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define POISON(p, n) ((void)(p), (void)(n))
+#define UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
+/* Usage-driven decay: every PT_BUF_POOL_EPOCH gets+puts on a thread, the
+ * cached blocks that stayed unused for the whole epoch (the low-water mark
+ * of the cache) are returned to the OS, down to the hot set.
+ * pt_buf_pool_trim() ends an epoch early (from a worker's timer). */
+#define PT_BUF_POOL_EPOCH 1024u
+/* Blocks are carved from anonymous mappings of this many blocks (1 MiB), so
+ * that their pages can be given back with madvise(MADV_DONTNEED): glibc never
+ * returns the pages of a free()d 16 KiB chunk in the middle of an arena. */
+#define PT_BUF_SLAB_BLOCKS 64u
 
 typedef struct pool_block {
     struct pool_block *next;
 } pool_block;
 
+/* Resident cache (LIFO, linked through the blocks). */
 static __thread pool_block *pool_head;
 static __thread unsigned pool_count;
+static __thread unsigned pool_low; /* lowest pool_count since the epoch began */
+static __thread unsigned pool_ops; /* gets + puts since the epoch began */
+/* Blocks whose pages were returned: address space only, reused before any
+ * new mapping. Kept outside the blocks so that parking one touches nothing. */
+static __thread char **cold;
+static __thread size_t cold_n, cold_cap;
+/* Unused rest of this thread's current mapping. */
+static __thread char *slab_next, *slab_end;
 
-static char *block_get(void)
+/* Blocks left by exited threads (their pages already returned). */
+static pthread_mutex_t orphan_mu = PTHREAD_MUTEX_INITIALIZER;
+static char **orphans;
+static size_t orphan_n, orphan_cap;
+static atomic_size_t orphan_avail;
+
+static void push_ptr(char ***v, size_t *n, size_t *cap, char *p)
 {
-    if (pool_head) {
+    if (*n == *cap) {
+        *cap = *cap ? *cap * 2 : 64;
+        *v = pt_xrealloc(*v, *cap * sizeof **v);
+    }
+    (*v)[(*n)++] = p;
+}
+
+/* Gives the block's pages back to the OS and parks its address range. */
+static void block_return(char *p)
+{
+    UNPOISON(p, PT_BUF_BLOCK);
+    (void)madvise(p, PT_BUF_BLOCK, MADV_DONTNEED); /* cannot fail on our own mapping */
+    POISON(p, PT_BUF_BLOCK);
+    push_ptr(&cold, &cold_n, &cold_cap, p);
+}
+
+/* Returns the cached blocks that stayed unused for the whole epoch (the
+ * low-water mark), but keeps at least `floor` cached, and starts a new epoch.
+ * Pops from the head: O(returned), no walk over the kept ones. */
+static void pool_decay(unsigned floor)
+{
+    unsigned keep = PT_MAX(pool_count - pool_low, PT_MIN(pool_count, floor));
+    while (pool_count > keep) {
         pool_block *b = pool_head;
         pool_head = b->next;
         pool_count--;
-        return (char *)b;
+        block_return((char *)b);
     }
-    return pt_xmalloc(PT_BUF_BLOCK);
+    pool_low = pool_count;
+    pool_ops = 0;
 }
 
-static void block_put(char *p)
+static inline void pool_tick(void)
 {
-    if (pool_count >= PT_BUF_POOL_MAX) {
-        free(p);
+    if (__builtin_expect(++pool_ops >= PT_BUF_POOL_EPOCH, 0)) pool_decay(PT_BUF_POOL_HOT);
+}
+
+static char *block_get_slow(void)
+{
+    char *p = NULL;
+    if (cold_n) {
+        p = cold[--cold_n];
+    } else if (atomic_load_explicit(&orphan_avail, memory_order_relaxed)) {
+        pthread_mutex_lock(&orphan_mu);
+        if (orphan_n) p = orphans[--orphan_n];
+        atomic_store_explicit(&orphan_avail, orphan_n, memory_order_relaxed);
+        pthread_mutex_unlock(&orphan_mu);
+    }
+    if (!p) {
+        if (slab_next == slab_end) {
+            size_t len = (size_t)PT_BUF_SLAB_BLOCKS * PT_BUF_BLOCK;
+            void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            if (m == MAP_FAILED) pt_panic(__FILE__, __LINE__, "out of memory mapping buffer blocks");
+            slab_next = m;
+            slab_end = slab_next + len;
+        }
+        p = slab_next;
+        slab_next += PT_BUF_BLOCK;
+    }
+    UNPOISON(p, PT_BUF_BLOCK);
+    return p;
+}
+
+static inline char *block_get(void)
+{
+    pool_tick();
+    pool_block *b = pool_head;
+    if (__builtin_expect(b != NULL, 1)) {
+        pool_head = b->next;
+        if (--pool_count < pool_low) pool_low = pool_count;
+        UNPOISON(b, PT_BUF_BLOCK);
+        return (char *)b;
+    }
+    return block_get_slow();
+}
+
+static inline void block_put(char *p)
+{
+    pool_tick();
+    if (__builtin_expect(pool_count >= PT_BUF_POOL_MAX, 0)) {
+        block_return(p);
         return;
     }
     pool_block *b = (pool_block *)(void *)p;
     b->next = pool_head;
     pool_head = b;
     pool_count++;
+    POISON(p + sizeof *b, PT_BUF_BLOCK - sizeof *b); /* the link stays readable */
 }
 
 void pt_buf_reserve(pt_buf *b, size_t n)
@@ -92,14 +203,30 @@ void pt_buf_release(pt_buf *b)
     b->off = b->len = b->cap = 0;
 }
 
+void pt_buf_pool_trim(void)
+{
+    pool_decay(PT_BUF_POOL_HOT);
+}
+
+void pt_buf_pool_stats(size_t *cached, size_t *returned)
+{
+    if (cached) *cached = pool_count;
+    if (returned) *returned = cold_n;
+}
+
 void pt_buf_pool_free(void)
 {
-    while (pool_head) {
-        pool_block *b = pool_head;
-        pool_head = b->next;
-        free(b);
-    }
-    pool_count = 0;
+    pool_low = pool_count; /* every cached block counts as unused: all are returned */
+    pool_decay(0);
+    pthread_mutex_lock(&orphan_mu);
+    for (size_t i = 0; i < cold_n; i++) push_ptr(&orphans, &orphan_n, &orphan_cap, cold[i]);
+    for (; slab_next < slab_end; slab_next += PT_BUF_BLOCK) push_ptr(&orphans, &orphan_n, &orphan_cap, slab_next);
+    atomic_store_explicit(&orphan_avail, orphan_n, memory_order_relaxed);
+    pthread_mutex_unlock(&orphan_mu);
+    free(cold);
+    cold = NULL;
+    cold_n = cold_cap = 0;
+    slab_next = slab_end = NULL;
 }
 
 int pt_buf_writev(int fd, pt_buf *b, const struct iovec *extra, int nextra)
