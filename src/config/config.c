@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include "config/config_int.h"
-#include "proxy/plugin.h"
+#include "plugin/plugin.h"
 
 #define PT_CONFIG_MAX_FILE (4u << 20)
 

@@ -21,7 +21,7 @@
 
 #include "config/config.h"
 #include "obs/metrics.h"
-#include "proxy/plugin.h"
+#include "plugin/plugin.h"
 
 struct pt_worker;
 

@@ -18,7 +18,7 @@
 #include "obs/gateway_metrics.h"
 #include "net/dns.h"
 #include "server/connlimit.h"
-#include "proxy/plugin.h"
+#include "plugin/plugin.h"
 #include "server/worker.h"
 
 #define ARENA_CACHE_MAX 256

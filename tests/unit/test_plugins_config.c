@@ -10,7 +10,7 @@
 #include "plugins/direct_response/direct_response.h"
 #include "plugins/headers/headers.h"
 #include "plugins/request_id/request_id.h"
-#include "proxy/plugin.h"
+#include "plugin/plugin.h"
 #include "testlib.h"
 
 /* One configure() run: the YAML text is the plugin's block. */

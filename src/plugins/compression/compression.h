@@ -38,7 +38,7 @@
 #ifndef PT_PLUGINS_COMPRESSION_H
 #define PT_PLUGINS_COMPRESSION_H
 
-#include "proxy/plugin.h"
+#include "plugin/plugin.h"
 
 /* Content codings known to the plugin. Responses are compressed with
  * gzip, br or zstd; request bodies may also be deflate. */

@@ -17,7 +17,7 @@
 #define PT_PLUGINS_DELAY_H
 
 #include "core/loop.h"
-#include "proxy/plugin.h"
+#include "plugin/plugin.h"
 
 #define PT_DELAY_MAX_MS 60000
 

@@ -26,7 +26,7 @@
 #define PT_PLUGINS_FORWARD_AUTH_H
 
 #include "plugins/forward_auth/fa_cache.h"
-#include "proxy/plugin.h"
+#include "plugin/plugin.h"
 
 #define PT_FAUTH_DEFAULT_TIMEOUT_MS 2000
 #define PT_FAUTH_MAX_TIMEOUT_MS 300000

@@ -33,7 +33,7 @@
 #include <stdint.h>
 
 #include "net/ipset.h"
-#include "proxy/plugin.h"
+#include "plugin/plugin.h"
 
 #define PT_IPR_DEFAULT_STATUS 403
 

@@ -56,8 +56,8 @@
  *
  * Callbacks run on the worker thread that owns the request; they must not
  * block. */
-#ifndef PT_PROXY_PLUGIN_H
-#define PT_PROXY_PLUGIN_H
+#ifndef PT_PLUGIN_PLUGIN_H
+#define PT_PLUGIN_PLUGIN_H
 
 #include "config/conf_node.h"
 #include "config/config.h"
