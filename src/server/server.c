@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "admin/admin.h"
-#include "core/accesslog.h"
+#include "obs/accesslog.h"
 #include "core/buf.h"
 #include "http/h1_server.h"
 #include "http/h2_server.h"
