@@ -230,11 +230,11 @@ pt_headers *pt_txn_trailers(pt_txn *txn, pt_side side);
  * later: the resume would release whatever pause that side has then. */
 void pt_txn_resume(pt_txn *txn, pt_side side, pt_plugin_result r);
 
-/* ---- Configure-time references ---- */
-
-/* The upstream named by scalar node `n` (in `configure`: upstreams are
- * loaded before plugins), or NULL with a positioned error. */
-const pt_upstream_conf *pt_conf_upstream(pt_conf_ctx *ctx, const pt_conf_node *n);
+/* ---- Configure-time references ----
+ * From config/config.h: pt_conf_upstream(ctx, node) (an upstream by name,
+ * for the internal HTTP client) and pt_ip_set_read(ctx, list, what, set)
+ * (an address/CIDR list, matched with pt_ip_addr_parse and
+ * pt_ip_set_contains from net/ipset.h). */
 
 /* ---- Internal HTTP client ----
  * Calls to a configured upstream on the same machinery as proxied requests
