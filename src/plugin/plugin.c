@@ -1,6 +1,7 @@
 /* plugin.c — the plugin layer's side of configuration loading: turning a
  * plugin list entry into an instance through the registry
- * (plugins/registry.c), so that config/ never includes the plugin API. */
+ * (plugins/registry.c), so that config/ never includes the plugin API;
+ * and the metric declarations plugins make in configure. */
 #include "plugin/plugin.h"
 
 #include <stdio.h>
@@ -46,4 +47,20 @@ bool pt_conf_plugin_instance(pt_conf_ctx *ctx, const pt_conf_node *k, const pt_c
     }
     *out = (pt_plugin_instance){.type = type, .conf = conf, .line = k->line};
     return true;
+}
+
+pt_metric_series *pt_conf_metric(pt_conf_ctx *ctx, const pt_conf_node *node, const pt_metric_desc *desc,
+                                 const char *const *values)
+{
+    /* Without an admin listener nothing is exposed, so nothing is counted
+     * (docs/metrics.md): the plugin gets NULL series and its writes return
+     * at once. */
+    if (!ctx->metrics || !ctx->cfg || !ctx->cfg->admin.enabled) return NULL;
+    char err[256];
+    pt_metric_family *f = pt_metrics_family(ctx->metrics, desc, err, sizeof err);
+    if (!f) {
+        pt_conf_error(ctx, node, "metric %s: %s", desc->name ? desc->name : "(unnamed)", err);
+        return NULL;
+    }
+    return pt_metrics_series(f, values, ctx->arena);
 }
