@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test stage of `make test` and ends with one summary line
-# "tests: N passed, M failed" (unit test cases + integration tests + fuzz
-# drivers + the black-box fuzzer). Exits non-zero if any stage failed.
+# "tests: N passed, M failed" (the layers lint + unit test cases +
+# integration tests + fuzz drivers + the black-box fuzzer). Exits non-zero if any stage failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 LOG=build/test-logs
@@ -9,6 +9,13 @@ mkdir -p "$LOG"
 passed=0; failed=0; rc=0
 
 stage() { echo; echo "=== $1 ==="; }
+
+stage "layers (folder dependencies of src/, tests/lint/layers.py)"
+if /usr/bin/python3 tests/lint/layers.py; then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1)); rc=1
+fi
 
 stage "clang build (-Wall -Wextra -Werror)"
 if make --no-print-directory BUILD=build/clang CC=clang >"$LOG/clang.log" 2>&1; then

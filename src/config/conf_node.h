@@ -44,9 +44,9 @@ typedef struct pt_conf_ctx {
     pt_arena *arena;  /* the generation's arena */
     pt_errors *errors;
     const struct pt_config *cfg; /* what is loaded so far (upstreams before plugins); may be NULL */
-    /* Registry for metrics a plugin declares in configure (obs/metrics.h);
-     * pass ctx->arena as the series owner. NULL (portico check, tests):
-     * declare none. */
+    /* Registry for metrics a plugin declares in configure, through
+     * pt_conf_metric (plugin/plugin.h). NULL (portico check, tests):
+     * metrics off. */
     struct pt_metrics *metrics;
 } pt_conf_ctx;
 

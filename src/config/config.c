@@ -16,7 +16,6 @@
 #include <unistd.h>
 
 #include "config/config_int.h"
-#include "proxy/plugin.h"
 
 #define PT_CONFIG_MAX_FILE (4u << 20)
 
@@ -735,17 +734,6 @@ static void conf_upstreams(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config
 
 /* ------------------------------------------------------------------ plugins */
 
-static void unknown_plugin(pt_conf_ctx *ctx, const pt_conf_node *k)
-{
-    char list[512];
-    size_t used = 0;
-    list[0] = '\0';
-    const pt_plugin_type *const *all = pt_plugin_all();
-    for (size_t i = 0; all && all[i] && used < sizeof(list); i++)
-        used += (size_t)snprintf(list + used, sizeof(list) - used, "%s%s", i ? ", " : "", all[i]->name);
-    pt_conf_error(ctx, k, "unknown plugin '%s' (known plugins: %s)", k->scalar, used ? list : "none");
-}
-
 const pt_upstream_conf *pt_conf_upstream(pt_conf_ctx *ctx, const pt_conf_node *n)
 {
     if (!n || n->kind != PT_NODE_SCALAR || !n->scalar_len) {
@@ -757,13 +745,6 @@ const pt_upstream_conf *pt_conf_upstream(pt_conf_ctx *ctx, const pt_conf_node *n
         if (strcmp(cfg->upstreams[i].name, n->scalar) == 0) return &cfg->upstreams[i];
     pt_conf_error(ctx, n, "unknown upstream '%s'", n->scalar);
     return NULL;
-}
-
-/* Arena cleanup: a plugin instance's destroy(), when its config goes. */
-static void destroy_plugin_instance(void *data)
-{
-    const pt_plugin_instance *pi = data;
-    pi->type->destroy(pi->conf);
 }
 
 void pt_conf_plugin_list(pt_conf_ctx *ctx, const pt_conf_node *node, pt_plugin_list *out, const char *what)
@@ -783,27 +764,39 @@ void pt_conf_plugin_list(pt_conf_ctx *ctx, const pt_conf_node *node, pt_plugin_l
                                      "e.g. '- request_id: {}'", what);
             continue;
         }
-        const pt_conf_node *k = item->keys[0], *v = item->vals[0];
-        const pt_plugin_type *type = pt_plugin_find(k->scalar);
-        if (!type) {
-            unknown_plugin(ctx, k);
-            continue;
-        }
-        void *conf = NULL;
-        if (type->configure) {
-            size_t before = ctx->errors->n;
-            conf = type->configure(ctx, v);
-            if (conf && type->destroy) {
-                /* runs when the config's arena is freed: with its generation,
-                 * or at once when the load fails */
-                pt_plugin_instance *owned = pt_arena_calloc(ctx->arena, sizeof(*owned));
-                *owned = (pt_plugin_instance){.type = type, .conf = conf};
-                pt_arena_on_cleanup(ctx->arena, destroy_plugin_instance, owned);
-            }
-            if (ctx->errors->n != before) continue;
-        }
-        out->v[out->n++] = (pt_plugin_instance){.type = type, .conf = conf, .line = k->line};
+        if (pt_conf_plugin_instance(ctx, item->keys[0], item->vals[0], &out->v[out->n])) out->n++;
     }
+}
+
+/* ------------------------------------------------------------ address lists */
+
+bool pt_ip_set_read(pt_conf_ctx *ctx, const pt_conf_node *list, const char *what, pt_ip_set *set)
+{
+    if (list->kind != PT_NODE_SEQ) {
+        pt_conf_error(ctx, list, "%s: expected a list of IPv4/IPv6 addresses or CIDRs", what);
+        return false;
+    }
+    if (list->n == 0) {
+        pt_conf_error(ctx, list, "%s: empty list (list at least one address or CIDR, or remove the key)", what);
+        return false;
+    }
+    pt_ip_cidr *v = pt_xcalloc(list->n, sizeof(*v));
+    bool ok = true;
+    for (size_t i = 0; i < list->n; i++) {
+        const pt_conf_node *it = list->vals[i];
+        char err[128];
+        if (it->kind != PT_NODE_SCALAR) {
+            pt_conf_error(ctx, it, "%s: expected an IPv4/IPv6 address or CIDR, got a %s", what,
+                          it->kind == PT_NODE_MAP ? "mapping" : it->kind == PT_NODE_SEQ ? "list" : "null");
+            ok = false;
+        } else if (!pt_ip_cidr_parse(pt_str_make(it->scalar, it->scalar_len), &v[i], err, sizeof err)) {
+            pt_conf_error(ctx, it, "%s: %s: %s", what, it->scalar, err);
+            ok = false;
+        }
+    }
+    if (ok) pt_ip_set_build(v, list->n, ctx->arena, set);
+    free(v);
+    return ok;
 }
 
 /* ------------------------------------------------------------------ loading */

@@ -249,4 +249,23 @@ typedef struct {
  * are https://), one catch-all route. NULL with "--to: ..." errors. */
 pt_config *pt_config_for_proxy(const pt_proxy_opts *opts, pt_errors *errors);
 
+/* ---- Configure-time readers and references (the loader, and plugins'
+ * configure through plugin/plugin.h) ---- */
+
+/* The upstream named by scalar node `n` (in `configure`: upstreams are
+ * loaded before plugins), or NULL with a positioned error. */
+const pt_upstream_conf *pt_conf_upstream(pt_conf_ctx *ctx, const pt_conf_node *n);
+
+/* Compiles the list node `list` of addresses and CIDRs into `set` (arrays
+ * in ctx->arena); `what` names it in errors (e.g. "trusted_proxies"). False
+ * (errors recorded at each bad entry) if any entry is bad (net/ipset.h). */
+bool pt_ip_set_read(pt_conf_ctx *ctx, const pt_conf_node *list, const char *what, pt_ip_set *set);
+
+/* One entry {name: block} of a plugin list: the plugin named by scalar `k`
+ * configured with `v` into *out (its destroy() registered on ctx->arena).
+ * False with a positioned error when the name is unknown or the block is
+ * invalid. Implemented by the plugin layer (plugin/plugin.c), which owns
+ * the registry: the loader sees plugin types only as opaque pointers. */
+bool pt_conf_plugin_instance(pt_conf_ctx *ctx, const pt_conf_node *k, const pt_conf_node *v, pt_plugin_instance *out);
+
 #endif

@@ -320,19 +320,17 @@ void pt_dns_connect_failed(pt_dns *d, const pt_dns_stamp *st)
         }
 }
 
-const pt_target_conf *pt_dns_connect_target(pt_dns *d, pt_dns_entry *e, const pt_target_conf *t, pt_target_conf *tmp,
-                                            pt_dns_stamp *st)
+socklen_t pt_dns_connect_addr(pt_dns *d, pt_dns_entry *e, uint16_t port, struct sockaddr_storage *ss,
+                              pt_dns_stamp *st)
 {
     pt_dns_addr a;
     if (!pt_dns_entry_pick(e, pt_loop_now(d->loop), &a)) {
         memset(st, 0, sizeof(*st));
-        return t;
+        return 0;
     }
-    *tmp = *t;
-    tmp->addr.sslen = pt_dns_addr_sockaddr(&a, t->port, &tmp->addr.ss);
     st->serial = e->serial;
     st->addr = a;
-    return tmp;
+    return pt_dns_addr_sockaddr(&a, port, ss);
 }
 
 /* --------------------------------------------------------- blocking (main) */

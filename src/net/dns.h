@@ -15,7 +15,7 @@
 #ifndef PT_NET_DNS_H
 #define PT_NET_DNS_H
 
-#include "config/config.h"
+#include "core/arena.h"
 #include "core/loop.h"
 #include "net/dns_cache.h"
 
@@ -42,11 +42,12 @@ void pt_dns_touch(pt_dns *d, pt_dns_entry *e);
  * avoided for a while (PT_DNS_DOWN_MS). d may be NULL. */
 void pt_dns_connect_failed(pt_dns *d, const pt_dns_stamp *st);
 
-/* The target to connect a new connection to: `t` with the entry's next
- * address (and t's port) in *tmp, or `t` itself if the entry has none.
- * *st records the address for pt_dns_stamp_valid. */
-const pt_target_conf *pt_dns_connect_target(pt_dns *d, pt_dns_entry *e, const pt_target_conf *t, pt_target_conf *tmp,
-                                            pt_dns_stamp *st);
+/* The address to open a new connection to: the entry's next address with
+ * `port` in *ss, its length returned, and recorded in *st for
+ * pt_dns_stamp_valid. 0 when the entry has no address yet (connect to the
+ * load-time address), *st then zeroed. */
+socklen_t pt_dns_connect_addr(pt_dns *d, pt_dns_entry *e, uint16_t port, struct sockaddr_storage *ss,
+                              pt_dns_stamp *st);
 
 /* Blocking resolution of `host` (A and AAAA) with the settings `conf`, for
  * the main thread: the answer in `a`'s memory. False with a message in err. */

@@ -124,36 +124,21 @@ bool pt_ip_set_contains(const pt_ip_set *s, const pt_ip_addr *a)
     return lo > 0 && u128_cmp(a->v6, s->v6[lo - 1].last) <= 0;
 }
 
-/* ------------------------------------------------------------ configuration */
+/* ------------------------------------------------------------ building */
 
-/* Ranges collected from one list before sorting/merging (heap, temporary). */
-typedef struct {
-    pt_ip_range4 *v4;
-    size_t nv4;
-    pt_ip_range6 *v6;
-    size_t nv6;
-} range_builder;
-
-/* Parses one entry ("addr" or "addr/len") of list `what` and appends its
- * range to `b` (whose arrays hold at least one slot per list item).
- * Records an error at the entry and returns false if it is invalid. */
-static bool parse_entry(pt_conf_ctx *ctx, const pt_conf_node *it, const char *what, range_builder *b)
+bool pt_ip_cidr_parse(pt_str text_in, pt_ip_cidr *out, char *err, size_t errcap)
 {
-    if (it->kind != PT_NODE_SCALAR) {
-        pt_conf_error(ctx, it, "%s: expected an IPv4/IPv6 address or CIDR, got a %s", what,
-                      it->kind == PT_NODE_MAP ? "mapping" : it->kind == PT_NODE_SEQ ? "list" : "null");
-        return false;
-    }
-    const char *text = it->scalar;
-    size_t n = it->scalar_len;
-    const char *slash = memchr(text, '/', n);
+    const char *text = text_in.p ? text_in.p : "";
+    size_t n = text_in.p ? text_in.n : 0;
+    const char *slash = n ? memchr(text, '/', n) : NULL;
     size_t addr_len = slash ? (size_t)(slash - text) : n;
     char buf[INET6_ADDRSTRLEN];
+    bool v6 = false;
     if (addr_len == 0 || addr_len >= sizeof(buf) || memchr(text, '\0', n)) goto bad_addr;
     memcpy(buf, text, addr_len);
     buf[addr_len] = '\0';
 
-    bool v6 = memchr(buf, ':', addr_len) != NULL;
+    v6 = memchr(buf, ':', addr_len) != NULL;
     unsigned char bytes[16];
     if (inet_pton(v6 ? AF_INET6 : AF_INET, buf, bytes) != 1) goto bad_addr;
     unsigned max_len = v6 ? 128 : 32, plen = max_len;
@@ -167,12 +152,12 @@ static bool parse_entry(pt_conf_ctx *ctx, const pt_conf_node *it, const char *wh
             plen = plen * 10 + (unsigned)(d[i] - '0');
         }
         if (plen > max_len) {
-            pt_conf_error(ctx, it, "%s: %s: prefix length %u out of range (0..%u for %s)", what, text, plen,
-                          max_len, v6 ? "IPv6" : "IPv4");
+            snprintf(err, errcap, "prefix length %u out of range (0..%u for %s)", plen, max_len, v6 ? "IPv6" : "IPv4");
             return false;
         }
     }
 
+    memset(out, 0, sizeof(*out));
     if (v6) {
         pt_u128 addr = u128_from_bytes(bytes), m = u128_mask(plen);
         pt_u128 first = {addr.hi & m.hi, addr.lo & m.lo};
@@ -181,17 +166,18 @@ static bool parse_entry(pt_conf_ctx *ctx, const pt_conf_node *it, const char *wh
             char shown[INET6_ADDRSTRLEN];
             u128_to_bytes(first, nb);
             inet_ntop(AF_INET6, nb, shown, sizeof(shown));
-            pt_conf_error(ctx, it, "%s: %s: host bits set; did you mean %s/%u?", what, text, shown, plen);
+            snprintf(err, errcap, "host bits set; did you mean %s/%u?", shown, plen);
             return false;
         }
         if (plen >= 96 && is_v4_mapped(bytes)) {
             /* ::ffff:a.b.c.d/96+n is the IPv4 entry a.b.c.d/n. */
             unsigned p4 = plen - 96;
             uint32_t a4 = v4_from_bytes(bytes + 12);
-            b->v4[b->nv4++] = (pt_ip_range4){a4, a4 | ~v4_mask(p4)};
+            out->r4 = (pt_ip_range4){a4, a4 | ~v4_mask(p4)};
         } else {
             pt_u128 last = {addr.hi | ~m.hi, addr.lo | ~m.lo};
-            b->v6[b->nv6++] = (pt_ip_range6){first, last};
+            out->is_v6 = true;
+            out->r6 = (pt_ip_range6){first, last};
         }
         return true;
     }
@@ -205,17 +191,17 @@ static bool parse_entry(pt_conf_ctx *ctx, const pt_conf_node *it, const char *wh
         nb[2] = (unsigned char)(f >> 8);
         nb[3] = (unsigned char)f;
         inet_ntop(AF_INET, nb, shown, sizeof(shown));
-        pt_conf_error(ctx, it, "%s: %s: host bits set; did you mean %s/%u?", what, text, shown, plen);
+        snprintf(err, errcap, "host bits set; did you mean %s/%u?", shown, plen);
         return false;
     }
-    b->v4[b->nv4++] = (pt_ip_range4){a4, a4 | ~m4};
+    out->r4 = (pt_ip_range4){a4, a4 | ~m4};
     return true;
 
 bad_addr:
-    pt_conf_error(ctx, it, "%s: %s: not a valid IPv4 or IPv6 address or CIDR", what, text);
+    snprintf(err, errcap, "not a valid IPv4 or IPv6 address or CIDR");
     return false;
 bad_len:
-    pt_conf_error(ctx, it, "%s: %s: invalid prefix length (expected /0../%u)", what, text, v6 ? 128u : 32u);
+    snprintf(err, errcap, "invalid prefix length (expected /0../%u)", v6 ? 128u : 32u);
     return false;
 }
 
@@ -267,33 +253,23 @@ static size_t merge6(pt_ip_range6 *r, size_t n)
     return out + 1;
 }
 
-bool pt_ip_set_read(pt_conf_ctx *ctx, const pt_conf_node *list, const char *what, pt_ip_set *set)
+void pt_ip_set_build(const pt_ip_cidr *v, size_t n, pt_arena *a, pt_ip_set *set)
 {
-    if (list->kind != PT_NODE_SEQ) {
-        pt_conf_error(ctx, list, "%s: expected a list of IPv4/IPv6 addresses or CIDRs", what);
-        return false;
+    /* Per-family arrays of at most n ranges (temporary), sorted and merged,
+     * then copied into the arena at their final size. */
+    pt_ip_range4 *v4 = pt_xcalloc(n ? n : 1, sizeof(*v4));
+    pt_ip_range6 *v6 = pt_xcalloc(n ? n : 1, sizeof(*v6));
+    size_t nv4 = 0, nv6 = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i].is_v6) v6[nv6++] = v[i].r6;
+        else v4[nv4++] = v[i].r4;
     }
-    if (list->n == 0) {
-        pt_conf_error(ctx, list, "%s: empty list (list at least one address or CIDR, or remove the key)", what);
-        return false;
-    }
-    range_builder b = {
-        .v4 = pt_xcalloc(list->n, sizeof(*b.v4)),
-        .v6 = pt_xcalloc(list->n, sizeof(*b.v6)),
-    };
-    bool ok = true;
-    for (size_t i = 0; i < list->n; i++)
-        if (!parse_entry(ctx, list->vals[i], what, &b)) ok = false;
-    if (ok) {
-        set->nv4 = merge4(b.v4, b.nv4);
-        set->nv6 = merge6(b.v6, b.nv6);
-        set->v4 = pt_arena_alloc(ctx->arena, (set->nv4 ? set->nv4 : 1) * sizeof(*set->v4));
-        set->v6 = pt_arena_alloc(ctx->arena, (set->nv6 ? set->nv6 : 1) * sizeof(*set->v6));
-        if (set->nv4) memcpy(set->v4, b.v4, set->nv4 * sizeof(*set->v4));
-        if (set->nv6) memcpy(set->v6, b.v6, set->nv6 * sizeof(*set->v6));
-    }
-    free(b.v4);
-    free(b.v6);
-    return ok;
+    set->nv4 = merge4(v4, nv4);
+    set->nv6 = merge6(v6, nv6);
+    set->v4 = pt_arena_alloc(a, (set->nv4 ? set->nv4 : 1) * sizeof(*set->v4));
+    set->v6 = pt_arena_alloc(a, (set->nv6 ? set->nv6 : 1) * sizeof(*set->v6));
+    if (set->nv4) memcpy(set->v4, v4, set->nv4 * sizeof(*set->v4));
+    if (set->nv6) memcpy(set->v6, v6, set->nv6 * sizeof(*set->v6));
+    free(v4);
+    free(v6);
 }
-

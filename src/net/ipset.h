@@ -1,9 +1,9 @@
 /* ipset.h — sets of IPv4/IPv6 addresses and CIDR ranges.
  *
- * Built once from a configuration list (`pt_ip_set_read`: every entry is an
- * address or CIDR; host bits set, bad prefixes and bad addresses are errors
- * at the entry's position), stored as sorted, merged inclusive ranges per
- * family in the config arena; `pt_ip_set_contains` is a binary search with
+ * Built once from a list of addresses and CIDRs (pt_ip_cidr_parse each,
+ * then pt_ip_set_build; config/config.h:pt_ip_set_read does both for a
+ * configuration list, with positioned errors), stored as sorted, merged
+ * inclusive ranges per family in the config arena; `pt_ip_set_contains` is a binary search with
  * no allocation. IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) match IPv4
  * entries. */
 #ifndef PT_NET_IPSET_H
@@ -11,7 +11,8 @@
 
 #include <stdint.h>
 
-#include "config/conf_node.h"
+#include "core/arena.h"
+#include "core/common.h"
 
 typedef struct {
     uint64_t hi, lo;
@@ -49,8 +50,20 @@ bool pt_ip_addr_parse(pt_str text, pt_ip_addr *out);
 /* True if `a` lies in one of the ranges of `s` (binary search). */
 bool pt_ip_set_contains(const pt_ip_set *s, const pt_ip_addr *a);
 
-/* Compiles the list node `list` into `set`; `what` names it in errors
- * (e.g. "trusted_proxies"). Returns false (errors recorded) if any entry is bad. */
-bool pt_ip_set_read(pt_conf_ctx *ctx, const pt_conf_node *list, const char *what, pt_ip_set *set);
+/* One address ("192.0.2.1": a /32) or CIDR ("10.0.0.0/8") as a range of
+ * its family. */
+typedef struct {
+    bool is_v6;
+    pt_ip_range4 r4; /* !is_v6 (an IPv4-mapped IPv6 entry becomes IPv4) */
+    pt_ip_range6 r6; /* is_v6 */
+} pt_ip_cidr;
+
+/* Parses an address or CIDR. False with the reason in err (e.g. "host bits
+ * set; did you mean 10.0.0.0/8?") when it is not a valid address, the
+ * prefix length is bad, or host bits are set. */
+bool pt_ip_cidr_parse(pt_str text, pt_ip_cidr *out, char *err, size_t errcap);
+
+/* Builds `set` from v[0, n): sorted, merged ranges, arrays allocated in `a`. */
+void pt_ip_set_build(const pt_ip_cidr *v, size_t n, pt_arena *a, pt_ip_set *set);
 
 #endif

@@ -21,7 +21,7 @@
 
 #include "config/config.h"
 #include "obs/metrics.h"
-#include "proxy/plugin.h"
+#include "obs/txn_stats.h"
 
 struct pt_worker;
 

@@ -40,17 +40,10 @@
  * pt_metrics_series returns NULL, and every write function ignores a NULL
  * series, so callers need no checks.
  *
- * For plugins: in configure, ctx->metrics (NULL in `portico check` and in
- * tests: then use no metrics) is the registry:
- *     static const char *const results[] = {"allowed", "limited", NULL};
- *     static const pt_metric_dim dims[] = {{"result", results}};
- *     static const char *const labels[] = {"route", NULL};
- *     pt_metric_desc d = {.name = "portico_ratelimit_decisions_total",
- *                         .help = "Rate limit decisions.", .type = PT_METRIC_COUNTER,
- *                         .labels = labels, .dims = dims, .ndims = 1};
- *     pt_metric_family *f = pt_metrics_family(ctx->metrics, &d, err, sizeof err);
- *     conf->decisions = pt_metrics_series(f, (const char *[]){name}, ctx->arena);
- * and on a worker:  pt_metric_add(conf->decisions, limited ? 1 : 0, 1);
+ * For plugins: declare with pt_conf_metric() (plugin/plugin.h) in
+ * configure, which registers the family in ctx->metrics, acquires the
+ * series owned by the configuration arena, and returns NULL when metrics
+ * are off; write with pt_metric_add/observe/set on a worker.
  * See docs/metrics.md. */
 #ifndef PT_OBS_METRICS_H
 #define PT_OBS_METRICS_H

@@ -7,9 +7,7 @@
 #include <sys/random.h>
 #include <time.h>
 
-#include "config/conf_node.h"
-#include "core/common.h"
-#include "http/message.h"
+#include "plugin/plugin.h"
 
 /* RFC 9110 tchar. */
 static inline bool pt_plugin_is_tchar(unsigned char c)

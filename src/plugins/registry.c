@@ -7,7 +7,7 @@
 #include "plugins/headers/headers.h"
 #include "plugins/ip_restriction/ip_restriction.h"
 #include "plugins/request_id/request_id.h"
-#include "proxy/plugin.h"
+#include "plugin/plugin.h"
 
 static const pt_plugin_type *const builtin_plugins[] = {
     &pt_plugin_request_id,

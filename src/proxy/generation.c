@@ -3,7 +3,7 @@
 
 #include <stdlib.h>
 
-#include "proxy/plugin.h"
+#include "plugin/plugin.h"
 #include "tls/tls_client.h"
 #include "tls/tls_server.h"
 

@@ -20,7 +20,7 @@
  * Portico generates) goes through the response side as well. */
 #include <stdio.h>
 
-#include "core/accesslog.h"
+#include "obs/accesslog.h"
 #include "http/problem.h"
 #include "obs/gateway_metrics.h"
 #include "proxy/txn_int.h"

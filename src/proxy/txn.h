@@ -12,7 +12,7 @@
 #define PT_PROXY_TXN_H
 
 #include "http/message.h"
-#include "proxy/plugin.h"
+#include "plugin/plugin.h"
 
 struct pt_worker;
 

@@ -11,13 +11,13 @@
 #include <unistd.h>
 
 #include "admin/admin.h"
-#include "core/accesslog.h"
+#include "obs/accesslog.h"
 #include "core/buf.h"
 #include "downstream/conn.h"
 #include "obs/gateway_metrics.h"
 #include "net/dns.h"
 #include "server/connlimit.h"
-#include "proxy/plugin.h"
+#include "plugin/plugin.h"
 #include "server/worker.h"
 
 #define ARENA_CACHE_MAX 256

@@ -3,6 +3,7 @@
 #include "upstream/exchange.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "net/dns.h"
 #include "server/worker.h"
@@ -29,6 +30,21 @@ void pt_upstream_dns_detach(pt_worker *w, pt_upstream_rt *u)
     u->dns = NULL;
 }
 
+const pt_target_conf *pt_upstream_connect_target(pt_worker *w, pt_dns_entry *e, const pt_target_conf *t,
+                                                 pt_target_conf *tmp, pt_dns_stamp *st)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = e ? pt_dns_connect_addr(w->dns, e, t->port, &ss, st) : 0;
+    if (!len) {
+        memset(st, 0, sizeof(*st));
+        return t;
+    }
+    *tmp = *t;
+    tmp->addr.ss = ss;
+    tmp->addr.sslen = len;
+    return tmp;
+}
+
 /* A host-name target over HTTP/1.1: a pooled connection only if its address
  * is still one of the name's (others are closed as they come up), else a
  * new connection to the entry's next address. */
@@ -43,7 +59,7 @@ static void *open_h1_named(pt_worker *w, pt_upstream_rt *u, int idx, pt_dns_entr
     *fresh = true;
     pt_target_conf tmp;
     pt_dns_stamp st;
-    c = pt_uconn_connect(w, pt_dns_connect_target(w->dns, e, t, &tmp, &st), u->pools[idx], tls_ctx, &u->conf->tls);
+    c = pt_uconn_connect(w, pt_upstream_connect_target(w, e, t, &tmp, &st), u->pools[idx], tls_ctx, &u->conf->tls);
     if (c) c->dns = st;
     return c;
 }

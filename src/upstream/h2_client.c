@@ -733,7 +733,7 @@ pt_h2up_stream *pt_h2up_stream_open(pt_worker *w, const pt_target_conf *t, pt_po
     if (!c) {
         pt_target_conf tmp;
         pt_dns_stamp st = {0};
-        if (!(c = conn_new(w, dns ? pt_dns_connect_target(w->dns, dns, t, &tmp, &st) : t, pool, tls_ctx, u)))
+        if (!(c = conn_new(w, pt_upstream_connect_target(w, dns, t, &tmp, &st), pool, tls_ctx, u)))
             return NULL;
         c->dns = st;
     }

@@ -1,4 +1,4 @@
-/* http_client.c — the internal HTTP client (see proxy/plugin.h and
+/* http_client.c — the internal HTTP client (see plugin/plugin.h and
  * http_client.h).
  *
  * A call owns an arena (request copy, response head and body), pins the

@@ -1,5 +1,5 @@
 /* http_client.h — the internal HTTP client's internals for the core (the
- * plugin-facing API is in proxy/plugin.h: pt_http_fetch, pt_http_cancel,
+ * plugin-facing API is in plugin/plugin.h: pt_http_fetch, pt_http_cancel,
  * pt_txn_subrequest). A call runs one request/response exchange with a
  * configured upstream through pt_exchange_open, the same way a proxied
  * request does: target choice, pools, TLS, HTTP/1.1 or HTTP/2, retries of
@@ -7,7 +7,7 @@
 #ifndef PT_UPSTREAM_HTTP_CLIENT_H
 #define PT_UPSTREAM_HTTP_CLIENT_H
 
-#include "proxy/plugin.h"
+#include "plugin/plugin.h"
 
 /* Puts `c` on the list at *head (an owner's calls, e.g. a txn's
  * sub-requests); a call leaves its list by itself when it completes or is

@@ -28,6 +28,12 @@ typedef struct {
  * (with a worker generation; no-op without w->dns). */
 void pt_upstream_dns_attach(struct pt_worker *w, pt_upstream_rt *u);
 void pt_upstream_dns_detach(struct pt_worker *w, pt_upstream_rt *u);
+/* The target a new connection to `t` opens: `t` itself, or, for a host-name
+ * target with a cache entry `e` that has an address, a copy in *tmp with
+ * the entry's next address (net/dns.h). *st records which (zeroed: t's
+ * load-time address). */
+const pt_target_conf *pt_upstream_connect_target(struct pt_worker *w, struct pt_dns_entry *e, const pt_target_conf *t,
+                                                 pt_target_conf *tmp, pt_dns_stamp *st);
 
 /* Smooth weighted round-robin (as in nginx's description of the algorithm:
  * every pick adds each weight to its current value, takes the largest, and

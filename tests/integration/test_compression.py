@@ -909,3 +909,47 @@ routes:
     assert "c.yaml:6:24: compression.algorithms: unknown algorithm \"lzma\"" in out, out
     assert "c.yaml:7:21: compression.gzip.level: must be 1..9 (got 10)" in out, out
     assert "c.yaml:8:15: compression.types: invalid media type \"text\"" in out, out
+
+
+# ---------------------------------------------------------------------------
+# Metrics (docs/metrics.md): portico_compression_*_total{encoding}
+# ---------------------------------------------------------------------------
+
+def test_metrics_count_responses_and_bytes_by_encoding(portico, routes):
+    from test_admin_metrics import admin_cfg, scrape, value, wait_ready
+    small = text_body(100)
+    routes.add("/j", headers=JSON, body=BIG)
+    routes.add("/c", headers=JSON, body=BIG, framing="chunked")
+    routes.add("/small", headers=JSON, body=small)
+    # A global instance and a second one on another route: one family each,
+    # one shared series.
+    cfg = comp_config(routes.up.addr)
+    cfg["routes"].insert(0, {"name": "other", "match": {"path_prefix": "/other"}, "upstream": "up",
+                             "plugins": [{"compression": {"algorithms": ["gzip"]}}]})
+    cfg["plugins"] = []
+    cfg["routes"][1]["plugins"] = [{"compression": {}}]
+    routes.add("/other", headers=JSON, body=BIG)
+    cfg, aport = admin_cfg(cfg)
+    p = portico(cfg)
+    wait_ready(aport)
+    want = {c: {"responses": 0, "in": 0, "out": 0} for c in CODINGS}
+    for coding, path, n in (("gzip", "/j", 2), ("br", "/c", 1), ("zstd", "/j", 3), ("gzip", "/other", 1)):
+        for _ in range(n):
+            r = get(p.port, path, coding)
+            assert r.header("Content-Encoding") == coding
+            assert decode(coding, r.body) == BIG
+            want[coding]["responses"] += 1
+            want[coding]["in"] += len(BIG)
+            want[coding]["out"] += len(r.body)
+    # Not compressed: below min_size, identity asked for.
+    assert get(p.port, "/small", "gzip").header("Content-Encoding") is None
+    assert get(p.port, "/j", "identity").header("Content-Encoding") is None
+
+    s = scrape(aport)
+    for fam in ("responses", "input_bytes", "output_bytes"):
+        assert s["__types__"]["portico_compression_" + fam] == "counter"
+    got = {c: {"responses": value(s, "portico_compression_responses_total", encoding=c),
+               "in": value(s, "portico_compression_input_bytes_total", encoding=c),
+               "out": value(s, "portico_compression_output_bytes_total", encoding=c)} for c in CODINGS}
+    assert got == want
+    assert len(s["portico_compression_responses_total"]) == 3  # one sample per coding, no other labels

@@ -658,3 +658,66 @@ def test_h2c_auth_service(portico, echo):
         assert rec[":path"] == "/verify" and rec["x-forwarded-uri"] == "/x"
     finally:
         up.close()
+
+
+# ---------------------------------------------------------------------------
+# Metrics (docs/metrics.md): portico_forward_auth_decisions_total
+# ---------------------------------------------------------------------------
+
+def test_decisions_counted_by_result_across_instances_and_reloads(portico, echo, auth):
+    import signal
+    from test_admin_metrics import admin_cfg, scrape, value, wait_ready
+    from upstreams import wait_reloaded
+
+    def decide(req):
+        a = req.header("Authorization")
+        if a == "slow":
+            return [3.0, ALLOW]
+        if a == "broken":
+            return [b"garbage\r\n\r\n", "CLOSE"]
+        if a == "good":
+            return ALLOW
+        return make_response(401, "Unauthorized", [("WWW-Authenticate", "Bearer")], b"no")
+    auth.decide = decide
+    cfg = simple_config(echo.addr)
+    cfg["upstreams"]["auth"] = {"targets": [auth.addr]}
+    base = {"upstream": "auth", "path": "/verify", "upstream_headers": ["X-User-Id"],
+            "request_headers": ["Authorization"]}
+    # Two instances on the same auth upstream (one cached): one family, one series.
+    cfg["routes"][0]["plugins"] = [{"forward_auth": dict(base, timeout="300ms",
+                                                         cache={"ttl": "30s", "key": ["Authorization"]})}]
+    cfg["routes"].insert(0, {"name": "other", "match": {"path_prefix": "/other"}, "upstream": "up",
+                             "plugins": [{"forward_auth": dict(base)}]})
+    cfg, aport = admin_cfg(cfg)
+    p = portico(cfg)
+    wait_ready(aport)
+
+    def get(path, token):
+        return request(p.port, "GET", path, headers={"Authorization": token})
+
+    assert get("/", "good").status == 200          # allowed (then cached)
+    assert get("/", "good").status == 200          # cache_hit
+    assert get("/other", "good").status == 200     # allowed (no cache on this instance)
+    assert get("/", "bad").status == 401           # denied
+    assert get("/other", "bad").status == 401      # denied
+    problem_check(get("/", "slow"), 504)           # timeout
+    problem_check(get("/", "broken"), 503)         # error
+    assert auth.count() == 6
+
+    def counts():
+        s = scrape(aport)
+        assert s["__types__"]["portico_forward_auth_decisions"] == "counter"
+        rows = s.get("portico_forward_auth_decisions_total", [])
+        assert all(l["upstream"] == "auth" for l, _ in rows), rows
+        return {r: value(s, "portico_forward_auth_decisions_total", upstream="auth", result=r)
+                for r in ("allowed", "denied", "error", "timeout", "cache_hit")}
+
+    assert counts() == {"allowed": 2, "denied": 2, "error": 1, "timeout": 1, "cache_hit": 1}
+
+    # A reload declares the family again (same description): the series and
+    # its counts carry on.
+    p.write_config(cfg)
+    p.signal(signal.SIGHUP)
+    wait_reloaded(p, 1)
+    assert get("/other", "bad").status == 401
+    assert counts() == {"allowed": 2, "denied": 3, "error": 1, "timeout": 1, "cache_hit": 1}

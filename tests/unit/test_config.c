@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #include "config/config.h"
-#include "proxy/plugin.h"
+#include "plugin/plugin.h"
 #include "testlib.h"
 
 /* ------------------------------------------------------------- helpers */

@@ -9,7 +9,7 @@
 #include "config/config.h"
 #include "plugins/forward_auth/fa_cache.h"
 #include "plugins/forward_auth/forward_auth.h"
-#include "proxy/plugin.h"
+#include "plugin/plugin.h"
 #include "testlib.h"
 
 #include "router/normalize.h"

@@ -1,7 +1,8 @@
 /* test_plugins_config.c — the built-in plugins' configure() against YAML
  * snippets (valid configs -> the expected precomputed data; invalid ones ->
  * errors that name the offending key), the registry, and the pure helpers
- * (header ops application, request id generation/validation). The phase
+ * (header ops application, request id generation/validation), and
+ * pt_conf_metric (metric declaration through the plugin API). The phase
  * callbacks need a real proxy and are covered by the integration tests. */
 #include <stdio.h>
 
@@ -10,7 +11,7 @@
 #include "plugins/direct_response/direct_response.h"
 #include "plugins/headers/headers.h"
 #include "plugins/request_id/request_id.h"
-#include "proxy/plugin.h"
+#include "plugin/plugin.h"
 #include "testlib.h"
 
 /* One configure() run: the YAML text is the plugin's block. */
@@ -374,6 +375,53 @@ TEST(delay_errors)
     expect_error("delay", "duration: 1s\npercentage: nan\n", "percentage");
     expect_error("delay", "duration: 1s\npercentage: [5]\n", "percentage");
     expect_error("delay", "duration: 1s\nprob: 5\n", "prob");
+}
+
+static const char *const UPSTREAM_LABEL[] = {"upstream", NULL};
+static const char *const RESULTS[] = {"allowed", "denied", NULL};
+static const pt_metric_dim RESULT_DIM[] = {{"result", RESULTS}};
+static const pt_metric_desc DECISIONS = {.name = "t_decisions_total", .help = "Decisions.",
+                                         .type = PT_METRIC_COUNTER, .labels = UPSTREAM_LABEL,
+                                         .dims = RESULT_DIM, .ndims = 1};
+
+TEST(conf_metric_declares_once_and_shares_series)
+{
+    pt_metrics *m = pt_metrics_new();
+    pt_arena *a = pt_arena_new(1024);
+    pt_errors errs = {0};
+    pt_config cfg = {0};
+    cfg.admin.enabled = true;
+    pt_conf_ctx ctx = {.file = "t.yaml", .arena = a, .errors = &errs, .cfg = &cfg, .metrics = m};
+    /* two instances naming the same upstream: one family, one series */
+    pt_metric_series *s1 = pt_conf_metric(&ctx, NULL, &DECISIONS, (const char *const[]){"auth"});
+    pt_metric_series *s2 = pt_conf_metric(&ctx, NULL, &DECISIONS, (const char *const[]){"auth"});
+    pt_metric_series *s3 = pt_conf_metric(&ctx, NULL, &DECISIONS, (const char *const[]){"other"});
+    CHECK(s1 != NULL && s1 == s2 && s3 != s1);
+    CHECK_INT(errs.n, 0);
+    pt_metric_add(s1, 1, 2);
+    pt_metric_add(s2, 1, 1);
+    size_t len;
+    char *t = pt_metrics_expose(m, &len);
+    CHECK(strstr(t, "t_decisions_total{upstream=\"auth\",result=\"denied\"} 3\n") != NULL);
+    CHECK(strstr(t, "# TYPE t_decisions_total counter\n") == strstr(t, "# TYPE t_decisions_total"));
+    free(t);
+    /* the same name described differently: a config error, no series */
+    pt_metric_desc other = DECISIONS;
+    other.type = PT_METRIC_GAUGE;
+    CHECK(pt_conf_metric(&ctx, NULL, &other, (const char *const[]){"auth"}) == NULL);
+    CHECK_INT(errs.n, 1);
+    CHECK(strstr(errs.msgs[0], "metric t_decisions_total") != NULL);
+    /* metrics off: no admin listener, or no registry (portico check) */
+    cfg.admin.enabled = false;
+    CHECK(pt_conf_metric(&ctx, NULL, &DECISIONS, (const char *const[]){"auth"}) == NULL);
+    cfg.admin.enabled = true;
+    ctx.metrics = NULL;
+    CHECK(pt_conf_metric(&ctx, NULL, &DECISIONS, (const char *const[]){"auth"}) == NULL);
+    CHECK_INT(errs.n, 1);
+    pt_metric_add(NULL, 0, 1); /* writes to a NULL series are ignored */
+    pt_errors_free(&errs);
+    pt_arena_free(a);
+    pt_metrics_free(m);
 }
 
 TEST_MAIN()

@@ -7,7 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "core/accesslog.h"
+#include "obs/accesslog.h"
 #include "http/message.h"
 #include "http/problem.h"
 #include "testlib.h"

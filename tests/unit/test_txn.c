@@ -15,7 +15,7 @@
 
 #include "core/loop.h"
 #include "proxy/generation.h"
-#include "proxy/plugin.h"
+#include "plugin/plugin.h"
 #include "proxy/txn.h"
 #include "server/worker.h"
 #include "upstream/exchange.h"

@@ -175,6 +175,35 @@ static bool read_request(pt_conf_ctx *ctx, const pt_conf_node *n, pt_compression
     return ok;
 }
 
+/* ================================================================ metrics */
+
+/* The `encoding` label: response codings only, in pt_coding order from
+ * PT_CODING_GZIP (metric_cell). */
+static const char *const metric_encodings[] = {"gzip", "br", "zstd", NULL};
+static const pt_metric_dim metric_dims[] = {{"encoding", metric_encodings}};
+static const pt_metric_desc responses_desc = {
+    .name = "portico_compression_responses_total",
+    .help = "Responses whose body the compression plugin encoded to the end, by coding.",
+    .type = PT_METRIC_COUNTER, .dims = metric_dims, .ndims = 1,
+};
+static const pt_metric_desc bytes_in_desc = {
+    .name = "portico_compression_input_bytes_total",
+    .help = "Response body bytes given to the compression plugin's encoders, by coding.",
+    .type = PT_METRIC_COUNTER, .dims = metric_dims, .ndims = 1,
+};
+static const pt_metric_desc bytes_out_desc = {
+    .name = "portico_compression_output_bytes_total",
+    .help = "Compressed response body bytes the compression plugin produced, by coding.",
+    .type = PT_METRIC_COUNTER, .dims = metric_dims, .ndims = 1,
+};
+
+/* The cell of response coding `k` (gzip, br or zstd). */
+static size_t metric_cell(pt_coding k)
+{
+    PT_ASSERT(k >= PT_CODING_GZIP && k <= PT_CODING_ZSTD);
+    return (size_t)(k - PT_CODING_GZIP);
+}
+
 /* Validates the plugin block (every key optional; see compression.h). */
 static void *compression_configure(pt_conf_ctx *ctx, const pt_conf_node *node)
 {
@@ -197,6 +226,9 @@ static void *compression_configure(pt_conf_ctx *ctx, const pt_conf_node *node)
     default_type_list(ctx->arena, default_types, PT_ARRAY_LEN(default_types), &c->types, &c->ntypes);
     default_type_list(ctx->arena, default_flush_types, PT_ARRAY_LEN(default_flush_types), &c->flush_types,
                       &c->nflush_types);
+    c->m_responses = pt_conf_metric(ctx, node, &responses_desc, NULL);
+    c->m_bytes_in = pt_conf_metric(ctx, node, &bytes_in_desc, NULL);
+    c->m_bytes_out = pt_conf_metric(ctx, node, &bytes_out_desc, NULL);
     if (!node || node->kind == PT_NODE_NULL) return c;
     if (node->kind != PT_NODE_MAP) {
         pt_conf_error(ctx, node, "compression: expected a mapping (or nothing, for the defaults)");
@@ -420,6 +452,11 @@ static pt_plugin_result compression_on_response_body(pt_txn *txn, const void *co
         pt_txn_respond_problem(txn, 500, "response compression failed");
         return PT_PLUGIN_RESPOND;
     }
+    const pt_compression_conf *c = conf;
+    size_t cell = metric_cell(st->enc_coding);
+    pt_metric_add(c->m_bytes_in, cell, (int64_t)pt_body_len(body));
+    pt_metric_add(c->m_bytes_out, cell, (int64_t)out->len);
+    if (last) pt_metric_add(c->m_responses, cell, 1);
     pt_body_replace(body, out->p, out->len);
     scratch_done(out);
     if (last) {

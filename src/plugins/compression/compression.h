@@ -38,7 +38,7 @@
 #ifndef PT_PLUGINS_COMPRESSION_H
 #define PT_PLUGINS_COMPRESSION_H
 
-#include "proxy/plugin.h"
+#include "plugin/plugin.h"
 
 /* Content codings known to the plugin. Responses are compressed with
  * gzip, br or zstd; request bodies may also be deflate. */
@@ -122,6 +122,10 @@ typedef struct {
     bool decompress;                  /* request.decompress */
     uint64_t req_max_size;            /* request.max_size */
     uint32_t req_max_ratio;           /* request.max_ratio */
+    /* portico_compression_{responses,input_bytes,output_bytes}_total
+     * {encoding}: one cell per response coding (gzip, br, zstd); shared by
+     * every instance; NULL when metrics are off. */
+    pt_metric_series *m_responses, *m_bytes_in, *m_bytes_out;
 } pt_compression_conf;
 
 /* What a request looked like to the plugin (taken in its request-header

@@ -16,8 +16,7 @@
 #ifndef PT_PLUGINS_DELAY_H
 #define PT_PLUGINS_DELAY_H
 
-#include "core/loop.h"
-#include "proxy/plugin.h"
+#include "plugin/plugin.h"
 
 #define PT_DELAY_MAX_MS 60000
 

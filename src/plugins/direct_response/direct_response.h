@@ -11,7 +11,7 @@
 #define PT_PLUGINS_DIRECT_RESPONSE_H
 
 #include "plugins/plugin_util.h"
-#include "proxy/plugin.h"
+#include "plugin/plugin.h"
 
 typedef struct {
     int status;

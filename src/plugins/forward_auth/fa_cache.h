@@ -21,7 +21,7 @@
 #ifndef PT_PLUGINS_FORWARD_AUTH_FA_CACHE_H
 #define PT_PLUGINS_FORWARD_AUTH_FA_CACHE_H
 
-#include "http/message.h"
+#include "plugin/plugin.h"
 
 #define PT_FA_DIGEST_LEN 32
 #define PT_FA_SALT_LEN 32

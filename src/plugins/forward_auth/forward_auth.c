@@ -9,7 +9,6 @@
 #include <openssl/evp.h>
 #include <stdio.h>
 
-#include "core/loop.h"
 #include "plugins/plugin_util.h"
 
 /* ------------------------------------------------------------ hashing */
@@ -312,6 +311,20 @@ static void compute_fingerprint(pt_fauth_conf *c)
     hash_final(&h, c->fingerprint);
 }
 
+/* Declared once per configuration, however many instances: every
+ * instance naming the same upstream shares one series. */
+static const char *const decision_results[] = {"allowed", "denied", "error", "timeout", "cache_hit", NULL};
+static const pt_metric_dim decision_dims[] = {{"result", decision_results}};
+static const char *const decision_labels[] = {"upstream", NULL};
+static const pt_metric_desc decisions_desc = {
+    .name = "portico_forward_auth_decisions_total",
+    .help = "Requests decided by forward_auth, by the auth upstream and the result.",
+    .type = PT_METRIC_COUNTER,
+    .labels = decision_labels,
+    .dims = decision_dims,
+    .ndims = 1,
+};
+
 static void *fauth_configure(pt_conf_ctx *ctx, const pt_conf_node *node)
 {
     static const char *const allowed[] = {
@@ -390,6 +403,7 @@ static void *fauth_configure(pt_conf_ctx *ctx, const pt_conf_node *node)
     if (cache && !read_cache(ctx, cache, c)) ok = false;
     if (!ok) return NULL;
     compute_fingerprint(c);
+    c->decisions = pt_conf_metric(ctx, up, &decisions_desc, (const char *const[]){c->upstream->name});
     return c;
 }
 
@@ -540,6 +554,7 @@ uint64_t pt_fauth_cache_ttl(const pt_fauth_conf *c, const pt_headers *res)
 /* Applies the failure policy: the request goes on, or 503/504. */
 static pt_plugin_result fail(pt_txn *txn, const pt_fauth_conf *c, pt_fauth_verdict v)
 {
+    pt_metric_add(c->decisions, v == PT_FAUTH_FAIL_TIMEOUT ? PT_FAUTH_R_TIMEOUT : PT_FAUTH_R_ERROR, 1);
     if (c->failure_allow) return PT_PLUGIN_CONTINUE;
     if (v == PT_FAUTH_FAIL_TIMEOUT)
         pt_txn_respond_problem(txn, 504, "the authorization service did not answer in time");
@@ -606,10 +621,12 @@ static void fauth_done(void *data, const pt_http_result *r)
     pt_plugin_result res;
     switch (v) {
     case PT_FAUTH_ALLOW:
+        pt_metric_add(st->conf->decisions, PT_FAUTH_R_ALLOWED, 1);
         allow(txn, st, r);
         res = PT_PLUGIN_CONTINUE;
         break;
     case PT_FAUTH_DENY:
+        pt_metric_add(st->conf->decisions, PT_FAUTH_R_DENIED, 1);
         deny(txn, st->conf, r);
         res = PT_PLUGIN_RESPOND;
         break;
@@ -648,6 +665,7 @@ static pt_plugin_result fauth_on_request_headers(pt_txn *txn, const void *conf, 
         pt_fa_cache *cache = pt_fa_store_cache(store, c->fingerprint, c->cache_max_entries, now);
         const pt_fa_entry *e = pt_fa_cache_get(cache, st->key, now);
         if (e) {
+            pt_metric_add(c->decisions, PT_FAUTH_R_CACHE_HIT, 1);
             copy_to_request(txn, &c->upstream_headers, e->headers, e->nheaders);
             return PT_PLUGIN_CONTINUE;
         }

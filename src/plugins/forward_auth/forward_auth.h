@@ -26,7 +26,7 @@
 #define PT_PLUGINS_FORWARD_AUTH_H
 
 #include "plugins/forward_auth/fa_cache.h"
-#include "proxy/plugin.h"
+#include "plugin/plugin.h"
 
 #define PT_FAUTH_DEFAULT_TIMEOUT_MS 2000
 #define PT_FAUTH_MAX_TIMEOUT_MS 300000
@@ -79,7 +79,20 @@ typedef struct {
     /* SHA-256 of every setting that shapes an auth call or a cached entry:
      * instances with equal fingerprints share cache entries. */
     uint8_t fingerprint[PT_FA_DIGEST_LEN];
+    /* portico_forward_auth_decisions_total{upstream, result}: cells in
+     * pt_fauth_result order; NULL when metrics are off. */
+    pt_metric_series *decisions;
 } pt_fauth_conf;
+
+/* The `result` label of portico_forward_auth_decisions_total, one per
+ * request the plugin decided (docs/metrics.md). */
+typedef enum {
+    PT_FAUTH_R_ALLOWED = 0,  /* the auth service answered 2xx */
+    PT_FAUTH_R_DENIED,       /* it answered another final status, passed to the client */
+    PT_FAUTH_R_ERROR,        /* no valid answer: unreachable, invalid or oversized */
+    PT_FAUTH_R_TIMEOUT,      /* no answer within `timeout` */
+    PT_FAUTH_R_CACHE_HIT,    /* allowed from the positive cache, no call made */
+} pt_fauth_result;
 
 /* Per-request state (zeroed, in the request arena). */
 typedef struct {

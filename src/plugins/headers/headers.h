@@ -16,7 +16,7 @@
 #define PT_PLUGINS_HEADERS_H
 
 #include "plugins/plugin_util.h"
-#include "proxy/plugin.h"
+#include "plugin/plugin.h"
 
 typedef struct {
     const char **remove;     /* NUL-terminated names */

@@ -32,12 +32,11 @@
 
 #include <stdint.h>
 
-#include "net/ipset.h"
-#include "proxy/plugin.h"
+#include "plugin/plugin.h"
 
 #define PT_IPR_DEFAULT_STATUS 403
 
-/* An unsigned 128-bit integer (an IPv6 address in host order). */
+/* The plugin instance's configuration (lists compiled to ranges). */
 typedef struct {
     pt_ip_set allow;
     pt_ip_set deny;

@@ -10,7 +10,7 @@
 #ifndef PT_PLUGINS_REQUEST_ID_H
 #define PT_PLUGINS_REQUEST_ID_H
 
-#include "proxy/plugin.h"
+#include "plugin/plugin.h"
 
 #define PT_REQUEST_ID_MAX 128
 #define PT_REQUEST_ID_GEN_LEN 32

@@ -7,7 +7,7 @@
  * wait for "everything queued so far is written". Rotation is a flag the
  * writer polls at each wakeup (it sleeps at most WAKE_MS), because a signal
  * handler may not touch a mutex or a condition variable. */
-#include "core/accesslog.h"
+#include "obs/accesslog.h"
 
 #include <errno.h>
 #include <fcntl.h>

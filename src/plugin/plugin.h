@@ -1,4 +1,32 @@
-/* plugin.h — the plugin contract.
+/* plugin.h — the plugin contract: the public plugin API.
+ *
+ * What a plugin includes. A file under src/plugins/ includes only this
+ * header, headers of its own plugin folder, plugins/plugin_util.h and
+ * system/library headers (<...>); tests/lint/layers.py enforces it. The API
+ * is this header plus what it includes, each for a reason:
+ *   core/common.h, core/arena.h  pt_str, assertions, allocation, arenas
+ *                                (through the headers below);
+ *   core/loop.h        timers (pt_timer_start/stop), pt_loop_now and
+ *                      deferred calls on pt_txn_loop(txn) — how a plugin
+ *                      waits without blocking;
+ *   http/message.h     the request/response model (pt_request,
+ *                      pt_response, pt_headers, pt_list_next...);
+ *   config/conf_node.h configure(): YAML nodes, pt_conf_ctx, typed readers,
+ *                      pt_conf_error, pt_conf_check_keys;
+ *   config/config.h    route and upstream configuration that plugins read
+ *                      (pt_txn_route, pt_http_request.upstream: forward_auth
+ *                      fingerprints an upstream's name and targets), and the
+ *                      configure-time references pt_conf_upstream and
+ *                      pt_ip_set_read. Kept as an include rather than forward
+ *                      declarations because plugins read those structs' fields;
+ *   net/ipset.h        address/CIDR sets (pt_ip_addr_parse,
+ *                      pt_ip_set_contains), via config/config.h;
+ *   obs/metrics.h      metric descriptions (pt_metric_desc, pt_metric_dim)
+ *                      and lock-free writes (pt_metric_add, _observe, _set);
+ *                      declare with pt_conf_metric() below. The registry's
+ *                      other functions (shards, exposition) are not for
+ *                      plugins;
+ *   obs/txn_stats.h    pt_txn_stats, for the log phase.
  *
  * A plugin is a pt_plugin_type: a name, a `configure` that validates its
  * YAML block and returns its immutable per-instance config, the size of its
@@ -56,15 +84,18 @@
  *
  * Callbacks run on the worker thread that owns the request; they must not
  * block. */
-#ifndef PT_PROXY_PLUGIN_H
-#define PT_PROXY_PLUGIN_H
+#ifndef PT_PLUGIN_PLUGIN_H
+#define PT_PLUGIN_PLUGIN_H
 
 #include "config/conf_node.h"
 #include "config/config.h"
+#include "core/loop.h"
 #include "http/message.h"
+#include "net/ipset.h"
+#include "obs/metrics.h"
+#include "obs/txn_stats.h"
 
 typedef struct pt_txn pt_txn;
-struct pt_loop;
 
 typedef enum {
     PT_PLUGIN_CONTINUE = 0,
@@ -92,23 +123,7 @@ void pt_body_replace(pt_body *b, const char *data, size_t len);
 /* Appends a copy of data[0, len). */
 void pt_body_append(pt_body *b, const char *data, size_t len);
 
-/* Statistics of a finished (or finishing) request, for the log phase. */
-typedef struct {
-    int status;            /* what the client got: the status sent, 502/504 when an upstream
-                              failure was answered, 499 when the client left first */
-    bool aborted;          /* the response was cut after its head (client saw a broken response) */
-    bool upstream_failed;  /* the upstream exchange failed (connect, timeout, invalid or cut response) */
-    uint64_t bytes_in;     /* request bytes received (head, body, trailers) */
-    uint64_t bytes_out;    /* response bytes the codec wrote for this request */
-    uint64_t total_us;     /* from the first byte of the request head to now */
-    int64_t upstream_us;   /* first upstream attempt to the end of the upstream response, -1 none */
-    int64_t ttfb_us;       /* request start to the upstream's response head, -1 none */
-    int attempts;          /* upstream connection attempts (retries included) */
-    pt_str target;         /* the last upstream target tried ("10.0.0.1:8080"), empty if none */
-    int target_index;      /* its position in the route's upstream targets, -1 if none */
-    const pt_route_conf *route; /* NULL when no route matched */
-    pt_method method;
-} pt_txn_stats;
+/* pt_txn_stats (obs/txn_stats.h): how a request went, for the log phase. */
 
 typedef struct pt_plugin_type {
     const char *name;
@@ -230,11 +245,48 @@ pt_headers *pt_txn_trailers(pt_txn *txn, pt_side side);
  * later: the resume would release whatever pause that side has then. */
 void pt_txn_resume(pt_txn *txn, pt_side side, pt_plugin_result r);
 
-/* ---- Configure-time references ---- */
+/* ---- Configure-time references ----
+ * From config/config.h: pt_conf_upstream(ctx, node) (an upstream by name,
+ * for the internal HTTP client) and pt_ip_set_read(ctx, list, what, set)
+ * (an address/CIDR list, matched with pt_ip_addr_parse and
+ * pt_ip_set_contains from net/ipset.h). */
 
-/* The upstream named by scalar node `n` (in `configure`: upstreams are
- * loaded before plugins), or NULL with a positioned error. */
-const pt_upstream_conf *pt_conf_upstream(pt_conf_ctx *ctx, const pt_conf_node *n);
+/* ---- Metrics (docs/metrics.md) ----
+ * A plugin declares metric families and takes its series in `configure`,
+ * and writes them on the request path without locks (each worker writes its
+ * own shard; the admin listener's /metrics sums them). Label values are
+ * fixed by the configuration, never taken from requests: `labels` get their
+ * values here (an upstream's name...), `dims` are labels with a fixed list
+ * of values declared with the family. Example:
+ *
+ *   enum { R_ALLOWED, R_DENIED };   // the order of `results`
+ *   static const char *const results[] = {"allowed", "denied", NULL};
+ *   static const pt_metric_dim dims[] = {{"result", results}};
+ *   static const char *const labels[] = {"upstream", NULL};
+ *   static const pt_metric_desc decisions = {
+ *       .name = "portico_myplugin_decisions_total", .help = "Decisions by result.",
+ *       .type = PT_METRIC_COUNTER, .labels = labels, .dims = dims, .ndims = 1};
+ *   // configure:
+ *   c->decisions = pt_conf_metric(ctx, node, &decisions, (const char *const[]){up->name});
+ *   // a callback:
+ *   pt_metric_add(c->decisions, R_DENIED, 1);
+ *
+ * The cell index is row-major over the dims (the last varies fastest).
+ * Histograms: .type = PT_METRIC_HISTOGRAM with .buckets/.nbuckets (integer
+ * bounds, e.g. microseconds with .unit_decimals = 6 to expose seconds),
+ * written with pt_metric_observe. */
+
+/* The series of family `desc` with `values` for desc->labels (NULL when it
+ * has none), held as long as this configuration; the same values in the
+ * next configuration (a reload) or in another instance give the same
+ * series, so counts add up and survive reloads. The family is registered
+ * by the first call and found again by the next ones: `desc` and its
+ * strings must be static and every call must describe the family
+ * identically, else a config error at `node`. NULL, not an error, when
+ * metrics are off (no admin listener, `portico check`, unit tests) or the
+ * family is full: every write function ignores a NULL series. */
+pt_metric_series *pt_conf_metric(pt_conf_ctx *ctx, const pt_conf_node *node, const pt_metric_desc *desc,
+                                 const char *const *values);
 
 /* ---- Internal HTTP client ----
  * Calls to a configured upstream on the same machinery as proxied requests

@@ -15,8 +15,8 @@
  * The writer is process-wide (one log for all workers). open/close/flush are
  * for the main thread; write/request_reopen/dropped may be called from any
  * thread (request_reopen also from a signal handler). */
-#ifndef PT_CORE_ACCESSLOG_H
-#define PT_CORE_ACCESSLOG_H
+#ifndef PT_OBS_ACCESSLOG_H
+#define PT_OBS_ACCESSLOG_H
 
 #include "core/common.h"
 
