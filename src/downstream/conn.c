@@ -13,7 +13,7 @@
 #include "obs/gateway_metrics.h"
 #include "server/connlimit.h"
 #include "server/worker.h"
-#include "tls/tls_io.h"
+#include "net/tls_io.h"
 #include "tls/tls_server.h"
 
 /* ------------------------------------------------------ the worker's list */

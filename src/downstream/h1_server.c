@@ -7,7 +7,7 @@
  *   DONE  the response is complete; flush, then the next request (pipelined
  *         bytes are already in rbuf) or close.
  *   TUNNEL after a 101 the socket carries raw bytes both ways
- *         (http/tunnel.h, docs/websocket.md); the connection closes when
+ *         (net/tunnel.h, docs/websocket.md); the connection closes when
  *         the tunnel ends.
  * Output is appended to wbuf and flushed once per loop iteration (a
  * deferred callback), so a small response costs one write(2).
@@ -30,10 +30,10 @@
 #include "downstream/body_pace.h"
 #include "downstream/h2_server.h"
 #include "http/h1.h"
-#include "http/tunnel.h"
+#include "net/tunnel.h"
 #include "proxy/txn.h"
 #include "server/worker.h"
-#include "tls/tls_io.h"
+#include "net/tls_io.h"
 
 #define WBUF_HIGH (64u * 1024)
 #define WBUF_LOW (16u * 1024)

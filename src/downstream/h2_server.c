@@ -16,7 +16,7 @@
  * called finished(): the txn may finish before nghttp2 has sent the last
  * bytes of the response, which still live in the stream's buffer. */
 #include "downstream/h2_server.h"
-#include "tls/tls_io.h"
+#include "net/tls_io.h"
 #include "tls/tls_server.h"
 
 #include <ctype.h>

@@ -232,9 +232,20 @@ void *pt_worker_plugin_state(pt_worker *w, const pt_plugin_type *type)
     return NULL;
 }
 
+/* Every 500 ms: buffer blocks a burst left cached go back to the OS
+ * (core/buf.h), so idle connections do not keep a past peak resident. */
+#define BUF_TRIM_MS 500
+
+static void buf_trim_tick(pt_loop *loop, pt_timer *t)
+{
+    pt_buf_pool_trim();
+    pt_timer_start(loop, t, BUF_TRIM_MS, buf_trim_tick, t->data);
+}
+
 static void *worker_main(void *arg)
 {
     pt_worker *w = arg;
+    pt_timer_start(w->loop, &w->buf_trim_timer, BUF_TRIM_MS, buf_trim_tick, w);
     pt_metrics_thread_attach(w->metrics_shard);
     pt_worker_plugins_init(w);
     pt_loop_run(w->loop);

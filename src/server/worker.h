@@ -35,6 +35,7 @@ typedef struct pt_worker {
     bool draining;
     uint64_t drain_deadline;
     pt_timer drain_timer;
+    pt_timer buf_trim_timer;  /* returns idle buffer blocks to the OS (core/buf.h) */
     /* client connections (downstream/conn.h): every open one, and the
      * closed ones waiting to be freed */
     struct pt_conn *conns;

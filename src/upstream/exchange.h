@@ -8,7 +8,7 @@
 #ifndef PT_UPSTREAM_EXCHANGE_H
 #define PT_UPSTREAM_EXCHANGE_H
 
-#include "http/tunnel.h"
+#include "net/tunnel.h"
 #include "upstream/h1_client.h"
 
 typedef struct pt_upstream_exchange_ops {

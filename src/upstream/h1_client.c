@@ -2,7 +2,7 @@
  *
  * States: CONNECTING (EPOLLOUT until connect completes), BUSY (one
  * exchange), IDLE (parked in a pool, EPOLLIN only to notice a close),
- * TUNNEL (raw bytes after a 101, http/tunnel.h; closed at the end, never
+ * TUNNEL (raw bytes after a 101, net/tunnel.h; closed at the end, never
  * pooled), CLOSED (freed after the current loop iteration).
  * One timer: connect timeout while connecting, write timeout while output
  * is blocked, read timeout while waiting for response bytes, keep-alive
@@ -22,7 +22,7 @@
 #include "net/dns.h"
 #include "server/worker.h"
 #include "tls/tls_client.h"
-#include "tls/tls_io.h"
+#include "net/tls_io.h"
 
 #include <openssl/err.h>
 

@@ -11,7 +11,7 @@
 #include "core/buf.h"
 #include "core/loop.h"
 #include "http/h1.h"
-#include "http/tunnel.h"
+#include "net/tunnel.h"
 #include "net/dns_cache.h"
 #include "upstream/upstream.h"
 

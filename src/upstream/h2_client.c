@@ -31,7 +31,7 @@
 #include "net/dns.h"
 #include "server/worker.h"
 #include "tls/tls_client.h"
-#include "tls/tls_io.h"
+#include "net/tls_io.h"
 #include "upstream/exchange.h"
 
 #define SEND_HIGH (64u * 1024)        /* per-stream request body buffer */

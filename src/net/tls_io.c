@@ -1,5 +1,5 @@
 /* tls_io.c — see tls_io.h. */
-#include "tls/tls_io.h"
+#include "net/tls_io.h"
 
 #include <errno.h>
 #include <limits.h>

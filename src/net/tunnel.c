@@ -1,12 +1,12 @@
 /* tunnel.c — see tunnel.h. */
-#include "http/tunnel.h"
+#include "net/tunnel.h"
 
 #include <errno.h>
 #include <sys/socket.h>
 
 #include <openssl/err.h>
 
-#include "tls/tls_io.h"
+#include "net/tls_io.h"
 
 #define TUN_READ 16384u
 #define TUN_READ_ROUNDS 8
