@@ -252,10 +252,13 @@ static void conf_limits(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *c
     cfg->limits.min_body_rate = 1024;
     cfg->limits.http2_max_concurrent_streams = 128;
     cfg->limits.max_buffered_body = 1u << 20;
+    cfg->limits.stream_buffer = 64u << 10;
+    cfg->limits.stream_buffer_memory = 64u << 20;
     const pt_conf_node *m = pt_conf_opt(root, "limits");
     static const char *const keys[] = {"max_request_line", "max_header_size", "max_headers", "max_body_size",
                                        "max_connections", "max_connections_per_client", "min_body_rate",
-                                       "http2_max_concurrent_streams", "max_buffered_body", NULL};
+                                       "http2_max_concurrent_streams", "max_buffered_body", "stream_buffer",
+                                       "stream_buffer_memory", NULL};
     if (!m || !pt_conf_check_keys(ctx, m, keys, "limits")) return;
     opt_size32(ctx, m, "max_request_line", 64, &cfg->limits.max_request_line);
     opt_size32(ctx, m, "max_header_size", 256, &cfg->limits.max_header_size);
@@ -275,6 +278,13 @@ static void conf_limits(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *c
     if (n && pt_conf_int(ctx, n, 1, 10000, &v)) cfg->limits.http2_max_concurrent_streams = (uint32_t)v;
     n = pt_conf_opt(m, "max_buffered_body");
     if (n && pt_conf_size(ctx, n, &sz)) cfg->limits.max_buffered_body = sz;
+    n = pt_conf_opt(m, "stream_buffer");
+    if (n && pt_conf_size(ctx, n, &sz)) {
+        if (sz < 16384 || sz > (16u << 20)) pt_conf_error(ctx, n, "stream_buffer must be between 16k and 16m");
+        else cfg->limits.stream_buffer = (uint32_t)sz;
+    }
+    n = pt_conf_opt(m, "stream_buffer_memory");
+    if (n && pt_conf_size(ctx, n, &sz)) cfg->limits.stream_buffer_memory = sz;
 }
 
 static void conf_timeouts(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg)

@@ -191,6 +191,8 @@ typedef struct pt_config {
         uint64_t min_body_rate;      /* request body bytes/s after timeouts.body; default 1k; 0 = off */
         uint32_t http2_max_concurrent_streams; /* per HTTP/2 client connection; default 128 */
         uint64_t max_buffered_body;  /* bytes plugins may hold with PT_PLUGIN_BUFFER, per side; default 1m; 0 = unlimited */
+        uint32_t stream_buffer;      /* read size for a body that streams (core/buf.h large blocks); default 64k */
+        uint64_t stream_buffer_memory; /* per worker, bytes of such buffers at once; default 64m; 0 = off */
     } limits;
     char *server_header;             /* Server on every response; NULL = pass the upstream's through */
     bool via;                        /* add "Via: 1.1 portico" both ways */

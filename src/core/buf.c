@@ -148,6 +148,59 @@ static inline void block_put(char *p)
     POISON(p + sizeof *b, PT_BUF_BLOCK - sizeof *b); /* the link stays readable */
 }
 
+/* ------------------------------------------------------------ large blocks */
+
+#define PT_BUF_LARGE_CACHE 8u /* large blocks kept per thread between bodies */
+
+static __thread char *large_cache[PT_BUF_LARGE_CACHE];
+static __thread unsigned large_cached;
+static __thread size_t large_size = 64u * 1024;
+static __thread size_t large_budget = 64u << 20;
+static __thread size_t large_used;
+
+void pt_buf_large_config(size_t size, size_t budget)
+{
+    if (size < PT_BUF_BLOCK) size = PT_BUF_BLOCK;
+    if (size != large_size) { /* cached blocks of the old size are no use */
+        while (large_cached) free(large_cache[--large_cached]);
+        large_size = size;
+    }
+    large_budget = budget;
+}
+
+size_t pt_buf_large_in_use(void) { return large_used; }
+
+static void large_put(char *p, size_t cap)
+{
+    large_used -= cap;
+    if (cap == large_size && large_cached < PT_BUF_LARGE_CACHE) large_cache[large_cached++] = p;
+    else free(p);
+}
+
+/* Frees a buffer's storage, whatever kind it is. */
+static void storage_free(pt_buf *b)
+{
+    if (b->large) large_put(b->data, b->cap);
+    else if (b->cap == PT_BUF_BLOCK) block_put(b->data);
+    else free(b->data);
+    b->large = false;
+}
+
+bool pt_buf_reserve_large(pt_buf *b)
+{
+    if (b->large) return true;
+    if (b->len || large_used + large_size > large_budget) return false;
+    if (b->data) storage_free(b);
+    b->data = large_cached ? large_cache[--large_cached] : pt_xmalloc(large_size);
+    b->cap = (uint32_t)large_size;
+    b->off = 0;
+    b->large = true;
+    large_used += large_size;
+    return true;
+}
+
+/* --------------------------------------------------------------- buffers */
+
 void pt_buf_reserve(pt_buf *b, size_t n)
 {
     if (!b->data) {
@@ -173,8 +226,7 @@ void pt_buf_reserve(pt_buf *b, size_t n)
     PT_ASSERT(cap < UINT32_MAX);
     char *d = pt_xmalloc(cap);
     memcpy(d, b->data, b->len);
-    if (b->cap == PT_BUF_BLOCK) block_put(b->data);
-    else free(b->data);
+    storage_free(b);
     b->data = d;
     b->cap = (uint32_t)cap;
 }
@@ -197,8 +249,7 @@ void pt_buf_consume(pt_buf *b, size_t n)
 void pt_buf_release(pt_buf *b)
 {
     if (!b->data) return;
-    if (b->cap == PT_BUF_BLOCK) block_put(b->data);
-    else free(b->data);
+    storage_free(b);
     b->data = NULL;
     b->off = b->len = b->cap = 0;
 }
@@ -216,6 +267,7 @@ void pt_buf_pool_stats(size_t *cached, size_t *returned)
 
 void pt_buf_pool_free(void)
 {
+    while (large_cached) free(large_cache[--large_cached]);
     pool_low = pool_count; /* every cached block counts as unused: all are returned */
     pool_decay(0);
     pthread_mutex_lock(&orphan_mu);

@@ -50,6 +50,7 @@ typedef struct {
     uint32_t off;
     uint32_t len;
     uint32_t cap;
+    bool large;    /* storage is a large block (pt_buf_reserve_large) */
 } pt_buf;
 
 /* Make sure at least `n` bytes are free after the data; compacts, then grows. */
@@ -61,6 +62,27 @@ static inline void pt_buf_append_str(pt_buf *b, pt_str s) { pt_buf_append(b, s.p
 static inline char *pt_buf_tail(pt_buf *b) { return b->data + b->off + b->len; }
 static inline size_t pt_buf_tailroom(const pt_buf *b) { return b->data ? b->cap - b->off - b->len : 0; }
 static inline char *pt_buf_head(const pt_buf *b) { return b->data + b->off; }
+/* Large blocks, for bodies that stream: reading a 1 MiB body 16 KiB at a
+ * time costs 64 read(2) calls and as many passes through the proxy path;
+ * a connection whose reads fill its standard block asks for a large one
+ * (pt_buf_large_config's size, 64 KiB by default) for the rest of that body.
+ * Large blocks come from a small per-thread cache (heap), and the bytes of
+ * large blocks held by buffers on a thread never exceed its budget: over
+ * it a buffer just keeps its standard block, so memory under many
+ * concurrent streams stays bounded by configuration
+ * (limits.stream_buffer_memory per worker).
+ *
+ * Gives an EMPTY buffer (len 0) a large block, returning its standard block
+ * first. Returns true if the buffer now holds a large block (also when it
+ * already did), false when the budget is spent or the buffer is not empty. */
+bool pt_buf_reserve_large(pt_buf *b);
+/* This thread's large-block size (>= PT_BUF_BLOCK) and budget (bytes of
+ * large blocks held at once; 0 disables them). Blocks of an older size are
+ * freed as they come back. */
+void pt_buf_large_config(size_t size, size_t budget);
+/* Bytes of large blocks held by this thread's buffers now. */
+size_t pt_buf_large_in_use(void);
+
 /* Drops n bytes from the front. When empty, rewinds to the start. */
 void pt_buf_consume(pt_buf *b, size_t n);
 /* Returns the storage to the pool (buffer must be empty or its data is discarded). */

@@ -64,6 +64,7 @@ typedef struct h1_req {
     pt_h1_info info;
     uint64_t sent;     /* response bytes queued for this request (access log) */
     uint64_t discarded;
+    bool body_large;   /* the body's reads fill the buffer: read it in large blocks (core/buf.h) */
 } h1_req;
 
 struct pt_h1_conn {
@@ -829,10 +830,15 @@ static void body_expired(pt_h1_conn *c, uint64_t now);
 static void on_readable(pt_h1_conn *c)
 {
     for (int rounds = 0; rounds < 4; rounds++) {
+        bool body = c->state == ST_TXN && c->rq;
+        if (body && c->rq->body_large && !c->rbuf.len) pt_buf_reserve_large(&c->rbuf);
         pt_buf_reserve(&c->rbuf, READ_CHUNK / 4);
         size_t room = pt_buf_tailroom(&c->rbuf);
         ssize_t n = pt_sock_recv(c->base.io.fd, c->base.ssl, pt_buf_tail(&c->rbuf), room);
         if (n > 0) {
+            /* A body read that filled a mostly empty buffer: more is
+             * queued; read the rest of this body in large blocks. */
+            if (body && (size_t)n == room && room >= PT_BUF_BLOCK / 2) c->rq->body_large = true;
             c->rbuf.len += (uint32_t)n;
             if (c->state == ST_TXN) pt_body_pace_progress(&c->rq->pace, (uint64_t)n, pt_loop_now(c->base.w->loop));
             if ((size_t)n < room && !c->base.ssl) break;

@@ -103,6 +103,7 @@ static void worker_set_gen(pt_loop *loop, void *data)
     pt_worker *w = pt_loop_data(loop);
     pt_worker_gen *old = w->wgen;
     w->wgen = pt_worker_gen_new(w, data);
+    pt_buf_large_config(w->wgen->gen->cfg->limits.stream_buffer, w->wgen->gen->cfg->limits.stream_buffer_memory);
     old->retired = true;
     if (old->users == 0) pt_worker_gen_free(w, old);
 }
@@ -246,6 +247,7 @@ static void *worker_main(void *arg)
 {
     pt_worker *w = arg;
     pt_timer_start(w->loop, &w->buf_trim_timer, BUF_TRIM_MS, buf_trim_tick, w);
+    pt_buf_large_config(w->wgen->gen->cfg->limits.stream_buffer, w->wgen->gen->cfg->limits.stream_buffer_memory);
     pt_metrics_thread_attach(w->metrics_shard);
     pt_worker_plugins_init(w);
     pt_loop_run(w->loop);

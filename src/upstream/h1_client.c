@@ -96,6 +96,7 @@ void pt_uconn_attach(pt_uconn *c, const pt_uconn_cbs *cbs, void *owner, pt_arena
     c->keepalive_ms = u->keepalive_timeout_ms;
     c->req_done = c->resp_done = c->got_bytes = c->have_head = c->eof = false;
     c->upgrade_sent = c->tunnel_head = false;
+    c->stream_large = false;
     c->read_paused = false;
     c->in_disabled = false;
     c->dec = NULL;
@@ -410,10 +411,14 @@ static void on_readable(pt_uconn *c)
         return;
     }
     for (int rounds = 0; rounds < 4 && c->state == US_BUSY; rounds++) {
+        if (c->stream_large && !c->rbuf.len) pt_buf_reserve_large(&c->rbuf);
         pt_buf_reserve(&c->rbuf, 4096);
         size_t room = pt_buf_tailroom(&c->rbuf);
         ssize_t n = pt_sock_recv(c->io.fd, c->ssl, pt_buf_tail(&c->rbuf), room);
         if (n > 0) {
+            /* A body read that filled a mostly empty buffer: more is
+             * queued; read the rest of this body in large blocks. */
+            if (c->have_head && (size_t)n == room && room >= PT_BUF_BLOCK / 2) c->stream_large = true;
             c->rbuf.len += (uint32_t)n;
             c->got_bytes = true;
             arm_timer(c);

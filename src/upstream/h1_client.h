@@ -66,6 +66,7 @@ struct pt_uconn {
     pt_h1_info info;
     uint64_t resp_remaining;
     bool have_head;          /* final response head received */
+    bool stream_large;       /* the body's reads fill the buffer: read it in large blocks (core/buf.h) */
     bool eof;                /* the upstream closed its side (seen while reading) */
     uint64_t idle_until;     /* pooled: keep-alive deadline */
     uint64_t connect_timeout_ms;
