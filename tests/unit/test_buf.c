@@ -195,4 +195,45 @@ TEST(exited_thread_blocks_are_reused)
     pt_buf_pool_free();
 }
 
+/* Large blocks for streaming bodies: only an empty buffer switches, the
+ * per-thread budget bounds what buffers hold at once, released blocks are
+ * accounted back, and data round-trips through a large block. */
+TEST(large_blocks_within_budget)
+{
+    pt_buf_large_config(64 * 1024, 128 * 1024); /* room for two */
+    pt_buf a = {0}, b = {0}, c = {0};
+    pt_buf_append(&a, "x", 1);
+    CHECK(!pt_buf_reserve_large(&a)); /* not empty: keeps its block */
+    CHECK(!a.large && a.cap == PT_BUF_BLOCK);
+    pt_buf_consume(&a, 1);
+    CHECK(pt_buf_reserve_large(&a)); /* empty (storage held): switches */
+    CHECK(a.large && a.cap == 64 * 1024 && a.len == 0);
+    CHECK(pt_buf_reserve_large(&a)); /* already large */
+    CHECK(pt_buf_large_in_use() == 64 * 1024);
+    CHECK(pt_buf_reserve_large(&b));
+    CHECK(pt_buf_large_in_use() == 128 * 1024);
+    CHECK(!pt_buf_reserve_large(&c)); /* over the budget */
+    CHECK(!c.large);
+    /* a large block holds a full read and keeps it intact */
+    pt_buf_reserve(&a, 4096);
+    CHECK(pt_buf_tailroom(&a) == 64 * 1024);
+    memset(pt_buf_tail(&a), 0x5a, 64 * 1024);
+    a.len = 64 * 1024;
+    int same = 1;
+    for (size_t i = 0; i < 64 * 1024; i++) same &= pt_buf_head(&a)[i] == 0x5a;
+    CHECK(same);
+    /* growing past it moves to the heap and gives the large block back */
+    pt_buf_append(&a, "y", 1);
+    CHECK(!a.large && a.len == 64 * 1024 + 1 && pt_buf_head(&a)[64 * 1024] == 'y');
+    CHECK(pt_buf_large_in_use() == 64 * 1024);
+    CHECK(pt_buf_reserve_large(&c)); /* room again */
+    pt_buf_release(&a);
+    pt_buf_release(&b);
+    pt_buf_release(&c);
+    CHECK(pt_buf_large_in_use() == 0);
+    pt_buf_large_config(64 * 1024, 0); /* 0: never */
+    CHECK(!pt_buf_reserve_large(&a));
+    pt_buf_large_config(64 * 1024, 64u << 20);
+}
+
 TEST_MAIN()

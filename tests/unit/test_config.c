@@ -352,6 +352,19 @@ TEST(workers_auto_and_range)
     CHECK(fails_with("workers: many\n" MINIMAL, "t.yaml:1:10: workers must be an integer 1..256 or \"auto\""));
 }
 
+TEST(stream_buffer_limits)
+{
+    pt_errors e = {0};
+    pt_config *cfg = load(MINIMAL, &e);
+    CHECK(cfg && cfg->limits.stream_buffer == 64 * 1024 && cfg->limits.stream_buffer_memory == 64u << 20);
+    pt_config_free(cfg);
+    cfg = load(MINIMAL "limits: {stream_buffer: 256k, stream_buffer_memory: 0}\n", &e);
+    CHECK(cfg && cfg->limits.stream_buffer == 256 * 1024 && cfg->limits.stream_buffer_memory == 0);
+    pt_config_free(cfg);
+    CHECK(fails_with(MINIMAL "limits: {stream_buffer: 8k}\n", "t.yaml:2:25: stream_buffer must be between 16k and 16m"));
+    CHECK(fails_with(MINIMAL "limits: {stream_buffer: 32m}\n", "t.yaml:2:25: stream_buffer must be between 16k and 16m"));
+}
+
 /* --------------------------------------------------------------- errors */
 
 TEST(unknown_key_in_route_has_position_and_list)
