@@ -36,6 +36,13 @@ static inline bool is_unreserved(unsigned char c)
 
 static const char HEX_UPPER[] = "0123456789ABCDEF";
 
+/* A byte copied as it is, whatever the rules: visible ASCII except '%',
+ * '/', '\\' and ';'. */
+static inline bool is_plain(unsigned char c)
+{
+    return c > 0x20 && c < 0x7F && c != '%' && c != '/' && c != '\\' && c != ';';
+}
+
 static ssize_t fail(const char **detail, const char *msg)
 {
     if (detail) *detail = msg;
@@ -194,13 +201,30 @@ ssize_t pt_path_normalize_rules(const char *in, size_t len, const pt_path_rules 
     out[0] = '/';
     while (i < len) {
         int k = U_DATA;
-        while (i < len && (k = read_unit(in, len, i, r, &u, &seen, &msg)) == U_SEP) i += u.step; /* rule 3 */
+        while (i < len) { /* rule 3: merge separators */
+            if (in[i] == '/') {
+                i++;
+                continue;
+            }
+            if (is_plain((unsigned char)in[i])) break;
+            k = read_unit(in, len, i, r, &u, &seen, &msg);
+            if (k != U_SEP) break;
+            i += u.step;
+            k = U_DATA;
+        }
         if (i == len) break; /* trailing slash already in out */
         if (k == U_ERR) return fail(detail, msg);
         size_t seg = o;     /* segment start in out (after a '/') */
         bool params = false; /* inside ";..." being stripped */
         utf8_state us = {0};
         while (i < len) {
+            unsigned char c = (unsigned char)in[i];
+            if (is_plain(c) && !params && !us.need) { /* fast path: an ordinary visible byte */
+                out[o++] = (char)c;
+                i++;
+                continue;
+            }
+            if (c == '/') break;
             k = read_unit(in, len, i, r, &u, &seen, &msg);
             if (k == U_ERR) return fail(detail, msg);
             if (k == U_SEP) break;
@@ -223,8 +247,10 @@ ssize_t pt_path_normalize_rules(const char *in, size_t len, const pt_path_rules 
         if (us.need && !utf8_bad(r, &seen))
             return fail(detail, "percent-encoded bytes in path are not valid UTF-8");
         bool more = i < len; /* a separator follows */
-        const char *why = trailing_rule(r, out, seg, &o, &seen);
-        if (why) return fail(detail, why);
+        if (o > seg && (out[o - 1] == '.' || out[o - 1] == '0')) { /* may end in '.' or "%20" */
+            const char *why = trailing_rule(r, out, seg, &o, &seen);
+            if (why) return fail(detail, why);
+        }
         size_t seglen = o - seg;
         if (seglen == 0) {
             /* an empty segment (";x" stripped): like "//", nothing to add */
