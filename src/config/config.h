@@ -130,6 +130,26 @@ typedef struct {
     size_t n;
 } pt_plugin_list;
 
+/* How a request path spelled in a way that backends disagree about is
+ * treated (docs/routing.md "Path rules"). Each field is a pt_path_rule; the
+ * zero value is the secure default, reject. The loader stores in every route
+ * the effective rules: the global `path_rules` with the route's overrides. */
+typedef enum {
+    PT_PATHRULE_REJECT = 0, /* 400 with a precise detail */
+    PT_PATHRULE_DECODE,     /* resolve it (config word "decode", or "strip" where it removes) */
+    PT_PATHRULE_KEEP,       /* opaque data for matching, forwarded as is (canonical escape) */
+} pt_path_rule;
+
+typedef struct {
+    uint8_t encoded_slash;      /* %2F: reject | decode (a separator) | keep */
+    uint8_t backslash;          /* '\' and %5C: reject | decode (a separator) | keep (as %5C) */
+    uint8_t semicolon;          /* ';' parameters, %3B: reject | strip (";..." to the segment end) | keep */
+    uint8_t double_encoding;    /* %25 followed by two hex digits: reject | keep */
+    uint8_t encoded_control;    /* %01-%1F, %7F: reject | keep (%00 is always refused) */
+    uint8_t invalid_utf8;       /* escaped octets >= %80 that are not well-formed UTF-8: reject | keep */
+    uint8_t trailing_dot_space; /* a segment ending in '.' or %20: reject | strip | keep */
+} pt_path_rules;
+
 typedef enum { PT_PATH_ANY = 0, PT_PATH_EXACT, PT_PATH_PREFIX, PT_PATH_REGEX } pt_path_kind;
 
 /* A header or query predicate: value NULL means "must be present". */
@@ -170,6 +190,7 @@ typedef struct pt_route_conf {
     char **upgrade;
     size_t nupgrade;
     uint64_t tunnel_idle_timeout_ms;
+    pt_path_rules path_rules;    /* resolved: the global path_rules with this route's overrides */
     /* Runtime, not configuration: this route's metric series, set by
      * obs/gateway_metrics.c when a generation is adopted (NULL: not counted). */
     struct pt_route_metrics *metrics;
@@ -196,6 +217,7 @@ typedef struct pt_config {
     } limits;
     char *server_header;             /* Server on every response; NULL = pass the upstream's through */
     bool via;                        /* add "Via: 1.1 portico" both ways */
+    pt_path_rules path_rules;        /* `path_rules:` defaults for every route (all reject) */
     struct {
         uint64_t header_ms;          /* whole request head, absolute; default 10s */
         uint64_t body_ms;            /* between body reads (h1 conn, h2 stream); default 30s */

@@ -13,6 +13,11 @@ const pt_conf_node *pt_conf_opt(const pt_conf_node *map, const char *key);
  * `out`, calling each plugin type's `configure`. `node` may be NULL. */
 void pt_conf_plugin_list(pt_conf_ctx *ctx, const pt_conf_node *node, pt_plugin_list *out, const char *what);
 
+/* Reads a `path_rules:` mapping (node may be NULL: nothing changes) over
+ * *rules, which holds the defaults to override: each key set to reject,
+ * decode/strip or keep (docs/routing.md "Path rules"). */
+void pt_conf_path_rules(pt_conf_ctx *ctx, const pt_conf_node *node, pt_path_rules *rules);
+
 /* Parses `routes:` (node may be NULL) into cfg->routes; upstreams and
  * limits must already be filled in. */
 void pt_conf_routes(pt_conf_ctx *ctx, const pt_conf_node *node, pt_config *cfg);

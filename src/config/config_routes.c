@@ -2,6 +2,7 @@
  * kinds and templates, methods, headers, query), upstream references,
  * strip_prefix / rewrite, per-route limits and plugins. See
  * docs/configuration.md for the schema and docs/routing.md for matching. */
+#include <stddef.h>
 #include <stdio.h>
 
 #include "config/config_int.h"
@@ -332,6 +333,48 @@ static void conf_route_tunnel(pt_conf_ctx *ctx, const pt_conf_node *rn, pt_route
     }
 }
 
+/* One path rule class: its config key, its field, and whether the
+ * resolving mode exists and is spelled "decode" or "strip". */
+static const struct {
+    const char *key;
+    size_t off;
+    const char *resolve; /* "decode", "strip" or NULL (reject | keep only) */
+} path_rule_keys[] = {
+    {"encoded_slash", offsetof(pt_path_rules, encoded_slash), "decode"},
+    {"backslash", offsetof(pt_path_rules, backslash), "decode"},
+    {"semicolon", offsetof(pt_path_rules, semicolon), "strip"},
+    {"double_encoding", offsetof(pt_path_rules, double_encoding), NULL},
+    {"encoded_control", offsetof(pt_path_rules, encoded_control), NULL},
+    {"invalid_utf8", offsetof(pt_path_rules, invalid_utf8), NULL},
+    {"trailing_dot_space", offsetof(pt_path_rules, trailing_dot_space), "strip"},
+};
+
+void pt_conf_path_rules(pt_conf_ctx *ctx, const pt_conf_node *node, pt_path_rules *rules)
+{
+    static const char *const keys[] = {"encoded_slash", "backslash", "semicolon", "double_encoding",
+                                       "encoded_control", "invalid_utf8", "trailing_dot_space", NULL};
+    if (!node) return;
+    if (node->kind != PT_NODE_MAP) {
+        pt_conf_error(ctx, node, "path_rules must be a mapping of class -> reject | decode | strip | keep");
+        return;
+    }
+    if (!pt_conf_check_keys(ctx, node, keys, "path_rules")) return;
+    for (size_t i = 0; i < PT_ARRAY_LEN(path_rule_keys); i++) {
+        const pt_conf_node *n = pt_conf_opt(node, path_rule_keys[i].key);
+        char *v;
+        if (!n || !pt_conf_string(ctx, n, &v)) continue;
+        const char *res = path_rule_keys[i].resolve;
+        uint8_t *field = (uint8_t *)rules + path_rule_keys[i].off;
+        if (strcmp(v, "reject") == 0) *field = PT_PATHRULE_REJECT;
+        else if (strcmp(v, "keep") == 0) *field = PT_PATHRULE_KEEP;
+        else if (res && strcmp(v, res) == 0) *field = PT_PATHRULE_DECODE;
+        else if (res)
+            pt_conf_error(ctx, n, "path_rules.%s: expected reject, %s or keep, got '%s'", path_rule_keys[i].key, res, v);
+        else
+            pt_conf_error(ctx, n, "path_rules.%s: expected reject or keep, got '%s'", path_rule_keys[i].key, v);
+    }
+}
+
 void pt_conf_routes(pt_conf_ctx *ctx, const pt_conf_node *node, pt_config *cfg)
 {
     if (!node) return;
@@ -341,7 +384,7 @@ void pt_conf_routes(pt_conf_ctx *ctx, const pt_conf_node *node, pt_config *cfg)
     }
     static const char *const keys[] = {"name", "match", "upstream", "strip_prefix", "rewrite",
                                        "max_body_size", "body_timeout", "min_body_rate", "max_buffered_body",
-                                       "plugins", "upgrade", "tunnel_idle_timeout", NULL};
+                                       "plugins", "upgrade", "tunnel_idle_timeout", "path_rules", NULL};
     cfg->routes = pt_arena_calloc(ctx->arena, (node->n ? node->n : 1) * sizeof(*cfg->routes));
     for (size_t i = 0; i < node->n; i++) {
         const pt_conf_node *rn = node->vals[i];
@@ -363,6 +406,8 @@ void pt_conf_routes(pt_conf_ctx *ctx, const pt_conf_node *node, pt_config *cfg)
         conf_route_upstream(ctx, pt_conf_opt(rn, "upstream"), cfg, r);
         conf_route_transform(ctx, rn, cfg, r, &ps);
         conf_route_tunnel(ctx, rn, r);
+        r->path_rules = cfg->path_rules;
+        pt_conf_path_rules(ctx, pt_conf_opt(rn, "path_rules"), &r->path_rules);
         const pt_conf_node *plugins = pt_conf_get(rn, "plugins");
         pt_conf_plugin_list(ctx, plugins, &r->plugins, "route plugins");
         if (!pt_conf_opt(rn, "upstream") && (!plugins || plugins->kind != PT_NODE_SEQ || plugins->n == 0))

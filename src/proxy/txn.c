@@ -24,7 +24,6 @@
 #include "http/problem.h"
 #include "obs/gateway_metrics.h"
 #include "proxy/txn_int.h"
-#include "router/normalize.h"
 #include "tls/tls_server.h"
 #include "upstream/http_client.h"
 
@@ -278,21 +277,16 @@ static bool route_request(pt_txn *t)
         return false;
     }
 
-    /* Normalise once; the upstream receives exactly what was matched. */
-    char *np = pt_arena_alloc(t->a, req->path.n + 1);
+    /* Normalise under the path rules and route; the upstream receives
+     * exactly what was matched (router/resolve.c). */
+    pt_route_input in = {.host = req->host, .method = req->method, .headers = &req->headers, .query = req->query};
     const char *detail = NULL;
-    ssize_t nl = pt_path_normalize(req->path.p, req->path.n, np, &detail);
-    if (nl < 0) {
+    if (pt_router_resolve(t->gen->router, &t->gen->cfg->path_rules, req->path, &in, t->a, &t->match, &detail) < 0) {
         alloc_states(t);
         txn_respond_problem(t, 400, detail ? detail : "invalid path");
         return false;
     }
-    t->norm_path = pt_str_make(np, (size_t)nl);
-
-    pt_route_input in = {
-        .host = req->host, .path = t->norm_path, .method = req->method, .headers = &req->headers, .query = req->query,
-    };
-    pt_router_match(t->gen->router, &in, t->a, &t->match);
+    t->norm_path = in.path;
     if (t->match.status == 0) {
         t->route = t->match.route;
         t->pipe = &t->gen->route_pipes[t->route->index];

@@ -91,6 +91,24 @@ void pt_router_free(pt_router *r);
  * of in->path; parameter names point into the router (valid while it lives). */
 void pt_router_match(const pt_router *r, const pt_route_input *in, pt_arena *a, pt_route_match *out);
 
+/* Normalizes the raw request path and routes it so that the route's own
+ * path rules (route->path_rules; `global` when no route matches) hold for
+ * the path that is matched AND forwarded (docs/routing.md "Path rules"):
+ *   1. p0 = the keep-all form (every class opaque); if it shows no class
+ *      (the common case), route it and stop: all rules agree.
+ *   2. R0 = match(p0); p1 = normalize under R0's rules (a rejection is 400).
+ *      p1 == p0, or match(p1) is R0 again: R0 with p1.
+ *   3. Otherwise R1 = match(p1) is accepted only when R1's rules also give
+ *      p1; else 400 (the spelling leads to routes that disagree about it).
+ * So whatever is served satisfies: match(path) == route and
+ * normalize(raw, route's rules) == path. `in` carries host, method,
+ * headers and query; on success in->path is the normalized path (arena
+ * memory) and *out the decision (status 0/404/405, as pt_router_match).
+ * Returns 0, or PT_ERR with *detail set (answer 400). `r` may be NULL (no
+ * routes: 404 after the global rules); `a` (the request arena) may not. */
+int pt_router_resolve(const pt_router *r, const pt_path_rules *global, pt_str raw_path, pt_route_input *in,
+                      pt_arena *a, pt_route_match *out, const char **detail);
+
 /* The path to send upstream for a matched route:
  *  - rewrite set: the template with each "{name}" replaced by the parameter
  *    value (values are already-normalized path bytes); for a PREFIX route

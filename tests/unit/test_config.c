@@ -375,7 +375,7 @@ TEST(unknown_key_in_route_has_position_and_list)
                              "    foo: 1\n",
                      "t.yaml:5:5: unknown key 'foo' in route (expected one of: name, match, upstream, "
                      "strip_prefix, rewrite, max_body_size, body_timeout, min_body_rate, max_buffered_body, plugins, "
-                     "upgrade, tunnel_idle_timeout)"));
+                     "upgrade, tunnel_idle_timeout, path_rules)"));
     CHECK(fails_with("listn: [127.0.0.1:1]\n", "t.yaml:1:1: unknown key 'listn' in top level"));
     CHECK(fails_with(MINIMAL "timeouts: {headr: 1s}\n", "t.yaml:2:12: unknown key 'headr' in timeouts"));
     CHECK(fails_with(MINIMAL "routes:\n  - match: {pth: /}\n    upstream: x\n",
@@ -998,6 +998,78 @@ TEST(tunnel_errors)
                                  "    tunnel_idle_timeout: 0s\n",
                      "t.yaml:6:26: tunnel_idle_timeout must be greater than 0"));
     CHECK(fails_with(TUNNEL_BASE "timeouts: {tunnel_idle: 0}\n", "t.yaml:3:25: tunnel_idle must be greater than 0"));
+}
+
+/* ----------------------------------------------------------- path_rules */
+
+#define PR_ROUTE "routes:\n  - match: {path_prefix: /}\n    upstream: up\n"
+
+TEST(path_rules_default_reject)
+{
+    pt_errors e = {0};
+    pt_config *cfg = load(TUNNEL_BASE PR_ROUTE, &e);
+    CHECK(cfg != NULL);
+    if (!cfg) dump_errors(&e);
+    if (cfg) {
+        static const pt_path_rules zero = {0};
+        CHECK(memcmp(&cfg->path_rules, &zero, sizeof(zero)) == 0);
+        CHECK(memcmp(&cfg->routes[0].path_rules, &zero, sizeof(zero)) == 0);
+        CHECK_INT(cfg->path_rules.encoded_slash, PT_PATHRULE_REJECT);
+    }
+    pt_config_free(cfg);
+    pt_errors_free(&e);
+}
+
+/* The route inherits the global block and overrides only the keys it sets. */
+TEST(path_rules_global_and_route_override)
+{
+    pt_errors e = {0};
+    pt_config *cfg = load(TUNNEL_BASE "path_rules:\n  encoded_slash: decode\n  semicolon: strip\n"
+                                      "  double_encoding: keep\n  encoded_control: keep\n  invalid_utf8: keep\n"
+                                      "  trailing_dot_space: strip\n  backslash: decode\n"
+                                      "routes:\n  - match: {path_prefix: /files}\n    upstream: up\n"
+                                      "    path_rules: {encoded_slash: keep, semicolon: reject, backslash: keep}\n"
+                                      "  - match: {path_prefix: /}\n    upstream: up\n",
+                          &e);
+    CHECK(cfg != NULL);
+    if (!cfg) dump_errors(&e);
+    if (cfg) {
+        const pt_path_rules *g = &cfg->path_rules, *r0 = &cfg->routes[0].path_rules, *r1 = &cfg->routes[1].path_rules;
+        CHECK_INT(g->encoded_slash, PT_PATHRULE_DECODE);
+        CHECK_INT(g->backslash, PT_PATHRULE_DECODE);
+        CHECK_INT(g->semicolon, PT_PATHRULE_DECODE);
+        CHECK_INT(g->double_encoding, PT_PATHRULE_KEEP);
+        CHECK_INT(g->encoded_control, PT_PATHRULE_KEEP);
+        CHECK_INT(g->invalid_utf8, PT_PATHRULE_KEEP);
+        CHECK_INT(g->trailing_dot_space, PT_PATHRULE_DECODE);
+        CHECK_INT(r0->encoded_slash, PT_PATHRULE_KEEP);
+        CHECK_INT(r0->semicolon, PT_PATHRULE_REJECT);
+        CHECK_INT(r0->backslash, PT_PATHRULE_KEEP);
+        CHECK_INT(r0->double_encoding, PT_PATHRULE_KEEP);     /* inherited */
+        CHECK_INT(r0->trailing_dot_space, PT_PATHRULE_DECODE); /* inherited */
+        CHECK(memcmp(r1, g, sizeof(*g)) == 0);
+    }
+    pt_config_free(cfg);
+    pt_errors_free(&e);
+}
+
+TEST(path_rules_errors)
+{
+    CHECK(fails_with(TUNNEL_BASE "path_rules:\n  encoded_slash: allow\n" PR_ROUTE,
+                     "t.yaml:4:18: path_rules.encoded_slash: expected reject, decode or keep, got 'allow'"));
+    CHECK(fails_with(TUNNEL_BASE "path_rules:\n  semicolon: decode\n" PR_ROUTE,
+                     "t.yaml:4:14: path_rules.semicolon: expected reject, strip or keep, got 'decode'"));
+    CHECK(fails_with(TUNNEL_BASE "path_rules:\n  double_encoding: decode\n" PR_ROUTE,
+                     "t.yaml:4:20: path_rules.double_encoding: expected reject or keep, got 'decode'"));
+    CHECK(fails_with(TUNNEL_BASE "path_rules:\n  trailing_dot_space: decode\n" PR_ROUTE,
+                     "t.yaml:4:23: path_rules.trailing_dot_space: expected reject, strip or keep"));
+    CHECK(fails_with(TUNNEL_BASE "path_rules:\n  slashes: keep\n" PR_ROUTE,
+                     "t.yaml:4:3: unknown key 'slashes' in path_rules"));
+    CHECK(fails_with(TUNNEL_BASE "path_rules: [keep]\n" PR_ROUTE, "t.yaml:3:13: path_rules must be a mapping"));
+    CHECK(fails_with(TUNNEL_BASE "path_rules:\n  encoded_slash: [keep]\n" PR_ROUTE, "t.yaml:4:18: "));
+    CHECK(fails_with(TUNNEL_BASE "routes:\n  - match: {path_prefix: /}\n    upstream: up\n"
+                                 "    path_rules: {invalid_utf8: strip}\n",
+                     "t.yaml:6:32: path_rules.invalid_utf8: expected reject or keep, got 'strip'"));
 }
 
 TEST_MAIN()

@@ -346,7 +346,7 @@ static const pt_fauth_conf *load_ok(const char *block, pt_config **cfg)
 /* pt_fauth_uri over the path the core would route (pt_txn_path). */
 static pt_str uri_of(const pt_request *r, pt_arena *a)
 {
-    char *np = pt_arena_alloc(a, r->path.n + 1);
+    char *np = pt_arena_alloc(a, PT_PATH_NORM_CAP(r->path.n));
     const char *detail = NULL;
     ssize_t n = pt_path_normalize(r->path.p, r->path.n, np, &detail);
     return pt_fauth_uri(n < 0 ? PT_STR_NULL : pt_str_make(np, (size_t)n), r, a);

@@ -712,4 +712,184 @@ static void __attribute__((destructor)) cleanup(void)
     if (ARENA) pt_arena_free(ARENA);
 }
 
+/* ---- pt_router_resolve: normalization under path rules + routing ---- */
+
+#include "router/normalize.h"
+
+static pt_path_rules GLOBAL; /* zero: reject everything */
+static const char *RDETAIL;
+static char RPATH_BUF[512];
+static const char *RPATH = RPATH_BUF; /* a pointer, so CHECK_STR can test it for NULL */
+
+/* Resolves raw `path`; returns the route name, "404"/"405", or "400"
+ * (RDETAIL set). RPATH receives the normalized path on success. */
+static const char *resolve(pt_router *rt, const char *path)
+{
+    pt_route_input in = {.host = PT_STR_LIT(""), .method = PT_METHOD_GET, .query = PT_STR_LIT("")};
+    RDETAIL = NULL;
+    RPATH_BUF[0] = '\0';
+    if (pt_router_resolve(rt, &GLOBAL, pt_str_c(path), &in, ARENA, &M, &RDETAIL) < 0) return "400";
+    snprintf(RPATH_BUF, sizeof(RPATH_BUF), "%.*s", (int)in.path.n, in.path.p);
+    if (M.status == 404) return "404";
+    if (M.status == 405) return "405";
+    return M.route->name;
+}
+
+static pt_router *admin_and_root(void)
+{
+    reset();
+    add(PT_PATH_PREFIX, "/admin");
+    add(PT_PATH_PREFIX, "/");
+    return NULL;
+}
+
+TEST(resolve_defaults_reject_and_route_plain_paths)
+{
+    GLOBAL = (pt_path_rules){0};
+    admin_and_root();
+    pt_router *rt = build();
+    CHECK_STR(resolve(rt, "/admin"), "r0");
+    CHECK_STR(resolve(rt, "//x/../admin/y"), "r0");
+    CHECK_STR(RPATH, "/admin/y");
+    CHECK_STR(resolve(rt, "/other"), "r1");
+    CHECK_STR(resolve(rt, "/admin%2Fx"), "400");
+    CHECK(RDETAIL && strstr(RDETAIL, "encoded slash"));
+    CHECK_STR(resolve(rt, "/admin;x=1"), "400");
+    CHECK_STR(resolve(rt, "/x\\..\\admin"), "400");
+    CHECK_STR(resolve(rt, "/x/..%2F"), "400");
+    pt_router_free(rt);
+}
+
+/* A route's keep override governs the requests that reach it (the kept form
+ * is opaque: "admin%2Fx" is one segment, not under /admin). */
+TEST(resolve_route_keep_override)
+{
+    GLOBAL = (pt_path_rules){0};
+    admin_and_root();
+    R[1].path_rules.encoded_slash = PT_PATHRULE_KEEP;
+    pt_router *rt = build();
+    CHECK_STR(resolve(rt, "/admin%2fx"), "r1");
+    CHECK_STR(RPATH, "/admin%2Fx");
+    CHECK_STR(resolve(rt, "/admin/a%2Fb"), "400"); /* reaches /admin, whose rules reject */
+    pt_router_free(rt);
+}
+
+TEST(resolve_global_decode_routes_decoded_path)
+{
+    GLOBAL = (pt_path_rules){.encoded_slash = PT_PATHRULE_DECODE, .semicolon = PT_PATHRULE_DECODE,
+                             .backslash = PT_PATHRULE_DECODE};
+    admin_and_root();
+    R[0].path_rules = R[1].path_rules = GLOBAL; /* what the loader stores */
+    pt_router *rt = build();
+    CHECK_STR(resolve(rt, "/admin%2Fx"), "r0");
+    CHECK_STR(RPATH, "/admin/x");
+    CHECK_STR(resolve(rt, "/x%2F..%2Fadmin"), "r0");
+    CHECK_STR(resolve(rt, "/x/..;/admin;jsessionid=1"), "r0");
+    CHECK_STR(RPATH, "/admin");
+    CHECK_STR(resolve(rt, "/x\\..\\admin"), "r0");
+    CHECK_STR(resolve(rt, "/x%2Fy"), "r1");
+    CHECK_STR(RPATH, "/x/y");
+    pt_router_free(rt);
+}
+
+/* "/" decodes but "/admin" rejects: the decoded form reaches /admin, whose
+ * rules refuse the spelling -> 400, never the "/" upstream. */
+TEST(resolve_decode_into_rejecting_route_is_400)
+{
+    GLOBAL = (pt_path_rules){0};
+    admin_and_root();
+    R[1].path_rules.encoded_slash = PT_PATHRULE_DECODE;
+    pt_router *rt = build();
+    CHECK_STR(resolve(rt, "/admin%2Fx"), "400");
+    CHECK(RDETAIL && strstr(RDETAIL, "encoded slash"));
+    CHECK_STR(resolve(rt, "/a%2Fb"), "r1");
+    CHECK_STR(RPATH, "/a/b");
+    /* /admin keeps: the decoded and the kept form lead to different routes */
+    R[0].path_rules.encoded_slash = PT_PATHRULE_KEEP;
+    pt_router_free(rt);
+    rt = build();
+    CHECK_STR(resolve(rt, "/admin%2Fx"), "400");
+    CHECK(RDETAIL && strstr(RDETAIL, "different path rules"));
+    pt_router_free(rt);
+}
+
+TEST(resolve_params_slice_the_final_path)
+{
+    GLOBAL = (pt_path_rules){0};
+    reset();
+    add(PT_PATH_EXACT, "/files/{name}")->path_rules.encoded_slash = PT_PATHRULE_KEEP;
+    pt_router *rt = build();
+    CHECK_STR(resolve(rt, "/files/a%2fb"), "r0");
+    CHECK_STR(param("name"), "a%2Fb");
+    CHECK_STR(resolve(rt, "/nothing%2F"), "400"); /* no route: the global rules */
+    GLOBAL.encoded_slash = PT_PATHRULE_KEEP;
+    CHECK_STR(resolve(rt, "/nothing%2F"), "404");
+    pt_router_free(rt);
+}
+
+/* The invariant, over generated spellings and random per-route rules: a
+ * request served by route R with path p satisfies match(p) == R and
+ * normalize(raw, R's rules) == p — the route that decided is the route the
+ * forwarded path selects, under that route's own rules. */
+TEST(resolve_invariant_on_generated_spellings)
+{
+    static const char *pieces[] = {"/", "admin", "x", "..", ".", "%2f", "%5c", "\\", ";", ";a=1", "%3b",
+                                   "%2e%2e", "%252f", "files", ".%20", "%c0%af", "//"};
+    uint32_t seed = 99;
+#define RND() ((seed = seed * 1103515245u + 12345u) >> 16)
+    int served = 0, refused = 0;
+    for (int round = 0; round < 40 && !tl_cur_failed; round++) {
+        reset();
+        add(PT_PATH_PREFIX, "/admin");
+        add(PT_PATH_PREFIX, "/files");
+        add(PT_PATH_EXACT, "/x/{p}");
+        add(PT_PATH_PREFIX, "/");
+        GLOBAL = (pt_path_rules){0};
+        uint8_t *g = (uint8_t *)&GLOBAL;
+        for (size_t k = 0; k < sizeof(GLOBAL); k++) g[k] = (uint8_t)(RND() % 3);
+        for (int i = 0; i < NR; i++) {
+            R[i].path_rules = GLOBAL;
+            uint8_t *f = (uint8_t *)&R[i].path_rules;
+            for (size_t k = 0; k < sizeof(GLOBAL); k++)
+                if (RND() % 3 == 0) f[k] = (uint8_t)(RND() % 3);
+        }
+        pt_router *rt = build();
+        for (int iter = 0; iter < 500 && !tl_cur_failed; iter++) {
+            char in[256] = "/";
+            size_t n = 1;
+            int parts = 1 + (int)(RND() % 7);
+            for (int k = 0; k < parts; k++) {
+                const char *pc = pieces[RND() % PT_ARRAY_LEN(pieces)];
+                memcpy(in + n, pc, strlen(pc));
+                n += strlen(pc);
+            }
+            in[n] = '\0';
+            const char *who = resolve(rt, in);
+            if (strcmp(who, "400") == 0) {
+                refused++;
+                continue;
+            }
+            served++;
+            const pt_route_conf *rc = M.status == 0 ? M.route : NULL;
+            char path[512];
+            snprintf(path, sizeof(path), "%s", RPATH);
+            /* match(p) == R */
+            pt_route_input again = {.host = PT_STR_LIT(""), .path = pt_str_c(path), .method = PT_METHOD_GET,
+                                    .query = PT_STR_LIT("")};
+            pt_route_match m2;
+            pt_router_match(rt, &again, ARENA, &m2);
+            CHECK(m2.status == M.status && m2.route == rc);
+            /* normalize(raw, R's rules) == p */
+            char out[PT_PATH_NORM_CAP(256)];
+            ssize_t nn = pt_path_normalize_rules(in, n, rc ? &rc->path_rules : &GLOBAL, out, NULL, NULL);
+            CHECK(nn >= 0);
+            if (nn >= 0) CHECK_STRN(out, (size_t)nn, path);
+            if (tl_cur_failed) fprintf(stderr, "  (input \"%s\" round %d -> %s %s)\n", in, round, who, path);
+        }
+        pt_router_free(rt);
+    }
+#undef RND
+    CHECK(served > 2000 && refused > 1000);
+}
+
 TEST_MAIN()
