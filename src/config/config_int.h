@@ -26,6 +26,6 @@ bool pt_conf_resolve_target(const pt_config *cfg, pt_arena *a, const char *host,
 
 /* consumers.c: `identity_headers:` and `consumers:` into cfg (before
  * plugins and routes, which refer to consumers by name). */
-void pt_conf_consumers(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg);
+void pt_conf_read_consumers(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg);
 
 #endif

@@ -360,7 +360,7 @@ static void table_put(uint32_t *t, size_t mask, uint64_t h, uint32_t ix)
     t[i] = ix;
 }
 
-void pt_conf_consumers(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg)
+void pt_conf_read_consumers(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg)
 {
     conf_identity_headers(ctx, root, cfg);
     const pt_conf_node *list = pt_conf_opt(root, "consumers");

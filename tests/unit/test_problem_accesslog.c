@@ -319,7 +319,7 @@ TEST(accesslog_format_truncates_safely)
         prev = n;
         last_cap = cap;
         /* The short fields after the path keep their values. */
-        if (!memmem(buf, n, "\"route\":\"users\",\"consumer\":\"alice\",\"upstream\":\"10.0.0.5:8080\",\"status\":200", 71))
+        if (!memmem(buf, n, "\"route\":\"users\",\"consumer\":\"alice\",\"upstream\":\"10.0.0.5:8080\",\"status\":200", 74))
             bad++;
     }
     CHECK_INT(bad, 0);
