@@ -51,10 +51,10 @@ static bool read_groups(pt_conf_ctx *ctx, const pt_conf_node *n, const char *wha
 }
 
 /* {allow, deny} into r; at least one of them. */
-static bool read_rule(pt_conf_ctx *ctx, const pt_conf_node *m, const char *what, pt_acl_rule *r)
+static bool read_rule(pt_conf_ctx *ctx, const pt_conf_node *m, const char *what, bool check_keys, pt_acl_rule *r)
 {
     static const char *const keys[] = {"allow", "deny", NULL};
-    if (!pt_conf_check_keys(ctx, m, keys, what)) return false;
+    if (check_keys && !pt_conf_check_keys(ctx, m, keys, what)) return false;
     const pt_conf_node *a = pt_conf_get(m, "allow"), *d = pt_conf_get(m, "deny");
     if (!a && !d) {
         pt_conf_error(ctx, m, "%s: at least one of allow or deny is required", what);
@@ -76,7 +76,7 @@ static void *acl_configure(pt_conf_ctx *ctx, const pt_conf_node *node)
     pt_acl_conf *c = pt_arena_calloc(ctx->arena, sizeof(*c));
     const pt_conf_node *ms = pt_conf_get(node, "methods");
     bool ok = true;
-    if (pt_conf_get(node, "allow") || pt_conf_get(node, "deny") || !ms) ok = read_rule(ctx, node, "acl", &c->dflt);
+    if (pt_conf_get(node, "allow") || pt_conf_get(node, "deny") || !ms) ok = read_rule(ctx, node, "acl", false, &c->dflt);
     if (ms) {
         if (ms->kind != PT_NODE_MAP || ms->n == 0) {
             pt_conf_error(ctx, ms, "acl.methods must map method names to {allow, deny}");
@@ -90,7 +90,7 @@ static void *acl_configure(pt_conf_ctx *ctx, const pt_conf_node *node)
                 continue;
             }
             c->has_method[m] = true;
-            if (!read_rule(ctx, ms->vals[i], "acl.methods entry", &c->by_method[m])) ok = false;
+            if (!read_rule(ctx, ms->vals[i], "acl.methods entry", true, &c->by_method[m])) ok = false;
         }
     }
     return ok ? c : NULL;
