@@ -108,7 +108,7 @@ bool pt_password_hash_ok(const char *hash, const char **why)
         const char *last = strrchr(hash, '$');
         if (!last || !last[1] || strspn(last + 1, "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") !=
                                      strlen(last + 1)) {
-            *why = "malformed hash (no checksum after the salt)";
+            *why = "a malformed hash (no checksum after the salt)";
             return false;
         }
         return true;
@@ -116,7 +116,7 @@ bool pt_password_hash_ok(const char *hash, const char **why)
     *why = r == CRYPT_SALT_TOO_CHEAP      ? "the hash's cost parameters are too cheap"
            : r == CRYPT_SALT_METHOD_LEGACY ? "a legacy scheme"
            : r == CRYPT_SALT_METHOD_DISABLED ? "a scheme disabled in this libcrypt"
-                                             : "malformed hash";
+                                             : "a malformed hash";
     return false;
 }
 
