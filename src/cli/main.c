@@ -1,7 +1,11 @@
 /* main.c — the `portico` command line: run, check, proxy, version, help. */
+#include <crypt.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <termios.h>
+#include <unistd.h>
 
 #include "config/config.h"
 #include "core/version.h"
@@ -22,6 +26,10 @@ static void usage(FILE *f)
             "                               URLs are http://HOST:PORT or https://HOST[:PORT]\n"
             "                               (certificates verified against the system store\n"
             "                               or --ca; --insecure skips verification)\n"
+            "  portico hash-password [--scheme yescrypt|bcrypt|sha512]\n"
+            "                               read a password on stdin (no echo on a terminal),\n"
+            "                               print the password_hash for a consumer's basic credential\n"
+            "  portico hash-key             read an API key on stdin, print its key_sha256: line\n"
             "  portico version              print the version\n"
             "  portico --help               this help\n"
             "\n"
@@ -49,6 +57,93 @@ static pt_generation *load(const char *path, pt_metrics *metrics)
     }
     pt_errors_free(&errs);
     return g;
+}
+
+static const char *find_opt(int argc, char **argv, const char *s1, const char *s2);
+
+/* Reads one secret line from stdin into buf (at most cap - 1 bytes, the
+ * trailing "\n" or "\r\n" dropped); echo is off while reading from a
+ * terminal. Returns its length, or -1 (nothing read, too long, a NUL). */
+static ssize_t read_secret(const char *prompt, char *buf, size_t cap)
+{
+    struct termios old, quiet;
+    bool tty = isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &old) == 0;
+    if (tty) {
+        fprintf(stderr, "%s", prompt);
+        quiet = old;
+        quiet.c_lflag &= ~(tcflag_t)ECHO;
+        tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+    }
+    size_t n = 0;
+    bool ok = true;
+    int c;
+    while ((c = getchar()) != EOF && c != '\n') {
+        if (n + 1 >= cap || c == 0) ok = false;
+        else buf[n++] = (char)c;
+    }
+    if (tty) {
+        tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
+        fprintf(stderr, "\n");
+    }
+    if (n && buf[n - 1] == '\r') n--;
+    buf[n] = '\0';
+    return ok && n ? (ssize_t)n : -1;
+}
+
+/* `portico hash-password`: a crypt(3) hash of the password on stdin with a
+ * fresh salt and libcrypt's default cost for the scheme. */
+static int cmd_hash_password(int argc, char **argv)
+{
+    const char *scheme = find_opt(argc, argv, "--scheme", NULL);
+    const char *prefix = "$y$";
+    unsigned long cost = 0; /* libcrypt's default, except bcrypt's (5) is too cheap today */
+    if (scheme && !strcmp(scheme, "bcrypt")) prefix = "$2b$", cost = 12;
+    else if (scheme && !strcmp(scheme, "sha512")) prefix = "$6$";
+    else if (scheme && strcmp(scheme, "yescrypt")) {
+        fprintf(stderr, "portico hash-password: --scheme is yescrypt (default), bcrypt or sha512\n");
+        return 2;
+    }
+    char pw[1024];
+    ssize_t n = read_secret("password: ", pw, sizeof(pw));
+    if (n < 0) {
+        fprintf(stderr, "portico hash-password: expected one non-empty line (at most 1023 bytes, no NUL) on stdin\n");
+        return 1;
+    }
+    char setting[CRYPT_GENSALT_OUTPUT_SIZE];
+    struct crypt_data *cd = calloc(1, sizeof(*cd));
+    const char *h = NULL;
+    if (cd && crypt_gensalt_rn(prefix, cost, NULL, 0, setting, sizeof(setting)))
+        h = crypt_r(pw, setting, cd);
+    explicit_bzero(pw, sizeof(pw));
+    if (!h || h[0] == '*') {
+        fprintf(stderr, "portico hash-password: libcrypt could not hash with %s\n", prefix);
+        free(cd);
+        return 1;
+    }
+    printf("password_hash: '%s'\n", h);
+    explicit_bzero(cd, sizeof(*cd));
+    free(cd);
+    return 0;
+}
+
+/* `portico hash-key`: the SHA-256 digest line of the API key on stdin. */
+static int cmd_hash_key(void)
+{
+    char key[4096];
+    ssize_t n = read_secret("key: ", key, sizeof(key));
+    if (n < 16) {
+        fprintf(stderr, "portico hash-key: expected one line of at least 16 characters on stdin\n");
+        explicit_bzero(key, sizeof(key));
+        return 1;
+    }
+    unsigned char d[32];
+    unsigned int dl = sizeof(d);
+    EVP_Digest(key, (size_t)n, d, &dl, EVP_sha256(), NULL);
+    explicit_bzero(key, sizeof(key));
+    printf("key_sha256: ");
+    for (size_t i = 0; i < 32; i++) printf("%02x", d[i]);
+    printf("\n");
+    return 0;
 }
 
 static const char *find_opt(int argc, char **argv, const char *s1, const char *s2)
@@ -80,6 +175,8 @@ int main(int argc, char **argv)
         printf("portico %s\n", PORTICO_VERSION);
         return 0;
     }
+    if (!strcmp(cmd, "hash-password")) return cmd_hash_password(argc, argv);
+    if (!strcmp(cmd, "hash-key")) return cmd_hash_key();
     if (!strcmp(cmd, "proxy")) {
         const char *listen = find_opt(argc, argv, "--listen", "-l");
         const char *to = find_opt(argc, argv, "--to", "-t");

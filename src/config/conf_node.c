@@ -281,6 +281,16 @@ static void sbuf_put(sbuf *b, const char *s, size_t n)
 static bool is_name_start(char c) { return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_'; }
 static bool is_name_char(char c) { return is_name_start(c) || (c >= '0' && c <= '9'); }
 
+/* True when s[0, len) is exactly "${NAME}": a secret read from the
+ * environment, with no literal text (or default) in the file. */
+static bool is_env_ref(const char *s, size_t len)
+{
+    if (len < 4 || s[0] != '$' || s[1] != '{' || s[len - 1] != '}' || !is_name_start(s[2])) return false;
+    for (size_t i = 3; i + 1 < len; i++)
+        if (!is_name_char(s[i])) return false;
+    return true;
+}
+
 /* Expands ${NAME}, ${NAME:-default} and "$${" (a literal "${") in the scalar
  * `s` of length `len`. Returns the expanded text in the arena (NUL-terminated,
  * length in *out_len), or NULL after recording errors at (line, col).
@@ -552,6 +562,7 @@ static pt_conf_node *build_node(tree_builder *tb, yaml_event_t *ev, int depth)
             tb->invalid = true;
         }
         n->scalar = interpolate(tb->ctx, text, len, n->line, n->col, &n->scalar_len);
+        n->env_ref = is_env_ref(text, len);
         if (!n->scalar) {
             tb->invalid = true;
             n->scalar = pt_arena_strndup(tb->ctx->arena, "", 0);

@@ -24,6 +24,8 @@ struct pt_conf_node {
     char *scalar;        /* SCALAR: interpolated text, NUL-terminated */
     size_t scalar_len;
     bool quoted;         /* SCALAR: was quoted in the source ('..' or "..") */
+    bool env_ref;        /* SCALAR: written as exactly one ${NAME} (no default, nothing
+                            around it): the value came from the environment only */
     size_t n;            /* MAP: number of pairs; SEQ: number of items */
     pt_conf_node **keys; /* MAP: key nodes (scalars) */
     pt_conf_node **vals; /* MAP: values; SEQ: items */

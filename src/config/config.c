@@ -826,7 +826,8 @@ static void config_from_tree(pt_conf_ctx *ctx, const pt_conf_node *root, pt_conf
 {
     static const char *const keys[] = {"workers", "listen", "limits", "timeouts", "access_log",
                                        "upstreams", "plugins", "routes", "trusted_proxies", "client_ip_header",
-                                       "server_header", "via", "admin", "dns", "path_rules", NULL};
+                                       "server_header", "via", "admin", "dns", "path_rules", "consumers",
+                                       "identity_headers", NULL};
     if (root->kind == PT_NODE_NULL) {
         pt_conf_error(ctx, root, "configuration is empty (at least 'listen' and 'routes' are needed)");
         return;
@@ -859,6 +860,7 @@ static void config_from_tree(pt_conf_ctx *ctx, const pt_conf_node *root, pt_conf
     }
     const pt_conf_node *tp = pt_conf_opt(root, "trusted_proxies");
     if (tp && pt_ip_set_read(ctx, tp, "trusted_proxies", &cfg->trusted_proxies)) cfg->has_trusted_proxies = true;
+    pt_conf_read_consumers(ctx, root, cfg); /* before plugins and routes: they name consumers */
     pt_conf_plugin_list(ctx, pt_conf_get(root, "plugins"), &cfg->plugins, "plugins");
     pt_conf_path_rules(ctx, pt_conf_opt(root, "path_rules"), &cfg->path_rules); /* before routes: inherited */
     pt_conf_routes(ctx, pt_conf_opt(root, "routes"), cfg);

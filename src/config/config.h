@@ -118,6 +118,68 @@ typedef struct pt_upstream_conf {
     struct pt_upstream_metrics *metrics;
 } pt_upstream_conf;
 
+/* ---- Consumers (docs/authentication.md) ----
+ * Named identities with groups, optional metadata and credentials, part of
+ * the configuration generation (immutable). Credentials never appear in
+ * clear: API keys are kept as SHA-256 digests, passwords as crypt(3)
+ * hashes. Authentication plugins find consumers through the lookups below;
+ * a plugin may also build a pt_consumer of its own (a JWT subject) in the
+ * request arena: only name, groups and metadata are read by the core. */
+typedef struct {
+    const char *key;
+    const char *value;
+} pt_consumer_meta;
+
+typedef struct pt_consumer {
+    const char *name;
+    const char *const *groups;   /* ngroups names */
+    size_t ngroups;
+    const pt_consumer_meta *metadata; /* nmetadata entries, keys unique */
+    size_t nmetadata;
+    /* basic credential (configuration consumers only; NULL when none) */
+    const char *basic_user;      /* username (default: the consumer's name) */
+    const char *password_hash;   /* crypt(3) hash: $y$, $gy$, $7$, $2b$/$2y$, $6$ */
+    uint8_t password_fp[32];     /* SHA-256 of password_hash: ties cached verifications to it */
+    int line;
+} pt_consumer;
+
+/* One API key credential: the SHA-256 digest of the key and its consumer. */
+typedef struct {
+    uint8_t digest[32];
+    const pt_consumer *consumer;
+} pt_consumer_key;
+
+/* All consumers of a configuration, with O(1) lookups built at load:
+ * open-addressing tables of indexes + 1 (0 = empty), sizes powers of two. */
+typedef struct {
+    pt_consumer *v;
+    size_t n;
+    pt_consumer_key *keys;
+    size_t nkeys;
+    uint32_t *by_name, *by_user, *by_key;
+    size_t name_mask, user_mask, key_mask;
+} pt_consumers;
+
+/* Upstream identity headers (`identity_headers:`): set on the upstream
+ * request after authentication; client-sent copies are always removed, on
+ * every route. NULL = not sent (still removed when it had a name). */
+typedef struct {
+    char *consumer;              /* default X-Consumer-Name */
+    char *groups;                /* default X-Consumer-Groups (comma-separated) */
+    char *anonymous;             /* default X-Anonymous-Consumer ("true" for the anonymous consumer) */
+} pt_identity_headers;
+
+/* How a route combines its authentication plugins (route `auth:`). */
+typedef enum {
+    PT_AUTH_ANY = 0,             /* the first plugin that recognises a credential decides */
+    PT_AUTH_ALL,                 /* every authentication plugin must pass, for one consumer */
+} pt_auth_mode;
+
+typedef struct {
+    pt_auth_mode mode;
+    const pt_consumer *anonymous; /* unauthenticated requests go on as this consumer; NULL: 401 */
+} pt_route_auth;
+
 /* One configured plugin: its type and the config its `configure` returned. */
 typedef struct {
     const struct pt_plugin_type *type;
@@ -191,6 +253,7 @@ typedef struct pt_route_conf {
     size_t nupgrade;
     uint64_t tunnel_idle_timeout_ms;
     pt_path_rules path_rules;    /* resolved: the global path_rules with this route's overrides */
+    pt_route_auth auth;          /* `auth:` {mode, anonymous} */
     /* Runtime, not configuration: this route's metric series, set by
      * obs/gateway_metrics.c when a generation is adopted (NULL: not counted). */
     struct pt_route_metrics *metrics;
@@ -249,6 +312,8 @@ typedef struct pt_config {
         int line;
     } admin;
     pt_dns_conf dns;                 /* `dns:` resolver settings for upstream host names */
+    pt_consumers consumers;          /* `consumers:` */
+    pt_identity_headers identity_headers; /* `identity_headers:` */
 } pt_config;
 
 /* Loads and validates. On failure returns NULL and fills `errors`. */
@@ -291,5 +356,23 @@ bool pt_ip_set_read(pt_conf_ctx *ctx, const pt_conf_node *list, const char *what
  * invalid. Implemented by the plugin layer (plugin/plugin.c), which owns
  * the registry: the loader sees plugin types only as opaque pointers. */
 bool pt_conf_plugin_instance(pt_conf_ctx *ctx, const pt_conf_node *k, const pt_conf_node *v, pt_plugin_instance *out);
+
+/* ---- Consumer lookups (config/consumers.c), O(1), for plugins at any time ---- */
+
+/* The consumer called `name`, or NULL. */
+const pt_consumer *pt_consumer_find(const pt_consumers *cs, pt_str name);
+/* The consumer whose API key has SHA-256 `digest` (compared in constant
+ * time once the table slot is found), or NULL. */
+const pt_consumer *pt_consumer_by_key_digest(const pt_consumers *cs, const uint8_t digest[32]);
+/* The consumer with basic credential user `user`, or NULL. */
+const pt_consumer *pt_consumer_by_basic_user(const pt_consumers *cs, pt_str user);
+/* Metadata value for `key`, or a null slice. */
+pt_str pt_consumer_meta_get(const pt_consumer *c, pt_str key);
+/* True when the consumer belongs to `group`. */
+bool pt_consumer_in_group(const pt_consumer *c, pt_str group);
+/* Whether a crypt(3) hash string uses a scheme Portico accepts (yescrypt,
+ * gost-yescrypt, scrypt, bcrypt $2b$/$2y$, sha512-crypt) and is well formed;
+ * else false with a reason in *why. */
+bool pt_password_hash_ok(const char *hash, const char **why);
 
 #endif

@@ -29,4 +29,8 @@ void pt_conf_dns(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg);
 bool pt_conf_resolve_target(const pt_config *cfg, pt_arena *a, const char *host, uint16_t port, pt_target_conf *tc,
                             char *err, size_t errcap);
 
+/* consumers.c: `identity_headers:` and `consumers:` into cfg (before
+ * plugins and routes, which refer to consumers by name). */
+void pt_conf_read_consumers(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg);
+
 #endif

@@ -372,6 +372,26 @@ void pt_conf_path_rules(pt_conf_ctx *ctx, const pt_conf_node *node, pt_path_rule
             pt_conf_error(ctx, n, "path_rules.%s: expected reject, %s or keep, got '%s'", path_rule_keys[i].key, res, v);
         else
             pt_conf_error(ctx, n, "path_rules.%s: expected reject or keep, got '%s'", path_rule_keys[i].key, v);
+/* `auth: {mode: any|all, anonymous: CONSUMER}` (docs/authentication.md):
+ * how the route's authentication plugins combine, and the consumer an
+ * unauthenticated request goes on as. Consumers are loaded before routes. */
+static void conf_route_auth(pt_conf_ctx *ctx, const pt_conf_node *n, const pt_config *cfg, pt_route_conf *r)
+{
+    static const char *const keys[] = {"mode", "anonymous", NULL};
+    if (!n || !pt_conf_check_keys(ctx, n, keys, "route auth")) return;
+    const pt_conf_node *m = pt_conf_opt(n, "mode");
+    if (m) {
+        if (m->kind == PT_NODE_SCALAR && !strcmp(m->scalar, "any")) r->auth.mode = PT_AUTH_ANY;
+        else if (m->kind == PT_NODE_SCALAR && !strcmp(m->scalar, "all")) r->auth.mode = PT_AUTH_ALL;
+        else pt_conf_error(ctx, m, "auth.mode must be any (the first method that finds a credential decides) or all");
+    }
+    const pt_conf_node *an = pt_conf_opt(n, "anonymous");
+    char *name;
+    if (an && pt_conf_string(ctx, an, &name)) {
+        r->auth.anonymous = pt_consumer_find(&cfg->consumers, pt_str_c(name));
+        if (!r->auth.anonymous) pt_conf_error(ctx, an, "auth.anonymous: no consumer named \"%s\"", name);
+        else if (r->auth.mode == PT_AUTH_ALL)
+            pt_conf_error(ctx, an, "auth.anonymous cannot be combined with mode: all (all methods must pass)");
     }
 }
 
@@ -384,7 +404,7 @@ void pt_conf_routes(pt_conf_ctx *ctx, const pt_conf_node *node, pt_config *cfg)
     }
     static const char *const keys[] = {"name", "match", "upstream", "strip_prefix", "rewrite",
                                        "max_body_size", "body_timeout", "min_body_rate", "max_buffered_body",
-                                       "plugins", "upgrade", "tunnel_idle_timeout", "path_rules", NULL};
+                                       "plugins", "upgrade", "tunnel_idle_timeout", "path_rules", "auth", NULL};
     cfg->routes = pt_arena_calloc(ctx->arena, (node->n ? node->n : 1) * sizeof(*cfg->routes));
     for (size_t i = 0; i < node->n; i++) {
         const pt_conf_node *rn = node->vals[i];
@@ -408,6 +428,7 @@ void pt_conf_routes(pt_conf_ctx *ctx, const pt_conf_node *node, pt_config *cfg)
         conf_route_tunnel(ctx, rn, r);
         r->path_rules = cfg->path_rules;
         pt_conf_path_rules(ctx, pt_conf_opt(rn, "path_rules"), &r->path_rules);
+        conf_route_auth(ctx, pt_conf_opt(rn, "auth"), cfg, r);
         const pt_conf_node *plugins = pt_conf_get(rn, "plugins");
         pt_conf_plugin_list(ctx, plugins, &r->plugins, "route plugins");
         if (!pt_conf_opt(rn, "upstream") && (!plugins || plugins->kind != PT_NODE_SEQ || plugins->n == 0))

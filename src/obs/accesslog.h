@@ -68,6 +68,7 @@ typedef struct {
     pt_str method;
     pt_str path;          /* request target as received (path + query) */
     pt_str route;         /* route name, or empty if unmatched */
+    pt_str consumer;      /* authenticated consumer's name (never a credential), or empty */
     pt_str upstream;      /* "host:port" of the target used, or empty */
     int status;
     bool aborted;         /* the response was cut after its head went out */

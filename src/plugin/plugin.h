@@ -245,6 +245,77 @@ pt_headers *pt_txn_trailers(pt_txn *txn, pt_side side);
  * later: the resume would release whatever pause that side has then. */
 void pt_txn_resume(pt_txn *txn, pt_side side, pt_plugin_result r);
 
+/* ---- Identity: who is calling, and what they may do (docs/authentication.md) ----
+ * Authentication plugins (key_auth, basic_auth, jwt, ...) find a credential
+ * of their scheme in the request and name the caller: a pt_consumer
+ * (config/config.h: name, groups, metadata), usually one of the
+ * configuration's consumers (pt_conf_consumers at configure time, or
+ * pt_txn_consumers, with O(1) lookups pt_consumer_find /
+ * pt_consumer_by_key_digest / pt_consumer_by_basic_user), or one the
+ * plugin builds in the request arena (a token's subject). Authorization
+ * plugins (acl, scope checks) come after them in the pipeline and read the
+ * consumer and the facts below.
+ *
+ * The contract every authentication plugin follows in on_request_headers:
+ *   1. remove its credential from what is forwarded (header, query
+ *      parameter) whatever happens next;
+ *   2. if pt_txn_auth_skip(txn): return PT_PLUGIN_CONTINUE (the route's
+ *      auth mode is `any` and an earlier method already named the caller);
+ *   3. no credential of its scheme: return pt_txn_auth_none(txn, challenge)
+ *      (mode any: remembered for the 401, CONTINUE; mode all: 401 now);
+ *   4. a credential that does not verify: return pt_txn_auth_reject(txn,
+ *      challenge, detail) — one answer for unknown and wrong credentials;
+ *   5. verified: return pt_txn_set_consumer(txn, consumer, method).
+ * `challenge` is the scheme's WWW-Authenticate value (copied), e.g.
+ * "Basic realm=\"api\", charset=\"UTF-8\"", or empty when the scheme has
+ * none (API keys). When the request phase ends (or an authorization plugin
+ * calls pt_txn_auth_settle) a request with no consumer goes on as the
+ * route's `auth.anonymous` consumer if it has one, else, when some method
+ * found no credential, gets 401 with every challenge collected. 401 and
+ * 403 are problem+json. The consumer's name (never a credential) is in the
+ * access log and, with its groups, in the upstream identity headers
+ * (`identity_headers:`); client-sent copies of those headers are removed
+ * before any plugin runs, on every route. */
+
+/* The configuration's consumers (configure time; consumers are loaded
+ * before plugins). */
+const pt_consumers *pt_conf_consumers(pt_conf_ctx *ctx);
+/* The consumers of the configuration generation the request runs in. */
+const pt_consumers *pt_txn_consumers(pt_txn *txn);
+/* True when this authentication plugin should not look at the request: the
+ * route's auth mode is `any` and a consumer is already set. */
+bool pt_txn_auth_skip(pt_txn *txn);
+/* No credential of the calling plugin's scheme: see the contract above. */
+pt_plugin_result pt_txn_auth_none(pt_txn *txn, pt_str challenge);
+/* A credential of the plugin's scheme that does not verify: prepares 401
+ * (problem+json with `detail`, WWW-Authenticate `challenge` when non-empty)
+ * and returns PT_PLUGIN_RESPOND. */
+pt_plugin_result pt_txn_auth_reject(pt_txn *txn, pt_str challenge, const char *detail);
+/* The caller is `consumer` (kept by pointer: a configuration consumer, or
+ * one in the request arena), authenticated by `method` (a static string:
+ * "key_auth", "basic_auth", "jwt"...). Returns CONTINUE, or in mode `all`
+ * a 401 RESPOND when an earlier method named a different consumer. */
+pt_plugin_result pt_txn_set_consumer(pt_txn *txn, const pt_consumer *consumer, const char *method);
+/* The caller, or NULL (not authenticated, or not yet). */
+const pt_consumer *pt_txn_consumer(pt_txn *txn);
+/* The method that named the caller ("anonymous" for the anonymous consumer), or NULL. */
+const char *pt_txn_auth_method(pt_txn *txn);
+/* Ends authentication now (idempotent; the core calls it when the request
+ * phase ends): sets the route's anonymous consumer, or prepares the 401
+ * with every challenge collected when some method found no credential
+ * (RESPOND). CONTINUE otherwise, also with no consumer when no
+ * authentication plugin ran. Authorization plugins call it first. */
+pt_plugin_result pt_txn_auth_settle(pt_txn *txn);
+
+/* Authorization facts set by authentication plugins (copied into the
+ * request arena) and checked by later plugins: scopes ("read:orders") and
+ * claims as strings (a JWT's or introspection answer's claims; non-string
+ * JSON values in their JSON text form). */
+void pt_txn_add_scope(pt_txn *txn, pt_str scope);
+bool pt_txn_has_scope(pt_txn *txn, pt_str scope);
+void pt_txn_set_claim(pt_txn *txn, pt_str name, pt_str value); /* replaces an earlier value */
+pt_str pt_txn_claim(pt_txn *txn, pt_str name);                  /* null slice when absent */
+
 /* ---- Configure-time references ----
  * From config/config.h: pt_conf_upstream(ctx, node) (an upstream by name,
  * for the internal HTTP client) and pt_ip_set_read(ctx, list, what, set)

@@ -6,6 +6,9 @@
 #include "plugins/forward_auth/forward_auth.h"
 #include "plugins/headers/headers.h"
 #include "plugins/ip_restriction/ip_restriction.h"
+#include "plugins/key_auth/key_auth.h"
+#include "plugins/basic_auth/basic_auth.h"
+#include "plugins/acl/acl.h"
 #include "plugins/request_id/request_id.h"
 #include "plugin/plugin.h"
 
@@ -17,6 +20,9 @@ static const pt_plugin_type *const builtin_plugins[] = {
     &pt_plugin_ip_restriction,
     &pt_plugin_forward_auth,
     &pt_plugin_compression,
+    &pt_plugin_key_auth,
+    &pt_plugin_basic_auth,
+    &pt_plugin_acl,
     NULL,
 };
 

@@ -321,6 +321,7 @@ void pt_txn_start(pt_txn *t, pt_request *req, uint64_t head_bytes)
     /* "Content-Length: 0" is a body that is already complete. */
     t->req_body_done = !req->has_body || req->content_length == 0;
     txn_resolve_client_addr(t);
+    txn_identity_strip(t); /* before any plugin or route predicate sees them */
     if (route_request(t)) run_request_headers(t);
     txn_leave(t);
 }
@@ -461,6 +462,12 @@ static void run_request_headers(pt_txn *t)
             txn_request_side_responded(t);
             return;
         }
+    }
+    /* authentication ends with the request phase: anonymous consumer or
+     * 401 with every challenge (txn_identity.c) */
+    if (pt_txn_auth_settle(t) == PT_PLUGIN_RESPOND) {
+        txn_request_side_responded(t);
+        return;
     }
     if (t->pending_error) {
         txn_respond_problem(t, t->pending_error, t->pending_detail);
@@ -743,6 +750,7 @@ static void write_access_log(pt_txn *t, const pt_txn_stats *s)
         .method = t->req ? t->req->method_str : PT_STR_NULL,
         .path = t->req ? t->req->target : PT_STR_NULL,
         .route = t->route ? pt_str_c(t->route->name) : PT_STR_NULL,
+        .consumer = txn_consumer_name(t),
         .upstream = s->target,
         .status = s->status,
         .aborted = s->aborted,

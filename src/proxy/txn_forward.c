@@ -195,6 +195,7 @@ void txn_add_forwarding_headers(pt_txn *t)
         if (t->conn.client_cert_subject.n)
             pt_headers_add(h, t->a, pt_str_c(lc->tls.client_forward_header), t->conn.client_cert_subject);
     }
+    txn_identity_forward(t);
     if (lc && lc->tls.client_forward_san_header) {
         pt_headers_remove(h, lc->tls.client_forward_san_header);
         if (t->conn.client_cert_sans.n)

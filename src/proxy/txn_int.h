@@ -48,6 +48,7 @@ typedef struct {
 } txn_side;
 
 typedef struct txn_tunnel txn_tunnel; /* txn_tunnel.c */
+typedef struct txn_identity txn_identity; /* txn_identity.c */
 
 struct pt_txn_ref {
     pt_txn *txn; /* NULL once the request is over */
@@ -128,6 +129,7 @@ struct pt_txn {
     pt_txn_ref *ref;
     txn_tunnel *tun;          /* an upgrade asked for and kept (txn_tunnel.c), else NULL */
     pt_http_call *subcalls;   /* sub-requests still running (cancelled at finish) */
+    txn_identity *id;         /* consumer and authorization facts (txn_identity.c), NULL until used */
 };
 
 /* ---- txn.c ---- */
@@ -206,5 +208,13 @@ void txn_add_forwarding_headers(pt_txn *t);
 /* grpc-status for an HTTP status Portico answers; gRPC error as Trailers-Only. */
 bool txn_respond_grpc_error(pt_txn *t, int status, const char *detail);
 uint64_t txn_grpc_timeout_ms(const pt_request *req);
+
+/* ---- txn_identity.c ---- (plugin.h "Identity") */
+/* Removes client-sent copies of the identity headers (every request). */
+void txn_identity_strip(pt_txn *t);
+/* Sets the identity headers on the upstream request when a consumer is set. */
+void txn_identity_forward(pt_txn *t);
+/* The consumer's name for the access log, or an empty slice. */
+pt_str txn_consumer_name(const pt_txn *t);
 
 #endif

@@ -223,6 +223,7 @@ static pt_access_record sample_record(void)
         .method = PT_STR_LIT("GET"),
         .path = PT_STR_LIT("/users/42?x=1"),
         .route = PT_STR_LIT("users"),
+        .consumer = PT_STR_LIT("alice"),
         .upstream = PT_STR_LIT("10.0.0.5:8080"),
         .status = 200,
         .bytes_in = 123,
@@ -240,7 +241,7 @@ TEST(accesslog_format_exact)
     CHECK_STRN(buf, n,
                "{\"time\":\"2026-11-29T18:01:02.123Z\",\"request_id\":\"0123456789abcdef0123456789abcdef\","
                "\"client\":\"203.0.113.7\",\"method\":\"GET\",\"path\":\"/users/42?x=1\",\"route\":\"users\","
-               "\"upstream\":\"10.0.0.5:8080\",\"status\":200,\"aborted\":false,\"bytes_in\":123,\"bytes_out\":4567,"
+               "\"consumer\":\"alice\",\"upstream\":\"10.0.0.5:8080\",\"status\":200,\"aborted\":false,\"bytes_in\":123,\"bytes_out\":4567,"
                "\"duration_ms\":12.346,\"upstream_ms\":10.500}\n");
 }
 
@@ -260,7 +261,7 @@ TEST(accesslog_format_empty_fields_and_null_upstream)
     size_t n = pt_accesslog_format(buf, sizeof(buf), &r);
     CHECK_STRN(buf, n,
                "{\"time\":\"2000-02-29T00:00:00.000Z\",\"request_id\":\"\",\"client\":\"::1\",\"method\":\"POST\","
-               "\"path\":\"/a\\\"b\\u0001\",\"route\":\"\",\"upstream\":\"\",\"status\":404,\"aborted\":false,\"bytes_in\":0,"
+               "\"path\":\"/a\\\"b\\u0001\",\"route\":\"\",\"consumer\":\"\",\"upstream\":\"\",\"status\":404,\"aborted\":false,\"bytes_in\":0,"
                "\"bytes_out\":0,\"duration_ms\":0.000,\"upstream_ms\":null}\n");
 }
 
@@ -303,7 +304,7 @@ TEST(accesslog_format_truncates_safely)
     r.upstream_ms = -1;
 
     char *buf = malloc(PT_ACCESSLOG_LINE_MAX + 64);
-    const char *expected_keys = "time,request_id,client,method,path,route,upstream,status,aborted,bytes_in,bytes_out,"
+    const char *expected_keys = "time,request_id,client,method,path,route,consumer,upstream,status,aborted,bytes_in,bytes_out,"
                                 "duration_ms,upstream_ms";
     char keys[256];
     size_t prev = 0, last_cap = 0;
@@ -318,7 +319,8 @@ TEST(accesslog_format_truncates_safely)
         prev = n;
         last_cap = cap;
         /* The short fields after the path keep their values. */
-        if (!memmem(buf, n, "\"route\":\"users\",\"upstream\":\"10.0.0.5:8080\",\"status\":200", 52)) bad++;
+        if (!memmem(buf, n, "\"route\":\"users\",\"consumer\":\"alice\",\"upstream\":\"10.0.0.5:8080\",\"status\":200", 74))
+            bad++;
     }
     CHECK_INT(bad, 0);
     CHECK(prev + 6 > last_cap); /* the room is actually used (a 6-byte escape may not fit) */
