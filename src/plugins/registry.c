@@ -6,6 +6,7 @@
 #include "plugins/forward_auth/forward_auth.h"
 #include "plugins/headers/headers.h"
 #include "plugins/ip_restriction/ip_restriction.h"
+#include "plugins/jwt/jwt.h"
 #include "plugins/request_id/request_id.h"
 #include "plugin/plugin.h"
 
@@ -16,6 +17,7 @@ static const pt_plugin_type *const builtin_plugins[] = {
     &pt_plugin_delay,
     &pt_plugin_ip_restriction,
     &pt_plugin_forward_auth,
+    &pt_plugin_jwt,
     &pt_plugin_compression,
     NULL,
 };

@@ -476,3 +476,123 @@ def test_hmac_secret_too_short_is_a_config_error(echo, tmp_path):
     r = subprocess.run([BIN, "check", "-c", str(cfg)], capture_output=True, text=True)
     assert r.returncode != 0
     assert "at least 32 required" in r.stdout + r.stderr
+
+
+# ---------------------------------------------------------------------------
+# JWKS fetched from the identity provider (jwks: {upstream, path})
+# ---------------------------------------------------------------------------
+
+class JwksServer:
+    """An identity provider's JWKS endpoint; `keys`, `status` and
+    `cache_control` are settable by the test; every request is recorded."""
+
+    def __init__(self, upstream):
+        self.keys = []
+        self.status = 200
+        self.cache_control = "max-age=300"
+        self.up = upstream(self.answer, name="idp")
+        self.addr = self.up.addr
+
+    def answer(self, req):
+        from upstreams import make_response
+        if self.status != 200:
+            return make_response(self.status, "Oops", [], b"down")
+        body = json.dumps({"keys": self.keys}).encode()
+        return make_response(200, "OK", [("Content-Type", "application/json"),
+                                         ("Cache-Control", self.cache_control)], body)
+
+    def count(self):
+        return len(self.up.requests)
+
+
+def rsa_jwk(priv, kid):
+    j = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(priv.public_key()))
+    j.update(kid=kid, alg="RS256", use="sig")
+    return j
+
+
+@pytest.fixture
+def idp(upstream):
+    return JwksServer(upstream)
+
+
+def jwks_config(echo_addr, idp_addr, **jwks):
+    cfg = simple_config(echo_addr, plugins=[{"jwt": {"jwks": dict({"upstream": "idp", "path": "/jwks"}, **jwks),
+                                                     "cache": False}}], workers=1)
+    cfg["upstreams"]["idp"] = {"targets": [idp_addr]}
+    return cfg
+
+
+def test_jwks_url_first_fetch_then_cached_set(portico, echo, idp):
+    idp.keys = [rsa_jwk(RSA, "r1")]
+    p = portico(jwks_config(echo.addr, idp.addr))
+    assert idp.count() == 0  # fetched on demand, not at start
+    assert get(p, mint(headers={"kid": "r1"})).status == 200  # waited for the first fetch
+    for _ in range(3):
+        assert get(p, mint(headers={"kid": "r1"})).status == 200
+    assert idp.count() == 1
+    assert idp.up.requests[0].path == "/jwks"
+    refused(get(p, mint(key=RSA_OTHER, headers={"kid": "r1"})))
+
+
+def test_jwks_unknown_kid_refetch_is_rate_limited(portico, echo, idp):
+    idp.keys = [rsa_jwk(RSA, "r1")]
+    p = portico(jwks_config(echo.addr, idp.addr, min_refresh="2s"))
+    assert get(p, mint(headers={"kid": "r1"})).status == 200
+    assert idp.count() == 1
+    # The IdP rotates in r2: a token with the new kid triggers one refetch...
+    idp.keys = [rsa_jwk(RSA, "r1"), rsa_jwk(RSA_OTHER, "r2")]
+    time.sleep(2.1)
+    assert get(p, mint(key=RSA_OTHER, headers={"kid": "r2"})).status == 200
+    assert idp.count() == 2
+    # ...and a flood of unknown kids right after does not hammer the IdP.
+    for i in range(5):
+        d = refused(get(p, mint(headers={"kid": "unknown%d" % i})))
+        assert d["detail"] == "no key is configured to verify the token"
+    assert idp.count() == 2
+
+
+def test_jwks_last_good_set_kept_while_idp_down(portico, echo, idp):
+    idp.keys = [rsa_jwk(RSA, "r1")]
+    idp.cache_control = "max-age=1"
+    p = portico(jwks_config(echo.addr, idp.addr, min_refresh="500ms"))
+    assert get(p, mint(headers={"kid": "r1"})).status == 200
+    idp.status = 500
+    time.sleep(1.2)
+    for _ in range(3):
+        assert get(p, mint(headers={"kid": "r1"})).status == 200
+        time.sleep(0.6)
+    assert idp.count() >= 2  # it kept trying in the background
+    # Back up with the key gone: the next refresh drops it.
+    idp.status = 200
+    idp.keys = [rsa_jwk(RSA_OTHER, "r2")]
+    time.sleep(1.2)
+    get(p, mint(headers={"kid": "r1"}))  # triggers the refresh
+    time.sleep(0.3)
+    refused(get(p, mint(headers={"kid": "r1"})))
+    assert get(p, mint(key=RSA_OTHER, headers={"kid": "r2"})).status == 200
+
+
+def test_jwks_unavailable_from_start_is_503(portico, echo, idp):
+    idp.status = 503
+    p = portico(jwks_config(echo.addr, idp.addr))
+    r = get(p, mint(headers={"kid": "r1"}))
+    problem_check(r, 503)
+    assert echo.requests == []
+    # A missing token is still a 401, without asking the IdP.
+    refused(get(p), error=None)
+
+
+def test_jwks_max_age_drives_refresh(portico, echo, idp):
+    idp.keys = [rsa_jwk(RSA, "r1")]
+    idp.cache_control = "public, max-age=1"
+    p = portico(jwks_config(echo.addr, idp.addr, min_refresh="200ms"))
+    assert get(p, mint(headers={"kid": "r1"})).status == 200
+    assert get(p, mint(headers={"kid": "r1"})).status == 200
+    assert idp.count() == 1
+    time.sleep(1.3)
+    assert get(p, mint(headers={"kid": "r1"})).status == 200  # served with the current set...
+    deadline = time.time() + 3
+    while idp.count() < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    assert idp.count() == 2  # ...while it refreshed in the background

@@ -430,6 +430,27 @@ TEST(cache_expiry_and_lru)
     pt_jwt_cache_free(c);
 }
 
+/* ------------------------------------------------------------- JWKS refresh bounds */
+
+static uint64_t delay_for(const pt_jwks_conf *c, const char *cache_control)
+{
+    pt_header h = {PT_STR_LIT("Cache-Control"), pt_str_c(cache_control)};
+    pt_headers hs = {&h, 1, 1};
+    return pt_jwks_refresh_delay(c, cache_control ? &hs : NULL);
+}
+
+TEST(jwks_refresh_delay)
+{
+    pt_jwks_conf c = {.refresh_ms = 300000, .min_refresh_ms = 30000, .max_refresh_ms = 3600000};
+    CHECK_INT(delay_for(&c, NULL), 300000);
+    CHECK_INT(delay_for(&c, "public, max-age=600"), 600000);
+    CHECK_INT(delay_for(&c, "max-age=\"120\""), 120000);
+    CHECK_INT(delay_for(&c, "max-age=1"), 30000);        /* bounded below */
+    CHECK_INT(delay_for(&c, "max-age=99999999"), 3600000); /* and above */
+    CHECK_INT(delay_for(&c, "no-cache"), 30000);
+    CHECK_INT(delay_for(&c, "max-age=abc"), 300000);     /* ignored */
+}
+
 /* ------------------------------------------------------------- configure and request helpers */
 
 #define HEAD                                                                                                    \
@@ -483,6 +504,9 @@ TEST(configure_errors)
     CHECK(refused_conf(SECRET_KEY "      max_token_size: 1m\n", "max_token_size"));
     CHECK(refused_conf(SECRET_KEY "      unknown: 1\n", "unknown"));
     CHECK(refused_conf(SECRET_KEY "      jwks_alg: RS256\n", "needs 'jwks_file'"));
+    CHECK(refused_conf("      jwks: {upstream: nope, path: /jwks}\n", "nope"));
+    CHECK(refused_conf("      jwks: {upstream: up}\n", "needs 'path'"));
+    CHECK(refused_conf("      jwks: {upstream: up, path: /j, min_refresh: 2h, max_refresh: 1h}\n", "must not exceed"));
 }
 
 TEST(configure_valid_and_helpers)

@@ -215,15 +215,23 @@ pt_jwt_err pt_jws_verify(const pt_jws *t, const pt_jwt_key *key)
 pt_jwt_err pt_jws_verify_set(const pt_jws *t, const pt_jwt_keyset *set, bool *kid_unknown)
 {
     bool candidate = false, kid_seen = false;
-    for (size_t i = 0; set && i < set->n; i++) {
-        const pt_jwt_key *k = &set->v[i];
-        if (t->kid) {
-            if (!k->kid || strlen(k->kid) != t->kid_len || memcmp(k->kid, t->kid, t->kid_len) != 0) continue;
-            kid_seen = true;
+    /* Pass 0: keys whose kid is the token's (all keys when it has none);
+     * pass 1, only for a kid no key carries: the keys configured without a
+     * kid (a single static key need not know the issuer's kid). */
+    for (int pass = 0; pass < 2 && !candidate; pass++) {
+        if (pass == 1 && (!t->kid || kid_seen)) break;
+        for (size_t i = 0; set && i < set->n; i++) {
+            const pt_jwt_key *k = &set->v[i];
+            if (t->kid && pass == 0) {
+                if (!k->kid || strlen(k->kid) != t->kid_len || memcmp(k->kid, t->kid, t->kid_len) != 0) continue;
+                kid_seen = true;
+            } else if (t->kid && k->kid) {
+                continue;
+            }
+            if (k->alg != t->alg) continue;
+            candidate = true;
+            if (pt_jws_verify(t, k) == PT_JWT_OK) return PT_JWT_OK;
         }
-        if (k->alg != t->alg) continue;
-        candidate = true;
-        if (pt_jws_verify(t, k) == PT_JWT_OK) return PT_JWT_OK;
     }
     if (kid_unknown) *kid_unknown = t->kid && !kid_seen;
     return candidate ? PT_JWT_ERR_SIGNATURE : PT_JWT_ERR_NO_KEY;

@@ -66,8 +66,9 @@ void pt_jws_free(pt_jws *t);
  * "psychic signatures", never reach the verifier). */
 pt_jwt_err pt_jws_verify(const pt_jws *t, const pt_jwt_key *key);
 
-/* Picks the keys to try: with a kid, the keys of that kid bound to t->alg;
- * without, every key bound to t->alg. Calls pt_jws_verify on each until one
+/* Picks the keys to try: with a kid, the keys of that kid bound to t->alg
+ * (when no key has that kid: the keys configured without a kid); without a
+ * kid, every key bound to t->alg. Calls pt_jws_verify on each until one
  * verifies. Returns OK, PT_JWT_ERR_SIGNATURE (a candidate existed) or
  * PT_JWT_ERR_NO_KEY (none; *kid_unknown tells whether the kid named no key
  * at all, which may warrant a JWKS refresh). */
