@@ -9,6 +9,7 @@
 #include "plugins/key_auth/key_auth.h"
 #include "plugins/basic_auth/basic_auth.h"
 #include "plugins/acl/acl.h"
+#include "plugins/jwt/jwt.h"
 #include "plugins/request_id/request_id.h"
 #include "plugin/plugin.h"
 
@@ -23,6 +24,7 @@ static const pt_plugin_type *const builtin_plugins[] = {
     &pt_plugin_key_auth,
     &pt_plugin_basic_auth,
     &pt_plugin_acl,
+    &pt_plugin_jwt,
     NULL,
 };
 

@@ -1,0 +1,778 @@
+/* jwt.c — the jwt plugin: a request must carry a JSON Web Token signed by
+ * a configured key and whose claims satisfy the policy; else 401 with
+ * WWW-Authenticate: Bearer (RFC 6750) and problem+json. Verified tokens are
+ * cached per worker (jwt_cache.c); selected claims travel upstream as
+ * headers (client copies always removed). Verification itself is in jws.c,
+ * keys in jwk.c. Design note: docs/jwt.md. */
+#include "plugins/jwt/jwt.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+
+#include "plugins/plugin_util.h"
+
+#define MAX_KEY_FILE (1u << 20)
+
+/* ------------------------------------------------------------ configure */
+
+/* Reads a whole (small) file at configure time into the config arena. */
+static char *read_file(pt_conf_ctx *ctx, const pt_conf_node *n, const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        pt_conf_error(ctx, n, "jwt: cannot open \"%s\": %s", path, strerror(errno));
+        return NULL;
+    }
+    char *buf = pt_arena_alloc(ctx->arena, MAX_KEY_FILE + 1);
+    size_t got = fread(buf, 1, MAX_KEY_FILE + 1, f);
+    bool err = ferror(f);
+    fclose(f);
+    if (err || got > MAX_KEY_FILE) {
+        pt_conf_error(ctx, n, "jwt: cannot read \"%s\" (error, or larger than 1 MiB)", path);
+        return NULL;
+    }
+    buf[got] = '\0';
+    *len = got;
+    return buf;
+}
+
+/* A YAML node as JSON (scalars become strings): an inline JWK. */
+static json_t *node_json(const pt_conf_node *n)
+{
+    switch (n->kind) {
+    case PT_NODE_SCALAR: return json_stringn(n->scalar, n->scalar_len);
+    case PT_NODE_SEQ: {
+        json_t *a = json_array();
+        for (size_t i = 0; i < n->n; i++) json_array_append_new(a, node_json(n->vals[i]));
+        return a;
+    }
+    case PT_NODE_MAP: {
+        json_t *o = json_object();
+        for (size_t i = 0; i < n->n; i++) json_object_set_new(o, n->keys[i]->scalar, node_json(n->vals[i]));
+        return o;
+    }
+    default: return json_null();
+    }
+}
+
+/* Reads an `alg` node; -1 on error (recorded). */
+static int read_alg(pt_conf_ctx *ctx, const pt_conf_node *n, const char *what)
+{
+    int a = n && n->kind == PT_NODE_SCALAR ? pt_jwt_alg_from_str(pt_str_make(n->scalar, n->scalar_len))
+                                           : PT_JWT_ALG_UNKNOWN;
+    if (a == PT_JWT_ALG_UNKNOWN)
+        pt_conf_error(ctx, n, "jwt: %s must be one of HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, "
+                              "PS512, ES256, ES384, ES512, EdDSA",
+                      what);
+    return a;
+}
+
+/* One entry of `keys`: {alg, kid?, one of pem | pem_file | secret | jwk}. */
+static bool read_key(pt_conf_ctx *ctx, const pt_conf_node *n, pt_jwt_conf *c)
+{
+    static const char *const allowed[] = {"alg", "kid", "pem", "pem_file", "secret", "jwk", NULL};
+    if (!pt_conf_check_keys(ctx, n, allowed, "jwt.keys[]")) return false;
+    int alg = read_alg(ctx, pt_conf_get(n, "alg"), "keys[].alg");
+    if (alg < 0) return false;
+    const pt_conf_node *kidn = pt_conf_get(n, "kid");
+    char *kid = NULL;
+    if (kidn && !pt_conf_string(ctx, kidn, &kid)) return false;
+    static const char *const material[] = {"pem", "pem_file", "secret", "jwk"};
+    const pt_conf_node *m = NULL;
+    const char *which = NULL;
+    int count = 0;
+    for (size_t i = 0; i < PT_ARRAY_LEN(material); i++)
+        if (pt_conf_get(n, material[i])) m = pt_conf_get(n, material[i]), which = material[i], count++;
+    if (count != 1) {
+        pt_conf_error(ctx, n, "jwt: each key needs exactly one of 'pem', 'pem_file', 'secret', 'jwk'");
+        return false;
+    }
+    pt_jwt_key k;
+    char err[200] = "";
+    bool ok;
+    if (strcmp(which, "jwk") == 0) {
+        json_t *j = NULL;
+        if (m->kind == PT_NODE_MAP) j = node_json(m);
+        else if (m->kind == PT_NODE_SCALAR) j = pt_jwt_json_parse(m->scalar, m->scalar_len, 8);
+        ok = j && pt_jwk_parse(j, alg, &k, err, sizeof(err));
+        if (!j) snprintf(err, sizeof(err), "'jwk' must be a mapping or a JSON object without duplicate members");
+        json_decref(j);
+        if (ok && kid && !k.kid) k.kid = strdup(kid);
+    } else if (strcmp(which, "secret") == 0) {
+        if (m->kind != PT_NODE_SCALAR) {
+            pt_conf_error(ctx, m, "jwt: 'secret' must be a string");
+            return false;
+        }
+        ok = pt_jwt_key_from_secret((const uint8_t *)m->scalar, m->scalar_len, (pt_jwt_alg)alg, kid, &k, err,
+                                    sizeof(err));
+    } else {
+        char *text = NULL;
+        size_t len = 0;
+        if (m->kind != PT_NODE_SCALAR) {
+            pt_conf_error(ctx, m, "jwt: '%s' must be a string", which);
+            return false;
+        }
+        if (strcmp(which, "pem_file") == 0) {
+            if (!(text = read_file(ctx, m, m->scalar, &len))) return false;
+        } else {
+            text = m->scalar, len = m->scalar_len;
+        }
+        ok = pt_jwt_key_from_pem(text, len, (pt_jwt_alg)alg, kid, &k, err, sizeof(err));
+    }
+    if (!ok) {
+        pt_conf_error(ctx, m, "jwt: key '%s': %s", which, err);
+        return false;
+    }
+    pt_jwt_keyset_add(&c->keys, &k);
+    return true;
+}
+
+/* A list of non-empty strings (a single string is a list of one). */
+static bool read_strings(pt_conf_ctx *ctx, const pt_conf_node *n, const char *what, const char *const **out,
+                         size_t *nout)
+{
+    *out = NULL;
+    *nout = 0;
+    if (!n) return true;
+    const pt_conf_node *const *items = n->kind == PT_NODE_SEQ ? (const pt_conf_node *const *)n->vals : &n;
+    size_t count = n->kind == PT_NODE_SEQ ? n->n : 1;
+    const char **v = pt_arena_calloc(ctx->arena, (count ? count : 1) * sizeof(*v));
+    for (size_t i = 0; i < count; i++) {
+        if (items[i]->kind != PT_NODE_SCALAR || items[i]->scalar_len == 0) {
+            pt_conf_error(ctx, items[i], "jwt: '%s' must be a list of non-empty strings", what);
+            return false;
+        }
+        v[i] = items[i]->scalar;
+    }
+    *out = v;
+    *nout = count;
+    return true;
+}
+
+/* `token`: one source mapping or a list of them. */
+static bool read_sources(pt_conf_ctx *ctx, const pt_conf_node *n, pt_jwt_conf *c)
+{
+    static const char *const allowed[] = {"header", "scheme", "query", "cookie", NULL};
+    if (!n) {
+        c->sources = pt_arena_calloc(ctx->arena, sizeof(*c->sources));
+        c->sources[0] = (pt_jwt_source){PT_JWT_SRC_HEADER, PT_STR_LIT("Authorization"), PT_STR_LIT("Bearer")};
+        c->nsources = 1;
+        return true;
+    }
+    const pt_conf_node *const *items = n->kind == PT_NODE_SEQ ? (const pt_conf_node *const *)n->vals : &n;
+    size_t count = n->kind == PT_NODE_SEQ ? n->n : 1;
+    if (count == 0) {
+        pt_conf_error(ctx, n, "jwt: 'token' needs at least one source");
+        return false;
+    }
+    c->sources = pt_arena_calloc(ctx->arena, count * sizeof(*c->sources));
+    for (size_t i = 0; i < count; i++) {
+        const pt_conf_node *it = items[i];
+        if (!pt_conf_check_keys(ctx, it, allowed, "jwt.token")) return false;
+        static const char *const kinds[] = {"header", "query", "cookie"};
+        const pt_conf_node *name = NULL;
+        int kind = -1, nk = 0;
+        for (int k = 0; k < 3; k++)
+            if (pt_conf_get(it, kinds[k])) name = pt_conf_get(it, kinds[k]), kind = k, nk++;
+        if (nk != 1 || name->kind != PT_NODE_SCALAR || !pt_plugin_header_name_ok(name->scalar, name->scalar_len)) {
+            pt_conf_error(ctx, it, "jwt: each token source is one of {header: NAME}, {query: NAME}, {cookie: NAME} "
+                                   "with a token-character name");
+            return false;
+        }
+        pt_jwt_source *s = &c->sources[i];
+        s->kind = (pt_jwt_src_kind)kind;
+        s->name = pt_arena_str(ctx->arena, pt_str_make(name->scalar, name->scalar_len));
+        const pt_conf_node *sch = pt_conf_get(it, "scheme");
+        if (sch && kind != PT_JWT_SRC_HEADER) {
+            pt_conf_error(ctx, sch, "jwt: 'scheme' applies to header sources only");
+            return false;
+        }
+        if (sch) {
+            if (sch->kind != PT_NODE_SCALAR || (sch->scalar_len && !pt_plugin_header_name_ok(sch->scalar, sch->scalar_len))) {
+                pt_conf_error(ctx, sch, "jwt: 'scheme' must be an auth-scheme token (or empty)");
+                return false;
+            }
+            s->scheme = pt_arena_str(ctx->arena, pt_str_make(sch->scalar, sch->scalar_len));
+        } else if (kind == PT_JWT_SRC_HEADER && pt_str_ieq_lit(s->name, "authorization")) {
+            s->scheme = PT_STR_LIT("Bearer");
+        }
+    }
+    c->nsources = count;
+    return true;
+}
+
+static bool read_claim_headers(pt_conf_ctx *ctx, const pt_conf_node *n, pt_jwt_conf *c)
+{
+    if (!n) return true;
+    if (n->kind != PT_NODE_MAP) {
+        pt_conf_error(ctx, n, "jwt: 'claims_to_headers' must map claim names to header names");
+        return false;
+    }
+    c->claim_headers = pt_arena_calloc(ctx->arena, (n->n ? n->n : 1) * sizeof(*c->claim_headers));
+    for (size_t i = 0; i < n->n; i++) {
+        const pt_conf_node *h = n->vals[i];
+        if (h->kind != PT_NODE_SCALAR || !pt_plugin_header_name_ok(h->scalar, h->scalar_len) ||
+            pt_plugin_header_is_managed(h->scalar) || pt_str_ieq_lit(pt_str_c(h->scalar), "authorization")) {
+            pt_conf_error(ctx, h, "jwt: claims_to_headers: \"%s\" is not a header name the plugin may set",
+                          h->kind == PT_NODE_SCALAR ? h->scalar : "");
+            return false;
+        }
+        for (size_t j = 0; j < c->nclaim_headers; j++)
+            if (pt_str_ieq(c->claim_headers[j].header, pt_str_c(h->scalar))) {
+                pt_conf_error(ctx, h, "jwt: claims_to_headers: header \"%s\" appears twice", h->scalar);
+                return false;
+            }
+        c->claim_headers[c->nclaim_headers++] =
+            (pt_jwt_claim_header){n->keys[i]->scalar, pt_arena_str(ctx->arena, pt_str_c(h->scalar))};
+    }
+    return true;
+}
+
+static bool read_cache(pt_conf_ctx *ctx, const pt_conf_node *n, pt_jwt_conf *c)
+{
+    c->cache = true;
+    c->cache_max_entries = PT_JWT_DEFAULT_CACHE_ENTRIES;
+    c->cache_ttl_ms = PT_JWT_DEFAULT_CACHE_TTL_MS;
+    if (!n) return true;
+    if (n->kind == PT_NODE_SCALAR) return pt_conf_bool(ctx, n, &c->cache);
+    static const char *const allowed[] = {"max_entries", "ttl", NULL};
+    if (!pt_conf_check_keys(ctx, n, allowed, "jwt.cache")) return false;
+    int64_t me = 0;
+    const pt_conf_node *m = pt_conf_get(n, "max_entries");
+    if (m) {
+        if (!pt_conf_int(ctx, m, 1, 1000000, &me)) return false;
+        c->cache_max_entries = (size_t)me;
+    }
+    const pt_conf_node *t = pt_conf_get(n, "ttl");
+    if (t) {
+        if (!pt_conf_duration_ms(ctx, t, &c->cache_ttl_ms)) return false;
+        if (c->cache_ttl_ms == 0 || c->cache_ttl_ms > 24ull * 3600 * 1000) {
+            pt_conf_error(ctx, t, "jwt: cache.ttl must be between 1ms and 24h");
+            return false;
+        }
+    }
+    return true;
+}
+
+/* A request-target path for the JWKS call: '/' then visible ASCII, no '#'. */
+static bool path_ok(const char *p, size_t n)
+{
+    if (n == 0 || p[0] != '/') return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)p[i] <= 0x20 || (unsigned char)p[i] >= 0x7f || p[i] == '#') return false;
+    return true;
+}
+
+/* Reads a duration key of `n` into *out when present, within [lo, hi]. */
+static bool read_ms(pt_conf_ctx *ctx, const pt_conf_node *n, const char *key, uint64_t lo, uint64_t hi,
+                    uint64_t *out)
+{
+    const pt_conf_node *v = pt_conf_get(n, key);
+    if (!v) return true;
+    if (!pt_conf_duration_ms(ctx, v, out)) return false;
+    if (*out < lo || *out > hi) {
+        pt_conf_error(ctx, v, "jwt: jwks.%s out of range", key);
+        return false;
+    }
+    return true;
+}
+
+/* `jwks`: {upstream, path, alg?, refresh?, min_refresh?, max_refresh?, timeout?}. */
+static bool read_jwks(pt_conf_ctx *ctx, const pt_conf_node *n, pt_jwt_conf *c)
+{
+    static const char *const allowed[] = {"upstream", "path", "alg", "refresh", "min_refresh", "max_refresh",
+                                          "timeout", NULL};
+    if (!pt_conf_check_keys(ctx, n, allowed, "jwt.jwks")) return false;
+    pt_jwks_conf *j = pt_arena_calloc(ctx->arena, sizeof(*j));
+    const pt_conf_node *up = pt_conf_get(n, "upstream"), *path = pt_conf_get(n, "path"), *alg = pt_conf_get(n, "alg");
+    if (!up) {
+        pt_conf_error(ctx, n, "jwt: jwks needs 'upstream' (a named upstream serving the JWK Set)");
+        return false;
+    }
+    if (!(j->upstream = pt_conf_upstream(ctx, up))) return false;
+    if (!path || path->kind != PT_NODE_SCALAR || !path_ok(path->scalar, path->scalar_len)) {
+        pt_conf_error(ctx, path ? path : n, "jwt: jwks needs 'path' starting with '/' (visible ASCII, no '#')");
+        return false;
+    }
+    j->path = pt_arena_str(ctx->arena, pt_str_make(path->scalar, path->scalar_len));
+    j->alg = PT_JWT_ALG_UNKNOWN;
+    if (alg && (j->alg = read_alg(ctx, alg, "jwks.alg")) < 0) return false;
+    j->refresh_ms = PT_JWKS_DEFAULT_REFRESH_MS;
+    j->min_refresh_ms = PT_JWKS_DEFAULT_MIN_REFRESH_MS;
+    j->max_refresh_ms = PT_JWKS_DEFAULT_MAX_REFRESH_MS;
+    j->timeout_ms = PT_JWKS_DEFAULT_TIMEOUT_MS;
+    const uint64_t day = 24ull * 3600 * 1000;
+    if (!read_ms(ctx, n, "refresh", 1000, 7 * day, &j->refresh_ms) ||
+        !read_ms(ctx, n, "min_refresh", 100, day, &j->min_refresh_ms) ||
+        !read_ms(ctx, n, "max_refresh", 1000, 7 * day, &j->max_refresh_ms) ||
+        !read_ms(ctx, n, "timeout", 1, 300000, &j->timeout_ms))
+        return false;
+    if (j->min_refresh_ms > j->max_refresh_ms) {
+        pt_conf_error(ctx, n, "jwt: jwks.min_refresh must not exceed jwks.max_refresh");
+        return false;
+    }
+    j->id = pt_arena_printf(ctx->arena, "%s\n%s\n%d", j->upstream->name, j->path.p, j->alg);
+    c->jwks = j;
+    return true;
+}
+
+static const char *const decision_results[] = {"allowed", "cache_hit", "missing", "invalid", "unavailable", NULL};
+static const pt_metric_dim decision_dims[] = {{"result", decision_results}};
+static const pt_metric_desc decisions_desc = {
+    .name = "portico_jwt_decisions_total",
+    .help = "Requests decided by the jwt plugin, by result.",
+    .type = PT_METRIC_COUNTER,
+    .dims = decision_dims,
+    .ndims = 1,
+};
+
+static void jwt_destroy(void *conf)
+{
+    pt_jwt_conf *c = conf;
+    if (c) pt_jwt_keyset_free(&c->keys);
+}
+
+/* Scalar options: policy, sizes, realm, forward_token. */
+static bool read_options(pt_conf_ctx *ctx, const pt_conf_node *node, pt_jwt_conf *c)
+{
+    bool ok = true;
+    pt_jwt_policy *p = &c->policy;
+    p->require_exp = true;
+    if (!read_strings(ctx, pt_conf_get(node, "issuers"), "issuers", &p->issuers, &p->nissuers)) ok = false;
+    if (!read_strings(ctx, pt_conf_get(node, "audiences"), "audiences", &p->audiences, &p->naudiences)) ok = false;
+    if (!read_strings(ctx, pt_conf_get(node, "required_claims"), "required_claims", &p->required, &p->nrequired))
+        ok = false;
+    const pt_conf_node *n;
+    if ((n = pt_conf_get(node, "require_exp")) && !pt_conf_bool(ctx, n, &p->require_exp)) ok = false;
+    uint64_t ms = 0;
+    if ((n = pt_conf_get(node, "leeway"))) {
+        if (!pt_conf_duration_ms(ctx, n, &ms)) ok = false;
+        else if (ms > 3600 * 1000) {
+            pt_conf_error(ctx, n, "jwt: 'leeway' must be at most 1h");
+            ok = false;
+        }
+        p->leeway_s = (int64_t)(ms / 1000);
+    }
+    if ((n = pt_conf_get(node, "typ"))) {
+        char *typ = NULL;
+        if (!pt_conf_string(ctx, n, &typ)) ok = false;
+        p->typ = typ;
+    }
+    c->max_token = PT_JWT_DEFAULT_MAX_TOKEN;
+    if ((n = pt_conf_get(node, "max_token_size"))) {
+        uint64_t sz = 0;
+        if (!pt_conf_size(ctx, n, &sz)) ok = false;
+        else if (sz < 64 || sz > PT_JWT_MAX_MAX_TOKEN) {
+            pt_conf_error(ctx, n, "jwt: 'max_token_size' must be between 64 and 64k");
+            ok = false;
+        }
+        c->max_token = (size_t)sz;
+    }
+    c->realm = PT_STR_LIT("portico");
+    if ((n = pt_conf_get(node, "realm"))) {
+        bool good = n->kind == PT_NODE_SCALAR && pt_plugin_header_value_ok(n->scalar, n->scalar_len) &&
+                    !strpbrk(n->scalar, "\"\\");
+        if (!good) {
+            pt_conf_error(ctx, n, "jwt: 'realm' must be a string without quotes, backslashes or control bytes");
+            ok = false;
+        } else {
+            c->realm = pt_str_make(n->scalar, n->scalar_len);
+        }
+    }
+    c->forward_token = true;
+    if ((n = pt_conf_get(node, "forward_token")) && !pt_conf_bool(ctx, n, &c->forward_token)) ok = false;
+    return ok;
+}
+
+static void *jwt_configure(pt_conf_ctx *ctx, const pt_conf_node *node)
+{
+    static const char *const allowed[] = {
+        "keys",      "jwks_file",         "jwks_alg",      "issuers", "audiences", "required_claims",
+        "require_exp", "leeway",          "typ",           "max_token_size", "token", "realm",
+        "claims_to_headers", "forward_token", "cache",     "jwks", NULL,
+    };
+    if (!node || node->kind != PT_NODE_MAP) {
+        pt_conf_error(ctx, node, "jwt: expected a mapping with 'keys', 'jwks_file' and/or 'jwks'");
+        return NULL;
+    }
+    if (!pt_conf_check_keys(ctx, node, allowed, "jwt")) return NULL;
+    pt_jwt_conf *c = pt_arena_calloc(ctx->arena, sizeof(*c));
+    bool ok = true;
+    const pt_conf_node *keys = pt_conf_get(node, "keys");
+    if (keys) {
+        if (keys->kind != PT_NODE_SEQ) {
+            pt_conf_error(ctx, keys, "jwt: 'keys' must be a list");
+            ok = false;
+        } else {
+            for (size_t i = 0; i < keys->n; i++)
+                if (!read_key(ctx, keys->vals[i], c)) ok = false;
+        }
+    }
+    const pt_conf_node *jf = pt_conf_get(node, "jwks_file"), *ja = pt_conf_get(node, "jwks_alg");
+    int jwks_alg = PT_JWT_ALG_UNKNOWN;
+    if (ja && (jwks_alg = read_alg(ctx, ja, "jwks_alg")) < 0) ok = false;
+    if (ja && !jf) {
+        pt_conf_error(ctx, ja, "jwt: 'jwks_alg' needs 'jwks_file'");
+        ok = false;
+    }
+    if (jf) {
+        char *text = NULL, err[240] = "";
+        size_t len = 0;
+        if (jf->kind != PT_NODE_SCALAR) {
+            pt_conf_error(ctx, jf, "jwt: 'jwks_file' must be a path");
+            ok = false;
+        } else if (!(text = read_file(ctx, jf, jf->scalar, &len))) {
+            ok = false;
+        } else if (!pt_jwks_parse(text, len, jwks_alg, true, &c->keys, NULL, err, sizeof(err))) {
+            pt_conf_error(ctx, jf, "jwt: %s: %s", jf->scalar, err);
+            ok = false;
+        }
+    }
+    const pt_conf_node *jw = pt_conf_get(node, "jwks");
+    if (jw && !read_jwks(ctx, jw, c)) ok = false;
+    if (ok && c->keys.n == 0 && !c->jwks) {
+        pt_conf_error(ctx, node, "jwt: no verification key: give 'keys', 'jwks_file' and/or 'jwks'");
+        ok = false;
+    }
+    if (!read_options(ctx, node, c)) ok = false;
+    if (!read_sources(ctx, pt_conf_get(node, "token"), c)) ok = false;
+    if (!read_claim_headers(ctx, pt_conf_get(node, "claims_to_headers"), c)) ok = false;
+    if (!read_cache(ctx, pt_conf_get(node, "cache"), c)) ok = false;
+    if (!ok) {
+        jwt_destroy(c);
+        return NULL;
+    }
+    if (getrandom(c->salt, sizeof(c->salt), 0) != (ssize_t)sizeof(c->salt)) {
+        /* Only a namespace, not a secret: uniqueness per instance suffices. */
+        uint64_t x[2] = {(uint64_t)(uintptr_t)c, pt_plugin_rand64()};
+        memcpy(c->salt, x, sizeof(c->salt));
+    }
+    c->decisions = pt_conf_metric(ctx, node, &decisions_desc, NULL);
+    return c;
+}
+
+/* ------------------------------------------------------------ pure helpers */
+
+/* The token in one header value under `scheme` (empty: the whole value). */
+static bool token_in_value(pt_str v, pt_str scheme, pt_str *tok)
+{
+    if (scheme.n) {
+        if (v.n <= scheme.n || !pt_str_ieq(pt_str_make(v.p, scheme.n), scheme) || v.p[scheme.n] != ' ') return false;
+        size_t i = scheme.n;
+        while (i < v.n && v.p[i] == ' ') i++;
+        v = pt_str_make(v.p + i, v.n - i);
+    }
+    if (!v.n) return false;
+    *tok = v;
+    return true;
+}
+
+/* Adds a found token; returns the new count. */
+static int found(int count, pt_str t, pt_str *out)
+{
+    if (count == 0) *out = t;
+    return count + 1;
+}
+
+pt_jwt_token_found pt_jwt_find_token(const pt_jwt_conf *c, const pt_request *req, pt_str *token)
+{
+    int count = 0;
+    pt_str t;
+    for (size_t s = 0; s < c->nsources; s++) {
+        const pt_jwt_source *src = &c->sources[s];
+        if (src->kind == PT_JWT_SRC_HEADER) {
+            for (uint32_t i = 0; i < req->headers.n; i++)
+                if (pt_str_ieq(req->headers.v[i].name, src->name) &&
+                    token_in_value(req->headers.v[i].value, src->scheme, &t))
+                    count = found(count, t, token);
+        } else if (src->kind == PT_JWT_SRC_QUERY && req->has_query) {
+            pt_str q = req->query;
+            size_t i = 0;
+            while (i <= q.n) {
+                size_t e = i;
+                while (e < q.n && q.p[e] != '&') e++;
+                pt_str pair = pt_str_make(q.p + i, e - i);
+                if (pair.n > src->name.n && memcmp(pair.p, src->name.p, src->name.n) == 0 &&
+                    pair.p[src->name.n] == '=' && pair.n > src->name.n + 1)
+                    count = found(count, pt_str_make(pair.p + src->name.n + 1, pair.n - src->name.n - 1), token);
+                i = e + 1;
+            }
+        } else if (src->kind == PT_JWT_SRC_COOKIE) {
+            for (uint32_t h = 0; h < req->headers.n; h++) {
+                if (!pt_str_ieq_lit(req->headers.v[h].name, "cookie")) continue;
+                pt_str v = req->headers.v[h].value;
+                size_t i = 0;
+                while (i < v.n) {
+                    while (i < v.n && (v.p[i] == ' ' || v.p[i] == ';')) i++;
+                    size_t e = i;
+                    while (e < v.n && v.p[e] != ';') e++;
+                    pt_str pair = pt_str_make(v.p + i, e - i);
+                    if (pair.n > src->name.n + 1 && memcmp(pair.p, src->name.p, src->name.n) == 0 &&
+                        pair.p[src->name.n] == '=') {
+                        size_t vn = pair.n - src->name.n - 1;
+                        while (vn && pair.p[src->name.n + vn] == ' ') vn--;
+                        if (vn) count = found(count, pt_str_make(pair.p + src->name.n + 1, vn), token);
+                    }
+                    i = e;
+                }
+            }
+        }
+    }
+    return count == 0 ? PT_JWT_TOKEN_NONE : count == 1 ? PT_JWT_TOKEN_ONE : PT_JWT_TOKEN_MANY;
+}
+
+pt_str pt_jwt_claim_value(const json_t *v, pt_arena *a)
+{
+    char *out = NULL;
+    size_t n = 0;
+    if (json_is_string(v)) {
+        n = json_string_length(v);
+        out = pt_arena_strndup(a, json_string_value(v), n);
+    } else if (json_is_array(v)) {
+        size_t i, total = 0;
+        const json_t *e;
+        bool strings = true;
+        json_array_foreach(v, i, e) {
+            if (!json_is_string(e)) strings = false;
+            else total += json_string_length(e) + 1;
+        }
+        if (strings && total <= PT_JWT_MAX_HEADER_VALUE + 1) {
+            out = pt_arena_alloc(a, total + 1);
+            json_array_foreach(v, i, e) {
+                if (i) out[n++] = ',';
+                memcpy(out + n, json_string_value(e), json_string_length(e));
+                n += json_string_length(e);
+            }
+            out[n] = '\0';
+        }
+    }
+    if (!out && v) {
+        char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+        if (s) {
+            n = strlen(s);
+            out = pt_arena_strndup(a, s, n);
+            free(s);
+        }
+    }
+    if (!out || n == 0 || n > PT_JWT_MAX_HEADER_VALUE || !pt_plugin_header_value_ok(out, n) || memchr(out, 0, n))
+        return PT_STR_NULL;
+    return pt_str_make(out, n);
+}
+
+pt_str pt_jwt_www_authenticate(const pt_jwt_conf *c, const char *err, const char *desc, pt_arena *a)
+{
+    char *s = err ? pt_arena_printf(a, "Bearer realm=\"%.*s\", error=\"%s\", error_description=\"%s\"",
+                                    (int)c->realm.n, c->realm.p, err, desc)
+                  : pt_arena_printf(a, "Bearer realm=\"%.*s\"", (int)c->realm.n, c->realm.p);
+    return pt_str_c(s);
+}
+
+/* ------------------------------------------------------------ the phase */
+
+/* 401 (or 400 for `invalid_request`) with problem+json and the challenge. */
+static pt_plugin_result deny(pt_txn *txn, const pt_jwt_conf *c, pt_jwt_result r, const char *err, const char *desc)
+{
+    pt_metric_add(c->decisions, r, 1);
+    int status = err && strcmp(err, "invalid_request") == 0 ? 400 : 401;
+    pt_txn_respond_problem(txn, status, desc);
+    pt_txn_respond_header(txn, PT_STR_LIT("WWW-Authenticate"), pt_jwt_www_authenticate(c, err, desc, pt_txn_arena(txn)));
+    return PT_PLUGIN_RESPOND;
+}
+
+/* SHA-256(salt || token): the cache key. */
+static void token_digest(const pt_jwt_conf *c, pt_str token, uint8_t out[PT_JWT_DIGEST_LEN])
+{
+    EVP_MD_CTX *m = EVP_MD_CTX_new();
+    unsigned int n = 0;
+    if (!m || EVP_DigestInit_ex(m, EVP_sha256(), NULL) != 1 || EVP_DigestUpdate(m, c->salt, sizeof(c->salt)) != 1 ||
+        EVP_DigestUpdate(m, token.p, token.n) != 1 || EVP_DigestFinal_ex(m, out, &n) != 1)
+        pt_panic(__FILE__, __LINE__, "EVP sha256");
+    EVP_MD_CTX_free(m);
+}
+
+/* Removes the token from what goes upstream (forward_token: false): the
+ * header, or the cookie / query parameter sources' copies. Headers only:
+ * a query token stays in the target (documented). */
+static void drop_token(const pt_jwt_conf *c, pt_request *req)
+{
+    for (size_t s = 0; s < c->nsources; s++)
+        if (c->sources[s].kind == PT_JWT_SRC_HEADER) pt_headers_remove(&req->headers, c->sources[s].name.p);
+}
+
+/* Verifies with the static keys, then the JWKS source's; *kid_unknown
+ * when neither has a key with the token's kid. */
+static pt_jwt_err verify_keys(const pt_jws *t, const pt_jwt_keyset *fixed, const pt_jwt_keyset *fetched,
+                              bool *kid_unknown)
+{
+    bool u1 = true, u2 = true;
+    pt_jwt_err e1 = pt_jws_verify_set(t, fixed, &u1);
+    if (e1 == PT_JWT_OK) return e1;
+    pt_jwt_err e2 = fetched ? pt_jws_verify_set(t, fetched, &u2) : PT_JWT_ERR_NO_KEY;
+    *kid_unknown = u1 && u2;
+    if (e2 == PT_JWT_OK) return e2;
+    return e1 == PT_JWT_ERR_SIGNATURE || e2 == PT_JWT_ERR_SIGNATURE ? PT_JWT_ERR_SIGNATURE : PT_JWT_ERR_NO_KEY;
+}
+
+static void wake(pt_jwks_waiter *w);
+
+/* The request ended or its pause was dropped: leave the wait list. */
+static void state_cleanup(void *data) { pt_jwks_waiter_cancel(&((pt_jwt_state *)data)->wait); }
+
+/* Parks the request on the source's fetch in flight. */
+static pt_plugin_result wait_for(pt_jwt_state *st, pt_jwks_src *src)
+{
+    st->waited = true;
+    st->wait.wake = wake;
+    if (!st->cleanup) {
+        pt_arena_on_cleanup(pt_txn_arena(st->txn), state_cleanup, st);
+        st->cleanup = true;
+    }
+    pt_jwks_src_wait(src, &st->wait);
+    return PT_PLUGIN_PAUSE;
+}
+
+/* Verifies st->token and applies the outcome (claim headers and cache, or
+ * an error response). May pause once on a JWKS fetch. */
+static pt_plugin_result decide(pt_jwt_state *st)
+{
+    pt_txn *txn = st->txn;
+    const pt_jwt_conf *c = st->conf;
+    pt_request *req = pt_txn_request(txn);
+    pt_arena *a = pt_txn_arena(txn);
+    pt_jwt_worker *w = pt_txn_worker_state(txn, &pt_plugin_jwt);
+    pt_jwks_src *src = NULL;
+    uint64_t mono = pt_loop_now(pt_txn_loop(txn));
+    if (c->jwks && w) {
+        src = pt_jwks_src_get(&w->sources, pt_txn_loop(txn), c->jwks);
+        bool loading = pt_jwks_src_refresh(src, c->jwks, mono, false);
+        if (!pt_jwks_src_keys(src) && loading && !st->waited) return wait_for(st, src);
+    }
+    pt_jws t;
+    pt_jwt_err e = pt_jws_parse(st->token, c->max_token, &t);
+    if (e != PT_JWT_OK) return deny(txn, c, PT_JWT_R_INVALID, "invalid_token", pt_jwt_err_text(e));
+    bool kid_unknown = false;
+    const pt_jwt_keyset *fetched = src ? pt_jwks_src_keys(src) : NULL;
+    e = verify_keys(&t, &c->keys, fetched, &kid_unknown);
+    if (e == PT_JWT_ERR_NO_KEY && src && !st->waited && kid_unknown &&
+        pt_jwks_src_refresh(src, c->jwks, mono, true)) {
+        pt_jws_free(&t);
+        return wait_for(st, src); /* a key rotated in at the IdP: fetch once, rate-limited */
+    }
+    if (e == PT_JWT_ERR_NO_KEY && src && !fetched && c->keys.n == 0) {
+        pt_jws_free(&t);
+        pt_metric_add(c->decisions, PT_JWT_R_UNAVAILABLE, 1);
+        pt_txn_respond_problem(txn, 503, "the token issuer's keys are unavailable");
+        return PT_PLUGIN_RESPOND;
+    }
+    uint64_t now_ms = pt_loop_wall_us(pt_txn_loop(txn)) / 1000;
+    int64_t exp_s = INT64_MAX;
+    if (e == PT_JWT_OK) e = pt_jwt_check_claims(&t, &c->policy, (int64_t)(now_ms / 1000), &exp_s);
+    if (e != PT_JWT_OK) {
+        pt_jws_free(&t);
+        return deny(txn, c, PT_JWT_R_INVALID, "invalid_token", pt_jwt_err_text(e));
+    }
+    pt_header *hs = c->nclaim_headers ? pt_arena_alloc(a, c->nclaim_headers * sizeof(*hs)) : NULL;
+    size_t nh = 0;
+    for (size_t i = 0; i < c->nclaim_headers; i++) {
+        pt_str v = pt_jwt_claim_value(json_object_get(t.claims, c->claim_headers[i].claim), a);
+        if (!v.n) continue;
+        hs[nh++] = (pt_header){c->claim_headers[i].header, v};
+        pt_headers_add(&req->headers, a, c->claim_headers[i].header, v);
+    }
+    pt_jws_free(&t);
+    if (c->cache && w) {
+        uint64_t until = now_ms + c->cache_ttl_ms;
+        /* exp in ms, with the leeway the check allowed. */
+        if (exp_s != INT64_MAX && exp_s < INT64_MAX / 1000 - c->policy.leeway_s) {
+            int64_t exp_ms = (exp_s + c->policy.leeway_s) * 1000;
+            if (exp_ms < (int64_t)until) until = exp_ms > 0 ? (uint64_t)exp_ms : 0;
+        }
+        uint8_t key[PT_JWT_DIGEST_LEN];
+        token_digest(c, st->token, key);
+        pt_jwt_cache_put(w->cache, key, until, hs, nh, c->cache_max_entries, now_ms);
+    }
+    if (!c->forward_token) drop_token(c, req);
+    pt_metric_add(c->decisions, PT_JWT_R_ALLOWED, 1);
+    return PT_PLUGIN_CONTINUE;
+}
+
+/* The fetch the request waited for ended: decide now and resume. */
+static void wake(pt_jwks_waiter *wt)
+{
+    pt_jwt_state *st = (pt_jwt_state *)wt;
+    pt_txn_resume(st->txn, PT_SIDE_REQUEST, decide(st));
+}
+
+static pt_plugin_result jwt_on_request_headers(pt_txn *txn, const void *conf, void *state)
+{
+    const pt_jwt_conf *c = conf;
+    pt_jwt_state *st = state;
+    st->txn = txn;
+    st->conf = c;
+    pt_request *req = pt_txn_request(txn);
+    pt_arena *a = pt_txn_arena(txn);
+    /* Whatever happens, the client's copies of the claim headers go. */
+    for (size_t i = 0; i < c->nclaim_headers; i++) pt_headers_remove(&req->headers, c->claim_headers[i].header.p);
+
+    pt_jwt_token_found f = pt_jwt_find_token(c, req, &st->token);
+    if (f == PT_JWT_TOKEN_NONE) return deny(txn, c, PT_JWT_R_MISSING, NULL, "a bearer token is required");
+    if (f == PT_JWT_TOKEN_MANY)
+        return deny(txn, c, PT_JWT_R_INVALID, "invalid_request", "more than one token was presented");
+    if (st->token.n > c->max_token)
+        return deny(txn, c, PT_JWT_R_INVALID, "invalid_token", pt_jwt_err_text(PT_JWT_ERR_TOO_LARGE));
+
+    pt_jwt_worker *w = pt_txn_worker_state(txn, &pt_plugin_jwt);
+    if (c->cache && w) {
+        uint8_t key[PT_JWT_DIGEST_LEN];
+        token_digest(c, st->token, key);
+        const pt_jwt_entry *e = pt_jwt_cache_get(w->cache, key, pt_loop_wall_us(pt_txn_loop(txn)) / 1000);
+        if (e) {
+            for (uint32_t i = 0; i < e->nheaders; i++)
+                pt_headers_add(&req->headers, a, pt_arena_str(a, e->headers[i].name),
+                               pt_arena_str(a, e->headers[i].value));
+            if (!c->forward_token) drop_token(c, req);
+            pt_metric_add(c->decisions, PT_JWT_R_CACHE_HIT, 1);
+            /* Keep a JWKS source fresh even when every request hits the cache. */
+            if (c->jwks)
+                pt_jwks_src_refresh(pt_jwks_src_get(&w->sources, pt_txn_loop(txn), c->jwks), c->jwks,
+                                    pt_loop_now(pt_txn_loop(txn)), false);
+            return PT_PLUGIN_CONTINUE;
+        }
+    }
+    return decide(st);
+}
+
+static void jwt_on_pause_cancelled(pt_txn *txn, const void *conf, void *state, pt_side side)
+{
+    pt_jwks_waiter_cancel(&((pt_jwt_state *)state)->wait);
+}
+
+static void *jwt_worker_init(struct pt_loop *loop)
+{
+    pt_jwt_worker *w = pt_xcalloc(1, sizeof(*w));
+    w->cache = pt_jwt_cache_new();
+    return w;
+}
+
+static void jwt_worker_fini(struct pt_loop *loop, void *wstate)
+{
+    pt_jwt_worker *w = wstate;
+    if (!w) return;
+    pt_jwks_src_free_all(&w->sources);
+    pt_jwt_cache_free(w->cache);
+    free(w);
+}
+
+const pt_plugin_type pt_plugin_jwt = {
+    .name = "jwt",
+    .configure = jwt_configure,
+    .destroy = jwt_destroy,
+    .worker_init = jwt_worker_init,
+    .worker_fini = jwt_worker_fini,
+    .state_size = sizeof(pt_jwt_state),
+    .on_request_headers = jwt_on_request_headers,
+    .on_pause_cancelled = jwt_on_pause_cancelled,
+};

@@ -1,0 +1,129 @@
+/* jwt.h — private: the jwt plugin's configuration and its pure request
+ * helpers, exposed for unit tests. Design note and reference: docs/jwt.md.
+ *
+ *   plugins:
+ *     - jwt:
+ *         keys:                                   # keys from the configuration
+ *           - {alg: RS256, kid: k1, pem: "-----BEGIN PUBLIC KEY-----..."}
+ *           - {alg: ES256, pem_file: /etc/portico/es.pem}
+ *           - {alg: HS256, secret: "${JWT_SECRET}"}
+ *           - {alg: EdDSA, jwk: {kty: OKP, crv: Ed25519, x: "..."}}
+ *         jwks_file: /etc/portico/jwks.json       # a JWK Set read at load time
+ *         jwks_alg: RS256                          # alg for its keys that have none
+ *         jwks:                                    # a JWK Set fetched from the IdP (jwks_src.h)
+ *           upstream: idp
+ *           path: /.well-known/jwks.json
+ *           alg: RS256                             # for its keys without alg (else skipped)
+ *           refresh: 5m                            # without Cache-Control max-age
+ *           min_refresh: 30s                       # also: unknown-kid refetch rate limit
+ *           max_refresh: 24h
+ *           timeout: 5s
+ *         issuers: [https://idp.example]
+ *         audiences: [orders-api]
+ *         required_claims: [sub]
+ *         require_exp: true
+ *         leeway: 30s
+ *         typ: at+jwt
+ *         max_token_size: 8k
+ *         token: [{header: Authorization}, {query: access_token}, {cookie: jwt}]
+ *         realm: api
+ *         claims_to_headers: {sub: X-User-Id, email: X-User-Email}
+ *         forward_token: true
+ *         cache: {max_entries: 10000, ttl: 5m}    # or `cache: off`
+ */
+#ifndef PT_PLUGINS_JWT_JWT_H
+#define PT_PLUGINS_JWT_JWT_H
+
+#include "plugins/jwt/jwk.h"
+#include "plugins/jwt/jwks_src.h"
+#include "plugins/jwt/jws.h"
+#include "plugins/jwt/jwt_cache.h"
+#include "plugin/plugin.h"
+
+#define PT_JWT_MAX_MAX_TOKEN (64u << 10)
+#define PT_JWT_DEFAULT_CACHE_ENTRIES 10000
+#define PT_JWT_DEFAULT_CACHE_TTL_MS (5ull * 60 * 1000)
+#define PT_JWT_MAX_HEADER_VALUE 4096 /* a mapped claim longer than this is not forwarded */
+#define PT_JWT_SALT_LEN 16
+
+/* Where a token may come from. */
+typedef enum { PT_JWT_SRC_HEADER = 0, PT_JWT_SRC_QUERY, PT_JWT_SRC_COOKIE } pt_jwt_src_kind;
+
+typedef struct {
+    pt_jwt_src_kind kind;
+    pt_str name;   /* header, query parameter or cookie name (NUL-terminated) */
+    pt_str scheme; /* HEADER: required auth-scheme ("Bearer"), empty: the whole value */
+} pt_jwt_source;
+
+/* One claim -> upstream header mapping. */
+typedef struct {
+    const char *claim;
+    pt_str header;
+} pt_jwt_claim_header;
+
+typedef struct {
+    pt_jwt_keyset keys;       /* configured + JWKS file keys (owned; freed by destroy) */
+    pt_jwks_conf *jwks;       /* JWKS URL, or NULL */
+    pt_jwt_policy policy;
+    size_t max_token;
+    pt_jwt_source *sources;
+    size_t nsources;
+    pt_str realm;             /* quoted-string-safe */
+    pt_jwt_claim_header *claim_headers;
+    size_t nclaim_headers;
+    bool forward_token;
+    bool cache;
+    size_t cache_max_entries;
+    uint64_t cache_ttl_ms;
+    uint8_t salt[PT_JWT_SALT_LEN]; /* random per instance: cache namespace */
+    pt_metric_series *decisions;   /* portico_jwt_decisions_total{result} */
+} pt_jwt_conf;
+
+/* The `result` label of portico_jwt_decisions_total. */
+typedef enum {
+    PT_JWT_R_ALLOWED = 0,  /* verified now */
+    PT_JWT_R_CACHE_HIT,    /* allowed from the per-worker cache */
+    PT_JWT_R_MISSING,      /* no token presented: 401 */
+    PT_JWT_R_INVALID,      /* a token was refused: 401 (400 for several tokens) */
+    PT_JWT_R_UNAVAILABLE,  /* no key set could be fetched yet: 503 */
+} pt_jwt_result;
+
+/* Per-worker state of the type: the verified-token cache and the JWKS
+ * sources. */
+typedef struct {
+    pt_jwt_cache *cache;
+    pt_jwks_src *sources;
+} pt_jwt_worker;
+
+/* Per-request state (zeroed, in the request arena). */
+typedef struct {
+    pt_jwks_waiter wait;      /* first: the waiter is the state */
+    pt_txn *txn;
+    const pt_jwt_conf *conf;
+    pt_str token;             /* in the request's headers / target */
+    bool waited;              /* already waited once for a fetch: never again */
+    bool cleanup;             /* the arena cleanup is registered */
+} pt_jwt_state;
+
+extern const pt_plugin_type pt_plugin_jwt;
+
+/* Outcome of looking for the token. */
+typedef enum { PT_JWT_TOKEN_NONE = 0, PT_JWT_TOKEN_ONE, PT_JWT_TOKEN_MANY } pt_jwt_token_found;
+
+/* Looks for the token in the request as `sources` say: every occurrence of
+ * every source is considered; more than one token is MANY (RFC 6750 §2:
+ * one method only). A header with another auth-scheme is no token. */
+pt_jwt_token_found pt_jwt_find_token(const pt_jwt_conf *c, const pt_request *req, pt_str *token);
+
+/* The value sent upstream for a claim: strings as they are, numbers and
+ * booleans as JSON text, an array of strings joined with ",", anything
+ * else as compact JSON. Empty (not forwarded) when the result would hold
+ * control bytes or exceed PT_JWT_MAX_HEADER_VALUE. Allocated in `a`. */
+pt_str pt_jwt_claim_value(const json_t *v, pt_arena *a);
+
+/* The WWW-Authenticate value for a 401/400 (RFC 6750 §3), in `a`:
+ * `Bearer realm="R"` and, when err is non-NULL, error="err" and
+ * error_description="desc". */
+pt_str pt_jwt_www_authenticate(const pt_jwt_conf *c, const char *err, const char *desc, pt_arena *a);
+
+#endif
