@@ -372,6 +372,9 @@ void pt_conf_path_rules(pt_conf_ctx *ctx, const pt_conf_node *node, pt_path_rule
             pt_conf_error(ctx, n, "path_rules.%s: expected reject, %s or keep, got '%s'", path_rule_keys[i].key, res, v);
         else
             pt_conf_error(ctx, n, "path_rules.%s: expected reject or keep, got '%s'", path_rule_keys[i].key, v);
+    }
+}
+
 /* `auth: {mode: any|all, anonymous: CONSUMER}` (docs/authentication.md):
  * how the route's authentication plugins combine, and the consumer an
  * unauthenticated request goes on as. Consumers are loaded before routes. */
