@@ -758,20 +758,31 @@ static bool listener_http2(const pt_h1_conn *c)
     return c->base.listener < cfg->nlisteners && cfg->listeners[c->base.listener].http2;
 }
 
+/* HTTP/2 with prior knowledge: whether the first bytes of a plaintext
+ * connection are (the start of) the client preface. */
+static bool rbuf_is_preface(const pt_h1_conn *c)
+{
+    return !c->base.ssl && c->nrequests == 0 && c->rbuf.len && listener_http2(c) &&
+           memcmp(pt_buf_head(&c->rbuf), PT_H2_PREFACE, PT_MIN((size_t)c->rbuf.len, PT_H2_PREFACE_LEN)) == 0;
+}
+
 /* Parses as many requests as possible from rbuf (one at a time). */
 static void process_input(pt_h1_conn *c)
 {
     if (c->state != ST_HEAD || c->txn) return;
-    /* HTTP/2 with prior knowledge: the first bytes of a plaintext
-     * connection are the client preface. */
-    if (!c->base.ssl && c->nrequests == 0 && c->rbuf.len && listener_http2(c) &&
-        memcmp(pt_buf_head(&c->rbuf), PT_H2_PREFACE, PT_MIN((size_t)c->rbuf.len, PT_H2_PREFACE_LEN)) == 0) {
+    if (rbuf_is_preface(c)) {
         if (c->rbuf.len >= PT_H2_PREFACE_LEN) {
             handoff_h2(c);
             return;
         }
-        if (c->peer_closed) conn_close(c);
-        else conn_update_events(c); /* wait for the rest of the preface */
+        if (c->peer_closed) {
+            conn_close(c);
+            return;
+        }
+        /* wait for the rest of the preface, within the header deadline */
+        if (c->timer_kind != TM_HEADER)
+            set_timer(c, TM_HEADER, pt_loop_now(c->base.w->loop) + conn_cfg(c)->timeouts.header_ms);
+        conn_update_events(c);
         return;
     }
     if (c->wbuf.len >= WBUF_HIGH) {
@@ -787,8 +798,13 @@ static void process_input(pt_h1_conn *c)
             return;
         }
         /* Pending output keeps its send timeout; flush_now arms the idle
-         * timeout once it has drained. */
-        if (!c->wbuf.len) set_timer(c, TM_IDLE, pt_loop_now(c->base.w->loop) + conn_cfg(c)->timeouts.idle_ms);
+         * timeout once it has drained. A new connection waits for its
+         * first request within the header deadline armed at its start. */
+        if (!c->wbuf.len) {
+            uint64_t now = pt_loop_now(c->base.w->loop);
+            if (c->nrequests) set_timer(c, TM_IDLE, now + conn_cfg(c)->timeouts.idle_ms);
+            else if (c->timer_kind != TM_HEADER) set_timer(c, TM_HEADER, now + conn_cfg(c)->timeouts.header_ms);
+        }
         conn_update_events(c);
         return;
     }
@@ -941,6 +957,12 @@ static void on_timer(pt_loop *loop, pt_timer *t)
         conn_close(c);
         return;
     case TM_HEADER: {
+        /* A new connection that sent no request (nothing, or part of the
+         * h2c preface): just close. */
+        if (c->nrequests == 0 && (!c->rbuf.len || rbuf_is_preface(c))) {
+            conn_close(c);
+            return;
+        }
         /* Partial head: answer 408 and close. */
         ensure_request(c);
         c->rq->sent = 0;
@@ -1060,6 +1082,7 @@ static void h1_drain(pt_conn *base)
 {
     pt_h1_conn *c = (pt_h1_conn *)base;
     if (c->state == ST_HEAD && !c->txn && !c->rbuf.len && !c->wbuf.len) conn_close(c); /* idle keep-alive */
+    else if (c->state == ST_HEAD && !c->txn && rbuf_is_preface(c)) conn_close(c); /* no request yet */
     else if (c->state != ST_HEAD || c->txn) c->close_after = true;
 }
 
@@ -1080,13 +1103,13 @@ void pt_h1_conn_start(pt_conn *base, uint64_t header_deadline)
     c->state = ST_HEAD;
     c->reading = true;
     if (base->w->draining) c->close_after = true;
+    /* The first request head must be complete by the header deadline
+     * (counted from accept: after a TLS handshake it is the handshake's). */
     if (!header_deadline) {
-        set_timer(c, TM_IDLE, pt_loop_now(base->w->loop) + conn_cfg(c)->timeouts.idle_ms);
+        set_timer(c, TM_HEADER, pt_loop_now(base->w->loop) + conn_cfg(c)->timeouts.header_ms);
         return;
     }
-    /* after a TLS handshake: its deadline also bounds the first request
-     * head, which may already be decrypted and pending inside OpenSSL */
     set_timer(c, TM_HEADER, header_deadline);
     conn_update_events(c);
-    queue_work(c, WORK_READ);
+    queue_work(c, WORK_READ); /* the first request may already be decrypted inside OpenSSL */
 }

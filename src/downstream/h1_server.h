@@ -22,9 +22,11 @@ typedef struct pt_h1_conn pt_h1_conn;
 size_t pt_h1_conn_size(void);
 
 /* Starts HTTP/1.1 on `c`, a zeroed struct of pt_h1_conn_size() bytes whose
- * shared part is set up (accepted, or moved after a TLS handshake). With a
- * `header_deadline` (after a handshake) the first request head must be
- * complete by then; otherwise the idle timeout runs until its first byte. */
+ * shared part is set up (accepted, or moved after a TLS handshake). The
+ * first request head must be complete by `header_deadline` (after a
+ * handshake: the handshake's), or 0: timeouts.header from now; a
+ * connection that sent nothing by then is closed without an answer, a
+ * partial head gets a 408. Between requests the idle timeout applies. */
 void pt_h1_conn_start(pt_conn *c, uint64_t header_deadline);
 
 #endif

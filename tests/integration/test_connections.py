@@ -88,6 +88,18 @@ class GW:
         self.pki = pki
         self.plain_label = "127.0.0.1:%d" % self.plain
         self.tls_label = "127.0.0.1:%d" % self.tls
+        # The fixture's readiness probe (a connect and close on the plain
+        # port) holds a connection-limit slot until the worker has accepted
+        # and closed it: wait for that, or a test's first connection can
+        # race it and be refused.
+        deadline = time.monotonic() + 10
+        while True:
+            m = scrape(self.admin)
+            if (value(m, "portico_connections_total", listener=self.plain_label) or 0) >= 1 and \
+                    value(m, "portico_open_connections", listener=self.plain_label) == 0:
+                break
+            assert time.monotonic() < deadline, "the readiness probe was never accepted and closed"
+            time.sleep(0.02)
 
     def gauge(self):
         s = scrape(self.admin)
