@@ -254,11 +254,12 @@ static void conf_limits(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *c
     cfg->limits.max_buffered_body = 1u << 20;
     cfg->limits.stream_buffer = 64u << 10;
     cfg->limits.stream_buffer_memory = 64u << 20;
+    cfg->limits.output_buffer = 64u << 10;
     const pt_conf_node *m = pt_conf_opt(root, "limits");
     static const char *const keys[] = {"max_request_line", "max_header_size", "max_headers", "max_body_size",
                                        "max_connections", "max_connections_per_client", "min_body_rate",
                                        "http2_max_concurrent_streams", "max_buffered_body", "stream_buffer",
-                                       "stream_buffer_memory", NULL};
+                                       "stream_buffer_memory", "output_buffer", NULL};
     if (!m || !pt_conf_check_keys(ctx, m, keys, "limits")) return;
     opt_size32(ctx, m, "max_request_line", 64, &cfg->limits.max_request_line);
     opt_size32(ctx, m, "max_header_size", 256, &cfg->limits.max_header_size);
@@ -285,6 +286,11 @@ static void conf_limits(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *c
     }
     n = pt_conf_opt(m, "stream_buffer_memory");
     if (n && pt_conf_size(ctx, n, &sz)) cfg->limits.stream_buffer_memory = sz;
+    n = pt_conf_opt(m, "output_buffer");
+    if (n && pt_conf_size(ctx, n, &sz)) {
+        if (sz < 16384 || sz > (16u << 20)) pt_conf_error(ctx, n, "output_buffer must be between 16k and 16m");
+        else cfg->limits.output_buffer = (uint32_t)sz;
+    }
 }
 
 static void conf_timeouts(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg)

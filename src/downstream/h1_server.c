@@ -35,8 +35,6 @@
 #include "server/worker.h"
 #include "net/tls_io.h"
 
-#define WBUF_HIGH (64u * 1024)
-#define WBUF_LOW (16u * 1024)
 #define ZEROCOPY_MIN 4096u /* body pieces at least this large are written with writev */
 #define READ_CHUNK 16384u
 /* After a local response, up to this much unread request body is read and
@@ -112,7 +110,14 @@ static void queue_work(pt_h1_conn *c, uint8_t work);
 static bool conn_wants_read(const pt_h1_conn *c);
 static void release_request(pt_h1_conn *c);
 
-static inline const pt_config *conn_cfg(pt_h1_conn *c) { return c->base.w->wgen->gen->cfg; }
+static inline const pt_config *conn_cfg(const pt_h1_conn *c) { return c->base.w->wgen->gen->cfg; }
+
+/* Output watermarks: above the high one (limits.output_buffer) the txn is
+ * told to stop producing (backpressure) and no pipelined request is read;
+ * below the low one it is woken again. They bound what a connection whose
+ * client does not read holds: the high mark plus one piece. */
+static inline uint32_t wbuf_high(const pt_h1_conn *c) { return conn_cfg(c)->limits.output_buffer; }
+static inline uint32_t wbuf_low(const pt_h1_conn *c) { return conn_cfg(c)->limits.output_buffer / 4; }
 
 static void set_timer(pt_h1_conn *c, int kind, uint64_t deadline);
 static void body_pace_update(pt_h1_conn *c);
@@ -178,9 +183,9 @@ static void flush_now_ex(pt_h1_conn *c, bool in_txn_callback)
         /* Send inactivity timeout: every bit of progress restarts it. */
         if (progressed || c->timer_kind != TM_SEND)
             set_timer(c, TM_SEND, pt_loop_now(c->base.w->loop) + conn_cfg(c)->timeouts.idle_ms);
-        if (c->wbuf.len < WBUF_LOW && c->txn && !c->txn_done) pt_txn_on_downstream_writable(c->txn);
+        if (c->wbuf.len < wbuf_low(c) && c->txn && !c->txn_done) pt_txn_on_downstream_writable(c->txn);
     }
-    if (c->state == ST_HEAD && !c->txn && c->rbuf.len && c->wbuf.len < WBUF_LOW && !c->close_after)
+    if (c->state == ST_HEAD && !c->txn && c->rbuf.len && c->wbuf.len < wbuf_low(c) && !c->close_after)
         queue_work(c, WORK_NEXT);
     if (c->state != ST_CLOSED) conn_update_events(c);
 }
@@ -299,7 +304,7 @@ static bool ds_send_body(void *stream, const char *data, size_t len)
 {
     pt_h1_conn *c = stream;
     if (c->write_failed) return false;
-    if (!len) return c->wbuf.len < WBUF_HIGH;
+    if (!len) return c->wbuf.len < wbuf_high(c);
     if (c->rq->req && c->rq->req->method == PT_METHOD_HEAD) return true;
     char hdr[24];
     struct iovec iov[3];
@@ -317,15 +322,15 @@ static bool ds_send_body(void *stream, const char *data, size_t len)
      * loop iteration). At the watermark, one writev(2) sends the queue plus
      * this piece without copying it — unless the socket is known to be full
      * (waiting for EPOLLOUT), where writing would only trickle. */
-    if (total < ZEROCOPY_MIN || c->wbuf.len + total < WBUF_HIGH || (c->base.io.events & EPOLLOUT) || c->base.ssl) {
+    if (total < ZEROCOPY_MIN || c->wbuf.len + total < wbuf_high(c) || (c->base.io.events & EPOLLOUT) || c->base.ssl) {
         for (int i = 0; i < n; i++) pt_buf_append(&c->wbuf, iov[i].iov_base, iov[i].iov_len);
-        if (c->wbuf.len >= WBUF_HIGH) {
+        if (c->wbuf.len >= wbuf_high(c)) {
             flush_now_ex(c, true); /* try at once; the caller pauses if still high */
             if (c->write_failed) return false;
         } else {
             schedule_flush(c);
         }
-        return c->wbuf.len < WBUF_HIGH;
+        return c->wbuf.len < wbuf_high(c);
     }
     size_t queued = c->wbuf.len + total;
     int wrc = pt_buf_writev(c->base.io.fd, &c->wbuf, iov, n);
@@ -342,7 +347,7 @@ static bool ds_send_body(void *stream, const char *data, size_t len)
             set_timer(c, TM_SEND, pt_loop_now(c->base.w->loop) + conn_cfg(c)->timeouts.idle_ms);
         conn_update_events(c);
     }
-    return c->wbuf.len < WBUF_HIGH;
+    return c->wbuf.len < wbuf_high(c);
 }
 
 static void ds_send_end(void *stream, pt_str trailers)
@@ -602,7 +607,7 @@ static const pt_downstream_ops ds_ops = {
 /* Whether the connection wants request bytes now. */
 static bool conn_wants_read(const pt_h1_conn *c)
 {
-    return !c->peer_closed && ((c->state == ST_HEAD && !c->txn && !c->close_after && c->wbuf.len < WBUF_HIGH) ||
+    return !c->peer_closed && ((c->state == ST_HEAD && !c->txn && !c->close_after && c->wbuf.len < wbuf_high(c)) ||
                                (c->want_body && !c->body_done));
 }
 
@@ -785,7 +790,7 @@ static void process_input(pt_h1_conn *c)
         conn_update_events(c);
         return;
     }
-    if (c->wbuf.len >= WBUF_HIGH) {
+    if (c->wbuf.len >= wbuf_high(c)) {
         /* The client is not reading its responses: stop taking pipelined
          * requests until the output drains (flush_now resumes us). */
         conn_update_events(c);

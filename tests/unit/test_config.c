@@ -363,6 +363,10 @@ TEST(stream_buffer_limits)
     pt_config_free(cfg);
     CHECK(fails_with(MINIMAL "limits: {stream_buffer: 8k}\n", "t.yaml:2:25: stream_buffer must be between 16k and 16m"));
     CHECK(fails_with(MINIMAL "limits: {stream_buffer: 32m}\n", "t.yaml:2:25: stream_buffer must be between 16k and 16m"));
+    cfg = load(MINIMAL "limits: {output_buffer: 16k}\n", &e);
+    CHECK(cfg && cfg->limits.output_buffer == 16 * 1024);
+    pt_config_free(cfg);
+    CHECK(fails_with(MINIMAL "limits: {output_buffer: 4k}\n", "t.yaml:2:25: output_buffer must be between 16k and 16m"));
 }
 
 /* --------------------------------------------------------------- errors */
