@@ -193,3 +193,70 @@ def test_consumer_config_errors(tmp_path, conf, err):
                                                           "consumer": conf}}], listen="127.0.0.1:1")
     out = run_check(tmp_path, to_yaml(cfg))
     assert out.returncode == 1 and err in out.stderr.decode(), out.stderr
+
+
+# ------------------------------------------- required scopes and claims (acl)
+
+def insufficient(r, scope=None):
+    problem_check(r, 403)
+    www = r.header_all("WWW-Authenticate")
+    want = 'Bearer error="insufficient_scope"' + (', scope="%s"' % scope if scope else "")
+    assert www == [want], www
+
+
+def test_acl_scopes_per_method_and_bearer_challenge(portico, echo):
+    acl = {"scopes": ["orders:read"], "methods": {"POST": {"scopes": ["orders:read", "orders:write"]}}}
+    p = start(portico, echo, [{"key_auth": {}}, jwt_plugin(), {"acl": acl}])
+    read = tok("zed", scope="orders:read profile")
+    with Client(p.port) as c:  # the second round comes from the cache: scopes restored
+        for _ in range(2):
+            assert c.request("GET", "/o", headers=bearer(read)).status == 200
+            insufficient(c.request("POST", "/o", headers=bearer(read)), "orders:read orders:write")
+    assert get(p, bearer(tok("zed", scp=["orders:write", "orders:read"])), method="POST").status == 200
+    assert get(p, bearer(tok("zed", scp="orders:read")), method="GET").status == 200
+    insufficient(get(p, bearer(tok("zed"))), "orders:read")
+    insufficient(get(p, bearer(tok("zed", scope="orders:reader"))), "orders:read")
+    # a key holder has no scopes: 403, and no Bearer challenge for a key
+    r = get(p, {"X-API-Key": ALICE_KEY})
+    problem_check(r, 403)
+    assert r.header_all("WWW-Authenticate") == []
+    # nobody: 401
+    problem_check(get(p), 401)
+    # malformed scope claims refuse the token
+    for bad in ([1], "a\"b", ["x" * 257]):
+        refused(get(p, bearer(tok("zed", scope=bad))), detail="scopes")
+
+
+def test_acl_claims(portico, echo):
+    acl = {"allow": ["staff", "dev"], "claims": {"tenant": "acme", "amr": ["mfa", "hwk"], "client_id": "app-1",
+                                                 "email_verified": "true"}}
+    p = start(portico, echo, [jwt_plugin(groups_claim="groups"), {"acl": acl}])
+    good = dict(groups=["dev"], tenant="acme", amr=["pwd", "mfa"], azp="app-1", email_verified=True)
+    with Client(p.port) as c:
+        for _ in range(2):
+            assert c.request("GET", "/c", headers=bearer(tok("zed", **good))).status == 200
+    for change in ({"tenant": "other"}, {"tenant": None}, {"amr": ["pwd"]}, {"amr": "pwd mfa"},
+                   {"azp": "app-2"}, {"email_verified": False}, {"tenant": {"id": "acme"}}):
+        insufficient(get(p, bearer(tok("zed", **dict(good, **change)))))
+    # client_id wins over azp
+    assert get(p, bearer(tok("zed", **dict(good, client_id="app-1", azp="x")))).status == 200
+    insufficient(get(p, bearer(tok("zed", **dict(good, client_id="app-9", azp="app-1")))))
+    # the group rule still comes first: plain 403 without a challenge
+    r = get(p, bearer(tok("zed", **dict(good, groups=["other"]))))
+    problem_check(r, 403)
+    assert r.header_all("WWW-Authenticate") == []
+
+
+@pytest.mark.parametrize("acl,err", [
+    ({"scopes": ["a b"]}, "scope-token"),
+    ({"scopes": []}, "non-empty list"),
+    ({"claims": []}, "acl.claims"),
+    ({"methods": {"GET": {"bogus": 1}}}, "bogus"),
+    ({}, "at least one of allow, deny, scopes or claims"),
+])
+def test_acl_config_errors(tmp_path, acl, err):
+    from test_auth_keys import run_check
+    from conftest import to_yaml
+    cfg = simple_config("127.0.0.1:1", plugins=[{"acl": acl}], listen="127.0.0.1:1")
+    out = run_check(tmp_path, to_yaml(cfg))
+    assert out.returncode == 1 and err in out.stderr.decode(), out.stderr

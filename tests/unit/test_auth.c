@@ -248,4 +248,20 @@ TEST(acl_decisions)
     CHECK(!pt_acl_allows(&c, &s, PT_METHOD_DELETE));
 }
 
+TEST(acl_claim_values)
+{
+    const char *v[] = {"acme", "mfa", "true", "42"};
+    CHECK(pt_acl_claim_matches(PT_STR_LIT("acme"), v, 1));
+    CHECK(!pt_acl_claim_matches(PT_STR_LIT("acme2"), v, 1));
+    CHECK(!pt_acl_claim_matches(PT_STR_NULL, v, 4));       /* absent */
+    CHECK(!pt_acl_claim_matches(PT_STR_LIT(""), v, 4));
+    CHECK(pt_acl_claim_matches(PT_STR_LIT("[\"pwd\",\"mfa\"]"), v, 2));
+    CHECK(!pt_acl_claim_matches(PT_STR_LIT("[\"pwd\",\"otp\"]"), v, 4));
+    CHECK(pt_acl_claim_matches(PT_STR_LIT("[1,42]"), v, 4));
+    CHECK(pt_acl_claim_matches(PT_STR_LIT("true"), v, 4));
+    CHECK(!pt_acl_claim_matches(PT_STR_LIT("[[\"acme\"]]"), v, 4)); /* nested: no */
+    CHECK(!pt_acl_claim_matches(PT_STR_LIT("[\"acme\""), v, 4));    /* not JSON */
+    CHECK(!pt_acl_claim_matches(PT_STR_LIT("{\"acme\":1}"), v, 4));
+}
+
 TEST_MAIN()
