@@ -149,6 +149,14 @@ typedef struct {
     const pt_consumer *consumer;
 } pt_consumer_key;
 
+/* One client-certificate identity (`credentials.mtls`) and its consumer:
+ * "subject:<RFC 2253 DN>" or a SAN "DNS:<name>", "URI:<uri>",
+ * "email:<address>" (',' written "%2C", as pt_txn_client_cert_sans). */
+typedef struct {
+    const char *id;
+    const pt_consumer *consumer;
+} pt_consumer_cert;
+
 /* All consumers of a configuration, with O(1) lookups built at load:
  * open-addressing tables of indexes + 1 (0 = empty), sizes powers of two. */
 typedef struct {
@@ -156,8 +164,10 @@ typedef struct {
     size_t n;
     pt_consumer_key *keys;
     size_t nkeys;
-    uint32_t *by_name, *by_user, *by_key;
-    size_t name_mask, user_mask, key_mask;
+    pt_consumer_cert *certs;
+    size_t ncerts;
+    uint32_t *by_name, *by_user, *by_key, *by_cert;
+    size_t name_mask, user_mask, key_mask, cert_mask;
 } pt_consumers;
 
 /* Upstream identity headers (`identity_headers:`): set on the upstream
@@ -365,6 +375,10 @@ const pt_consumer *pt_consumer_find(const pt_consumers *cs, pt_str name);
 /* The consumer whose API key has SHA-256 `digest` (compared in constant
  * time once the table slot is found), or NULL. */
 const pt_consumer *pt_consumer_by_key_digest(const pt_consumers *cs, const uint8_t digest[32]);
+/* The consumer whose `credentials.mtls` holds certificate identity `id`
+ * ("subject:CN=a,O=b", "DNS:a.example", "URI:spiffe://...",
+ * "email:a@b"), or NULL. */
+const pt_consumer *pt_consumer_by_cert(const pt_consumers *cs, pt_str id);
 /* The consumer with basic credential user `user`, or NULL. */
 const pt_consumer *pt_consumer_by_basic_user(const pt_consumers *cs, pt_str user);
 /* Metadata value for `key`, or a null slice. */

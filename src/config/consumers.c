@@ -74,6 +74,16 @@ const pt_consumer *pt_consumer_by_key_digest(const pt_consumers *cs, const uint8
     }
 }
 
+const pt_consumer *pt_consumer_by_cert(const pt_consumers *cs, pt_str id)
+{
+    if (!cs->by_cert) return NULL;
+    for (size_t i = name_hash(id) & cs->cert_mask;; i = (i + 1) & cs->cert_mask) {
+        uint32_t ix = cs->by_cert[i];
+        if (!ix) return NULL;
+        if (pt_str_eq(pt_str_c(cs->certs[ix - 1].id), id)) return cs->certs[ix - 1].consumer;
+    }
+}
+
 pt_str pt_consumer_meta_get(const pt_consumer *c, pt_str key)
 {
     for (size_t i = 0; c && i < c->nmetadata; i++)
@@ -213,15 +223,80 @@ static void conf_keys(pt_conf_ctx *ctx, const pt_conf_node *list, pt_consumer *c
     }
 }
 
-/* `credentials: {keys: [...], basic: {username, password_hash}}`. */
-static void conf_credentials(pt_conf_ctx *ctx, const pt_conf_node *cr, pt_consumer *c, pt_consumer_key **keys,
-                             size_t *nkeys, size_t *cap)
+/* Growing list of certificate identities while consumers are read. */
+typedef struct {
+    pt_consumer_cert *v;
+    size_t n, cap;
+} cert_list;
+
+static void cert_add(pt_conf_ctx *ctx, cert_list *l, const char *id, const pt_consumer *c)
 {
-    static const char *const allowed[] = {"keys", "basic", NULL};
+    if (l->n == l->cap) {
+        size_t nc = l->cap ? l->cap * 2 : 16;
+        pt_consumer_cert *nv = pt_arena_alloc(ctx->arena, nc * sizeof(*nv));
+        if (l->n) memcpy(nv, l->v, l->n * sizeof(*nv));
+        l->v = nv;
+        l->cap = nc;
+    }
+    l->v[l->n++] = (pt_consumer_cert){id, c};
+}
+
+/* `mtls: {subject: DN | [DNs], san: SAN | [SANs]}`: certificate
+ * identities, stored in the form the TLS layer reports them. */
+static void conf_mtls(pt_conf_ctx *ctx, const pt_conf_node *m, pt_consumer *c, cert_list *certs)
+{
+    static const char *const allowed[] = {"subject", "san", NULL};
+    if (m->kind != PT_NODE_MAP || !pt_conf_check_keys(ctx, m, allowed, "credentials.mtls")) {
+        if (m->kind != PT_NODE_MAP)
+            pt_conf_error(ctx, m, "consumer %s: credentials.mtls must be {subject: DN, san: \"URI:...\"}", c->name);
+        return;
+    }
+    for (int k = 0; k < 2; k++) {
+        const pt_conf_node *n = pt_conf_get(m, allowed[k]);
+        if (!n) continue;
+        const pt_conf_node *const *items = n->kind == PT_NODE_SEQ ? (const pt_conf_node *const *)n->vals : &n;
+        size_t count = n->kind == PT_NODE_SEQ ? n->n : 1;
+        for (size_t i = 0; i < count; i++) {
+            char *v;
+            if (!pt_conf_string(ctx, items[i], &v)) continue;
+            size_t vl = strlen(v);
+            bool ok = vl > 0 && vl < 1024 && text_ok(v, vl);
+            if (ok && k == 1)
+                ok = (!strncmp(v, "DNS:", 4) && v[4]) || (!strncmp(v, "URI:", 4) && v[4]) ||
+                     (!strncmp(v, "email:", 6) && v[6]);
+            if (!ok) {
+                pt_conf_error(ctx, items[i],
+                              k == 0 ? "consumer %s: mtls subject must be an RFC 2253 DN such as \"CN=alice,O=Acme\""
+                                     : "consumer %s: mtls san must be \"DNS:name\", \"URI:uri\" or \"email:address\"",
+                              c->name);
+                continue;
+            }
+            /* the TLS layer writes ',' inside a SAN value as "%2C" */
+            size_t commas = 0;
+            for (const char *q = v; k == 1 && *q; q++) commas += *q == ',';
+            char *id = pt_arena_alloc(ctx->arena, vl + 2 * commas + 9), *o = id;
+            if (k == 0) o += sprintf(o, "subject:");
+            for (const char *q = v; *q; q++) {
+                if (k == 1 && *q == ',') o += sprintf(o, "%%2C");
+                else *o++ = *q;
+            }
+            *o = '\0';
+            cert_add(ctx, certs, id, c);
+        }
+    }
+}
+
+/* `credentials: {keys: [...], basic: {username, password_hash}, mtls: {...}}`. */
+static void conf_credentials(pt_conf_ctx *ctx, const pt_conf_node *cr, pt_consumer *c, pt_consumer_key **keys,
+                             size_t *nkeys, size_t *cap, cert_list *certs)
+{
+    static const char *const allowed[] = {"keys", "basic", "mtls", NULL};
     static const char *const basic_keys[] = {"username", "password_hash", NULL};
     if (!pt_conf_check_keys(ctx, cr, allowed, "credentials")) return;
     const pt_conf_node *ks = pt_conf_get(cr, "keys");
     if (ks) conf_keys(ctx, ks, c, keys, nkeys, cap);
+    const pt_conf_node *mt = pt_conf_get(cr, "mtls");
+    if (mt) conf_mtls(ctx, mt, c, certs);
     const pt_conf_node *b = pt_conf_get(cr, "basic");
     if (!b) return;
     if (!pt_conf_check_keys(ctx, b, basic_keys, "credentials.basic")) return;
@@ -256,7 +331,7 @@ static void conf_credentials(pt_conf_ctx *ctx, const pt_conf_node *cr, pt_consum
 
 /* One consumer mapping into *c (name already checked unique by the caller). */
 static bool conf_consumer(pt_conf_ctx *ctx, const pt_conf_node *m, pt_consumer *c, pt_consumer_key **keys,
-                          size_t *nkeys, size_t *cap)
+                          size_t *nkeys, size_t *cap, cert_list *certs)
 {
     static const char *const allowed[] = {"name", "groups", "metadata", "credentials", NULL};
     if (!pt_conf_check_keys(ctx, m, allowed, "consumer")) return false;
@@ -312,7 +387,7 @@ static bool conf_consumer(pt_conf_ctx *ctx, const pt_conf_node *m, pt_consumer *
         }
     }
     const pt_conf_node *cr = pt_conf_get(m, "credentials");
-    if (cr) conf_credentials(ctx, cr, c, keys, nkeys, cap);
+    if (cr) conf_credentials(ctx, cr, c, keys, nkeys, cap, certs);
     return true;
 }
 
@@ -372,30 +447,53 @@ void pt_conf_read_consumers(pt_conf_ctx *ctx, const pt_conf_node *root, pt_confi
     pt_consumers *cs = &cfg->consumers;
     cs->v = pt_arena_calloc(ctx->arena, (list->n ? list->n : 1) * sizeof(*cs->v));
     size_t cap = 0;
+    cert_list certs = {0};
     cs->name_mask = table_size(list->n) - 1;
     cs->by_name = pt_arena_calloc(ctx->arena, (cs->name_mask + 1) * sizeof(uint32_t));
     cs->user_mask = cs->name_mask;
     cs->by_user = pt_arena_calloc(ctx->arena, (cs->user_mask + 1) * sizeof(uint32_t));
     for (size_t i = 0; i < list->n; i++) {
         pt_consumer *c = &cs->v[cs->n];
-        size_t before = cs->nkeys;
-        if (!conf_consumer(ctx, list->vals[i], c, &cs->keys, &cs->nkeys, &cap)) continue;
+        size_t before = cs->nkeys, before_certs = certs.n;
+        if (!conf_consumer(ctx, list->vals[i], c, &cs->keys, &cs->nkeys, &cap, &certs)) {
+            certs.n = before_certs;
+            continue;
+        }
         c->line = list->vals[i]->line;
         if (pt_consumer_find(cs, pt_str_c(c->name))) {
             pt_conf_error(ctx, pt_conf_get(list->vals[i], "name"), "consumer \"%s\" is declared twice", c->name);
             cs->nkeys = before;
+            certs.n = before_certs;
             continue;
         }
         if (c->basic_user && pt_consumer_by_basic_user(cs, pt_str_c(c->basic_user))) {
             pt_conf_error(ctx, pt_conf_get(list->vals[i], "credentials"),
                           "consumer %s: basic username \"%s\" belongs to another consumer", c->name, c->basic_user);
             cs->nkeys = before;
+            certs.n = before_certs;
             continue;
         }
         cs->n++;
         table_put(cs->by_name, cs->name_mask, name_hash(pt_str_c(c->name)), (uint32_t)cs->n);
         if (c->basic_user)
             table_put(cs->by_user, cs->user_mask, name_hash(pt_str_c(c->basic_user)), (uint32_t)cs->n);
+    }
+    /* the certificate identity table; an identity on two consumers is refused */
+    cs->certs = certs.v;
+    if (certs.n) {
+        cs->cert_mask = table_size(certs.n) - 1;
+        cs->by_cert = pt_arena_calloc(ctx->arena, (cs->cert_mask + 1) * sizeof(uint32_t));
+        for (size_t i = 0; i < certs.n; i++) {
+            const pt_consumer *owner = pt_consumer_by_cert(cs, pt_str_c(certs.v[i].id));
+            if (owner == certs.v[i].consumer) continue; /* listed twice on one consumer */
+            if (owner) {
+                pt_conf_error(ctx, list, "consumers %s and %s share the mTLS identity \"%s\"", owner->name,
+                              certs.v[i].consumer->name, certs.v[i].id);
+                continue;
+            }
+            table_put(cs->by_cert, cs->cert_mask, name_hash(pt_str_c(certs.v[i].id)), (uint32_t)(i + 1));
+            cs->ncerts = i + 1;
+        }
     }
     if (!cs->nkeys) return;
     /* the key table (consumer pointers point into cs->v, which never

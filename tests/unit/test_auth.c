@@ -7,6 +7,7 @@
 
 #include "config/config.h"
 #include "plugins/acl/acl.h"
+#include "plugins/mtls_auth/mtls_auth.h"
 #include "plugins/basic_auth/basic_auth.h"
 #include "plugins/key_auth/key_auth.h"
 #include "testlib.h"
@@ -87,6 +88,51 @@ TEST(consumers_load_and_lookup)
         pt_config_free(cfg);
     }
     pt_errors_free(&e);
+}
+
+TEST(consumers_mtls_identities)
+{
+    pt_errors e = {0};
+    pt_config *cfg = load(BASE "consumers:\n"
+                               "  - name: alice\n"
+                               "    credentials: {mtls: {subject: 'CN=alice,O=Acme', san: ['URI:spiffe://a/x', "
+                               "'DNS:alice.test', 'URI:spiffe://a,b']}}\n"
+                               "  - name: bob\n"
+                               "    credentials: {mtls: {san: 'email:bob@acme.com'}}\n",
+                          &e);
+    for (size_t i = 0; i < e.n; i++) fprintf(stderr, "    error: %s\n", e.msgs[i]);
+    CHECK(cfg != NULL);
+    if (cfg) {
+        const pt_consumers *cs = &cfg->consumers;
+        const pt_consumer *a = pt_consumer_find(cs, PT_STR_LIT("alice")), *b = pt_consumer_find(cs, PT_STR_LIT("bob"));
+        CHECK(pt_consumer_by_cert(cs, PT_STR_LIT("subject:CN=alice,O=Acme")) == a);
+        CHECK(pt_consumer_by_cert(cs, PT_STR_LIT("URI:spiffe://a/x")) == a);
+        CHECK(pt_consumer_by_cert(cs, PT_STR_LIT("DNS:alice.test")) == a);
+        CHECK(pt_consumer_by_cert(cs, PT_STR_LIT("URI:spiffe://a%2Cb")) == a); /* as the TLS layer writes it */
+        CHECK(pt_consumer_by_cert(cs, PT_STR_LIT("email:bob@acme.com")) == b);
+        CHECK(pt_consumer_by_cert(cs, PT_STR_LIT("CN=alice,O=Acme")) == NULL);
+        CHECK(pt_consumer_by_cert(cs, PT_STR_LIT("DNS:alice.tes")) == NULL);
+        pt_config_free(cfg);
+    }
+    pt_errors_free(&e);
+    CHECK(fails_with(BASE "consumers:\n  - {name: a, credentials: {mtls: {san: 'IP:10.0.0.1'}}}\n", "t.yaml:6:"));
+    CHECK(fails_with(BASE "consumers:\n  - {name: a, credentials: {mtls: {cn: a}}}\n", "t.yaml:6:"));
+    CHECK(fails_with(BASE "consumers:\n  - {name: a, credentials: {mtls: {san: 'DNS:x'}}}\n"
+                          "  - {name: b, credentials: {mtls: {san: 'DNS:x'}}}\n",
+                     "t.yaml:"));
+}
+
+TEST(mtls_subject_cn)
+{
+    pt_str cn = PT_STR_NULL;
+    CHECK_INT(pt_mtls_subject_cn(PT_STR_LIT("CN=alice,O=Acme"), &cn), 1);
+    CHECK_SLICE(cn, "alice");
+    CHECK_INT(pt_mtls_subject_cn(PT_STR_LIT("O=Acme\\,CN=x,CN=bob"), &cn), 1); /* an escaped ',' is data */
+    CHECK_SLICE(cn, "bob");
+    CHECK_INT(pt_mtls_subject_cn(PT_STR_LIT("O=Acme,OU=CN=x"), &cn), 0);
+    CHECK_INT(pt_mtls_subject_cn(PT_STR_LIT("CN=a+CN=b,O=x"), &cn), -1);
+    CHECK_INT(pt_mtls_subject_cn(PT_STR_LIT("CN=a,CN=b"), &cn), -1);
+    CHECK_INT(pt_mtls_subject_cn(PT_STR_LIT(""), &cn), 0);
 }
 
 TEST(consumers_many_keys_all_found)
@@ -246,6 +292,22 @@ TEST(acl_decisions)
     CHECK(!pt_acl_allows(&c, &a, PT_METHOD_GET));
     CHECK(pt_acl_allows(&c, &a, PT_METHOD_DELETE));
     CHECK(!pt_acl_allows(&c, &s, PT_METHOD_DELETE));
+}
+
+TEST(acl_claim_values)
+{
+    const char *v[] = {"acme", "mfa", "true", "42"};
+    CHECK(pt_acl_claim_matches(PT_STR_LIT("acme"), v, 1));
+    CHECK(!pt_acl_claim_matches(PT_STR_LIT("acme2"), v, 1));
+    CHECK(!pt_acl_claim_matches(PT_STR_NULL, v, 4));       /* absent */
+    CHECK(!pt_acl_claim_matches(PT_STR_LIT(""), v, 4));
+    CHECK(pt_acl_claim_matches(PT_STR_LIT("[\"pwd\",\"mfa\"]"), v, 2));
+    CHECK(!pt_acl_claim_matches(PT_STR_LIT("[\"pwd\",\"otp\"]"), v, 4));
+    CHECK(pt_acl_claim_matches(PT_STR_LIT("[1,42]"), v, 4));
+    CHECK(pt_acl_claim_matches(PT_STR_LIT("true"), v, 4));
+    CHECK(!pt_acl_claim_matches(PT_STR_LIT("[[\"acme\"]]"), v, 4)); /* nested: no */
+    CHECK(!pt_acl_claim_matches(PT_STR_LIT("[\"acme\""), v, 4));    /* not JSON */
+    CHECK(!pt_acl_claim_matches(PT_STR_LIT("{\"acme\":1}"), v, 4));
 }
 
 TEST_MAIN()

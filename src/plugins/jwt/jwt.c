@@ -319,6 +319,50 @@ static bool read_jwks(pt_conf_ctx *ctx, const pt_conf_node *n, pt_jwt_conf *c)
     return true;
 }
 
+/* `consumer`: {claim, required, groups_claim, max_groups}. */
+static bool read_consumer(pt_conf_ctx *ctx, const pt_conf_node *n, pt_jwt_conf *c)
+{
+    static const char *const allowed[] = {"claim", "required", "groups_claim", "max_groups", NULL};
+    c->consumer_claim = "sub";
+    c->max_groups = PT_JWT_DEFAULT_MAX_GROUPS;
+    if (!n) return true;
+    if (n->kind != PT_NODE_MAP) {
+        pt_conf_error(ctx, n, "jwt: 'consumer' must be a mapping {claim, required, groups_claim, max_groups}");
+        return false;
+    }
+    if (!pt_conf_check_keys(ctx, n, allowed, "jwt.consumer")) return false;
+    const pt_conf_node *v;
+    char *s = NULL;
+    if ((v = pt_conf_get(n, "claim"))) {
+        if (!pt_conf_string(ctx, v, &s)) return false;
+        if (!*s) {
+            pt_conf_error(ctx, v, "jwt: consumer.claim must be a claim name");
+            return false;
+        }
+        c->consumer_claim = s;
+    }
+    if ((v = pt_conf_get(n, "required")) && !pt_conf_bool(ctx, v, &c->consumer_required)) return false;
+    if ((v = pt_conf_get(n, "groups_claim"))) {
+        if (!pt_conf_string(ctx, v, &s)) return false;
+        if (!*s) {
+            pt_conf_error(ctx, v, "jwt: consumer.groups_claim must be a claim name");
+            return false;
+        }
+        if (c->consumer_required) {
+            pt_conf_error(ctx, v, "jwt: consumer.groups_claim applies to ad-hoc consumers only (required: true "
+                                  "takes the configured consumer's groups)");
+            return false;
+        }
+        c->groups_claim = s;
+    }
+    if ((v = pt_conf_get(n, "max_groups"))) {
+        int64_t mg = 0;
+        if (!pt_conf_int(ctx, v, 1, PT_JWT_MAX_MAX_GROUPS, &mg)) return false;
+        c->max_groups = (size_t)mg;
+    }
+    return true;
+}
+
 static const char *const decision_results[] = {"allowed", "cache_hit", "missing", "invalid", "unavailable", NULL};
 static const pt_metric_dim decision_dims[] = {{"result", decision_results}};
 static const pt_metric_desc decisions_desc = {
@@ -392,7 +436,7 @@ static void *jwt_configure(pt_conf_ctx *ctx, const pt_conf_node *node)
     static const char *const allowed[] = {
         "keys",      "jwks_file",         "jwks_alg",      "issuers", "audiences", "required_claims",
         "require_exp", "leeway",          "typ",           "max_token_size", "token", "realm",
-        "claims_to_headers", "forward_token", "cache",     "jwks", NULL,
+        "claims_to_headers", "forward_token", "cache",     "jwks", "consumer", NULL,
     };
     if (!node || node->kind != PT_NODE_MAP) {
         pt_conf_error(ctx, node, "jwt: expected a mapping with 'keys', 'jwks_file' and/or 'jwks'");
@@ -441,6 +485,7 @@ static void *jwt_configure(pt_conf_ctx *ctx, const pt_conf_node *node)
     if (!read_sources(ctx, pt_conf_get(node, "token"), c)) ok = false;
     if (!read_claim_headers(ctx, pt_conf_get(node, "claims_to_headers"), c)) ok = false;
     if (!read_cache(ctx, pt_conf_get(node, "cache"), c)) ok = false;
+    if (!read_consumer(ctx, pt_conf_get(node, "consumer"), c)) ok = false;
     if (!ok) {
         jwt_destroy(c);
         return NULL;
@@ -562,6 +607,124 @@ pt_str pt_jwt_claim_value(const json_t *v, pt_arena *a)
     return pt_str_make(out, n);
 }
 
+/* 1..max bytes of visible ASCII, none of `bad`. */
+static bool word_ok(const char *p, size_t n, size_t max, const char *bad)
+{
+    if (n == 0 || n > max) return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)p[i] <= 0x20 || (unsigned char)p[i] >= 0x7f || strchr(bad, p[i])) return false;
+    return true;
+}
+
+/* Appends the words of claim value v (a space-separated string or an array
+ * of strings) to out[*n..max), unique, each checked by word_ok. False when
+ * v has another type, a word is not acceptable or there are more than max. */
+static bool read_words(const json_t *v, pt_arena *a, pt_str *out, uint32_t *n, size_t max, size_t wmax,
+                       const char *bad)
+{
+    size_t count = json_is_array(v) ? json_array_size(v) : 1;
+    for (size_t k = 0; k < count; k++) {
+        const json_t *e = json_is_array(v) ? json_array_get(v, k) : v;
+        if (!json_is_string(e)) return false;
+        const char *p = json_string_value(e);
+        size_t len = json_string_length(e), i = 0;
+        bool split = !json_is_array(v);
+        while (i < len) {
+            size_t j = i;
+            if (split) {
+                while (i < len && p[i] == ' ') i++;
+                if (i == len) break;
+                j = i;
+                while (j < len && p[j] != ' ') j++;
+            } else {
+                j = len;
+            }
+            if (!word_ok(p + i, j - i, wmax, bad)) return false;
+            pt_str w = pt_str_make(p + i, j - i);
+            bool dup = false;
+            for (uint32_t d = 0; d < *n && !dup; d++) dup = pt_str_eq(out[d], w);
+            if (!dup) {
+                if (*n >= max) return false;
+                out[(*n)++] = pt_arena_str(a, w);
+            }
+            i = j;
+        }
+        if (!split && len == 0) return false;
+    }
+    return true;
+}
+
+/* A claim's value as a fact: strings as they are, other JSON as compact
+ * text; objects, control bytes and over-long values give an empty slice. */
+static pt_str fact_value(const json_t *v, pt_arena *a)
+{
+    if (json_is_object(v)) return PT_STR_NULL;
+    char *out;
+    size_t n;
+    if (json_is_string(v)) {
+        n = json_string_length(v);
+        if (n > PT_JWT_MAX_FACT) return PT_STR_NULL;
+        out = pt_arena_strndup(a, json_string_value(v), n);
+    } else {
+        char *j = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+        if (!j) return PT_STR_NULL;
+        n = strlen(j);
+        out = n <= PT_JWT_MAX_FACT ? pt_arena_strndup(a, j, n) : NULL;
+        free(j);
+        if (!out) return PT_STR_NULL;
+    }
+    if (n == 0 || memchr(out, 0, n) || !pt_plugin_header_value_ok(out, n)) return PT_STR_NULL;
+    return pt_str_make(out, n);
+}
+
+const char *pt_jwt_read_ident(const pt_jwt_conf *c, const json_t *claims, pt_arena *a, pt_jwt_ident *id)
+{
+    memset(id, 0, sizeof(*id));
+    const json_t *cv = json_object_get(claims, c->consumer_claim);
+    if (!json_is_string(cv)) return "the token names no consumer";
+    if (!word_ok(json_string_value(cv), json_string_length(cv), PT_JWT_MAX_NAME, ""))
+        return "the token's consumer name is not acceptable";
+    id->consumer = pt_arena_str(a, pt_str_make(json_string_value(cv), json_string_length(cv)));
+    if (c->groups_claim && !c->consumer_required) {
+        const json_t *g = json_object_get(claims, c->groups_claim);
+        if (g) {
+            pt_str *gv = pt_arena_alloc(a, c->max_groups * sizeof(*gv));
+            if (!read_words(g, a, gv, &id->ngroups, c->max_groups, PT_JWT_MAX_GROUP, ","))
+                return "the token's groups are not acceptable";
+            id->groups = gv;
+        }
+    }
+    const json_t *sc = json_object_get(claims, "scope"), *scp = json_object_get(claims, "scp");
+    if (sc || scp) {
+        pt_str *sv = pt_arena_alloc(a, PT_JWT_MAX_SCOPES * sizeof(*sv));
+        if ((sc && !read_words(sc, a, sv, &id->nscopes, PT_JWT_MAX_SCOPES, PT_JWT_MAX_SCOPE, "\"\\")) ||
+            (scp && !read_words(scp, a, sv, &id->nscopes, PT_JWT_MAX_SCOPES, PT_JWT_MAX_SCOPE, "\"\\")))
+            return "the token's scopes are not acceptable";
+        id->scopes = sv;
+    }
+    size_t nobj = json_object_size(claims);
+    pt_header *fv = pt_arena_alloc(a, (nobj < PT_JWT_MAX_FACTS ? nobj : PT_JWT_MAX_FACTS) * sizeof(*fv) + sizeof(*fv));
+    const char *k;
+    const json_t *v;
+    bool has_client_id = false;
+    json_object_foreach((json_t *)claims, k, v) {
+        if (id->nclaims >= PT_JWT_MAX_FACTS) break;
+        size_t kl = strlen(k);
+        if (!word_ok(k, kl, 128, "")) continue;
+        pt_str val = fact_value(v, a);
+        if (!val.n) continue;
+        if (strcmp(k, "client_id") == 0) has_client_id = true;
+        fv[id->nclaims++] = (pt_header){pt_arena_str(a, pt_str_make(k, kl)), val};
+    }
+    const json_t *azp = json_object_get(claims, "azp");
+    if (!has_client_id && json_is_string(azp) && id->nclaims < PT_JWT_MAX_FACTS + 1) {
+        pt_str val = fact_value(azp, a);
+        if (val.n) fv[id->nclaims++] = (pt_header){PT_STR_LIT("client_id"), val};
+    }
+    id->claims = fv;
+    return NULL;
+}
+
 pt_str pt_jwt_www_authenticate(const pt_jwt_conf *c, const char *err, const char *desc, pt_arena *a)
 {
     char *s = err ? pt_arena_printf(a, "Bearer realm=\"%.*s\", error=\"%s\", error_description=\"%s\"",
@@ -614,6 +777,37 @@ static pt_jwt_err verify_keys(const pt_jws *t, const pt_jwt_keyset *fixed, const
     *kid_unknown = u1 && u2;
     if (e2 == PT_JWT_OK) return e2;
     return e1 == PT_JWT_ERR_SIGNATURE || e2 == PT_JWT_ERR_SIGNATURE ? PT_JWT_ERR_SIGNATURE : PT_JWT_ERR_NO_KEY;
+}
+
+/* Names the caller from *id (a fresh verification or a cache entry;
+ * everything is copied into the request arena): the configured consumer
+ * (required) or an ad-hoc one, its scopes, facts and claim headers.
+ * Counts `result` when the caller is named, `invalid` when not. */
+static pt_plugin_result apply_ident(pt_txn *txn, const pt_jwt_conf *c, const pt_jwt_ident *id, pt_jwt_result result)
+{
+    pt_arena *a = pt_txn_arena(txn);
+    const pt_consumer *who;
+    if (c->consumer_required) {
+        who = pt_consumer_find(pt_txn_consumers(txn), id->consumer);
+        if (!who) return deny(txn, c, PT_JWT_R_INVALID, "invalid_token", "the token's subject is not a known consumer");
+    } else {
+        pt_consumer *ad = pt_arena_calloc(a, sizeof(*ad));
+        ad->name = pt_arena_str(a, id->consumer).p;
+        if (id->ngroups) {
+            const char **g = pt_arena_alloc(a, id->ngroups * sizeof(*g));
+            for (uint32_t i = 0; i < id->ngroups; i++) g[i] = pt_arena_str(a, id->groups[i]).p;
+            ad->groups = g;
+            ad->ngroups = id->ngroups;
+        }
+        who = ad;
+    }
+    for (uint32_t i = 0; i < id->nscopes; i++) pt_txn_add_scope(txn, id->scopes[i]);
+    for (uint32_t i = 0; i < id->nclaims; i++) pt_txn_set_claim(txn, id->claims[i].name, id->claims[i].value);
+    pt_request *req = pt_txn_request(txn);
+    for (uint32_t i = 0; i < id->nheaders; i++)
+        pt_headers_add(&req->headers, a, pt_arena_str(a, id->headers[i].name), pt_arena_str(a, id->headers[i].value));
+    pt_metric_add(c->decisions, result, 1);
+    return pt_txn_set_consumer(txn, who, "jwt");
 }
 
 static void wake(pt_jwks_waiter *w);
@@ -674,14 +868,18 @@ static pt_plugin_result decide(pt_jwt_state *st)
         pt_jws_free(&t);
         return deny(txn, c, PT_JWT_R_INVALID, "invalid_token", pt_jwt_err_text(e));
     }
+    pt_jwt_ident id;
+    const char *why = pt_jwt_read_ident(c, t.claims, a, &id);
+    if (why) {
+        pt_jws_free(&t);
+        return deny(txn, c, PT_JWT_R_INVALID, "invalid_token", why);
+    }
     pt_header *hs = c->nclaim_headers ? pt_arena_alloc(a, c->nclaim_headers * sizeof(*hs)) : NULL;
-    size_t nh = 0;
     for (size_t i = 0; i < c->nclaim_headers; i++) {
         pt_str v = pt_jwt_claim_value(json_object_get(t.claims, c->claim_headers[i].claim), a);
-        if (!v.n) continue;
-        hs[nh++] = (pt_header){c->claim_headers[i].header, v};
-        pt_headers_add(&req->headers, a, c->claim_headers[i].header, v);
+        if (v.n) hs[id.nheaders++] = (pt_header){c->claim_headers[i].header, v};
     }
+    id.headers = hs;
     pt_jws_free(&t);
     if (c->cache && w) {
         uint64_t until = now_ms + c->cache_ttl_ms;
@@ -692,11 +890,10 @@ static pt_plugin_result decide(pt_jwt_state *st)
         }
         uint8_t key[PT_JWT_DIGEST_LEN];
         token_digest(c, st->token, key);
-        pt_jwt_cache_put(w->cache, key, until, hs, nh, c->cache_max_entries, now_ms);
+        pt_jwt_cache_put(w->cache, key, until, &id, c->cache_max_entries, now_ms);
     }
     if (!c->forward_token) drop_token(c, req);
-    pt_metric_add(c->decisions, PT_JWT_R_ALLOWED, 1);
-    return PT_PLUGIN_CONTINUE;
+    return apply_ident(txn, c, &id, PT_JWT_R_ALLOWED);
 }
 
 /* The fetch the request waited for ended: decide now and resume. */
@@ -718,7 +915,14 @@ static pt_plugin_result jwt_on_request_headers(pt_txn *txn, const void *conf, vo
     for (size_t i = 0; i < c->nclaim_headers; i++) pt_headers_remove(&req->headers, c->claim_headers[i].header.p);
 
     pt_jwt_token_found f = pt_jwt_find_token(c, req, &st->token);
-    if (f == PT_JWT_TOKEN_NONE) return deny(txn, c, PT_JWT_R_MISSING, NULL, "a bearer token is required");
+    if (pt_txn_auth_skip(txn)) { /* another method named the caller (auth mode any) */
+        if (f != PT_JWT_TOKEN_NONE && !c->forward_token) drop_token(c, req);
+        return PT_PLUGIN_CONTINUE;
+    }
+    if (f == PT_JWT_TOKEN_NONE) {
+        pt_metric_add(c->decisions, PT_JWT_R_MISSING, 1);
+        return pt_txn_auth_none(txn, pt_jwt_www_authenticate(c, NULL, NULL, a));
+    }
     if (f == PT_JWT_TOKEN_MANY)
         return deny(txn, c, PT_JWT_R_INVALID, "invalid_request", "more than one token was presented");
     if (st->token.n > c->max_token)
@@ -730,16 +934,13 @@ static pt_plugin_result jwt_on_request_headers(pt_txn *txn, const void *conf, vo
         token_digest(c, st->token, key);
         const pt_jwt_entry *e = pt_jwt_cache_get(w->cache, key, pt_loop_wall_us(pt_txn_loop(txn)) / 1000);
         if (e) {
-            for (uint32_t i = 0; i < e->nheaders; i++)
-                pt_headers_add(&req->headers, a, pt_arena_str(a, e->headers[i].name),
-                               pt_arena_str(a, e->headers[i].value));
             if (!c->forward_token) drop_token(c, req);
-            pt_metric_add(c->decisions, PT_JWT_R_CACHE_HIT, 1);
-            /* Keep a JWKS source fresh even when every request hits the cache. */
+            /* Keep a JWKS source fresh even when every request hits the cache
+             * (no put can happen in between: e stays valid). */
             if (c->jwks)
                 pt_jwks_src_refresh(pt_jwks_src_get(&w->sources, pt_txn_loop(txn), c->jwks), c->jwks,
                                     pt_loop_now(pt_txn_loop(txn)), false);
-            return PT_PLUGIN_CONTINUE;
+            return apply_ident(txn, c, &e->id, PT_JWT_R_CACHE_HIT);
         }
     }
     return decide(st);

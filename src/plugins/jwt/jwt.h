@@ -30,6 +30,17 @@
  *         claims_to_headers: {sub: X-User-Id, email: X-User-Email}
  *         forward_token: true
  *         cache: {max_entries: 10000, ttl: 5m}    # or `cache: off`
+ *         consumer:                                # who the token names (identity model)
+ *           claim: sub                             # the claim holding the consumer's name
+ *           required: false                        # true: must be a configured consumer
+ *           groups_claim: groups                   # ad-hoc consumers: their groups (off by default)
+ *           max_groups: 32
+ *
+ * In the identity model (plugin.h "Identity") the plugin is a Bearer
+ * method: no token is pt_txn_auth_none (challenge `Bearer realm=...`), a
+ * refused token its own 401/400 (RFC 6750), a verified one names the
+ * consumer, adds the `scope`/`scp` scopes and exports top-level claims
+ * (pt_txn_set_claim) for authorization plugins.
  */
 #ifndef PT_PLUGINS_JWT_JWT_H
 #define PT_PLUGINS_JWT_JWT_H
@@ -45,6 +56,14 @@
 #define PT_JWT_DEFAULT_CACHE_TTL_MS (5ull * 60 * 1000)
 #define PT_JWT_MAX_HEADER_VALUE 4096 /* a mapped claim longer than this is not forwarded */
 #define PT_JWT_SALT_LEN 16
+#define PT_JWT_MAX_NAME 256        /* an ad-hoc consumer's name, bytes */
+#define PT_JWT_MAX_GROUP 128       /* one group name, bytes */
+#define PT_JWT_DEFAULT_MAX_GROUPS 32
+#define PT_JWT_MAX_MAX_GROUPS 256
+#define PT_JWT_MAX_SCOPES 256      /* more scopes: the token is refused */
+#define PT_JWT_MAX_SCOPE 256       /* one scope, bytes */
+#define PT_JWT_MAX_FACTS 64        /* top-level claims exported as facts */
+#define PT_JWT_MAX_FACT 1024       /* a fact's value, bytes (longer: not exported) */
 
 /* Where a token may come from. */
 typedef enum { PT_JWT_SRC_HEADER = 0, PT_JWT_SRC_QUERY, PT_JWT_SRC_COOKIE } pt_jwt_src_kind;
@@ -75,6 +94,10 @@ typedef struct {
     bool cache;
     size_t cache_max_entries;
     uint64_t cache_ttl_ms;
+    const char *consumer_claim;    /* default "sub" */
+    bool consumer_required;        /* the claim must name a configured consumer */
+    const char *groups_claim;      /* ad-hoc consumers' groups, or NULL */
+    size_t max_groups;
     uint8_t salt[PT_JWT_SALT_LEN]; /* random per instance: cache namespace */
     pt_metric_series *decisions;   /* portico_jwt_decisions_total{result} */
 } pt_jwt_conf;
@@ -120,6 +143,17 @@ pt_jwt_token_found pt_jwt_find_token(const pt_jwt_conf *c, const pt_request *req
  * else as compact JSON. Empty (not forwarded) when the result would hold
  * control bytes or exceed PT_JWT_MAX_HEADER_VALUE. Allocated in `a`. */
 pt_str pt_jwt_claim_value(const json_t *v, pt_arena *a);
+
+/* Reads what a verified token says about its caller into *id (in `a`):
+ * the consumer claim, the groups claim (ad-hoc consumers), the scopes of
+ * `scope` and `scp` (a space-separated string or an array of strings), the
+ * top-level claims exported as facts (strings as they are, numbers,
+ * booleans and arrays in compact JSON; objects, values with control bytes
+ * or over PT_JWT_MAX_FACT bytes skipped; at most PT_JWT_MAX_FACTS), with
+ * `client_id` taken from `azp` when the token has only that. Claim headers
+ * are not touched. NULL on success, else why the token cannot name a
+ * caller (a fixed sentence). */
+const char *pt_jwt_read_ident(const pt_jwt_conf *c, const json_t *claims, pt_arena *a, pt_jwt_ident *id);
 
 /* The WWW-Authenticate value for a 401/400 (RFC 6750 §3), in `a`:
  * `Bearer realm="R"` and, when err is non-NULL, error="err" and

@@ -84,8 +84,54 @@ const pt_jwt_entry *pt_jwt_cache_get(pt_jwt_cache *c, const uint8_t key[PT_JWT_D
     return e;
 }
 
+/* Bytes a copy of strs[0, n) needs (each NUL-terminated). */
+static size_t strs_size(const pt_str *v, uint32_t n)
+{
+    size_t b = n * sizeof(pt_str);
+    for (uint32_t i = 0; i < n; i++) b += v[i].n + 1;
+    return b;
+}
+
+/* Copies s to *p (NUL-terminated), advancing *p. */
+static pt_str copy_str(char **p, pt_str s)
+{
+    char *d = *p;
+    if (s.n) memcpy(d, s.p, s.n);
+    d[s.n] = '\0';
+    *p += s.n + 1;
+    return pt_str_make(d, s.n);
+}
+
+/* Copies strs[0, n): the array at *p, then the bytes. */
+static const pt_str *copy_strs(char **p, const pt_str *v, uint32_t n)
+{
+    pt_str *out = (pt_str *)*p;
+    *p += n * sizeof(pt_str);
+    for (uint32_t i = 0; i < n; i++) out[i] = copy_str(p, v[i]);
+    return out;
+}
+
+/* Copies headers[0, n): the array at *p, then the bytes. */
+static const pt_header *copy_headers(char **p, const pt_header *v, uint32_t n)
+{
+    pt_header *out = (pt_header *)*p;
+    *p += n * sizeof(pt_header);
+    for (uint32_t i = 0; i < n; i++) {
+        out[i].name = copy_str(p, v[i].name);
+        out[i].value = copy_str(p, v[i].value);
+    }
+    return out;
+}
+
+static size_t headers_size(const pt_header *v, uint32_t n)
+{
+    size_t b = n * sizeof(pt_header);
+    for (uint32_t i = 0; i < n; i++) b += v[i].name.n + v[i].value.n + 2;
+    return b;
+}
+
 void pt_jwt_cache_put(pt_jwt_cache *c, const uint8_t key[PT_JWT_DIGEST_LEN], uint64_t expires_ms,
-                      const pt_header *headers, size_t n, size_t max_entries, uint64_t now_ms)
+                      const pt_jwt_ident *id, size_t max_entries, uint64_t now_ms)
 {
     if (expires_ms <= now_ms) return;
     if (max_entries == 0) max_entries = 1;
@@ -95,24 +141,35 @@ void pt_jwt_cache_put(pt_jwt_cache *c, const uint8_t key[PT_JWT_DIGEST_LEN], uin
     while (c->tail && c->tail->expires_ms <= now_ms) remove_entry(c, c->tail);
     while (c->count >= max_entries && c->tail) remove_entry(c, c->tail);
 
-    size_t bytes = sizeof(pt_jwt_entry) + n * sizeof(pt_header);
-    for (size_t i = 0; i < n; i++) bytes += headers[i].name.n + headers[i].value.n + 2;
+    static const pt_jwt_ident none;
+    if (!id) id = &none;
+    /* pt_str and pt_header arrays first (pointer-aligned), then bytes: each
+     * copy_* call places its array right after the previous bytes, so round
+     * every array up to pointer alignment. */
+    size_t align = sizeof(void *) - 1;
+    size_t bytes = sizeof(pt_jwt_entry) + id->consumer.n + 1 + 4 * align + strs_size(id->groups, id->ngroups) +
+                   strs_size(id->scopes, id->nscopes) + headers_size(id->claims, id->nclaims) +
+                   headers_size(id->headers, id->nheaders);
     pt_jwt_entry *e = pt_xcalloc(1, bytes);
     memcpy(e->key, key, PT_JWT_DIGEST_LEN);
     e->expires_ms = expires_ms;
-    e->nheaders = (uint32_t)n;
-    e->headers = (pt_header *)(e + 1);
-    char *p = (char *)(e->headers + n);
-    for (size_t i = 0; i < n; i++) {
-        const pt_str src[2] = {headers[i].name, headers[i].value};
-        pt_str *dst[2] = {&e->headers[i].name, &e->headers[i].value};
-        for (int k = 0; k < 2; k++) {
-            if (src[k].n) memcpy(p, src[k].p, src[k].n);
-            p[src[k].n] = '\0';
-            *dst[k] = pt_str_make(p, src[k].n);
-            p += src[k].n + 1;
-        }
-    }
+    char *p = (char *)(e + 1);
+#define ALIGN_P() (p = (char *)(((uintptr_t)p + align) & ~(uintptr_t)align))
+    ALIGN_P();
+    e->id.groups = copy_strs(&p, id->groups, id->ngroups);
+    e->id.ngroups = id->ngroups;
+    ALIGN_P();
+    e->id.scopes = copy_strs(&p, id->scopes, id->nscopes);
+    e->id.nscopes = id->nscopes;
+    ALIGN_P();
+    e->id.claims = copy_headers(&p, id->claims, id->nclaims);
+    e->id.nclaims = id->nclaims;
+    ALIGN_P();
+    e->id.headers = copy_headers(&p, id->headers, id->nheaders);
+    e->id.nheaders = id->nheaders;
+#undef ALIGN_P
+    e->id.consumer = copy_str(&p, id->consumer);
+    PT_ASSERT((size_t)(p - (char *)e) <= bytes);
     size_t b = bucket_of(key);
     e->hnext = c->buckets[b];
     c->buckets[b] = e;
