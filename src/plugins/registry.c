@@ -11,6 +11,7 @@
 #include "plugins/acl/acl.h"
 #include "plugins/jwt/jwt.h"
 #include "plugins/mtls_auth/mtls_auth.h"
+#include "plugins/oauth2_introspection/oauth2_introspection.h"
 #include "plugins/request_id/request_id.h"
 #include "plugin/plugin.h"
 
@@ -27,6 +28,7 @@ static const pt_plugin_type *const builtin_plugins[] = {
     &pt_plugin_acl,
     &pt_plugin_jwt,
     &pt_plugin_mtls_auth,
+    &pt_plugin_oauth2_introspection,
     NULL,
 };
 

@@ -66,7 +66,8 @@ static void expect_error(const char *plugin, const char *yaml, const char *needl
 TEST(registry_finds_every_builtin)
 {
     const char *names[] = {"request_id", "headers", "direct_response", "delay", "ip_restriction", "forward_auth",
-                           "compression", "key_auth", "basic_auth", "acl", "jwt", "mtls_auth"};
+                           "compression", "key_auth", "basic_auth", "acl", "jwt", "mtls_auth",
+                           "oauth2_introspection"};
     for (size_t i = 0; i < PT_ARRAY_LEN(names); i++) {
         const pt_plugin_type *t = pt_plugin_find(names[i]);
         CHECK(t != NULL);
