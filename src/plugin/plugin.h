@@ -26,7 +26,10 @@
  *                      declare with pt_conf_metric() below. The registry's
  *                      other functions (shards, exposition) are not for
  *                      plugins;
- *   obs/txn_stats.h    pt_txn_stats, for the log phase.
+ *   obs/txn_stats.h    pt_txn_stats, for the log phase;
+ *   plugin/digest_cache.h  the per-worker TTL'd LRU cache keyed by salted
+ *                      digests (pt_digest_cache, pt_digest_store) that
+ *                      plugins remember verified credentials in.
  *
  * A plugin is a pt_plugin_type: a name, a `configure` that validates its
  * YAML block and returns its immutable per-instance config, the size of its
@@ -94,6 +97,7 @@
 #include "net/ipset.h"
 #include "obs/metrics.h"
 #include "obs/txn_stats.h"
+#include "plugin/digest_cache.h"
 
 typedef struct pt_txn pt_txn;
 
