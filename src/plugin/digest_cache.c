@@ -210,6 +210,56 @@ void *pt_digest_cache_put(pt_digest_cache *c, const uint8_t key[PT_DIGEST_LEN], 
     return e->blob;
 }
 
+/* ------------------------------------------------------------ blob layout */
+
+#define PTR_ALIGN (sizeof(void *) - 1)
+
+static char *align_p(char *p) { return (char *)(((uintptr_t)p + PTR_ALIGN) & ~(uintptr_t)PTR_ALIGN); }
+
+size_t pt_digest_blob_str_size(pt_str s) { return s.n + 1; }
+
+size_t pt_digest_blob_strs_size(const pt_str *v, size_t n)
+{
+    size_t b = PTR_ALIGN + n * sizeof(pt_str);
+    for (size_t i = 0; i < n; i++) b += v[i].n + 1;
+    return b;
+}
+
+size_t pt_digest_blob_headers_size(const pt_header *v, size_t n)
+{
+    size_t b = PTR_ALIGN + n * sizeof(pt_header);
+    for (size_t i = 0; i < n; i++) b += v[i].name.n + v[i].value.n + 2;
+    return b;
+}
+
+pt_str pt_digest_blob_str(char **p, pt_str s)
+{
+    char *d = *p;
+    if (s.n) memcpy(d, s.p, s.n);
+    d[s.n] = '\0';
+    *p += s.n + 1;
+    return pt_str_make(d, s.n);
+}
+
+pt_str *pt_digest_blob_strs(char **p, const pt_str *v, size_t n)
+{
+    pt_str *out = (pt_str *)align_p(*p);
+    *p = (char *)(out + n);
+    for (size_t i = 0; i < n; i++) out[i] = pt_digest_blob_str(p, v[i]);
+    return out;
+}
+
+pt_header *pt_digest_blob_headers(char **p, const pt_header *v, size_t n)
+{
+    pt_header *out = (pt_header *)align_p(*p);
+    *p = (char *)(out + n);
+    for (size_t i = 0; i < n; i++) {
+        out[i].name = pt_digest_blob_str(p, v[i].name);
+        out[i].value = pt_digest_blob_str(p, v[i].value);
+    }
+    return out;
+}
+
 /* ------------------------------------------------------------------ store */
 
 pt_digest_store *pt_digest_store_new(void) { return pt_xcalloc(1, sizeof(pt_digest_store)); }

@@ -31,6 +31,7 @@
 #include <stdint.h>
 
 #include "core/common.h"
+#include "http/message.h"
 
 #define PT_DIGEST_LEN 32
 #define PT_DIGEST_SALT_LEN 32
@@ -72,6 +73,19 @@ void pt_digest_cache_remove(pt_digest_cache *c, const uint8_t key[PT_DIGEST_LEN]
 size_t pt_digest_cache_count(const pt_digest_cache *c, pt_digest_class cls);
 /* The latest expiry ever stored: nothing is alive once now passes it. */
 uint64_t pt_digest_cache_latest(const pt_digest_cache *c);
+
+/* ---- laying out a blob filled in place (after pt_digest_cache_put with
+ * blob NULL): size first, then copy with *p walking through the blob ---- */
+
+/* Bytes pt_digest_blob_str / _strs / _headers need for these values,
+ * alignment included (each string NUL-terminated). */
+size_t pt_digest_blob_str_size(pt_str s);
+size_t pt_digest_blob_strs_size(const pt_str *v, size_t n);
+size_t pt_digest_blob_headers_size(const pt_header *v, size_t n);
+/* Copies into *p and advances it; the copies point into the blob. */
+pt_str pt_digest_blob_str(char **p, pt_str s);
+pt_str *pt_digest_blob_strs(char **p, const pt_str *v, size_t n);
+pt_header *pt_digest_blob_headers(char **p, const pt_header *v, size_t n);
 
 /* ---- per-worker store of caches by configuration fingerprint ---- */
 

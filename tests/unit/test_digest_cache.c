@@ -173,4 +173,90 @@ TEST(store)
     pt_digest_store_free(s);
 }
 
+/* Keys differing only after the hashed bytes share a bucket: chains work. */
+TEST(same_bucket_chains)
+{
+    pt_digest_cache *c = pt_digest_cache_new(1000, 1);
+    uint8_t k[PT_DIGEST_LEN];
+    for (int i = 0; i < 1000; i++) {
+        memset(k, 0, sizeof(k));
+        k[20] = (uint8_t)i;
+        k[21] = (uint8_t)(i >> 8);
+        pt_digest_cache_put(c, k, PT_DIGEST_POSITIVE, 1000, NULL, 0, 0);
+    }
+    CHECK_INT(pt_digest_cache_count(c, PT_DIGEST_POSITIVE), 1000);
+    int found = 0;
+    for (int i = 0; i < 1000; i++) {
+        memset(k, 0, sizeof(k));
+        k[20] = (uint8_t)i;
+        k[21] = (uint8_t)(i >> 8);
+        if (pt_digest_cache_get(c, k, 1, NULL, NULL)) found++;
+    }
+    CHECK_INT(found, 1000);
+    memset(k, 0, sizeof(k));
+    k[22] = 1;
+    pt_digest_cache_put(c, k, PT_DIGEST_POSITIVE, 1000, NULL, 0, 2); /* evicts one */
+    CHECK_INT(pt_digest_cache_count(c, PT_DIGEST_POSITIVE), 1000);
+    pt_digest_cache_free(c);
+}
+
+/* The layout helpers: header lists and strings copied into a blob. */
+TEST(blob_helpers)
+{
+    pt_digest_cache *c = pt_digest_cache_new(10, 1);
+    uint8_t k[PT_DIGEST_LEN];
+    kfill(k, 5);
+    char name[] = "X-User-Id", value[] = "42";
+    pt_header hs[2] = {{pt_str_c(name), pt_str_c(value)}, {PT_STR_LIT("X-Groups"), PT_STR_LIT("")}};
+    pt_str ss[3] = {PT_STR_LIT("a"), PT_STR_LIT(""), PT_STR_LIT("ccc")};
+    typedef struct { pt_str who; pt_header *h; pt_str *s; } blob;
+    size_t len = sizeof(blob) + pt_digest_blob_str_size(PT_STR_LIT("alice")) + pt_digest_blob_headers_size(hs, 2) +
+                 pt_digest_blob_strs_size(ss, 3);
+    blob *b = pt_digest_cache_put(c, k, PT_DIGEST_POSITIVE, 100, NULL, len, 0);
+    char *p = (char *)(b + 1);
+    b->who = pt_digest_blob_str(&p, PT_STR_LIT("alice"));
+    b->h = pt_digest_blob_headers(&p, hs, 2);
+    b->s = pt_digest_blob_strs(&p, ss, 3);
+    CHECK(p <= (char *)b + len);
+    memset(value, 'x', 2); /* the entry holds its own copy */
+    const blob *g = pt_digest_cache_get(c, k, 1, NULL, NULL);
+    CHECK(g && pt_str_eq_lit(g->who, "alice") && g->who.p[5] == '\0');
+    CHECK(g && pt_str_eq_lit(g->h[0].name, "X-User-Id") && pt_str_eq_lit(g->h[0].value, "42"));
+    CHECK(g && pt_str_eq_lit(g->h[1].name, "X-Groups") && g->h[1].value.n == 0);
+    CHECK(g && pt_str_eq_lit(g->s[0], "a") && g->s[1].n == 0 && pt_str_eq_lit(g->s[2], "ccc"));
+    CHECK(g && ((uintptr_t)g->h % alignof(pt_header)) == 0 && ((uintptr_t)g->s % alignof(pt_str)) == 0);
+    pt_digest_cache_free(c);
+}
+
+TEST(store_namespaces)
+{
+    pt_digest_store *s = pt_digest_store_new();
+    uint8_t fa[PT_DIGEST_LEN] = {1}, fb[PT_DIGEST_LEN] = {2}, key[PT_DIGEST_LEN] = {9};
+    pt_digest_cache *a = pt_digest_store_cache(s, fa, 10, 1, 0);
+    pt_digest_cache_put(a, key, PT_DIGEST_POSITIVE, 1000, NULL, 0, 0);
+    pt_digest_cache *b = pt_digest_store_cache(s, fb, 10, 1, 1);
+    CHECK(a != b);
+    CHECK(pt_digest_cache_get(b, key, 2, NULL, NULL) == NULL); /* caches never share entries */
+    CHECK(pt_digest_store_cache(s, fa, 10, 1, 3) == a);
+    CHECK(pt_digest_cache_get(a, key, 3, NULL, NULL) != NULL);
+    CHECK_INT(pt_digest_store_count(s), 2);
+    /* b holds nothing but was used recently: kept */
+    pt_digest_store_cache(s, fa, 10, 1, 4);
+    CHECK_INT(pt_digest_store_count(s), 2);
+    /* b idle for PT_DIGEST_NS_IDLE_MS with nothing live: freed when a is looked up */
+    pt_digest_store_cache(s, fa, 10, 1, 1 + PT_DIGEST_NS_IDLE_MS);
+    CHECK_INT(pt_digest_store_count(s), 1);
+    /* a's entries expired long ago and a is idle: freed when another is looked up */
+    uint64_t t = 2 * PT_DIGEST_NS_IDLE_MS + 10;
+    b = pt_digest_store_cache(s, fb, 10, 1, t);
+    CHECK_INT(pt_digest_store_count(s), 1);
+    pt_digest_cache_put(b, key, PT_DIGEST_POSITIVE, t + 10 * PT_DIGEST_NS_IDLE_MS, NULL, 0, t);
+    /* a cache with live entries is kept however idle */
+    pt_digest_store_cache(s, fa, 10, 1, t + 1);
+    pt_digest_store_cache(s, fa, 10, 1, t + 2 + PT_DIGEST_NS_IDLE_MS);
+    CHECK_INT(pt_digest_store_count(s), 2);
+    CHECK(pt_digest_cache_get(pt_digest_store_cache(s, fb, 10, 1, t + 3), key, t + 3, NULL, NULL) != NULL);
+    pt_digest_store_free(s);
+}
+
 TEST_MAIN()

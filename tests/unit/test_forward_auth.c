@@ -7,7 +7,6 @@
 #include <stdio.h>
 
 #include "config/config.h"
-#include "plugins/forward_auth/fa_cache.h"
 #include "plugins/forward_auth/forward_auth.h"
 #include "plugin/plugin.h"
 #include "testlib.h"
@@ -228,19 +227,19 @@ TEST(fingerprint_tracks_settings)
         "      {upstream: auth, upstream_headers: [X-User-Id], path: /v, cache: {ttl: 5s}}\n",
         "      {upstream: auth, upstream_headers: [X-User-Id], cache: {ttl: 5s, key: [Authorization, Cookie, ':path']}}\n",
     };
-    uint8_t fp[PT_ARRAY_LEN(blocks)][PT_FA_DIGEST_LEN];
+    uint8_t fp[PT_ARRAY_LEN(blocks)][PT_DIGEST_LEN];
     for (size_t i = 0; i < PT_ARRAY_LEN(blocks); i++) {
         pt_errors e = {0};
         pt_config *cfg = load(blocks[i], &e);
         const pt_fauth_conf *c = conf_of(cfg);
         CHECK(c != NULL);
-        if (c) memcpy(fp[i], c->fingerprint, PT_FA_DIGEST_LEN);
+        if (c) memcpy(fp[i], c->fingerprint, PT_DIGEST_LEN);
         pt_config_free(cfg);
         pt_errors_free(&e);
     }
     /* timeout and failure do not change what is cached */
-    CHECK(memcmp(fp[0], fp[1], PT_FA_DIGEST_LEN) == 0);
-    for (size_t i = 2; i < PT_ARRAY_LEN(blocks); i++) CHECK(memcmp(fp[0], fp[i], PT_FA_DIGEST_LEN) != 0);
+    CHECK(memcmp(fp[0], fp[1], PT_DIGEST_LEN) == 0);
+    for (size_t i = 2; i < PT_ARRAY_LEN(blocks); i++) CHECK(memcmp(fp[0], fp[i], PT_DIGEST_LEN) != 0);
 }
 
 /* ----------------------------------------------------- configure: errors */
@@ -468,7 +467,7 @@ TEST(classify)
 /* ------------------------------------------------------------ cache key */
 
 static void key_of(const pt_fauth_conf *c, const uint8_t *salt, const char *method, const char *target,
-                   const char *const *fields, const char *client, uint8_t out[PT_FA_DIGEST_LEN])
+                   const char *const *fields, const char *client, uint8_t out[PT_DIGEST_LEN])
 {
     pt_arena *a = pt_arena_new(1024);
     pt_request r = make_req(a, method, target, fields);
@@ -482,8 +481,8 @@ TEST(cache_key)
     const pt_fauth_conf *c = load_ok("      {upstream: auth, cache: {ttl: 1s}}\n", &cfg);
     CHECK(c != NULL);
     if (!c) return;
-    uint8_t salt[PT_FA_SALT_LEN] = {1}, salt2[PT_FA_SALT_LEN] = {2};
-    uint8_t k[12][PT_FA_DIGEST_LEN];
+    uint8_t salt[PT_DIGEST_SALT_LEN] = {1}, salt2[PT_DIGEST_SALT_LEN] = {2};
+    uint8_t k[12][PT_DIGEST_LEN];
     const char *alice[] = {"Authorization: Bearer alice", "X-Noise: 1", NULL};
     const char *alice2[] = {"X-Noise: 2", "authorization: Bearer alice", NULL};
     const char *bob[] = {"Authorization: Bearer bob", NULL};
@@ -502,10 +501,10 @@ TEST(cache_key)
     key_of(c, salt, "GET", "/a", joined, "1.1.1.1", k[7]);
     key_of(c, salt, "GET", "/a", cookie_as_auth, "1.1.1.1", k[8]);
     key_of(c, salt2, "GET", "/a", alice, "1.1.1.1", k[9]);
-    CHECK(memcmp(k[0], k[1], PT_FA_DIGEST_LEN) == 0);
+    CHECK(memcmp(k[0], k[1], PT_DIGEST_LEN) == 0);
     for (int i = 2; i <= 9; i++) {
-        CHECK(memcmp(k[0], k[i], PT_FA_DIGEST_LEN) != 0);
-        for (int j = i + 1; j <= 9; j++) CHECK(memcmp(k[i], k[j], PT_FA_DIGEST_LEN) != 0);
+        CHECK(memcmp(k[0], k[i], PT_DIGEST_LEN) != 0);
+        for (int j = i + 1; j <= 9; j++) CHECK(memcmp(k[i], k[j], PT_DIGEST_LEN) != 0);
     }
     pt_config_free(cfg);
 
@@ -519,8 +518,8 @@ TEST(cache_key)
     key_of(c, salt, "HEAD", "/b?x", NULL, "1.1.1.1", k[2]);
     key_of(c, salt, "GET", "/b?y", NULL, "1.1.1.1", k[3]);
     key_of(c, salt, "GET", "/b?x", NULL, "1.1.1.2", k[4]);
-    CHECK(memcmp(k[0], k[1], PT_FA_DIGEST_LEN) == 0);
-    for (int i = 2; i <= 4; i++) CHECK(memcmp(k[0], k[i], PT_FA_DIGEST_LEN) != 0);
+    CHECK(memcmp(k[0], k[1], PT_DIGEST_LEN) == 0);
+    for (int i = 2; i <= 4; i++) CHECK(memcmp(k[0], k[i], PT_DIGEST_LEN) != 0);
     pt_config_free(cfg);
 }
 
@@ -566,136 +565,6 @@ TEST(cache_ttl_from_cache_control)
     CHECK_INT(pt_fauth_cache_ttl(c, NULL), 30000);
     pt_arena_free(a);
     pt_config_free(cfg);
-}
-
-/* ------------------------------------------------------------ the cache */
-
-static void kfill(uint8_t k[PT_FA_DIGEST_LEN], int v)
-{
-    memset(k, 0, PT_FA_DIGEST_LEN);
-    k[0] = (uint8_t)v;
-    k[31] = (uint8_t)(v * 7);
-}
-
-TEST(cache_put_get_expiry)
-{
-    pt_fa_cache *c = pt_fa_cache_new(10);
-    uint8_t k1[PT_FA_DIGEST_LEN], k2[PT_FA_DIGEST_LEN];
-    kfill(k1, 1);
-    kfill(k2, 2);
-    char name[] = "X-User-Id", value[] = "42";
-    pt_header hs[2] = {{pt_str_c(name), pt_str_c(value)}, {PT_STR_LIT("X-Groups"), PT_STR_LIT("")}};
-    pt_fa_cache_put(c, k1, 1100, hs, 2, 100);
-    memset(value, 'x', 2); /* the entry holds its own copy */
-    CHECK(pt_fa_cache_get(c, k2, 200) == NULL);
-    const pt_fa_entry *e = pt_fa_cache_get(c, k1, 200);
-    CHECK(e != NULL);
-    if (e) {
-        CHECK_INT(e->nheaders, 2);
-        CHECK_SLICE(e->headers[0].name, "X-User-Id");
-        CHECK_SLICE(e->headers[0].value, "42");
-        CHECK_SLICE(e->headers[1].name, "X-Groups");
-        CHECK_INT(e->headers[1].value.n, 0);
-    }
-    CHECK(pt_fa_cache_get(c, k1, 1099) != NULL);
-    CHECK(pt_fa_cache_get(c, k1, 1100) == NULL); /* expired: never served, and dropped */
-    CHECK_INT(pt_fa_cache_count(c), 0);
-    pt_fa_cache_put(c, k2, 50, NULL, 0, 100); /* already expired: not stored */
-    CHECK_INT(pt_fa_cache_count(c), 0);
-    /* replace */
-    pt_fa_cache_put(c, k1, 500, hs, 1, 100);
-    pt_fa_cache_put(c, k1, 900, NULL, 0, 100);
-    CHECK_INT(pt_fa_cache_count(c), 1);
-    e = pt_fa_cache_get(c, k1, 600);
-    CHECK(e && e->nheaders == 0);
-    pt_fa_cache_free(c);
-}
-
-TEST(cache_lru_eviction)
-{
-    pt_fa_cache *c = pt_fa_cache_new(3);
-    uint8_t k[6][PT_FA_DIGEST_LEN];
-    for (int i = 0; i < 6; i++) kfill(k[i], i + 1);
-    for (int i = 0; i < 3; i++) pt_fa_cache_put(c, k[i], 10000, NULL, 0, (uint64_t)i);
-    CHECK(pt_fa_cache_get(c, k[0], 10) != NULL); /* 0 is now the most recent: 1 is the oldest */
-    pt_fa_cache_put(c, k[3], 10000, NULL, 0, 11);
-    CHECK_INT(pt_fa_cache_count(c), 3);
-    CHECK(pt_fa_cache_get(c, k[1], 12) == NULL);
-    CHECK(pt_fa_cache_get(c, k[0], 12) != NULL);
-    CHECK(pt_fa_cache_get(c, k[2], 12) != NULL);
-    CHECK(pt_fa_cache_get(c, k[3], 12) != NULL);
-    /* expired entries at the cold end go before live ones */
-    pt_fa_cache_free(c);
-    c = pt_fa_cache_new(3);
-    pt_fa_cache_put(c, k[0], 100, NULL, 0, 0);
-    pt_fa_cache_put(c, k[1], 10000, NULL, 0, 0);
-    pt_fa_cache_put(c, k[2], 10000, NULL, 0, 0);
-    pt_fa_cache_put(c, k[3], 10000, NULL, 0, 200);
-    CHECK(pt_fa_cache_get(c, k[1], 201) != NULL);
-    CHECK(pt_fa_cache_get(c, k[2], 201) != NULL);
-    CHECK(pt_fa_cache_get(c, k[3], 201) != NULL);
-    pt_fa_cache_free(c);
-}
-
-TEST(cache_many_entries_same_bucket_pattern)
-{
-    /* Keys differing only after the hashed bytes share a bucket: chains work. */
-    pt_fa_cache *c = pt_fa_cache_new(1000);
-    uint8_t k[PT_FA_DIGEST_LEN];
-    for (int i = 0; i < 1000; i++) {
-        memset(k, 0, sizeof(k));
-        k[20] = (uint8_t)i;
-        k[21] = (uint8_t)(i >> 8);
-        pt_fa_cache_put(c, k, 1000, NULL, 0, 0);
-    }
-    CHECK_INT(pt_fa_cache_count(c), 1000);
-    int found = 0;
-    for (int i = 0; i < 1000; i++) {
-        memset(k, 0, sizeof(k));
-        k[20] = (uint8_t)i;
-        k[21] = (uint8_t)(i >> 8);
-        if (pt_fa_cache_get(c, k, 1)) found++;
-    }
-    CHECK_INT(found, 1000);
-    memset(k, 0, sizeof(k));
-    k[22] = 1;
-    pt_fa_cache_put(c, k, 1000, NULL, 0, 2); /* evicts one */
-    CHECK_INT(pt_fa_cache_count(c), 1000);
-    pt_fa_cache_free(c);
-}
-
-TEST(store_namespaces)
-{
-    pt_fa_store *s = pt_fa_store_new();
-    pt_fa_store *s2 = pt_fa_store_new();
-    CHECK(memcmp(pt_fa_store_salt(s), pt_fa_store_salt(s2), PT_FA_SALT_LEN) != 0);
-    pt_fa_store_free(s2);
-    uint8_t fa[PT_FA_DIGEST_LEN] = {1}, fb[PT_FA_DIGEST_LEN] = {2}, key[PT_FA_DIGEST_LEN] = {9};
-    pt_fa_cache *a = pt_fa_store_cache(s, fa, 10, 0);
-    pt_fa_cache_put(a, key, 1000, NULL, 0, 0);
-    pt_fa_cache *b = pt_fa_store_cache(s, fb, 10, 1);
-    CHECK(a != b);
-    CHECK(pt_fa_cache_get(b, key, 2) == NULL); /* namespaces never share entries */
-    CHECK(pt_fa_store_cache(s, fa, 10, 3) == a);
-    CHECK(pt_fa_cache_get(a, key, 3) != NULL);
-    CHECK_INT(pt_fa_store_count(s), 2);
-    /* b holds nothing but was used recently: kept */
-    pt_fa_store_cache(s, fa, 10, 4);
-    CHECK_INT(pt_fa_store_count(s), 2);
-    /* b idle for PT_FA_NS_IDLE_MS with nothing live: freed when a is looked up */
-    pt_fa_store_cache(s, fa, 10, 1 + PT_FA_NS_IDLE_MS);
-    CHECK_INT(pt_fa_store_count(s), 1);
-    /* a's entries expired long ago and a is idle: freed when another is looked up */
-    uint64_t t = 2 * PT_FA_NS_IDLE_MS + 10;
-    b = pt_fa_store_cache(s, fb, 10, t);
-    CHECK_INT(pt_fa_store_count(s), 1);
-    pt_fa_cache_put(b, key, t + 10 * PT_FA_NS_IDLE_MS, NULL, 0, t);
-    /* a namespace with live entries is kept however idle */
-    pt_fa_store_cache(s, fa, 10, t + 1);
-    pt_fa_store_cache(s, fa, 10, t + 2 + PT_FA_NS_IDLE_MS);
-    CHECK_INT(pt_fa_store_count(s), 2);
-    CHECK(pt_fa_cache_get(pt_fa_store_cache(s, fb, 10, t + 3), key, t + 3) != NULL);
-    pt_fa_store_free(s);
 }
 
 TEST_MAIN()

@@ -3,7 +3,7 @@
  * the request side pauses on a sub-request (pt_txn_subrequest) and resumes
  * from its callback with CONTINUE (allowed, identity headers copied) or
  * RESPOND (the denial, or 503/504). Positive results may be cached per
- * worker (fa_cache.c). Design note: docs/forward_auth.md. */
+ * worker (pt_digest_store, plugin/digest_cache.h). Design note: docs/forward_auth.md. */
 #include "plugins/forward_auth/forward_auth.h"
 
 #include <openssl/evp.h>
@@ -44,10 +44,10 @@ static void hash_u64(fa_hash *h, uint8_t tag, uint64_t v)
     hash_field(h, tag, pt_str_make(buf, (size_t)n));
 }
 
-static void hash_final(fa_hash *h, uint8_t out[PT_FA_DIGEST_LEN])
+static void hash_final(fa_hash *h, uint8_t out[PT_DIGEST_LEN])
 {
     unsigned int len = 0;
-    if (EVP_DigestFinal_ex(h->m, out, &len) != 1 || len != PT_FA_DIGEST_LEN)
+    if (EVP_DigestFinal_ex(h->m, out, &len) != 1 || len != PT_DIGEST_LEN)
         pt_panic(__FILE__, __LINE__, "EVP final");
     EVP_MD_CTX_free(h->m);
     h->m = NULL;
@@ -451,12 +451,12 @@ void pt_fauth_auth_headers(const pt_fauth_conf *c, const pt_request *req, pt_str
     }
 }
 
-void pt_fauth_cache_key(const pt_fauth_conf *c, const uint8_t salt[PT_FA_SALT_LEN], const pt_request *req,
-                        pt_str uri, pt_str client, uint8_t out[PT_FA_DIGEST_LEN])
+void pt_fauth_cache_key(const pt_fauth_conf *c, const uint8_t salt[PT_DIGEST_SALT_LEN], const pt_request *req,
+                        pt_str uri, pt_str client, uint8_t out[PT_DIGEST_LEN])
 {
     fa_hash h;
     hash_init(&h);
-    hash_raw(&h, salt, PT_FA_SALT_LEN);
+    hash_raw(&h, salt, PT_DIGEST_SALT_LEN);
     for (size_t i = 0; i < c->ncache_key; i++) {
         const pt_fauth_key *k = &c->cache_key[i];
         switch (k->kind) {
@@ -574,6 +574,13 @@ static void copy_to_request(pt_txn *txn, const pt_fauth_names *names, const pt_h
             pt_headers_add(&req->headers, a, pt_arena_str(a, from[i].name), pt_arena_str(a, from[i].value));
 }
 
+/* A cached positive result (a digest cache blob): the header fields to copy
+ * onto the upstream request, pointing into the blob. */
+typedef struct {
+    size_t nheaders;
+    const pt_header *headers;
+} fa_cached;
+
 /* An allowing answer: copy the identity fields, maybe cache them. */
 static void allow(pt_txn *txn, pt_fauth_state *st, const pt_http_result *r)
 {
@@ -583,7 +590,7 @@ static void allow(pt_txn *txn, pt_fauth_state *st, const pt_http_result *r)
     copy_to_request(txn, &c->upstream_headers, n ? h->v : NULL, n);
     if (!st->has_key) return;
     uint64_t ttl = pt_fauth_cache_ttl(c, h);
-    pt_fa_store *store = pt_txn_worker_state(txn, &pt_plugin_forward_auth);
+    pt_digest_store *store = pt_txn_worker_state(txn, &pt_plugin_forward_auth);
     if (!ttl || !store) return;
     /* The entry holds only the fields that are copied. */
     pt_header *keep = n ? pt_arena_alloc(pt_txn_arena(txn), n * sizeof(*keep)) : NULL;
@@ -595,8 +602,13 @@ static void allow(pt_txn *txn, pt_fauth_state *st, const pt_http_result *r)
     }
     if (bytes > PT_FAUTH_MAX_CACHED_HEADER_BYTES) return;
     uint64_t now = pt_loop_now(pt_txn_loop(txn));
-    pt_fa_cache *cache = pt_fa_store_cache(store, c->fingerprint, c->cache_max_entries, now);
-    pt_fa_cache_put(cache, st->key, now + ttl, keep, nk, now);
+    pt_digest_cache *cache = pt_digest_store_cache(store, c->fingerprint, c->cache_max_entries, 1, now);
+    fa_cached *e = pt_digest_cache_put(cache, st->key, PT_DIGEST_POSITIVE, now + ttl, NULL,
+                                       sizeof(fa_cached) + pt_digest_blob_headers_size(keep, nk), now);
+    if (!e) return;
+    char *p = (char *)(e + 1);
+    e->headers = pt_digest_blob_headers(&p, keep, nk);
+    e->nheaders = nk;
 }
 
 /* A denial: the auth service's status, selected fields, Content-Type and body. */
@@ -651,19 +663,21 @@ static pt_plugin_result fauth_on_request_headers(pt_txn *txn, const void *conf, 
     /* The key and the auth request are made from the request as the client
      * sent it (an upstream_headers name may also be a request_headers one:
      * token exchange), then the client's copies of upstream_headers go. */
-    pt_fa_store *store = c->cache ? pt_txn_worker_state(txn, &pt_plugin_forward_auth) : NULL;
+    pt_digest_store *store = c->cache ? pt_txn_worker_state(txn, &pt_plugin_forward_auth) : NULL;
+    pt_digest_cache *cache = NULL;
     if (store) {
-        pt_fauth_cache_key(c, pt_fa_store_salt(store), req, uri, client, st->key);
+        /* this configuration's cache: its salt keys the entry (looked up
+         * again after the call, as the store may free caches meanwhile) */
+        cache = pt_digest_store_cache(store, c->fingerprint, c->cache_max_entries, 1, pt_loop_now(pt_txn_loop(txn)));
+        pt_fauth_cache_key(c, pt_digest_cache_salt(cache), req, uri, client, st->key);
         st->has_key = true;
     }
     pt_headers *fields = pt_arena_calloc(a, sizeof(*fields));
     pt_fauth_auth_headers(c, req, uri, client, a, fields);
     for (size_t i = 0; i < c->upstream_headers.n; i++) pt_headers_remove(&req->headers, c->upstream_headers.v[i].p);
 
-    if (store) {
-        uint64_t now = pt_loop_now(pt_txn_loop(txn));
-        pt_fa_cache *cache = pt_fa_store_cache(store, c->fingerprint, c->cache_max_entries, now);
-        const pt_fa_entry *e = pt_fa_cache_get(cache, st->key, now);
+    if (cache) {
+        const fa_cached *e = pt_digest_cache_get(cache, st->key, pt_loop_now(pt_txn_loop(txn)), NULL, NULL);
         if (e) {
             pt_metric_add(c->decisions, PT_FAUTH_R_CACHE_HIT, 1);
             copy_to_request(txn, &c->upstream_headers, e->headers, e->nheaders);
@@ -684,9 +698,9 @@ static pt_plugin_result fauth_on_request_headers(pt_txn *txn, const void *conf, 
     return PT_PLUGIN_PAUSE;
 }
 
-static void *fauth_worker_init(struct pt_loop *loop) { return pt_fa_store_new(); }
+static void *fauth_worker_init(struct pt_loop *loop) { return pt_digest_store_new(); }
 
-static void fauth_worker_fini(struct pt_loop *loop, void *wstate) { pt_fa_store_free(wstate); }
+static void fauth_worker_fini(struct pt_loop *loop, void *wstate) { pt_digest_store_free(wstate); }
 
 const pt_plugin_type pt_plugin_forward_auth = {
     .name = "forward_auth",

@@ -25,7 +25,6 @@
 #ifndef PT_PLUGINS_FORWARD_AUTH_H
 #define PT_PLUGINS_FORWARD_AUTH_H
 
-#include "plugins/forward_auth/fa_cache.h"
 #include "plugin/plugin.h"
 
 #define PT_FAUTH_DEFAULT_TIMEOUT_MS 2000
@@ -78,7 +77,7 @@ typedef struct {
     size_t ncache_key;
     /* SHA-256 of every setting that shapes an auth call or a cached entry:
      * instances with equal fingerprints share cache entries. */
-    uint8_t fingerprint[PT_FA_DIGEST_LEN];
+    uint8_t fingerprint[PT_DIGEST_LEN];
     /* portico_forward_auth_decisions_total{upstream, result}: cells in
      * pt_fauth_result order; NULL when metrics are off. */
     pt_metric_series *decisions;
@@ -100,7 +99,7 @@ typedef struct {
     const pt_fauth_conf *conf;
     pt_http_call *call;      /* the auth call in flight, NULL otherwise */
     bool has_key;
-    uint8_t key[PT_FA_DIGEST_LEN];
+    uint8_t key[PT_DIGEST_LEN];
 } pt_fauth_state;
 
 extern const pt_plugin_type pt_plugin_forward_auth;
@@ -131,8 +130,8 @@ void pt_fauth_auth_headers(const pt_fauth_conf *c, const pt_request *req, pt_str
                            pt_headers *out);
 /* The cache key: SHA-256 over the salt and each key element (tagged and
  * length-prefixed, so no two different requests collide by concatenation). */
-void pt_fauth_cache_key(const pt_fauth_conf *c, const uint8_t salt[PT_FA_SALT_LEN], const pt_request *req,
-                        pt_str uri, pt_str client, uint8_t out[PT_FA_DIGEST_LEN]);
+void pt_fauth_cache_key(const pt_fauth_conf *c, const uint8_t salt[PT_DIGEST_SALT_LEN], const pt_request *req,
+                        pt_str uri, pt_str client, uint8_t out[PT_DIGEST_LEN]);
 /* How long a positive result may be cached: the configured ttl, lowered by
  * the auth response's Cache-Control max-age; 0 (do not cache) for
  * no-store, no-cache or max-age=0. */
