@@ -11,7 +11,6 @@
 #include "plugins/jwt/jwk.h"
 #include "plugins/jwt/jws.h"
 #include "plugins/jwt/jwt.h"
-#include "plugins/jwt/jwt_cache.h"
 #include "plugin/plugin.h"
 #include "testlib.h"
 
@@ -409,32 +408,32 @@ TEST(iss_aud_required_typ)
 
 TEST(cache_expiry_and_lru)
 {
-    pt_jwt_cache *c = pt_jwt_cache_new();
+    pt_digest_cache *c = pt_digest_cache_new(1, 1);
     uint8_t k1[32] = {1}, k2[32] = {2}, k3[32] = {3};
     pt_header h = {PT_STR_LIT("X-User-Id"), PT_STR_LIT("alice")};
     pt_jwt_ident id = {.headers = &h, .nheaders = 1};
     pt_jwt_cache_put(c, k1, 1000, &id, 2, 0);
-    const pt_jwt_entry *e = pt_jwt_cache_get(c, k1, 999);
-    CHECK(e && e->id.nheaders == 1);
-    if (e) CHECK_SLICE(e->id.headers[0].value, "alice");
+    const pt_jwt_ident *e = pt_jwt_cache_get(c, k1, 999);
+    CHECK(e && e->nheaders == 1);
+    if (e) CHECK_SLICE(e->headers[0].value, "alice");
     CHECK(pt_jwt_cache_get(c, k1, 1000) == NULL); /* expired, and dropped */
-    CHECK_INT(pt_jwt_cache_count(c), 0);
+    CHECK_INT(pt_digest_cache_count(c, PT_DIGEST_POSITIVE), 0);
     pt_jwt_cache_put(c, k1, 5000, NULL, 2, 0);
     pt_jwt_cache_put(c, k2, 5000, NULL, 2, 0);
     CHECK(pt_jwt_cache_get(c, k1, 1) != NULL); /* k2 becomes least recently used */
     pt_jwt_cache_put(c, k3, 5000, NULL, 2, 0);
-    CHECK_INT(pt_jwt_cache_count(c), 2);
+    CHECK_INT(pt_digest_cache_count(c, PT_DIGEST_POSITIVE), 2);
     CHECK(pt_jwt_cache_get(c, k2, 1) == NULL);
     CHECK(pt_jwt_cache_get(c, k1, 1) != NULL && pt_jwt_cache_get(c, k3, 1) != NULL);
     pt_jwt_cache_put(c, k2, 10, NULL, 2, 10); /* already expired: not stored */
     CHECK(pt_jwt_cache_get(c, k2, 1) == NULL);
-    pt_jwt_cache_free(c);
+    pt_digest_cache_free(c);
 }
 
 /* The whole identity is deep-copied: the caller's buffers may go away. */
 TEST(cache_keeps_identity)
 {
-    pt_jwt_cache *c = pt_jwt_cache_new();
+    pt_digest_cache *c = pt_digest_cache_new(1, 1);
     uint8_t k[32] = {9};
     char buf[64];
     strcpy(buf, "alice");
@@ -445,21 +444,21 @@ TEST(cache_keeps_identity)
     pt_jwt_ident id = {pt_str_make(buf, 5), groups, 2, scopes, 2, claims, 2, hs, 1};
     pt_jwt_cache_put(c, k, 100, &id, 10, 0);
     memset(buf, 'z', sizeof(buf));
-    const pt_jwt_entry *e = pt_jwt_cache_get(c, k, 1);
+    const pt_jwt_ident *e = pt_jwt_cache_get(c, k, 1);
     CHECK(e != NULL);
     if (e) {
-        CHECK_SLICE(e->id.consumer, "alice");
-        CHECK_INT(e->id.ngroups, 2);
-        CHECK_SLICE(e->id.groups[1], "ops");
-        CHECK_INT(e->id.nscopes, 2);
-        CHECK_SLICE(e->id.scopes[0], "orders:read");
-        CHECK_INT(e->id.nclaims, 2);
-        CHECK_SLICE(e->id.claims[1].name, "iss");
-        CHECK_SLICE(e->id.claims[1].value, "https://i");
-        CHECK_SLICE(e->id.headers[0].name, "X-Sub");
-        CHECK(e->id.consumer.p[5] == '\0');
+        CHECK_SLICE(e->consumer, "alice");
+        CHECK_INT(e->ngroups, 2);
+        CHECK_SLICE(e->groups[1], "ops");
+        CHECK_INT(e->nscopes, 2);
+        CHECK_SLICE(e->scopes[0], "orders:read");
+        CHECK_INT(e->nclaims, 2);
+        CHECK_SLICE(e->claims[1].name, "iss");
+        CHECK_SLICE(e->claims[1].value, "https://i");
+        CHECK_SLICE(e->headers[0].name, "X-Sub");
+        CHECK(e->consumer.p[5] == '\0');
     }
-    pt_jwt_cache_free(c);
+    pt_digest_cache_free(c);
 }
 
 /* ------------------------------------------------------------- JWKS refresh bounds */

@@ -1,7 +1,7 @@
 /* jwt.c — the jwt plugin: a request must carry a JSON Web Token signed by
  * a configured key and whose claims satisfy the policy; else 401 with
  * WWW-Authenticate: Bearer (RFC 6750) and problem+json. Verified tokens are
- * cached per worker (jwt_cache.c); selected claims travel upstream as
+ * cached per worker (pt_jwt_cache_put, on the plugin API's digest cache); selected claims travel upstream as
  * headers (client copies always removed). Verification itself is in jws.c,
  * keys in jwk.c. Design note: docs/jwt.md. */
 #include "plugins/jwt/jwt.h"
@@ -745,15 +745,42 @@ static pt_plugin_result deny(pt_txn *txn, const pt_jwt_conf *c, pt_jwt_result r,
     return PT_PLUGIN_RESPOND;
 }
 
-/* SHA-256(salt || token): the cache key. */
-static void token_digest(const pt_jwt_conf *c, pt_str token, uint8_t out[PT_JWT_DIGEST_LEN])
+/* SHA-256(worker cache salt || instance salt || token): the cache key. */
+static void token_digest(pt_digest_cache *cache, const pt_jwt_conf *c, pt_str token, uint8_t out[PT_DIGEST_LEN])
 {
-    EVP_MD_CTX *m = EVP_MD_CTX_new();
-    unsigned int n = 0;
-    if (!m || EVP_DigestInit_ex(m, EVP_sha256(), NULL) != 1 || EVP_DigestUpdate(m, c->salt, sizeof(c->salt)) != 1 ||
-        EVP_DigestUpdate(m, token.p, token.n) != 1 || EVP_DigestFinal_ex(m, out, &n) != 1)
-        pt_panic(__FILE__, __LINE__, "EVP sha256");
-    EVP_MD_CTX_free(m);
+    const pt_str parts[2] = {pt_str_make((const char *)c->salt, sizeof(c->salt)), token};
+    pt_digest_cache_key(cache, parts, 2, out);
+}
+
+const pt_jwt_ident *pt_jwt_cache_put(pt_digest_cache *c, const uint8_t key[PT_DIGEST_LEN], uint64_t expires_ms,
+                                     const pt_jwt_ident *id, size_t max_entries, uint64_t now_ms)
+{
+    static const pt_jwt_ident none;
+    if (!id) id = &none;
+    size_t bytes = sizeof(pt_jwt_ident) + pt_digest_blob_str_size(id->consumer) +
+                   pt_digest_blob_strs_size(id->groups, id->ngroups) + pt_digest_blob_strs_size(id->scopes, id->nscopes) +
+                   pt_digest_blob_headers_size(id->claims, id->nclaims) +
+                   pt_digest_blob_headers_size(id->headers, id->nheaders);
+    pt_digest_cache_set_max(c, PT_DIGEST_POSITIVE, max_entries);
+    pt_jwt_ident *e = pt_digest_cache_put(c, key, PT_DIGEST_POSITIVE, expires_ms, NULL, bytes, now_ms);
+    if (!e) return NULL;
+    char *p = (char *)(e + 1);
+    e->groups = pt_digest_blob_strs(&p, id->groups, id->ngroups);
+    e->ngroups = id->ngroups;
+    e->scopes = pt_digest_blob_strs(&p, id->scopes, id->nscopes);
+    e->nscopes = id->nscopes;
+    e->claims = pt_digest_blob_headers(&p, id->claims, id->nclaims);
+    e->nclaims = id->nclaims;
+    e->headers = pt_digest_blob_headers(&p, id->headers, id->nheaders);
+    e->nheaders = id->nheaders;
+    e->consumer = pt_digest_blob_str(&p, id->consumer);
+    PT_ASSERT((size_t)(p - (char *)e) <= bytes);
+    return e;
+}
+
+const pt_jwt_ident *pt_jwt_cache_get(pt_digest_cache *c, const uint8_t key[PT_DIGEST_LEN], uint64_t now_ms)
+{
+    return pt_digest_cache_get(c, key, now_ms, NULL, NULL);
 }
 
 /* Removes the token from what goes upstream (forward_token: false): the
@@ -888,8 +915,8 @@ static pt_plugin_result decide(pt_jwt_state *st)
             int64_t exp_ms = (exp_s + c->policy.leeway_s) * 1000;
             if (exp_ms < (int64_t)until) until = exp_ms > 0 ? (uint64_t)exp_ms : 0;
         }
-        uint8_t key[PT_JWT_DIGEST_LEN];
-        token_digest(c, st->token, key);
+        uint8_t key[PT_DIGEST_LEN];
+        token_digest(w->cache, c, st->token, key);
         pt_jwt_cache_put(w->cache, key, until, &id, c->cache_max_entries, now_ms);
     }
     if (!c->forward_token) drop_token(c, req);
@@ -930,9 +957,9 @@ static pt_plugin_result jwt_on_request_headers(pt_txn *txn, const void *conf, vo
 
     pt_jwt_worker *w = pt_txn_worker_state(txn, &pt_plugin_jwt);
     if (c->cache && w) {
-        uint8_t key[PT_JWT_DIGEST_LEN];
-        token_digest(c, st->token, key);
-        const pt_jwt_entry *e = pt_jwt_cache_get(w->cache, key, pt_loop_wall_us(pt_txn_loop(txn)) / 1000);
+        uint8_t key[PT_DIGEST_LEN];
+        token_digest(w->cache, c, st->token, key);
+        const pt_jwt_ident *e = pt_jwt_cache_get(w->cache, key, pt_loop_wall_us(pt_txn_loop(txn)) / 1000);
         if (e) {
             if (!c->forward_token) drop_token(c, req);
             /* Keep a JWKS source fresh even when every request hits the cache
@@ -940,7 +967,7 @@ static pt_plugin_result jwt_on_request_headers(pt_txn *txn, const void *conf, vo
             if (c->jwks)
                 pt_jwks_src_refresh(pt_jwks_src_get(&w->sources, pt_txn_loop(txn), c->jwks), c->jwks,
                                     pt_loop_now(pt_txn_loop(txn)), false);
-            return apply_ident(txn, c, &e->id, PT_JWT_R_CACHE_HIT);
+            return apply_ident(txn, c, e, PT_JWT_R_CACHE_HIT);
         }
     }
     return decide(st);
@@ -954,7 +981,7 @@ static void jwt_on_pause_cancelled(pt_txn *txn, const void *conf, void *state, p
 static void *jwt_worker_init(struct pt_loop *loop)
 {
     pt_jwt_worker *w = pt_xcalloc(1, sizeof(*w));
-    w->cache = pt_jwt_cache_new();
+    w->cache = pt_digest_cache_new(PT_JWT_DEFAULT_CACHE_ENTRIES, 1);
     return w;
 }
 
@@ -963,7 +990,7 @@ static void jwt_worker_fini(struct pt_loop *loop, void *wstate)
     pt_jwt_worker *w = wstate;
     if (!w) return;
     pt_jwks_src_free_all(&w->sources);
-    pt_jwt_cache_free(w->cache);
+    pt_digest_cache_free(w->cache);
     free(w);
 }
 

@@ -48,7 +48,6 @@
 #include "plugins/jwt/jwk.h"
 #include "plugins/jwt/jwks_src.h"
 #include "plugins/jwt/jws.h"
-#include "plugins/jwt/jwt_cache.h"
 #include "plugin/plugin.h"
 
 #define PT_JWT_MAX_MAX_TOKEN (64u << 10)
@@ -66,6 +65,20 @@
 #define PT_JWT_MAX_FACT 1024       /* a fact's value, bytes (longer: not exported) */
 
 /* Where a token may come from. */
+/* What a verified token says about its caller (jwt.c builds it; the
+ * verified-token cache keeps a deep copy). */
+typedef struct {
+    pt_str consumer;                   /* the consumer claim's value */
+    const pt_str *groups;              /* an ad-hoc consumer's groups */
+    uint32_t ngroups;
+    const pt_str *scopes;
+    uint32_t nscopes;
+    const pt_header *claims;           /* name -> value (pt_txn_set_claim) */
+    uint32_t nclaims;
+    const pt_header *headers;          /* claims_to_headers: header -> value */
+    uint32_t nheaders;
+} pt_jwt_ident;
+
 typedef enum { PT_JWT_SRC_HEADER = 0, PT_JWT_SRC_QUERY, PT_JWT_SRC_COOKIE } pt_jwt_src_kind;
 
 typedef struct {
@@ -111,10 +124,11 @@ typedef enum {
     PT_JWT_R_UNAVAILABLE,  /* no key set could be fetched yet: 503 */
 } pt_jwt_result;
 
-/* Per-worker state of the type: the verified-token cache and the JWKS
- * sources. */
+/* Per-worker state of the type: the verified-token cache (a digest cache
+ * shared by the instances, whose keys also hash each instance's salt) and
+ * the JWKS sources. */
 typedef struct {
-    pt_jwt_cache *cache;
+    pt_digest_cache *cache;
     pt_jwks_src *sources;
 } pt_jwt_worker;
 
@@ -153,6 +167,18 @@ pt_str pt_jwt_claim_value(const json_t *v, pt_arena *a);
  * `client_id` taken from `azp` when the token has only that. Claim headers
  * are not touched. NULL on success, else why the token cannot name a
  * caller (a fixed sentence). */
+/* The verified-token cache (plugin/digest_cache.h), so an RSA/ECDSA
+ * verification is paid once per token and worker. An entry, keyed by
+ * SHA-256(cache salt, instance salt, token), is a deep copy of the
+ * identity, in the entry's own allocation, valid until the wall-clock
+ * expires_ms (the token's exp, bounded by the configured ttl).
+ * pt_jwt_cache_put stores it (NULL: an empty identity) keeping at most
+ * max_entries entries, and returns the copy (NULL if already expired);
+ * pt_jwt_cache_get returns the live copy or NULL. Copies stay valid until
+ * the next put or free. */
+const pt_jwt_ident *pt_jwt_cache_put(pt_digest_cache *c, const uint8_t key[PT_DIGEST_LEN], uint64_t expires_ms,
+                                     const pt_jwt_ident *id, size_t max_entries, uint64_t now_ms);
+const pt_jwt_ident *pt_jwt_cache_get(pt_digest_cache *c, const uint8_t key[PT_DIGEST_LEN], uint64_t now_ms);
 const char *pt_jwt_read_ident(const pt_jwt_conf *c, const json_t *claims, pt_arena *a, pt_jwt_ident *id);
 
 /* The WWW-Authenticate value for a 401/400 (RFC 6750 §3), in `a`:
