@@ -10,7 +10,6 @@
 
 #include "config/config.h"
 #include "plugins/oauth2_introspection/oauth2_introspection.h"
-#include "plugins/oauth2_introspection/oi_cache.h"
 #include "plugin/plugin.h"
 #include "testlib.h"
 
@@ -62,9 +61,9 @@ static pt_str claim(const pt_oi_answer *ans, const char *name)
     return PT_STR_NULL;
 }
 
-static void key_of(int i, uint8_t out[PT_OI_DIGEST_LEN])
+static void key_of(int i, uint8_t out[PT_DIGEST_LEN])
 {
-    memset(out, 0, PT_OI_DIGEST_LEN);
+    memset(out, 0, PT_DIGEST_LEN);
     memcpy(out, &i, sizeof(i));
     memcpy(out + 8, &i, sizeof(i));
 }
@@ -246,8 +245,8 @@ TEST(deadlines_bounded_by_exp)
 
 TEST(cache_fresh_kept_and_replaced)
 {
-    pt_oi_cache *c = pt_oi_cache_new(4, 2);
-    uint8_t k[PT_OI_DIGEST_LEN];
+    pt_digest_cache *c = pt_digest_cache_new(4, 2);
+    uint8_t k[PT_DIGEST_LEN];
     key_of(1, k);
     pt_header claims[] = {{PT_STR_LIT("scope"), PT_STR_LIT("read")}};
     pt_oi_cache_put(c, k, true, 100, 200, PT_STR_LIT("alice"), claims, 1, 10);
@@ -260,25 +259,25 @@ TEST(cache_fresh_kept_and_replaced)
     }
     CHECK(pt_oi_cache_get(c, k, 150) != NULL); /* stale but kept */
     CHECK(pt_oi_cache_get(c, k, 200) == NULL); /* gone */
-    CHECK_INT(pt_oi_cache_count(c, true), 0);
+    CHECK_INT(pt_digest_cache_count(c, true), 0);
     /* replace a positive with a negative */
     pt_oi_cache_put(c, k, true, 100, 200, PT_STR_LIT("alice"), NULL, 0, 10);
     pt_oi_cache_put(c, k, false, 50, 50, PT_STR_LIT("ignored"), claims, 1, 20);
     e = pt_oi_cache_get(c, k, 30);
     CHECK(e && !e->active && e->consumer.n == 0 && e->nclaims == 0);
-    CHECK_INT(pt_oi_cache_count(c, true), 0);
-    CHECK_INT(pt_oi_cache_count(c, false), 1);
+    CHECK_INT(pt_digest_cache_count(c, true), 0);
+    CHECK_INT(pt_digest_cache_count(c, false), 1);
     /* nothing stored when already dead */
     key_of(2, k);
     pt_oi_cache_put(c, k, true, 10, 10, PT_STR_LIT("x"), NULL, 0, 10);
     CHECK(pt_oi_cache_get(c, k, 0) == NULL);
-    pt_oi_cache_free(c);
+    pt_digest_cache_free(c);
 }
 
 TEST(cache_negative_flood_does_not_evict_positives)
 {
-    pt_oi_cache *c = pt_oi_cache_new(3, 2);
-    uint8_t k[PT_OI_DIGEST_LEN];
+    pt_digest_cache *c = pt_digest_cache_new(3, 2);
+    uint8_t k[PT_DIGEST_LEN];
     for (int i = 0; i < 3; i++) {
         key_of(i, k);
         pt_oi_cache_put(c, k, true, 1000, 1000, PT_STR_LIT("u"), NULL, 0, 0);
@@ -287,8 +286,8 @@ TEST(cache_negative_flood_does_not_evict_positives)
         key_of(i, k);
         pt_oi_cache_put(c, k, false, 1000, 1000, PT_STR_NULL, NULL, 0, 0);
     }
-    CHECK_INT(pt_oi_cache_count(c, true), 3);
-    CHECK_INT(pt_oi_cache_count(c, false), 2);
+    CHECK_INT(pt_digest_cache_count(c, true), 3);
+    CHECK_INT(pt_digest_cache_count(c, false), 2);
     for (int i = 0; i < 3; i++) {
         key_of(i, k);
         CHECK(pt_oi_cache_get(c, k, 1) != NULL);
@@ -306,32 +305,31 @@ TEST(cache_negative_flood_does_not_evict_positives)
     CHECK(pt_oi_cache_get(c, k, 2) == NULL);
     key_of(0, k);
     CHECK(pt_oi_cache_get(c, k, 2) != NULL);
-    pt_oi_cache_free(c);
+    pt_digest_cache_free(c);
 }
 
 TEST(store_namespaces_and_idle_release)
 {
-    pt_oi_store *s = pt_oi_store_new();
-    uint8_t fp1[PT_OI_DIGEST_LEN] = {1}, fp2[PT_OI_DIGEST_LEN] = {2}, k[PT_OI_DIGEST_LEN];
-    pt_oi_cache *c1 = pt_oi_store_cache(s, fp1, 10, 10, 0);
+    pt_digest_store *s = pt_digest_store_new();
+    uint8_t fp1[PT_DIGEST_LEN] = {1}, fp2[PT_DIGEST_LEN] = {2}, k[PT_DIGEST_LEN];
+    pt_digest_cache *c1 = pt_digest_store_cache(s, fp1, 10, 10, 0);
     key_of(7, k);
     pt_oi_cache_put(c1, k, true, 5000, 5000, PT_STR_LIT("a"), NULL, 0, 0);
-    pt_oi_cache *c2 = pt_oi_store_cache(s, fp2, 10, 10, 0);
+    pt_digest_cache *c2 = pt_digest_store_cache(s, fp2, 10, 10, 0);
     CHECK(c1 != c2);
     CHECK(pt_oi_cache_get(c2, k, 1) == NULL); /* namespaces do not share */
-    CHECK(pt_oi_store_cache(s, fp1, 10, 10, 1) == c1);
-    CHECK_INT(pt_oi_store_count(s), 2);
+    CHECK(pt_digest_store_cache(s, fp1, 10, 10, 1) == c1);
+    CHECK_INT(pt_digest_store_count(s), 2);
     /* fp1 still has a live entry at 4000: kept; fp2 is empty but recently used: kept */
-    pt_oi_store_cache(s, fp1, 10, 10, 4000);
-    CHECK_INT(pt_oi_store_count(s), 2);
+    pt_digest_store_cache(s, fp1, 10, 10, 4000);
+    CHECK_INT(pt_digest_store_count(s), 2);
     /* long after: fp2 idle and empty -> freed when fp1 is looked up */
-    pt_oi_store_cache(s, fp1, 10, 10, PT_OI_NS_IDLE_MS + 10);
-    CHECK_INT(pt_oi_store_count(s), 1);
-    /* two stores have different salts */
-    pt_oi_store *s2 = pt_oi_store_new();
-    CHECK(memcmp(pt_oi_store_salt(s), pt_oi_store_salt(s2), PT_OI_SALT_LEN) != 0);
-    pt_oi_store_free(s2);
-    pt_oi_store_free(s);
+    pt_digest_store_cache(s, fp1, 10, 10, PT_DIGEST_NS_IDLE_MS + 10);
+    CHECK_INT(pt_digest_store_count(s), 1);
+    /* two caches have different salts */
+    c2 = pt_digest_store_cache(s, fp2, 10, 10, PT_DIGEST_NS_IDLE_MS + 11);
+    CHECK(memcmp(pt_digest_cache_salt(c1), pt_digest_cache_salt(c2), PT_DIGEST_SALT_LEN) != 0);
+    pt_digest_store_free(s);
 }
 
 /* ------------------------------------------------------------- configure */

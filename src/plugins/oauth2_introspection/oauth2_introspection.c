@@ -3,7 +3,7 @@
  * endpoint (through the internal HTTP client, the request side paused),
  * with the gateway's client credentials; an active token names the
  * consumer and brings its scopes and claims, anything else is a 401 with
- * an RFC 6750 challenge. Answers are cached per worker (oi_cache.c).
+ * an RFC 6750 challenge. Answers are cached per worker (a digest store).
  * Semantics in oauth2_introspection.h; docs/authentication.md. */
 #include "plugins/oauth2_introspection/oauth2_introspection.h"
 
@@ -590,11 +590,34 @@ static pt_plugin_result admit(pt_txn *txn, const pt_oi_conf *c, pt_oi_result r, 
 
 static uint64_t wall_ms(pt_txn *txn) { return pt_loop_wall_us(pt_txn_loop(txn)) / 1000; }
 
-/* This configuration's cache on this worker, or NULL (cache off). */
-static pt_oi_cache *cache_of(pt_txn *txn, const pt_oi_conf *c, uint64_t now)
+const pt_oi_entry *pt_oi_cache_get(pt_digest_cache *c, const uint8_t key[PT_DIGEST_LEN], uint64_t now_ms)
 {
-    pt_oi_store *s = c->cache ? pt_txn_worker_state(txn, &pt_plugin_oauth2_introspection) : NULL;
-    return s ? pt_oi_store_cache(s, c->fingerprint, c->max_entries, c->negative_max_entries, now) : NULL;
+    return pt_digest_cache_get(c, key, now_ms, NULL, NULL);
+}
+
+void pt_oi_cache_put(pt_digest_cache *c, const uint8_t key[PT_DIGEST_LEN], bool active, uint64_t fresh_until,
+                     uint64_t keep_until, pt_str consumer, const pt_header *claims, size_t n, uint64_t now_ms)
+{
+    if (fresh_until > keep_until) fresh_until = keep_until;
+    if (!active) consumer = PT_STR_NULL, n = 0;
+    size_t bytes = sizeof(pt_oi_entry) + pt_digest_blob_str_size(consumer) + pt_digest_blob_headers_size(claims, n);
+    pt_oi_entry *e = pt_digest_cache_put(c, key, active ? PT_DIGEST_POSITIVE : PT_DIGEST_NEGATIVE, keep_until, NULL,
+                                         bytes, now_ms);
+    if (!e) return;
+    e->active = active;
+    e->fresh_until = fresh_until;
+    e->keep_until = keep_until;
+    char *p = (char *)(e + 1);
+    e->claims = pt_digest_blob_headers(&p, claims, n);
+    e->nclaims = (uint32_t)n;
+    e->consumer = pt_digest_blob_str(&p, consumer);
+}
+
+/* This configuration's cache on this worker, or NULL (cache off). */
+static pt_digest_cache *cache_of(pt_txn *txn, const pt_oi_conf *c, uint64_t now)
+{
+    pt_digest_store *s = c->cache ? pt_txn_worker_state(txn, &pt_plugin_oauth2_introspection) : NULL;
+    return s ? pt_digest_store_cache(s, c->fingerprint, c->max_entries, c->negative_max_entries, now) : NULL;
 }
 
 /* The server failed: a stale positive entry if stale_if_error allows, else 503. */
@@ -602,7 +625,7 @@ static pt_plugin_result failed(pt_oi_state *st, const char *detail)
 {
     const pt_oi_conf *c = st->conf;
     uint64_t now = wall_ms(st->txn);
-    pt_oi_cache *cache = st->has_key && c->stale_ms ? cache_of(st->txn, c, now) : NULL;
+    pt_digest_cache *cache = st->has_key && c->stale_ms ? cache_of(st->txn, c, now) : NULL;
     const pt_oi_entry *e = cache ? pt_oi_cache_get(cache, st->key, now) : NULL;
     if (e && e->active) return admit(st->txn, c, PT_OI_R_STALE, e->consumer, e->claims, e->nclaims);
     return unavailable(st->txn, c, detail);
@@ -627,7 +650,7 @@ static void oi_done(void *data, const pt_http_result *r)
         uint64_t now = wall_ms(txn);
         pt_oi_answer ans;
         pt_oi_parse_answer(c, r->body, now, pt_txn_arena(txn), &ans);
-        pt_oi_cache *cache = st->has_key ? cache_of(txn, c, now) : NULL;
+        pt_digest_cache *cache = st->has_key ? cache_of(txn, c, now) : NULL;
         if (ans.kind == PT_OI_ANSWER_INVALID) {
             res = failed(st, "the authorization server's answer is invalid");
         } else if (ans.kind == PT_OI_ANSWER_ACTIVE) {
@@ -671,16 +694,9 @@ static pt_plugin_result oi_on_request_headers(pt_txn *txn, const void *conf, voi
     if (token.n > c->max_token) return refuse(txn, c, PT_OI_R_MALFORMED, "the bearer token is too large");
 
     uint64_t now = wall_ms(txn);
-    pt_oi_cache *cache = cache_of(txn, c, now);
+    pt_digest_cache *cache = cache_of(txn, c, now);
     if (cache) {
-        pt_oi_store *s = pt_txn_worker_state(txn, &pt_plugin_oauth2_introspection);
-        unsigned int n = 0;
-        EVP_MD_CTX *m = EVP_MD_CTX_new();
-        if (!m || EVP_DigestInit_ex(m, EVP_sha256(), NULL) != 1 ||
-            EVP_DigestUpdate(m, pt_oi_store_salt(s), PT_OI_SALT_LEN) != 1 ||
-            EVP_DigestUpdate(m, token.p, token.n) != 1 || EVP_DigestFinal_ex(m, st->key, &n) != 1)
-            pt_panic(__FILE__, __LINE__, "EVP sha256");
-        EVP_MD_CTX_free(m);
+        pt_digest_cache_key(cache, &token, 1, st->key);
         st->has_key = true;
         const pt_oi_entry *e = pt_oi_cache_get(cache, st->key, now);
         if (e && now < e->fresh_until) {
@@ -708,9 +724,9 @@ static pt_plugin_result oi_on_request_headers(pt_txn *txn, const void *conf, voi
     return PT_PLUGIN_PAUSE;
 }
 
-static void *oi_worker_init(struct pt_loop *loop) { return pt_oi_store_new(); }
+static void *oi_worker_init(struct pt_loop *loop) { return pt_digest_store_new(); }
 
-static void oi_worker_fini(struct pt_loop *loop, void *wstate) { pt_oi_store_free(wstate); }
+static void oi_worker_fini(struct pt_loop *loop, void *wstate) { pt_digest_store_free(wstate); }
 
 const pt_plugin_type pt_plugin_oauth2_introspection = {
     .name = "oauth2_introspection",

@@ -31,7 +31,6 @@
 #ifndef PT_PLUGINS_OAUTH2_INTROSPECTION_H
 #define PT_PLUGINS_OAUTH2_INTROSPECTION_H
 
-#include "plugins/oauth2_introspection/oi_cache.h"
 #include "plugin/plugin.h"
 
 #define PT_OI_DEFAULT_TIMEOUT_MS 2000
@@ -79,7 +78,7 @@ typedef struct {
     uint64_t ttl_ms, negative_ttl_ms, stale_ms;
     /* SHA-256 of every setting that shapes a cached answer: instances with
      * equal fingerprints share entries (across routes and reloads). */
-    uint8_t fingerprint[PT_OI_DIGEST_LEN];
+    uint8_t fingerprint[PT_DIGEST_LEN];
     pt_metric_series *decisions; /* portico_oauth2_introspection_decisions_total{result} */
 } pt_oi_conf;
 
@@ -95,12 +94,39 @@ typedef enum {
     PT_OI_R_STALE,           /* the server failed, a stale positive was served */
 } pt_oi_result;
 
+/* The answer cache: per worker, one digest cache (plugin/digest_cache.h)
+ * per configuration fingerprint, so identical instances share answers and
+ * a reload that keeps the settings keeps them. An entry is keyed by
+ * SHA-256(cache salt, token) and is positive (the token was active: the
+ * consumer name and the claims to apply) or negative (inactive or refused);
+ * the two kinds have separate LRU bounds, so a flood of bad tokens cannot
+ * evict the good ones. Two wall-clock deadlines: served without asking the
+ * server while now < fresh_until; kept (a positive one, for
+ * stale_if_error) while now < keep_until. */
+typedef struct {
+    bool active;
+    uint64_t fresh_until;
+    uint64_t keep_until;
+    pt_str consumer;             /* positive: the consumer name */
+    uint32_t nclaims;
+    const pt_header *claims;     /* positive: claim name -> value */
+} pt_oi_entry;
+
+/* The entry for `key` if now < its keep_until, else NULL. Valid until the
+ * next put or free on this cache. */
+const pt_oi_entry *pt_oi_cache_get(pt_digest_cache *c, const uint8_t key[PT_DIGEST_LEN], uint64_t now_ms);
+/* Stores (or replaces) the entry for `key`; `consumer` and claims[0, n)
+ * are copied (ignored for a negative entry); fresh_until is capped at
+ * keep_until. Nothing is stored when keep_until <= now. */
+void pt_oi_cache_put(pt_digest_cache *c, const uint8_t key[PT_DIGEST_LEN], bool active, uint64_t fresh_until,
+                     uint64_t keep_until, pt_str consumer, const pt_header *claims, size_t n, uint64_t now_ms);
+
 /* Per-request state (zeroed, in the request arena). */
 typedef struct {
     pt_txn *txn;
     const pt_oi_conf *conf;
     pt_http_call *call;
-    uint8_t key[PT_OI_DIGEST_LEN];
+    uint8_t key[PT_DIGEST_LEN];
     bool has_key;
     uint64_t started_ms;
 } pt_oi_state;
