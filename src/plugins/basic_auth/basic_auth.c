@@ -6,9 +6,7 @@
 
 #include <crypt.h>
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 #include <stdlib.h>
-#include <sys/random.h>
 
 #include "plugins/basic_auth/ba_pool.h"
 #include "plugins/plugin_util.h"
@@ -107,23 +105,19 @@ int pt_basic_parse(pt_arena *a, pt_str v, pt_str *user, pt_str *pass)
 
 /* ------------------------------------------------------- per-worker state */
 
-#define CACHE_SETS 256
-#define CACHE_WAYS 4
+#define CACHE_ENTRIES 1024
 
+/* A cached success (a digest cache blob), keyed by SHA-256(cache salt,
+ * user, ':', password). */
 typedef struct {
-    uint8_t key[32];          /* SHA-256(salt, user, ':', password); all zero: empty */
     uint8_t fp[32];           /* the consumer's password_fp when verified */
     uint64_t at_ms;           /* verified at */
-    uint64_t used;            /* LRU clock */
-    bool live;
 } cache_entry;
 
 typedef struct {
     struct pt_loop *loop;
     ba_pool_client *pool;
-    uint8_t salt[32];
-    uint64_t clock;
-    cache_entry cache[CACHE_SETS][CACHE_WAYS];
+    pt_digest_cache *cache;   /* successes, for cache_ttl */
     char *dummy_hash;         /* what an unknown user is verified against */
     double tokens;            /* failure bucket */
     uint64_t tokens_at_ms;
@@ -134,11 +128,7 @@ static void *ba_worker_init(struct pt_loop *loop)
     ba_worker *w = pt_xcalloc(1, sizeof(*w));
     w->loop = loop;
     w->pool = ba_pool_client_new(loop);
-    if (getrandom(w->salt, sizeof(w->salt), 0) != (ssize_t)sizeof(w->salt))
-        for (size_t i = 0; i < sizeof(w->salt); i += 8) {
-            uint64_t r = pt_plugin_rand64();
-            memcpy(w->salt + i, &r, 8);
-        }
+    w->cache = pt_digest_cache_new(CACHE_ENTRIES, 1);
     char setting[CRYPT_GENSALT_OUTPUT_SIZE];
     struct crypt_data *cd = pt_xcalloc(1, sizeof(*cd));
     /* a real yescrypt hash of a random password: an unknown user costs
@@ -159,66 +149,42 @@ static void ba_worker_fini(struct pt_loop *loop, void *ws)
 {
     ba_worker *w = ws;
     ba_pool_client_free(w->pool);
+    pt_digest_cache_free(w->cache);
     free(w->dummy_hash);
     explicit_bzero(w, sizeof(*w));
     free(w);
 }
 
 /* The cache key of a credential: salted, so the cache holds nothing an
- * offline guesser could use without the worker's random salt. */
+ * offline guesser could use without the cache's random salt. */
 static void cache_key(const ba_worker *w, pt_str user, pt_str pass, uint8_t out[32])
 {
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    unsigned int n = 32;
-    EVP_DigestInit_ex(md, EVP_sha256(), NULL);
-    EVP_DigestUpdate(md, w->salt, sizeof(w->salt));
-    EVP_DigestUpdate(md, user.p, user.n);
-    EVP_DigestUpdate(md, ":", 1);
-    EVP_DigestUpdate(md, pass.p ? pass.p : "", pass.n);
-    EVP_DigestFinal_ex(md, out, &n);
-    EVP_MD_CTX_free(md);
-}
-
-static cache_entry *cache_set(ba_worker *w, const uint8_t key[32])
-{
-    return w->cache[key[0] % CACHE_SETS];
+    const pt_str parts[3] = {user, PT_STR_LIT(":"), pass};
+    pt_digest_cache_key(w->cache, parts, 3, out);
 }
 
 /* A live entry for `key` verified against hash fingerprint `fp` within
- * `ttl_ms`, or NULL. */
+ * `ttl_ms`; one that fails either test is dropped. */
 static bool cache_hit(ba_worker *w, const uint8_t key[32], const uint8_t fp[32], uint64_t ttl_ms)
 {
-    cache_entry *set = cache_set(w, key);
     uint64_t now = pt_loop_now(w->loop);
-    for (int i = 0; i < CACHE_WAYS; i++) {
-        cache_entry *e = &set[i];
-        if (!e->live || CRYPTO_memcmp(e->key, key, 32) != 0) continue;
-        if (now - e->at_ms >= ttl_ms || CRYPTO_memcmp(e->fp, fp, 32) != 0) {
-            e->live = false;
-            return false;
-        }
-        e->used = ++w->clock;
-        return true;
+    const cache_entry *e = pt_digest_cache_get(w->cache, key, now, NULL, NULL);
+    if (!e) return false;
+    if (now - e->at_ms >= ttl_ms || CRYPTO_memcmp(e->fp, fp, 32) != 0) {
+        pt_digest_cache_remove(w->cache, key);
+        return false;
     }
-    return false;
+    return true;
 }
 
-/* Stores a success, evicting the least recently used entry of its set. */
-static void cache_put(ba_worker *w, const uint8_t key[32], const uint8_t fp[32])
+/* Stores a success for `ttl_ms`, evicting the least recently used entry
+ * when full. */
+static void cache_put(ba_worker *w, const uint8_t key[32], const uint8_t fp[32], uint64_t ttl_ms)
 {
-    cache_entry *set = cache_set(w, key), *victim = &set[0];
-    for (int i = 0; i < CACHE_WAYS; i++) {
-        if (!set[i].live) {
-            victim = &set[i];
-            break;
-        }
-        if (set[i].used < victim->used) victim = &set[i];
-    }
-    memcpy(victim->key, key, 32);
-    memcpy(victim->fp, fp, 32);
-    victim->at_ms = pt_loop_now(w->loop);
-    victim->used = ++w->clock;
-    victim->live = true;
+    cache_entry e;
+    memcpy(e.fp, fp, 32);
+    e.at_ms = pt_loop_now(w->loop);
+    pt_digest_cache_put(w->cache, key, PT_DIGEST_POSITIVE, e.at_ms + ttl_ms, &e, sizeof(e), e.at_ms);
 }
 
 /* The failure bucket: refills PT_BASIC_FAILURES_PER_SEC per second up to
@@ -254,7 +220,7 @@ static void verified(void *data, int result)
     if (txn) {
         pt_plugin_result r;
         if (result == 1 && p->consumer) {
-            if (p->conf->cache_ttl_ms) cache_put(p->w, p->key, p->consumer->password_fp);
+            if (p->conf->cache_ttl_ms) cache_put(p->w, p->key, p->consumer->password_fp, p->conf->cache_ttl_ms);
             r = pt_txn_set_consumer(txn, p->consumer, "basic_auth");
         } else {
             r = pt_txn_auth_reject(txn, p->conf->challenge, "invalid username or password");

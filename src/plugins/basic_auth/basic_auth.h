@@ -12,8 +12,8 @@
  * first colon, user non-empty, both valid UTF-8 without control
  * characters. The user names a consumer's basic credential; its crypt(3)
  * hash is verified off the worker loop (ba_pool.c), and successes are
- * cached per worker (bounded set-associative LRU keyed by a salted SHA-256
- * of user and password, tied to the stored hash, TTL). An unknown user
+ * cached per worker (a digest cache of 1024 entries, LRU, keyed by a salted
+ * SHA-256 of user and password, tied to the stored hash, TTL). An unknown user
  * costs the same hash as a wrong password and gets the same 401 with
  * `WWW-Authenticate: Basic realm="...", charset="UTF-8"`. A malformed
  * credential is a 401 too. Another scheme in Authorization (Bearer...) is
