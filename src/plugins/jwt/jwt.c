@@ -1,8 +1,8 @@
 /* jwt.c — the jwt plugin: a request must carry a JSON Web Token signed by
  * a configured key and whose claims satisfy the policy; else 401 with
  * WWW-Authenticate: Bearer (RFC 6750) and problem+json. Verified tokens are
- * cached per worker (pt_jwt_cache_put, on the plugin API's digest cache); selected claims travel upstream as
- * headers (client copies always removed). Verification itself is in jws.c,
+ * cached per worker (pt_jwt_cache_put, on the plugin API's digest cache);
+ * selected claims travel upstream as headers (client copies always removed). Verification itself is in jws.c,
  * keys in jwk.c. Design note: docs/jwt.md. */
 #include "plugins/jwt/jwt.h"
 
