@@ -110,6 +110,7 @@ pt_conn *pt_conn_move(pt_conn *from, size_t size)
     pt_conn *c = pt_xcalloc(1, size);
     *c = *from;
     c->timer = (pt_timer){0};
+    c->proto = NULL; /* the new protocol's start sets it (its finalize must never see another's struct) */
     pt_timer_stop(w->loop, &from->timer);
     /* the list links follow the struct */
     if (c->prev) c->prev->next = c;
