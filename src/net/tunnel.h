@@ -1,6 +1,6 @@
 /* tunnel.h — one end of a byte tunnel on a socket, plain or TLS: what an
  * HTTP/1 connection becomes after a 101 (docs/websocket.md), on the client
- * side (http/h1_server.c) and on the upstream side (upstream/h1_client.c).
+ * side (downstream/h1_server.c) and on the upstream side (upstream/h1_client.c).
  *
  * The owner keeps its socket and its epoll registration (pt_io) and, while
  * the tunnel runs, forwards that io's events to pt_tunnel_sock_io(); it
