@@ -158,4 +158,32 @@ static inline uint64_t pt_plugin_rand64(void)
     return result;
 }
 
+/* Reads a list of non-empty strings (a single string is a list of one)
+ * into ctx->arena; `plugin` and `what` name it in errors. With `nonempty`
+ * an empty list is an error too. An absent node (NULL) is an empty list. */
+static inline bool pt_plugin_string_list(pt_conf_ctx *ctx, const pt_conf_node *n, const char *plugin,
+                                         const char *what, bool nonempty, const char *const **out, size_t *nout)
+{
+    *out = NULL;
+    *nout = 0;
+    if (!n) return true;
+    const pt_conf_node *const *items = n->kind == PT_NODE_SEQ ? (const pt_conf_node *const *)n->vals : &n;
+    size_t count = n->kind == PT_NODE_SEQ ? n->n : 1;
+    const char **v = pt_arena_calloc(ctx->arena, (count ? count : 1) * sizeof(*v));
+    for (size_t i = 0; i < count; i++) {
+        if (items[i]->kind != PT_NODE_SCALAR || items[i]->scalar_len == 0) {
+            pt_conf_error(ctx, items[i], "%s: '%s' must be a list of non-empty strings", plugin, what);
+            return false;
+        }
+        v[i] = items[i]->scalar;
+    }
+    if (nonempty && count == 0) {
+        pt_conf_error(ctx, n, "%s: '%s' must not be empty", plugin, what);
+        return false;
+    }
+    *out = v;
+    *nout = count;
+    return true;
+}
+
 #endif

@@ -130,28 +130,6 @@ static bool read_key(pt_conf_ctx *ctx, const pt_conf_node *n, pt_jwt_conf *c)
     return true;
 }
 
-/* A list of non-empty strings (a single string is a list of one). */
-static bool read_strings(pt_conf_ctx *ctx, const pt_conf_node *n, const char *what, const char *const **out,
-                         size_t *nout)
-{
-    *out = NULL;
-    *nout = 0;
-    if (!n) return true;
-    const pt_conf_node *const *items = n->kind == PT_NODE_SEQ ? (const pt_conf_node *const *)n->vals : &n;
-    size_t count = n->kind == PT_NODE_SEQ ? n->n : 1;
-    const char **v = pt_arena_calloc(ctx->arena, (count ? count : 1) * sizeof(*v));
-    for (size_t i = 0; i < count; i++) {
-        if (items[i]->kind != PT_NODE_SCALAR || items[i]->scalar_len == 0) {
-            pt_conf_error(ctx, items[i], "jwt: '%s' must be a list of non-empty strings", what);
-            return false;
-        }
-        v[i] = items[i]->scalar;
-    }
-    *out = v;
-    *nout = count;
-    return true;
-}
-
 /* `token`: one source mapping or a list of them. */
 static bool read_sources(pt_conf_ctx *ctx, const pt_conf_node *n, pt_jwt_conf *c)
 {
@@ -385,9 +363,14 @@ static bool read_options(pt_conf_ctx *ctx, const pt_conf_node *node, pt_jwt_conf
     bool ok = true;
     pt_jwt_policy *p = &c->policy;
     p->require_exp = true;
-    if (!read_strings(ctx, pt_conf_get(node, "issuers"), "issuers", &p->issuers, &p->nissuers)) ok = false;
-    if (!read_strings(ctx, pt_conf_get(node, "audiences"), "audiences", &p->audiences, &p->naudiences)) ok = false;
-    if (!read_strings(ctx, pt_conf_get(node, "required_claims"), "required_claims", &p->required, &p->nrequired))
+    if (!pt_plugin_string_list(ctx, pt_conf_get(node, "issuers"), "jwt", "issuers", false, &p->issuers,
+                               &p->nissuers))
+        ok = false;
+    if (!pt_plugin_string_list(ctx, pt_conf_get(node, "audiences"), "jwt", "audiences", false, &p->audiences,
+                               &p->naudiences))
+        ok = false;
+    if (!pt_plugin_string_list(ctx, pt_conf_get(node, "required_claims"), "jwt", "required_claims", false,
+                               &p->required, &p->nrequired))
         ok = false;
     const pt_conf_node *n;
     if ((n = pt_conf_get(node, "require_exp")) && !pt_conf_bool(ctx, n, &p->require_exp)) ok = false;

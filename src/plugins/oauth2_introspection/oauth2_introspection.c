@@ -282,32 +282,6 @@ static const pt_metric_desc decisions_desc = {
     .ndims = 1,
 };
 
-/* A list of non-empty strings (a single string is a list of one). */
-static bool read_list(pt_conf_ctx *ctx, const pt_conf_node *n, const char *what, const char *const **out,
-                      size_t *nout)
-{
-    *out = NULL;
-    *nout = 0;
-    if (!n) return true;
-    const pt_conf_node *const *items = n->kind == PT_NODE_SEQ ? (const pt_conf_node *const *)n->vals : &n;
-    size_t count = n->kind == PT_NODE_SEQ ? n->n : 1;
-    const char **v = pt_arena_calloc(ctx->arena, (count ? count : 1) * sizeof(*v));
-    for (size_t i = 0; i < count; i++) {
-        if (items[i]->kind != PT_NODE_SCALAR || items[i]->scalar_len == 0) {
-            pt_conf_error(ctx, items[i], "oauth2_introspection: '%s' must be a list of non-empty strings", what);
-            return false;
-        }
-        v[i] = items[i]->scalar;
-    }
-    if (count == 0) {
-        pt_conf_error(ctx, n, "oauth2_introspection: '%s' must not be empty", what);
-        return false;
-    }
-    *out = v;
-    *nout = count;
-    return true;
-}
-
 /* A duration within [min, max] ms. */
 static bool read_ms(pt_conf_ctx *ctx, const pt_conf_node *n, const char *what, uint64_t min, uint64_t max,
                     uint64_t *out)
@@ -331,7 +305,9 @@ static bool read_consumer(pt_conf_ctx *ctx, const pt_conf_node *n, pt_oi_conf *c
     static const char *const allowed[] = {"claims", "lookup", NULL};
     if (!pt_conf_check_keys(ctx, n, allowed, "oauth2_introspection.consumer")) return false;
     const pt_conf_node *cl = pt_conf_get(n, "claims");
-    if (cl && !read_list(ctx, cl, "consumer.claims", &c->consumer_claims, &c->nconsumer_claims)) return false;
+    if (cl && !pt_plugin_string_list(ctx, cl, "oauth2_introspection", "consumer.claims", true, &c->consumer_claims,
+                                     &c->nconsumer_claims))
+        return false;
     const pt_conf_node *lk = pt_conf_get(n, "lookup");
     if (!lk) return true;
     static const char *const modes[] = {"prefer", "require", "never"};
@@ -522,8 +498,10 @@ static void *oi_configure(pt_conf_ctx *ctx, const pt_conf_node *node)
     c->max_token = (size_t)mtv;
     ok = read_realm(ctx, pt_conf_get(node, "realm"), c) && ok;
     ok = read_consumer(ctx, pt_conf_get(node, "consumer"), c) && ok;
-    ok = read_list(ctx, pt_conf_get(node, "issuers"), "issuers", &c->issuers, &c->nissuers) && ok;
-    ok = read_list(ctx, pt_conf_get(node, "audiences"), "audiences", &c->audiences, &c->naudiences) && ok;
+    ok = pt_plugin_string_list(ctx, pt_conf_get(node, "issuers"), "oauth2_introspection", "issuers", true,
+                               &c->issuers, &c->nissuers) && ok;
+    ok = pt_plugin_string_list(ctx, pt_conf_get(node, "audiences"), "oauth2_introspection", "audiences", true,
+                               &c->audiences, &c->naudiences) && ok;
     const pt_conf_node *ft = pt_conf_get(node, "forward_token");
     if (ft && !pt_conf_bool(ctx, ft, &c->forward_token)) ok = false;
     ok = read_cache(ctx, pt_conf_get(node, "cache"), c) && ok;
