@@ -50,6 +50,9 @@ typedef struct pt_conf_ctx {
      * pt_conf_metric (plugin/plugin.h). NULL (portico check, tests):
      * metrics off. */
     struct pt_metrics *metrics;
+    /* Where the plugin instance being configured is declared ("global",
+     * "route:NAME"); NULL outside plugin lists. */
+    const char *scope;
 } pt_conf_ctx;
 
 /* Records "FILE:LINE:COL: <fmt...>" at node's position (node may be NULL: line 0). */

@@ -867,7 +867,9 @@ static void config_from_tree(pt_conf_ctx *ctx, const pt_conf_node *root, pt_conf
     const pt_conf_node *tp = pt_conf_opt(root, "trusted_proxies");
     if (tp && pt_ip_set_read(ctx, tp, "trusted_proxies", &cfg->trusted_proxies)) cfg->has_trusted_proxies = true;
     pt_conf_read_consumers(ctx, root, cfg); /* before plugins and routes: they name consumers */
+    ctx->scope = "global";
     pt_conf_plugin_list(ctx, pt_conf_get(root, "plugins"), &cfg->plugins, "plugins");
+    ctx->scope = NULL;
     pt_conf_path_rules(ctx, pt_conf_opt(root, "path_rules"), &cfg->path_rules); /* before routes: inherited */
     pt_conf_routes(ctx, pt_conf_opt(root, "routes"), cfg);
 }

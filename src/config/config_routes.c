@@ -433,7 +433,9 @@ void pt_conf_routes(pt_conf_ctx *ctx, const pt_conf_node *node, pt_config *cfg)
         pt_conf_path_rules(ctx, pt_conf_opt(rn, "path_rules"), &r->path_rules);
         conf_route_auth(ctx, pt_conf_opt(rn, "auth"), cfg, r);
         const pt_conf_node *plugins = pt_conf_get(rn, "plugins");
+        ctx->scope = pt_arena_printf(ctx->arena, "route:%s", r->name);
         pt_conf_plugin_list(ctx, plugins, &r->plugins, "route plugins");
+        ctx->scope = NULL;
         if (!pt_conf_opt(rn, "upstream") && (!plugins || plugins->kind != PT_NODE_SEQ || plugins->n == 0))
             pt_conf_error(ctx, rn, "route has neither upstream nor plugins");
     }

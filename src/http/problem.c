@@ -9,6 +9,8 @@ const char *pt_problem_slug(int status)
 {
     switch (status) {
     case 400: return "bad-request";
+    case 401: return "unauthorized";
+    case 403: return "forbidden";
     case 404: return "no-route";
     case 405: return "method-not-allowed";
     case 408: return "request-timeout";
@@ -16,6 +18,7 @@ const char *pt_problem_slug(int status)
     case 414: return "uri-too-long";
     case 417: return "expectation-failed";
     case 421: return "misdirected-request";
+    case 429: return "rate-limited";
     case 431: return "headers-too-large";
     case 500: return "internal";
     case 501: return "not-implemented";

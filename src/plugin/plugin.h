@@ -363,6 +363,22 @@ pt_str pt_txn_claim(pt_txn *txn, pt_str name);                  /* null slice wh
 pt_metric_series *pt_conf_metric(pt_conf_ctx *ctx, const pt_conf_node *node, const pt_metric_desc *desc,
                                  const char *const *values);
 
+/* ---- State shared by the workers of a process, across reloads ----
+ * Like nginx's shared zones: an object named by `key`, `size` bytes of
+ * zeroed memory shared by every worker thread (write it with atomics),
+ * that a configuration reload keeps when the new configuration asks for
+ * the same key and size — so counters (rate limits) survive a reload
+ * unless what they count changed. Put in the key everything whose change
+ * must start afresh (e.g. the limit's rate and period). The object lives
+ * as long as some loaded configuration holds it; `init` (optional) runs
+ * once when it is created. Memory comes from mmap: untouched pages cost no
+ * RSS. NULL (after pt_conf_error at `node`) when it cannot be mapped. */
+void *pt_conf_shared(pt_conf_ctx *ctx, const pt_conf_node *node, pt_str key, size_t size,
+                     void (*init)(void *obj, size_t size));
+/* Where the instance being configured is declared: "global" or
+ * "route:NAME" (a default key prefix for state that belongs to it). */
+const char *pt_conf_scope(pt_conf_ctx *ctx);
+
 /* ---- Internal HTTP client ----
  * Calls to a configured upstream on the same machinery as proxied requests
  * (target choice, keep-alive pools, TLS with verification, HTTP/1.1 or

@@ -2,6 +2,7 @@
  * loader when it meets a plugin name. Adding a built-in = one line here. */
 #include "plugins/compression/compression.h"
 #include "plugins/delay/delay.h"
+#include "plugins/rate_limit/rate_limit.h"
 #include "plugins/direct_response/direct_response.h"
 #include "plugins/forward_auth/forward_auth.h"
 #include "plugins/headers/headers.h"
@@ -20,6 +21,7 @@ static const pt_plugin_type *const builtin_plugins[] = {
     &pt_plugin_headers,
     &pt_plugin_direct_response,
     &pt_plugin_delay,
+    &pt_plugin_rate_limit,
     &pt_plugin_ip_restriction,
     &pt_plugin_forward_auth,
     &pt_plugin_compression,

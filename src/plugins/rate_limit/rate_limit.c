@@ -1,0 +1,441 @@
+/* rate_limit.c — per-key request limits (GCRA or sliding window), local to
+ * the process and shared by its workers without locks; 429 problem+json
+ * with Retry-After over the limit, optional delaying of excess requests,
+ * and the IETF RateLimit / RateLimit-Policy fields
+ * (draft-ietf-httpapi-ratelimit-headers-12) on every response of the route.
+ * Configuration in rate_limit.h; counters in rl_table.c. */
+#include "plugins/rate_limit/rate_limit.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "plugins/plugin_util.h"
+
+#define US_PER_S 1000000ULL
+#define MAX_PERIOD_S (366ULL * 24 * 3600)
+#define DEFAULT_MAX_KEYS 100000
+#define MAX_MAX_KEYS 100000000ULL
+#define MAX_QUEUE 100000
+
+enum { D_ALLOWED, D_DELAYED, D_REJECTED };
+static const char *const decision_values[] = {"allowed", "delayed", "rejected", NULL};
+static const pt_metric_dim decision_dims[] = {{"decision", decision_values}};
+static const char *const decision_labels[] = {"zone", "limit", NULL};
+static const pt_metric_desc decisions_desc = {
+    .name = "portico_rate_limit_decisions_total",
+    .help = "Requests decided by rate_limit, by zone, limit and decision.",
+    .type = PT_METRIC_COUNTER,
+    .labels = decision_labels,
+    .dims = decision_dims,
+    .ndims = 1,
+};
+
+/* ------------------------------------------------------------ configuration */
+
+/* One key part: "consumer", "client_address", "route", "path", "header:NAME". */
+static bool read_key_part(pt_conf_ctx *ctx, const pt_conf_node *n, rl_key_part *out)
+{
+    if (n->kind != PT_NODE_SCALAR || !n->scalar) goto bad;
+    const char *s = n->scalar;
+    if (strcmp(s, "consumer") == 0) *out = (rl_key_part){RL_KEY_CONSUMER, NULL};
+    else if (strcmp(s, "client_address") == 0) *out = (rl_key_part){RL_KEY_CLIENT, NULL};
+    else if (strcmp(s, "route") == 0) *out = (rl_key_part){RL_KEY_ROUTE, NULL};
+    else if (strcmp(s, "path") == 0) *out = (rl_key_part){RL_KEY_PATH, NULL};
+    else if (strncmp(s, "header:", 7) == 0) {
+        const char *h = s + 7;
+        if (!pt_plugin_header_name_ok(h, strlen(h))) {
+            pt_conf_error(ctx, n, "rate_limit: 'key': \"%s\" is not a valid header name", h);
+            return false;
+        }
+        char *lower = pt_arena_printf(ctx->arena, "%s", h);
+        for (char *p = lower; *p; p++)
+            if (*p >= 'A' && *p <= 'Z') *p = (char)(*p - 'A' + 'a');
+        *out = (rl_key_part){RL_KEY_HEADER, lower};
+    } else goto bad;
+    return true;
+bad:
+    pt_conf_error(ctx, n, "rate_limit: 'key' parts are consumer, client_address, route, path or header:NAME");
+    return false;
+}
+
+static bool read_key(pt_conf_ctx *ctx, const pt_conf_node *n, rl_conf *c)
+{
+    if (!n) {
+        c->key[0] = (rl_key_part){RL_KEY_CONSUMER, NULL};
+        c->nkey = 1;
+        return true;
+    }
+    if (n->kind != PT_NODE_SEQ) {
+        c->nkey = 1;
+        return read_key_part(ctx, n, &c->key[0]);
+    }
+    if (n->n == 0 || n->n > RL_MAX_KEY_PARTS) {
+        pt_conf_error(ctx, n, "rate_limit: 'key' combines 1 to %d parts", RL_MAX_KEY_PARTS);
+        return false;
+    }
+    bool ok = true;
+    for (size_t i = 0; i < n->n; i++) ok = read_key_part(ctx, n->vals[i], &c->key[c->nkey++]) && ok;
+    return ok;
+}
+
+/* A policy identifier: visible ASCII without '"' or '\' (an sf-string). */
+static bool policy_name_ok(const char *s)
+{
+    if (!*s || strlen(s) > 64) return false;
+    for (; *s; s++)
+        if (*s < 0x20 || *s > 0x7e || *s == '"' || *s == '\\') return false;
+    return true;
+}
+
+/* The text of key part i, for the shared-state key. */
+static const char *key_text(const rl_conf *c, size_t i)
+{
+    static const char *const names[] = {"consumer", "client_address", "route", "path", "header"};
+    return names[c->key[i].kind];
+}
+
+static bool read_limit(pt_conf_ctx *ctx, const pt_conf_node *n, rl_conf *c, rl_limit_conf *l, rl_algo dflt_algo,
+                       uint64_t queue)
+{
+    static const char *const allowed[] = {"name", "requests", "per", "algorithm", "queue", "consumers", "groups",
+                                          NULL};
+    if (!pt_conf_check_keys(ctx, n, allowed, "rate_limit limit")) return false;
+    bool ok = true;
+    int64_t req = 0;
+    const pt_conf_node *r = pt_conf_get(n, "requests"), *per = pt_conf_get(n, "per");
+    if (!r || !per) {
+        pt_conf_error(ctx, n, "rate_limit: each limit needs 'requests' and 'per', e.g. {requests: 10, per: 1s}");
+        return false;
+    }
+    if (!pt_conf_int(ctx, r, 1, 1000000000, &req)) ok = false;
+    uint64_t per_ms = 0;
+    if (!pt_conf_duration_ms(ctx, per, &per_ms)) ok = false;
+    else if (per_ms < 1000 || per_ms % 1000 || per_ms / 1000 > MAX_PERIOD_S) {
+        pt_conf_error(ctx, per, "rate_limit: 'per' must be whole seconds between 1s and 366 days");
+        ok = false;
+    }
+    l->lim.algo = dflt_algo;
+    const pt_conf_node *a = pt_conf_get(n, "algorithm");
+    if (a) {
+        if (a->kind == PT_NODE_SCALAR && a->scalar && strcmp(a->scalar, "gcra") == 0) l->lim.algo = RL_GCRA;
+        else if (a->kind == PT_NODE_SCALAR && a->scalar && strcmp(a->scalar, "sliding_window") == 0)
+            l->lim.algo = RL_SLIDING;
+        else {
+            pt_conf_error(ctx, a, "rate_limit: 'algorithm' must be gcra or sliding_window");
+            ok = false;
+        }
+    }
+    int64_t q = (int64_t)queue;
+    const pt_conf_node *qn = pt_conf_get(n, "queue");
+    if (qn && !pt_conf_int(ctx, qn, 0, MAX_QUEUE, &q)) ok = false;
+    if (!ok) return false;
+    l->lim.requests = (uint64_t)req;
+    l->lim.period_us = per_ms * 1000;
+    l->lim.interval_us = l->lim.period_us / l->lim.requests;
+    l->lim.queue = (uint64_t)q;
+    if (l->lim.algo == RL_SLIDING && l->lim.requests > RL_SLIDING_MAX) {
+        pt_conf_error(ctx, r, "rate_limit: sliding_window counts at most %u requests per window", RL_SLIDING_MAX);
+        return false;
+    }
+    if (l->lim.algo == RL_SLIDING && l->lim.queue) {
+        pt_conf_error(ctx, qn ? qn : n, "rate_limit: 'queue' (delaying excess requests) needs algorithm gcra");
+        return false;
+    }
+    if (l->lim.algo == RL_GCRA && l->lim.interval_us == 0) {
+        pt_conf_error(ctx, r, "rate_limit: at most 1000000 requests per second");
+        return false;
+    }
+    const pt_conf_node *nm = pt_conf_get(n, "name");
+    if (nm) {
+        char *s = NULL;
+        if (!pt_conf_string(ctx, nm, &s)) return false;
+        if (!policy_name_ok(s)) {
+            pt_conf_error(ctx, nm, "rate_limit: 'name' must be 1-64 visible ASCII characters without '\"' or '\\'");
+            return false;
+        }
+        l->name = s;
+    } else {
+        l->name = pt_arena_printf(ctx->arena, "%lld/%llus", (long long)req, (unsigned long long)(per_ms / 1000));
+    }
+    if (!pt_plugin_string_list(ctx, pt_conf_get(n, "consumers"), "rate_limit", "consumers", true, &l->consumers,
+                               &l->nconsumers))
+        return false;
+    if (!pt_plugin_string_list(ctx, pt_conf_get(n, "groups"), "rate_limit", "groups", true, &l->groups,
+                               &l->ngroups))
+        return false;
+    if (l->nconsumers || l->ngroups) c->needs_consumer = true;
+    return true;
+}
+
+/* The RateLimit-Policy item of a limit: "name";q=N;w=S. */
+static int policy_item(char *buf, size_t cap, const rl_limit_conf *l)
+{
+    return snprintf(buf, cap, "\"%s\";q=%llu;w=%llu", l->name, (unsigned long long)l->lim.requests,
+                    (unsigned long long)(l->lim.period_us / US_PER_S));
+}
+
+static void *rl_configure(pt_conf_ctx *ctx, const pt_conf_node *node)
+{
+    static const char *const allowed[] = {"key", "limits", "algorithm", "queue", "max_keys", "headers", "zone",
+                                          NULL};
+    if (!node || node->kind != PT_NODE_MAP) {
+        pt_conf_error(ctx, node, "rate_limit: expected a mapping with 'limits', e.g. {limits: [{requests: 10, per: 1s}]}");
+        return NULL;
+    }
+    if (!pt_conf_check_keys(ctx, node, allowed, "rate_limit")) return NULL;
+    rl_conf *c = pt_arena_calloc(ctx->arena, sizeof(*c));
+    c->headers = true;
+    bool ok = read_key(ctx, pt_conf_get(node, "key"), c);
+    for (size_t i = 0; i < c->nkey; i++)
+        if (c->key[i].kind == RL_KEY_CONSUMER) c->needs_consumer = true;
+
+    rl_algo algo = RL_GCRA;
+    const pt_conf_node *a = pt_conf_get(node, "algorithm");
+    if (a) {
+        if (a->kind == PT_NODE_SCALAR && a->scalar && strcmp(a->scalar, "sliding_window") == 0) algo = RL_SLIDING;
+        else if (!(a->kind == PT_NODE_SCALAR && a->scalar && strcmp(a->scalar, "gcra") == 0)) {
+            pt_conf_error(ctx, a, "rate_limit: 'algorithm' must be gcra or sliding_window");
+            ok = false;
+        }
+    }
+    int64_t queue = 0, max_keys = DEFAULT_MAX_KEYS;
+    const pt_conf_node *q = pt_conf_get(node, "queue"), *mk = pt_conf_get(node, "max_keys");
+    if (q && !pt_conf_int(ctx, q, 0, MAX_QUEUE, &queue)) ok = false;
+    if (mk && !pt_conf_int(ctx, mk, RL_WAYS, (int64_t)MAX_MAX_KEYS, &max_keys)) ok = false;
+    const pt_conf_node *h = pt_conf_get(node, "headers");
+    if (h && !pt_conf_bool(ctx, h, &c->headers)) ok = false;
+    const char *zone = pt_conf_scope(ctx);
+    const pt_conf_node *z = pt_conf_get(node, "zone");
+    if (z) {
+        char *s = NULL;
+        if (!pt_conf_string(ctx, z, &s) || !policy_name_ok(s)) {
+            if (s) pt_conf_error(ctx, z, "rate_limit: 'zone' must be 1-64 visible ASCII characters");
+            ok = false;
+        } else {
+            zone = pt_arena_printf(ctx->arena, "zone:%s", s);
+        }
+    }
+
+    const pt_conf_node *lims = pt_conf_get(node, "limits");
+    if (!lims || lims->kind != PT_NODE_SEQ || lims->n == 0 || lims->n > RL_MAX_LIMITS) {
+        pt_conf_error(ctx, lims ? lims : node, "rate_limit: 'limits' must be a list of 1 to %d limits", RL_MAX_LIMITS);
+        return NULL;
+    }
+    for (size_t i = 0; i < lims->n; i++) {
+        rl_limit_conf *l = &c->limits[c->nlimits];
+        if (!read_limit(ctx, lims->vals[i], c, l, algo, (uint64_t)queue)) {
+            ok = false;
+            continue;
+        }
+        for (size_t j = 0; j < c->nlimits; j++)
+            if (strcmp(c->limits[j].name, l->name) == 0) {
+                pt_conf_error(ctx, lims->vals[i], "rate_limit: two limits named \"%s\" (give them distinct 'name's)",
+                              l->name);
+                ok = false;
+            }
+        c->nlimits++;
+    }
+    if (!ok) return NULL;
+
+    for (size_t i = 0; i < c->nlimits; i++) {
+        rl_limit_conf *l = &c->limits[i];
+        /* Everything whose change must start the counters afresh. */
+        char keyspec[256] = "";
+        size_t kn = 0;
+        for (size_t k = 0; k < c->nkey; k++)
+            kn += (size_t)snprintf(keyspec + kn, sizeof(keyspec) - kn, "%s%s%s,", key_text(c, k),
+                                   c->key[k].header ? ":" : "", c->key[k].header ? c->key[k].header : "");
+        char *sk = pt_arena_printf(ctx->arena, "rate_limit|%s|%s|%d|%llu|%llu|%s|%lld", zone, l->name,
+                                   (int)l->lim.algo, (unsigned long long)l->lim.requests,
+                                   (unsigned long long)l->lim.period_us, keyspec, (long long)max_keys);
+        l->table = pt_conf_shared(ctx, lims->vals[i], pt_str_c(sk), rl_table_bytes((uint64_t)max_keys),
+                                  rl_table_init);
+        if (!l->table) return NULL;
+        l->decisions = pt_conf_metric(ctx, lims->vals[i], &decisions_desc, (const char *const[]){zone, l->name});
+    }
+    return c;
+}
+
+/* ------------------------------------------------------------ the request */
+
+/* Appends key part bytes: kind, length, value (so parts cannot run into each other). */
+static size_t put_part(char *buf, size_t used, size_t cap, char kind, pt_str v)
+{
+    if (used + 5 + v.n > cap) return cap + 1;
+    buf[used] = kind;
+    uint32_t n = (uint32_t)v.n;
+    memcpy(buf + used + 1, &n, 4);
+    if (v.n) memcpy(buf + used + 5, v.p, v.n);
+    return used + 5 + v.n;
+}
+
+/* The key bytes of this request (in buf when they fit, else the arena). */
+static pt_str request_key(pt_txn *txn, const rl_conf *c, char *buf, size_t cap)
+{
+    pt_str parts[RL_MAX_KEY_PARTS];
+    char kinds[RL_MAX_KEY_PARTS];
+    size_t total = 0;
+    const pt_route_conf *route = pt_txn_route(txn);
+    for (size_t i = 0; i < c->nkey; i++) {
+        pt_str v = PT_STR_NULL;
+        rl_key_kind k = c->key[i].kind;
+        switch (k) {
+        case RL_KEY_CONSUMER: {
+            const pt_consumer *who = pt_txn_consumer(txn);
+            if (who) v = pt_str_c(who->name);
+            break;
+        }
+        case RL_KEY_HEADER: {
+            pt_request *req = pt_txn_request(txn);
+            const pt_str *hv = req ? pt_headers_get(&req->headers, c->key[i].header) : NULL;
+            if (hv) v = *hv;
+            break;
+        }
+        case RL_KEY_ROUTE: v = pt_str_c(route ? route->name : ""); break;
+        case RL_KEY_PATH: v = pt_str_c(route && route->path ? route->path : ""); break;
+        case RL_KEY_CLIENT: break;
+        }
+        /* no consumer / no header: the client address stands in */
+        if ((k == RL_KEY_CONSUMER || k == RL_KEY_HEADER || k == RL_KEY_CLIENT) && !v.p) {
+            v = pt_txn_client_addr(txn);
+            k = RL_KEY_CLIENT;
+        }
+        parts[i] = v;
+        kinds[i] = (char)('a' + k);
+        total += 5 + v.n;
+    }
+    char *out = buf;
+    if (total > cap) {
+        out = pt_arena_alloc(pt_txn_arena(txn), total);
+        cap = total;
+    }
+    size_t used = 0;
+    for (size_t i = 0; i < c->nkey; i++) used = put_part(out, used, cap, kinds[i], parts[i]);
+    return pt_str_make(out, used);
+}
+
+/* Does limit l apply to the caller? (consumers / groups filters) */
+static bool limit_applies(const rl_limit_conf *l, const pt_consumer *who)
+{
+    if (!l->nconsumers && !l->ngroups) return true;
+    if (!who) return false;
+    for (size_t i = 0; i < l->nconsumers; i++)
+        if (strcmp(l->consumers[i], who->name) == 0) return true;
+    for (size_t i = 0; i < l->ngroups; i++)
+        for (size_t g = 0; g < who->ngroups; g++)
+            if (strcmp(l->groups[i], who->groups[g]) == 0) return true;
+    return false;
+}
+
+static uint64_t ceil_s(uint64_t us) { return (us + US_PER_S - 1) / US_PER_S; }
+
+static void rl_timer_fired(struct pt_loop *loop, pt_timer *t)
+{
+    rl_state *st = t->data;
+    pt_txn_resume(st->txn, PT_SIDE_REQUEST, PT_PLUGIN_CONTINUE);
+}
+
+static void rl_pause_cancelled(pt_txn *txn, const void *conf, void *state, pt_side side)
+{
+    rl_state *st = state;
+    if (pt_timer_active(&st->timer)) pt_timer_stop(st->loop, &st->timer);
+}
+
+static void rl_cleanup(void *data)
+{
+    rl_state *st = data;
+    if (pt_timer_active(&st->timer)) pt_timer_stop(st->loop, &st->timer);
+}
+
+static pt_plugin_result rl_on_request_headers(pt_txn *txn, const void *conf, void *state)
+{
+    const rl_conf *c = conf;
+    rl_state *st = state;
+    if (c->needs_consumer) {
+        pt_plugin_result r = pt_txn_auth_settle(txn);
+        if (r != PT_PLUGIN_CONTINUE) return r;
+    }
+    const pt_consumer *who = pt_txn_consumer(txn);
+    char buf[512];
+    pt_str key = request_key(txn, c, buf, sizeof(buf));
+    uint64_t now = rl_now_us(), delay = 0;
+    uint64_t hashes[RL_MAX_LIMITS];
+    st->evaluated = true;
+    for (size_t i = 0; i < c->nlimits; i++) {
+        const rl_limit_conf *l = &c->limits[i];
+        if (!limit_applies(l, who)) continue;
+        st->applied[i] = 1;
+        hashes[i] = rl_hash(l->table, key.p, key.n);
+        rl_take(l->table, &l->lim, hashes[i], now, &st->verdict[i]);
+        if (st->verdict[i].allowed) {
+            if (st->verdict[i].delay_us > delay) delay = st->verdict[i].delay_us;
+            continue;
+        }
+        /* refused: the limits that counted this request give it back */
+        for (size_t j = 0; j < i; j++)
+            if (st->applied[j]) {
+                rl_give_back(c->limits[j].table, &c->limits[j].lim, hashes[j], now);
+                st->verdict[j].remaining++;
+            }
+        pt_metric_add(l->decisions, D_REJECTED, 1);
+        uint64_t retry = ceil_s(st->verdict[i].retry_after_us);
+        if (retry == 0) retry = 1;
+        char detail[160], ra[24];
+        snprintf(detail, sizeof(detail), "rate limit \"%s\" exceeded (%llu requests per %llu s); retry in %llu s",
+                 l->name, (unsigned long long)l->lim.requests, (unsigned long long)(l->lim.period_us / US_PER_S),
+                 (unsigned long long)retry);
+        pt_txn_respond_problem(txn, 429, detail);
+        int n = snprintf(ra, sizeof(ra), "%llu", (unsigned long long)retry);
+        pt_txn_respond_header(txn, PT_STR_LIT("Retry-After"), pt_str_make(ra, (size_t)n));
+        return PT_PLUGIN_RESPOND;
+    }
+    for (size_t i = 0; i < c->nlimits; i++)
+        if (st->applied[i])
+            pt_metric_add(c->limits[i].decisions, delay && st->verdict[i].delay_us ? D_DELAYED : D_ALLOWED, 1);
+    if (!delay) return PT_PLUGIN_CONTINUE;
+    st->txn = txn;
+    st->loop = pt_txn_loop(txn);
+    pt_arena_on_cleanup(pt_txn_arena(txn), rl_cleanup, st);
+    pt_timer_start(st->loop, &st->timer, (delay + 999) / 1000, rl_timer_fired, st);
+    return PT_PLUGIN_PAUSE;
+}
+
+/* RateLimit-Policy and RateLimit on the response (also on our own 429). */
+static pt_plugin_result rl_on_response_headers(pt_txn *txn, const void *conf, void *state)
+{
+    const rl_conf *c = conf;
+    const rl_state *st = state;
+    if (!c->headers || !st->evaluated) return PT_PLUGIN_CONTINUE;
+    pt_response *resp = pt_txn_response(txn);
+    if (!resp) return PT_PLUGIN_CONTINUE;
+    char policy[RL_MAX_LIMITS * 100], live[RL_MAX_LIMITS * 100];
+    size_t pn = 0, ln = 0, napplied = 0;
+    for (size_t i = 0; i < c->nlimits; i++) {
+        if (!st->applied[i]) continue;
+        const rl_verdict *v = &st->verdict[i];
+        const char *sep = napplied++ ? ", " : "";
+        if (pn < sizeof(policy)) {
+            pn += (size_t)snprintf(policy + pn, sizeof(policy) - pn, "%s", sep);
+            if (pn < sizeof(policy)) pn += (size_t)policy_item(policy + pn, sizeof(policy) - pn, &c->limits[i]);
+        }
+        if (ln < sizeof(live))
+            ln += (size_t)snprintf(live + ln, sizeof(live) - ln, "%s\"%s\";r=%llu;t=%llu", sep, c->limits[i].name,
+                                   (unsigned long long)v->remaining, (unsigned long long)ceil_s(v->reset_us));
+    }
+    if (!napplied) return PT_PLUGIN_CONTINUE;
+    if (pn >= sizeof(policy)) pn = sizeof(policy) - 1;
+    if (ln >= sizeof(live)) ln = sizeof(live) - 1;
+    pt_arena *a = pt_txn_arena(txn);
+    pt_headers_add(&resp->headers, a, PT_STR_LIT("RateLimit-Policy"), pt_arena_str(a, pt_str_make(policy, pn)));
+    pt_headers_add(&resp->headers, a, PT_STR_LIT("RateLimit"), pt_arena_str(a, pt_str_make(live, ln)));
+    return PT_PLUGIN_CONTINUE;
+}
+
+const pt_plugin_type pt_plugin_rate_limit = {
+    .name = "rate_limit",
+    .configure = rl_configure,
+    .state_size = sizeof(rl_state),
+    .on_request_headers = rl_on_request_headers,
+    .on_response_headers = rl_on_response_headers,
+    .on_pause_cancelled = rl_pause_cancelled,
+};

@@ -1,0 +1,75 @@
+/* rate_limit.h — private: the rate_limit plugin's configuration.
+ *
+ *   plugins:
+ *     - rate_limit:
+ *         key: consumer            # consumer | client_address | route | path |
+ *                                  # header:NAME, or a list of them combined
+ *         limits:
+ *           - {requests: 10, per: 1s}                    # name "10/1s", GCRA
+ *           - {name: hourly, requests: 1000, per: 1h, algorithm: sliding_window}
+ *           - {requests: 2, per: 1s, consumers: [anonymous]}  # only for them
+ *         queue: 0                 # GCRA: excess requests delayed, per key
+ *         max_keys: 100000         # per limit; 16 bytes each, shared by the workers
+ *         headers: true            # RateLimit / RateLimit-Policy on every response
+ *         zone: NAME               # share counters with instances of the same zone
+ *
+ * Every limit must allow the request; a refused request gets 429
+ * problem+json with Retry-After, and the requests the other limits counted
+ * for it are given back. Counters are per process, lock-free, in tables that
+ * survive a reload unless the limit (zone, name, algorithm, requests, per,
+ * key, max_keys) changed. Semantics in docs/traffic.md. */
+#ifndef PT_PLUGINS_RATE_LIMIT_H
+#define PT_PLUGINS_RATE_LIMIT_H
+
+#include "plugin/plugin.h"
+#include "plugins/rate_limit/rl_table.h"
+
+#define RL_MAX_LIMITS 8
+#define RL_MAX_KEY_PARTS 4
+
+typedef enum {
+    RL_KEY_CONSUMER = 0, /* the consumer's name; the client address when none */
+    RL_KEY_CLIENT,       /* client address (after trusted_proxies) */
+    RL_KEY_ROUTE,        /* the route's name: one counter for every caller */
+    RL_KEY_PATH,         /* the route's path pattern as written */
+    RL_KEY_HEADER,       /* a header's value; the client address when absent */
+} rl_key_kind;
+
+typedef struct {
+    rl_key_kind kind;
+    const char *header; /* RL_KEY_HEADER */
+} rl_key_part;
+
+typedef struct {
+    const char *name;  /* the policy identifier in RateLimit / RateLimit-Policy */
+    rl_limit lim;
+    rl_table *table;   /* pt_conf_shared */
+    const char *const *consumers; /* applies only to these consumers / groups (none: to all) */
+    size_t nconsumers;
+    const char *const *groups;
+    size_t ngroups;
+    pt_metric_series *decisions;
+} rl_limit_conf;
+
+typedef struct {
+    rl_key_part key[RL_MAX_KEY_PARTS];
+    size_t nkey;
+    rl_limit_conf limits[RL_MAX_LIMITS];
+    size_t nlimits;
+    bool headers;
+    bool needs_consumer; /* a key part is the consumer, or a limit filters on consumers */
+} rl_conf;
+
+/* Per-request state (zeroed, in the request arena). */
+typedef struct {
+    bool evaluated;
+    uint8_t applied[RL_MAX_LIMITS]; /* 1 when the limit applied to this request */
+    rl_verdict verdict[RL_MAX_LIMITS];
+    pt_timer timer;
+    struct pt_loop *loop;
+    pt_txn *txn;
+} rl_state;
+
+extern const pt_plugin_type pt_plugin_rate_limit;
+
+#endif
