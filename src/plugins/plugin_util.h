@@ -4,6 +4,7 @@
 #ifndef PT_PLUGINS_PLUGIN_UTIL_H
 #define PT_PLUGINS_PLUGIN_UTIL_H
 
+#include <stdio.h>
 #include <sys/random.h>
 #include <time.h>
 
@@ -184,6 +185,136 @@ static inline bool pt_plugin_string_list(pt_conf_ctx *ctx, const pt_conf_node *n
     *out = v;
     *nout = count;
     return true;
+}
+
+/* ---- Request keys: which requests share a counter ----
+ * `key:` of rate_limit and concurrency_limit: one part or a list of up to
+ * PT_PLUGIN_KEY_PARTS combined. Parts: consumer (its name), client_address
+ * (after trusted_proxies), route (its name), path (the route's pattern as
+ * written), header:NAME (its first value). A missing consumer or header
+ * falls back to the client address (docs/traffic.md). */
+#define PT_PLUGIN_KEY_PARTS 4
+
+typedef enum {
+    PT_PLUGIN_KEY_CONSUMER = 0,
+    PT_PLUGIN_KEY_CLIENT,
+    PT_PLUGIN_KEY_ROUTE,
+    PT_PLUGIN_KEY_PATH,
+    PT_PLUGIN_KEY_HEADER,
+} pt_plugin_key_kind;
+
+typedef struct {
+    struct {
+        pt_plugin_key_kind kind;
+        const char *header; /* lowercased, PT_PLUGIN_KEY_HEADER */
+    } part[PT_PLUGIN_KEY_PARTS];
+    size_t n;
+    bool uses_consumer;
+    const char *spec; /* canonical text ("consumer,header:x-tenant"), for shared-state keys */
+} pt_plugin_key;
+
+static inline bool pt_plugin_key_part_read(pt_conf_ctx *ctx, const pt_conf_node *n, const char *plugin,
+                                           pt_plugin_key *k)
+{
+    static const char *const names[] = {"consumer", "client_address", "route", "path"};
+    const char *s = n->kind == PT_NODE_SCALAR && n->scalar ? n->scalar : "";
+    size_t i = k->n;
+    for (size_t j = 0; j < PT_ARRAY_LEN(names); j++)
+        if (strcmp(s, names[j]) == 0) {
+            k->part[i].kind = (pt_plugin_key_kind)j;
+            k->part[i].header = NULL;
+            k->n++;
+            return true;
+        }
+    if (strncmp(s, "header:", 7) == 0) {
+        if (!pt_plugin_header_name_ok(s + 7, strlen(s + 7))) {
+            pt_conf_error(ctx, n, "%s: 'key': \"%s\" is not a valid header name", plugin, s + 7);
+            return false;
+        }
+        char *lower = pt_arena_printf(ctx->arena, "%s", s + 7);
+        for (char *p = lower; *p; p++)
+            if (*p >= 'A' && *p <= 'Z') *p = (char)(*p - 'A' + 'a');
+        k->part[i].kind = PT_PLUGIN_KEY_HEADER;
+        k->part[i].header = lower;
+        k->n++;
+        return true;
+    }
+    pt_conf_error(ctx, n, "%s: 'key' parts are consumer, client_address, route, path or header:NAME", plugin);
+    return false;
+}
+
+/* Reads `key:` (absent: `dflt`). */
+static inline bool pt_plugin_key_read(pt_conf_ctx *ctx, const pt_conf_node *n, const char *plugin,
+                                      pt_plugin_key_kind dflt, pt_plugin_key *k)
+{
+    memset(k, 0, sizeof(*k));
+    bool ok = true;
+    if (!n) {
+        k->part[0].kind = dflt;
+        k->n = 1;
+    } else if (n->kind != PT_NODE_SEQ) {
+        ok = pt_plugin_key_part_read(ctx, n, plugin, k);
+    } else if (n->n == 0 || n->n > PT_PLUGIN_KEY_PARTS) {
+        pt_conf_error(ctx, n, "%s: 'key' combines 1 to %d parts", plugin, PT_PLUGIN_KEY_PARTS);
+        return false;
+    } else {
+        for (size_t i = 0; i < n->n; i++) ok = pt_plugin_key_part_read(ctx, n->vals[i], plugin, k) && ok;
+    }
+    if (!ok) return false;
+    static const char *const names[] = {"consumer", "client_address", "route", "path", "header:"};
+    char spec[PT_PLUGIN_KEY_PARTS * 270] = "";
+    size_t used = 0;
+    for (size_t i = 0; i < k->n; i++) {
+        if (k->part[i].kind == PT_PLUGIN_KEY_CONSUMER) k->uses_consumer = true;
+        used += (size_t)snprintf(spec + used, sizeof(spec) - used, "%s%s%s", i ? "," : "", names[k->part[i].kind],
+                                 k->part[i].header ? k->part[i].header : "");
+    }
+    k->spec = pt_arena_printf(ctx->arena, "%s", spec);
+    return true;
+}
+
+/* The key bytes of this request: each part as kind, 4-byte length, value
+ * (so parts cannot run into each other); in buf when they fit, else in the
+ * request arena. */
+static inline pt_str pt_plugin_key_build(pt_txn *txn, const pt_plugin_key *k, char *buf, size_t cap)
+{
+    pt_str parts[PT_PLUGIN_KEY_PARTS];
+    char kinds[PT_PLUGIN_KEY_PARTS];
+    size_t total = 0;
+    const pt_route_conf *route = pt_txn_route(txn);
+    for (size_t i = 0; i < k->n; i++) {
+        pt_str v = PT_STR_NULL;
+        pt_plugin_key_kind kind = k->part[i].kind;
+        if (kind == PT_PLUGIN_KEY_CONSUMER) {
+            const pt_consumer *who = pt_txn_consumer(txn);
+            if (who) v = pt_str_c(who->name);
+        } else if (kind == PT_PLUGIN_KEY_HEADER) {
+            pt_request *req = pt_txn_request(txn);
+            const pt_str *hv = req ? pt_headers_get(&req->headers, k->part[i].header) : NULL;
+            if (hv) v = *hv;
+        } else if (kind == PT_PLUGIN_KEY_ROUTE) {
+            v = pt_str_c(route ? route->name : "");
+        } else if (kind == PT_PLUGIN_KEY_PATH) {
+            v = pt_str_c(route && route->path ? route->path : "");
+        }
+        if (!v.p && kind != PT_PLUGIN_KEY_ROUTE && kind != PT_PLUGIN_KEY_PATH) {
+            v = pt_txn_client_addr(txn); /* no consumer / no header: the client stands in */
+            kind = PT_PLUGIN_KEY_CLIENT;
+        }
+        parts[i] = v;
+        kinds[i] = (char)('a' + kind);
+        total += 5 + v.n;
+    }
+    char *out = total > cap ? pt_arena_alloc(pt_txn_arena(txn), total) : buf;
+    size_t used = 0;
+    for (size_t i = 0; i < k->n; i++) {
+        uint32_t len = (uint32_t)parts[i].n;
+        out[used] = kinds[i];
+        memcpy(out + used + 1, &len, 4);
+        if (len) memcpy(out + used + 5, parts[i].p, len);
+        used += 5 + len;
+    }
+    return pt_str_make(out, used);
 }
 
 #endif

@@ -32,52 +32,6 @@ static const pt_metric_desc decisions_desc = {
 
 /* ------------------------------------------------------------ configuration */
 
-/* One key part: "consumer", "client_address", "route", "path", "header:NAME". */
-static bool read_key_part(pt_conf_ctx *ctx, const pt_conf_node *n, rl_key_part *out)
-{
-    if (n->kind != PT_NODE_SCALAR || !n->scalar) goto bad;
-    const char *s = n->scalar;
-    if (strcmp(s, "consumer") == 0) *out = (rl_key_part){RL_KEY_CONSUMER, NULL};
-    else if (strcmp(s, "client_address") == 0) *out = (rl_key_part){RL_KEY_CLIENT, NULL};
-    else if (strcmp(s, "route") == 0) *out = (rl_key_part){RL_KEY_ROUTE, NULL};
-    else if (strcmp(s, "path") == 0) *out = (rl_key_part){RL_KEY_PATH, NULL};
-    else if (strncmp(s, "header:", 7) == 0) {
-        const char *h = s + 7;
-        if (!pt_plugin_header_name_ok(h, strlen(h))) {
-            pt_conf_error(ctx, n, "rate_limit: 'key': \"%s\" is not a valid header name", h);
-            return false;
-        }
-        char *lower = pt_arena_printf(ctx->arena, "%s", h);
-        for (char *p = lower; *p; p++)
-            if (*p >= 'A' && *p <= 'Z') *p = (char)(*p - 'A' + 'a');
-        *out = (rl_key_part){RL_KEY_HEADER, lower};
-    } else goto bad;
-    return true;
-bad:
-    pt_conf_error(ctx, n, "rate_limit: 'key' parts are consumer, client_address, route, path or header:NAME");
-    return false;
-}
-
-static bool read_key(pt_conf_ctx *ctx, const pt_conf_node *n, rl_conf *c)
-{
-    if (!n) {
-        c->key[0] = (rl_key_part){RL_KEY_CONSUMER, NULL};
-        c->nkey = 1;
-        return true;
-    }
-    if (n->kind != PT_NODE_SEQ) {
-        c->nkey = 1;
-        return read_key_part(ctx, n, &c->key[0]);
-    }
-    if (n->n == 0 || n->n > RL_MAX_KEY_PARTS) {
-        pt_conf_error(ctx, n, "rate_limit: 'key' combines 1 to %d parts", RL_MAX_KEY_PARTS);
-        return false;
-    }
-    bool ok = true;
-    for (size_t i = 0; i < n->n; i++) ok = read_key_part(ctx, n->vals[i], &c->key[c->nkey++]) && ok;
-    return ok;
-}
-
 /* A policy identifier: visible ASCII without '"' or '\' (an sf-string). */
 static bool policy_name_ok(const char *s)
 {
@@ -85,13 +39,6 @@ static bool policy_name_ok(const char *s)
     for (; *s; s++)
         if (*s < 0x20 || *s > 0x7e || *s == '"' || *s == '\\') return false;
     return true;
-}
-
-/* The text of key part i, for the shared-state key. */
-static const char *key_text(const rl_conf *c, size_t i)
-{
-    static const char *const names[] = {"consumer", "client_address", "route", "path", "header"};
-    return names[c->key[i].kind];
 }
 
 static bool read_limit(pt_conf_ctx *ctx, const pt_conf_node *n, rl_conf *c, rl_limit_conf *l, rl_algo dflt_algo,
@@ -185,9 +132,8 @@ static void *rl_configure(pt_conf_ctx *ctx, const pt_conf_node *node)
     if (!pt_conf_check_keys(ctx, node, allowed, "rate_limit")) return NULL;
     rl_conf *c = pt_arena_calloc(ctx->arena, sizeof(*c));
     c->headers = true;
-    bool ok = read_key(ctx, pt_conf_get(node, "key"), c);
-    for (size_t i = 0; i < c->nkey; i++)
-        if (c->key[i].kind == RL_KEY_CONSUMER) c->needs_consumer = true;
+    bool ok = pt_plugin_key_read(ctx, pt_conf_get(node, "key"), "rate_limit", PT_PLUGIN_KEY_CONSUMER, &c->key);
+    if (c->key.uses_consumer) c->needs_consumer = true;
 
     rl_algo algo = RL_GCRA;
     const pt_conf_node *a = pt_conf_get(node, "algorithm");
@@ -240,14 +186,9 @@ static void *rl_configure(pt_conf_ctx *ctx, const pt_conf_node *node)
     for (size_t i = 0; i < c->nlimits; i++) {
         rl_limit_conf *l = &c->limits[i];
         /* Everything whose change must start the counters afresh. */
-        char keyspec[256] = "";
-        size_t kn = 0;
-        for (size_t k = 0; k < c->nkey; k++)
-            kn += (size_t)snprintf(keyspec + kn, sizeof(keyspec) - kn, "%s%s%s,", key_text(c, k),
-                                   c->key[k].header ? ":" : "", c->key[k].header ? c->key[k].header : "");
         char *sk = pt_arena_printf(ctx->arena, "rate_limit|%s|%s|%d|%llu|%llu|%s|%lld", zone, l->name,
                                    (int)l->lim.algo, (unsigned long long)l->lim.requests,
-                                   (unsigned long long)l->lim.period_us, keyspec, (long long)max_keys);
+                                   (unsigned long long)l->lim.period_us, c->key.spec, (long long)max_keys);
         l->table = pt_conf_shared(ctx, lims->vals[i], pt_str_c(sk), rl_table_bytes((uint64_t)max_keys),
                                   rl_table_init);
         if (!l->table) return NULL;
@@ -257,62 +198,6 @@ static void *rl_configure(pt_conf_ctx *ctx, const pt_conf_node *node)
 }
 
 /* ------------------------------------------------------------ the request */
-
-/* Appends key part bytes: kind, length, value (so parts cannot run into each other). */
-static size_t put_part(char *buf, size_t used, size_t cap, char kind, pt_str v)
-{
-    if (used + 5 + v.n > cap) return cap + 1;
-    buf[used] = kind;
-    uint32_t n = (uint32_t)v.n;
-    memcpy(buf + used + 1, &n, 4);
-    if (v.n) memcpy(buf + used + 5, v.p, v.n);
-    return used + 5 + v.n;
-}
-
-/* The key bytes of this request (in buf when they fit, else the arena). */
-static pt_str request_key(pt_txn *txn, const rl_conf *c, char *buf, size_t cap)
-{
-    pt_str parts[RL_MAX_KEY_PARTS];
-    char kinds[RL_MAX_KEY_PARTS];
-    size_t total = 0;
-    const pt_route_conf *route = pt_txn_route(txn);
-    for (size_t i = 0; i < c->nkey; i++) {
-        pt_str v = PT_STR_NULL;
-        rl_key_kind k = c->key[i].kind;
-        switch (k) {
-        case RL_KEY_CONSUMER: {
-            const pt_consumer *who = pt_txn_consumer(txn);
-            if (who) v = pt_str_c(who->name);
-            break;
-        }
-        case RL_KEY_HEADER: {
-            pt_request *req = pt_txn_request(txn);
-            const pt_str *hv = req ? pt_headers_get(&req->headers, c->key[i].header) : NULL;
-            if (hv) v = *hv;
-            break;
-        }
-        case RL_KEY_ROUTE: v = pt_str_c(route ? route->name : ""); break;
-        case RL_KEY_PATH: v = pt_str_c(route && route->path ? route->path : ""); break;
-        case RL_KEY_CLIENT: break;
-        }
-        /* no consumer / no header: the client address stands in */
-        if ((k == RL_KEY_CONSUMER || k == RL_KEY_HEADER || k == RL_KEY_CLIENT) && !v.p) {
-            v = pt_txn_client_addr(txn);
-            k = RL_KEY_CLIENT;
-        }
-        parts[i] = v;
-        kinds[i] = (char)('a' + k);
-        total += 5 + v.n;
-    }
-    char *out = buf;
-    if (total > cap) {
-        out = pt_arena_alloc(pt_txn_arena(txn), total);
-        cap = total;
-    }
-    size_t used = 0;
-    for (size_t i = 0; i < c->nkey; i++) used = put_part(out, used, cap, kinds[i], parts[i]);
-    return pt_str_make(out, used);
-}
 
 /* Does limit l apply to the caller? (consumers / groups filters) */
 static bool limit_applies(const rl_limit_conf *l, const pt_consumer *who)
@@ -357,7 +242,7 @@ static pt_plugin_result rl_on_request_headers(pt_txn *txn, const void *conf, voi
     }
     const pt_consumer *who = pt_txn_consumer(txn);
     char buf[512];
-    pt_str key = request_key(txn, c, buf, sizeof(buf));
+    pt_str key = pt_plugin_key_build(txn, &c->key, buf, sizeof(buf));
     uint64_t now = rl_now_us(), delay = 0;
     uint64_t hashes[RL_MAX_LIMITS];
     st->evaluated = true;

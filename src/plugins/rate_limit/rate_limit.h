@@ -24,21 +24,9 @@
 #include "plugin/plugin.h"
 #include "plugins/rate_limit/rl_table.h"
 
+#include "plugins/plugin_util.h"
+
 #define RL_MAX_LIMITS 8
-#define RL_MAX_KEY_PARTS 4
-
-typedef enum {
-    RL_KEY_CONSUMER = 0, /* the consumer's name; the client address when none */
-    RL_KEY_CLIENT,       /* client address (after trusted_proxies) */
-    RL_KEY_ROUTE,        /* the route's name: one counter for every caller */
-    RL_KEY_PATH,         /* the route's path pattern as written */
-    RL_KEY_HEADER,       /* a header's value; the client address when absent */
-} rl_key_kind;
-
-typedef struct {
-    rl_key_kind kind;
-    const char *header; /* RL_KEY_HEADER */
-} rl_key_part;
 
 typedef struct {
     const char *name;  /* the policy identifier in RateLimit / RateLimit-Policy */
@@ -52,8 +40,7 @@ typedef struct {
 } rl_limit_conf;
 
 typedef struct {
-    rl_key_part key[RL_MAX_KEY_PARTS];
-    size_t nkey;
+    pt_plugin_key key;
     rl_limit_conf limits[RL_MAX_LIMITS];
     size_t nlimits;
     bool headers;
