@@ -159,6 +159,42 @@ static inline uint64_t pt_plugin_rand64(void)
     return result;
 }
 
+/* SipHash-1-3 keyed by (k0, k1): a fast 64-bit hash of client-chosen bytes
+ * (rate-limit keys) that clients cannot aim at one bucket without the key
+ * (draw it with pt_plugin_rand64). */
+static inline uint64_t pt_plugin_siphash13(uint64_t k0, uint64_t k1, const void *data, size_t len)
+{
+#define PT_SIP_ROUND                                                                                          \
+    do {                                                                                                      \
+        v0 += v1, v1 = pt_plugin_rotl(v1, 13), v1 ^= v0, v0 = pt_plugin_rotl(v0, 32);                          \
+        v2 += v3, v3 = pt_plugin_rotl(v3, 16), v3 ^= v2;                                                      \
+        v0 += v3, v3 = pt_plugin_rotl(v3, 21), v3 ^= v0;                                                      \
+        v2 += v1, v1 = pt_plugin_rotl(v1, 17), v1 ^= v2, v2 = pt_plugin_rotl(v2, 32);                          \
+    } while (0)
+    const unsigned char *p = data;
+    uint64_t v0 = 0x736f6d6570736575ULL ^ k0, v1 = 0x646f72616e646f6dULL ^ k1;
+    uint64_t v2 = 0x6c7967656e657261ULL ^ k0, v3 = 0x7465646279746573ULL ^ k1;
+    size_t full = len & ~(size_t)7;
+    for (size_t i = 0; i < full; i += 8) {
+        uint64_t m;
+        memcpy(&m, p + i, 8);
+        v3 ^= m;
+        PT_SIP_ROUND;
+        v0 ^= m;
+    }
+    uint64_t last = (uint64_t)len << 56;
+    for (size_t i = 0; i < (len & 7); i++) last |= (uint64_t)p[full + i] << (8 * i);
+    v3 ^= last;
+    PT_SIP_ROUND;
+    v0 ^= last;
+    v2 ^= 0xff;
+    PT_SIP_ROUND;
+    PT_SIP_ROUND;
+    PT_SIP_ROUND;
+#undef PT_SIP_ROUND
+    return v0 ^ v1 ^ v2 ^ v3;
+}
+
 /* Reads a list of non-empty strings (a single string is a list of one)
  * into ctx->arena; `plugin` and `what` name it in errors. With `nonempty`
  * an empty list is an error too. An absent node (NULL) is an empty list. */

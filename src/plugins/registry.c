@@ -1,6 +1,7 @@
 /* registry.c — the table of built-in plugin types, looked up by the config
  * loader when it meets a plugin name. Adding a built-in = one line here. */
 #include "plugins/compression/compression.h"
+#include "plugins/concurrency_limit/concurrency_limit.h"
 #include "plugins/delay/delay.h"
 #include "plugins/rate_limit/rate_limit.h"
 #include "plugins/direct_response/direct_response.h"
@@ -22,6 +23,7 @@ static const pt_plugin_type *const builtin_plugins[] = {
     &pt_plugin_direct_response,
     &pt_plugin_delay,
     &pt_plugin_rate_limit,
+    &pt_plugin_concurrency_limit,
     &pt_plugin_ip_restriction,
     &pt_plugin_forward_auth,
     &pt_plugin_compression,

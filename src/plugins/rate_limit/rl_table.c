@@ -5,53 +5,12 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "plugins/plugin_util.h"
+
 /* ------------------------------------------------------------ hashing */
 
-#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
-
-static inline void sip_round(uint64_t *v0, uint64_t *v1, uint64_t *v2, uint64_t *v3)
-{
-    *v0 += *v1;
-    *v1 = ROTL(*v1, 13);
-    *v1 ^= *v0;
-    *v0 = ROTL(*v0, 32);
-    *v2 += *v3;
-    *v3 = ROTL(*v3, 16);
-    *v3 ^= *v2;
-    *v0 += *v3;
-    *v3 = ROTL(*v3, 21);
-    *v3 ^= *v0;
-    *v2 += *v1;
-    *v1 = ROTL(*v1, 17);
-    *v1 ^= *v2;
-    *v2 = ROTL(*v2, 32);
-}
-
-/* SipHash-1-3 (one compression round, three finalization rounds). */
-uint64_t rl_hash(const rl_table *t, const void *data, size_t len)
-{
-    const unsigned char *p = data;
-    uint64_t v0 = 0x736f6d6570736575ULL ^ t->k0, v1 = 0x646f72616e646f6dULL ^ t->k1;
-    uint64_t v2 = 0x6c7967656e657261ULL ^ t->k0, v3 = 0x7465646279746573ULL ^ t->k1;
-    size_t full = len & ~(size_t)7;
-    for (size_t i = 0; i < full; i += 8) {
-        uint64_t m;
-        memcpy(&m, p + i, 8);
-        v3 ^= m;
-        sip_round(&v0, &v1, &v2, &v3);
-        v0 ^= m;
-    }
-    uint64_t last = (uint64_t)len << 56;
-    for (size_t i = 0; i < (len & 7); i++) last |= (uint64_t)p[full + i] << (8 * i);
-    v3 ^= last;
-    sip_round(&v0, &v1, &v2, &v3);
-    v0 ^= last;
-    v2 ^= 0xff;
-    sip_round(&v0, &v1, &v2, &v3);
-    sip_round(&v0, &v1, &v2, &v3);
-    sip_round(&v0, &v1, &v2, &v3);
-    return v0 ^ v1 ^ v2 ^ v3;
-}
+/* Keyed with the table's random key (plugin_util.h). */
+uint64_t rl_hash(const rl_table *t, const void *data, size_t len) { return pt_plugin_siphash13(t->k0, t->k1, data, len); }
 
 /* ------------------------------------------------------------ table */
 
@@ -65,15 +24,8 @@ size_t rl_table_bytes(uint64_t max_keys)
 void rl_table_init(void *mem, size_t size)
 {
     rl_table *t = mem;
-    uint64_t k[2] = {0, 0};
-    if (getrandom(k, sizeof(k), 0) != (ssize_t)sizeof(k)) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        k[0] = (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ULL ^ (uint64_t)(uintptr_t)mem;
-        k[1] = (uint64_t)ts.tv_sec * 0xc2b2ae3d27d4eb4fULL;
-    }
-    t->k0 = k[0];
-    t->k1 = k[1];
+    t->k0 = pt_plugin_rand64();
+    t->k1 = pt_plugin_rand64();
     t->nbuckets = (size - sizeof(rl_table)) / sizeof(rl_bucket);
 }
 
