@@ -6,6 +6,7 @@ RateLimit-Policy fields, counters kept across reloads unless the limit
 changed, metrics, and positioned configuration errors."""
 
 import hashlib
+import signal
 import re
 import socket
 import subprocess
@@ -219,13 +220,13 @@ def test_reload_keeps_counters_unless_limit_changes(portico, echo):
     p = portico(cfg(2, "one"))
     assert [r.status for r in statuses(p.port, 3)] == [200, 200, 429]
     p.write_config(cfg(2, "two"))  # an unrelated change
-    p.signal(__import__("signal").SIGHUP)
+    p.signal(signal.SIGHUP)
     wait_reloaded(p, 1)
     r = request(p.port, "GET", "/x")
     assert r.header("X-Gen") == "two"
     refused(r)  # the counter survived the reload
     p.write_config(cfg(3, "three"))  # the limit changed: counted afresh
-    p.signal(__import__("signal").SIGHUP)
+    p.signal(signal.SIGHUP)
     wait_reloaded(p, 2)
     assert [r.status for r in statuses(p.port, 4)] == [200, 200, 200, 429]
 
@@ -282,3 +283,57 @@ def test_config_errors_positioned(tmp_path, block, err):
                          timeout=30)
     assert out.returncode != 0, out
     assert re.search(r"p\.yaml:\d+:\d+: .*" + re.escape(err), out.stderr), out.stderr
+
+
+def test_100_reloads_under_load_keep_counts(portico, echo):
+    """Issue 9 figure: SIGHUP 100 times while clients keep sending; no
+    request fails, and the limit admits exactly its quota over the whole
+    run (a counter reset by a reload would admit more). Then a reload that
+    changes the limit starts it afresh."""
+    quota = 300
+
+    def cfg(k, requests=quota):
+        c = simple_config(echo.addr, workers=2, route_extra={"name": "main", "plugins": [
+            {"headers": {"response": {"set": {"X-Gen": str(k)}}}},
+            rl([{"name": "q", "requests": requests, "per": "1h"}], key="route")]})
+        return c
+
+    p = portico(cfg(0))
+    counts = {}
+    errors = []
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def client(i):
+        try:
+            while not stop.is_set():
+                with Client(p.port, timeout=20) as c:
+                    for _ in range(20):
+                        r = c.request("GET", "/c%d" % i)
+                        with lock:
+                            counts[r.status] = counts.get(r.status, 0) + 1
+                        if r.status not in (200, 429):
+                            errors.append(r)
+                        if stop.is_set():
+                            return
+        except Exception as e:  # noqa: BLE001
+            errors.append(repr(e))
+
+    ts = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+    for t in ts:
+        t.start()
+    for k in range(1, 101):
+        p.write_config(cfg(k))
+        p.signal(signal.SIGHUP)
+        wait_reloaded(p, k)
+    stop.set()
+    for t in ts:
+        t.join(30)
+    assert errors == [], errors[:5]
+    assert counts.get(200) == quota, counts
+    assert counts.get(429, 0) > 0, counts
+    assert request(p.port, "GET", "/x").header("X-Gen") == "100"
+    p.write_config(cfg(101, requests=quota + 1))
+    p.signal(signal.SIGHUP)
+    wait_reloaded(p, 101)
+    assert request(p.port, "GET", "/x").status == 200
