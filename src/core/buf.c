@@ -157,6 +157,7 @@ static __thread unsigned large_cached;
 static __thread size_t large_size = 64u * 1024;
 static __thread size_t large_budget = 64u << 20;
 static __thread size_t large_used;
+static __thread uint64_t large_taken;
 
 void pt_buf_large_config(size_t size, size_t budget)
 {
@@ -169,6 +170,7 @@ void pt_buf_large_config(size_t size, size_t budget)
 }
 
 size_t pt_buf_large_in_use(void) { return large_used; }
+uint64_t pt_buf_large_taken(void) { return large_taken; }
 
 static void large_put(char *p, size_t cap)
 {
@@ -196,6 +198,7 @@ bool pt_buf_reserve_large(pt_buf *b)
     b->off = 0;
     b->large = true;
     large_used += large_size;
+    large_taken++;
     return true;
 }
 

@@ -82,6 +82,8 @@ bool pt_buf_reserve_large(pt_buf *b);
 void pt_buf_large_config(size_t size, size_t budget);
 /* Bytes of large blocks held by this thread's buffers now. */
 size_t pt_buf_large_in_use(void);
+/* Large blocks this thread's buffers have taken since it started. */
+uint64_t pt_buf_large_taken(void);
 
 /* Drops n bytes from the front. When empty, rewinds to the start. */
 void pt_buf_consume(pt_buf *b, size_t n);

@@ -46,6 +46,8 @@ enum {
     F_H2_OPEN_STREAMS,
     F_H2_STREAMS,
     F_OPEN_TUNNELS,
+    F_STREAM_BUF_BYTES,
+    F_STREAM_BUFS,
     F_CONFIG_GENERATION,
     F_CONFIG_RELOADS,
     F_BUILD_INFO,
@@ -103,6 +105,14 @@ static const pt_metric_desc DESCS[F__COUNT] = {
     [F_OPEN_TUNNELS] = {.name = "portico_open_tunnels",
                         .help = "Tunnels (WebSocket, other HTTP/1.1 upgrades) open now.",
                         .type = PT_METRIC_GAUGE},
+    [F_STREAM_BUF_BYTES] = {.name = "portico_stream_buffer_bytes",
+                            .help = "Bytes of large stream buffers (limits.stream_buffer) held by streaming "
+                                    "bodies now, sampled every 500 ms per worker.",
+                            .type = PT_METRIC_GAUGE},
+    [F_STREAM_BUFS] = {.name = "portico_stream_buffers_total",
+                       .help = "Large stream buffers taken by streaming bodies (a read that filled its "
+                               "standard 16 KiB block), sampled every 500 ms per worker.",
+                       .type = PT_METRIC_COUNTER},
     [F_CONFIG_GENERATION] = {.name = "portico_config_generation",
                              .help = "Id of the configuration generation serving new requests.",
                              .type = PT_METRIC_GAUGE},
@@ -126,6 +136,7 @@ struct pt_gw_metrics {
     size_t nlisteners;
     pt_metric_series *generation, *reloads_ok, *reloads_error;
     pt_metric_series *open_tunnels;
+    pt_metric_series *stream_buf_bytes, *stream_bufs;
 };
 
 pt_gw_metrics *pt_gw_metrics_new(pt_metrics *reg, const pt_config *cfg)
@@ -157,6 +168,8 @@ pt_gw_metrics *pt_gw_metrics_new(pt_metrics *reg, const pt_config *cfg)
         };
     }
     gm->open_tunnels = pt_metrics_series(gm->fam[F_OPEN_TUNNELS], NULL, NULL);
+    gm->stream_buf_bytes = pt_metrics_series(gm->fam[F_STREAM_BUF_BYTES], NULL, NULL);
+    gm->stream_bufs = pt_metrics_series(gm->fam[F_STREAM_BUFS], NULL, NULL);
     gm->generation = pt_metrics_series(gm->fam[F_CONFIG_GENERATION], NULL, NULL);
     gm->reloads_ok = pt_metrics_series(gm->fam[F_CONFIG_RELOADS], (const char *[]){"ok"}, NULL);
     gm->reloads_error = pt_metrics_series(gm->fam[F_CONFIG_RELOADS], (const char *[]){"error"}, NULL);
@@ -281,4 +294,17 @@ void pt_metrics_tunnel(struct pt_worker *w, bool opened)
 {
     pt_gw_metrics *gm = w->metrics;
     if (gm) pt_metric_add(gm->open_tunnels, 0, opened ? 1 : -1);
+}
+
+void pt_metrics_stream_buffers(struct pt_worker *w, size_t bytes_held, uint64_t taken)
+{
+    /* what this worker thread reported so far: its shard gets the change */
+    static __thread int64_t held_reported;
+    static __thread uint64_t taken_reported;
+    pt_gw_metrics *gm = w->metrics;
+    if (!gm) return;
+    pt_metric_add(gm->stream_buf_bytes, 0, (int64_t)bytes_held - held_reported);
+    pt_metric_add(gm->stream_bufs, 0, (int64_t)(taken - taken_reported));
+    held_reported = (int64_t)bytes_held;
+    taken_reported = taken;
 }

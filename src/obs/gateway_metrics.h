@@ -73,6 +73,11 @@ void pt_metrics_h2_stream_closed(struct pt_worker *w, size_t listener);
 /* A tunnel started (opened true) or ended (portico_open_tunnels). */
 void pt_metrics_tunnel(struct pt_worker *w, bool opened);
 
+/* This worker's large stream buffers (core/buf.h): bytes held now and
+ * blocks taken since it started (the change since the last call goes to
+ * the worker's shard). Call on the worker's thread. */
+void pt_metrics_stream_buffers(struct pt_worker *w, size_t bytes_held, uint64_t taken);
+
 /* The buckets of both duration histograms, in microseconds (docs/metrics.md). */
 extern const uint64_t pt_gw_duration_buckets_us[];
 extern const size_t pt_gw_duration_nbuckets;

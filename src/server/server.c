@@ -240,6 +240,7 @@ void *pt_worker_plugin_state(pt_worker *w, const pt_plugin_type *type)
 static void buf_trim_tick(pt_loop *loop, pt_timer *t)
 {
     pt_buf_pool_trim();
+    pt_metrics_stream_buffers(t->data, pt_buf_large_in_use(), pt_buf_large_taken());
     pt_timer_start(loop, t, BUF_TRIM_MS, buf_trim_tick, t->data);
 }
 

@@ -372,3 +372,32 @@ def test_non_loopback_admin_needs_a_token(tmp_path):
                     % (free_port(), free_port()))
     r = subprocess.run([BIN, "check", "-c", str(path)], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
+
+
+def test_streamed_bodies_switch_to_large_buffers(portico, upstream):
+    """Issue 13: a body that fills its 16 KiB buffer block is read into a
+    large block (limits.stream_buffer) for the rest of the stream — counted
+    by portico_stream_buffers_total; small bodies never take one, and the
+    bytes held go back to 0 when the streams end."""
+    big = os.urandom(4 << 20)
+
+    def handler(req):
+        body = big if req.target.startswith("/big") else b"small"
+        return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+    up = upstream(handler)
+    cfg, aport = admin_cfg(simple_config(up.addr, workers=1))
+    p = portico(cfg)
+    for i in range(20):
+        assert request(p.port, "GET", "/small/%d" % i).status == 200
+    time.sleep(0.7)  # the worker publishes its buffer counts every 500 ms
+    s = scrape(aport)
+    assert value(s, "portico_stream_buffers_total") == 0
+    r = request(p.port, "GET", "/big")
+    assert r.status == 200 and r.body == big
+    poll(lambda: value(scrape(aport), "portico_stream_buffers_total") >= 1, msg="download took a large buffer")
+    taken = value(scrape(aport), "portico_stream_buffers_total")
+    r = request(p.port, "POST", "/small/upload", body=big)  # the request body streams upstream
+    assert r.status == 200
+    poll(lambda: value(scrape(aport), "portico_stream_buffers_total") > taken, msg="upload took a large buffer")
+    poll(lambda: value(scrape(aport), "portico_stream_buffer_bytes") == 0, msg="large buffers given back")
