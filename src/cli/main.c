@@ -7,6 +7,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include "cli/route_test.h"
 #include "config/config.h"
 #include "core/version.h"
 #include "obs/metrics.h"
@@ -30,6 +31,10 @@ static void usage(FILE *f)
             "                               read a password on stdin (no echo on a terminal),\n"
             "                               print the password_hash for a consumer's basic credential\n"
             "  portico hash-key             read an API key on stdin, print its key_sha256: line\n"
+            "  portico route-test -c FILE METHOD URL [-H 'Name: value']...\n"
+            "                               which route a request matches, the plugins that run in\n"
+            "                               order, the target sent upstream, and why the other\n"
+            "                               routes did not match (URL: http://HOST/PATH?Q or /PATH)\n"
             "  portico version              print the version\n"
             "  portico --help               this help\n"
             "\n"
@@ -160,6 +165,34 @@ static bool has_flag(int argc, char **argv, const char *flag)
     return false;
 }
 
+/* `portico route-test -c FILE METHOD URL [-H 'Name: value']...` */
+static int cmd_route_test(int argc, char **argv)
+{
+    const char *path = NULL, *pos[2] = {NULL, NULL};
+    int npos = 0, nhdrs = 0;
+    char **hdrs = calloc((size_t)argc, sizeof(*hdrs));
+    for (int i = 2; i < argc; i++) {
+        if ((!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) && i + 1 < argc) path = argv[++i];
+        else if (!strcmp(argv[i], "-H") && i + 1 < argc) hdrs[nhdrs++] = argv[++i];
+        else if (argv[i][0] != '-' && npos < 2) pos[npos++] = argv[i];
+        else {
+            fprintf(stderr, "portico route-test: unexpected argument \"%s\"\n", argv[i]);
+            npos = -1;
+            break;
+        }
+    }
+    if (!path || npos != 2) {
+        fprintf(stderr, "usage: portico route-test -c FILE METHOD URL [-H 'Name: value']...\n");
+        free(hdrs);
+        return 2;
+    }
+    pt_generation *g = load(path, NULL);
+    int rc = g ? pt_cli_route_test(g, pos[0], pos[1], hdrs, nhdrs) : 2;
+    if (g) pt_generation_unref(g);
+    free(hdrs);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -177,6 +210,7 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "hash-password")) return cmd_hash_password(argc, argv);
     if (!strcmp(cmd, "hash-key")) return cmd_hash_key();
+    if (!strcmp(cmd, "route-test")) return cmd_route_test(argc, argv);
     if (!strcmp(cmd, "proxy")) {
         const char *listen = find_opt(argc, argv, "--listen", "-l");
         const char *to = find_opt(argc, argv, "--to", "-t");

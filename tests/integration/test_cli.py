@@ -394,3 +394,97 @@ def test_sighup_reload_with_changed_listeners_is_refused(portico, echo):
     p.write_config(routes_cfg(echo, "/new"))
     p.signal(signal.SIGHUP)
     poll(lambda: request(p.port, "GET", "/new").status == 200, msg="the valid reload")
+
+
+# ------------------------------------------------------------------ route-test
+
+ROUTE_TEST_CFG = """listen: [{address: 127.0.0.1:1}]
+upstreams:
+  users: {targets: [127.0.0.1:9001]}
+  admin: {targets: [127.0.0.1:9002]}
+plugins:
+  - request_id: {}
+routes:
+  - name: users
+    match: {path: "/users/{id}", methods: [GET]}
+    upstream: users
+    rewrite: /v2/users/{id}
+    plugins:
+      - rate_limit: {key: client_address, limits: [{requests: 10, per: 1s}]}
+      - headers: {request: {set: {X-A: b}}}
+  - name: users-v1
+    match: {path: "/users/{id}", headers: {Accept-Version: "1"}}
+    upstream: users
+  - name: admin
+    match: {path_prefix: /admin, hosts: [admin.example.com]}
+    upstream: admin
+    strip_prefix: true
+  - name: post-only
+    match: {path_prefix: /users, methods: [POST]}
+    upstream: users
+  - name: health
+    match: {path: /health}
+    plugins: [{direct_response: {status: 200}}]
+"""
+
+
+def route_test(tmp_path, *args):
+    cfg = tmp_path / "rt.yaml"
+    cfg.write_text(ROUTE_TEST_CFG)
+    return run_cli("route-test", "-c", str(cfg), *args)
+
+
+def reasons(out):
+    """{route name: reason} from the 'other routes:' part."""
+    part = out.split("other routes:\n", 1)[1]
+    res = {}
+    for line in part.splitlines():
+        m = re.match(r"  (\S+)\s+line \d+\s+(.*)$", line)
+        assert m, line
+        res[m.group(1)] = m.group(2)
+    return res
+
+
+def test_route_test_explains_match_plugins_and_target(tmp_path):
+    r = route_test(tmp_path, "GET", "http://API.example.com:8080/users/42?x=1&y")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert 'request: GET /users/42?x=1&y (host "api.example.com")' in out
+    assert "route: users (line 8): exact /users/{id}" in out
+    assert "  param id = 42" in out
+    plugins = re.findall(r"^  \d+\. (\S+)\s+(global|route)", out, re.M)
+    assert plugins == [("request_id", "global"), ("rate_limit", "route"), ("headers", "route")]
+    assert "upstream: users, target sent: /v2/users/42?x=1&y" in out
+    why = reasons(out)
+    assert why["users-v1"] == "needs header Accept-Version=1"
+    assert why["admin"].startswith("path /users/42 does not match prefix /admin")
+    assert why["post-only"] == "method not allowed (allows POST)"
+    assert set(why) == {"users-v1", "admin", "post-only", "health"}
+
+
+def test_route_test_host_header_strip_prefix_and_precedence(tmp_path):
+    r = route_test(tmp_path, "GET", "/admin/x//y", "-H", "Host: Admin.Example.com:443")
+    assert r.returncode == 0, r.stderr
+    assert "path as routed: /admin/x/y" in r.stdout
+    assert "route: admin" in r.stdout and "target sent: /x/y" in r.stdout
+    r = route_test(tmp_path, "GET", "/users/7", "-H", "Accept-Version: 1")
+    why = reasons(r.stdout)
+    assert "route: users " in r.stdout
+    assert why["users-v1"].startswith("matches too, but route 'users' takes precedence")
+
+
+def test_route_test_errors_are_explained(tmp_path):
+    r = route_test(tmp_path, "DELETE", "/users/42")
+    assert r.returncode == 1
+    assert "answer: 405" in r.stdout and "Allow: GET,HEAD" in r.stdout
+    r = route_test(tmp_path, "GET", "/admin/panel")
+    assert r.returncode == 1 and "answer: 404 (no route)" in r.stdout
+    assert reasons(r.stdout)["admin"] == 'host "" is not admin.example.com'
+    r = route_test(tmp_path, "GET", "/users/a%2Fb")
+    assert r.returncode == 1 and "answer: 400" in r.stdout
+    r = run_cli("route-test", "-c", "/nonexistent.yaml", "GET", "/")
+    assert r.returncode == 2 and "nonexistent.yaml" in r.stderr
+    r = route_test(tmp_path, "GET")
+    assert r.returncode == 2 and "usage: portico route-test" in r.stderr
+    r = route_test(tmp_path, "GET", "ftp://x/y")
+    assert r.returncode == 2
