@@ -38,6 +38,8 @@ struct pt_admin {
     token_hash token;          /* admin thread only (changed through posts) */
     admin_conn *conns;
     size_t nconns;
+    pt_admin_api_fn api;       /* admin thread only (set through a post); NULL: no /api */
+    void *api_data;
 };
 
 typedef enum { C_READ, C_WRITE, C_LINGER } conn_state;
@@ -130,8 +132,10 @@ static void handle(admin_conn *c, const pt_request *req)
     bool head = req->method == PT_METHOD_HEAD;
     bool metrics = pt_str_eq_lit(req->path, "/metrics") && a->metrics;
     bool healthz = pt_str_eq_lit(req->path, "/healthz"), readyz = pt_str_eq_lit(req->path, "/readyz");
-    if (!metrics && !healthz && !readyz) {
-        respond_problem(c, 404, "admin endpoints: /metrics, /healthz, /readyz", NULL, head);
+    bool api = a->api && req->path.n >= 4 && memcmp(req->path.p, "/api", 4) == 0 &&
+               (req->path.n == 4 || req->path.p[4] == '/');
+    if (!metrics && !healthz && !readyz && !api) {
+        respond_problem(c, 404, "admin endpoints: /metrics, /healthz, /readyz, /api", NULL, head);
         return;
     }
     if (req->method != PT_METHOD_GET && !head) {
@@ -147,6 +151,17 @@ static void handle(admin_conn *c, const pt_request *req)
         const char *challenge;
         if (!token_ok(a, req, &challenge)) {
             respond_problem(c, 401, "a valid bearer token is required", challenge, head);
+            return;
+        }
+        if (api) {
+            char *body = NULL;
+            size_t len = 0;
+            const char *ctype = "application/json";
+            int status = a->api(a->api_data, req->path, &body, &len, &ctype);
+            if (status == 200 && body) respond(c, 200, ctype, NULL, body, len, head);
+            else if (status == 0) respond_problem(c, 404, "no such admin API endpoint (see /api)", NULL, head);
+            else respond_problem(c, status ? status : 500, "the admin API cannot answer now", NULL, head);
+            free(body);
             return;
         }
         size_t len;
@@ -292,6 +307,28 @@ pt_admin *pt_admin_start(const pt_conf_addr *addr, const char *token, pt_metrics
     pt_io_start(a->loop, &a->listener, fd, EPOLLIN, on_accept, a);
     if (pthread_create(&a->thread, NULL, admin_main, a) != 0) pt_panic(__FILE__, __LINE__, "cannot start the admin thread");
     return a;
+}
+
+typedef struct {
+    pt_admin_api_fn fn;
+    void *data;
+} api_hook;
+
+static void set_api_cb(pt_loop *loop, void *data)
+{
+    pt_admin *a = pt_loop_data(loop);
+    api_hook *h = data;
+    a->api = h->fn;
+    a->api_data = h->data;
+    free(h);
+}
+
+void pt_admin_set_api(pt_admin *a, pt_admin_api_fn fn, void *data)
+{
+    if (!a) return;
+    api_hook *h = pt_xmalloc(sizeof(*h));
+    *h = (api_hook){fn, data};
+    pt_loop_post(a->loop, set_api_cb, h); /* the admin thread owns its fields */
 }
 
 void pt_admin_set_ready(pt_admin *a, bool ready)

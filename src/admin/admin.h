@@ -32,6 +32,14 @@ pt_admin *pt_admin_start(const pt_conf_addr *addr, const char *token, pt_metrics
 void pt_admin_set_ready(pt_admin *a, bool ready);
 /* Replaces the bearer token (a reload); NULL = none. Main thread. */
 void pt_admin_set_token(pt_admin *a, const char *token);
+/* JSON endpoints under /api (the admin API, server/admin_api.c): called on
+ * the admin thread for GET/HEAD of a path starting with "/api"; returns the
+ * status with *body malloc'ed (freed by the admin listener) and
+ * *content_type static, or 0 when the path is unknown (404). The bearer
+ * token, when set, protects /api like /metrics. */
+typedef int (*pt_admin_api_fn)(void *data, pt_str path, char **body, size_t *len, const char **content_type);
+/* Installs the API handler (any thread; applied on the admin thread). */
+void pt_admin_set_api(pt_admin *a, pt_admin_api_fn fn, void *data);
 /* Closes the listener and its connections, joins the thread, frees. */
 void pt_admin_stop(pt_admin *a);
 

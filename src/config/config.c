@@ -834,6 +834,7 @@ static void config_from_tree(pt_conf_ctx *ctx, const pt_conf_node *root, pt_conf
                                        "upstreams", "plugins", "routes", "trusted_proxies", "client_ip_header",
                                        "server_header", "via", "admin", "dns", "path_rules", "consumers",
                                        "identity_headers", NULL};
+    cfg->root = root;
     if (root->kind == PT_NODE_NULL) {
         pt_conf_error(ctx, root, "configuration is empty (at least 'listen' and 'routes' are needed)");
         return;

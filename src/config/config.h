@@ -272,6 +272,7 @@ typedef struct pt_route_conf {
 typedef struct pt_config {
     pt_arena *arena;             /* owns everything below */
     char *file;
+    const struct pt_conf_node *root; /* the parsed file (the admin API shows it, secrets redacted) */
     int workers;                 /* resolved: "auto" => number of CPUs */
     pt_listener_conf *listeners;
     size_t nlisteners;

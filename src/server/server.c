@@ -15,6 +15,7 @@
 #include "core/buf.h"
 #include "downstream/conn.h"
 #include "obs/gateway_metrics.h"
+#include "server/admin_api.h"
 #include "net/dns.h"
 #include "server/connlimit.h"
 #include "plugin/plugin.h"
@@ -339,6 +340,7 @@ static void reload(pt_server *s)
         pt_gw_metrics_reloaded(s->gw, true);
         pt_gw_metrics_generation(s->gw, g->id);
     }
+    if (s->admin) pt_admin_api_publish(g);
     fprintf(stderr, "portico: configuration reloaded (generation %llu)\n", (unsigned long long)g->id);
 }
 
@@ -374,6 +376,8 @@ int pt_server_run(pt_generation *gen, const char *config_path, pt_metrics *metri
             fprintf(stderr, "portico: cannot listen on %s (admin): %s\n", cfg->admin.addr.text, strerror(errno));
             exit(1);
         }
+        pt_admin_api_publish(gen);
+        pt_admin_set_api(s.admin, pt_admin_api, NULL);
         fprintf(stderr, "portico: admin listener on %s (/metrics, /healthz, /readyz)%s\n", cfg->admin.addr.text,
                 cfg->admin.token ? " with a bearer token" : "");
     }
@@ -428,6 +432,7 @@ int pt_server_run(pt_generation *gen, const char *config_path, pt_metrics *metri
     for (int i = 0; i < s.nworkers; i++) pt_loop_post(s.workers[i].loop, worker_drain, NULL);
     for (int i = 0; i < s.nworkers; i++) pthread_join(s.workers[i].thread, NULL);
     pt_admin_stop(s.admin);
+    pt_admin_api_publish(NULL);
 
     for (int i = 0; i < s.nworkers; i++) {
         pt_worker *w = &s.workers[i];
