@@ -12,13 +12,59 @@
 
 #include <jansson.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "plugin/plugin.h"
 
+#define RELOADS_KEPT 32
+
+typedef struct {
+    bool ok;
+    uint64_t generation;
+    struct timespec at;
+    char detail[256];
+} reload_event;
+
 static pthread_mutex_t api_lock = PTHREAD_MUTEX_INITIALIZER;
 static pt_generation *api_gen;
+static reload_event reloads[RELOADS_KEPT]; /* ring, under api_lock */
+static uint64_t nreloads;
+
+void pt_admin_api_reloaded(bool ok, uint64_t generation, const char *detail)
+{
+    pthread_mutex_lock(&api_lock);
+    reload_event *e = &reloads[nreloads++ % RELOADS_KEPT];
+    e->ok = ok;
+    e->generation = generation;
+    clock_gettime(CLOCK_REALTIME, &e->at);
+    snprintf(e->detail, sizeof(e->detail), "%s", detail ? detail : "");
+    pthread_mutex_unlock(&api_lock);
+}
+
+/* The kept events, oldest first, RFC 3339 UTC times. */
+static json_t *reloads_json(const pt_generation *g)
+{
+    json_t *a = json_array();
+    pthread_mutex_lock(&api_lock);
+    uint64_t first = nreloads > RELOADS_KEPT ? nreloads - RELOADS_KEPT : 0;
+    for (uint64_t i = first; i < nreloads; i++) {
+        const reload_event *e = &reloads[i % RELOADS_KEPT];
+        struct tm tm;
+        gmtime_r(&e->at.tv_sec, &tm);
+        char when[80];
+        snprintf(when, sizeof(when), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, e->at.tv_nsec / 1000000);
+        json_t *o = json_pack("{s:s, s:s, s:I}", "at", when, "result", e->ok ? "ok" : "error", "generation",
+                              (json_int_t)e->generation);
+        if (e->detail[0]) json_object_set_new(o, "detail", json_string(e->detail));
+        json_array_append_new(a, o);
+    }
+    pthread_mutex_unlock(&api_lock);
+    return json_pack("{s:I, s:o}", "generation", (json_int_t)g->id, "events", a);
+}
 
 void pt_admin_api_publish(pt_generation *g)
 {
@@ -199,8 +245,8 @@ int pt_admin_api(void *data, pt_str path, char **body, size_t *len, const char *
     if (!g) return 503;
     json_t *doc = NULL;
     if (pt_str_eq_lit(path, "/api") || pt_str_eq_lit(path, "/api/"))
-        doc = json_pack("{s:I, s:[s,s,s,s,s]}", "generation", (json_int_t)g->id, "endpoints", "/api/config",
-                        "/api/routes", "/api/upstreams", "/api/consumers", "/api/openapi.json");
+        doc = json_pack("{s:I, s:[s,s,s,s,s,s]}", "generation", (json_int_t)g->id, "endpoints", "/api/config",
+                        "/api/routes", "/api/upstreams", "/api/consumers", "/api/reloads", "/api/openapi.json");
     else if (pt_str_eq_lit(path, "/api/config"))
         doc = config_json(g);
     else if (pt_str_eq_lit(path, "/api/routes"))
@@ -209,6 +255,8 @@ int pt_admin_api(void *data, pt_str path, char **body, size_t *len, const char *
         doc = upstreams_json(g);
     else if (pt_str_eq_lit(path, "/api/consumers"))
         doc = consumers_json(g);
+    else if (pt_str_eq_lit(path, "/api/reloads"))
+        doc = reloads_json(g);
     pt_generation_unref(g);
     if (!doc) return 0;
     *body = json_dumps(doc, JSON_COMPACT | JSON_ENSURE_ASCII);

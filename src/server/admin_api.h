@@ -10,6 +10,12 @@
  * reference, drops the previous one. NULL at shutdown. Main thread. */
 void pt_admin_api_publish(pt_generation *g);
 
+/* Records a configuration event for /api/reloads (the last 32 are kept):
+ * ok with the generation now serving (detail "started" at start), or a
+ * refused reload with the generation that kept serving and the first
+ * error. Main thread. */
+void pt_admin_api_reloaded(bool ok, uint64_t generation, const char *detail);
+
 /* pt_admin_api_fn (admin/admin.h): answers GET `path` under /api with a
  * malloc'ed body; 0 when the path is not an API endpoint, 503 before the
  * first generation is published. Admin thread. */

@@ -281,6 +281,7 @@ static void reload(pt_server *s)
     pt_generation *g = cfg ? pt_generation_build(cfg, &errs) : NULL;
     if (!g) {
         if (s->gw) pt_gw_metrics_reloaded(s->gw, false);
+        pt_admin_api_reloaded(false, s->gen->id, errs.n ? errs.msgs[0] : "invalid configuration");
         fprintf(stderr, "portico: reload failed, keeping the running configuration:\n");
         for (size_t i = 0; i < errs.n; i++) fprintf(stderr, "%s\n", errs.msgs[i]);
         pt_errors_free(&errs);
@@ -300,6 +301,7 @@ static void reload(pt_server *s)
         fprintf(stderr, "portico: reload refused, keeping the running configuration: 'listen' changed "
                         "(addresses, count or order); changing listeners needs a restart\n");
         if (s->gw) pt_gw_metrics_reloaded(s->gw, false);
+        pt_admin_api_reloaded(false, s->gen->id, "'listen' changed: changing listeners needs a restart");
         pt_generation_unref(g);
         return;
     }
@@ -314,6 +316,7 @@ static void reload(pt_server *s)
             fprintf(stderr, "portico: reload refused, keeping the running configuration: cannot open access log %s: %s\n",
                     log_new, strerror(errno));
             if (s->gw) pt_gw_metrics_reloaded(s->gw, false);
+            pt_admin_api_reloaded(false, s->gen->id, "the access log cannot be opened");
             pt_generation_unref(g);
             return;
         }
@@ -341,6 +344,7 @@ static void reload(pt_server *s)
         pt_gw_metrics_generation(s->gw, g->id);
     }
     if (s->admin) pt_admin_api_publish(g);
+    pt_admin_api_reloaded(true, g->id, NULL);
     fprintf(stderr, "portico: configuration reloaded (generation %llu)\n", (unsigned long long)g->id);
 }
 
@@ -377,6 +381,7 @@ int pt_server_run(pt_generation *gen, const char *config_path, pt_metrics *metri
             exit(1);
         }
         pt_admin_api_publish(gen);
+        pt_admin_api_reloaded(true, gen->id, "started");
         pt_admin_set_api(s.admin, pt_admin_api, NULL);
         fprintf(stderr, "portico: admin listener on %s (/metrics, /healthz, /readyz)%s\n", cfg->admin.addr.text,
                 cfg->admin.token ? " with a bearer token" : "");

@@ -67,7 +67,7 @@ def test_every_endpoint_matches_the_openapi_document(api):
     index = get_json(aport, "/api")
     assert set(index["endpoints"]) == set(doc["paths"]) - {"/api"}
     names = {"/api": "Index", "/api/config": "Config", "/api/routes": "Routes", "/api/upstreams": "Upstreams",
-             "/api/consumers": "Consumers"}
+             "/api/consumers": "Consumers", "/api/reloads": "Reloads"}
     for path, schema in names.items():
         validator(doc, schema).validate(get_json(aport, path))
     # the schemas do reject a wrong answer (they are not vacuous)
@@ -138,3 +138,26 @@ def test_reload_shows_the_new_generation(api):
     doc = get_json(aport, "/api/routes")
     assert doc["generation"] == 2 and [r["name"] for r in doc["routes"]] == ["main", "health", "extra"]
     assert get_json(aport, "/api/config")["generation"] == 2
+
+
+def test_reload_history(api):
+    p, aport, cfg = api
+    ev = get_json(aport, "/api/reloads")["events"]
+    assert [(e["result"], e["generation"], e.get("detail")) for e in ev] == [("ok", 1, "started")]
+    p.write_config(cfg)
+    p.signal(signal.SIGHUP)
+    wait_reloaded(p, 1)
+    with open(p.config_path, "w") as f:
+        f.write("listen: [{address: 127.0.0.1:1}]\nroutes: nope\n")
+    p.signal(signal.SIGHUP)
+    doc = None
+    for _ in range(100):
+        doc = get_json(aport, "/api/reloads")
+        if len(doc["events"]) == 3:
+            break
+        __import__("time").sleep(0.05)
+    ev = doc["events"]
+    assert [(e["result"], e["generation"]) for e in ev] == [("ok", 1), ("ok", 2), ("error", 2)], ev
+    assert ev[2]["detail"].startswith(p.config_path + ":"), ev[2]
+    assert doc["generation"] == 2
+    assert ev[0]["at"] <= ev[1]["at"] <= ev[2]["at"] and ev[0]["at"].endswith("Z")
