@@ -195,6 +195,7 @@ typedef struct {
     const struct pt_plugin_type *type;
     void *conf;
     int line;
+    const char *name; /* the type's name (static): what metrics and logs call it */
 } pt_plugin_instance;
 
 typedef struct {

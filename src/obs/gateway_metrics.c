@@ -23,6 +23,8 @@ static const char *const CLASSES[] = {"1xx", "2xx", "3xx", "4xx", "5xx", NULL};
 static const pt_metric_dim REQUEST_DIMS[] = {{"method", METHODS}, {"status_class", CLASSES}};
 
 static const char *const L_ROUTE[] = {"route", NULL};
+static const char *const L_ROUTE_PLUGIN[] = {"route", "plugin", NULL};
+static const pt_metric_dim CLASS_DIMS[] = {{"status_class", CLASSES}};
 static const char *const L_UPSTREAM[] = {"upstream", NULL};
 static const char *const L_UPSTREAM_TARGET[] = {"upstream", "target", NULL};
 static const char *const L_LISTENER[] = {"listener", NULL};
@@ -40,6 +42,7 @@ enum {
     F_UP_ATTEMPTS,
     F_UP_ERRORS,
     F_UP_RETRIES,
+    F_PLUGIN_RESPONSES,
     F_OPEN_CONNS,
     F_CONNS,
     F_CONNS_REJECTED,
@@ -59,6 +62,12 @@ static const pt_metric_desc DESCS[F__COUNT] = {
                     .help = "Requests finished, by route (\"\" when no route matched), method and status class.",
                     .type = PT_METRIC_COUNTER, .labels = L_ROUTE, .dims = REQUEST_DIMS, .ndims = 2,
                     .max_series = ROUTE_MAX_SERIES},
+    [F_PLUGIN_RESPONSES] = {.name = "portico_plugin_responses_total",
+                            .help = "Requests a plugin answered itself (rate limits, authentication, direct "
+                                    "responses...), by route, plugin (\"auth\": the 401 sent when authentication "
+                                    "found no credential) and status class.",
+                            .type = PT_METRIC_COUNTER, .labels = L_ROUTE_PLUGIN, .dims = CLASS_DIMS, .ndims = 1,
+                            .max_series = ROUTE_MAX_SERIES},
     [F_DURATION] = {.name = "portico_request_duration_seconds",
                     .help = "Time from the first byte of the request head to the end of the request, by route.",
                     .type = PT_METRIC_HISTOGRAM, .labels = L_ROUTE, .buckets = pt_gw_duration_buckets_us,
@@ -184,6 +193,26 @@ void pt_gw_metrics_free(pt_gw_metrics *gm)
     free(gm);
 }
 
+/* A series per distinct plugin name of the route's pipeline (global then
+ * route plugins), and "auth". */
+static void bind_responders(pt_gw_metrics *gm, pt_config *cfg, const pt_route_conf *r, pt_route_metrics *rm)
+{
+    pt_arena *a = cfg->arena;
+    size_t cap = cfg->plugins.n + r->plugins.n + 1;
+    rm->responders = pt_arena_calloc(a, cap * sizeof(*rm->responders));
+    rm->responses = pt_arena_calloc(a, cap * sizeof(*rm->responses));
+    for (size_t i = 0; i < cap; i++) {
+        const char *name = i == cap - 1                 ? "auth"
+                           : i < cfg->plugins.n ? cfg->plugins.v[i].name
+                                                : r->plugins.v[i - cfg->plugins.n].name;
+        bool seen = false;
+        for (size_t j = 0; j < rm->nresponders && !seen; j++) seen = strcmp(rm->responders[j], name) == 0;
+        if (seen) continue;
+        rm->responders[rm->nresponders] = name;
+        rm->responses[rm->nresponders++] = pt_metrics_series(gm->fam[F_PLUGIN_RESPONSES], (const char *[]){r->name, name}, a);
+    }
+}
+
 void pt_gw_metrics_bind(pt_gw_metrics *gm, pt_config *cfg)
 {
     pt_arena *a = cfg->arena;
@@ -196,6 +225,7 @@ void pt_gw_metrics_bind(pt_gw_metrics *gm, pt_config *cfg)
         if (r->upstream) rm->upstream_duration = pt_metrics_series(gm->fam[F_UPSTREAM_DURATION], v, a);
         rm->bytes_in = pt_metrics_series(gm->fam[F_BYTES_IN], v, a);
         rm->bytes_out = pt_metrics_series(gm->fam[F_BYTES_OUT], v, a);
+        bind_responders(gm, cfg, r, rm);
         r->metrics = rm;
     }
     for (size_t i = 0; i < cfg->nupstreams; i++) {
@@ -235,6 +265,12 @@ void pt_metrics_request_done(struct pt_worker *w, const pt_txn_stats *s)
     int cls = s->status / 100;
     cls = cls < 1 ? 1 : cls > NCLASSES ? NCLASSES : cls;
     pt_metric_add(rm->requests, method * NCLASSES + (size_t)(cls - 1), 1);
+    if (s->responder)
+        for (size_t i = 0; i < rm->nresponders; i++)
+            if (strcmp(rm->responders[i], s->responder) == 0) {
+                pt_metric_add(rm->responses[i], (size_t)(cls - 1), 1);
+                break;
+            }
     pt_metric_observe(rm->duration, 0, s->total_us);
     if (s->upstream_us >= 0) pt_metric_observe(rm->upstream_duration, 0, (uint64_t)s->upstream_us);
     pt_metric_add(rm->bytes_in, 0, (int64_t)s->bytes_in);

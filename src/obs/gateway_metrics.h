@@ -33,6 +33,11 @@ typedef struct pt_route_metrics {
     pt_metric_series *duration;          /* histogram, microseconds */
     pt_metric_series *upstream_duration; /* histogram, microseconds */
     pt_metric_series *bytes_in, *bytes_out;
+    /* answers the route's plugins gave themselves: one series per distinct
+     * plugin name of its pipeline, plus "auth" (dims: status_class) */
+    const char **responders;
+    pt_metric_series **responses;
+    size_t nresponders;
 } pt_route_metrics;
 
 /* Per-upstream series (in the configuration arena), see pt_upstream_conf.metrics. */

@@ -22,6 +22,9 @@ typedef struct {
     pt_str target;         /* the last upstream target tried ("10.0.0.1:8080"), empty if none */
     int target_index;      /* its position in the route's upstream targets, -1 if none */
     const pt_route_conf *route; /* NULL when no route matched */
+    const char *responder; /* the plugin that answered the request itself (its name; "auth" for the
+                              401 the core sends when authentication found no credential), NULL
+                              when the upstream or the core (404, 502...) answered */
     pt_method method;
 } pt_txn_stats;
 

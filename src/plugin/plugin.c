@@ -45,7 +45,7 @@ bool pt_conf_plugin_instance(pt_conf_ctx *ctx, const pt_conf_node *k, const pt_c
         }
         if (ctx->errors->n != before) return false;
     }
-    *out = (pt_plugin_instance){.type = type, .conf = conf, .line = k->line};
+    *out = (pt_plugin_instance){.type = type, .conf = conf, .line = k->line, .name = type->name};
     return true;
 }
 

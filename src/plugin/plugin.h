@@ -304,6 +304,11 @@ pt_plugin_result pt_txn_set_consumer(pt_txn *txn, const pt_consumer *consumer, c
 const pt_consumer *pt_txn_consumer(pt_txn *txn);
 /* The method that named the caller ("anonymous" for the anonymous consumer), or NULL. */
 const char *pt_txn_auth_method(pt_txn *txn);
+/* True once an authentication plugin has looked at this request (named a
+ * caller, or found no credential of its scheme). Plugins that act on the
+ * caller but may also sit before the authentication plugins (rate limits)
+ * settle only then, so they never end authentication early. */
+bool pt_txn_auth_started(pt_txn *txn);
 /* Ends authentication now (idempotent; the core calls it when the request
  * phase ends): sets the route's anonymous consumer, or prepares the 401
  * with every challenge collected when some method found no credential

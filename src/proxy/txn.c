@@ -89,6 +89,7 @@ void pt_txn_get_stats(pt_txn *t, pt_txn_stats *o)
         .target = t->target ? pt_str_c(t->target->addr.text) : PT_STR_NULL,
         .target_index = t->target && t->ups ? (int)(t->target - t->ups->conf->targets) : -1,
         .route = t->route,
+        .responder = t->responder,
         .method = t->req ? t->req->method : PT_METHOD_OTHER,
     };
 }
@@ -347,6 +348,7 @@ static void resume_headers(pt_txn *t, pt_side side, pt_plugin_result r)
     txn_side *s = &t->side[side];
     if (side == PT_SIDE_REQUEST) {
         if (r == PT_PLUGIN_RESPOND) {
+            if (!t->responder) t->responder = t->pipe->v[s->idx]->name;
             txn_request_side_responded(t);
             return;
         }
@@ -459,6 +461,7 @@ static void run_request_headers(pt_txn *t)
         s->early_resume = false;
         if (r == PT_PLUGIN_RESPOND) {
             PT_ASSERT(t->local);
+            if (!t->responder) t->responder = pi->name;
             txn_request_side_responded(t);
             return;
         }
@@ -466,6 +469,7 @@ static void run_request_headers(pt_txn *t)
     /* authentication ends with the request phase: anonymous consumer or
      * 401 with every challenge (txn_identity.c) */
     if (pt_txn_auth_settle(t) == PT_PLUGIN_RESPOND) {
+        t->responder = "auth";
         txn_request_side_responded(t);
         return;
     }

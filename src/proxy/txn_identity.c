@@ -79,6 +79,12 @@ pt_plugin_result pt_txn_set_consumer(pt_txn *t, const pt_consumer *c, const char
     return PT_PLUGIN_CONTINUE;
 }
 
+bool pt_txn_auth_started(pt_txn *t)
+{
+    const txn_identity *id = ident(t);
+    return id->missing || id->consumer != NULL;
+}
+
 pt_plugin_result pt_txn_auth_settle(pt_txn *t)
 {
     txn_identity *id = ident(t);
@@ -96,7 +102,10 @@ pt_plugin_result pt_txn_auth_settle(pt_txn *t)
         id->anonymous = true;
         return PT_PLUGIN_CONTINUE;
     }
-    if (id->missing) id->settle_result = respond_401(t, PT_STR_NULL, "authentication required");
+    if (id->missing) {
+        id->settle_result = respond_401(t, PT_STR_NULL, "authentication required");
+        t->responder = "auth"; /* whichever plugin asked for the settling */
+    }
     return id->settle_result;
 }
 

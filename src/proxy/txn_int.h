@@ -111,6 +111,7 @@ struct pt_txn {
     bool req_end_sent;        /* the upstream got the whole request (head and body end) */
     bool req_last_passed;     /* the body's end got through the request-body plugins */
     bool req_responded;       /* the request side answered locally: later body bytes are dropped */
+    const char *responder;    /* pt_txn_stats.responder */
     bool forwarded_headers_done;
     pt_timer deadline;        /* grpc-timeout */
     int pending_error;        /* routing/limit error to answer after the request phase */

@@ -401,3 +401,28 @@ def test_streamed_bodies_switch_to_large_buffers(portico, upstream):
     assert r.status == 200
     poll(lambda: value(scrape(aport), "portico_stream_buffers_total") > taken, msg="upload took a large buffer")
     poll(lambda: value(scrape(aport), "portico_stream_buffer_bytes") == 0, msg="large buffers given back")
+
+
+def test_plugin_responses_by_route_and_plugin(portico, echo):
+    """portico_plugin_responses_total: answers a plugin gave itself, by
+    route, plugin and status class (\"auth\": the 401 the core sends when
+    authentication found no credential); upstream answers are not counted."""
+    import hashlib
+    key = "resp-test-key-0123456789"
+    cfg, aport = admin_cfg(simple_config(
+        echo.addr, consumers=[{"name": "a", "credentials": {"keys": [{"key_sha256": hashlib.sha256(key.encode()).hexdigest()}]}}],
+        route_extra={"plugins": [{"key_auth": {}}, {"rate_limit": {"key": "route", "limits": [{"requests": 2, "per": "1h"}]}}]}))
+    cfg["routes"].insert(0, {"name": "mock", "match": {"path": "/mock"}, "plugins": [{"direct_response": {"status": 204}}]})
+    p = portico(cfg)
+    ok = {"X-API-Key": key}
+    assert [request(p.port, "GET", "/x", headers=ok).status for _ in range(3)] == [200, 200, 429]
+    assert request(p.port, "GET", "/x").status == 401                                  # no key: the core's 401
+    assert request(p.port, "GET", "/x", headers={"X-API-Key": "wrong-key-000000000"}).status == 401  # key_auth's
+    assert request(p.port, "GET", "/mock").status == 204
+    s = scrape(aport)
+    name = "portico_plugin_responses_total"
+    assert value(s, name, route="main", plugin="rate_limit", status_class="4xx") == 1
+    assert value(s, name, route="main", plugin="auth", status_class="4xx") == 1
+    assert value(s, name, route="main", plugin="key_auth", status_class="4xx") == 1
+    assert value(s, name, route="mock", plugin="direct_response", status_class="2xx") == 1
+    assert value(s, name, route="main", status_class="2xx") == 0  # the upstream's 200s are not plugin answers

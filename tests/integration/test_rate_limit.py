@@ -337,3 +337,16 @@ def test_100_reloads_under_load_keep_counts(portico, echo):
     p.signal(signal.SIGHUP)
     wait_reloaded(p, 101)
     assert request(p.port, "GET", "/x").status == 200
+
+
+def test_requests_without_credentials_use_no_quota(portico, echo):
+    """rate_limit after key_auth (key: route): a request without a key gets
+    its 401 before the limit counts it."""
+    key = "quota-key-0123456789abcd"
+    p = portico(simple_config(echo.addr, consumers=[
+        {"name": "a", "credentials": {"keys": [{"key_sha256": hashlib.sha256(key.encode()).hexdigest()}]}}],
+        route_extra={"plugins": [{"key_auth": {}}, rl([{"requests": 2, "per": "1h"}], key="route")]}))
+    for _ in range(5):
+        r = request(p.port, "GET", "/x")
+        assert r.status == 401 and r.header("RateLimit") is None, r
+    assert [request(p.port, "GET", "/x", headers={"X-API-Key": key}).status for _ in range(3)] == [200, 200, 429]

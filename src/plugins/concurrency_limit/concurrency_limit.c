@@ -290,7 +290,9 @@ static pt_plugin_result cl_on_request_headers(pt_txn *txn, const void *conf, voi
 {
     const cl_conf *c = conf;
     cl_state *st = state;
-    if (c->key.uses_consumer) {
+    /* after the authentication plugins: a request without credentials gets
+     * its 401 and uses no slot */
+    if (c->key.uses_consumer || pt_txn_auth_started(txn)) {
         pt_plugin_result r = pt_txn_auth_settle(txn);
         if (r != PT_PLUGIN_CONTINUE) return r;
     }

@@ -236,7 +236,9 @@ static pt_plugin_result rl_on_request_headers(pt_txn *txn, const void *conf, voi
 {
     const rl_conf *c = conf;
     rl_state *st = state;
-    if (c->needs_consumer) {
+    /* after the authentication plugins: a request without credentials gets
+     * its 401 and uses no quota */
+    if (c->needs_consumer || pt_txn_auth_started(txn)) {
         pt_plugin_result r = pt_txn_auth_settle(txn);
         if (r != PT_PLUGIN_CONTINUE) return r;
     }
