@@ -271,8 +271,9 @@ void pt_txn_resume(pt_txn *txn, pt_side side, pt_plugin_result r);
  *      challenge, detail) — one answer for unknown and wrong credentials;
  *   5. verified: return pt_txn_set_consumer(txn, consumer, method).
  * `challenge` is the scheme's WWW-Authenticate value (copied), e.g.
- * "Basic realm=\"api\", charset=\"UTF-8\"", or empty when the scheme has
- * none (API keys). When the request phase ends (or an authorization plugin
+ * "Basic realm=\"api\", charset=\"UTF-8\"" or key_auth's "Key realm=\"api\"";
+ * empty only for a method with no challenge to offer (a client certificate:
+ * mtls_auth). When the request phase ends (or an authorization plugin
  * calls pt_txn_auth_settle) a request with no consumer goes on as the
  * route's `auth.anonymous` consumer if it has one, else, when some method
  * found no credential, gets 401 with every challenge collected. 401 and
