@@ -619,4 +619,39 @@ TEST(configure_valid_and_helpers)
     pt_errors_free(&e);
 }
 
+/* forward_token: false — what is left of a query / a Cookie value. */
+static void check_query(pt_arena *a, const char *q, const char *want, int nwant)
+{
+    int n = -1;
+    pt_str out = pt_jwt_query_without(pt_str_c(q), PT_STR_LIT("access_token"), a, &n);
+    CHECK_INT(n, nwant);
+    CHECK_SLICE(out, want);
+}
+
+static void check_cookie(pt_arena *a, const char *v, const char *want, int nwant)
+{
+    int n = -1;
+    pt_str out = pt_jwt_cookies_without(pt_str_c(v), PT_STR_LIT("jwt"), a, &n);
+    CHECK_INT(n, nwant);
+    CHECK_SLICE(out, want);
+}
+
+TEST(token_removal_from_query_and_cookie)
+{
+    pt_arena *a = pt_arena_new(4096);
+    check_query(a, "a=1&access_token=T&b=%20x+y", "a=1&b=%20x+y", 1);
+    check_query(a, "access_token=T", "", 1);
+    check_query(a, "access_token=T&access_token=U&z", "z", 2);
+    check_query(a, "access_token&access_token=", "", 2);
+    check_query(a, "a=1&&access_token=T&&c", "a=1&&&c", 1);    /* the others' separators kept */
+    check_query(a, "access_tokens=1&xaccess_token=2&Access_token=3", "access_tokens=1&xaccess_token=2&Access_token=3", 0);
+    check_query(a, "a%3D1&access_token%3DT", "a%3D1&access_token%3DT", 0); /* raw names, as the token is found */
+    check_cookie(a, "a=b; jwt=T; c=d", "a=b; c=d", 1);
+    check_cookie(a, "jwt=T", "", 1);
+    check_cookie(a, "jwt=T;a=b ;  jwt=U", "a=b", 2);
+    check_cookie(a, "jwtx=1; xjwt=2; a=\"q r\"", "jwtx=1; xjwt=2; a=\"q r\"", 0);
+    check_cookie(a, "jwt=", "", 1);
+    pt_arena_free(a);
+}
+
 TEST_MAIN()

@@ -152,6 +152,16 @@ typedef enum { PT_JWT_TOKEN_NONE = 0, PT_JWT_TOKEN_ONE, PT_JWT_TOKEN_MANY } pt_j
  * one method only). A header with another auth-scheme is no token. */
 pt_jwt_token_found pt_jwt_find_token(const pt_jwt_conf *c, const pt_request *req, pt_str *token);
 
+/* forward_token: false for a query source: `query` without the parameters
+ * named `name` ("name=..." or a bare "name"), the others kept byte for
+ * byte in their order with their '&' separators. *removed says how many
+ * went; when none, `query` itself is returned. Allocated in `a`. */
+pt_str pt_jwt_query_without(pt_str query, pt_str name, pt_arena *a, int *removed);
+/* The same for a Cookie field value: the cookie-pairs named `name`
+ * removed, the others kept (each pair's bytes, joined with "; " as RFC
+ * 6265 §5.4 writes them); empty when none is left. */
+pt_str pt_jwt_cookies_without(pt_str value, pt_str name, pt_arena *a, int *removed);
+
 /* The value sent upstream for a claim: strings as they are, numbers and
  * booleans as JSON text, an array of strings joined with ",", anything
  * else as compact JSON. Empty (not forwarded) when the result would hold

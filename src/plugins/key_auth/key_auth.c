@@ -71,18 +71,7 @@ static int take_from_query(pt_txn *txn, const pt_key_auth_conf *c, pt_str *key)
     pt_str rest;
     int n = pt_key_auth_take_query(a, req->query, pt_str_c(c->query), key, &rest);
     if (!n) return 0;
-    req->query = rest;
-    req->has_query = rest.n > 0;
-    char *t = pt_arena_alloc(a, req->path.n + 1 + rest.n + 1);
-    memcpy(t, req->path.p, req->path.n);
-    size_t tn = req->path.n;
-    if (rest.n) {
-        t[tn++] = '?';
-        memcpy(t + tn, rest.p, rest.n);
-        tn += rest.n;
-    }
-    t[tn] = '\0';
-    req->target = pt_str_make(t, tn);
+    pt_plugin_set_query(req, a, rest);
     return n;
 }
 
