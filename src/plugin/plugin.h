@@ -405,7 +405,16 @@ typedef void (*pt_http_done_fn)(void *data, const pt_http_result *r);
 
 /* Starts a call on the worker owning `loop` (pt_txn_loop, or the loop given
  * to worker_init). NULL when req is invalid (no upstream, empty method or
- * target). */
+ * target). `req` and what it points to are read (and copied) only while
+ * this call starts. That includes req->upstream: the pointer is read when
+ * the call starts, so the caller must keep it alive for that call — it
+ * belongs to the configuration generation the caller holds (a request
+ * callback's: pt_conf_upstream from its instance's configure), so start
+ * calls from request callbacks, never from a timer or a later callback
+ * that holds no generation. The call then resolves it in the worker's
+ * current generation (the same upstream, else the one of the same name;
+ * none: PT_HTTP_ERR_UPSTREAM_GONE) and pins that generation until it ends,
+ * so the caller's generation may go away while the call runs. */
 pt_http_call *pt_http_fetch(struct pt_loop *loop, const pt_http_request *req, pt_http_done_fn done, void *data);
 /* Abandons a call whose callback has not run: it never will. */
 void pt_http_cancel(pt_http_call *call);
