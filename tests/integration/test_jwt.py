@@ -343,6 +343,25 @@ def test_forward_token_false_removes_cookie_keeps_the_others(portico, echo, keyd
     assert get(p2, target="/q?t=%s&x=1" % tok).json()["target"] == "/q?t=%s&x=1" % tok
 
 
+def test_cache_hit_needs_the_whole_token(portico, echo, keydir):
+    """The verified-token cache is found by the signature part and checks
+    the signing input: a cached token's signature under another payload
+    (or header) is verified afresh and refused, never served from the
+    cache; the genuine token still is."""
+    p = portico(jwt_config(echo.addr, all_keys(keydir)))
+    good = mint(payload=claims(sub="alice"))
+    with Client(p.port) as c:
+        for _ in range(2):
+            assert c.request("GET", "/", headers={"Authorization": "Bearer " + good}).status == 200
+    h, _, s = good.split(".")
+    forged_payload = b64u_json(claims(sub="mallory"))
+    forged_header = b64u_json({"alg": "RS256", "typ": "JWT", "x": 1})
+    for forged in ("%s.%s.%s" % (h, forged_payload, s), "%s.%s.%s" % (forged_header, good.split(".")[1], s)):
+        refused(get(p, forged))
+    assert echo_headers(get(p, good)) is not None
+    assert [r.header("X-Consumer-Name") for r in echo.requests] == ["alice"] * 3
+
+
 def test_cache_serves_until_exp(portico, echo, keydir):
     p = portico(jwt_config(echo.addr, all_keys(keydir)))
     now = int(time.time())

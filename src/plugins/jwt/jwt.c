@@ -787,10 +787,25 @@ static pt_plugin_result deny(pt_txn *txn, const pt_jwt_conf *c, pt_jwt_result r,
     return PT_PLUGIN_RESPOND;
 }
 
-/* SHA-256(worker cache salt || instance salt || token): the cache key. */
-static void token_digest(pt_digest_cache *cache, const pt_jwt_conf *c, pt_str token, uint8_t out[PT_DIGEST_LEN])
+void pt_jwt_token_split(pt_str token, pt_str *signing_input, pt_str *signature)
 {
-    const pt_str parts[2] = {pt_str_make((const char *)c->salt, sizeof(c->salt)), token};
+    const char *dot = token.n ? memrchr(token.p, '.', token.n) : NULL;
+    size_t i = dot ? (size_t)(dot - token.p) + 1 : 0;
+    *signing_input = i ? pt_str_make(token.p, i - 1) : PT_STR_NULL;
+    *signature = pt_str_make(token.p + i, token.n - i);
+}
+
+bool pt_jwt_cache_entry_matches(const pt_jwt_ident *e, pt_str signing_input)
+{
+    return e->signing_input.n == signing_input.n &&
+           (signing_input.n == 0 || memcmp(e->signing_input.p, signing_input.p, signing_input.n) == 0);
+}
+
+/* SHA-256(worker cache salt || instance salt || the token's signature
+ * part): the cache key (see jwt.h: a hit also compares the signing input). */
+static void token_digest(pt_digest_cache *cache, const pt_jwt_conf *c, pt_str signature, uint8_t out[PT_DIGEST_LEN])
+{
+    const pt_str parts[2] = {pt_str_make((const char *)c->salt, sizeof(c->salt)), signature};
     pt_digest_cache_key(cache, parts, 2, out);
 }
 
@@ -802,7 +817,7 @@ const pt_jwt_ident *pt_jwt_cache_put(pt_digest_cache *c, const uint8_t key[PT_DI
     size_t bytes = sizeof(pt_jwt_ident) + pt_digest_blob_str_size(id->consumer) +
                    pt_digest_blob_strs_size(id->groups, id->ngroups) + pt_digest_blob_strs_size(id->scopes, id->nscopes) +
                    pt_digest_blob_headers_size(id->claims, id->nclaims) +
-                   pt_digest_blob_headers_size(id->headers, id->nheaders);
+                   pt_digest_blob_headers_size(id->headers, id->nheaders) + pt_digest_blob_str_size(id->signing_input);
     pt_digest_cache_set_max(c, PT_DIGEST_POSITIVE, max_entries);
     pt_jwt_ident *e = pt_digest_cache_put(c, key, PT_DIGEST_POSITIVE, expires_ms, NULL, bytes, now_ms);
     if (!e) return NULL;
@@ -816,6 +831,7 @@ const pt_jwt_ident *pt_jwt_cache_put(pt_digest_cache *c, const uint8_t key[PT_DI
     e->headers = pt_digest_blob_headers(&p, id->headers, id->nheaders);
     e->nheaders = id->nheaders;
     e->consumer = pt_digest_blob_str(&p, id->consumer);
+    e->signing_input = pt_digest_blob_str(&p, id->signing_input);
     PT_ASSERT((size_t)(p - (char *)e) <= bytes);
     return e;
 }
@@ -978,7 +994,9 @@ static pt_plugin_result decide(pt_jwt_state *st)
             if (exp_ms < (int64_t)until) until = exp_ms > 0 ? (uint64_t)exp_ms : 0;
         }
         uint8_t key[PT_DIGEST_LEN];
-        token_digest(w->cache, c, st->token, key);
+        pt_str sig;
+        pt_jwt_token_split(st->token, &id.signing_input, &sig);
+        token_digest(w->cache, c, sig, key);
         pt_jwt_cache_put(w->cache, key, until, &id, c->cache_max_entries, now_ms);
     }
     return apply_ident(txn, c, &id, PT_JWT_R_ALLOWED);
@@ -1019,9 +1037,11 @@ static pt_plugin_result jwt_on_request_headers(pt_txn *txn, const void *conf, vo
     pt_jwt_worker *w = pt_txn_worker_state(txn, &pt_plugin_jwt);
     if (c->cache && w) {
         uint8_t key[PT_DIGEST_LEN];
-        token_digest(w->cache, c, st->token, key);
+        pt_str si, sig;
+        pt_jwt_token_split(st->token, &si, &sig);
+        token_digest(w->cache, c, sig, key);
         const pt_jwt_ident *e = pt_jwt_cache_get(w->cache, key, pt_loop_wall_us(pt_txn_loop(txn)) / 1000);
-        if (e) {
+        if (e && pt_jwt_cache_entry_matches(e, si)) { /* else: another token with that signature part */
             /* Keep a JWKS source fresh even when every request hits the cache
              * (no put can happen in between: e stays valid). */
             if (c->jwks)
