@@ -130,13 +130,13 @@ def test_jwks_rotation_and_idp_outage_under_load(portico, echo, upstream):
         assert len(idp.times) == 1
 
         # Phase 2: the IdP rotates key B in; B tokens join the load and are
-        # accepted (refresh on the unknown kid). From now on the IdP says
-        # no-cache: a refresh is due every min_refresh.
-        idp.cache_control = "no-cache"
+        # accepted (refresh on the unknown kid: exactly one refetch). From
+        # then on the IdP says no-cache: a refresh is due every min_refresh.
         idp.keys = [rsa_jwk(RSA, "kid-a"), rsa_jwk(RSA_OTHER, "kid-b")]
         load.kinds = ["A", "B"]
         wait_until(lambda: load.count("B", 200) >= 50, what="50 accepted B tokens")
-        assert len(idp.times) == 2             # exactly the one refetch for kid-b so far
+        assert len(idp.times) == 2
+        idp.cache_control = "no-cache"
         b_before = load.count("B", 200)
 
         # Phase 3: a flood of unknown kid C with the IdP up: 401 each, the
