@@ -420,7 +420,10 @@ def test_waiters_leaving_do_not_end_the_call_for_the_others(portico, echo, idp):
     time.sleep(0.5)
     for s in [first[0]] + rest[:3]:                  # the starter and three others leave
         s.close()
-    time.sleep(0.3)
+
+    def gone(n):
+        return sum(1 for x in p.access_lines() if json.loads(x)["status"] == 499) >= n
+    assert wait_for(lambda: gone(4))                 # their requests ended while waiting
     held.release.set()
     for s in rest[3:]:
         r = read_answer(s)
@@ -437,11 +440,11 @@ def test_waiters_leaving_do_not_end_the_call_for_the_others(portico, echo, idp):
     time.sleep(0.3)
     for s in socks:
         s.close()
+    assert wait_for(lambda: gone(7))
     held2.release.set()
     idp.tokens["u"] = active(sub="eve")
     assert hvals(echoed(request(p.port, "GET", "/again", headers=bearer("u"))), "X-Consumer-Name") == ["eve"]
     assert idp.calls("u") == 2
-    assert wait_for(lambda: sum(1 for x in p.access_lines() if json.loads(x)["status"] == 499) >= 7)
 
 
 def test_max_in_flight_answers_503_with_retry_after(portico, echo, idp):
