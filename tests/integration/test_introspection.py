@@ -447,6 +447,35 @@ def test_waiters_leaving_do_not_end_the_call_for_the_others(portico, echo, idp):
     assert idp.calls("u") == 2
 
 
+def test_call_in_flight_across_a_reload(portico, echo, idp):
+    """A request of the new configuration joins the call a request of the
+    old one started (same settings); the old request's client leaves, so
+    the old generation can go while the call is in flight; the answer
+    reaches the new request (ASan binary: nothing of the old generation is
+    touched after it is gone)."""
+    import signal
+    from upstreams import wait_reloaded
+    held = Held(jresp(active(sub="rita")))
+    idp.tokens["r"] = held
+    cfg = oi_config(echo.addr, idp.addr, timeout="20s")
+    p = portico(cfg, env=ENV)
+    old = send_waiting(p.port, "r", 1, path="/old")
+    assert held.arrived.wait(10)
+    cfg["routes"][0]["name"] = "renamed"          # the introspection settings are unchanged
+    p.write_config(cfg)
+    p.signal(signal.SIGHUP)
+    wait_reloaded(p, 1)
+    new = send_waiting(p.port, "r", 1, path="/new")
+    time.sleep(0.3)
+    old[0].close()
+    assert wait_for(lambda: any(json.loads(x)["status"] == 499 for x in p.access_lines()))
+    held.release.set()
+    r = read_answer(new[0])
+    assert r.status == 200, r
+    assert hvals([tuple(h) for h in r.json()["headers"]], "X-Consumer-Name") == ["rita"]
+    assert held.calls == 1 and [q.path for q in echo.requests] == ["/new/0"]
+
+
 def test_max_in_flight_answers_503_with_retry_after(portico, echo, idp):
     """max_in_flight: 2 — two distinct tokens hold calls; a third distinct
     token gets 503 problem+json with Retry-After unasked, while a request
