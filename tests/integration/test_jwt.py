@@ -301,6 +301,10 @@ def test_forward_token_false_drops_authorization(portico, echo, keydir):
     tok = mint()
     for _ in range(2):
         assert values(echo_headers(get(p, tok)), "Authorization") == []
+        # only the Bearer field is the token: another scheme's field stays for its plugin
+        r = request(p.port, "GET", "/", headers=[("Authorization", "Bearer " + tok),
+                                                 ("Authorization", "Basic Y2Fyb2w6cHc=")])
+        assert values(echo_headers(r), "Authorization") == ["Basic Y2Fyb2w6cHc="]
 
 
 def test_forward_token_false_removes_query_parameter_byte_exact(portico, echo, keydir):

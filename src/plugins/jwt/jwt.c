@@ -842,7 +842,7 @@ const pt_jwt_ident *pt_jwt_cache_get(pt_digest_cache *c, const uint8_t key[PT_DI
 }
 
 /* Removes the token from what goes upstream (forward_token: false): the
- * header sources' fields, the query sources' parameters (from the target
+ * header sources' fields (of the source's scheme), the query sources' parameters (from the target
  * too, so the access log does not show them) and the cookie sources'
  * cookies (a Cookie field left empty goes). New strings go to `a`: a
  * token slice taken before stays valid. */
@@ -852,7 +852,18 @@ static void drop_token(const pt_jwt_conf *c, pt_request *req, pt_arena *a)
         const pt_jwt_source *src = &c->sources[s];
         int n = 0;
         if (src->kind == PT_JWT_SRC_HEADER) {
-            pt_headers_remove(&req->headers, src->name.p);
+            /* with a scheme, only the fields of that scheme: another
+             * scheme's credential (Basic) is not the token */
+            pt_headers *h = &req->headers;
+            uint32_t out = 0;
+            for (uint32_t i = 0; i < h->n; i++) {
+                pt_str t;
+                if (pt_str_ieq(h->v[i].name, src->name) &&
+                    (!src->scheme.n || token_in_value(h->v[i].value, src->scheme, &t)))
+                    continue;
+                h->v[out++] = h->v[i];
+            }
+            h->n = out;
         } else if (src->kind == PT_JWT_SRC_QUERY && req->has_query) {
             pt_str q = pt_jwt_query_without(req->query, src->name, a, &n);
             if (n) pt_plugin_set_query(req, a, q);
