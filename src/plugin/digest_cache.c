@@ -5,6 +5,7 @@
 #include "plugin/digest_cache.h"
 
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdalign.h>
 #include <stdlib.h>
 #include <sys/random.h>
@@ -27,6 +28,7 @@ typedef struct {
 
 struct pt_digest_cache {
     uint8_t salt[PT_DIGEST_SALT_LEN];
+    EVP_MD_CTX *kctx; /* reused by every pt_digest_cache_key (one thread) */
     dc_entry **table; /* allocated by the first put */
     size_t mask;
     dc_lru lru[2];    /* indexed by pt_digest_class */
@@ -72,9 +74,25 @@ static size_t slot(const pt_digest_cache *c, const uint8_t key[PT_DIGEST_LEN])
     return (size_t)h & c->mask;
 }
 
+/* SHA-256 fetched once per process: an implicit fetch (EVP_sha256() in
+ * EVP_DigestInit_ex) looks the provider up again on every key, and a new
+ * context per key allocates; on a cached-credential path (a jwt cache hit)
+ * that bookkeeping cost more than hashing the token. */
+static EVP_MD *sha256_md;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void fetch_sha256(void)
+{
+    sha256_md = EVP_MD_fetch(NULL, "SHA2-256", NULL);
+    if (!sha256_md) pt_panic(__FILE__, __LINE__, "SHA-256 is not available");
+}
+
 pt_digest_cache *pt_digest_cache_new(size_t max_positive, size_t max_negative)
 {
+    pthread_once(&sha256_once, fetch_sha256);
     pt_digest_cache *c = pt_xcalloc(1, sizeof(*c));
+    c->kctx = EVP_MD_CTX_new();
+    if (!c->kctx) pt_panic(__FILE__, __LINE__, "out of memory");
     new_salt(c->salt, c);
     c->lru[PT_DIGEST_POSITIVE].max = max_positive ? max_positive : 1;
     c->lru[PT_DIGEST_NEGATIVE].max = max_negative ? max_negative : 1;
@@ -90,6 +108,7 @@ void pt_digest_cache_free(pt_digest_cache *c)
             free(e);
         }
     free(c->table);
+    EVP_MD_CTX_free(c->kctx);
     explicit_bzero(c->salt, sizeof(c->salt));
     free(c);
 }
@@ -107,13 +126,12 @@ uint64_t pt_digest_cache_latest(const pt_digest_cache *c) { return c->latest; }
 
 void pt_digest_cache_key(const pt_digest_cache *c, const pt_str *parts, size_t n, uint8_t out[PT_DIGEST_LEN])
 {
-    EVP_MD_CTX *m = EVP_MD_CTX_new();
+    EVP_MD_CTX *m = c->kctx;
     unsigned int len = 0;
-    bool ok = m && EVP_DigestInit_ex(m, EVP_sha256(), NULL) == 1 && EVP_DigestUpdate(m, c->salt, sizeof(c->salt)) == 1;
+    bool ok = EVP_DigestInit_ex2(m, sha256_md, NULL) == 1 && EVP_DigestUpdate(m, c->salt, sizeof(c->salt)) == 1;
     for (size_t i = 0; ok && i < n; i++)
         if (parts[i].n) ok = EVP_DigestUpdate(m, parts[i].p, parts[i].n) == 1;
     ok = ok && EVP_DigestFinal_ex(m, out, &len) == 1 && len == PT_DIGEST_LEN;
-    EVP_MD_CTX_free(m);
     PT_ASSERT(ok); /* SHA-256 cannot fail short of memory exhaustion */
 }
 

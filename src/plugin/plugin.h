@@ -271,8 +271,9 @@ void pt_txn_resume(pt_txn *txn, pt_side side, pt_plugin_result r);
  *      challenge, detail) — one answer for unknown and wrong credentials;
  *   5. verified: return pt_txn_set_consumer(txn, consumer, method).
  * `challenge` is the scheme's WWW-Authenticate value (copied), e.g.
- * "Basic realm=\"api\", charset=\"UTF-8\"", or empty when the scheme has
- * none (API keys). When the request phase ends (or an authorization plugin
+ * "Basic realm=\"api\", charset=\"UTF-8\"" or key_auth's "Key realm=\"api\"";
+ * empty only for a method with no challenge to offer (a client certificate:
+ * mtls_auth). When the request phase ends (or an authorization plugin
  * calls pt_txn_auth_settle) a request with no consumer goes on as the
  * route's `auth.anonymous` consumer if it has one, else, when some method
  * found no credential, gets 401 with every challenge collected. 401 and
@@ -425,7 +426,16 @@ typedef void (*pt_http_done_fn)(void *data, const pt_http_result *r);
 
 /* Starts a call on the worker owning `loop` (pt_txn_loop, or the loop given
  * to worker_init). NULL when req is invalid (no upstream, empty method or
- * target). */
+ * target). `req` and what it points to are read (and copied) only while
+ * this call starts. That includes req->upstream: the pointer is read when
+ * the call starts, so the caller must keep it alive for that call — it
+ * belongs to the configuration generation the caller holds (a request
+ * callback's: pt_conf_upstream from its instance's configure), so start
+ * calls from request callbacks, never from a timer or a later callback
+ * that holds no generation. The call then resolves it in the worker's
+ * current generation (the same upstream, else the one of the same name;
+ * none: PT_HTTP_ERR_UPSTREAM_GONE) and pins that generation until it ends,
+ * so the caller's generation may go away while the call runs. */
 pt_http_call *pt_http_fetch(struct pt_loop *loop, const pt_http_request *req, pt_http_done_fn done, void *data);
 /* Abandons a call whose callback has not run: it never will. */
 void pt_http_cancel(pt_http_call *call);

@@ -353,4 +353,24 @@ static inline pt_str pt_plugin_key_build(pt_txn *txn, const pt_plugin_key *k, ch
     return pt_str_make(out, used);
 }
 
+/* Replaces the request's query (without '?'; empty: none) and its target
+ * to match (path + "?" + query), in `a`: what the upstream gets and what
+ * the access log shows. For plugins that take a credential out of the
+ * query. */
+static inline void pt_plugin_set_query(pt_request *req, pt_arena *a, pt_str query)
+{
+    req->query = query;
+    req->has_query = query.n > 0;
+    char *t = pt_arena_alloc(a, req->path.n + 1 + query.n + 1);
+    memcpy(t, req->path.p, req->path.n);
+    size_t tn = req->path.n;
+    if (query.n) {
+        t[tn++] = '?';
+        memcpy(t + tn, query.p, query.n);
+        tn += query.n;
+    }
+    t[tn] = '\0';
+    req->target = pt_str_make(t, tn);
+}
+
 #endif

@@ -71,6 +71,7 @@ def unauthorized(r, challenges=()):
 
 
 BASIC_CHALLENGE = 'Basic realm="portico", charset="UTF-8"'
+KEY_CHALLENGE = 'Key realm="portico"'
 
 
 # ---------------------------------------------------------------- key_auth
@@ -83,11 +84,25 @@ def test_key_in_header_good_bad_missing(portico, echo):
     assert "x-api-key" not in h
     assert h["x-consumer-name"] == "alice"
     assert h["x-consumer-groups"] == "staff, admins"
-    bad = unauthorized(request(p.port, "GET", "/k", headers={"X-API-Key": "nope-nope-nope-nope"}))
-    unknown = unauthorized(request(p.port, "GET", "/k", headers={"X-API-Key": ALICE_KEY + "x"}))
-    assert bad["detail"] == unknown["detail"] == "invalid API key"
-    unauthorized(request(p.port, "GET", "/k"))
+    # RFC 9110 §15.5.2: every 401 has a challenge; unknown and wrong keys get the same answer
+    bad = unauthorized(request(p.port, "GET", "/k", headers={"X-API-Key": "nope-nope-nope-nope"}), [KEY_CHALLENGE])
+    unknown = unauthorized(request(p.port, "GET", "/k", headers={"X-API-Key": ALICE_KEY + "x"}), [KEY_CHALLENGE])
+    assert bad == unknown and bad["detail"] == "invalid API key"
+    unauthorized(request(p.port, "GET", "/k"), [KEY_CHALLENGE])
+    unauthorized(request(p.port, "GET", "/k", headers=[("X-API-Key", ALICE_KEY), ("X-API-Key", BOB_KEY)]),
+                 [KEY_CHALLENGE])
     assert len(echo.requests) == 1
+
+
+def test_key_challenge_realm_and_with_other_methods(portico, echo):
+    """The realm is configurable; on a route with several methods a 401
+    for no credential carries every method's challenge (key, Basic)."""
+    p = start(portico, echo, [{"key_auth": {"realm": "orders api"}}, {"basic_auth": {"realm": "staff"}}])
+    unauthorized(request(p.port, "GET", "/r"), ['Key realm="orders api"', 'Basic realm="staff", charset="UTF-8"'])
+    unauthorized(request(p.port, "GET", "/r", headers={"X-API-Key": "nope-nope-nope-nope"}),
+                 ['Key realm="orders api"'])
+    r = request(p.port, "GET", "/r", headers={"X-API-Key": ALICE_KEY})
+    assert r.status == 200 and r.header_all("WWW-Authenticate") == []
 
 
 def test_key_from_environment(portico, echo):
@@ -104,8 +119,8 @@ def test_key_in_query_stripped_upstream_and_from_log(portico, echo):
     assert upstream_headers(r)["x-consumer-name"] == "bob"
     r = request(p.port, "GET", "/q?api_key=%s" % BOB_KEY)
     assert r.json()["target"] == "/q"
-    unauthorized(request(p.port, "GET", "/q?api_key=wrong-key-wrong-key&x=1"))
-    unauthorized(request(p.port, "GET", "/q?api_key=%s&api_key=%s" % (BOB_KEY, BOB_KEY)))
+    unauthorized(request(p.port, "GET", "/q?api_key=wrong-key-wrong-key&x=1"), [KEY_CHALLENGE])
+    unauthorized(request(p.port, "GET", "/q?api_key=%s&api_key=%s" % (BOB_KEY, BOB_KEY)), [KEY_CHALLENGE])
     time.sleep(0.3)
     log = open(p.access_log_path).read()
     assert BOB_KEY not in log and "wrong-key-wrong-key" not in log
@@ -183,8 +198,9 @@ def test_any_mode_first_recognised_decides_and_challenges(portico, echo):
     assert r.status == 200 and upstream_headers(r)["x-consumer-name"] == "alice"
     # a wrong key decides, even with good Basic credentials
     unauthorized(request(p.port, "GET", "/m", headers={"X-API-Key": "wrong-wrong-wrong-wrong",
-                                                        "Authorization": basic("carol", "carol-pw")}))
-    unauthorized(request(p.port, "GET", "/m"), [BASIC_CHALLENGE])
+                                                        "Authorization": basic("carol", "carol-pw")}),
+                 [KEY_CHALLENGE])
+    unauthorized(request(p.port, "GET", "/m"), [KEY_CHALLENGE, BASIC_CHALLENGE])
 
 
 def test_all_mode(portico, echo):
@@ -206,7 +222,7 @@ def test_anonymous(portico, echo):
     r = request(p.port, "GET", "/anon", headers={"X-API-Key": BOB_KEY})
     h = upstream_headers(r)
     assert h["x-consumer-name"] == "bob" and "x-anonymous-consumer" not in h
-    unauthorized(request(p.port, "GET", "/anon", headers={"X-API-Key": "wrong-wrong-wrong-wrong"}))
+    unauthorized(request(p.port, "GET", "/anon", headers={"X-API-Key": "wrong-wrong-wrong-wrong"}), [KEY_CHALLENGE])
 
 
 # --------------------------------------------------------------------- acl
@@ -219,7 +235,7 @@ def test_acl_allow_deny_per_method(portico, echo):
     doc = problem_check(request(p.port, "DELETE", "/x", headers={"X-API-Key": BOB_KEY}), 403)
     assert "not allowed" in doc["detail"]
     problem_check(request(p.port, "GET", "/x", headers={"X-API-Key": ENV_KEY}), 403)
-    unauthorized(request(p.port, "GET", "/x"))
+    unauthorized(request(p.port, "GET", "/x"), [KEY_CHALLENGE])
 
 
 def test_acl_with_anonymous_consumer(portico, echo):

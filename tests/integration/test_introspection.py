@@ -328,6 +328,186 @@ def test_client_leaves_while_introspection_in_flight(portico, echo, idp):
 
 
 # ---------------------------------------------------------------------------
+# Calls in flight: coalescing and max_in_flight
+# ---------------------------------------------------------------------------
+
+class Held:
+    """An answer the IdP holds until released: counts the calls that reach it."""
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.calls = 0
+        self.arrived = threading.Event()
+        self.release = threading.Event()
+        self.lock = threading.Lock()
+
+    def __call__(self):
+        with self.lock:
+            self.calls += 1
+        self.arrived.set()
+        self.release.wait(20)
+        return self.answer
+
+
+def send_waiting(port, token, n, path="/w"):
+    """n connections that each sent one request with `token` (answers not read)."""
+    socks = []
+    for i in range(n):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.settimeout(20)
+        s.sendall(build_request("GET", "%s/%d" % (path, i), headers=bearer(token)))
+        socks.append(s)
+    return socks
+
+
+def read_answer(s):
+    from upstreams import ConnReader, read_response
+    try:
+        return read_response(ConnReader(s))
+    finally:
+        s.close()
+
+
+def test_concurrent_requests_with_one_token_share_one_call(portico, echo, idp):
+    """Ten clients with the same uncached token while the IdP holds its
+    answer: exactly one introspection call, and every client is admitted
+    with the consumer (without coalescing each would start its own call)."""
+    held = Held(jresp(active(sub="carla")))
+    idp.tokens["shared"] = held
+    p = portico(oi_config(echo.addr, idp.addr, timeout="20s"), env=ENV)
+    socks = send_waiting(p.port, "shared", 10)
+    assert held.arrived.wait(10)
+    time.sleep(0.5)            # let Portico read every request before the answer comes
+    held.release.set()
+    for s in socks:
+        r = read_answer(s)
+        assert r.status == 200, r
+        assert hvals([tuple(h) for h in r.json()["headers"]], "X-Consumer-Name") == ["carla"]
+    assert held.calls == 1 and idp.calls("shared") == 1
+    # Cached afterwards; a different token still gets its own call.
+    assert request(p.port, "GET", "/", headers=bearer("shared")).status == 200
+    idp.tokens["other"] = active(sub="otto")
+    assert hvals(echoed(request(p.port, "GET", "/", headers=bearer("other"))), "X-Consumer-Name") == ["otto"]
+    assert idp.calls("shared") == 1 and idp.calls("other") == 1
+
+
+def test_coalesced_inactive_answer_refuses_every_waiter(portico, echo, idp):
+    held = Held(jresp({"active": False}))
+    idp.tokens["dead"] = held
+    p = portico(oi_config(echo.addr, idp.addr, timeout="20s"), env=ENV)
+    socks = send_waiting(p.port, "dead", 4)
+    assert held.arrived.wait(10)
+    time.sleep(0.5)
+    held.release.set()
+    for s in socks:
+        r = read_answer(s)
+        problem_check(r, 401)
+        assert 'error="invalid_token"' in r.header("WWW-Authenticate")
+    assert held.calls == 1 and echo.requests == []
+
+
+def test_waiters_leaving_do_not_end_the_call_for_the_others(portico, echo, idp):
+    """The client whose request started the call and some later ones
+    disconnect while waiting: the call goes on, the remaining waiters get
+    the answer, nothing crashes (ASan binary); when every waiter left the
+    call is abandoned and the next request asks again."""
+    held = Held(jresp(active(sub="dana")))
+    idp.tokens["t"] = held
+    p = portico(oi_config(echo.addr, idp.addr, timeout="20s"), env=ENV)
+    first = send_waiting(p.port, "t", 1, path="/first")
+    assert held.arrived.wait(10)
+    rest = send_waiting(p.port, "t", 6, path="/rest")
+    time.sleep(0.5)
+    for s in [first[0]] + rest[:3]:                  # the starter and three others leave
+        s.close()
+
+    def gone(n):
+        return sum(1 for x in p.access_lines() if json.loads(x)["status"] == 499) >= n
+    assert wait_for(lambda: gone(4))                 # their requests ended while waiting
+    held.release.set()
+    for s in rest[3:]:
+        r = read_answer(s)
+        assert r.status == 200, r
+        assert hvals([tuple(h) for h in r.json()["headers"]], "X-Consumer-Name") == ["dana"]
+    assert held.calls == 1
+    assert sorted(q.path for q in echo.requests) == ["/rest/3", "/rest/4", "/rest/5"]
+
+    # Every waiter leaves: the call is cancelled, the next request asks anew.
+    held2 = Held(jresp(active(sub="eve")))
+    idp.tokens["u"] = held2
+    socks = send_waiting(p.port, "u", 3)
+    assert held2.arrived.wait(10)
+    time.sleep(0.3)
+    for s in socks:
+        s.close()
+    assert wait_for(lambda: gone(7))
+    held2.release.set()
+    idp.tokens["u"] = active(sub="eve")
+    assert hvals(echoed(request(p.port, "GET", "/again", headers=bearer("u"))), "X-Consumer-Name") == ["eve"]
+    assert idp.calls("u") == 2
+
+
+def test_call_in_flight_across_a_reload(portico, echo, idp):
+    """A request of the new configuration joins the call a request of the
+    old one started (same settings); the old request's client leaves, so
+    the old generation can go while the call is in flight; the answer
+    reaches the new request (ASan binary: nothing of the old generation is
+    touched after it is gone)."""
+    import signal
+    from upstreams import wait_reloaded
+    held = Held(jresp(active(sub="rita")))
+    idp.tokens["r"] = held
+    cfg = oi_config(echo.addr, idp.addr, timeout="20s")
+    p = portico(cfg, env=ENV)
+    old = send_waiting(p.port, "r", 1, path="/old")
+    assert held.arrived.wait(10)
+    cfg["routes"][0]["name"] = "renamed"          # the introspection settings are unchanged
+    p.write_config(cfg)
+    p.signal(signal.SIGHUP)
+    wait_reloaded(p, 1)
+    new = send_waiting(p.port, "r", 1, path="/new")
+    time.sleep(0.3)
+    old[0].close()
+    assert wait_for(lambda: any(json.loads(x)["status"] == 499 for x in p.access_lines()))
+    held.release.set()
+    r = read_answer(new[0])
+    assert r.status == 200, r
+    assert hvals([tuple(h) for h in r.json()["headers"]], "X-Consumer-Name") == ["rita"]
+    assert held.calls == 1 and [q.path for q in echo.requests] == ["/new/0"]
+
+
+def test_max_in_flight_answers_503_with_retry_after(portico, echo, idp):
+    """max_in_flight: 2 — two distinct tokens hold calls; a third distinct
+    token gets 503 problem+json with Retry-After unasked, while a request
+    with a token already in flight joins its call; counted as overloaded."""
+    from test_admin_metrics import admin_cfg, scrape, value, wait_ready
+    h1, h2 = Held(jresp(active(sub="a1"))), Held(jresp(active(sub="a2")))
+    idp.tokens.update({"t1": h1, "t2": h2, "t3": active(sub="a3")})
+    cfg, aport = admin_cfg(oi_config(echo.addr, idp.addr, timeout="20s", max_in_flight=2))
+    p = portico(cfg, env=ENV)
+    wait_ready(aport)
+    s1 = send_waiting(p.port, "t1", 1)
+    assert h1.arrived.wait(10)
+    s2 = send_waiting(p.port, "t2", 1)
+    assert h2.arrived.wait(10)
+    r = request(p.port, "GET", "/third", headers=bearer("t3"))
+    doc = problem_check(r, 503)
+    assert r.header("Retry-After") == "1"
+    assert "in flight" in doc["detail"]
+    assert idp.calls("t3") == 0
+    joined = send_waiting(p.port, "t1", 1, path="/join")
+    time.sleep(0.3)
+    h1.release.set()
+    h2.release.set()
+    for s in s1 + s2 + joined:
+        assert read_answer(s).status == 200
+    assert h1.calls == 1 and h2.calls == 1
+    # Room again: t3 is asked.
+    assert hvals(echoed(request(p.port, "GET", "/", headers=bearer("t3"))), "X-Consumer-Name") == ["a3"]
+    assert value(scrape(aport), "portico_oauth2_introspection_decisions_total", result="overloaded") == 1
+
+
+# ---------------------------------------------------------------------------
 # Configuration and metrics
 # ---------------------------------------------------------------------------
 
@@ -339,6 +519,7 @@ def test_client_leaves_while_introspection_in_flight(portico, echo, idp):
     ({"consumer": {"lookup": "maybe"}}, "lookup"),
     ({"realm": 'a"b'}, "realm"),
     ({"max_response": "2m"}, "max_response"),
+    ({"max_in_flight": 0}, "max_in_flight"),
 ])
 def test_config_errors(portico, echo, tmp_path, extra, needle):
     import subprocess
@@ -374,6 +555,7 @@ def test_decisions_metric(portico, echo, idp):
     assert request(p.port, "GET", "/", headers=bearer("boom")).status == 503       # error
     s = scrape(aport)
     got = {r: value(s, "portico_oauth2_introspection_decisions_total", result=r)
-           for r in ("active", "cache_hit", "inactive", "inactive_cached", "missing", "malformed", "error", "stale")}
+           for r in ("active", "cache_hit", "inactive", "inactive_cached", "missing", "malformed", "error", "stale",
+                      "overloaded")}
     assert got == {"active": 1, "cache_hit": 1, "inactive": 1, "inactive_cached": 1, "missing": 1,
-                   "malformed": 1, "error": 1, "stale": 0}, got
+                   "malformed": 1, "error": 1, "stale": 0, "overloaded": 0}, got

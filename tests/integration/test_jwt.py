@@ -301,6 +301,69 @@ def test_forward_token_false_drops_authorization(portico, echo, keydir):
     tok = mint()
     for _ in range(2):
         assert values(echo_headers(get(p, tok)), "Authorization") == []
+        # only the Bearer field is the token: another scheme's field stays for its plugin
+        r = request(p.port, "GET", "/", headers=[("Authorization", "Bearer " + tok),
+                                                 ("Authorization", "Basic Y2Fyb2w6cHc=")])
+        assert values(echo_headers(r), "Authorization") == ["Basic Y2Fyb2w6cHc="]
+
+
+def test_forward_token_false_removes_query_parameter_byte_exact(portico, echo, keydir):
+    """A query token leaves the target the upstream gets (the other
+    parameters kept byte for byte, order and separators included) and the
+    access log; verified and cached paths alike, refused tokens too."""
+    p = portico(jwt_config(echo.addr, all_keys(keydir), forward_token=False,
+                           token=[{"header": "Authorization"}, {"query": "access_token"}]))
+    tok = mint()
+    for _ in range(2):  # verified, then from the cache
+        r = get(p, target="/x?a=1&access_token=%s&b=%%20x+y&&c&access_tokens=k" % tok)
+        assert r.status == 200, r
+        assert r.json()["target"] == "/x?a=1&b=%20x+y&&c&access_tokens=k"
+        assert get(p, target="/x?access_token=" + tok).json()["target"] == "/x"
+        assert get(p, target="/y?access_token=%s&z=1" % tok).json()["target"] == "/y?z=1"
+        # a header token: the query is left alone (an empty access_token= is that source's slot: it goes)
+        assert get(p, tok, target="/h?q=1&&access_tokenx=2").json()["target"] == "/h?q=1&&access_tokenx=2"
+        assert get(p, tok, target="/h?access_token=&q=1").json()["target"] == "/h?q=1"
+    refused(get(p, target="/x?access_token=%s&keep=1" % (tok[:-4] + "AAAA")))
+    time.sleep(0.3)
+    log = open(p.access_log_path).read()
+    assert tok[:-4] not in log, log
+    assert '"/x?a=1&b=%20x+y&&c&access_tokens=k"' in log
+
+
+def test_forward_token_false_removes_cookie_keeps_the_others(portico, echo, keydir):
+    p = portico(jwt_config(echo.addr, all_keys(keydir), forward_token=False, token=[{"cookie": "jwt"}]))
+    tok = mint()
+    for _ in range(2):  # verified, then from the cache
+        hs = echo_headers(get(p, headers={"Cookie": "a=b; jwt=%s; c=d;jwtx=1" % tok}))
+        assert values(hs, "Cookie") == ["a=b; c=d; jwtx=1"]
+        hs = echo_headers(get(p, headers={"Cookie": "jwt=" + tok}))
+        assert values(hs, "Cookie") == []          # nothing left: the header goes
+        hs = echo_headers(request(p.port, "GET", "/", headers=[("Cookie", "jwt=" + tok), ("Cookie", "session=s1")]))
+        assert values(hs, "Cookie") == ["session=s1"]
+    # forward_token: true (the default) keeps them
+    p2 = portico(jwt_config(echo.addr, all_keys(keydir), token=[{"cookie": "jwt"}, {"query": "t"}]))
+    hs = echo_headers(get(p2, headers={"Cookie": "a=b; jwt=" + tok}))
+    assert values(hs, "Cookie") == ["a=b; jwt=" + tok]
+    assert get(p2, target="/q?t=%s&x=1" % tok).json()["target"] == "/q?t=%s&x=1" % tok
+
+
+def test_cache_hit_needs_the_whole_token(portico, echo, keydir):
+    """The verified-token cache is found by the signature part and checks
+    the signing input: a cached token's signature under another payload
+    (or header) is verified afresh and refused, never served from the
+    cache; the genuine token still is."""
+    p = portico(jwt_config(echo.addr, all_keys(keydir)))
+    good = mint(payload=claims(sub="alice"))
+    with Client(p.port) as c:
+        for _ in range(2):
+            assert c.request("GET", "/", headers={"Authorization": "Bearer " + good}).status == 200
+    h, _, s = good.split(".")
+    forged_payload = b64u_json(claims(sub="mallory"))
+    forged_header = b64u_json({"alg": "RS256", "typ": "JWT", "x": 1})
+    for forged in ("%s.%s.%s" % (h, forged_payload, s), "%s.%s.%s" % (forged_header, good.split(".")[1], s)):
+        refused(get(p, forged))
+    assert echo_headers(get(p, good)) is not None
+    assert [r.header("X-Consumer-Name") for r in echo.requests] == ["alice"] * 3
 
 
 def test_cache_serves_until_exp(portico, echo, keydir):

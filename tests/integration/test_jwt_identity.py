@@ -82,10 +82,10 @@ def test_mode_any_key_or_jwt_either_works_none_gets_every_challenge(portico, ech
     assert who(get(p, {"Authorization": basic("carol", "carol-pw")}))[0] == "carol"
     # the key decides first: the (bad) token is not even looked at
     assert who(get(p, dict(bearer("not.a.token"), **{"X-API-Key": ALICE_KEY})))[0] == "alice"
-    # nothing presented: one 401 with the Basic and the Bearer challenge
+    # nothing presented: one 401 with the key, Basic and Bearer challenges
     r = get(p)
     problem_check(r, 401)
-    assert challenges(r) == sorted([BASIC_CHALLENGE, BEARER])
+    assert challenges(r) == sorted(['Key realm="portico"', BASIC_CHALLENGE, BEARER])
     # a refused token decides: its own 401 with the RFC 6750 error
     refused(get(p, bearer(tok("dave")[:-3] + "AAA")))
     refused(get(p, bearer(tok("dave", exp=int(time.time()) - 10))))

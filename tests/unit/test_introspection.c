@@ -3,7 +3,9 @@
  * credentials (RFC 6749 §2.3.1), the judgement of introspection answers
  * (strict JSON, active, exp/nbf, iss/aud, consumer naming, claims), the
  * cache deadlines, the answer cache itself (fresh/kept, separate LRU
- * bounds, namespaces) and configure() through the real loader. The
+ * bounds, namespaces), the table of calls in flight (coalescing waiters,
+ * the last waiter leaving, delivery) and configure() through the real
+ * loader. The
  * round trip is in tests/integration/test_introspection.py. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -332,6 +334,68 @@ TEST(store_namespaces_and_idle_release)
     pt_digest_store_free(s);
 }
 
+/* ------------------------------------------------------------- calls in flight */
+
+static void fkey(const pt_oi_flight *f, const char *tok, uint8_t out[PT_DIGEST_LEN])
+{
+    pt_str part = pt_str_c(tok);
+    pt_oi_flight_key(f, &part, 1, out);
+}
+
+TEST(flight_waiters_share_an_entry)
+{
+    pt_oi_flight f;
+    pt_oi_flight_init(&f);
+    uint8_t ka[PT_DIGEST_LEN], kb[PT_DIGEST_LEN], ka2[PT_DIGEST_LEN];
+    fkey(&f, "tok-a", ka);
+    fkey(&f, "tok-b", kb);
+    fkey(&f, "tok-a", ka2);
+    CHECK(memcmp(ka, ka2, PT_DIGEST_LEN) == 0 && memcmp(ka, kb, PT_DIGEST_LEN) != 0);
+    pt_oi_flight g;
+    pt_oi_flight_init(&g);
+    uint8_t kg[PT_DIGEST_LEN];
+    fkey(&g, "tok-a", kg);
+    CHECK(memcmp(ka, kg, PT_DIGEST_LEN) != 0); /* salted per table */
+
+    CHECK(pt_oi_flight_find(&f, ka) == NULL);
+    pt_oi_pending *pa = pt_oi_flight_add(&f, ka);
+    pt_oi_pending *pb = pt_oi_flight_add(&f, kb);
+    CHECK_INT(f.count, 2);
+    CHECK(pt_oi_flight_find(&f, ka) == pa && pt_oi_flight_find(&f, kb) == pb);
+    pt_oi_waiter w[3] = {0};
+    for (int i = 0; i < 3; i++) pt_oi_pending_wait(pa, &w[i]);
+    CHECK_INT(pa->nwaiters, 3);
+    CHECK(pt_oi_pending_first(pa) == &w[0]);
+
+    /* The first waiter leaves: the entry stays for the others. */
+    pt_oi_waiter_cancel(&w[0]);
+    pt_oi_waiter_cancel(&w[0]); /* idempotent */
+    CHECK(w[0].pending == NULL && pt_oi_flight_find(&f, ka) == pa && pa->nwaiters == 2);
+    CHECK(pt_oi_pending_first(pa) == &w[1]);
+
+    /* The answer: detached (a new request starts a new call), waiters taken in order. */
+    pt_oi_pending_detach(pa);
+    CHECK(pt_oi_flight_find(&f, ka) == NULL && f.count == 1);
+    CHECK(pt_oi_pending_pop(pa) == &w[1]);
+    pt_oi_waiter_cancel(&w[2]);              /* leaves during delivery: the entry is not freed under it */
+    CHECK(pt_oi_pending_pop(pa) == NULL && w[2].pending == NULL);
+    pt_oi_pending_free(pa);
+
+    /* The last waiter of an entry still in flight leaves: the entry goes. */
+    pt_oi_waiter x = {0};
+    pt_oi_pending_wait(pb, &x);
+    pt_oi_waiter_cancel(&x);
+    CHECK(pt_oi_flight_find(&f, kb) == NULL && f.count == 0);
+
+    /* fini frees what is left, waiters unlinked. */
+    pt_oi_pending *pc = pt_oi_flight_add(&f, ka);
+    pt_oi_waiter y = {0};
+    pt_oi_pending_wait(pc, &y);
+    pt_oi_flight_fini(&f);
+    CHECK(y.pending == NULL && f.count == 0);
+    pt_oi_flight_fini(&g);
+}
+
 /* ------------------------------------------------------------- configure */
 
 #define HEAD                                                                                                    \
@@ -386,6 +450,7 @@ TEST(configure_defaults_and_values)
         CHECK(!c->forward_token);
         CHECK_INT(c->nconsumer_claims, 3);
         CHECK_INT(c->lookup, PT_OI_LOOKUP_PREFER);
+        CHECK_INT(c->max_in_flight, PT_OI_DEFAULT_MAX_IN_FLIGHT);
     }
     pt_config_free(cfg);
     pt_errors_free(&e);
@@ -399,7 +464,8 @@ TEST(configure_defaults_and_values)
                "      audiences: orders\n"
                "      forward_token: true\n"
                "      cache: {ttl: 5m, max_entries: 8, negative_ttl: 0, negative_max_entries: 3}\n"
-               "      stale_if_error: 1h\n",
+               "      stale_if_error: 1h\n"
+               "      max_in_flight: 7\n",
                &e);
     CHECK(cfg != NULL);
     c = cfg ? cfg->plugins.v[0].conf : NULL;
@@ -412,6 +478,7 @@ TEST(configure_defaults_and_values)
         CHECK(c->naudiences == 1 && strcmp(c->audiences[0], "orders") == 0);
         CHECK(c->forward_token && c->ttl_ms == 300000 && c->negative_ttl_ms == 0 && c->stale_ms == 3600000);
         CHECK(c->max_entries == 8 && c->negative_max_entries == 3);
+        CHECK_INT(c->max_in_flight, 7);
     }
     pt_config_free(cfg);
     pt_errors_free(&e);
@@ -445,6 +512,10 @@ TEST(configure_errors)
     CHECK(refused("      client_id: gw\n      client_secret: ${OI_TEST_SECRET}\n      bogus: 1\n", "bogus"));
     CHECK(refused("      client_id: gw\n      client_secret: ${OI_TEST_SECRET}\n      cache: {ttl: 0s}\n",
                   "cache.ttl"));
+    CHECK(refused("      client_id: gw\n      client_secret: ${OI_TEST_SECRET}\n      max_in_flight: 0\n",
+                  "max_in_flight"));
+    CHECK(refused("      client_id: gw\n      client_secret: ${OI_TEST_SECRET}\n      max_in_flight: 100001\n",
+                  "max_in_flight"));
 }
 
 TEST_MAIN()

@@ -441,7 +441,7 @@ TEST(cache_keeps_identity)
     pt_str scopes[] = {PT_STR_LIT("orders:read"), PT_STR_LIT("x")};
     pt_header claims[] = {{PT_STR_LIT("sub"), PT_STR_LIT("alice")}, {PT_STR_LIT("iss"), PT_STR_LIT("https://i")}};
     pt_header hs[] = {{PT_STR_LIT("X-Sub"), PT_STR_LIT("alice")}};
-    pt_jwt_ident id = {pt_str_make(buf, 5), groups, 2, scopes, 2, claims, 2, hs, 1};
+    pt_jwt_ident id = {pt_str_make(buf, 5), groups, 2, scopes, 2, claims, 2, hs, 1, PT_STR_LIT("h.p")};
     pt_jwt_cache_put(c, k, 100, &id, 10, 0);
     memset(buf, 'z', sizeof(buf));
     const pt_jwt_ident *e = pt_jwt_cache_get(c, k, 1);
@@ -456,6 +456,7 @@ TEST(cache_keeps_identity)
         CHECK_SLICE(e->claims[1].name, "iss");
         CHECK_SLICE(e->claims[1].value, "https://i");
         CHECK_SLICE(e->headers[0].name, "X-Sub");
+        CHECK_SLICE(e->signing_input, "h.p");
         CHECK(e->consumer.p[5] == '\0');
     }
     pt_digest_cache_free(c);
@@ -617,6 +618,74 @@ TEST(configure_valid_and_helpers)
     pt_arena_free(a);
     pt_config_free(cfg);
     pt_errors_free(&e);
+}
+
+/* forward_token: false — what is left of a query / a Cookie value. */
+static void check_query(pt_arena *a, const char *q, const char *want, int nwant)
+{
+    int n = -1;
+    pt_str out = pt_jwt_query_without(pt_str_c(q), PT_STR_LIT("access_token"), a, &n);
+    CHECK_INT(n, nwant);
+    CHECK_SLICE(out, want);
+}
+
+static void check_cookie(pt_arena *a, const char *v, const char *want, int nwant)
+{
+    int n = -1;
+    pt_str out = pt_jwt_cookies_without(pt_str_c(v), PT_STR_LIT("jwt"), a, &n);
+    CHECK_INT(n, nwant);
+    CHECK_SLICE(out, want);
+}
+
+TEST(cache_key_is_the_signature_and_the_signing_input_must_match)
+{
+    pt_str si, sig;
+    pt_jwt_token_split(PT_STR_LIT("aGVhZA.cGF5bG9hZA.c2ln"), &si, &sig);
+    CHECK_SLICE(si, "aGVhZA.cGF5bG9hZA");
+    CHECK_SLICE(sig, "c2ln");
+    pt_jwt_token_split(PT_STR_LIT("nodot"), &si, &sig);
+    CHECK_INT(si.n, 0);
+    CHECK_SLICE(sig, "nodot");
+    pt_jwt_token_split(PT_STR_LIT("a.b."), &si, &sig);
+    CHECK_SLICE(si, "a.b");
+    CHECK_INT(sig.n, 0);
+
+    pt_digest_cache *c = pt_digest_cache_new(4, 1);
+    uint8_t k[PT_DIGEST_LEN];
+    pt_str part = PT_STR_LIT("c2ln");
+    pt_digest_cache_key(c, &part, 1, k);
+    pt_jwt_ident id = {.consumer = PT_STR_LIT("alice"), .signing_input = PT_STR_LIT("aGVhZA.cGF5bG9hZA")};
+    const pt_jwt_ident *e = pt_jwt_cache_put(c, k, 1000, &id, 4, 0);
+    CHECK(e != NULL && e->signing_input.p != id.signing_input.p); /* a copy */
+    e = pt_jwt_cache_get(c, k, 1);
+    CHECK(e != NULL);
+    if (e) {
+        CHECK(pt_jwt_cache_entry_matches(e, PT_STR_LIT("aGVhZA.cGF5bG9hZA")));
+        /* the same signature part under another header or payload: no hit */
+        CHECK(!pt_jwt_cache_entry_matches(e, PT_STR_LIT("aGVhZA.cGF5bG9hZB")));
+        CHECK(!pt_jwt_cache_entry_matches(e, PT_STR_LIT("aGVhZA.cGF5bG9hZAx")));
+        CHECK(!pt_jwt_cache_entry_matches(e, PT_STR_LIT("aGVhZA")));
+        CHECK(!pt_jwt_cache_entry_matches(e, PT_STR_NULL));
+    }
+    pt_digest_cache_free(c);
+}
+
+TEST(token_removal_from_query_and_cookie)
+{
+    pt_arena *a = pt_arena_new(4096);
+    check_query(a, "a=1&access_token=T&b=%20x+y", "a=1&b=%20x+y", 1);
+    check_query(a, "access_token=T", "", 1);
+    check_query(a, "access_token=T&access_token=U&z", "z", 2);
+    check_query(a, "access_token&access_token=", "", 2);
+    check_query(a, "a=1&&access_token=T&&c", "a=1&&&c", 1);    /* the others' separators kept */
+    check_query(a, "access_tokens=1&xaccess_token=2&Access_token=3", "access_tokens=1&xaccess_token=2&Access_token=3", 0);
+    check_query(a, "a%3D1&access_token%3DT", "a%3D1&access_token%3DT", 0); /* raw names, as the token is found */
+    check_cookie(a, "a=b; jwt=T; c=d", "a=b; c=d", 1);
+    check_cookie(a, "jwt=T", "", 1);
+    check_cookie(a, "jwt=T;a=b ;  jwt=U", "a=b", 2);
+    check_cookie(a, "jwtx=1; xjwt=2; a=\"q r\"", "jwtx=1; xjwt=2; a=\"q r\"", 0);
+    check_cookie(a, "jwt=", "", 1);
+    pt_arena_free(a);
 }
 
 TEST_MAIN()

@@ -10,6 +10,7 @@
 #include "plugins/delay/delay.h"
 #include "plugins/direct_response/direct_response.h"
 #include "plugins/headers/headers.h"
+#include "plugins/key_auth/key_auth.h"
 #include "plugins/request_id/request_id.h"
 #include "plugin/plugin.h"
 #include "testlib.h"
@@ -158,6 +159,34 @@ TEST(direct_response_errors)
 }
 
 /* ------------------------------------------------------------ request_id */
+
+TEST(key_auth_challenge_and_realm)
+{
+    const char *blocks[] = {"", "~\n", "{}\n", "query: api_key\n"};
+    for (size_t i = 0; i < PT_ARRAY_LEN(blocks); i++) {
+        run r = configure("key_auth", blocks[i]);
+        const pt_key_auth_conf *c = r.conf;
+        CHECK(c != NULL);
+        if (c) {
+            CHECK_STR(c->header, "X-API-Key");
+            CHECK_SLICE(c->challenge, "Key realm=\"portico\"");
+        }
+        run_free(&r);
+    }
+    run r = configure("key_auth", "realm: orders api\nheader: ~\nquery: k\n");
+    const pt_key_auth_conf *c = r.conf;
+    CHECK(c != NULL);
+    if (c) {
+        CHECK(c->header == NULL);
+        CHECK_STR(c->query, "k");
+        CHECK_SLICE(c->challenge, "Key realm=\"orders api\"");
+    }
+    run_free(&r);
+    expect_error("key_auth", "realm: 'a\"b'\n", "key_auth.realm");
+    expect_error("key_auth", "realm: 'a\\\\b'\n", "key_auth.realm");
+    expect_error("key_auth", "realm: [x]\n", "expected a string");
+    expect_error("key_auth", "header: ~\nquery: ~\n", "both off");
+}
 
 TEST(request_id_defaults)
 {

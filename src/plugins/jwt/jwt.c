@@ -552,6 +552,65 @@ pt_jwt_token_found pt_jwt_find_token(const pt_jwt_conf *c, const pt_request *req
     return count == 0 ? PT_JWT_TOKEN_NONE : count == 1 ? PT_JWT_TOKEN_ONE : PT_JWT_TOKEN_MANY;
 }
 
+/* True when a query pair or cookie-pair is `name=...` (or a bare `name`
+ * when `bare`). */
+static bool pair_named(pt_str pair, pt_str name, bool bare)
+{
+    if (pair.n < name.n || memcmp(pair.p, name.p, name.n) != 0) return false;
+    return pair.n == name.n ? bare : pair.p[name.n] == '=';
+}
+
+pt_str pt_jwt_query_without(pt_str q, pt_str name, pt_arena *a, int *removed)
+{
+    *removed = 0;
+    char *out = pt_arena_alloc(a, q.n + 1);
+    size_t on = 0, kept = 0;
+    size_t i = 0;
+    while (i <= q.n) {
+        size_t e = i;
+        while (e < q.n && q.p[e] != '&') e++;
+        pt_str pair = pt_str_make(q.p + i, e - i);
+        if (pair_named(pair, name, true)) {
+            (*removed)++;
+        } else {
+            if (kept++) out[on++] = '&';
+            memcpy(out + on, pair.p, pair.n);
+            on += pair.n;
+        }
+        i = e + 1;
+    }
+    if (!*removed) return q;
+    out[on] = '\0';
+    return pt_str_make(out, on);
+}
+
+pt_str pt_jwt_cookies_without(pt_str v, pt_str name, pt_arena *a, int *removed)
+{
+    *removed = 0;
+    char *out = pt_arena_alloc(a, v.n + 1);
+    size_t on = 0;
+    size_t i = 0;
+    while (i < v.n) {
+        while (i < v.n && (v.p[i] == ' ' || v.p[i] == ';')) i++;
+        size_t e = i;
+        while (e < v.n && v.p[e] != ';') e++;
+        size_t pe = e;
+        while (pe > i && v.p[pe - 1] == ' ') pe--;
+        pt_str pair = pt_str_make(v.p + i, pe - i);
+        if (pair.n && pair_named(pair, name, false)) {
+            (*removed)++;
+        } else if (pair.n) {
+            if (on) out[on++] = ';', out[on++] = ' ';
+            memcpy(out + on, pair.p, pair.n);
+            on += pair.n;
+        }
+        i = e;
+    }
+    if (!*removed) return v;
+    out[on] = '\0';
+    return pt_str_make(out, on);
+}
+
 pt_str pt_jwt_claim_value(const json_t *v, pt_arena *a)
 {
     char *out = NULL;
@@ -728,10 +787,25 @@ static pt_plugin_result deny(pt_txn *txn, const pt_jwt_conf *c, pt_jwt_result r,
     return PT_PLUGIN_RESPOND;
 }
 
-/* SHA-256(worker cache salt || instance salt || token): the cache key. */
-static void token_digest(pt_digest_cache *cache, const pt_jwt_conf *c, pt_str token, uint8_t out[PT_DIGEST_LEN])
+void pt_jwt_token_split(pt_str token, pt_str *signing_input, pt_str *signature)
 {
-    const pt_str parts[2] = {pt_str_make((const char *)c->salt, sizeof(c->salt)), token};
+    const char *dot = token.n ? memrchr(token.p, '.', token.n) : NULL;
+    size_t i = dot ? (size_t)(dot - token.p) + 1 : 0;
+    *signing_input = i ? pt_str_make(token.p, i - 1) : PT_STR_NULL;
+    *signature = pt_str_make(token.p + i, token.n - i);
+}
+
+bool pt_jwt_cache_entry_matches(const pt_jwt_ident *e, pt_str signing_input)
+{
+    return e->signing_input.n == signing_input.n &&
+           (signing_input.n == 0 || memcmp(e->signing_input.p, signing_input.p, signing_input.n) == 0);
+}
+
+/* SHA-256(worker cache salt || instance salt || the token's signature
+ * part): the cache key (see jwt.h: a hit also compares the signing input). */
+static void token_digest(pt_digest_cache *cache, const pt_jwt_conf *c, pt_str signature, uint8_t out[PT_DIGEST_LEN])
+{
+    const pt_str parts[2] = {pt_str_make((const char *)c->salt, sizeof(c->salt)), signature};
     pt_digest_cache_key(cache, parts, 2, out);
 }
 
@@ -743,7 +817,7 @@ const pt_jwt_ident *pt_jwt_cache_put(pt_digest_cache *c, const uint8_t key[PT_DI
     size_t bytes = sizeof(pt_jwt_ident) + pt_digest_blob_str_size(id->consumer) +
                    pt_digest_blob_strs_size(id->groups, id->ngroups) + pt_digest_blob_strs_size(id->scopes, id->nscopes) +
                    pt_digest_blob_headers_size(id->claims, id->nclaims) +
-                   pt_digest_blob_headers_size(id->headers, id->nheaders);
+                   pt_digest_blob_headers_size(id->headers, id->nheaders) + pt_digest_blob_str_size(id->signing_input);
     pt_digest_cache_set_max(c, PT_DIGEST_POSITIVE, max_entries);
     pt_jwt_ident *e = pt_digest_cache_put(c, key, PT_DIGEST_POSITIVE, expires_ms, NULL, bytes, now_ms);
     if (!e) return NULL;
@@ -757,6 +831,7 @@ const pt_jwt_ident *pt_jwt_cache_put(pt_digest_cache *c, const uint8_t key[PT_DI
     e->headers = pt_digest_blob_headers(&p, id->headers, id->nheaders);
     e->nheaders = id->nheaders;
     e->consumer = pt_digest_blob_str(&p, id->consumer);
+    e->signing_input = pt_digest_blob_str(&p, id->signing_input);
     PT_ASSERT((size_t)(p - (char *)e) <= bytes);
     return e;
 }
@@ -767,12 +842,44 @@ const pt_jwt_ident *pt_jwt_cache_get(pt_digest_cache *c, const uint8_t key[PT_DI
 }
 
 /* Removes the token from what goes upstream (forward_token: false): the
- * header, or the cookie / query parameter sources' copies. Headers only:
- * a query token stays in the target (documented). */
-static void drop_token(const pt_jwt_conf *c, pt_request *req)
+ * header sources' fields (of the source's scheme), the query sources' parameters (from the target
+ * too, so the access log does not show them) and the cookie sources'
+ * cookies (a Cookie field left empty goes). New strings go to `a`: a
+ * token slice taken before stays valid. */
+static void drop_token(const pt_jwt_conf *c, pt_request *req, pt_arena *a)
 {
-    for (size_t s = 0; s < c->nsources; s++)
-        if (c->sources[s].kind == PT_JWT_SRC_HEADER) pt_headers_remove(&req->headers, c->sources[s].name.p);
+    for (size_t s = 0; s < c->nsources; s++) {
+        const pt_jwt_source *src = &c->sources[s];
+        int n = 0;
+        if (src->kind == PT_JWT_SRC_HEADER) {
+            /* with a scheme, only the fields of that scheme: another
+             * scheme's credential (Basic) is not the token */
+            pt_headers *h = &req->headers;
+            uint32_t out = 0;
+            for (uint32_t i = 0; i < h->n; i++) {
+                pt_str t;
+                if (pt_str_ieq(h->v[i].name, src->name) &&
+                    (!src->scheme.n || token_in_value(h->v[i].value, src->scheme, &t)))
+                    continue;
+                h->v[out++] = h->v[i];
+            }
+            h->n = out;
+        } else if (src->kind == PT_JWT_SRC_QUERY && req->has_query) {
+            pt_str q = pt_jwt_query_without(req->query, src->name, a, &n);
+            if (n) pt_plugin_set_query(req, a, q);
+        } else if (src->kind == PT_JWT_SRC_COOKIE) {
+            pt_headers *h = &req->headers;
+            uint32_t out = 0;
+            for (uint32_t i = 0; i < h->n; i++) {
+                if (pt_str_ieq_lit(h->v[i].name, "cookie")) {
+                    h->v[i].value = pt_jwt_cookies_without(h->v[i].value, src->name, a, &n);
+                    if (!h->v[i].value.n) continue;
+                }
+                h->v[out++] = h->v[i];
+            }
+            h->n = out;
+        }
+    }
 }
 
 /* Verifies with the static keys, then the JWKS source's; *kid_unknown
@@ -844,7 +951,6 @@ static pt_plugin_result decide(pt_jwt_state *st)
 {
     pt_txn *txn = st->txn;
     const pt_jwt_conf *c = st->conf;
-    pt_request *req = pt_txn_request(txn);
     pt_arena *a = pt_txn_arena(txn);
     pt_jwt_worker *w = pt_txn_worker_state(txn, &pt_plugin_jwt);
     pt_jwks_src *src = NULL;
@@ -899,10 +1005,11 @@ static pt_plugin_result decide(pt_jwt_state *st)
             if (exp_ms < (int64_t)until) until = exp_ms > 0 ? (uint64_t)exp_ms : 0;
         }
         uint8_t key[PT_DIGEST_LEN];
-        token_digest(w->cache, c, st->token, key);
+        pt_str sig;
+        pt_jwt_token_split(st->token, &id.signing_input, &sig);
+        token_digest(w->cache, c, sig, key);
         pt_jwt_cache_put(w->cache, key, until, &id, c->cache_max_entries, now_ms);
     }
-    if (!c->forward_token) drop_token(c, req);
     return apply_ident(txn, c, &id, PT_JWT_R_ALLOWED);
 }
 
@@ -925,10 +1032,10 @@ static pt_plugin_result jwt_on_request_headers(pt_txn *txn, const void *conf, vo
     for (size_t i = 0; i < c->nclaim_headers; i++) pt_headers_remove(&req->headers, c->claim_headers[i].header.p);
 
     pt_jwt_token_found f = pt_jwt_find_token(c, req, &st->token);
-    if (pt_txn_auth_skip(txn)) { /* another method named the caller (auth mode any) */
-        if (f != PT_JWT_TOKEN_NONE && !c->forward_token) drop_token(c, req);
-        return PT_PLUGIN_CONTINUE;
-    }
+    /* Whatever the outcome, a presented token goes neither upstream nor to
+     * the access log (st->token stays valid: drop_token copies). */
+    if (f != PT_JWT_TOKEN_NONE && !c->forward_token) drop_token(c, req, a);
+    if (pt_txn_auth_skip(txn)) return PT_PLUGIN_CONTINUE; /* another method named the caller (auth mode any) */
     if (f == PT_JWT_TOKEN_NONE) {
         pt_metric_add(c->decisions, PT_JWT_R_MISSING, 1);
         return pt_txn_auth_none(txn, pt_jwt_www_authenticate(c, NULL, NULL, a));
@@ -941,10 +1048,11 @@ static pt_plugin_result jwt_on_request_headers(pt_txn *txn, const void *conf, vo
     pt_jwt_worker *w = pt_txn_worker_state(txn, &pt_plugin_jwt);
     if (c->cache && w) {
         uint8_t key[PT_DIGEST_LEN];
-        token_digest(w->cache, c, st->token, key);
+        pt_str si, sig;
+        pt_jwt_token_split(st->token, &si, &sig);
+        token_digest(w->cache, c, sig, key);
         const pt_jwt_ident *e = pt_jwt_cache_get(w->cache, key, pt_loop_wall_us(pt_txn_loop(txn)) / 1000);
-        if (e) {
-            if (!c->forward_token) drop_token(c, req);
+        if (e && pt_jwt_cache_entry_matches(e, si)) { /* else: another token with that signature part */
             /* Keep a JWKS source fresh even when every request hits the cache
              * (no put can happen in between: e stays valid). */
             if (c->jwks)

@@ -77,6 +77,7 @@ typedef struct {
     uint32_t nclaims;
     const pt_header *headers;          /* claims_to_headers: header -> value */
     uint32_t nheaders;
+    pt_str signing_input;              /* the token's "header.payload" (the cache compares it) */
 } pt_jwt_ident;
 
 typedef enum { PT_JWT_SRC_HEADER = 0, PT_JWT_SRC_QUERY, PT_JWT_SRC_COOKIE } pt_jwt_src_kind;
@@ -152,6 +153,16 @@ typedef enum { PT_JWT_TOKEN_NONE = 0, PT_JWT_TOKEN_ONE, PT_JWT_TOKEN_MANY } pt_j
  * one method only). A header with another auth-scheme is no token. */
 pt_jwt_token_found pt_jwt_find_token(const pt_jwt_conf *c, const pt_request *req, pt_str *token);
 
+/* forward_token: false for a query source: `query` without the parameters
+ * named `name` ("name=..." or a bare "name"), the others kept byte for
+ * byte in their order with their '&' separators. *removed says how many
+ * went; when none, `query` itself is returned. Allocated in `a`. */
+pt_str pt_jwt_query_without(pt_str query, pt_str name, pt_arena *a, int *removed);
+/* The same for a Cookie field value: the cookie-pairs named `name`
+ * removed, the others kept (each pair's bytes, joined with "; " as RFC
+ * 6265 §5.4 writes them); empty when none is left. */
+pt_str pt_jwt_cookies_without(pt_str value, pt_str name, pt_arena *a, int *removed);
+
 /* The value sent upstream for a claim: strings as they are, numbers and
  * booleans as JSON text, an array of strings joined with ",", anything
  * else as compact JSON. Empty (not forwarded) when the result would hold
@@ -168,8 +179,13 @@ pt_str pt_jwt_claim_value(const json_t *v, pt_arena *a);
  * are not touched. NULL on success, else why the token cannot name a
  * caller (a fixed sentence). */
 /* The verified-token cache (plugin/digest_cache.h), so an RSA/ECDSA
- * verification is paid once per token and worker. An entry, keyed by
- * SHA-256(cache salt, instance salt, token), is a deep copy of the
+ * verification is paid once per token and worker. An entry is keyed by
+ * SHA-256(cache salt, instance salt, the token's signature part) and holds
+ * the token's signing input ("header.payload"), which a hit must equal
+ * byte for byte: together they match the exact token verified, while the
+ * per-request hash covers only the signature (the signing input is
+ * compared, not hashed: cheaper, and it is no secret — without its
+ * signature it is no credential). The entry is a deep copy of the
  * identity, in the entry's own allocation, valid until the wall-clock
  * expires_ms (the token's exp, bounded by the configured ttl).
  * pt_jwt_cache_put stores it (NULL: an empty identity) keeping at most
@@ -180,6 +196,12 @@ const pt_jwt_ident *pt_jwt_cache_put(pt_digest_cache *c, const uint8_t key[PT_DI
                                      const pt_jwt_ident *id, size_t max_entries, uint64_t now_ms);
 const pt_jwt_ident *pt_jwt_cache_get(pt_digest_cache *c, const uint8_t key[PT_DIGEST_LEN], uint64_t now_ms);
 const char *pt_jwt_read_ident(const pt_jwt_conf *c, const json_t *claims, pt_arena *a, pt_jwt_ident *id);
+/* A compact token's signing input (before the last '.') and signature part
+ * (after it; the whole token when it has no '.'). */
+void pt_jwt_token_split(pt_str token, pt_str *signing_input, pt_str *signature);
+/* The cache entry e serves a token whose signing input is `signing_input`
+ * (found by the token's signature part): the two are equal. */
+bool pt_jwt_cache_entry_matches(const pt_jwt_ident *e, pt_str signing_input);
 
 /* The WWW-Authenticate value for a 401/400 (RFC 6750 §3), in `a`:
  * `Bearer realm="R"` and, when err is non-NULL, error="err" and

@@ -71,18 +71,7 @@ static int take_from_query(pt_txn *txn, const pt_key_auth_conf *c, pt_str *key)
     pt_str rest;
     int n = pt_key_auth_take_query(a, req->query, pt_str_c(c->query), key, &rest);
     if (!n) return 0;
-    req->query = rest;
-    req->has_query = rest.n > 0;
-    char *t = pt_arena_alloc(a, req->path.n + 1 + rest.n + 1);
-    memcpy(t, req->path.p, req->path.n);
-    size_t tn = req->path.n;
-    if (rest.n) {
-        t[tn++] = '?';
-        memcpy(t + tn, rest.p, rest.n);
-        tn += rest.n;
-    }
-    t[tn] = '\0';
-    req->target = pt_str_make(t, tn);
+    pt_plugin_set_query(req, a, rest);
     return n;
 }
 
@@ -102,13 +91,13 @@ static pt_plugin_result key_auth_on_request_headers(pt_txn *txn, const void *con
     if (!n && qn) key = qkey;
     n += qn;
     if (pt_txn_auth_skip(txn)) return PT_PLUGIN_CONTINUE;
-    if (n == 0) return pt_txn_auth_none(txn, PT_STR_NULL);
-    if (n > 1) return pt_txn_auth_reject(txn, PT_STR_NULL, "more than one API key in the request");
+    if (n == 0) return pt_txn_auth_none(txn, c->challenge);
+    if (n > 1) return pt_txn_auth_reject(txn, c->challenge, "more than one API key in the request");
     uint8_t d[32];
     unsigned int dl = sizeof(d);
     EVP_Digest(key.p ? key.p : "", key.n, d, &dl, EVP_sha256(), NULL);
     const pt_consumer *who = pt_consumer_by_key_digest(pt_txn_consumers(txn), d);
-    if (!who) return pt_txn_auth_reject(txn, PT_STR_NULL, "invalid API key");
+    if (!who) return pt_txn_auth_reject(txn, c->challenge, "invalid API key");
     return pt_txn_set_consumer(txn, who, "key_auth");
 }
 
@@ -133,22 +122,40 @@ static bool opt_name(pt_conf_ctx *ctx, const pt_conf_node *node, const char *key
     return true;
 }
 
-/* Validates {header, query}: at least one place to read the key from. */
+/* realm: a string that can stand in a quoted-string unescaped. */
+static bool read_realm(pt_conf_ctx *ctx, const pt_conf_node *r, const char **out)
+{
+    char *realm;
+    if (!pt_conf_string(ctx, r, &realm)) return false;
+    for (const char *q = realm; *q; q++)
+        if ((unsigned char)*q < 0x20 || *q == 0x7f || *q == '"' || *q == '\\') {
+            pt_conf_error(ctx, r, "key_auth.realm must not contain quotes, backslashes or control characters");
+            return false;
+        }
+    *out = realm;
+    return true;
+}
+
+/* Validates {header, query, realm}: at least one place to read the key from. */
 static void *key_auth_configure(pt_conf_ctx *ctx, const pt_conf_node *node)
 {
-    static const char *const allowed[] = {"header", "query", NULL};
+    static const char *const allowed[] = {"header", "query", "realm", NULL};
     pt_key_auth_conf *c = pt_arena_calloc(ctx->arena, sizeof(*c));
-    if (node && node->kind == PT_NODE_NULL) {
-        c->header = "X-API-Key";
-        return c;
+    c->header = "X-API-Key";
+    c->realm = "portico";
+    bool ok = true;
+    if (node && node->kind != PT_NODE_NULL) {
+        if (!pt_conf_check_keys(ctx, node, allowed, "key_auth")) return NULL;
+        ok = opt_name(ctx, node, "header", "X-API-Key", true, &c->header);
+        ok = opt_name(ctx, node, "query", NULL, false, &c->query) && ok;
+        const pt_conf_node *r = pt_conf_get(node, "realm");
+        if (r && !read_realm(ctx, r, &c->realm)) ok = false;
+        if (ok && !c->header && !c->query) {
+            pt_conf_error(ctx, node, "key_auth: header and query are both off: the key could not be read");
+            ok = false;
+        }
     }
-    if (!pt_conf_check_keys(ctx, node, allowed, "key_auth")) return NULL;
-    bool ok = opt_name(ctx, node, "header", "X-API-Key", true, &c->header);
-    ok = opt_name(ctx, node, "query", NULL, false, &c->query) && ok;
-    if (ok && !c->header && !c->query) {
-        pt_conf_error(ctx, node, "key_auth: header and query are both off: the key could not be read");
-        ok = false;
-    }
+    c->challenge = pt_str_c(pt_arena_printf(ctx->arena, "Key realm=\"%s\"", c->realm));
     return ok ? c : NULL;
 }
 

@@ -5,6 +5,7 @@
  *     - key_auth:
  *         header: X-API-Key     # default; null: keys are not read from a header
  *         query: api_key        # default: none (keys in URLs end up in logs and caches)
+ *         realm: api            # default "portico": the challenge's realm
  *
  * The key is looked for in the header and the query parameter; both are
  * removed from the request before anything else (a bad key never reaches
@@ -13,7 +14,10 @@
  * an unknown key and a wrong one get the same 401 after the same work.
  * Two keys in one request (two headers, two parameters, or both places)
  * are refused (401). No key: pt_txn_auth_none (the route's auth mode
- * decides: another method, the anonymous consumer, or 401). */
+ * decides: another method, the anonymous consumer, or 401). Every 401
+ * carries the challenge `Key realm="..."` (RFC 9110 §11.6.1: a 401 has a
+ * WWW-Authenticate; API keys have no registered scheme, `Key` names this
+ * one), the same for a missing, unknown or wrong key. */
 #ifndef PT_PLUGINS_KEY_AUTH_H
 #define PT_PLUGINS_KEY_AUTH_H
 
@@ -22,6 +26,8 @@
 typedef struct {
     char *header;            /* NULL: off */
     char *query;             /* NULL: off */
+    const char *realm;
+    pt_str challenge;        /* Key realm="..." */
 } pt_key_auth_conf;
 
 extern const pt_plugin_type pt_plugin_key_auth;

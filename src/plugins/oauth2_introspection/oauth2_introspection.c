@@ -278,7 +278,7 @@ static const pt_metric_desc decisions_desc = {
     .type = PT_METRIC_COUNTER,
     .dims = (const pt_metric_dim[]){{"result", (const char *const[]){"active", "cache_hit", "inactive",
                                                                       "inactive_cached", "missing", "malformed",
-                                                                      "error", "stale", NULL}}},
+                                                                      "error", "stale", "overloaded", NULL}}},
     .ndims = 1,
 };
 
@@ -467,12 +467,14 @@ static void *oi_configure(pt_conf_ctx *ctx, const pt_conf_node *node)
     static const char *const allowed[] = {"upstream",  "path",        "client_id",    "client_secret",
                                           "client_auth", "timeout",   "max_response", "max_token_size",
                                           "realm",     "consumer",    "issuers",      "audiences",
-                                          "forward_token", "cache",   "stale_if_error", NULL};
+                                          "forward_token", "cache",   "stale_if_error", "max_in_flight",
+                                          NULL};
     if (!pt_conf_check_keys(ctx, node, allowed, "oauth2_introspection")) return NULL;
     pt_oi_conf *c = pt_arena_calloc(ctx->arena, sizeof(*c));
     c->timeout_ms = PT_OI_DEFAULT_TIMEOUT_MS;
     c->max_response = PT_OI_DEFAULT_MAX_RESPONSE;
     c->max_token = PT_OI_DEFAULT_MAX_TOKEN;
+    c->max_in_flight = PT_OI_DEFAULT_MAX_IN_FLIGHT;
     bool ok = true;
     const pt_conf_node *up = pt_conf_get(node, "upstream");
     if (!up) {
@@ -510,6 +512,19 @@ static void *oi_configure(pt_conf_ctx *ctx, const pt_conf_node *node)
     if (ok && c->stale_ms && !c->cache) {
         pt_conf_error(ctx, st, "oauth2_introspection: 'stale_if_error' needs the cache");
         ok = false;
+    }
+    const pt_conf_node *mif = pt_conf_get(node, "max_in_flight");
+    int64_t mifv;
+    if (mif) {
+        if (!pt_conf_int(ctx, mif, INT64_MIN, INT64_MAX, &mifv)) {
+            ok = false;
+        } else if (mifv < 1 || mifv > PT_OI_MAX_MAX_IN_FLIGHT) {
+            pt_conf_error(ctx, mif, "oauth2_introspection: 'max_in_flight' must be between 1 and %d",
+                          PT_OI_MAX_MAX_IN_FLIGHT);
+            ok = false;
+        } else {
+            c->max_in_flight = (size_t)mifv;
+        }
     }
     if (!ok) return NULL;
     fingerprint(c);
@@ -591,11 +606,19 @@ void pt_oi_cache_put(pt_digest_cache *c, const uint8_t key[PT_DIGEST_LEN], bool 
     e->consumer = pt_digest_blob_str(&p, consumer);
 }
 
-/* This configuration's cache on this worker, or NULL (cache off). */
-static pt_digest_cache *cache_of(pt_txn *txn, const pt_oi_conf *c, uint64_t now)
+/* This configuration's cache on worker state w, or NULL (cache off). */
+static pt_digest_cache *cache_of(pt_oi_worker *w, const pt_oi_conf *c, uint64_t now)
 {
-    pt_digest_store *s = c->cache ? pt_txn_worker_state(txn, &pt_plugin_oauth2_introspection) : NULL;
-    return s ? pt_digest_store_cache(s, c->fingerprint, c->max_entries, c->negative_max_entries, now) : NULL;
+    return w && c->cache ? pt_digest_store_cache(w->store, c->fingerprint, c->max_entries, c->negative_max_entries, now)
+                         : NULL;
+}
+
+static pt_oi_worker *worker_of(pt_txn *txn) { return pt_txn_worker_state(txn, &pt_plugin_oauth2_introspection); }
+
+/* The cache key of st's token in `cache`. */
+static void cache_key(pt_digest_cache *cache, const pt_oi_state *st, uint8_t key[PT_DIGEST_LEN])
+{
+    pt_digest_cache_key(cache, &st->token, 1, key);
 }
 
 /* The server failed: a stale positive entry if stale_if_error allows, else 503. */
@@ -603,46 +626,163 @@ static pt_plugin_result failed(pt_oi_state *st, const char *detail)
 {
     const pt_oi_conf *c = st->conf;
     uint64_t now = wall_ms(st->txn);
-    pt_digest_cache *cache = st->has_key && c->stale_ms ? cache_of(st->txn, c, now) : NULL;
-    const pt_oi_entry *e = cache ? pt_oi_cache_get(cache, st->key, now) : NULL;
+    pt_digest_cache *cache = c->stale_ms ? cache_of(worker_of(st->txn), c, now) : NULL;
+    const pt_oi_entry *e = NULL;
+    if (cache) {
+        uint8_t key[PT_DIGEST_LEN];
+        cache_key(cache, st, key);
+        e = pt_oi_cache_get(cache, key, now);
+    }
     if (e && e->active) return admit(st->txn, c, PT_OI_R_STALE, e->consumer, e->claims, e->nclaims);
     return unavailable(st->txn, c, detail);
 }
 
-/* The introspection call's answer. Runs while the request is alive and
- * paused here (pt_txn_subrequest cancels the call with the request). */
+/* The answer of a call, judged once for all its waiters. */
+typedef struct {
+    const char *failure;     /* the server failed: why (each waiter: stale or 503) */
+    pt_oi_answer ans;        /* else: ACTIVE, INACTIVE or REFUSED */
+} verdict;
+
+static void judge(const pt_oi_conf *c, const pt_http_result *r, uint64_t now, pt_arena *a, verdict *v)
+{
+    memset(v, 0, sizeof(*v));
+    if (r->error == PT_HTTP_ERR_TIMEOUT) v->failure = "the authorization server did not answer in time";
+    else if (r->error != PT_HTTP_OK) v->failure = "the authorization server is unavailable";
+    else if (r->status != 200) v->failure = "the authorization server refused the introspection request";
+    else {
+        pt_oi_parse_answer(c, r->body, now, a, &v->ans);
+        if (v->ans.kind == PT_OI_ANSWER_INVALID) v->failure = "the authorization server's answer is invalid";
+    }
+}
+
+/* Remembers a verdict in the cache of `first`'s configuration (shared by
+ * every waiter: they have the same fingerprint). */
+static void remember(pt_oi_state *first, const verdict *v, uint64_t now)
+{
+    const pt_oi_conf *c = first->conf;
+    pt_digest_cache *cache = v->failure ? NULL : cache_of(worker_of(first->txn), c, now);
+    if (!cache) return;
+    uint8_t key[PT_DIGEST_LEN];
+    cache_key(cache, first, key);
+    const pt_oi_answer *ans = &v->ans;
+    if (ans->kind == PT_OI_ANSWER_ACTIVE) {
+        uint64_t fresh, keep;
+        pt_oi_deadlines(c, ans->exp_ms, now, &fresh, &keep);
+        pt_oi_cache_put(cache, key, true, fresh, keep, ans->consumer, ans->claims, ans->nclaims, now);
+    } else {
+        uint64_t until = now + c->negative_ttl_ms;
+        pt_oi_cache_put(cache, key, false, until, until, PT_STR_NULL, NULL, 0, now);
+    }
+}
+
+/* What a verdict means for one waiter (its own instance: realm, lookup). */
+static pt_plugin_result apply(pt_oi_state *st, const verdict *v)
+{
+    if (v->failure) return failed(st, v->failure);
+    if (v->ans.kind == PT_OI_ANSWER_ACTIVE)
+        return admit(st->txn, st->conf, PT_OI_R_ACTIVE, v->ans.consumer, v->ans.claims, v->ans.nclaims);
+    return refuse(st->txn, st->conf, PT_OI_R_INACTIVE, v->ans.detail);
+}
+
+/* A call's answer. The entry leaves the table first (a request arriving
+ * from now on finds the cache, or starts a new call), then every waiter
+ * still there gets the verdict, taken off the list one at a time. Its
+ * waiters' requests are alive (a request that ended left the list), and
+ * their generations hold their configurations; all waiters share the
+ * first one's fingerprint, so the first judges for all. Resumes are
+ * deferred by the core: no request runs on inside this loop. */
 static void oi_done(void *data, const pt_http_result *r)
 {
-    pt_oi_state *st = data;
+    pt_oi_pending *p = data;
+    p->call = NULL;
+    pt_oi_pending_detach(p);
+    pt_oi_state *first = (pt_oi_state *)pt_oi_pending_first(p);
+    if (first) {
+        pt_arena *a = pt_arena_new(4096);
+        uint64_t now = wall_ms(first->txn);
+        verdict v;
+        judge(first->conf, r, now, a, &v);
+        remember(first, &v, now);
+        pt_oi_waiter *w;
+        while ((w = pt_oi_pending_pop(p))) {
+            pt_oi_state *st = (pt_oi_state *)w;
+            pt_txn_resume(st->txn, PT_SIDE_REQUEST, apply(st, &v));
+        }
+        pt_arena_free(a);
+    }
+    pt_oi_pending_free(p);
+}
+
+/* The request ended or its pause was dropped: leave the wait (the call
+ * goes on for the other waiters, or is cancelled with the last one). */
+static void state_cleanup(void *data) { pt_oi_waiter_cancel(&((pt_oi_state *)data)->wait); }
+
+static void oi_on_pause_cancelled(pt_txn *txn, const void *conf, void *state, pt_side side) { state_cleanup(state); }
+
+/* Parks the request on p. */
+static pt_plugin_result wait_on(pt_oi_state *st, pt_oi_pending *p)
+{
+    if (!st->cleanup) {
+        pt_arena_on_cleanup(pt_txn_arena(st->txn), state_cleanup, st);
+        st->cleanup = true;
+    }
+    pt_oi_pending_wait(p, &st->wait);
+    return PT_PLUGIN_PAUSE;
+}
+
+/* The key of the call for st's token: the token with every setting that
+ * shapes the call or its answer. */
+static void flight_key(const pt_oi_flight *f, const pt_oi_state *st, uint8_t key[PT_DIGEST_LEN])
+{
+    const pt_oi_conf *c = st->conf;
+    uint64_t nums[2] = {c->timeout_ms, c->max_response};
+    const pt_str parts[3] = {pt_str_make((const char *)c->fingerprint, sizeof(c->fingerprint)),
+                             pt_str_make((const char *)nums, sizeof(nums)), st->token};
+    pt_oi_flight_key(f, parts, 3, key);
+}
+
+/* Joins the call in flight for st's token, or starts one. */
+static pt_plugin_result introspect(pt_oi_state *st)
+{
     pt_txn *txn = st->txn;
     const pt_oi_conf *c = st->conf;
-    st->call = NULL;
-    pt_plugin_result res;
-    if (r->error == PT_HTTP_ERR_TIMEOUT) {
-        res = failed(st, "the authorization server did not answer in time");
-    } else if (r->error != PT_HTTP_OK) {
-        res = failed(st, "the authorization server is unavailable");
-    } else if (r->status != 200) {
-        res = failed(st, "the authorization server refused the introspection request");
-    } else {
-        uint64_t now = wall_ms(txn);
-        pt_oi_answer ans;
-        pt_oi_parse_answer(c, r->body, now, pt_txn_arena(txn), &ans);
-        pt_digest_cache *cache = st->has_key ? cache_of(txn, c, now) : NULL;
-        if (ans.kind == PT_OI_ANSWER_INVALID) {
-            res = failed(st, "the authorization server's answer is invalid");
-        } else if (ans.kind == PT_OI_ANSWER_ACTIVE) {
-            uint64_t fresh, keep;
-            pt_oi_deadlines(c, ans.exp_ms, now, &fresh, &keep);
-            if (cache) pt_oi_cache_put(cache, st->key, true, fresh, keep, ans.consumer, ans.claims, ans.nclaims, now);
-            res = admit(txn, c, PT_OI_R_ACTIVE, ans.consumer, ans.claims, ans.nclaims);
-        } else {
-            uint64_t until = now + c->negative_ttl_ms;
-            if (cache) pt_oi_cache_put(cache, st->key, false, until, until, PT_STR_NULL, NULL, 0, now);
-            res = refuse(txn, c, PT_OI_R_INACTIVE, ans.detail);
-        }
+    pt_oi_worker *w = worker_of(txn);
+    if (!w) return unavailable(txn, c, "the authorization server is unavailable");
+    uint8_t key[PT_DIGEST_LEN];
+    flight_key(&w->flight, st, key);
+    pt_oi_pending *p = pt_oi_flight_find(&w->flight, key);
+    if (p) return wait_on(st, p);
+    if (w->flight.count >= c->max_in_flight) {
+        pt_metric_add(c->decisions, PT_OI_R_OVERLOADED, 1);
+        pt_txn_respond_problem(txn, 503, "too many token introspections are in flight; retry shortly");
+        pt_txn_respond_header(txn, PT_STR_LIT("Retry-After"), PT_STR_LIT(PT_OI_RETRY_AFTER));
+        return PT_PLUGIN_RESPOND;
     }
-    pt_txn_resume(txn, PT_SIDE_REQUEST, res);
+    pt_arena *a = pt_txn_arena(txn);
+    pt_headers *fields = pt_arena_calloc(a, sizeof(*fields));
+    if (c->authorization.n) pt_headers_add(fields, a, PT_STR_LIT("Authorization"), c->authorization);
+    pt_headers_add(fields, a, PT_STR_LIT("Content-Type"), PT_STR_LIT("application/x-www-form-urlencoded"));
+    pt_headers_add(fields, a, PT_STR_LIT("Accept"), PT_STR_LIT("application/json"));
+    pt_str rid = pt_txn_request_id(txn); /* the request that started the call */
+    if (rid.n) pt_headers_add(fields, a, PT_STR_LIT("X-Request-Id"), rid);
+    pt_http_request hr = {
+        .upstream = c->upstream,
+        .method = PT_STR_LIT("POST"),
+        .target = c->path,
+        .headers = fields,
+        .body = pt_oi_request_body(c, st->token, a),
+        .timeout_ms = c->timeout_ms,
+        .max_body = (size_t)c->max_response,
+    };
+    /* Owned by the worker's table, not by this request (pt_http_fetch, not
+     * pt_txn_subrequest): it survives this client leaving. */
+    p = pt_oi_flight_add(&w->flight, key);
+    p->call = pt_http_fetch(pt_txn_loop(txn), &hr, oi_done, p);
+    if (!p->call) {
+        pt_oi_pending_free(p);
+        return failed(st, "the authorization server is unavailable");
+    }
+    return wait_on(st, p);
 }
 
 static pt_plugin_result oi_on_request_headers(pt_txn *txn, const void *conf, void *state)
@@ -670,41 +810,39 @@ static pt_plugin_result oi_on_request_headers(pt_txn *txn, const void *conf, voi
     }
     if (f == PT_OI_TOKEN_BAD) return refuse(txn, c, PT_OI_R_MALFORMED, "the bearer token is malformed");
     if (token.n > c->max_token) return refuse(txn, c, PT_OI_R_MALFORMED, "the bearer token is too large");
+    st->token = token;
 
     uint64_t now = wall_ms(txn);
-    pt_digest_cache *cache = cache_of(txn, c, now);
+    pt_digest_cache *cache = cache_of(worker_of(txn), c, now);
     if (cache) {
-        pt_digest_cache_key(cache, &token, 1, st->key);
-        st->has_key = true;
-        const pt_oi_entry *e = pt_oi_cache_get(cache, st->key, now);
+        uint8_t key[PT_DIGEST_LEN];
+        cache_key(cache, st, key);
+        const pt_oi_entry *e = pt_oi_cache_get(cache, key, now);
         if (e && now < e->fresh_until) {
             if (!e->active) return refuse(txn, c, PT_OI_R_INACTIVE_CACHED, "the token is not active");
             return admit(txn, c, PT_OI_R_CACHE_HIT, e->consumer, e->claims, e->nclaims);
         }
         /* absent, or a positive kept for stale_if_error: ask the server */
     }
-
-    pt_headers *fields = pt_arena_calloc(a, sizeof(*fields));
-    if (c->authorization.n) pt_headers_add(fields, a, PT_STR_LIT("Authorization"), c->authorization);
-    pt_headers_add(fields, a, PT_STR_LIT("Content-Type"), PT_STR_LIT("application/x-www-form-urlencoded"));
-    pt_headers_add(fields, a, PT_STR_LIT("Accept"), PT_STR_LIT("application/json"));
-    pt_http_request hr = {
-        .upstream = c->upstream,
-        .method = PT_STR_LIT("POST"),
-        .target = c->path,
-        .headers = fields,
-        .body = pt_oi_request_body(c, token, a),
-        .timeout_ms = c->timeout_ms,
-        .max_body = (size_t)c->max_response,
-    };
-    st->call = pt_txn_subrequest(txn, &hr, oi_done, st);
-    if (!st->call) return failed(st, "the authorization server is unavailable");
-    return PT_PLUGIN_PAUSE;
+    return introspect(st);
 }
 
-static void *oi_worker_init(struct pt_loop *loop) { return pt_digest_store_new(); }
+static void *oi_worker_init(struct pt_loop *loop)
+{
+    pt_oi_worker *w = pt_xcalloc(1, sizeof(*w));
+    w->store = pt_digest_store_new();
+    pt_oi_flight_init(&w->flight);
+    return w;
+}
 
-static void oi_worker_fini(struct pt_loop *loop, void *wstate) { pt_digest_store_free(wstate); }
+static void oi_worker_fini(struct pt_loop *loop, void *wstate)
+{
+    pt_oi_worker *w = wstate;
+    if (!w) return;
+    pt_oi_flight_fini(&w->flight);
+    pt_digest_store_free(w->store);
+    free(w);
+}
 
 const pt_plugin_type pt_plugin_oauth2_introspection = {
     .name = "oauth2_introspection",
@@ -713,4 +851,5 @@ const pt_plugin_type pt_plugin_oauth2_introspection = {
     .worker_fini = oi_worker_fini,
     .state_size = sizeof(pt_oi_state),
     .on_request_headers = oi_on_request_headers,
+    .on_pause_cancelled = oi_on_pause_cancelled,
 };

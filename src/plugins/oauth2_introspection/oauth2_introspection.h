@@ -20,6 +20,7 @@
  *         cache: {ttl: 60s, max_entries: 10000, negative_ttl: 10s, negative_max_entries: 2500}
  *         stale_if_error: 0s             # > 0: serve cached positives that long past their ttl
  *                                        #      while the server fails (never past exp)
+ *         max_in_flight: 256             # distinct calls in flight per worker (all instances)
  *
  * Decision (the identity contract of plugin/plugin.h): no Bearer token ->
  * pt_txn_auth_none with a Bearer challenge; several -> 400 invalid_request;
@@ -27,11 +28,20 @@
  * fails iss/aud/consumer checks -> 401 error="invalid_token"; active -> the
  * consumer, its scopes and claims. The server unreachable, slow, answering
  * non-200 or invalid JSON -> 503 problem+json (unless a stale positive may
- * be served). */
+ * be served).
+ *
+ * Calls in flight (flight.h): requests on one worker that carry the same
+ * token while it is not cached share one call (same settings: the key is
+ * the token with the fingerprint, timeout and max_response); the call
+ * belongs to the worker, so a waiter whose client leaves does not end it
+ * for the others. A request that would start a call while the worker has
+ * max_in_flight distinct calls in flight (counted over every instance) is
+ * answered 503 problem+json with Retry-After, unasked. */
 #ifndef PT_PLUGINS_OAUTH2_INTROSPECTION_H
 #define PT_PLUGINS_OAUTH2_INTROSPECTION_H
 
 #include "plugin/plugin.h"
+#include "plugins/oauth2_introspection/flight.h"
 
 #define PT_OI_DEFAULT_TIMEOUT_MS 2000
 #define PT_OI_MAX_TIMEOUT_MS 60000
@@ -44,6 +54,9 @@
 #define PT_OI_DEFAULT_NEGATIVE_TTL_MS 10000
 #define PT_OI_DEFAULT_MAX_ENTRIES 10000
 #define PT_OI_MAX_MAX_ENTRIES 1000000
+#define PT_OI_DEFAULT_MAX_IN_FLIGHT 256
+#define PT_OI_MAX_MAX_IN_FLIGHT 100000
+#define PT_OI_RETRY_AFTER "1"    /* seconds, on the 503 of a full in-flight table */
 #define PT_OI_MAX_JSON_DEPTH 16
 #define PT_OI_MAX_CLAIM 4096     /* a longer claim value is not kept */
 #define PT_OI_MAX_CONSUMER 256   /* a longer consumer name is refused */
@@ -76,6 +89,7 @@ typedef struct {
     bool cache;
     size_t max_entries, negative_max_entries;
     uint64_t ttl_ms, negative_ttl_ms, stale_ms;
+    size_t max_in_flight;
     /* SHA-256 of every setting that shapes a cached answer: instances with
      * equal fingerprints share entries (across routes and reloads). */
     uint8_t fingerprint[PT_DIGEST_LEN];
@@ -92,6 +106,7 @@ typedef enum {
     PT_OI_R_MALFORMED,       /* several, oversized or ill-formed tokens: 400/401 unasked */
     PT_OI_R_ERROR,           /* the server failed: 503 */
     PT_OI_R_STALE,           /* the server failed, a stale positive was served */
+    PT_OI_R_OVERLOADED,      /* max_in_flight calls already in flight on the worker: 503 unasked */
 } pt_oi_result;
 
 /* The answer cache: per worker, one digest cache (plugin/digest_cache.h)
@@ -121,14 +136,20 @@ const pt_oi_entry *pt_oi_cache_get(pt_digest_cache *c, const uint8_t key[PT_DIGE
 void pt_oi_cache_put(pt_digest_cache *c, const uint8_t key[PT_DIGEST_LEN], bool active, uint64_t fresh_until,
                      uint64_t keep_until, pt_str consumer, const pt_header *claims, size_t n, uint64_t now_ms);
 
-/* Per-request state (zeroed, in the request arena). */
+/* The per-worker state: the answer caches and the calls in flight. */
 typedef struct {
+    pt_digest_store *store;
+    pt_oi_flight flight;
+} pt_oi_worker;
+
+/* Per-request state (zeroed, in the request arena). `wait` first: a
+ * waiter is its request's state. */
+typedef struct {
+    pt_oi_waiter wait;
     pt_txn *txn;
     const pt_oi_conf *conf;
-    pt_http_call *call;
-    uint8_t key[PT_DIGEST_LEN];
-    bool has_key;
-    uint64_t started_ms;
+    pt_str token;            /* points into the request */
+    bool cleanup;            /* the arena cleanup that leaves the wait is registered */
 } pt_oi_state;
 
 extern const pt_plugin_type pt_plugin_oauth2_introspection;
