@@ -18,6 +18,7 @@
 #include "net/dns.h"
 #include "server/connlimit.h"
 #include "plugin/plugin.h"
+#include "plugin/redis.h"
 #include "server/worker.h"
 
 #define ARENA_CACHE_MAX 256
@@ -80,6 +81,7 @@ void pt_worker_gen_free(pt_worker *w, pt_worker_gen *wg)
         free(wg->upstreams[i].pools);
     }
     free(wg->upstreams);
+    pt_redis_worker_release(w->loop, wg->gen->cfg->arena); /* its plugins' Redis connections */
     pt_generation_unref(wg->gen);
     free(wg);
 }
@@ -216,12 +218,14 @@ void pt_worker_plugins_init(pt_worker *w)
 
 void pt_worker_plugins_fini(pt_worker *w)
 {
-    if (!w->plugin_state) return;
-    const pt_plugin_type *const *all = pt_plugin_all();
-    for (size_t i = 0; all[i]; i++)
-        if (all[i]->worker_fini) all[i]->worker_fini(w->loop, w->plugin_state[i]);
-    free(w->plugin_state);
-    w->plugin_state = NULL;
+    if (w->plugin_state) {
+        const pt_plugin_type *const *all = pt_plugin_all();
+        for (size_t i = 0; all[i]; i++)
+            if (all[i]->worker_fini) all[i]->worker_fini(w->loop, w->plugin_state[i]);
+        free(w->plugin_state);
+        w->plugin_state = NULL;
+    }
+    pt_redis_worker_fini(w->loop); /* after the plugins: their fini may still cancel calls */
 }
 
 void *pt_worker_plugin_state(pt_worker *w, const pt_plugin_type *type)
