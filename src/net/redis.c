@@ -280,8 +280,8 @@ static void conn_fail(pt_redis_conn *c)
     wcmd *list = c->head;
     c->head = c->tail = NULL;
     c->nfifo = 0;
-    char detail[sizeof c->last_error];
-    memcpy(detail, c->last_error, sizeof detail);
+    char detail[sizeof c->last_error + 80];
+    snprintf(detail, sizeof detail, "redis %.60s: %s", c->opts.text, c->last_error);
     while (list) {
         wcmd *w = list;
         list = w->next;

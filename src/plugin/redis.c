@@ -296,64 +296,75 @@ pt_redis_call *pt_redis_eval(struct pt_loop *loop, const pt_redis_conf *conf, co
     return pt_redis_conn_eval(pt_redis_worker_conn(loop, conf), script, nkeys, argc, argv, argvlen, done, data, err);
 }
 
-/* A call on behalf of a request: the holder lives in the request arena, so
- * the arena's cleanup (the request ended) can cancel a call still waiting. */
+/* A call bound to an arena (a request's): the holder lives in the arena,
+ * so the arena's cleanup cancels a call still waiting. */
 typedef struct {
     pt_redis_call *call;
     pt_redis_done_fn done;
     void *data;
-} txn_holder;
+} bound_call;
 
-static void txn_call_done(void *data, const pt_redis_result *r)
+static void bound_done(void *data, const pt_redis_result *r)
 {
-    txn_holder *h = data;
-    h->call = NULL;
-    h->done(h->data, r);
+    bound_call *b = data;
+    b->call = NULL;
+    b->done(b->data, r);
 }
 
-static void txn_call_cleanup(void *data)
+static void bound_cleanup(void *data)
 {
-    txn_holder *h = data;
-    if (h->call) pt_redis_cancel(h->call);
-    h->call = NULL;
+    bound_call *b = data;
+    if (b->call) pt_redis_cancel(b->call);
+    b->call = NULL;
 }
 
-static bool txn_bind(pt_txn *txn, txn_holder *h, pt_redis_call *call)
+static bound_call *bound_new(pt_arena *arena, pt_redis_done_fn done, void *data, pt_redis_error *err)
+{
+    if (!done) {
+        if (err) *err = PT_REDIS_ERR_INVALID;
+        return NULL;
+    }
+    bound_call *b = pt_arena_calloc(arena, sizeof(*b));
+    b->done = done;
+    b->data = data;
+    return b;
+}
+
+static bool bound_start(pt_arena *arena, bound_call *b, pt_redis_call *call)
 {
     if (!call) return false;
-    h->call = call;
-    pt_arena_on_cleanup(pt_txn_arena(txn), txn_call_cleanup, h);
+    b->call = call;
+    pt_arena_on_cleanup(arena, bound_cleanup, b);
     return true;
 }
 
-static txn_holder *txn_holder_new(pt_txn *txn, pt_redis_done_fn done, void *data)
+bool pt_redis_arena_command(pt_loop *loop, pt_arena *arena, const pt_redis_conf *conf, int argc,
+                            const char *const *argv, const size_t *argvlen, pt_redis_done_fn done, void *data,
+                            pt_redis_error *err)
 {
-    txn_holder *h = pt_arena_calloc(pt_txn_arena(txn), sizeof(*h));
-    h->done = done;
-    h->data = data;
-    return h;
+    bound_call *b = bound_new(arena, done, data, err);
+    return b && bound_start(arena, b, pt_redis_command(loop, conf, argc, argv, argvlen, bound_done, b, err));
+}
+
+bool pt_redis_arena_eval(pt_loop *loop, pt_arena *arena, const pt_redis_conf *conf, const pt_redis_script *script,
+                         int nkeys, int argc, const char *const *argv, const size_t *argvlen, pt_redis_done_fn done,
+                         void *data, pt_redis_error *err)
+{
+    bound_call *b = bound_new(arena, done, data, err);
+    return b && bound_start(arena, b,
+                            pt_redis_eval(loop, conf, script, nkeys, argc, argv, argvlen, bound_done, b, err));
 }
 
 bool pt_txn_redis_command(pt_txn *txn, const pt_redis_conf *conf, int argc, const char *const *argv,
                           const size_t *argvlen, pt_redis_done_fn done, void *data, pt_redis_error *err)
 {
-    if (!done) {
-        if (err) *err = PT_REDIS_ERR_INVALID;
-        return false;
-    }
-    txn_holder *h = txn_holder_new(txn, done, data);
-    return txn_bind(txn, h, pt_redis_command(pt_txn_loop(txn), conf, argc, argv, argvlen, txn_call_done, h, err));
+    return pt_redis_arena_command(pt_txn_loop(txn), pt_txn_arena(txn), conf, argc, argv, argvlen, done, data, err);
 }
 
 bool pt_txn_redis_eval(pt_txn *txn, const pt_redis_conf *conf, const pt_redis_script *script, int nkeys, int argc,
                        const char *const *argv, const size_t *argvlen, pt_redis_done_fn done, void *data,
                        pt_redis_error *err)
 {
-    if (!done) {
-        if (err) *err = PT_REDIS_ERR_INVALID;
-        return false;
-    }
-    txn_holder *h = txn_holder_new(txn, done, data);
-    return txn_bind(txn, h,
-                    pt_redis_eval(pt_txn_loop(txn), conf, script, nkeys, argc, argv, argvlen, txn_call_done, h, err));
+    return pt_redis_arena_eval(pt_txn_loop(txn), pt_txn_arena(txn), conf, script, nkeys, argc, argv, argvlen, done,
+                               data, err);
 }

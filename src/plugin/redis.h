@@ -14,6 +14,7 @@
 #ifndef PT_PLUGIN_REDIS_H
 #define PT_PLUGIN_REDIS_H
 
+#include "core/arena.h"
 #include "core/loop.h"
 #include "net/redis.h"
 
@@ -28,5 +29,15 @@ void pt_redis_worker_release(pt_loop *loop, const void *owner);
 void pt_redis_worker_fini(pt_loop *loop);
 /* The connection of `conf` on `loop` (created and referenced on first use). */
 pt_redis_conn *pt_redis_worker_conn(pt_loop *loop, const pt_redis_conf *conf);
+
+/* What pt_txn_redis_command/_eval (plugin.h) do with the request's loop and
+ * arena: a call cancelled when `arena` is freed or reset. True when
+ * started. */
+bool pt_redis_arena_command(pt_loop *loop, pt_arena *arena, const pt_redis_conf *conf, int argc,
+                            const char *const *argv, const size_t *argvlen, pt_redis_done_fn done, void *data,
+                            pt_redis_error *err);
+bool pt_redis_arena_eval(pt_loop *loop, pt_arena *arena, const pt_redis_conf *conf, const pt_redis_script *script,
+                         int nkeys, int argc, const char *const *argv, const size_t *argvlen, pt_redis_done_fn done,
+                         void *data, pt_redis_error *err);
 
 #endif

@@ -769,4 +769,49 @@ TEST(registry_shares_and_releases)
     parsed_free(&other);
 }
 
+/* Calls bound to a request's arena (pt_txn_redis_*): a call still waiting
+ * when the arena goes is cancelled; a finished one leaves nothing behind. */
+TEST(arena_bound_calls_cancelled_with_the_request)
+{
+    server *s = shared_server();
+    char yaml[128];
+    snprintf(yaml, sizeof yaml, "address: 127.0.0.1:%d\ncommand_timeout: 60s\n", s->port);
+    parsed p = parse(yaml);
+    CHECK(p.conf != NULL);
+    pt_loop *loop = pt_loop_new();
+    pt_redis_error err;
+    /* finished before the request ends */
+    pt_arena *req1 = pt_arena_new(1024);
+    result r = {0};
+    CHECK(pt_redis_arena_command(loop, req1, p.conf, 1, (const char *const[]){"PING"}, NULL, on_result, &r, &err));
+    CHECK(run_until(loop, &r.calls, 1, 5000));
+    CHECK_INT(r.err, PT_REDIS_OK);
+    pt_arena_free(req1);
+    /* still waiting when the request ends */
+    pt_arena *req2 = pt_arena_new(1024);
+    int never = 0;
+    CHECK(pt_redis_arena_command(loop, req2, p.conf, 3, (const char *const[]){"BLPOP", "nothing", "0"}, NULL,
+                                 on_never, &never, &err));
+    pt_redis_script sc;
+    pt_redis_script_init(&sc, "return 1", 8);
+    CHECK(pt_redis_arena_eval(loop, req2, p.conf, &sc, 0, 0, NULL, NULL, on_never, &never, &err));
+    run_for(loop, 50);
+    pt_arena_free(req2);
+    result behind = {0}; /* the BLPOP was still held: a PING waits behind it */
+    CHECK(pt_redis_command(loop, p.conf, 1, (const char *const[]){"PING"}, NULL, on_result, &behind, &err));
+    run_for(loop, 100);
+    CHECK_INT(behind.calls, 0);
+    pt_redis_worker_fini(loop); /* drops the waiting PING silently */
+    run_for(loop, 20);
+    CHECK_INT(never, 0);
+    /* no callback: invalid */
+    pt_arena *req3 = pt_arena_new(1024);
+    CHECK(!pt_redis_arena_command(loop, req3, p.conf, 1, (const char *const[]){"PING"}, NULL, NULL, NULL, &err));
+    CHECK_INT(err, PT_REDIS_ERR_INVALID);
+    pt_arena_free(req3);
+    pt_redis_worker_fini(loop);
+    pt_loop_free(loop);
+    parsed_free(&p);
+}
+
 TEST_MAIN()
