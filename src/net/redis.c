@@ -341,6 +341,7 @@ static void want_flush(pt_redis_conn *c)
 
 static void handshake_done(pt_redis_conn *c)
 {
+    pt_timer_stop(c->loop, &c->connect_timer);
     c->state = PT_REDIS_READY;
     c->last_error[0] = '\0';
 }
@@ -438,8 +439,7 @@ static void connect_complete(pt_redis_conn *c)
         conn_fail_errno(c, "connect", err);
         return;
     }
-    pt_timer_stop(c->loop, &c->connect_timer);
-    c->connected = true;
+    c->connected = true; /* connect_timer runs on until AUTH/SELECT answered */
     if (c->handshake_left == 0) handshake_done(c);
     flush_out(c);
 }
@@ -462,7 +462,8 @@ static void connect_timeout(pt_loop *loop, pt_timer *t)
     PT_UNUSED(loop);
     pt_redis_conn *c = t->data;
     char msg[64];
-    snprintf(msg, sizeof msg, "connect timed out after %llu ms", (unsigned long long)c->opts.connect_timeout_ms);
+    snprintf(msg, sizeof msg, "%s timed out after %llu ms", c->connected ? "AUTH/SELECT" : "connect",
+             (unsigned long long)c->opts.connect_timeout_ms);
     set_error(c, "%s", msg);
     conn_fail(c);
 }
@@ -608,7 +609,10 @@ static bool admit(pt_redis_conn *c, int argc, const char *const *argv, pt_redis_
     if (argc <= 0 || !argv) e = PT_REDIS_ERR_INVALID;
     for (int i = 0; e == PT_REDIS_OK && i < argc; i++)
         if (!argv[i]) e = PT_REDIS_ERR_INVALID;
-    if (e == PT_REDIS_OK && c->state == PT_REDIS_BACKOFF) e = PT_REDIS_ERR_DOWN;
+    /* down: waiting to reconnect, or reconnecting (only a connection's
+     * first connect queues commands, so that its first users do not fail) */
+    if (e == PT_REDIS_OK && (c->state == PT_REDIS_BACKOFF || (c->state == PT_REDIS_CONNECTING && c->failures > 0)))
+        e = PT_REDIS_ERR_DOWN;
     if (e == PT_REDIS_OK && c->nfifo >= c->opts.max_pending) e = PT_REDIS_ERR_BUSY;
     if (err) *err = e;
     return e == PT_REDIS_OK;

@@ -14,12 +14,14 @@
  * its command in the FIFO; the late reply is read and dropped.
  *
  * States. CONNECTING (socket connect, then AUTH/SELECT, which are queued
- * before any command): commands queue, bounded by max_pending and their
- * timeout. READY: commands are written at the end of the loop iteration
- * (many commands, one write). BACKOFF (after a failure, until the next
- * attempt): commands fail at once with PT_REDIS_ERR_DOWN. A connection
- * error fails every command in the FIFO with PT_REDIS_ERR_DOWN and
- * schedules a reconnect after 100 ms, doubling up to 5 s, with jitter
+ * before any command; connect_timeout bounds both): on a connection's first
+ * connect commands queue behind the handshake, bounded by max_pending and
+ * their timeout, so its first users do not fail; on a reconnect they fail
+ * at once like in BACKOFF. READY: commands are written at the end of the
+ * loop iteration (many commands, one write). BACKOFF (after a failure,
+ * until the next attempt): commands fail at once with PT_REDIS_ERR_DOWN. A
+ * connection error fails every command in the FIFO with PT_REDIS_ERR_DOWN
+ * and schedules a reconnect after 100 ms, doubling up to 5 s, with jitter
  * (half to all of the delay); the first good reply resets the delay. A
  * connection where a command timed out and then nothing at all was read for
  * another command_timeout is considered stuck and reset the same way.
@@ -104,7 +106,7 @@ void pt_redis_conn_free(pt_redis_conn *c, bool notify);
 
 /* Sends argv[0, argc) (argvlen NULL: C strings; binary-safe with lengths).
  * Returns the call, whose `done` runs later exactly once unless cancelled;
- * or NULL, with *err set, when it fails at once (_DOWN while in backoff,
+ * or NULL, with *err set, when it fails at once (_DOWN while down,
  * _BUSY over max_pending, _INVALID): `done` is then never called. */
 pt_redis_call *pt_redis_conn_command(pt_redis_conn *c, int argc, const char *const *argv, const size_t *argvlen,
                                      pt_redis_done_fn done, void *data, pt_redis_error *err);
