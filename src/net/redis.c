@@ -73,7 +73,19 @@ struct pt_redis_conn {
     uint64_t nreplies, stall_mark;
     uint64_t connects, failures;
     char last_error[160];
+    const pt_redis_observer *obs;
+    void *obs_data;
 };
+
+static void observe_result(pt_redis_conn *c, pt_redis_error e)
+{
+    if (c && c->obs && c->obs->result) c->obs->result(c->obs_data, e);
+}
+
+static void observe_ready(pt_redis_conn *c, bool ready)
+{
+    if (c->obs && c->obs->ready) c->obs->ready(c->obs_data, ready);
+}
 
 static void start_connect(pt_redis_conn *c);
 
@@ -210,6 +222,7 @@ static void call_finish(pt_redis_call *call, pt_redis_error err, const redisRepl
 {
     if (call->cmd) call->cmd->call = NULL;
     if (pt_timer_active(&call->timer)) pt_timer_stop(call->loop, &call->timer);
+    if (err != PT_REDIS_ERR_CLOSED) observe_result(call->conn, err);
     pt_redis_done_fn done = call->done;
     void *data = call->data;
     call_free(call);
@@ -271,6 +284,8 @@ static void conn_fail(pt_redis_conn *c)
 {
     c->epoch++;
     c->failures++;
+    if (c->state == PT_REDIS_READY) observe_ready(c, false);
+    if (c->obs && c->obs->failure) c->obs->failure(c->obs_data);
     close_socket(c);
     c->state = PT_REDIS_BACKOFF;
     uint64_t d = c->backoff_ms;
@@ -344,6 +359,7 @@ static void handshake_done(pt_redis_conn *c)
     pt_timer_stop(c->loop, &c->connect_timer);
     c->state = PT_REDIS_READY;
     c->last_error[0] = '\0';
+    observe_ready(c, true);
 }
 
 /* One reply for the head of the FIFO. */
@@ -615,6 +631,7 @@ static bool admit(pt_redis_conn *c, int argc, const char *const *argv, pt_redis_
         e = PT_REDIS_ERR_DOWN;
     if (e == PT_REDIS_OK && c->nfifo >= c->opts.max_pending) e = PT_REDIS_ERR_BUSY;
     if (err) *err = e;
+    if (e == PT_REDIS_ERR_DOWN || e == PT_REDIS_ERR_BUSY) observe_result(c, e);
     return e == PT_REDIS_OK;
 }
 
@@ -679,6 +696,12 @@ pt_redis_call *pt_redis_conn_eval(pt_redis_conn *c, const pt_redis_script *scrip
     call->cmd = fifo_push(c, call, CMD_USER);
     want_flush(c);
     return call;
+}
+
+void pt_redis_conn_observe(pt_redis_conn *c, const pt_redis_observer *obs, void *data)
+{
+    c->obs = obs;
+    c->obs_data = data;
 }
 
 void pt_redis_conn_stats(const pt_redis_conn *c, pt_redis_stats *out)

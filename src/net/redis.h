@@ -134,4 +134,17 @@ typedef struct {
 
 void pt_redis_conn_stats(const pt_redis_conn *c, pt_redis_stats *out);
 
+/* Optional observer (metrics): `result` hears every command's outcome —
+ * PT_REDIS_OK or the error its callback got, and the failures at once
+ * (_DOWN, _BUSY) — but not cancellations nor _CLOSED; `ready` hears the
+ * connection become READY (true) and leave it (false); `failure` hears
+ * every failed connection or attempt. Any hook may be NULL. */
+typedef struct {
+    void (*result)(void *data, pt_redis_error e);
+    void (*ready)(void *data, bool ready);
+    void (*failure)(void *data);
+} pt_redis_observer;
+
+void pt_redis_conn_observe(pt_redis_conn *c, const pt_redis_observer *obs, void *data);
+
 #endif

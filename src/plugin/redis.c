@@ -19,7 +19,25 @@ struct pt_redis_conf {
     char *key;          /* address, username, db, password: what makes two blocks share a connection */
     size_t key_len;
     const void *owner;  /* the configuration's arena: references are per (worker, configuration) */
+    /* metrics (NULL when off), held by the configuration */
+    pt_metric_series *m_commands, *m_failures, *m_ready;
 };
+
+static const char *const REDIS_LABEL[] = {"redis", NULL};
+static const char *const RESULTS[] = {"ok", "server_error", "timeout", "down", "busy", NULL};
+static const pt_metric_dim RESULT_DIM[] = {{"result", RESULTS}};
+static const pt_metric_desc COMMANDS = {
+    .name = "portico_redis_commands_total",
+    .help = "Redis commands of plugins by outcome (down, busy: refused at once).",
+    .type = PT_METRIC_COUNTER, .labels = REDIS_LABEL, .dims = RESULT_DIM, .ndims = 1};
+static const pt_metric_desc FAILURES = {
+    .name = "portico_redis_connection_failures_total",
+    .help = "Redis connections lost or connection attempts failed (each is followed by a reconnect after backoff).",
+    .type = PT_METRIC_COUNTER, .labels = REDIS_LABEL};
+static const pt_metric_desc READY = {
+    .name = "portico_redis_connections_ready",
+    .help = "Workers whose connection to this Redis server is up (connected, AUTH/SELECT done).",
+    .type = PT_METRIC_GAUGE, .labels = REDIS_LABEL};
 
 /* ------------------------------------------------------------------ config */
 
@@ -152,6 +170,10 @@ const pt_redis_conf *pt_redis_conf_read(pt_conf_ctx *ctx, const pt_conf_node *no
     int kl = snprintf(rc->key, n, "%s%c%s%c%d%c%s", text, 0, u, 0, o->db, 0, p);
     rc->key_len = (size_t)kl;
     rc->owner = ctx->arena;
+    const char *const values[] = {text, NULL};
+    rc->m_commands = pt_conf_metric(ctx, node, &COMMANDS, values);
+    rc->m_failures = pt_conf_metric(ctx, node, &FAILURES, values);
+    rc->m_ready = pt_conf_metric(ctx, node, &READY, values);
     return rc;
 }
 
@@ -174,7 +196,54 @@ typedef struct entry {
     uint32_t refs;
     pt_timer linger;
     struct registry *reg;
+    /* metrics: the series of a configuration still attached (NULL when
+     * none or off); `counted`: this worker's +1 is in m->m_ready */
+    const pt_redis_conf *m;
+    bool ready, counted;
 } entry;
+
+/* ------------------------------------------------------------ metrics */
+
+static void on_result(void *data, pt_redis_error e)
+{
+    entry *en = data;
+    static const int cell[] = {[PT_REDIS_OK] = 0,           [PT_REDIS_ERR_SERVER] = 1, [PT_REDIS_ERR_TIMEOUT] = 2,
+                               [PT_REDIS_ERR_DOWN] = 3,     [PT_REDIS_ERR_BUSY] = 4,   [PT_REDIS_ERR_CLOSED] = -1,
+                               [PT_REDIS_ERR_INVALID] = -1};
+    if (en->m && cell[e] >= 0) pt_metric_add(en->m->m_commands, (size_t)cell[e], 1);
+}
+
+static void on_failure(void *data)
+{
+    entry *en = data;
+    if (en->m) pt_metric_add(en->m->m_failures, 0, 1);
+}
+
+static void count_ready(entry *en, bool on)
+{
+    if (on == en->counted) return;
+    if (on && (!en->m || !en->m->m_ready)) return;
+    pt_metric_add(en->m->m_ready, 0, on ? 1 : -1);
+    en->counted = on;
+}
+
+static void on_ready(void *data, bool ready)
+{
+    entry *en = data;
+    en->ready = ready;
+    count_ready(en, ready);
+}
+
+static const pt_redis_observer OBSERVER = {.result = on_result, .ready = on_ready, .failure = on_failure};
+
+/* Writes go to the series of `conf` (a configuration attached to the entry,
+ * so they stay valid), or nowhere (NULL). */
+static void use_series(entry *en, const pt_redis_conf *conf)
+{
+    count_ready(en, false); /* out of the old series while it is still held */
+    en->m = conf;
+    count_ready(en, en->ready);
+}
 
 /* A reference of one block (conf) of one configuration (owner) on this worker. */
 typedef struct {
@@ -210,6 +279,7 @@ static void entry_remove(registry *r, entry *e, bool notify)
             break;
         }
     pt_timer_stop(r->loop, &e->linger);
+    use_series(e, NULL);
     pt_redis_conn_free(e->conn, notify);
     memset(e->key, 0, e->key_len); /* holds the password */
     free(e->key);
@@ -239,6 +309,7 @@ pt_redis_conn *pt_redis_worker_conn(pt_loop *loop, const pt_redis_conf *conf)
         memcpy(e->key, conf->key, conf->key_len);
         e->key_len = conf->key_len;
         e->conn = pt_redis_conn_new(loop, &conf->opts);
+        pt_redis_conn_observe(e->conn, &OBSERVER, e);
         if (r->nentries == r->cap) {
             r->cap = r->cap ? r->cap * 2 : 4;
             r->entries = pt_xrealloc(r->entries, r->cap * sizeof(*r->entries));
@@ -252,6 +323,7 @@ pt_redis_conn *pt_redis_worker_conn(pt_loop *loop, const pt_redis_conf *conf)
     r->att[r->natt++] = (attachment){.conf = conf, .owner = conf->owner, .e = e};
     e->refs++;
     pt_timer_stop(loop, &e->linger);
+    use_series(e, conf);
     return e->conn;
 }
 
@@ -266,7 +338,14 @@ void pt_redis_worker_release(pt_loop *loop, const void *owner)
         }
         entry *e = r->att[i].e;
         r->att[i] = r->att[--r->natt];
-        if (--e->refs == 0) pt_timer_start(loop, &e->linger, LINGER_MS, linger_done, e);
+        e->refs--;
+        /* the series may be the configuration going away: move to one
+         * still attached (the same series when the address is the same) */
+        const pt_redis_conf *still = NULL;
+        for (size_t j = 0; j < r->natt && !still; j++)
+            if (r->att[j].e == e) still = r->att[j].conf;
+        use_series(e, still);
+        if (e->refs == 0) pt_timer_start(loop, &e->linger, LINGER_MS, linger_done, e);
     }
 }
 

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "config/conf_node.h"
+#include "config/config.h"
 #include "net/redis.h"
 #include "plugin/plugin.h"
 #include "plugin/redis.h"
@@ -661,14 +662,19 @@ typedef struct {
     const pt_redis_conf *conf;
 } parsed;
 
-static parsed parse(const char *yaml)
+static parsed parse_with_metrics(const char *yaml, pt_metrics *m)
 {
+    static pt_config cfg; /* what pt_conf_metric looks at: an admin listener */
+    cfg.admin.enabled = true;
     parsed p = {.arena = pt_arena_new(4096)};
-    pt_conf_ctx ctx = {.file = "test.yaml", .arena = p.arena, .errors = &p.errors};
+    pt_conf_ctx ctx = {.file = "test.yaml", .arena = p.arena, .errors = &p.errors, .cfg = m ? &cfg : NULL,
+                       .metrics = m};
     const pt_conf_node *node = pt_conf_parse_yaml(&ctx, yaml, strlen(yaml));
     if (node) p.conf = pt_redis_conf_read(&ctx, node, "test.redis");
     return p;
 }
+
+static parsed parse(const char *yaml) { return parse_with_metrics(yaml, NULL); }
 
 static void parsed_free(parsed *p)
 {
@@ -822,6 +828,71 @@ TEST(arena_bound_calls_cancelled_with_the_request)
     pt_redis_worker_fini(loop);
     pt_loop_free(loop);
     parsed_free(&p);
+}
+
+/* The value of `series` in the exposition, -1 when absent. */
+static long long metric_value(pt_metrics *m, const char *series)
+{
+    size_t len;
+    char *text = pt_metrics_expose(m, &len);
+    char key[256];
+    snprintf(key, sizeof key, "\n%s ", series);
+    const char *at = strstr(text, key);
+    long long v = at ? strtoll(at + strlen(key), NULL, 10) : -1;
+    if (!at) fprintf(stderr, "  no series %s in:\n%s", series, text);
+    free(text);
+    return v;
+}
+
+static bool metric_is(pt_metrics *m, const char *series, long long value)
+{
+    long long v = metric_value(m, series);
+    if (v != value) fprintf(stderr, "  %s is %lld, expected %lld\n", series, v, value);
+    return v == value;
+}
+
+TEST(metrics_count_outcomes_and_readiness)
+{
+    server *s = shared_server();
+    pt_metrics *m = pt_metrics_new();
+    char yaml[128], label[160];
+    snprintf(yaml, sizeof yaml, "address: 127.0.0.1:%d\n", s->port);
+    parsed p = parse_with_metrics(yaml, m);
+    CHECK(p.conf != NULL);
+    pt_loop *loop = pt_loop_new();
+    pt_redis_error err;
+    result r[3] = {{0}};
+    CHECK(pt_redis_command(loop, p.conf, 1, (const char *const[]){"PING"}, NULL, on_result, &r[0], &err));
+    CHECK(pt_redis_command(loop, p.conf, 1, (const char *const[]){"PING"}, NULL, on_result, &r[1], &err));
+    CHECK(pt_redis_command(loop, p.conf, 1, (const char *const[]){"NOSUCHCOMMAND"}, NULL, on_result, &r[2], &err));
+    CHECK(run_until(loop, &r[2].calls, 1, 5000));
+    snprintf(label, sizeof label, "portico_redis_commands_total{redis=\"127.0.0.1:%d\",result=\"ok\"}", s->port);
+    CHECK(metric_is(m, label, 2));
+    snprintf(label, sizeof label, "portico_redis_commands_total{redis=\"127.0.0.1:%d\",result=\"server_error\"}",
+             s->port);
+    CHECK(metric_is(m, label, 1));
+    snprintf(label, sizeof label, "portico_redis_connections_ready{redis=\"127.0.0.1:%d\"}", s->port);
+    CHECK(metric_is(m, label, 1));
+    /* the configuration goes: this worker's connection no longer counts */
+    pt_redis_worker_release(loop, p.arena);
+    CHECK(metric_is(m, label, 0));
+    /* nothing listening: failures and commands refused at once */
+    int port = free_port();
+    snprintf(yaml, sizeof yaml, "address: 127.0.0.1:%d\n", port);
+    parsed q = parse_with_metrics(yaml, m);
+    result d = {0};
+    if (pt_redis_command(loop, q.conf, 1, (const char *const[]){"PING"}, NULL, on_result, &d, &err))
+        CHECK(run_until(loop, &d.calls, 1, 5000));
+    CHECK(pt_redis_command(loop, q.conf, 1, (const char *const[]){"PING"}, NULL, on_result, &d, &err) == NULL);
+    snprintf(label, sizeof label, "portico_redis_commands_total{redis=\"127.0.0.1:%d\",result=\"down\"}", port);
+    CHECK(metric_is(m, label, 2));
+    snprintf(label, sizeof label, "portico_redis_connection_failures_total{redis=\"127.0.0.1:%d\"}", port);
+    CHECK(metric_value(m, label) >= 1);
+    pt_redis_worker_fini(loop);
+    pt_loop_free(loop);
+    parsed_free(&p);
+    parsed_free(&q);
+    pt_metrics_free(m);
 }
 
 TEST_MAIN()
