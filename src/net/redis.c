@@ -73,18 +73,16 @@ struct pt_redis_conn {
     uint64_t nreplies, stall_mark;
     uint64_t connects, failures;
     char last_error[160];
-    const pt_redis_observer *obs;
-    void *obs_data;
 };
 
 static void observe_result(pt_redis_conn *c, pt_redis_error e)
 {
-    if (c && c->obs && c->obs->result) c->obs->result(c->obs_data, e);
+    if (c && c->opts.observer && c->opts.observer->result) c->opts.observer->result(c->opts.observer_data, e);
 }
 
 static void observe_ready(pt_redis_conn *c, bool ready)
 {
-    if (c->obs && c->obs->ready) c->obs->ready(c->obs_data, ready);
+    if (c->opts.observer && c->opts.observer->ready) c->opts.observer->ready(c->opts.observer_data, ready);
 }
 
 static void start_connect(pt_redis_conn *c);
@@ -285,7 +283,7 @@ static void conn_fail(pt_redis_conn *c)
     c->epoch++;
     c->failures++;
     if (c->state == PT_REDIS_READY) observe_ready(c, false);
-    if (c->obs && c->obs->failure) c->obs->failure(c->obs_data);
+    if (c->opts.observer && c->opts.observer->failure) c->opts.observer->failure(c->opts.observer_data);
     close_socket(c);
     c->state = PT_REDIS_BACKOFF;
     uint64_t d = c->backoff_ms;
@@ -696,12 +694,6 @@ pt_redis_call *pt_redis_conn_eval(pt_redis_conn *c, const pt_redis_script *scrip
     call->cmd = fifo_push(c, call, CMD_USER);
     want_flush(c);
     return call;
-}
-
-void pt_redis_conn_observe(pt_redis_conn *c, const pt_redis_observer *obs, void *data)
-{
-    c->obs = obs;
-    c->obs_data = data;
 }
 
 void pt_redis_conn_stats(const pt_redis_conn *c, pt_redis_stats *out)

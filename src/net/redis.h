@@ -73,6 +73,17 @@ typedef void (*pt_redis_done_fn)(void *data, const pt_redis_result *r);
 typedef struct pt_redis_conn pt_redis_conn;
 typedef struct pt_redis_call pt_redis_call;
 
+/* Optional observer (metrics): `result` hears every command's outcome —
+ * PT_REDIS_OK or the error its callback got, and the failures at once
+ * (_DOWN, _BUSY) — but not cancellations nor _CLOSED; `ready` hears the
+ * connection become READY (true) and leave it (false); `failure` hears
+ * every failed connection or attempt. Any hook may be NULL. */
+typedef struct {
+    void (*result)(void *data, pt_redis_error e);
+    void (*ready)(void *data, bool ready);
+    void (*failure)(void *data);
+} pt_redis_observer;
+
 typedef struct {
     struct sockaddr_storage ss; /* AF_INET, AF_INET6 or AF_UNIX */
     socklen_t sslen;
@@ -83,6 +94,8 @@ typedef struct {
     uint64_t connect_timeout_ms;
     uint64_t command_timeout_ms;
     uint32_t max_pending;       /* commands in the FIFO at once */
+    const pt_redis_observer *observer; /* optional (metrics) */
+    void *observer_data;
 } pt_redis_opts;
 
 /* A Lua script: its text and SHA1 (hex), for pt_redis_conn_eval. */
@@ -133,18 +146,5 @@ typedef struct {
 } pt_redis_stats;
 
 void pt_redis_conn_stats(const pt_redis_conn *c, pt_redis_stats *out);
-
-/* Optional observer (metrics): `result` hears every command's outcome —
- * PT_REDIS_OK or the error its callback got, and the failures at once
- * (_DOWN, _BUSY) — but not cancellations nor _CLOSED; `ready` hears the
- * connection become READY (true) and leave it (false); `failure` hears
- * every failed connection or attempt. Any hook may be NULL. */
-typedef struct {
-    void (*result)(void *data, pt_redis_error e);
-    void (*ready)(void *data, bool ready);
-    void (*failure)(void *data);
-} pt_redis_observer;
-
-void pt_redis_conn_observe(pt_redis_conn *c, const pt_redis_observer *obs, void *data);
 
 #endif

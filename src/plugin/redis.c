@@ -308,8 +308,11 @@ pt_redis_conn *pt_redis_worker_conn(pt_loop *loop, const pt_redis_conf *conf)
         e->key = pt_xmalloc(conf->key_len);
         memcpy(e->key, conf->key, conf->key_len);
         e->key_len = conf->key_len;
-        e->conn = pt_redis_conn_new(loop, &conf->opts);
-        pt_redis_conn_observe(e->conn, &OBSERVER, e);
+        e->m = conf; /* a connect refused at once is counted */
+        pt_redis_opts o = conf->opts;
+        o.observer = &OBSERVER;
+        o.observer_data = e;
+        e->conn = pt_redis_conn_new(loop, &o);
         if (r->nentries == r->cap) {
             r->cap = r->cap ? r->cap * 2 : 4;
             r->entries = pt_xrealloc(r->entries, r->cap * sizeof(*r->entries));
