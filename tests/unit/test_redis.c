@@ -67,12 +67,12 @@ static bool port_open(int port)
     return ok;
 }
 
-/* Starts redis-server on s->port (0: a free one), with `password` when
- * non-NULL; waits until it accepts connections. Exits the test with a
- * clear message when redis-server cannot run. */
-static void server_start(server *s, const char *password)
+/* Starts redis-server on s->port, with `password` when non-NULL; waits
+ * until it accepts connections. Exits the test with a clear message when
+ * redis-server cannot run; with quiet_exit, a server that exited at start
+ * (the port was taken) is reported by returning false. */
+static bool server_try_start(server *s, const char *password, bool quiet_exit)
 {
-    if (!s->port) s->port = free_port();
     if (!s->dir[0]) {
         snprintf(s->dir, sizeof s->dir, "/tmp/pt-redis-test-%d-%d", (int)getpid(), s->port);
         mkdir(s->dir, 0700);
@@ -109,6 +109,8 @@ static void server_start(server *s, const char *password)
     while (!port_open(s->port)) {
         int st;
         if (waitpid(pid, &st, WNOHANG) == pid) {
+            s->pid = 0;
+            if (quiet_exit && WIFEXITED(st) && WEXITSTATUS(st) != 127) return false; /* port taken meanwhile? */
             fprintf(stderr, "test_redis: redis-server exited at start (status %d); is it installed "
                             "(scripts/install-deps.sh)?\n", st);
             exit(1);
@@ -119,6 +121,23 @@ static void server_start(server *s, const char *password)
             exit(1);
         }
         usleep(10000);
+    }
+    return true;
+}
+
+/* On a free port (s->port 0) another process may take the port between
+ * free_port() and redis-server's bind: then a new port is tried. */
+static void server_start(server *s, const char *password)
+{
+    if (s->port) {
+        server_try_start(s, password, false);
+        return;
+    }
+    for (int attempt = 0; attempt < 3; attempt++) {
+        s->port = free_port();
+        s->dir[0] = '\0';
+        if (server_try_start(s, password, attempt < 2)) return;
+        rmdir(s->dir);
     }
 }
 
