@@ -554,6 +554,13 @@ pt_redis_conn *pt_redis_conn_new(pt_loop *loop, const pt_redis_opts *opts)
     return c;
 }
 
+void pt_redis_conn_tune(pt_redis_conn *c, const pt_redis_opts *opts)
+{
+    c->opts.connect_timeout_ms = opts->connect_timeout_ms;
+    c->opts.command_timeout_ms = opts->command_timeout_ms;
+    c->opts.max_pending = opts->max_pending ? opts->max_pending : 1;
+}
+
 /* Deferred delivery of _ERR_CLOSED to a call whose connection was freed. */
 static void deliver_closed(pt_loop *loop, pt_defer *d)
 {

@@ -117,6 +117,11 @@ pt_redis_conn *pt_redis_conn_new(pt_loop *loop, const pt_redis_opts *opts);
  * (the worker is stopping). Must not be called from one of its callbacks. */
 void pt_redis_conn_free(pt_redis_conn *c, bool notify);
 
+/* Applies opts' connect_timeout_ms, command_timeout_ms and max_pending
+ * from now on (commands already sent keep their deadline): a reload that
+ * changes only those keeps the connection. */
+void pt_redis_conn_tune(pt_redis_conn *c, const pt_redis_opts *opts);
+
 /* Sends argv[0, argc) (argvlen NULL: C strings; binary-safe with lengths).
  * Returns the call, whose `done` runs later exactly once unless cancelled;
  * or NULL, with *err set, when it fails at once (_DOWN while down,

@@ -446,6 +446,9 @@ typedef struct pt_redis_conf pt_redis_conf;
  * connect_timeout, command_timeout, max_pending}; errors at `node` are
  * prefixed with `what` ("rate_limit.redis"). NULL on error. */
 const pt_redis_conf *pt_redis_conf_read(pt_conf_ctx *ctx, const pt_conf_node *node, const char *what);
+/* Its `address` as written ("10.0.0.7:6379", "unix:/run/redis.sock"): for
+ * messages and metric labels (never the password). */
+const char *pt_redis_conf_address(const pt_redis_conf *conf);
 /* A Lua script for pt_redis_eval (its SHA1 computed once), in the
  * configuration's arena. */
 const pt_redis_script *pt_conf_redis_script(pt_conf_ctx *ctx, const char *text);

@@ -177,6 +177,8 @@ const pt_redis_conf *pt_redis_conf_read(pt_conf_ctx *ctx, const pt_conf_node *no
     return rc;
 }
 
+const char *pt_redis_conf_address(const pt_redis_conf *conf) { return conf->opts.text; }
+
 const pt_redis_script *pt_conf_redis_script(pt_conf_ctx *ctx, const char *text)
 {
     pt_redis_script *s = pt_arena_calloc(ctx->arena, sizeof(*s));
@@ -327,6 +329,7 @@ pt_redis_conn *pt_redis_worker_conn(pt_loop *loop, const pt_redis_conf *conf)
     e->refs++;
     pt_timer_stop(loop, &e->linger);
     use_series(e, conf);
+    pt_redis_conn_tune(e->conn, &conf->opts); /* the newest block's timeouts and max_pending */
     return e->conn;
 }
 

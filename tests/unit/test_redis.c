@@ -914,4 +914,38 @@ TEST(metrics_count_outcomes_and_readiness)
     pt_metrics_free(m);
 }
 
+/* A reload that changes only command_timeout keeps the connection and
+ * applies the new timeout. */
+TEST(reload_with_new_timeouts_keeps_the_connection)
+{
+    server *s = shared_server();
+    char slow[128], fast[128];
+    snprintf(slow, sizeof slow, "address: 127.0.0.1:%d\ncommand_timeout: 60s\n", s->port);
+    snprintf(fast, sizeof fast, "address: 127.0.0.1:%d\ncommand_timeout: 100ms\n", s->port);
+    parsed a = parse(slow), b = parse(fast);
+    char addr[32];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", s->port);
+    CHECK_STR(pt_redis_conf_address(a.conf), addr);
+    pt_loop *loop = pt_loop_new();
+    pt_redis_error err;
+    pt_redis_conn *c = pt_redis_worker_conn(loop, a.conf);
+    result held = {0};
+    CHECK(pt_redis_command(loop, a.conf, 3, (const char *const[]){"BLPOP", "nothing", "0"}, NULL, on_result, &held,
+                           &err));
+    run_for(loop, 300);
+    CHECK_INT(held.calls, 0); /* 60 s */
+    CHECK(pt_redis_worker_conn(loop, b.conf) == c);
+    pt_redis_worker_release(loop, a.arena);
+    result quick = {0};
+    CHECK(pt_redis_command(loop, b.conf, 3, (const char *const[]){"BLPOP", "nothing", "0"}, NULL, on_result, &quick,
+                           &err));
+    CHECK(run_until(loop, &quick.calls, 1, 5000));
+    CHECK_INT(quick.err, PT_REDIS_ERR_TIMEOUT);
+    CHECK_INT(held.calls, 0); /* sent before: keeps its own deadline */
+    pt_redis_worker_fini(loop);
+    pt_loop_free(loop);
+    parsed_free(&a);
+    parsed_free(&b);
+}
+
 TEST_MAIN()
