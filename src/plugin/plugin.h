@@ -419,11 +419,12 @@ pt_http_call *pt_txn_subrequest(pt_txn *txn, const pt_http_request *req, pt_http
  * Asynchronous Redis commands on the worker's loop. A plugin reads a
  * `redis:` block in configure (pt_redis_conf_read) and sends commands with
  * it; on each worker, every block naming the same (address, username, db,
- * password) shares one pipelined connection, which survives reloads.
+ * password) shares one pipelined connection, which survives reloads. The
+ * first use on a worker connects; commands sent meanwhile wait for it.
  *
  * Contract of every call below: it returns at once. Either it fails now —
- * NULL/false with *err set (PT_REDIS_ERR_DOWN: the connection is down and
- * waiting to reconnect, commands are not queued; _BUSY: max_pending
+ * NULL/false with *err set (PT_REDIS_ERR_DOWN: the connection is down,
+ * waiting to reconnect or reconnecting; commands are not queued; _BUSY: max_pending
  * commands in flight; _INVALID) — and `done` never runs; or `done` runs
  * later, on this loop, exactly once (never inside the starting call):
  *   PT_REDIS_OK          r->reply is the reply (strings, integers, arrays,
@@ -444,7 +445,8 @@ typedef struct pt_redis_conf pt_redis_conf;
 
 /* Reads a `redis:` block {address, username, password (${ENV} only), db,
  * connect_timeout, command_timeout, max_pending}; errors at `node` are
- * prefixed with `what` ("rate_limit.redis"). NULL on error. */
+ * prefixed with `what` ("rate_limit.redis"); a NULL node (the block is
+ * missing) is one. NULL on error; the result lives in ctx->arena. */
 const pt_redis_conf *pt_redis_conf_read(pt_conf_ctx *ctx, const pt_conf_node *node, const char *what);
 /* Its `address` as written ("10.0.0.7:6379", "unix:/run/redis.sock"): for
  * messages and metric labels (never the password). */
