@@ -218,14 +218,12 @@ void pt_worker_plugins_init(pt_worker *w)
 
 void pt_worker_plugins_fini(pt_worker *w)
 {
-    if (w->plugin_state) {
-        const pt_plugin_type *const *all = pt_plugin_all();
-        for (size_t i = 0; all[i]; i++)
-            if (all[i]->worker_fini) all[i]->worker_fini(w->loop, w->plugin_state[i]);
-        free(w->plugin_state);
-        w->plugin_state = NULL;
-    }
-    pt_redis_worker_fini(w->loop); /* after the plugins: their fini may still cancel calls */
+    if (!w->plugin_state) return;
+    const pt_plugin_type *const *all = pt_plugin_all();
+    for (size_t i = 0; all[i]; i++)
+        if (all[i]->worker_fini) all[i]->worker_fini(w->loop, w->plugin_state[i]);
+    free(w->plugin_state);
+    w->plugin_state = NULL;
 }
 
 void *pt_worker_plugin_state(pt_worker *w, const pt_plugin_type *type)
@@ -257,6 +255,7 @@ static void *worker_main(void *arg)
     pt_loop_run(w->loop);
     pt_conns_reap(w);
     pt_worker_plugins_fini(w);
+    pt_redis_worker_fini(w->loop); /* after the plugins: their fini may still cancel calls */
     pt_buf_pool_free();
     return NULL;
 }
