@@ -113,11 +113,15 @@ static bool server_try_start(server *s, const char *password, bool quiet_exit)
             if (quiet_exit && WIFEXITED(st) && WEXITSTATUS(st) != 127) return false; /* port taken meanwhile? */
             fprintf(stderr, "test_redis: redis-server exited at start (status %d); is it installed "
                             "(scripts/install-deps.sh)?\n", st);
+            rmdir(s->dir);
             exit(1);
         }
         if (wall_ms() > deadline) {
             fprintf(stderr, "test_redis: redis-server did not listen on port %d within 10 s\n", s->port);
             kill(pid, SIGKILL);
+            waitpid(pid, NULL, 0);
+            unlink(s->unix_path);
+            rmdir(s->dir);
             exit(1);
         }
         usleep(10000);
