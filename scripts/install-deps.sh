@@ -8,10 +8,10 @@ PKGS=(
   # build
   build-essential clang libclang-rt-14-dev llvm
   libyaml-dev libpcre2-dev libssl-dev openssl libnghttp2-dev nghttp2-client python3-h2 libc-ares-dev
-  zlib1g-dev libbrotli-dev libzstd-dev libjansson-dev libcrypt-dev
+  zlib1g-dev libbrotli-dev libzstd-dev libjansson-dev libcrypt-dev libhiredis-dev
   # tests
   python3 python3-pytest python3-requests curl python3-grpcio python3-grpc-tools python3-prometheus-client python3-websockets
-  python3-brotli python3-zstandard python3-jwt python3-cryptography python3-jsonschema
+  python3-brotli python3-zstandard python3-jwt python3-cryptography python3-jsonschema redis-server
   # benchmarks (bench/compare)
   wrk nginx-light haproxy
 )
@@ -29,7 +29,8 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
-# nginx/haproxy packages start system services; the project never uses them.
-for svc in nginx haproxy; do
+# nginx/haproxy/redis-server packages start system services; the project never uses them
+# (the Redis tests start their own redis-server on a free port).
+for svc in nginx haproxy redis-server; do
   if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true; fi
 done

@@ -25,6 +25,7 @@ struct pt_loop {
     uint64_t clock_offset_ms; /* pt_loop_advance_clock (tests) */
     uint64_t wall_us;
     void *data;
+    void *slots[PT_LOOP_NSLOTS];
     /* timers: heap[1..ntimers] */
     pt_timer **heap;
     uint32_t ntimers, heap_cap;
@@ -60,6 +61,8 @@ uint64_t pt_loop_now(const pt_loop *loop) { return loop->now_ms; }
 uint64_t pt_loop_wall_us(const pt_loop *loop) { return loop->wall_us; }
 void pt_loop_set_data(pt_loop *loop, void *data) { loop->data = data; }
 void *pt_loop_data(const pt_loop *loop) { return loop->data; }
+void pt_loop_set_slot(pt_loop *loop, pt_loop_slot_id slot, void *value) { loop->slots[slot] = value; }
+void *pt_loop_slot(const pt_loop *loop, pt_loop_slot_id slot) { return loop->slots[slot]; }
 
 static void run_posts(pt_loop *loop, pt_io *io, uint32_t events);
 

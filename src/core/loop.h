@@ -99,4 +99,14 @@ void pt_loop_advance_clock(pt_loop *loop, uint64_t ms);
 void pt_loop_set_data(pt_loop *loop, void *data);
 void *pt_loop_data(const pt_loop *loop);
 
+/* Loop-local slots: per-worker state of a layer that sits below the worker
+ * (server/worker.h) and so cannot reach it through pt_loop_data. One owner
+ * per slot, which creates and frees its value; NULL until set. */
+typedef enum {
+    PT_LOOP_SLOT_REDIS = 0, /* plugin/redis.c: the worker's Redis connections */
+    PT_LOOP_NSLOTS
+} pt_loop_slot_id;
+void pt_loop_set_slot(pt_loop *loop, pt_loop_slot_id slot, void *value);
+void *pt_loop_slot(const pt_loop *loop, pt_loop_slot_id slot);
+
 #endif

@@ -29,7 +29,9 @@
  *   obs/txn_stats.h    pt_txn_stats, for the log phase;
  *   plugin/digest_cache.h  the per-worker TTL'd LRU cache keyed by salted
  *                      digests (pt_digest_cache, pt_digest_store) that
- *                      plugins remember verified credentials in.
+ *                      plugins remember verified credentials in;
+ *   net/redis.h        Redis replies, results, errors, scripts and
+ *                      pt_redis_cancel (the "Redis" section below).
  *
  * A plugin is a pt_plugin_type: a name, a `configure` that validates its
  * YAML block and returns its immutable per-instance config, the size of its
@@ -95,6 +97,7 @@
 #include "core/loop.h"
 #include "http/message.h"
 #include "net/ipset.h"
+#include "net/redis.h"
 #include "obs/metrics.h"
 #include "obs/txn_stats.h"
 #include "plugin/digest_cache.h"
@@ -442,6 +445,64 @@ void pt_http_cancel(pt_http_call *call);
 /* A call on behalf of `txn`: carries its request id (X-Request-Id) and is
  * cancelled when the request ends (the callback then never runs). */
 pt_http_call *pt_txn_subrequest(pt_txn *txn, const pt_http_request *req, pt_http_done_fn done, void *data);
+
+/* ---- Redis (docs/redis.md) ----
+ * Asynchronous Redis commands on the worker's loop. A plugin reads a
+ * `redis:` block in configure (pt_redis_conf_read) and sends commands with
+ * it; on each worker, every block naming the same (address, username, db,
+ * password) shares one pipelined connection, which survives reloads. The
+ * first use on a worker connects; commands sent meanwhile wait for it.
+ *
+ * Contract of every call below: it returns at once. Either it fails now —
+ * NULL/false with *err set (PT_REDIS_ERR_DOWN: the connection is down,
+ * waiting to reconnect or reconnecting; commands are not queued; _BUSY: max_pending
+ * commands in flight; _INVALID) — and `done` never runs; or `done` runs
+ * later, on this loop, exactly once (never inside the starting call):
+ *   PT_REDIS_OK          r->reply is the reply (strings, integers, arrays,
+ *                        nil, status), read with pt_redis_reply_* and valid
+ *                        only during the callback;
+ *   PT_REDIS_ERR_SERVER  the server answered an error (r->detail, r->reply);
+ *   PT_REDIS_ERR_TIMEOUT no reply within command_timeout (a reply arriving
+ *                        later is dropped);
+ *   PT_REDIS_ERR_DOWN    the connection was lost (or could not be made)
+ *                        before the reply; r->detail says why;
+ *   PT_REDIS_ERR_CLOSED  the connection was closed for good (no
+ *                        configuration uses it any more).
+ * Arguments are binary-safe (argvlen[i] bytes; argvlen NULL: C strings) and
+ * copied. pt_redis_cancel(call) before `done` ran guarantees it never runs.
+ * A reply may arrive after the request that asked for it ended: use the
+ * pt_txn_redis_* forms, cancelled with the request, or a pt_txn_ref. */
+typedef struct pt_redis_conf pt_redis_conf;
+
+/* Reads a `redis:` block {address, username, password (${ENV} only), db,
+ * connect_timeout, command_timeout, max_pending}; errors at `node` are
+ * prefixed with `what` ("rate_limit.redis"); a NULL node (the block is
+ * missing) is one. NULL on error; the result lives in ctx->arena. */
+const pt_redis_conf *pt_redis_conf_read(pt_conf_ctx *ctx, const pt_conf_node *node, const char *what);
+/* Its `address` as written ("10.0.0.7:6379", "unix:/run/redis.sock"): for
+ * messages and metric labels (never the password). */
+const char *pt_redis_conf_address(const pt_redis_conf *conf);
+/* A Lua script for pt_redis_eval (its SHA1 computed once), in the
+ * configuration's arena. */
+const pt_redis_script *pt_conf_redis_script(pt_conf_ctx *ctx, const char *text);
+
+/* Sends one command (argv[0] is its name) on the worker owning `loop`. */
+pt_redis_call *pt_redis_command(struct pt_loop *loop, const pt_redis_conf *conf, int argc, const char *const *argv,
+                                const size_t *argvlen, pt_redis_done_fn done, void *data, pt_redis_error *err);
+/* Runs `script` by SHA1 (EVALSHA); the first nkeys of argv are KEYS, the
+ * rest ARGV. When the server does not know the script (NOSCRIPT: restarted,
+ * SCRIPT FLUSH) it is sent whole (EVAL, which also caches it) without the
+ * caller noticing. */
+pt_redis_call *pt_redis_eval(struct pt_loop *loop, const pt_redis_conf *conf, const pt_redis_script *script,
+                             int nkeys, int argc, const char *const *argv, const size_t *argvlen,
+                             pt_redis_done_fn done, void *data, pt_redis_error *err);
+/* The same on behalf of `txn`: cancelled when the request ends (`done`
+ * then never runs), so `done` may use the txn. True when started. */
+bool pt_txn_redis_command(pt_txn *txn, const pt_redis_conf *conf, int argc, const char *const *argv,
+                          const size_t *argvlen, pt_redis_done_fn done, void *data, pt_redis_error *err);
+bool pt_txn_redis_eval(pt_txn *txn, const pt_redis_conf *conf, const pt_redis_script *script, int nkeys, int argc,
+                       const char *const *argv, const size_t *argvlen, pt_redis_done_fn done, void *data,
+                       pt_redis_error *err);
 
 /* ---- Safe references for asynchronous work ----
  * A late reply (timer, Redis, HTTP client) must not touch a request that

@@ -19,6 +19,7 @@
 #include "net/dns.h"
 #include "server/connlimit.h"
 #include "plugin/plugin.h"
+#include "plugin/redis.h"
 #include "server/worker.h"
 
 #define ARENA_CACHE_MAX 256
@@ -81,6 +82,7 @@ void pt_worker_gen_free(pt_worker *w, pt_worker_gen *wg)
         free(wg->upstreams[i].pools);
     }
     free(wg->upstreams);
+    pt_redis_worker_release(w->loop, wg->gen->cfg->arena); /* its plugins' Redis connections */
     pt_generation_unref(wg->gen);
     free(wg);
 }
@@ -255,6 +257,7 @@ static void *worker_main(void *arg)
     pt_loop_run(w->loop);
     pt_conns_reap(w);
     pt_worker_plugins_fini(w);
+    pt_redis_worker_fini(w->loop); /* after the plugins: their fini may still cancel calls */
     pt_buf_pool_free();
     return NULL;
 }
