@@ -30,6 +30,14 @@ static const pt_metric_desc decisions_desc = {
     .ndims = 1,
 };
 
+static const char *const zone_labels[] = {"zone", NULL};
+static const pt_metric_desc redis_errors_desc = {
+    .name = "portico_rate_limit_redis_errors_total",
+    .help = "rate_limit decisions Redis could not make (down, timeout, error), decided by on_redis_error instead.",
+    .type = PT_METRIC_COUNTER,
+    .labels = zone_labels,
+};
+
 /* ------------------------------------------------------------ configuration */
 
 /* A policy identifier: visible ASCII without '"' or '\' (an sf-string). */
@@ -123,8 +131,8 @@ static int policy_item(char *buf, size_t cap, const rl_limit_conf *l)
 
 static void *rl_configure(pt_conf_ctx *ctx, const pt_conf_node *node)
 {
-    static const char *const allowed[] = {"key", "limits", "algorithm", "queue", "max_keys", "headers", "zone",
-                                          NULL};
+    static const char *const allowed[] = {"key",  "limits", "algorithm", "queue",          "max_keys", "headers",
+                                          "zone", "mode",   "redis",     "on_redis_error", NULL};
     if (!node || node->kind != PT_NODE_MAP) {
         pt_conf_error(ctx, node, "rate_limit: expected a mapping with 'limits', e.g. {limits: [{requests: 10, per: 1s}]}");
         return NULL;
@@ -162,6 +170,43 @@ static void *rl_configure(pt_conf_ctx *ctx, const pt_conf_node *node)
         }
     }
 
+    const pt_conf_node *mode = pt_conf_get(node, "mode"), *rb = pt_conf_get(node, "redis");
+    if (mode) {
+        if (mode->kind == PT_NODE_SCALAR && mode->scalar && strcmp(mode->scalar, "redis") == 0) c->redis_mode = true;
+        else if (!(mode->kind == PT_NODE_SCALAR && mode->scalar && strcmp(mode->scalar, "local") == 0)) {
+            pt_conf_error(ctx, mode, "rate_limit: 'mode' must be local or redis");
+            ok = false;
+        }
+    }
+    if (c->redis_mode && !rb) {
+        pt_conf_error(ctx, mode, "rate_limit: mode redis needs a 'redis' block (rate_limit.redis: {address: ...})");
+        ok = false;
+    } else if (c->redis_mode) {
+        c->redis = pt_redis_conf_read(ctx, rb, "rate_limit.redis");
+        if (!c->redis) ok = false;
+        else c->script = rl_redis_script(ctx);
+    } else if (rb) {
+        pt_conf_error(ctx, rb, "rate_limit: 'redis' needs mode: redis");
+        ok = false;
+    }
+    const pt_conf_node *oe = pt_conf_get(node, "on_redis_error");
+    if (oe) {
+        static const char *const pol[] = {"local", "allow", "deny"};
+        bool found = false;
+        for (size_t i = 0; i < PT_ARRAY_LEN(pol) && oe->kind == PT_NODE_SCALAR && oe->scalar; i++)
+            if (strcmp(oe->scalar, pol[i]) == 0) {
+                c->on_redis_error = (rl_on_error)i;
+                found = true;
+            }
+        if (!found) {
+            pt_conf_error(ctx, oe, "rate_limit: 'on_redis_error' must be local, allow or deny");
+            ok = false;
+        } else if (!c->redis_mode) {
+            pt_conf_error(ctx, oe, "rate_limit: 'on_redis_error' needs mode: redis");
+            ok = false;
+        }
+    }
+
     const pt_conf_node *lims = pt_conf_get(node, "limits");
     if (!lims || lims->kind != PT_NODE_SEQ || lims->n == 0 || lims->n > RL_MAX_LIMITS) {
         pt_conf_error(ctx, lims ? lims : node, "rate_limit: 'limits' must be a list of 1 to %d limits", RL_MAX_LIMITS);
@@ -193,7 +238,16 @@ static void *rl_configure(pt_conf_ctx *ctx, const pt_conf_node *node)
                                   rl_table_init);
         if (!l->table) return NULL;
         l->decisions = pt_conf_metric(ctx, lims->vals[i], &decisions_desc, (const char *const[]){zone, l->name});
+        if (c->redis_mode) {
+            /* the same identity as the local table's key: a change starts afresh */
+            char *pfx = pt_arena_printf(ctx->arena, "portico:rl:%s:%s:%d:%llu:%llu:%s:", zone, l->name, (int)l->lim.algo,
+                                        (unsigned long long)l->lim.requests, (unsigned long long)l->lim.period_us,
+                                        c->key.spec);
+            l->redis_prefix = pfx;
+            l->redis_prefix_len = strlen(pfx);
+        }
     }
+    if (c->redis_mode) c->redis_errors = pt_conf_metric(ctx, node, &redis_errors_desc, (const char *const[]){zone});
     return c;
 }
 
@@ -232,38 +286,18 @@ static void rl_cleanup(void *data)
     if (pt_timer_active(&st->timer)) pt_timer_stop(st->loop, &st->timer);
 }
 
-static pt_plugin_result rl_on_request_headers(pt_txn *txn, const void *conf, void *state)
+/* The verdicts of every applied limit are in st: answer 429 for the first
+ * refusal, else pause for the longest delay, else go on. */
+static pt_plugin_result conclude(pt_txn *txn, const rl_conf *c, rl_state *st)
 {
-    const rl_conf *c = conf;
-    rl_state *st = state;
-    /* after the authentication plugins: a request without credentials gets
-     * its 401 and uses no quota */
-    if (c->needs_consumer || pt_txn_auth_started(txn)) {
-        pt_plugin_result r = pt_txn_auth_settle(txn);
-        if (r != PT_PLUGIN_CONTINUE) return r;
-    }
-    const pt_consumer *who = pt_txn_consumer(txn);
-    char buf[512];
-    pt_str key = pt_plugin_key_build(txn, &c->key, buf, sizeof(buf));
-    uint64_t now = rl_now_us(), delay = 0;
-    uint64_t hashes[RL_MAX_LIMITS];
-    st->evaluated = true;
+    uint64_t delay = 0;
     for (size_t i = 0; i < c->nlimits; i++) {
+        if (!st->applied[i]) continue;
         const rl_limit_conf *l = &c->limits[i];
-        if (!limit_applies(l, who)) continue;
-        st->applied[i] = 1;
-        hashes[i] = rl_hash(l->table, key.p, key.n);
-        rl_take(l->table, &l->lim, hashes[i], now, &st->verdict[i]);
         if (st->verdict[i].allowed) {
             if (st->verdict[i].delay_us > delay) delay = st->verdict[i].delay_us;
             continue;
         }
-        /* refused: the limits that counted this request give it back */
-        for (size_t j = 0; j < i; j++)
-            if (st->applied[j]) {
-                rl_give_back(c->limits[j].table, &c->limits[j].lim, hashes[j], now);
-                st->verdict[j].remaining++;
-            }
         pt_metric_add(l->decisions, D_REJECTED, 1);
         uint64_t retry = ceil_s(st->verdict[i].retry_after_us);
         if (retry == 0) retry = 1;
@@ -285,6 +319,88 @@ static pt_plugin_result rl_on_request_headers(pt_txn *txn, const void *conf, voi
     pt_arena_on_cleanup(pt_txn_arena(txn), rl_cleanup, st);
     pt_timer_start(st->loop, &st->timer, (delay + 999) / 1000, rl_timer_fired, st);
     return PT_PLUGIN_PAUSE;
+}
+
+/* Local mode (and the fallback of mode redis): the process's tables. A
+ * limit that refuses makes the ones before it give the request back. */
+static pt_plugin_result decide_local(pt_txn *txn, const rl_conf *c, rl_state *st, pt_str key)
+{
+    uint64_t now = rl_now_us();
+    uint64_t hashes[RL_MAX_LIMITS];
+    for (size_t i = 0; i < c->nlimits; i++) {
+        if (!st->applied[i]) continue;
+        const rl_limit_conf *l = &c->limits[i];
+        hashes[i] = rl_hash(l->table, key.p, key.n);
+        rl_take(l->table, &l->lim, hashes[i], now, &st->verdict[i]);
+        if (st->verdict[i].allowed) continue;
+        for (size_t j = 0; j < i; j++)
+            if (st->applied[j]) {
+                rl_give_back(c->limits[j].table, &c->limits[j].lim, hashes[j], now);
+                st->verdict[j].remaining++;
+            }
+        for (size_t j = i + 1; j < c->nlimits; j++) st->applied[j] = 0; /* not evaluated */
+        break;
+    }
+    return conclude(txn, c, st);
+}
+
+/* Redis could not decide: on_redis_error says what happens. */
+static pt_plugin_result redis_failed(pt_txn *txn, const rl_conf *c, rl_state *st, pt_str key)
+{
+    pt_metric_add(c->redis_errors, 0, 1);
+    switch (c->on_redis_error) {
+    case RL_ON_ERROR_ALLOW:
+        memset(st->applied, 0, sizeof(st->applied)); /* nothing was counted: no fields */
+        return PT_PLUGIN_CONTINUE;
+    case RL_ON_ERROR_DENY:
+        memset(st->applied, 0, sizeof(st->applied));
+        pt_txn_respond_problem(txn, 503, "the rate limit store (Redis) is unavailable");
+        pt_txn_respond_header(txn, PT_STR_LIT("Retry-After"), PT_STR_LIT("1"));
+        return PT_PLUGIN_RESPOND;
+    default:
+        return decide_local(txn, c, st, key);
+    }
+}
+
+static void redis_done(void *data, const pt_redis_result *r)
+{
+    rl_state *st = data;
+    const rl_conf *c = st->conf;
+    pt_txn *txn = st->txn;
+    pt_plugin_result res;
+    if (r->error == PT_REDIS_OK && rl_redis_verdicts(r->reply, st)) {
+        res = conclude(txn, c, st);
+    } else {
+        char buf[512];
+        res = redis_failed(txn, c, st, pt_plugin_key_build(txn, &c->key, buf, sizeof(buf)));
+    }
+    if (res != PT_PLUGIN_PAUSE) pt_txn_resume(txn, PT_SIDE_REQUEST, res); /* PAUSE: the delay timer resumes */
+}
+
+static pt_plugin_result rl_on_request_headers(pt_txn *txn, const void *conf, void *state)
+{
+    const rl_conf *c = conf;
+    rl_state *st = state;
+    /* after the authentication plugins: a request without credentials gets
+     * its 401 and uses no quota */
+    if (c->needs_consumer || pt_txn_auth_started(txn)) {
+        pt_plugin_result r = pt_txn_auth_settle(txn);
+        if (r != PT_PLUGIN_CONTINUE) return r;
+    }
+    const pt_consumer *who = pt_txn_consumer(txn);
+    char buf[512];
+    pt_str key = pt_plugin_key_build(txn, &c->key, buf, sizeof(buf));
+    st->evaluated = true;
+    bool any = false;
+    for (size_t i = 0; i < c->nlimits; i++)
+        if (limit_applies(&c->limits[i], who)) st->applied[i] = 1, any = true;
+    if (!any) return PT_PLUGIN_CONTINUE;
+    if (!c->redis_mode) return decide_local(txn, c, st, key);
+    st->conf = c;
+    st->txn = txn;
+    pt_redis_error err;
+    if (rl_redis_start(txn, c, st, key, redis_done, &err)) return PT_PLUGIN_PAUSE;
+    return redis_failed(txn, c, st, key);
 }
 
 /* RateLimit-Policy and RateLimit on the response (also on our own 429). */

@@ -12,6 +12,9 @@
  *         max_keys: 100000         # per limit; 16 bytes each, shared by the workers
  *         headers: true            # RateLimit / RateLimit-Policy on every response
  *         zone: NAME               # share counters with instances of the same zone
+ *         mode: local              # local (default) | redis: one counter for every gateway
+ *         redis: {address: 10.0.0.7:6379, ...}   # mode redis (docs/redis.md)
+ *         on_redis_error: local    # local (count in this process) | allow | deny (503)
  *
  * Every limit must allow the request; a refused request gets 429
  * problem+json with Retry-After, and the requests the other limits counted
@@ -28,9 +31,13 @@
 
 #define RL_MAX_LIMITS 8
 
+typedef enum { RL_ON_ERROR_LOCAL = 0, RL_ON_ERROR_ALLOW, RL_ON_ERROR_DENY } rl_on_error;
+
 typedef struct {
     const char *name;  /* the policy identifier in RateLimit / RateLimit-Policy */
     rl_limit lim;
+    const char *redis_prefix; /* mode redis: "portico:rl:<zone>:<name>:<algo>:<requests>:<period>:<key>:" */
+    size_t redis_prefix_len;
     rl_table *table;   /* pt_conf_shared */
     const char *const *consumers; /* applies only to these consumers / groups (none: to all) */
     size_t nconsumers;
@@ -45,6 +52,11 @@ typedef struct {
     size_t nlimits;
     bool headers;
     bool needs_consumer; /* a key part is the consumer, or a limit filters on consumers */
+    bool redis_mode;
+    const pt_redis_conf *redis;
+    const pt_redis_script *script;
+    rl_on_error on_redis_error;
+    pt_metric_series *redis_errors;
 } rl_conf;
 
 /* Per-request state (zeroed, in the request arena). */
@@ -55,7 +67,18 @@ typedef struct {
     pt_timer timer;
     struct pt_loop *loop;
     pt_txn *txn;
+    const rl_conf *conf;
+    uint8_t redis_index[RL_MAX_LIMITS]; /* mode redis: the limit of each script key */
+    uint8_t redis_n;
 } rl_state;
+
+/* Mode redis (rl_redis.c): the decision script; starting the call for the
+ * applied limits of `st` with key bytes `key` (false: not started, *err
+ * says why); reading its answer into st->verdict (false: malformed). */
+const pt_redis_script *rl_redis_script(pt_conf_ctx *ctx);
+bool rl_redis_start(pt_txn *txn, const rl_conf *c, rl_state *st, pt_str key, pt_redis_done_fn done,
+                    pt_redis_error *err);
+bool rl_redis_verdicts(const pt_redis_reply *reply, rl_state *st);
 
 extern const pt_plugin_type pt_plugin_rate_limit;
 
