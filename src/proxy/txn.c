@@ -291,6 +291,7 @@ static bool route_request(pt_txn *t)
         t->route = t->match.route;
         t->pipe = &t->gen->route_pipes[t->route->index];
         t->max_buffered = t->route->max_buffered_body;
+        txn_retry_route_start(t);
     }
     alloc_states(t);
     /* Routing and limit errors are answered after the request phase has run
@@ -758,6 +759,7 @@ static void write_access_log(pt_txn *t, const pt_txn_stats *s)
         .bytes_out = s->bytes_out,
         .duration_ms = (double)s->total_us / 1000.0,
         .upstream_ms = s->upstream_us >= 0 ? (double)s->upstream_us / 1000.0 : -1.0,
+        .attempts = s->attempts,
     };
     char line[PT_ACCESSLOG_LINE_MAX];
     size_t n = pt_accesslog_format(line, sizeof(line), &r);
@@ -773,6 +775,7 @@ void txn_finish(pt_txn *t)
     PT_ASSERT(t->depth > 0);
     t->finished = true;
     pt_timer_stop(t->w->loop, &t->deadline);
+    txn_retry_finish(t);
     if (t->tun) txn_tunnel_finish(t);
     stop_generator(t, t->resp_done && !t->aborted);
     for (int i = 0; i < 2; i++) {

@@ -180,7 +180,7 @@ static int run_body(pt_txn *t, pt_side side, size_t from, pt_body *b)
 static void forward_request(pt_txn *t, const char *data, size_t len, bool last)
 {
     if (last) t->req_last_passed = true; /* a retried exchange sends the end at once */
-    if (!t->uc) return;
+    if (!txn_retry_pass_body(t, data, len)) return; /* kept for the next attempt, or dropped */
     bool more = len ? t->uops->send_body(t->uc, data, len) : true;
     if (t->finished || !t->uc) return;
     if (last) {

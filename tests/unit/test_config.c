@@ -379,7 +379,7 @@ TEST(unknown_key_in_route_has_position_and_list)
                              "    foo: 1\n",
                      "t.yaml:5:5: unknown key 'foo' in route (expected one of: name, match, upstream, "
                      "strip_prefix, rewrite, max_body_size, body_timeout, min_body_rate, max_buffered_body, plugins, "
-                     "upgrade, tunnel_idle_timeout, path_rules, auth)"));
+                     "upgrade, tunnel_idle_timeout, path_rules, auth, retries, timeout)"));
     CHECK(fails_with("listn: [127.0.0.1:1]\n", "t.yaml:1:1: unknown key 'listn' in top level"));
     CHECK(fails_with(MINIMAL "timeouts: {headr: 1s}\n", "t.yaml:2:12: unknown key 'headr' in timeouts"));
     CHECK(fails_with(MINIMAL "routes:\n  - match: {pth: /}\n    upstream: x\n",
