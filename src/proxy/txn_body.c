@@ -311,7 +311,8 @@ static void drain_queued(pt_txn *t, pt_side side)
     }
     if (t->finished || s->paused) return;
     if (side == PT_SIDE_REQUEST) {
-        if (!t->req_body_done && t->uc && !t->resp_done) t->ops->want_body(t->stream, true);
+        /* only into a ready exchange (txn_retry.c: not while connecting or between attempts) */
+        if (!t->req_body_done && t->uc && t->retry.sending && !t->resp_done) t->ops->want_body(t->stream, true);
     } else if (t->uc && !t->up_read_paused_by_ds) {
         t->uops->pause_read(t->uc, false);
     } else {

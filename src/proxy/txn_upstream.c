@@ -109,7 +109,8 @@ static void on_up_writable(void *owner)
 {
     pt_txn *t = owner;
     txn_enter(t);
-    if (!t->req_body_done && !t->resp_done && !t->side[PT_SIDE_REQUEST].paused && !t->req_responded)
+    if (!t->req_body_done && !t->resp_done && !t->side[PT_SIDE_REQUEST].paused && !t->req_responded &&
+        t->retry.sending) /* not while a retried 5xx is read */
         t->ops->want_body(t->stream, true);
     txn_leave(t);
 }

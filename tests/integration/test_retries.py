@@ -238,6 +238,51 @@ def test_upstream_level_retries_are_the_routes_default(portico, upstream):
     assert request(p2.port, "GET", "/once").status == 502
 
 
+# ----------------------------------------------------------------- HTTP/2
+
+
+def test_h2c_upstream_503_retried_on_the_same_single_target(portico):
+    """One target: the retry goes to it again; the 503's stream is read and
+    dropped, the POST body (kept) goes again on a new stream."""
+    from h2util import H2Upstream
+    answers = []
+
+    def respond(rec):
+        answers.append(rec)
+        if len(answers) == 1:
+            return [(":status", "503"), ("content-length", "4")], b"busy"
+        out = b"ok %d" % len(rec["body"])
+        return [(":status", "200"), ("content-length", str(len(out)))], out
+
+    up = H2Upstream(respond)
+    p = portico(simple_config(up.addr, upstream_extra={"protocol": "h2c"},
+                              route_extra={"retries": {"methods": "all", "backoff": FAST}}))
+    body = b"q" * 20000
+    r = request(p.port, "POST", "/h2", body=body)
+    assert r.status == 200 and r.body == b"ok 20000", r
+    assert len(answers) == 2 and all(bytes(a["body"]) == body for a in answers)
+
+
+def test_h2_client_retried_request(portico, upstream):
+    import h2.events
+    from h2util import h2_connect, h2_head, h2_read_until
+    a, b = two_targets(upstream, Script([status(503)], ok))
+    p = portico(cfg([a, b], {"methods": "all", "backoff": FAST}))
+    s, c = h2_connect(p.port)
+    c.send_headers(1, h2_head("/h2c", method="POST", extra=[("content-length", "5")]))
+    c.send_data(1, b"hello", end_stream=True)
+    s.sendall(c.data_to_send())
+    events, done = h2_read_until(s, c, lambda e: isinstance(e, h2.events.StreamEnded))
+    assert done
+    heads = [e for e in events if isinstance(e, h2.events.ResponseReceived)]
+    assert dict(heads[0].headers)[b":status"] == b"200"
+    data = b"".join(e.data for e in events if isinstance(e, h2.events.DataReceived))
+    assert data.startswith(b"ok from ")
+    s.close()
+    reqs = a.requests + b.requests
+    assert len(reqs) == 2 and all(q.body == b"hello" for q in reqs)
+
+
 # ---------------------------------------------------------- per-try timeout
 
 
