@@ -327,6 +327,20 @@ def test_route_timeout_gives_504_with_attempts_left(portico, upstream):
     assert len(a.requests) + len(b.requests) == n
 
 
+def test_route_timeout_during_backoff(portico, upstream):
+    """The deadline cuts a backoff wait short: 504 at once, no later attempt."""
+    a, b = two_targets(upstream, Script([], lambda n: status(503)))
+    p = portico(cfg([a, b], {"attempts": 8, "backoff": {"base": "5s", "max": "5s"}},
+                    route_extra={"timeout": "500ms"}))
+    start = time.monotonic()
+    r = request(p.port, "GET", "/bo", timeout=20)
+    problem_check(r, 504)
+    assert time.monotonic() - start < 4
+    n = len(a.requests) + len(b.requests)
+    time.sleep(1)
+    assert len(a.requests) + len(b.requests) == n
+
+
 def test_route_timeout_without_retries(portico, upstream):
     hang = upstream(lambda req: HANG, name="hang")
     p = portico(simple_config(hang.addr, route_extra={"timeout": "500ms"},

@@ -1187,6 +1187,96 @@ TEST(retry_while_body_end_is_held_sends_one_end)
     CHECK_INT(ds.finished, 1);
 }
 
+/* ------------------------------------------------------------- retries */
+
+/* Gives the route a retry policy for one test (restored by the caller):
+ * POST retried on 503 and resets, no backoff wait (a 0 ms timer). */
+static pt_retry_policy retry_on(void)
+{
+    pt_retry_policy old = G->cfg->routes[0].retry;
+    G->cfg->routes[0].retry = (pt_retry_policy){
+        .configured = true, .attempts = 3, .on = PT_RETRY_ON_RESET, .all_methods = true, .body_buffer = 1024,
+    };
+    G->cfg->routes[0].retry.on_status[0] = 1ull << 3; /* 503 */
+    return old;
+}
+
+/* A listed 5xx is read and dropped (no plugin sees it, the exchange is
+ * pooled after its end); the next attempt gets the kept body again. */
+TEST(retry_503_is_discarded_and_the_body_resent)
+{
+    pt_retry_policy old = retry_on();
+    setup(NULL, NULL, NULL);
+    start("POST", 8);
+    fake_up *first = upp;
+    client_body("1234", false);
+    client_body("5678", true);
+    CHECK(first->ended);
+    up_head(503, 4, NULL, NULL);
+    CHECK_INT(probes[0].calls[PH_RESH], 0);
+    up_data("busy");
+    up_end("");
+    CHECK(first->released);
+    CHECK(!ds.head_sent);
+    spin(); /* the backoff timer (0 ms) */
+    fake_up *second = upp;
+    CHECK(second != first && second->head_sent);
+    CHECK_STRN(second->body, second->body_len, "12345678");
+    CHECK_INT(second->ends, 1);
+    up_head(200, 2, NULL, NULL);
+    CHECK_INT(probes[0].calls[PH_RESH], 1);
+    up_data("ok");
+    up_end("");
+    CHECK_INT(ds.status, 200);
+    CHECK_STRN(ds.body, ds.body_len, "ok");
+    CHECK_INT(ds.finished, 1);
+    G->cfg->routes[0].retry = old;
+}
+
+/* Bytes a paused request-body plugin releases while the request waits for
+ * its next attempt reach that attempt once, after the kept ones. */
+TEST(retry_with_body_held_by_a_paused_plugin)
+{
+    pt_retry_policy old = retry_on();
+    setup(NULL, pause_reqb_first, NULL);
+    start("PUT", 8);
+    fake_up *first = upp;
+    client_body("1234", false); /* held by B */
+    CHECK_INT(first->body_len, 0);
+    first->cbs->on_error(first->owner, PT_UERR_CLOSED, true); /* a reset: retried */
+    resume(&probes[1], PT_PLUGIN_CONTINUE); /* the held bytes go on (kept), the backoff fires */
+    spin();
+    fake_up *second = upp;
+    CHECK(second != first && second->head_sent);
+    CHECK_STRN(second->body, second->body_len, "1234");
+    CHECK(ds.want_body);
+    client_body("5678", true);
+    CHECK_STRN(second->body, second->body_len, "12345678");
+    CHECK_INT(second->ends, 1);
+    up_head(204, -1, NULL, NULL);
+    up_end("");
+    CHECK_INT(ds.status, 204);
+    CHECK_INT(ds.finished, 1);
+    G->cfg->routes[0].retry = old;
+}
+
+/* Once more than body_buffer went upstream, a failure is not retried. */
+TEST(retry_refused_when_the_body_was_not_kept)
+{
+    pt_retry_policy old = retry_on();
+    G->cfg->routes[0].retry.body_buffer = 4;
+    setup(NULL, NULL, NULL);
+    start("POST", 8);
+    client_body("1234", false);
+    client_body("5678", true);
+    up_head(503, 0, NULL, NULL);
+    CHECK_INT(ds.status, 503); /* forwarded: the whole body could not be re-sent */
+    up_end("");
+    CHECK_INT(ds.finished, 1);
+    CHECK_INT(up_opened, 1);
+    G->cfg->routes[0].retry = old;
+}
+
 /* Releases what the last test's probes still hold. */
 __attribute__((destructor)) static void world_dtor(void)
 {
