@@ -5,7 +5,8 @@
  *   pt_txn_start: normalise path, route (404/405), body-size check (413),
  *     request-header phase (each plugin may continue, respond or pause);
  *   txn_connect_upstream (txn_upstream.c): pick a target, take a pooled
- *     connection or connect, retry failed connects for idempotent requests;
+ *     connection or connect; failed attempts are retried under the route's
+ *     policy (txn_retry.c: failures, 5xx heads, per-try timeout, deadline);
  *   the upstream is ready: send the head, then ask the codec for the body,
  *     which runs through the request-body plugins (txn_body.c) and is
  *     streamed with backpressure (codec -> txn -> upstream);

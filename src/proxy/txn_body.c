@@ -181,8 +181,10 @@ static void forward_request(pt_txn *t, const char *data, size_t len, bool last)
 {
     if (last) t->req_last_passed = true; /* a retried exchange sends the end at once */
     if (!txn_retry_pass_body(t, data, len)) return; /* kept for the next attempt, or dropped */
+    void *x = t->uc;
     bool more = len ? t->uops->send_body(t->uc, data, len) : true;
-    if (t->finished || !t->uc) return;
+    /* failed inside send_body: over, or a retry that already sent these bytes */
+    if (t->finished || t->uc != x) return;
     if (last) {
         t->req_end_sent = true;
         t->uops->send_end(t->uc, txn_trailers_lines(t, PT_SIDE_REQUEST));

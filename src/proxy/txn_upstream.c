@@ -1,6 +1,7 @@
 /* txn_upstream.c — the transaction's upstream exchange: choosing a target,
- * connecting (pooled or fresh, HTTP/1 or HTTP/2), retries, sending the
- * request head, the events of the exchange, and the gRPC deadline. */
+ * connecting (pooled or fresh, HTTP/1 or HTTP/2), sending the request head,
+ * the events of the exchange, and the gRPC deadline. Whether and when a
+ * failed attempt is tried again is txn_retry.c's. */
 #include "proxy/txn_int.h"
 
 static const pt_uconn_cbs up_cbs;
@@ -84,13 +85,15 @@ static void on_up_ready(void *owner)
 {
     pt_txn *t = owner;
     txn_enter(t);
+    void *x = t->uc;
     send_request_head(t);
     /* a retry sends the body kept so far (txn_retry.c) */
     bool more = t->uc && !t->finished && txn_retry_exchange_ready(t);
-    if (!t->req->has_body) {
+    if (t->uc != x || t->finished) {
+        /* the exchange failed while sending the head or the kept body: the
+         * request is over, or its next attempt sends (or sent) all of it */
+    } else if (!t->req->has_body) {
         t->req_end_sent = true;
-    } else if (!t->uc || t->finished) {
-        /* the exchange failed while sending the head or the kept body */
     } else if (t->req_body_done && (t->req_last_passed || t->req->content_length == 0)) {
         /* the end already went through the plugins (a retry after a stale
          * pooled connection), or "Content-Length: 0": complete before any

@@ -175,6 +175,7 @@ typedef struct {
     bool read_paused;
     bool released, closed;
     bool high; /* send_body reports backpressure */
+    bool fail_send; /* send_body fails at once (a stale pooled connection) */
 } fake_up;
 /* Every exchange opened in a test gets a slot; `up` is the latest. */
 static fake_up up_slots[4];
@@ -203,10 +204,18 @@ static void up_send_head(void *x, const pt_request *r, pt_str target, pt_str hos
                  (int)h->v[i].value.n, h->v[i].value.p);
     }
 }
+static bool fake_reused; /* exchanges claim to be pooled connections */
 static bool up_send_body(void *x, const char *d, size_t n)
 {
     fake_up *f = x;
     CHECK(!f->closed && !f->released);
+    if (f->fail_send) {
+        f->fail_send = false;
+        fake_reused = true;
+        f->cbs->on_error(f->owner, PT_UERR_CLOSED, true);
+        fake_reused = false;
+        return false;
+    }
     if (f->body_len + n <= sizeof(f->body)) memcpy(f->body + f->body_len, d, n);
     f->body_len += n;
     return !f->high;
@@ -221,7 +230,6 @@ static void up_send_end(void *x, pt_str tr)
 static void up_pause(void *x, bool p) { ((fake_up *)x)->read_paused = p; }
 static void up_release(void *x) { ((fake_up *)x)->released = true; ((fake_up *)x)->open = false; }
 static void up_close(void *x) { ((fake_up *)x)->closed = true; ((fake_up *)x)->open = false; }
-static bool fake_reused; /* exchanges claim to be pooled connections */
 static bool up_reused(const void *x) { return fake_reused; }
 
 static const pt_upstream_exchange_ops fake_up_ops = {
@@ -1274,6 +1282,32 @@ TEST(retry_refused_when_the_body_was_not_kept)
     up_end("");
     CHECK_INT(ds.finished, 1);
     CHECK_INT(up_opened, 1);
+    G->cfg->routes[0].retry = old;
+}
+
+/* The exchange fails inside send_body (a stale pooled connection) and the
+ * re-send starts at once, inside that call: it gets the head, the kept
+ * bytes and later the rest, each once. */
+TEST(retry_started_inside_send_body_sends_everything_once)
+{
+    pt_retry_policy old = retry_on();
+    setup(NULL, NULL, NULL);
+    start("PUT", 8);
+    fake_up *first = upp;
+    first->fail_send = true;
+    client_body("1234", false);
+    fake_up *second = upp;
+    CHECK(second != first && first->closed && second->head_sent);
+    CHECK_STRN(second->body, second->body_len, "1234");
+    CHECK_INT(second->ends, 0);
+    CHECK(ds.want_body);
+    client_body("5678", true);
+    CHECK_STRN(second->body, second->body_len, "12345678");
+    CHECK_INT(second->ends, 1);
+    up_head(200, 0, NULL, NULL);
+    up_end("");
+    CHECK_INT(ds.status, 200);
+    CHECK_INT(ds.finished, 1);
     G->cfg->routes[0].retry = old;
 }
 
