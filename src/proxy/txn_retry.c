@@ -78,9 +78,10 @@ static bool budget_take(pt_txn *t)
 
 static void budget_release(pt_txn *t)
 {
-    if (!t->retry.budget_retry) return;
+    pt_retry_counters *c = counters(t);
+    if (!t->retry.budget_retry || !c) return;
     t->retry.budget_retry = false;
-    atomic_fetch_sub_explicit(&counters(t)->retries, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&c->retries, 1, memory_order_relaxed);
 }
 
 /* ---------------------------------------------------------------- deadline */
@@ -356,8 +357,9 @@ void txn_retry_finish(pt_txn *t)
     pt_buf_release(&r->keep);
     if (!t->ups) return;
     budget_release(t);
-    if (r->budget_active) {
+    pt_retry_counters *c = counters(t);
+    if (r->budget_active && c) {
         r->budget_active = false;
-        atomic_fetch_sub_explicit(&counters(t)->active, 1, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&c->active, 1, memory_order_relaxed);
     }
 }
