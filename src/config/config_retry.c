@@ -85,7 +85,10 @@ void pt_conf_retries(pt_conf_ctx *ctx, const pt_conf_node *node, pt_retry_policy
                                        "body_buffer", "budget", NULL};
     if (!node) return;
     if (!pt_conf_check_keys(ctx, node, keys, "retries")) return;
-    if (!pol->configured) policy_block_defaults(pol);
+    /* A block with only `budget` sets the budget, not a policy. */
+    bool policy_keys = false;
+    for (size_t i = 0; i < node->n; i++) policy_keys |= strcmp(node->keys[i]->scalar, "budget") != 0;
+    if (policy_keys && !pol->configured) policy_block_defaults(pol);
     const pt_conf_node *n;
     int64_t iv;
     uint64_t v;

@@ -1082,7 +1082,7 @@ TEST(retries_policy_merge)
 {
     pt_errors e = {0};
     pt_config *cfg = load(MINIMAL "upstreams:\n"
-                                  "  plain: {targets: [\"127.0.0.1:1\"]}\n"
+                                  "  plain: {targets: [\"127.0.0.1:1\"], retries: {budget: {min_retries: 1}}}\n"
                                   "  up:\n"
                                   "    targets: [\"127.0.0.1:1\"]\n"
                                   "    retries: {attempts: 4, per_try_timeout: 2s, budget: {ratio: 0.5, min_retries: 7}}\n"
@@ -1120,7 +1120,8 @@ TEST(retries_policy_merge)
     CHECK(cfg->upstreams[1].retry_budget.ratio == 0.5);
     CHECK_INT(cfg->upstreams[1].retry_budget.min_retries, 7);
     CHECK(cfg->upstreams[0].retry_budget.ratio == 0.2);
-    CHECK_INT(cfg->upstreams[0].retry_budget.min_retries, 3);
+    CHECK_INT(cfg->upstreams[0].retry_budget.min_retries, 1); /* a budget alone: no policy */
+    CHECK(!cfg->upstreams[0].retry.configured);
     pt_config_free(cfg);
     pt_errors_free(&e);
 }
