@@ -99,6 +99,36 @@ typedef enum {
     PT_UPROTO_H2C,       /* HTTP/2 with prior knowledge over plain TCP */
 } pt_upstream_protocol;
 
+/* Retry policy (docs/traffic.md "Retries and deadlines"): set on an
+ * upstream (the default of its routes) and per route, key by key. The zero
+ * value (no `retries` block anywhere) is the built-in rule: a failed connect
+ * of an idempotent request moves on to the next target, once per target,
+ * without backoff, budget or kept body. */
+enum {
+    PT_RETRY_ON_CONNECT = 1u << 0, /* connect refused or timed out */
+    PT_RETRY_ON_RESET = 1u << 1,   /* closed or reset before any response byte */
+    PT_RETRY_ON_TIMEOUT = 1u << 2, /* per_try_timeout, or the read timeout before any response byte */
+};
+#define PT_RETRY_MAX_ATTEMPTS 8 /* upstream/exchange.h PT_EXCHANGE_MAX_ATTEMPTS */
+typedef struct {
+    bool configured;             /* a `retries` block applies (else the built-in rule above) */
+    uint32_t attempts;           /* attempts in all, the first included (1..8); default 2 */
+    uint32_t on;                 /* PT_RETRY_ON_* */
+    uint64_t on_status[2];       /* bit s-500: upstream status s (500..599) is retried */
+    bool all_methods;            /* methods: all (default idempotent only) */
+    uint64_t per_try_timeout_ms; /* one attempt's wait for the response head; 0 = none */
+    uint64_t backoff_base_ms;    /* full-jitter exponential backoff; default 25ms */
+    uint64_t backoff_max_ms;     /* default 250ms */
+    uint64_t body_buffer;        /* request body bytes kept for a re-send; default 64k */
+} pt_retry_policy;
+
+/* Retry budget of an upstream (`retries.budget`): retries in flight at most
+ * max(min_retries, ratio x active requests), counted per process. */
+typedef struct {
+    double ratio;                /* default 0.2 */
+    uint32_t min_retries;        /* default 3 */
+} pt_retry_budget_conf;
+
 typedef struct pt_upstream_conf {
     char *name;
     int index;                   /* position in config->upstreams */
@@ -112,6 +142,8 @@ typedef struct pt_upstream_conf {
     bool preserve_host;          /* send the client's Host (default true) or the target's */
     pt_upstream_tls_conf tls;
     pt_upstream_protocol protocol; /* default PT_UPROTO_HTTP1 */
+    pt_retry_policy retry;       /* `retries`: the default of the routes using this upstream */
+    pt_retry_budget_conf retry_budget; /* `retries.budget` */
     int line;
     /* Runtime, not configuration: this upstream's metric series, set by
      * obs/gateway_metrics.c when a generation is adopted (NULL: not counted). */
@@ -265,6 +297,8 @@ typedef struct pt_route_conf {
     uint64_t tunnel_idle_timeout_ms;
     pt_path_rules path_rules;    /* resolved: the global path_rules with this route's overrides */
     pt_route_auth auth;          /* `auth:` {mode, anonymous} */
+    pt_retry_policy retry;       /* resolved: the upstream's `retries` with this route's overrides */
+    uint64_t timeout_ms;         /* `timeout`: arrival to the response head, all attempts; 0 = none */
     /* Runtime, not configuration: this route's metric series, set by
      * obs/gateway_metrics.c when a generation is adopted (NULL: not counted). */
     struct pt_route_metrics *metrics;

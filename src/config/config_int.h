@@ -33,4 +33,9 @@ bool pt_conf_resolve_target(const pt_config *cfg, pt_arena *a, const char *host,
  * plugins and routes, which refer to consumers by name). */
 void pt_conf_read_consumers(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg);
 
+/* config_retry.c: a `retries` block (node may be NULL: nothing changes)
+ * over *pol, which holds the inherited values; `budget` is non-NULL at the
+ * upstream level only (a route's block may not set it). */
+void pt_conf_retries(pt_conf_ctx *ctx, const pt_conf_node *node, pt_retry_policy *pol, pt_retry_budget_conf *budget);
+
 #endif

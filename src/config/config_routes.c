@@ -398,6 +398,22 @@ static void conf_route_auth(pt_conf_ctx *ctx, const pt_conf_node *n, const pt_co
     }
 }
 
+/* `retries` over the upstream's policy (config_retry.c) and `timeout`, the
+ * route's deadline from arrival to the response head. */
+static void conf_route_retries(pt_conf_ctx *ctx, const pt_conf_node *rn, pt_route_conf *r)
+{
+    const pt_conf_node *n = pt_conf_opt(rn, "retries");
+    if (r->upstream) r->retry = r->upstream->retry;
+    if (n && !pt_conf_opt(rn, "upstream")) pt_conf_error(ctx, n, "retries needs the route's upstream");
+    else pt_conf_retries(ctx, n, &r->retry, NULL);
+    const pt_conf_node *to = pt_conf_opt(rn, "timeout");
+    uint64_t v;
+    if (to && pt_conf_duration_ms(ctx, to, &v)) {
+        if (v == 0) pt_conf_error(ctx, to, "timeout must be greater than 0");
+        else r->timeout_ms = v;
+    }
+}
+
 void pt_conf_routes(pt_conf_ctx *ctx, const pt_conf_node *node, pt_config *cfg)
 {
     if (!node) return;
@@ -407,7 +423,8 @@ void pt_conf_routes(pt_conf_ctx *ctx, const pt_conf_node *node, pt_config *cfg)
     }
     static const char *const keys[] = {"name", "match", "upstream", "strip_prefix", "rewrite",
                                        "max_body_size", "body_timeout", "min_body_rate", "max_buffered_body",
-                                       "plugins", "upgrade", "tunnel_idle_timeout", "path_rules", "auth", NULL};
+                                       "plugins", "upgrade", "tunnel_idle_timeout", "path_rules", "auth", "retries",
+                                       "timeout", NULL};
     cfg->routes = pt_arena_calloc(ctx->arena, (node->n ? node->n : 1) * sizeof(*cfg->routes));
     for (size_t i = 0; i < node->n; i++) {
         const pt_conf_node *rn = node->vals[i];
@@ -432,6 +449,7 @@ void pt_conf_routes(pt_conf_ctx *ctx, const pt_conf_node *node, pt_config *cfg)
         r->path_rules = cfg->path_rules;
         pt_conf_path_rules(ctx, pt_conf_opt(rn, "path_rules"), &r->path_rules);
         conf_route_auth(ctx, pt_conf_opt(rn, "auth"), cfg, r);
+        conf_route_retries(ctx, rn, r);
         const pt_conf_node *plugins = pt_conf_get(rn, "plugins");
         ctx->scope = pt_arena_printf(ctx->arena, "route:%s", r->name);
         pt_conf_plugin_list(ctx, plugins, &r->plugins, "route plugins");

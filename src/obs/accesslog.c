@@ -418,7 +418,7 @@ size_t pt_accesslog_format(char *out, size_t cap, const pt_access_record *r)
     if (cap < PT_ACCESSLOG_MIN_CAP) return 0;
 
     /* The numeric tail, built first so its exact size is known. */
-    char tail[200];
+    char tail[256];
     char *t = tail;
     memcpy(t, LIT("\",\"status\":"));
     t += sizeof("\",\"status\":") - 1;
@@ -443,6 +443,9 @@ size_t pt_accesslog_format(char *out, size_t cap, const pt_access_record *r)
     memcpy(t, LIT(",\"upstream_ms\":"));
     t += sizeof(",\"upstream_ms\":") - 1;
     t = put_ms(t, r->upstream_ms, true);
+    memcpy(t, LIT(",\"attempts\":"));
+    t += sizeof(",\"attempts\":") - 1;
+    t = put_u64(t, r->attempts > 0 ? (uint64_t)r->attempts : 0);
     *t++ = '}';
     *t++ = '\n';
     size_t tail_n = (size_t)(t - tail);

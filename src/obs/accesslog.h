@@ -76,6 +76,7 @@ typedef struct {
     uint64_t bytes_out;   /* bytes sent to the client */
     double duration_ms;   /* total time */
     double upstream_ms;   /* time waiting on the upstream; < 0 => null */
+    int attempts;         /* upstream attempts (retries and stale re-sends included); 0 = none */
 } pt_access_record;
 
 /* Formats `r` as one JSON object line ending in "\n":

@@ -21,6 +21,9 @@ static const char *const METHODS[] = {"GET",     "HEAD",  "POST",    "PUT",   "D
 static const char *const CLASSES[] = {"1xx", "2xx", "3xx", "4xx", "5xx", NULL};
 #define NCLASSES 5
 static const pt_metric_dim REQUEST_DIMS[] = {{"method", METHODS}, {"status_class", CLASSES}};
+/* pt_retry_reason order */
+static const char *const REASONS[] = {"connect_failure", "reset", "timeout", "status", "stale_connection", NULL};
+static const pt_metric_dim RETRY_DIMS[] = {{"reason", REASONS}};
 
 static const char *const L_ROUTE[] = {"route", NULL};
 static const char *const L_ROUTE_PLUGIN[] = {"route", "plugin", NULL};
@@ -43,6 +46,7 @@ enum {
     F_UP_ERRORS,
     F_UP_RETRIES,
     F_PLUGIN_RESPONSES,
+    F_UP_RETRY_BUDGET,
     F_OPEN_CONNS,
     F_CONNS,
     F_CONNS_REJECTED,
@@ -94,9 +98,14 @@ static const pt_metric_desc DESCS[F__COUNT] = {
                              "response was cut), by upstream and target.",
                      .type = PT_METRIC_COUNTER, .labels = L_UPSTREAM_TARGET, .max_series = ROUTE_MAX_SERIES},
     [F_UP_RETRIES] = {.name = "portico_upstream_retries_total",
-                      .help = "Upstream attempts after a failed one (failed connects, stale pooled connections), "
-                              "by upstream.",
-                      .type = PT_METRIC_COUNTER, .labels = L_UPSTREAM, .max_series = ROUTE_MAX_SERIES},
+                      .help = "Upstream attempts after a failed one, by upstream and the failure retried "
+                              "(connect_failure, reset, timeout, status, stale_connection).",
+                      .type = PT_METRIC_COUNTER, .labels = L_UPSTREAM, .dims = RETRY_DIMS, .ndims = 1,
+                      .max_series = ROUTE_MAX_SERIES},
+    [F_UP_RETRY_BUDGET] = {.name = "portico_upstream_retry_budget_exhausted_total",
+                           .help = "Retries refused because the upstream's retry budget was spent (the failure "
+                                   "went to the client), by upstream.",
+                           .type = PT_METRIC_COUNTER, .labels = L_UPSTREAM, .max_series = ROUTE_MAX_SERIES},
     [F_OPEN_CONNS] = {.name = "portico_open_connections",
                       .help = "Client connections open now (HTTP/1 and HTTP/2), by listener.",
                       .type = PT_METRIC_GAUGE, .labels = L_LISTENER},
@@ -240,6 +249,7 @@ void pt_gw_metrics_bind(pt_gw_metrics *gm, pt_config *cfg)
             um->errors[t] = pt_metrics_series(gm->fam[F_UP_ERRORS], v, a);
         }
         um->retries = pt_metrics_series(gm->fam[F_UP_RETRIES], (const char *[]){u->name}, a);
+        um->budget_exhausted = pt_metrics_series(gm->fam[F_UP_RETRY_BUDGET], (const char *[]){u->name}, a);
         u->metrics = um;
     }
 }
@@ -278,12 +288,21 @@ void pt_metrics_request_done(struct pt_worker *w, const pt_txn_stats *s)
     if (s->attempts <= 0 || !r || !r->upstream || !r->upstream->metrics) return;
     const pt_upstream_metrics *um = r->upstream->metrics;
     int t = s->target_index < (int)r->upstream->ntargets ? s->target_index : -1;
-    if (s->attempts > 1) pt_metric_add(um->retries, 0, s->attempts - 1);
     if (t < 0) return;
     pt_metric_add(um->attempts[t], 0, s->attempts);
     /* The exchange failed for good (connect, timeout, invalid or cut
      * response; not the client leaving): counted on the last target. */
     if (s->upstream_failed) pt_metric_add(um->errors[t], 0, 1);
+}
+
+void pt_metrics_upstream_retry(struct pt_worker *w, const pt_upstream_conf *u, pt_retry_reason reason)
+{
+    if (w->metrics && u->metrics && reason < PT_RETRY_REASON__COUNT) pt_metric_add(u->metrics->retries, reason, 1);
+}
+
+void pt_metrics_retry_budget_exhausted(struct pt_worker *w, const pt_upstream_conf *u)
+{
+    if (w->metrics && u->metrics) pt_metric_add(u->metrics->budget_exhausted, 0, 1);
 }
 
 static const listener_metrics *listener_of(struct pt_worker *w, size_t l)

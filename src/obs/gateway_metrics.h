@@ -44,8 +44,19 @@ typedef struct pt_route_metrics {
 typedef struct pt_upstream_metrics {
     pt_metric_series **attempts; /* [ntargets] */
     pt_metric_series **errors;   /* [ntargets] */
-    pt_metric_series *retries;
+    pt_metric_series *retries;          /* dim: reason (pt_retry_reason) */
+    pt_metric_series *budget_exhausted;
 } pt_upstream_metrics;
+
+/* Why an upstream attempt was retried (the `reason` of portico_upstream_retries_total). */
+typedef enum {
+    PT_RETRY_REASON_CONNECT = 0, /* connect_failure */
+    PT_RETRY_REASON_RESET,       /* reset */
+    PT_RETRY_REASON_TIMEOUT,     /* timeout */
+    PT_RETRY_REASON_STATUS,      /* status: a listed 5xx, read and discarded */
+    PT_RETRY_REASON_STALE,       /* stale_connection: a pooled keep-alive connection closed under the request */
+    PT_RETRY_REASON__COUNT
+} pt_retry_reason;
 
 /* Declares the families in `reg` and the permanent series (listeners of
  * `cfg`: they cannot change without a restart). */
@@ -74,6 +85,11 @@ void pt_metrics_conn_rejected(struct pt_worker *w, size_t listener);
 /* An HTTP/2 stream opened by the client / freed. */
 void pt_metrics_h2_stream_opened(struct pt_worker *w, size_t listener);
 void pt_metrics_h2_stream_closed(struct pt_worker *w, size_t listener);
+
+/* One retry of an attempt on upstream u (counted when it is decided). */
+void pt_metrics_upstream_retry(struct pt_worker *w, const pt_upstream_conf *u, pt_retry_reason reason);
+/* A retry refused by u's retry budget. */
+void pt_metrics_retry_budget_exhausted(struct pt_worker *w, const pt_upstream_conf *u);
 
 /* A tunnel started (opened true) or ended (portico_open_tunnels). */
 void pt_metrics_tunnel(struct pt_worker *w, bool opened);

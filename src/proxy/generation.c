@@ -58,6 +58,7 @@ pt_generation *pt_generation_build(pt_config *cfg, pt_errors *errors)
             return NULL;
         }
     }
+    g->retry_counts = pt_xcalloc(cfg->nupstreams ? cfg->nupstreams : 1, sizeof(*g->retry_counts));
     g->up_tls = pt_xcalloc(cfg->nupstreams ? cfg->nupstreams : 1, sizeof(*g->up_tls));
     for (size_t i = 0; i < cfg->nupstreams; i++) {
         if (!cfg->upstreams[i].tls.enabled) continue;
@@ -81,6 +82,7 @@ void pt_generation_unref(pt_generation *g)
     if (g->up_tls)
         for (size_t i = 0; i < g->cfg->nupstreams; i++) SSL_CTX_free(g->up_tls[i]);
     free(g->up_tls);
+    free(g->retry_counts);
     pt_router_free(g->router);
     pt_config_free(g->cfg);
     free(g);

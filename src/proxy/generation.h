@@ -23,6 +23,13 @@ typedef struct {
     bool has_response_body; /* some plugin has on_response_body */
 } pt_pipeline;
 
+/* One upstream's retry budget counters, shared by every worker of the
+ * process for this generation (proxy/txn_retry.c). */
+typedef struct {
+    atomic_long active;  /* requests with an upstream attempt started and not finished */
+    atomic_long retries; /* retries in flight (decided, attempt not over) */
+} pt_retry_counters;
+
 typedef struct pt_generation {
     atomic_int refs;
     uint64_t id;
@@ -33,6 +40,7 @@ typedef struct pt_generation {
     pt_h1_limits h1_limits;
     struct pt_tls_server **tls; /* [cfg->nlisteners]; NULL entries for plain listeners */
     struct ssl_ctx_st **up_tls; /* [cfg->nupstreams] SSL_CTX for https upstreams, else NULL */
+    pt_retry_counters *retry_counts; /* [cfg->nupstreams] */
 } pt_generation;
 
 /* Builds a generation from `cfg` (ownership moves to the generation on

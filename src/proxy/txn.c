@@ -5,7 +5,8 @@
  *   pt_txn_start: normalise path, route (404/405), body-size check (413),
  *     request-header phase (each plugin may continue, respond or pause);
  *   txn_connect_upstream (txn_upstream.c): pick a target, take a pooled
- *     connection or connect, retry failed connects for idempotent requests;
+ *     connection or connect; failed attempts are retried under the route's
+ *     policy (txn_retry.c: failures, 5xx heads, per-try timeout, deadline);
  *   the upstream is ready: send the head, then ask the codec for the body,
  *     which runs through the request-body plugins (txn_body.c) and is
  *     streamed with backpressure (codec -> txn -> upstream);
@@ -292,6 +293,7 @@ static bool route_request(pt_txn *t)
         t->route = t->match.route;
         t->pipe = &t->gen->route_pipes[t->route->index];
         t->max_buffered = t->route->max_buffered_body;
+        txn_retry_route_start(t);
     }
     alloc_states(t);
     /* Routing and limit errors are answered after the request phase has run
@@ -762,6 +764,7 @@ static void write_access_log(pt_txn *t, const pt_txn_stats *s)
         .bytes_out = s->bytes_out,
         .duration_ms = (double)s->total_us / 1000.0,
         .upstream_ms = s->upstream_us >= 0 ? (double)s->upstream_us / 1000.0 : -1.0,
+        .attempts = s->attempts,
     };
     char line[PT_ACCESSLOG_LINE_MAX];
     size_t n = pt_accesslog_format(line, sizeof(line), &r);
@@ -777,6 +780,7 @@ void txn_finish(pt_txn *t)
     PT_ASSERT(t->depth > 0);
     t->finished = true;
     pt_timer_stop(t->w->loop, &t->deadline);
+    txn_retry_finish(t);
     if (t->tun) txn_tunnel_finish(t);
     stop_generator(t, t->resp_done && !t->aborted);
     for (int i = 0; i < 2; i++) {

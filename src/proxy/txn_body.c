@@ -180,9 +180,11 @@ static int run_body(pt_txn *t, pt_side side, size_t from, pt_body *b)
 static void forward_request(pt_txn *t, const char *data, size_t len, bool last)
 {
     if (last) t->req_last_passed = true; /* a retried exchange sends the end at once */
-    if (!t->uc) return;
+    if (!txn_retry_pass_body(t, data, len)) return; /* kept for the next attempt, or dropped */
+    void *x = t->uc;
     bool more = len ? t->uops->send_body(t->uc, data, len) : true;
-    if (t->finished || !t->uc) return;
+    /* failed inside send_body: over, or a retry that already sent these bytes */
+    if (t->finished || t->uc != x) return;
     if (last) {
         t->req_end_sent = true;
         t->uops->send_end(t->uc, txn_trailers_lines(t, PT_SIDE_REQUEST));
@@ -311,7 +313,8 @@ static void drain_queued(pt_txn *t, pt_side side)
     }
     if (t->finished || s->paused) return;
     if (side == PT_SIDE_REQUEST) {
-        if (!t->req_body_done && t->uc && !t->resp_done) t->ops->want_body(t->stream, true);
+        /* only into a ready exchange (txn_retry.c: not while connecting or between attempts) */
+        if (!t->req_body_done && t->uc && t->retry.sending && !t->resp_done) t->ops->want_body(t->stream, true);
     } else if (t->uc && !t->up_read_paused_by_ds) {
         t->uops->pause_read(t->uc, false);
     } else {

@@ -1,6 +1,7 @@
 /* txn_int.h — the transaction's private state, shared by the files that
  * implement it (txn.c: lifecycle and header phases; txn_body.c: bodies and
- * trailers; txn_upstream.c: the upstream exchange; txn_forward.c: client
+ * trailers; txn_upstream.c: the upstream exchange; txn_retry.c: its retries
+ * and deadlines; txn_forward.c: client
  * address and forwarding headers; txn_tunnel.c: upgrades and tunnels). Nothing outside src/proxy/txn*.c
  * includes this.
  *
@@ -15,6 +16,7 @@
 #include "core/buf.h"
 #include "core/loop.h"
 #include "proxy/txn.h"
+#include "proxy/txn_retry.h"
 #include "server/worker.h"
 #include "upstream/exchange.h"
 
@@ -102,6 +104,7 @@ struct pt_txn {
     uint64_t up_start_us;
     uint64_t up_head_us;
     uint64_t up_end_us;
+    txn_retry retry;          /* retries, per-try timeout, route deadline (txn_retry.c) */
 
     /* body and lifecycle */
     uint64_t max_body;

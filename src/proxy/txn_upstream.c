@@ -1,6 +1,7 @@
 /* txn_upstream.c — the transaction's upstream exchange: choosing a target,
- * connecting (pooled or fresh, HTTP/1 or HTTP/2), retries, sending the
- * request head, the events of the exchange, and the gRPC deadline. */
+ * connecting (pooled or fresh, HTTP/1 or HTTP/2), sending the request head,
+ * the events of the exchange, and the gRPC deadline. Whether and when a
+ * failed attempt is tried again is txn_retry.c's. */
 #include "proxy/txn_int.h"
 
 static const pt_uconn_cbs up_cbs;
@@ -16,30 +17,29 @@ void txn_drop_upstream(pt_txn *t)
 void txn_connect_upstream(pt_txn *t)
 {
     pt_upstream_rt *u = t->ups;
-    for (;;) {
-        int idx = pt_upstream_pick(u, t->tried);
-        if (idx < 0) {
-            t->upstream_failed = true;
-            txn_respond_problem(t, 502, "no upstream target could be reached");
-            return;
-        }
-        if (idx < 64) t->tried |= 1ull << idx;
-        t->attempts++;
-        t->target = &u->conf->targets[idx];
-        if (!t->up_start_us) t->up_start_us = pt_loop_wall_us(t->w->loop);
-        bool fresh = false;
-        void *c = pt_exchange_open(t->w, u, idx, t->gen->up_tls[u->conf->index], &t->uops, &fresh);
-        if (!c) {
-            if (pt_method_idempotent(t->req->method) && t->attempts < (int)u->conf->ntargets) continue;
-            t->upstream_failed = true;
-            txn_respond_problem(t, 502, "upstream connection failed");
-            return;
-        }
-        t->uc = c;
-        t->uops->attach(c, &up_cbs, t, t->a, u->conf, &t->gen->h1_limits, u->conf->connect_timeout_ms);
-        if (!fresh) up_cbs.on_ready(t);
+    int idx = pt_upstream_pick(u, txn_retry_next_attempt(t));
+    if (idx < 0) {
+        t->upstream_failed = true;
+        txn_respond_problem(t, 502, "no upstream target could be reached");
         return;
     }
+    if (idx < 64) t->tried |= 1ull << idx;
+    t->attempts++;
+    t->target = &u->conf->targets[idx];
+    if (!t->up_start_us) t->up_start_us = pt_loop_wall_us(t->w->loop);
+    bool fresh = false;
+    void *c = pt_exchange_open(t->w, u, idx, t->gen->up_tls[u->conf->index], &t->uops, &fresh);
+    if (!c) {
+        /* a retry (txn_retry.c) comes back here, now or after a backoff */
+        if (txn_retry_after_error(t, PT_UERR_CONNECT, false, true)) return;
+        t->upstream_failed = true;
+        txn_respond_problem(t, 502, "upstream connection failed");
+        return;
+    }
+    t->uc = c;
+    t->uops->attach(c, &up_cbs, t, t->a, u->conf, &t->gen->h1_limits, u->conf->connect_timeout_ms);
+    txn_retry_attempt_started(t);
+    if (!fresh) up_cbs.on_ready(t);
 }
 
 static void send_request_head(pt_txn *t)
@@ -85,19 +85,23 @@ static void on_up_ready(void *owner)
 {
     pt_txn *t = owner;
     txn_enter(t);
+    void *x = t->uc;
     send_request_head(t);
-    if (!t->req->has_body) {
+    /* a retry sends the body kept so far (txn_retry.c) */
+    bool more = t->uc && !t->finished && txn_retry_exchange_ready(t);
+    if (t->uc != x || t->finished) {
+        /* the exchange failed while sending the head or the kept body: the
+         * request is over, or its next attempt sends (or sent) all of it */
+    } else if (!t->req->has_body) {
         t->req_end_sent = true;
-    } else if (!t->uc || t->finished) {
-        /* the exchange failed while sending the head */
     } else if (t->req_body_done && (t->req_last_passed || t->req->content_length == 0)) {
         /* the end already went through the plugins (a retry after a stale
          * pooled connection), or "Content-Length: 0": complete before any
          * plugin could see it */
         t->req_end_sent = true;
         t->uops->send_end(t->uc, txn_trailers_lines(t, PT_SIDE_REQUEST));
-    } else if (!t->req_body_done) {
-        t->ops->want_body(t->stream, true);
+    } else if (!t->req_body_done && more) {
+        t->ops->want_body(t->stream, true); /* else on_writable asks */
     }
     /* else: the end is held by a paused request-body plugin; its resume
      * forwards it to this exchange */
@@ -108,7 +112,8 @@ static void on_up_writable(void *owner)
 {
     pt_txn *t = owner;
     txn_enter(t);
-    if (!t->req_body_done && !t->resp_done && !t->side[PT_SIDE_REQUEST].paused && !t->req_responded)
+    if (!t->req_body_done && !t->resp_done && !t->side[PT_SIDE_REQUEST].paused && !t->req_responded &&
+        t->retry.sending) /* not while a retried 5xx is read */
         t->ops->want_body(t->stream, true);
     txn_leave(t);
 }
@@ -123,6 +128,10 @@ static void on_up_head(void *owner, pt_response *res)
 {
     pt_txn *t = owner;
     txn_enter(t);
+    if (txn_retry_on_head(t, res)) { /* a listed 5xx: read, dropped, retried */
+        txn_leave(t);
+        return;
+    }
     t->res = *res;
     t->local = false;
     t->up_head_us = pt_loop_wall_us(t->w->loop);
@@ -135,7 +144,8 @@ static void on_up_body(void *owner, const char *data, size_t len)
 {
     pt_txn *t = owner;
     txn_enter(t);
-    txn_response_chunk(t, data, len, false);
+    if (t->retry.discarding) txn_retry_discard_body(t, len);
+    else txn_response_chunk(t, data, len, false);
     txn_leave(t);
 }
 
@@ -146,6 +156,11 @@ static void on_up_end(void *owner, pt_str trailers)
 {
     pt_txn *t = owner;
     txn_enter(t);
+    if (t->retry.discarding) {
+        txn_retry_discard_end(t, true);
+        txn_leave(t);
+        return;
+    }
     if (trailers.n) txn_trailers_parse(t, PT_SIDE_RESPONSE, trailers);
     /* The upstream's part is over: give the exchange back now (pooled when
      * the whole request went up, else closed), not when the client has the
@@ -174,21 +189,14 @@ static void on_up_error(void *owner, pt_uerr err, bool nothing_received)
     t->uc = NULL;
     if (c) t->uops->close(c);
     t->up_end_us = pt_loop_wall_us(t->w->loop);
-    /* A connection that failed before any response byte may be retried when
-     * nothing of the request body has been consumed yet: a stale pooled
-     * connection always, a failed connect for idempotent requests. */
-    bool body_untouched = !t->req->has_body || t->body_received == 0;
-    pt_exchange_retry_kind retry =
-        t->resp_started || !body_untouched
-            ? PT_RETRY_NONE
-            : pt_exchange_retry(err, reused, nothing_received, t->attempts, t->ups->conf->ntargets,
-                                pt_method_idempotent(t->req->method));
-    if (retry != PT_RETRY_NONE) {
-        if (retry == PT_RETRY_STALE) {
-            if (t->req->has_body && !t->req_body_done) t->ops->want_body(t->stream, false);
-            t->tried = 0;
-        }
-        txn_connect_upstream(t);
+    if (t->retry.discarding) { /* the retried 5xx broke off: the retry goes on */
+        txn_retry_discard_end(t, false);
+        txn_leave(t);
+        return;
+    }
+    /* Before any response byte: retried under the route's policy, or a
+     * stale pooled connection re-sent (txn_retry.c). */
+    if (txn_retry_after_error(t, err, reused, nothing_received)) {
         txn_leave(t);
         return;
     }

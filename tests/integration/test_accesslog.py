@@ -11,7 +11,7 @@ from conftest import simple_config
 from upstreams import request
 
 KEYS = {"time", "request_id", "client", "method", "path", "route", "upstream", "status",
-        "bytes_in", "bytes_out", "duration_ms", "upstream_ms"}
+        "bytes_in", "bytes_out", "duration_ms", "upstream_ms", "attempts"}
 
 
 def wait_for_entry(p, pred, timeout=5, reader=None):

@@ -379,7 +379,7 @@ TEST(unknown_key_in_route_has_position_and_list)
                              "    foo: 1\n",
                      "t.yaml:5:5: unknown key 'foo' in route (expected one of: name, match, upstream, "
                      "strip_prefix, rewrite, max_body_size, body_timeout, min_body_rate, max_buffered_body, plugins, "
-                     "upgrade, tunnel_idle_timeout, path_rules, auth)"));
+                     "upgrade, tunnel_idle_timeout, path_rules, auth, retries, timeout)"));
     CHECK(fails_with("listn: [127.0.0.1:1]\n", "t.yaml:1:1: unknown key 'listn' in top level"));
     CHECK(fails_with(MINIMAL "timeouts: {headr: 1s}\n", "t.yaml:2:12: unknown key 'headr' in timeouts"));
     CHECK(fails_with(MINIMAL "routes:\n  - match: {pth: /}\n    upstream: x\n",
@@ -1074,6 +1074,80 @@ TEST(path_rules_errors)
     CHECK(fails_with(TUNNEL_BASE "routes:\n  - match: {path_prefix: /}\n    upstream: up\n"
                                  "    path_rules: {invalid_utf8: strip}\n",
                      "t.yaml:6:32: path_rules.invalid_utf8: expected reject or keep, got 'strip'"));
+}
+
+/* `retries`: the built-in rule without a block, block defaults, the route's
+ * keys over the upstream's, the budget on the upstream only. */
+TEST(retries_policy_merge)
+{
+    pt_errors e = {0};
+    pt_config *cfg = load(MINIMAL "upstreams:\n"
+                                  "  plain: {targets: [\"127.0.0.1:1\"], retries: {budget: {min_retries: 1}}}\n"
+                                  "  up:\n"
+                                  "    targets: [\"127.0.0.1:1\"]\n"
+                                  "    retries: {attempts: 4, per_try_timeout: 2s, budget: {ratio: 0.5, min_retries: 7}}\n"
+                                  "routes:\n"
+                                  "  - name: none\n    match: {path: /n}\n    upstream: plain\n"
+                                  "  - name: inherit\n    match: {path: /i}\n    upstream: up\n    timeout: 30s\n"
+                                  "  - name: over\n    match: {path: /o}\n    upstream: up\n"
+                                  "    retries: {on: [reset, 500, 599], methods: all, backoff: {base: 1ms, max: 1s},\n"
+                                  "              body_buffer: 1k}\n",
+                          &e);
+    if (!cfg) dump_errors(&e);
+    CHECK(cfg != NULL);
+    if (!cfg) return;
+    const pt_retry_policy *none = &cfg->routes[0].retry, *inh = &cfg->routes[1].retry, *ov = &cfg->routes[2].retry;
+    CHECK(!none->configured);
+    CHECK_INT(cfg->routes[0].timeout_ms, 0);
+    CHECK(inh->configured);
+    CHECK_INT(inh->attempts, 4);
+    CHECK_INT(inh->per_try_timeout_ms, 2000);
+    CHECK_INT(inh->on, PT_RETRY_ON_CONNECT | PT_RETRY_ON_RESET | PT_RETRY_ON_TIMEOUT);
+    CHECK(inh->on_status[0] == ((1ull << 2) | (1ull << 3) | (1ull << 4)) && inh->on_status[1] == 0);
+    CHECK(!inh->all_methods);
+    CHECK_INT(inh->backoff_base_ms, 25);
+    CHECK_INT(inh->backoff_max_ms, 250);
+    CHECK_INT(inh->body_buffer, 65536);
+    CHECK_INT(cfg->routes[1].timeout_ms, 30000);
+    CHECK_INT(ov->attempts, 4); /* inherited */
+    CHECK_INT(ov->per_try_timeout_ms, 2000);
+    CHECK_INT(ov->on, PT_RETRY_ON_RESET);
+    CHECK(ov->on_status[0] == 1 && ov->on_status[1] == (1ull << (99 - 64)));
+    CHECK(ov->all_methods);
+    CHECK_INT(ov->backoff_base_ms, 1);
+    CHECK_INT(ov->backoff_max_ms, 1000);
+    CHECK_INT(ov->body_buffer, 1024);
+    CHECK(cfg->upstreams[1].retry_budget.ratio == 0.5);
+    CHECK_INT(cfg->upstreams[1].retry_budget.min_retries, 7);
+    CHECK(cfg->upstreams[0].retry_budget.ratio == 0.2);
+    CHECK_INT(cfg->upstreams[0].retry_budget.min_retries, 1); /* a budget alone: no policy */
+    CHECK(!cfg->upstreams[0].retry.configured);
+    pt_config_free(cfg);
+    pt_errors_free(&e);
+}
+
+TEST(retries_errors)
+{
+#define RETRY_BASE MINIMAL "upstreams: {up: {targets: [\"127.0.0.1:1\"]}}\nroutes:\n  - upstream: up\n"
+    CHECK(fails_with(RETRY_BASE "    retries: {attempts: 9}\n",
+                     "t.yaml:5:25: retries.attempts must be between 1 and 8"));
+    CHECK(fails_with(RETRY_BASE "    retries: {on: [connect_failure, 404]}\n",
+                     "t.yaml:5:37: retries.on: unknown failure '404'"));
+    CHECK(fails_with(RETRY_BASE "    retries: {on: 503}\n", "t.yaml:5:19: retries.on must be a list"));
+    CHECK(fails_with(RETRY_BASE "    retries: {methods: post}\n", "t.yaml:5:24: retries.methods must be"));
+    CHECK(fails_with(RETRY_BASE "    retries: {backoff: {base: 2s, max: 1s}}\n",
+                     "t.yaml:5:24: retries.backoff.max must not be less than base"));
+    CHECK(fails_with(RETRY_BASE "    retries: {budget: {ratio: 0.1}}\n",
+                     "t.yaml:5:23: retries.budget is set on the upstream"));
+    CHECK(fails_with(RETRY_BASE "    retries: {tries: 2}\n", "t.yaml:5:15: unknown key 'tries' in retries"));
+    CHECK(fails_with(RETRY_BASE "    timeout: 0s\n", "t.yaml:5:14: timeout must be greater than 0"));
+    CHECK(fails_with(MINIMAL "upstreams:\n  up:\n    targets: [\"127.0.0.1:1\"]\n"
+                             "    retries: {budget: {ratio: 1.5}}\n"
+                             "routes:\n  - upstream: up\n",
+                     "t.yaml:5:31: retries.budget.ratio must be a number between 0 and 1"));
+    CHECK(fails_with(MINIMAL "routes:\n  - plugins: [request_id: {}]\n    retries: {attempts: 2}\n",
+                     "t.yaml:4:14: retries needs the route's upstream"));
+#undef RETRY_BASE
 }
 
 TEST_MAIN()

@@ -230,6 +230,7 @@ static pt_access_record sample_record(void)
         .bytes_out = 4567,
         .duration_ms = 12.3456,
         .upstream_ms = 10.5,
+        .attempts = 2,
     };
 }
 
@@ -242,7 +243,7 @@ TEST(accesslog_format_exact)
                "{\"time\":\"2026-11-29T18:01:02.123Z\",\"request_id\":\"0123456789abcdef0123456789abcdef\","
                "\"client\":\"203.0.113.7\",\"method\":\"GET\",\"path\":\"/users/42?x=1\",\"route\":\"users\","
                "\"consumer\":\"alice\",\"upstream\":\"10.0.0.5:8080\",\"status\":200,\"aborted\":false,\"bytes_in\":123,\"bytes_out\":4567,"
-               "\"duration_ms\":12.346,\"upstream_ms\":10.500}\n");
+               "\"duration_ms\":12.346,\"upstream_ms\":10.500,\"attempts\":2}\n");
 }
 
 TEST(accesslog_format_empty_fields_and_null_upstream)
@@ -262,7 +263,7 @@ TEST(accesslog_format_empty_fields_and_null_upstream)
     CHECK_STRN(buf, n,
                "{\"time\":\"2000-02-29T00:00:00.000Z\",\"request_id\":\"\",\"client\":\"::1\",\"method\":\"POST\","
                "\"path\":\"/a\\\"b\\u0001\",\"route\":\"\",\"consumer\":\"\",\"upstream\":\"\",\"status\":404,\"aborted\":false,\"bytes_in\":0,"
-               "\"bytes_out\":0,\"duration_ms\":0.000,\"upstream_ms\":null}\n");
+               "\"bytes_out\":0,\"duration_ms\":0.000,\"upstream_ms\":null,\"attempts\":0}\n");
 }
 
 TEST(accesslog_format_aborted)
@@ -305,7 +306,7 @@ TEST(accesslog_format_truncates_safely)
 
     char *buf = malloc(PT_ACCESSLOG_LINE_MAX + 64);
     const char *expected_keys = "time,request_id,client,method,path,route,consumer,upstream,status,aborted,bytes_in,bytes_out,"
-                                "duration_ms,upstream_ms";
+                                "duration_ms,upstream_ms,attempts";
     char keys[256];
     size_t prev = 0, last_cap = 0;
     int bad = 0;
@@ -345,7 +346,7 @@ TEST(accesslog_format_extremes_fit_min_cap)
     CHECK(n > 0 && n <= sizeof(buf));
     CHECK(flat_json_line_ok(buf, n, NULL, 0));
     CHECK(memmem(buf, n, "\"bytes_in\":18446744073709551615,", 32) != NULL);
-    CHECK(memmem(buf, n, "\"upstream_ms\":null}", 19) != NULL);
+    CHECK(memmem(buf, n, "\"upstream_ms\":null,\"attempts\":2}", 32) != NULL);
 }
 
 /* ------------------------------------------------------------ async writer */

@@ -175,6 +175,7 @@ typedef struct {
     bool read_paused;
     bool released, closed;
     bool high; /* send_body reports backpressure */
+    bool fail_send; /* send_body fails at once (a stale pooled connection) */
 } fake_up;
 /* Every exchange opened in a test gets a slot; `up` is the latest. */
 static fake_up up_slots[4];
@@ -203,10 +204,18 @@ static void up_send_head(void *x, const pt_request *r, pt_str target, pt_str hos
                  (int)h->v[i].value.n, h->v[i].value.p);
     }
 }
+static bool fake_reused; /* exchanges claim to be pooled connections */
 static bool up_send_body(void *x, const char *d, size_t n)
 {
     fake_up *f = x;
     CHECK(!f->closed && !f->released);
+    if (f->fail_send) {
+        f->fail_send = false;
+        fake_reused = true;
+        f->cbs->on_error(f->owner, PT_UERR_CLOSED, true);
+        fake_reused = false;
+        return false;
+    }
     if (f->body_len + n <= sizeof(f->body)) memcpy(f->body + f->body_len, d, n);
     f->body_len += n;
     return !f->high;
@@ -221,7 +230,6 @@ static void up_send_end(void *x, pt_str tr)
 static void up_pause(void *x, bool p) { ((fake_up *)x)->read_paused = p; }
 static void up_release(void *x) { ((fake_up *)x)->released = true; ((fake_up *)x)->open = false; }
 static void up_close(void *x) { ((fake_up *)x)->closed = true; ((fake_up *)x)->open = false; }
-static bool fake_reused; /* exchanges claim to be pooled connections */
 static bool up_reused(const void *x) { return fake_reused; }
 
 static const pt_upstream_exchange_ops fake_up_ops = {
@@ -1185,6 +1193,122 @@ TEST(retry_while_body_end_is_held_sends_one_end)
     CHECK_INT(second->ends, 1);
     CHECK(second->released);
     CHECK_INT(ds.finished, 1);
+}
+
+/* ------------------------------------------------------------- retries */
+
+/* Gives the route a retry policy for one test (restored by the caller):
+ * POST retried on 503 and resets, no backoff wait (a 0 ms timer). */
+static pt_retry_policy retry_on(void)
+{
+    pt_retry_policy old = G->cfg->routes[0].retry;
+    G->cfg->routes[0].retry = (pt_retry_policy){
+        .configured = true, .attempts = 3, .on = PT_RETRY_ON_RESET, .all_methods = true, .body_buffer = 1024,
+    };
+    G->cfg->routes[0].retry.on_status[0] = 1ull << 3; /* 503 */
+    return old;
+}
+
+/* A listed 5xx is read and dropped (no plugin sees it, the exchange is
+ * pooled after its end); the next attempt gets the kept body again. */
+TEST(retry_503_is_discarded_and_the_body_resent)
+{
+    pt_retry_policy old = retry_on();
+    setup(NULL, NULL, NULL);
+    start("POST", 8);
+    fake_up *first = upp;
+    client_body("1234", false);
+    client_body("5678", true);
+    CHECK(first->ended);
+    up_head(503, 4, NULL, NULL);
+    CHECK_INT(probes[0].calls[PH_RESH], 0);
+    up_data("busy");
+    up_end("");
+    CHECK(first->released);
+    CHECK(!ds.head_sent);
+    spin(); /* the backoff timer (0 ms) */
+    fake_up *second = upp;
+    CHECK(second != first && second->head_sent);
+    CHECK_STRN(second->body, second->body_len, "12345678");
+    CHECK_INT(second->ends, 1);
+    up_head(200, 2, NULL, NULL);
+    CHECK_INT(probes[0].calls[PH_RESH], 1);
+    up_data("ok");
+    up_end("");
+    CHECK_INT(ds.status, 200);
+    CHECK_STRN(ds.body, ds.body_len, "ok");
+    CHECK_INT(ds.finished, 1);
+    G->cfg->routes[0].retry = old;
+}
+
+/* Bytes a paused request-body plugin releases while the request waits for
+ * its next attempt reach that attempt once, after the kept ones. */
+TEST(retry_with_body_held_by_a_paused_plugin)
+{
+    pt_retry_policy old = retry_on();
+    setup(NULL, pause_reqb_first, NULL);
+    start("PUT", 8);
+    fake_up *first = upp;
+    client_body("1234", false); /* held by B */
+    CHECK_INT(first->body_len, 0);
+    first->cbs->on_error(first->owner, PT_UERR_CLOSED, true); /* a reset: retried */
+    resume(&probes[1], PT_PLUGIN_CONTINUE); /* the held bytes go on (kept), the backoff fires */
+    spin();
+    fake_up *second = upp;
+    CHECK(second != first && second->head_sent);
+    CHECK_STRN(second->body, second->body_len, "1234");
+    CHECK(ds.want_body);
+    client_body("5678", true);
+    CHECK_STRN(second->body, second->body_len, "12345678");
+    CHECK_INT(second->ends, 1);
+    up_head(204, -1, NULL, NULL);
+    up_end("");
+    CHECK_INT(ds.status, 204);
+    CHECK_INT(ds.finished, 1);
+    G->cfg->routes[0].retry = old;
+}
+
+/* Once more than body_buffer went upstream, a failure is not retried. */
+TEST(retry_refused_when_the_body_was_not_kept)
+{
+    pt_retry_policy old = retry_on();
+    G->cfg->routes[0].retry.body_buffer = 4;
+    setup(NULL, NULL, NULL);
+    start("POST", 8);
+    client_body("1234", false);
+    client_body("5678", true);
+    up_head(503, 0, NULL, NULL);
+    CHECK_INT(ds.status, 503); /* forwarded: the whole body could not be re-sent */
+    up_end("");
+    CHECK_INT(ds.finished, 1);
+    CHECK_INT(up_opened, 1);
+    G->cfg->routes[0].retry = old;
+}
+
+/* The exchange fails inside send_body (a stale pooled connection) and the
+ * re-send starts at once, inside that call: it gets the head, the kept
+ * bytes and later the rest, each once. */
+TEST(retry_started_inside_send_body_sends_everything_once)
+{
+    pt_retry_policy old = retry_on();
+    setup(NULL, NULL, NULL);
+    start("PUT", 8);
+    fake_up *first = upp;
+    first->fail_send = true;
+    client_body("1234", false);
+    fake_up *second = upp;
+    CHECK(second != first && first->closed && second->head_sent);
+    CHECK_STRN(second->body, second->body_len, "1234");
+    CHECK_INT(second->ends, 0);
+    CHECK(ds.want_body);
+    client_body("5678", true);
+    CHECK_STRN(second->body, second->body_len, "12345678");
+    CHECK_INT(second->ends, 1);
+    up_head(200, 0, NULL, NULL);
+    up_end("");
+    CHECK_INT(ds.status, 200);
+    CHECK_INT(ds.finished, 1);
+    G->cfg->routes[0].retry = old;
 }
 
 /* Releases what the last test's probes still hold. */

@@ -108,8 +108,27 @@ def gen_upstreams(rng):
         "bad1": common({"targets": ["@BAD1@"]}),
         "bad2": common({"targets": ["@BAD2@"], "protocol": "h2c"}),
         "mix": common({"targets": [{"address": "@BAD1@", "weight": rng.randint(1, 5)},
-                                   {"address": "@DEAD@", "weight": rng.randint(1, 3)}]}),
+                                   {"address": "@DEAD@", "weight": rng.randint(1, 3)}],
+                       "retries": {"budget": {"ratio": rng.choice([0, 0.2, 1]),
+                                              "min_retries": rng.choice([0, 1, 3])}}}),
     }
+
+
+def gen_retries(rng):
+    """A route `retries` block (docs/traffic.md): the misbehaving upstreams
+    give it resets, timeouts, 5xx and cut responses to retry or not."""
+    r = {"attempts": rng.randint(1, 4)}
+    if rng.random() < 0.7:
+        r["on"] = rng.sample(["connect_failure", "reset", "timeout", 500, 502, 503, 504],
+                             rng.randint(1, 4))
+    if rng.random() < 0.5:
+        r["methods"] = rng.choice(["idempotent", "all"])
+    if rng.random() < 0.4:
+        r["per_try_timeout"] = rng.choice(["200ms", "500ms", "2s"])
+    r["backoff"] = {"base": rng.choice(["0ms", "1ms", "10ms"]), "max": rng.choice(["10ms", "50ms"])}
+    if rng.random() < 0.5:
+        r["body_buffer"] = rng.choice(["0", "100", "1k", "64k"])
+    return r
 
 
 def gen_route(rng, key):
@@ -134,6 +153,10 @@ def gen_route(rng, key):
         r["plugins"] = gen_plugins(rng, rng.choice([0, 1, 1, 2, 3, 5]))
     if not r["plugins"]:
         del r["plugins"]
+    if up and rng.random() < 0.4:
+        r["retries"] = gen_retries(rng)
+    if rng.random() < 0.2:
+        r["timeout"] = rng.choice(["300ms", "1s", "3s"])
     if rng.random() < 0.3:
         r["strip_prefix"] = True
     if rng.random() < 0.2:
