@@ -34,6 +34,9 @@ $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -c $< -o $@
 
+# The dashboard page is embedded with .incbin (src/admin/dashboard.c).
+$(BUILD)/obj/src/admin/dashboard.o: src/admin/dashboard.html
+
 $(BUILD)/libportico.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^

@@ -3,6 +3,7 @@
  * lingering read, so a client's unread bytes never turn the answer into a
  * reset). */
 #include "admin/admin.h"
+#include "admin/dashboard.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -132,17 +133,25 @@ static void handle(admin_conn *c, const pt_request *req)
     bool head = req->method == PT_METHOD_HEAD;
     bool metrics = pt_str_eq_lit(req->path, "/metrics") && a->metrics;
     bool healthz = pt_str_eq_lit(req->path, "/healthz"), readyz = pt_str_eq_lit(req->path, "/readyz");
+    bool dashboard = pt_str_eq_lit(req->path, "/dashboard");
     bool api = a->api && req->path.n >= 4 && memcmp(req->path.p, "/api", 4) == 0 &&
                (req->path.n == 4 || req->path.p[4] == '/');
-    if (!metrics && !healthz && !readyz && !api) {
-        respond_problem(c, 404, "admin endpoints: /metrics, /healthz, /readyz, /api", NULL, head);
+    if (!metrics && !healthz && !readyz && !api && !dashboard) {
+        respond_problem(c, 404, "admin endpoints: /metrics, /healthz, /readyz, /api, /dashboard", NULL, head);
         return;
     }
     if (req->method != PT_METHOD_GET && !head) {
         respond_problem(c, 405, "the admin endpoints answer GET and HEAD", "Allow: GET, HEAD\r\n", false);
         return;
     }
-    if (healthz) {
+    if (dashboard) {
+        /* the page holds no data (it asks /metrics and /api with the token) */
+        pt_str page = pt_dashboard_page();
+        respond(c, 200, "text/html; charset=utf-8",
+                "Content-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                "connect-src 'self'; form-action 'none'; frame-ancestors 'none'\r\nX-Content-Type-Options: nosniff\r\n",
+                page.p, page.n, head);
+    } else if (healthz) {
         respond(c, 200, "text/plain; charset=utf-8", NULL, "ok\n", 3, head);
     } else if (readyz) {
         if (atomic_load(&a->ready)) respond(c, 200, "text/plain; charset=utf-8", NULL, "ready\n", 6, head);
