@@ -2,6 +2,7 @@
  * loader when it meets a plugin name. Adding a built-in = one line here. */
 #include "plugins/compression/compression.h"
 #include "plugins/concurrency_limit/concurrency_limit.h"
+#include "plugins/cors/cors.h"
 #include "plugins/delay/delay.h"
 #include "plugins/rate_limit/rate_limit.h"
 #include "plugins/direct_response/direct_response.h"
@@ -33,6 +34,7 @@ static const pt_plugin_type *const builtin_plugins[] = {
     &pt_plugin_jwt,
     &pt_plugin_mtls_auth,
     &pt_plugin_oauth2_introspection,
+    &pt_plugin_cors,
     NULL,
 };
 
