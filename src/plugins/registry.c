@@ -4,6 +4,7 @@
 #include "plugins/concurrency_limit/concurrency_limit.h"
 #include "plugins/cors/cors.h"
 #include "plugins/delay/delay.h"
+#include "plugins/deprecation/deprecation.h"
 #include "plugins/rate_limit/rate_limit.h"
 #include "plugins/direct_response/direct_response.h"
 #include "plugins/forward_auth/forward_auth.h"
@@ -35,6 +36,7 @@ static const pt_plugin_type *const builtin_plugins[] = {
     &pt_plugin_mtls_auth,
     &pt_plugin_oauth2_introspection,
     &pt_plugin_cors,
+    &pt_plugin_deprecation,
     NULL,
 };
 
