@@ -17,6 +17,7 @@
 #include "plugins/mtls_auth/mtls_auth.h"
 #include "plugins/oauth2_introspection/oauth2_introspection.h"
 #include "plugins/request_id/request_id.h"
+#include "plugins/rewrite/rewrite.h"
 #include "plugin/plugin.h"
 
 static const pt_plugin_type *const builtin_plugins[] = {
@@ -37,6 +38,7 @@ static const pt_plugin_type *const builtin_plugins[] = {
     &pt_plugin_oauth2_introspection,
     &pt_plugin_cors,
     &pt_plugin_deprecation,
+    &pt_plugin_rewrite,
     NULL,
 };
 
