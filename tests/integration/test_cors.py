@@ -260,3 +260,26 @@ def test_raw_request_keeps_connection(portico, echo):
         assert c.read_response("OPTIONS").status == 403
         r = c.request("GET", "/b", headers={"Origin": APP})
         assert r.status == 200 and r.json()["path"] == "/b"
+
+
+def test_preflight_and_actual_over_h2c(portico, echo):
+    """The same answers on an HTTP/2 stream (curl with prior knowledge)."""
+    p = portico(cors_cfg(echo.addr, allow_methods=["GET", "PUT"]))
+
+    def h2(method, origin, *extra):
+        out = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-X", method, "-D", "-", "-o", "/dev/null",
+                              "-H", "Origin: " + origin] + list(extra) + ["http://127.0.0.1:%d/api" % p.port],
+                             capture_output=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        lines = out.stdout.decode().split("\r\n")
+        assert lines[0].startswith("HTTP/2 "), lines
+        fields = [ln.split(":", 1) for ln in lines[1:] if ":" in ln]
+        return int(lines[0].split()[1]), {k.strip().lower(): v.strip() for k, v in fields}
+
+    status, h = h2("OPTIONS", APP, "-H", "Access-Control-Request-Method: PUT")
+    assert status == 204 and h["access-control-allow-origin"] == APP and h["vary"] == "Origin", h
+    status, h = h2("OPTIONS", "https://evil.test", "-H", "Access-Control-Request-Method: PUT")
+    assert status == 403 and "access-control-allow-origin" not in h, h
+    status, h = h2("GET", APP)
+    assert status == 200 and h["access-control-allow-origin"] == APP, h
+    assert [q.method for q in echo.requests] == ["GET"]

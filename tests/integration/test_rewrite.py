@@ -141,3 +141,11 @@ def test_config_errors(tmp_path):
         assert rc != 0 and want in out, (conf, out)
         assert "c.yaml:" in out
     assert check(tmp_path, {"path": USERS, "query": {"add": {"a": "1"}, "set": {"b": ""}}})[0] == 0
+
+
+def test_global_rewrite_keeps_404(portico, echo):
+    cfg = simple_config(echo.addr, route_extra={"match": {"path_prefix": "/api"}})
+    cfg["plugins"] = [{"rewrite": {"path": {"regex": "/(.*)", "replacement": "/api/$1"}}}]
+    p = portico(cfg)
+    assert target(p, "/api/x") == "/api/api/x"
+    problem_check(request(p.port, "GET", "/other"), 404)

@@ -319,7 +319,8 @@ static pt_plugin_result rewrite_on_request_headers(pt_txn *txn, const void *conf
         req->query = q;
         req->has_query = present;
     }
-    pcre2_match_data *md = c->regex ? pt_plugin_regex_match(a, c->regex, pt_txn_path(txn)) : NULL;
+    if (!c->regex || !pt_txn_route(txn)) return PT_PLUGIN_CONTINUE; /* unrouted: the 404/405 comes next */
+    pcre2_match_data *md = pt_plugin_regex_match(a, c->regex, pt_txn_path(txn));
     if (!md) return PT_PLUGIN_CONTINUE; /* no match: the route's own path */
     pt_str path = pt_txn_path(txn);
     PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
