@@ -358,9 +358,12 @@ static void vary_add(pt_headers *h, pt_arena *a, const char *token)
         while (pt_list_next(&rest, &tok))
             if (pt_str_eq_lit(tok, "*") || pt_str_ieq_lit(tok, token)) return;
     }
-    if (!last || !last->value.n) {
-        if (last) pt_headers_remove(h, "Vary");
+    if (!last) {
         pt_headers_add(h, a, PT_STR_LIT("Vary"), pt_str_c(token));
+        return;
+    }
+    if (!last->value.n) {
+        last->value = pt_str_c(token);
         return;
     }
     last->value = pt_str_c(pt_arena_printf(a, "%.*s, %s", (int)last->value.n, last->value.p, token));
