@@ -15,7 +15,8 @@ static const char *esc(pt_dr_escape e, const char *in)
 TEST(escaping)
 {
     CHECK_STR(esc(PT_DR_ESC_JSON, "a\"b\\c\n</x>&"), "a\\\"b\\\\c\\u000a\\u003c/x\\u003e\\u0026");
-    CHECK_STR(esc(PT_DR_ESC_JSON, "\xc3\xa9\xff\xe2\x80\xa8\xed\xa0\x80"), "\xc3\xa9\\ufffd\\u2028\\ufffd\\ufffd\\ufffd");
+    CHECK_STR(esc(PT_DR_ESC_JSON, "\xc3\xa9\xff\xe2\x80\xa8\xed\xa0\x80"),
+              "\xc3\xa9\\ufffd\\u2028\\ufffd\\ufffd\\ufffd");
     CHECK_STR(esc(PT_DR_ESC_JSON, "\xf0\x9f\x98\x80"), "\xf0\x9f\x98\x80");
     CHECK_STR(esc(PT_DR_ESC_JSON, "\xc0\xaf"), "\\ufffd\\ufffd"); /* overlong '/' */
     CHECK_STR(esc(PT_DR_ESC_HTML, "<a href='x'>\"&</a>"), "&lt;a href=&#39;x&#39;&gt;&quot;&amp;&lt;/a&gt;");
