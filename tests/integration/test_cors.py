@@ -283,3 +283,19 @@ def test_preflight_and_actual_over_h2c(portico, echo):
     status, h = h2("GET", APP)
     assert status == 200 and h["access-control-allow-origin"] == APP, h
     assert [q.method for q in echo.requests] == ["GET"]
+
+
+def test_global_cors_with_route_methods_and_404(portico, echo):
+    cfg = simple_config(echo.addr, route_extra={"match": {"path_prefix": "/api", "methods": ["GET"]}})
+    cfg["plugins"] = [{"cors": {"origins": [APP], "allow_methods": ["GET", "DELETE"]}}]
+    p = portico(cfg)
+    r = preflight(p.port, APP, "DELETE", target="/api/x")  # the route allows only GET: answered all the same
+    assert r.status == 204 and r.header("Access-Control-Allow-Origin") == APP
+    r = preflight(p.port, APP, "GET", target="/nowhere")
+    assert r.status == 204
+    r = request(p.port, "GET", "/nowhere", headers={"Origin": APP})
+    problem_check(r, 404)
+    assert r.header("Access-Control-Allow-Origin") == APP and "origin" in vary_tokens(r)
+    r = request(p.port, "DELETE", "/api/x", headers={"Origin": APP})
+    problem_check(r, 405)
+    assert echo.requests == []
