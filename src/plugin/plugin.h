@@ -181,6 +181,16 @@ const pt_route_conf *pt_txn_route(pt_txn *txn); /* NULL before routing / when un
  * path-based decisions must use instead of the raw target. Empty before
  * routing or when the path was invalid (the core answered 400). */
 pt_str pt_txn_path(pt_txn *txn);
+/* Replaces the path sent upstream (the route's rewrite / strip_prefix no
+ * longer apply); request phase only, the last call wins. `path` (copied)
+ * is normalised like a request path under the route's path rules
+ * (docs/routing.md "Path rules": '//' collapsed, escapes made canonical,
+ * refused spellings refused), so the upstream never receives a path the
+ * route would not have accepted from a client. A path that does not start
+ * with '/', has a "." or ".." segment (also as %2E) or is refused by those
+ * rules is not taken: false, *detail (if not NULL) says why. The query is
+ * the request's (pt_request.query / has_query, editable in place). */
+bool pt_txn_set_upstream_path(pt_txn *txn, pt_str path, const char **detail);
 /* Value of route parameter `name` ({name} in the route path), or a null slice. */
 pt_str pt_txn_param(pt_txn *txn, const char *name);
 pt_str pt_txn_request_id(pt_txn *txn);       /* empty until request_id (or the core) sets it */

@@ -373,4 +373,52 @@ static inline void pt_plugin_set_query(pt_request *req, pt_arena *a, pt_str quer
     req->target = pt_str_make(t, tn);
 }
 
+/* ---- Regular expressions (PCRE2) compiled at configure time ----
+ * Patterns live in the configuration arena (nothing to free in destroy);
+ * match data comes from the request arena. Every pattern is anchored at
+ * both ends: it must match the whole subject. A match limit bounds the
+ * backtracking a hostile subject can cause. */
+#ifndef PCRE2_CODE_UNIT_WIDTH
+#define PCRE2_CODE_UNIT_WIDTH 8
+#endif
+#include <pcre2.h>
+
+#define PT_PLUGIN_REGEX_MATCH_LIMIT 100000
+
+static inline void *pt_plugin_pcre_alloc(size_t n, void *arena) { return pt_arena_alloc(arena, n); }
+static inline void pt_plugin_pcre_free(void *p, void *arena) { PT_UNUSED(p); PT_UNUSED(arena); }
+
+/* Compiles `pattern` (anchored, plus `options`) into ctx->arena; NULL after
+ * an error at `n` naming `plugin` and the position of the problem. */
+static inline pcre2_code *pt_plugin_regex_compile(pt_conf_ctx *ctx, const pt_conf_node *n, const char *plugin,
+                                                  const char *pattern, uint32_t options)
+{
+    pcre2_general_context *g = pcre2_general_context_create(pt_plugin_pcre_alloc, pt_plugin_pcre_free, ctx->arena);
+    pcre2_compile_context *cc = pcre2_compile_context_create(g);
+    int err = 0;
+    PCRE2_SIZE off = 0;
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED,
+                                   PCRE2_ANCHORED | PCRE2_ENDANCHORED | options, &err, &off, cc);
+    if (!re) {
+        PCRE2_UCHAR msg[160];
+        pcre2_get_error_message(err, msg, sizeof(msg));
+        pt_conf_error(ctx, n, "%s: invalid regex \"%s\" at offset %zu: %s", plugin, pattern, (size_t)off,
+                      (const char *)msg);
+    }
+    return re;
+}
+
+/* Matches `re` against the whole of `s`; the match data (captures) in
+ * arena `a`, or NULL when it does not match (or hits the match limit). */
+static inline pcre2_match_data *pt_plugin_regex_match(pt_arena *a, const pcre2_code *re, pt_str s)
+{
+    pcre2_general_context *g = pcre2_general_context_create(pt_plugin_pcre_alloc, pt_plugin_pcre_free, a);
+    pcre2_match_context *mc = pcre2_match_context_create(g);
+    pcre2_set_match_limit(mc, PT_PLUGIN_REGEX_MATCH_LIMIT);
+    pcre2_match_data *md = pcre2_match_data_create_from_pattern(re, g);
+    PT_ASSERT(g && mc && md);
+    int rc = pcre2_match(re, (PCRE2_SPTR)(s.p ? s.p : ""), s.n, 0, 0, md, mc);
+    return rc > 0 ? md : NULL;
+}
+
 #endif

@@ -2,7 +2,9 @@
  * loader when it meets a plugin name. Adding a built-in = one line here. */
 #include "plugins/compression/compression.h"
 #include "plugins/concurrency_limit/concurrency_limit.h"
+#include "plugins/cors/cors.h"
 #include "plugins/delay/delay.h"
+#include "plugins/deprecation/deprecation.h"
 #include "plugins/rate_limit/rate_limit.h"
 #include "plugins/direct_response/direct_response.h"
 #include "plugins/forward_auth/forward_auth.h"
@@ -15,6 +17,7 @@
 #include "plugins/mtls_auth/mtls_auth.h"
 #include "plugins/oauth2_introspection/oauth2_introspection.h"
 #include "plugins/request_id/request_id.h"
+#include "plugins/rewrite/rewrite.h"
 #include "plugin/plugin.h"
 
 static const pt_plugin_type *const builtin_plugins[] = {
@@ -33,6 +36,9 @@ static const pt_plugin_type *const builtin_plugins[] = {
     &pt_plugin_jwt,
     &pt_plugin_mtls_auth,
     &pt_plugin_oauth2_introspection,
+    &pt_plugin_cors,
+    &pt_plugin_deprecation,
+    &pt_plugin_rewrite,
     NULL,
 };
 

@@ -25,6 +25,7 @@
 #include "http/problem.h"
 #include "obs/gateway_metrics.h"
 #include "proxy/txn_int.h"
+#include "router/normalize.h"
 #include "tls/tls_server.h"
 #include "upstream/http_client.h"
 
@@ -72,6 +73,49 @@ pt_str pt_txn_param(pt_txn *t, const char *name)
     for (int i = 0; i < t->match.nparams; i++)
         if (pt_str_eq(t->match.params[i].name, n)) return t->match.params[i].value;
     return PT_STR_NULL;
+}
+
+/* True when a segment of `p` is "." or ".." (also spelled with %2E). */
+static bool has_dot_segment(pt_str p)
+{
+    size_t i = 0;
+    while (i < p.n) {
+        while (i < p.n && p.p[i] == '/') i++;
+        size_t dots = 0, other = 0;
+        for (; i < p.n && p.p[i] != '/'; i++) {
+            if (p.p[i] == '.') {
+                dots++;
+            } else if (p.p[i] == '%' && i + 2 < p.n && p.p[i + 1] == '2' && (p.p[i + 2] | 0x20) == 'e') {
+                dots++;
+                i += 2;
+            } else {
+                other++;
+            }
+        }
+        if (!other && (dots == 1 || dots == 2)) return true;
+    }
+    return false;
+}
+
+bool pt_txn_set_upstream_path(pt_txn *t, pt_str path, const char **detail)
+{
+    const char *why = NULL;
+    if (!t->route) {
+        why = "no route";
+    } else if (!path.n || path.p[0] != '/') {
+        why = "the rewritten path does not start with '/'";
+    } else if (has_dot_segment(path)) {
+        why = "the rewritten path has a dot segment";
+    } else {
+        char *out = pt_arena_alloc(t->a, PT_PATH_NORM_CAP(path.n));
+        ssize_t n = pt_path_normalize_rules(path.p, path.n, &t->route->path_rules, out, NULL, &why);
+        if (n >= 0) {
+            t->upstream_path = pt_str_make(out, (size_t)n);
+            return true;
+        }
+    }
+    if (detail) *detail = why;
+    return false;
 }
 
 void pt_txn_get_stats(pt_txn *t, pt_txn_stats *o)
@@ -484,7 +528,8 @@ static void run_request_headers(pt_txn *t)
         return;
     }
     t->ups = &t->wg->upstreams[t->route->upstream->index];
-    pt_str path = pt_route_upstream_path(t->route, &t->match, t->norm_path, t->a);
+    pt_str path = t->upstream_path.p ? t->upstream_path
+                                     : pt_route_upstream_path(t->route, &t->match, t->norm_path, t->a);
     if (t->req->has_query) {
         char *q = pt_arena_alloc(t->a, path.n + 1 + t->req->query.n + 1);
         memcpy(q, path.p, path.n);

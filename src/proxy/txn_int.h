@@ -101,6 +101,7 @@ struct pt_txn {
     void *uc;                 /* the upstream exchange (h1 connection or h2 stream) */
     const pt_upstream_exchange_ops *uops;
     pt_str upstream_target;   /* path[?query] sent upstream */
+    pt_str upstream_path;     /* set by a plugin (pt_txn_set_upstream_path); null: the route's */
     uint64_t up_start_us;
     uint64_t up_head_us;
     uint64_t up_end_us;

@@ -63,7 +63,7 @@ def sanitizer_env(extra=None):
 # YAML rendering (block style) so configs can be built from Python data.
 # ---------------------------------------------------------------------------
 
-_PLAIN = re.compile(r"^[A-Za-z_./@-][A-Za-z0-9_./:@*-]*$")
+_PLAIN = re.compile(r"^[A-Za-z_./-][A-Za-z0-9_./:@*-]*$")
 _RESERVED = {"true", "false", "yes", "no", "on", "off", "null", "~", "y", "n"}
 
 

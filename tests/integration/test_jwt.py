@@ -113,6 +113,30 @@ def get(p, token=None, target="/", headers=None):
     return resp
 
 
+def big_head_status(p, authorization):
+    """Status of a request whose head is too large to be sent whole: the
+    answer may come (and the connection close) before the client is done."""
+    s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+    try:
+        try:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: " + authorization.encode() + b"\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        buf = b""
+        while b"\r\n" not in buf:
+            try:
+                d = s.recv(4096)
+            except ConnectionResetError:
+                break
+            if not d:
+                break
+            buf += d
+        assert buf.startswith(b"HTTP/1.1 "), buf[:100]
+        return int(buf[9:12])
+    finally:
+        s.close()
+
+
 def echo_headers(resp):
     assert resp.status == 200, resp
     return [tuple(h) for h in resp.json()["headers"]]
@@ -477,11 +501,10 @@ def test_oversized_tokens(portico, echo, keydir):
     big = mint(payload=claims(pad="x" * 9000))
     d = refused(get(p, big))
     assert d["detail"] == "the token is too large"
-    # 1 MB: refused before parsing (the core's head limit, 431, may be first).
-    r = get(p, "a" * (1 << 20))
-    assert r.status in (401, 431), r
-    r = get(p, target="/?x=1", headers={"Authorization": "Bearer " + "a.b." * 250000})
-    assert r.status in (401, 431)
+    # 1 MB: refused before parsing (the core's head limit, 431, may be first;
+    # Portico may answer and close while the client is still sending).
+    for token in ("a" * (1 << 20), "a.b." * 250000):
+        assert big_head_status(p, "Bearer " + token) in (401, 431)
     assert echo.requests == []
     p2 = portico(jwt_config(echo.addr, all_keys(keydir), max_token_size="32k"))
     assert get(p2, big).status == 200

@@ -68,14 +68,14 @@ TEST(registry_finds_every_builtin)
 {
     const char *names[] = {"request_id", "headers", "direct_response", "delay", "ip_restriction", "forward_auth",
                            "compression", "key_auth", "basic_auth", "acl", "jwt", "mtls_auth",
-                           "oauth2_introspection", "rate_limit", "concurrency_limit"};
+                           "oauth2_introspection", "rate_limit", "concurrency_limit", "cors", "deprecation", "rewrite"};
     for (size_t i = 0; i < PT_ARRAY_LEN(names); i++) {
         const pt_plugin_type *t = pt_plugin_find(names[i]);
         CHECK(t != NULL);
         if (t) {
             CHECK_STR(t->name, names[i]);
             CHECK(t->configure != NULL);
-            CHECK(t->on_request_headers != NULL);
+            CHECK(t->on_request_headers != NULL || t->on_response_headers != NULL);
         }
     }
     CHECK(pt_plugin_find("nope") == NULL);

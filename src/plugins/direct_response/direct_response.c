@@ -1,6 +1,7 @@
 /* direct_response.c — answers every request locally with a fixed response
  * (health checks, maintenance pages, mocks). Everything is precomputed at
- * configure time; the request path only hands slices to pt_txn_respond. */
+ * configure time; the request path only hands slices to pt_txn_respond, or
+ * with `template: true` renders the body's placeholders (dr_template.c). */
 #include "plugins/direct_response/direct_response.h"
 
 #include <stdio.h>
@@ -9,7 +10,7 @@
  * the config arena or NULL after recording errors. */
 static void *direct_response_configure(pt_conf_ctx *ctx, const pt_conf_node *node)
 {
-    static const char *const allowed[] = {"status", "headers", "body", NULL};
+    static const char *const allowed[] = {"status", "headers", "body", "template", NULL};
     if (!node || node->kind != PT_NODE_MAP) {
         pt_conf_error(ctx, node, "direct_response: expected a mapping with at least 'status'");
         return NULL;
@@ -48,6 +49,19 @@ static void *direct_response_configure(pt_conf_ctx *ctx, const pt_conf_node *nod
             c->body = pt_arena_str(ctx->arena, pt_str_make(b->scalar, b->scalar_len));
         }
     }
+    const pt_conf_node *tn = pt_conf_get(node, "template");
+    if (tn && !pt_conf_bool(ctx, tn, &c->templated)) ok = false;
+    if (ok && c->templated) {
+        const char *why = pt_dr_template_compile(ctx->arena, c->body, c->content_type, &c->tmpl);
+        if (why) {
+            pt_conf_error(ctx, b ? b : tn, "direct_response: body template: %s", why);
+            ok = false;
+        }
+        /* reflected request data must never be sniffed into another type */
+        c->add_nosniff = true;
+        for (size_t i = 0; i < c->nheaders; i++)
+            if (pt_str_ieq_lit(c->headers[i].name, "X-Content-Type-Options")) c->add_nosniff = false;
+    }
     if (c->body.n && (c->status == 204 || c->status == 304)) {
         pt_conf_error(ctx, b, "direct_response: 'body' must be empty for status %d", c->status);
         ok = false;
@@ -58,8 +72,10 @@ static void *direct_response_configure(pt_conf_ctx *ctx, const pt_conf_node *nod
 static pt_plugin_result direct_response_on_request_headers(pt_txn *txn, const void *conf, void *state)
 {
     const pt_direct_response_conf *c = conf;
-    pt_txn_respond(txn, c->status, c->content_type, c->body);
+    pt_str body = c->templated ? pt_dr_template_render(&c->tmpl, txn) : c->body;
+    pt_txn_respond(txn, c->status, c->content_type, body);
     for (size_t i = 0; i < c->nheaders; i++) pt_txn_respond_header(txn, c->headers[i].name, c->headers[i].value);
+    if (c->add_nosniff) pt_txn_respond_header(txn, PT_STR_LIT("X-Content-Type-Options"), PT_STR_LIT("nosniff"));
     return PT_PLUGIN_RESPOND;
 }
 
