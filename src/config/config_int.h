@@ -33,4 +33,8 @@ bool pt_conf_resolve_target(const pt_config *cfg, pt_arena *a, const char *host,
  * plugins and routes, which refer to consumers by name). */
 void pt_conf_read_consumers(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg);
 
+/* config_balance.c: upstreams.NAME.{balance, hash_on, outlier,
+ * circuit_breaker} (map `v`) into u->balance. */
+void pt_conf_upstream_balance(pt_conf_ctx *ctx, const pt_conf_node *v, pt_upstream_conf *u);
+
 #endif

@@ -40,6 +40,10 @@ typedef struct pt_upstream_metrics {
     pt_metric_series **attempts; /* [ntargets] */
     pt_metric_series **errors;   /* [ntargets] */
     pt_metric_series *retries;
+    /* load balancing and health (upstream/balance.c, breaker.c) */
+    pt_metric_series **ejected;   /* [ntargets] gauge: 1 while outlier detection ejects the target */
+    pt_metric_series **ejections; /* [ntargets] counter */
+    pt_metric_series *breaker_state; /* gauge: 0 closed, 1 open, 2 half-open; NULL without a breaker */
 } pt_upstream_metrics;
 
 /* Declares the families in `reg` and the permanent series (listeners of

@@ -16,6 +16,7 @@
 #include "core/loop.h"
 #include "proxy/txn.h"
 #include "server/worker.h"
+#include "upstream/balance.h"
 #include "upstream/exchange.h"
 
 /* Bytes at one plugin position: borrowed from the caller (p, n) until a
@@ -102,6 +103,7 @@ struct pt_txn {
     uint64_t up_start_us;
     uint64_t up_head_us;
     uint64_t up_end_us;
+    pt_lb_attempt lb;         /* the current attempt as the balancer counts it (upstream/balance.h) */
 
     /* body and lifecycle */
     uint64_t max_body;
@@ -183,6 +185,10 @@ void txn_connect_upstream(pt_txn *t);
 void txn_arm_grpc_deadline(pt_txn *t);
 /* Closes the upstream exchange, if any. */
 void txn_drop_upstream(pt_txn *t);
+
+/* ---- txn_balance.c ---- */
+/* The hash input for `balance: hash` (null slice: none, round-robin). */
+pt_str txn_lb_key(const pt_txn *t);
 
 /* ---- txn_tunnel.c ---- (docs/websocket.md) */
 /* After routing: keeps the request's upgrade intent when the route tunnels

@@ -16,8 +16,13 @@ void txn_drop_upstream(pt_txn *t)
 void txn_connect_upstream(pt_txn *t)
 {
     pt_upstream_rt *u = t->ups;
+    pt_lb *lb = u->conf->lb;
+    if (t->attempts == 0 && !pt_lb_admit(lb, &t->lb, pt_lb_now_us())) {
+        txn_respond_problem(t, 503, "the upstream's circuit breaker is open");
+        return;
+    }
     for (;;) {
-        int idx = pt_upstream_pick(u, t->tried);
+        int idx = pt_lb_pick(u, t->tried, txn_lb_key(t), pt_lb_now_us());
         if (idx < 0) {
             t->upstream_failed = true;
             txn_respond_problem(t, 502, "no upstream target could be reached");
@@ -30,12 +35,14 @@ void txn_connect_upstream(pt_txn *t)
         bool fresh = false;
         void *c = pt_exchange_open(t->w, u, idx, t->gen->up_tls[u->conf->index], &t->uops, &fresh);
         if (!c) {
+            pt_lb_open_failed(lb, &t->lb, idx, pt_lb_now_us());
             if (pt_method_idempotent(t->req->method) && t->attempts < (int)u->conf->ntargets) continue;
             t->upstream_failed = true;
             txn_respond_problem(t, 502, "upstream connection failed");
             return;
         }
         t->uc = c;
+        pt_lb_begin(lb, &t->lb, idx, pt_lb_now_us());
         t->uops->attach(c, &up_cbs, t, t->a, u->conf, &t->gen->h1_limits, u->conf->connect_timeout_ms);
         if (!fresh) up_cbs.on_ready(t);
         return;
@@ -126,6 +133,7 @@ static void on_up_head(void *owner, pt_response *res)
     t->res = *res;
     t->local = false;
     t->up_head_us = pt_loop_wall_us(t->w->loop);
+    pt_lb_result(t->ups->conf->lb, &t->lb, res->status >= 500 ? PT_LB_5XX : PT_LB_SUCCESS, pt_lb_now_us());
     t->uops->pause_read(t->uc, true); /* until the response phase has run */
     if (!t->tun || txn_tunnel_on_head(t)) txn_start_response_phase(t);
     txn_leave(t);
@@ -154,6 +162,7 @@ static void on_up_end(void *owner, pt_str trailers)
      * it could go away under the txn (a write error while the client's body
      * still streams). Later request body bytes are dropped. */
     t->up_end_us = pt_loop_wall_us(t->w->loop);
+    pt_lb_end(t->ups->conf->lb, &t->lb, pt_lb_now_us());
     void *c = t->uc;
     t->uc = NULL;
     t->up_read_paused_by_ds = false;
@@ -174,6 +183,10 @@ static void on_up_error(void *owner, pt_uerr err, bool nothing_received)
     t->uc = NULL;
     if (c) t->uops->close(c);
     t->up_end_us = pt_loop_wall_us(t->w->loop);
+    /* a stale pooled connection is not the target's fault */
+    pt_lb_result(t->ups->conf->lb, &t->lb, reused && err == PT_UERR_CLOSED ? PT_LB_NEUTRAL : PT_LB_FAILURE,
+                 pt_lb_now_us());
+    pt_lb_end(t->ups->conf->lb, &t->lb, pt_lb_now_us());
     /* A connection that failed before any response byte may be retried when
      * nothing of the request body has been consumed yet: a stale pooled
      * connection always, a failed connect for idempotent requests. */

@@ -1,0 +1,210 @@
+"""Load balancing and target health (docs/traffic.md): least_requests,
+hash (header, cookie, client address; round-robin without the input),
+ewma, passive outlier detection and the circuit breaker. Assertions are
+on which target got which request, never on timings."""
+
+import threading
+import time
+
+from conftest import free_port, simple_config
+from test_admin_metrics import admin_cfg, scrape, value
+from upstreams import make_response, problem_check, request, wait_for
+
+
+def named(upstream, name, delay=0.0, status=None):
+    """An upstream answering its own name (after `delay` s; with
+    status[0] when `status` is a one-item list the test may change)."""
+    def handler(req):
+        code = status[0] if status else 200
+        resp = make_response(code, "X", [], name)
+        return [delay, resp] if delay else resp
+    return upstream(handler, name=name)
+
+
+def cfg_for(ups, **upstream_extra):
+    return simple_config([u.addr for u in ups], upstream_extra=upstream_extra)
+
+
+def get(p, path="/", headers=None):
+    r = request(p.port, "GET", path, headers=headers, timeout=20)
+    return r
+
+
+# ------------------------------------------------------------ least_requests
+
+def test_least_requests_prefers_idle_target(portico, upstream):
+    slow = named(upstream, "slow", delay=3.0)
+    fast = named(upstream, "fast")
+    p = portico(cfg_for([slow, fast], balance="least_requests"))
+    threads = []
+    # park one request on the slow target (the idle ones tie and alternate)
+    for _ in range(4):
+        t = threading.Thread(target=get, args=(p, "/bg"))
+        t.start()
+        threads.append(t)
+        if wait_for(lambda: len(slow.requests) >= 1, timeout=1):
+            break
+    assert len(slow.requests) == 1
+    before = len(fast.requests)
+    for _ in range(10):
+        r = get(p)
+        assert r.status == 200 and r.body == b"fast"
+    assert len(slow.requests) == 1  # busy: it got none of the ten
+    assert len(fast.requests) == before + 10
+    for t in threads:
+        t.join()
+
+
+def test_round_robin_is_the_default(portico, upstream):
+    a, b = named(upstream, "a"), named(upstream, "b")
+    p = portico(cfg_for([a, b]))
+    bodies = [get(p).body for _ in range(6)]
+    assert bodies.count(b"a") == 3 and bodies.count(b"b") == 3
+
+
+# --------------------------------------------------------------------- hash
+
+def hash_spread(p, headers_for):
+    """{key: set of targets that answered it} over 20 keys x 3 requests."""
+    seen = {}
+    for k in range(20):
+        for _ in range(3):
+            r = get(p, "/k", headers=headers_for("key-%d" % k))
+            assert r.status == 200
+            seen.setdefault(k, set()).add(r.body)
+    return seen
+
+
+def test_hash_on_header_sticks_and_spreads(portico, upstream):
+    ups = [named(upstream, "t%d" % i) for i in range(3)]
+    p = portico(cfg_for(ups, balance="hash", hash_on={"header": "X-User"}))
+    seen = hash_spread(p, lambda k: {"X-User": k})
+    assert all(len(s) == 1 for s in seen.values()), seen
+    assert len(set().union(*seen.values())) == 3  # 20 keys reach every target
+    # without the header: round-robin over all three
+    bodies = {get(p).body for _ in range(6)}
+    assert bodies == {b"t0", b"t1", b"t2"}
+
+
+def test_hash_on_cookie(portico, upstream):
+    ups = [named(upstream, "t%d" % i) for i in range(3)]
+    p = portico(cfg_for(ups, balance="hash", hash_on={"cookie": "sid"}))
+    seen = hash_spread(p, lambda k: {"Cookie": "theme=dark; sid=%s; x=1" % k})
+    assert all(len(s) == 1 for s in seen.values()), seen
+    assert len(set().union(*seen.values())) >= 2
+    # another cookie's value does not count: the same sid goes to the same target
+    r1 = get(p, headers={"Cookie": "sid=key-3; theme=a"})
+    r2 = get(p, headers={"Cookie": "theme=b; sid=key-3"})
+    assert r1.body == r2.body
+
+
+def test_hash_on_client_addr_after_trusted_proxies(portico, upstream):
+    ups = [named(upstream, "t%d" % i) for i in range(3)]
+    cfg = cfg_for(ups, balance="hash", hash_on="client_addr")
+    cfg["trusted_proxies"] = ["127.0.0.1/32"]
+    p = portico(cfg)
+    seen = hash_spread(p, lambda k: {"X-Forwarded-For": "10.1.0.%s" % k.split("-")[1]})
+    assert all(len(s) == 1 for s in seen.values()), seen
+    assert len(set().union(*seen.values())) >= 2
+
+
+# --------------------------------------------------------------------- ewma
+
+def test_ewma_shifts_traffic_from_slow_target(portico, upstream):
+    slow = named(upstream, "slow", delay=0.3)
+    fast = [named(upstream, "f%d" % i) for i in range(2)]
+    p = portico(cfg_for([slow] + fast, balance="ewma"))
+    for _ in range(30):
+        assert get(p).status == 200
+    # round-robin would send it 10; after its first answer it loses every draw
+    assert len(slow.requests) <= 3, len(slow.requests)
+    assert len(fast[0].requests) + len(fast[1].requests) >= 27
+
+
+# ------------------------------------------------------- outlier detection
+
+def test_outlier_ejects_failing_target_and_returns(portico, upstream):
+    status = [503]
+    bad = named(upstream, "bad", status=status)
+    good = [named(upstream, "g%d" % i) for i in range(2)]
+    cfg, aport = admin_cfg(cfg_for([bad] + good, outlier={"consecutive_5xx": 3, "base_ejection_time": "2s",
+                                                          "max_ejected_percent": 50}))
+    p = portico(cfg)
+    n = 0
+    while len(bad.requests) < 3:
+        get(p)
+        n += 1
+        assert n < 20
+    m = scrape(aport)
+    assert value(m, "portico_upstream_target_ejections_total", upstream="up", target=bad.addr) == 1
+    assert value(m, "portico_upstream_target_ejected", upstream="up", target=bad.addr) == 1
+    for _ in range(20):
+        r = get(p)
+        assert r.status == 200 and r.body in (b"g0", b"g1")
+    assert len(bad.requests) == 3  # ejected: none of the twenty
+    # after the ejection time it is back in rotation (and now healthy)
+    status[0] = 200
+    time.sleep(2.2)
+    got = [get(p).body for _ in range(6)]
+    assert b"bad" in got
+    assert value(scrape(aport), "portico_upstream_target_ejected", upstream="up", target=bad.addr) == 0
+
+
+def test_outlier_ejects_refusing_target(portico, upstream):
+    dead = "127.0.0.1:%d" % free_port()
+    good = [named(upstream, "g%d" % i) for i in range(2)]
+    cfg, aport = admin_cfg(simple_config([dead] + [u.addr for u in good],
+                                         upstream_extra={"outlier": {"consecutive_failures": 2,
+                                                                     "base_ejection_time": "30s"}}))
+    p = portico(cfg)
+    for _ in range(12):  # idempotent: a refused connect moves on to the next target
+        assert get(p).status == 200
+    m = scrape(aport)
+    assert value(m, "portico_upstream_target_ejections_total", upstream="up", target=dead) == 1
+    assert value(m, "portico_upstream_target_ejected", upstream="up", target=dead) == 1
+    retries = value(m, "portico_upstream_retries_total", upstream="up")
+    for _ in range(10):
+        assert get(p).status == 200
+    # no more attempts on the ejected target: no more retries
+    assert value(scrape(aport), "portico_upstream_retries_total", upstream="up") == retries
+
+
+def test_all_ejected_fails_open(portico, upstream):
+    status = [503]
+    only = named(upstream, "only", status=status)
+    p = portico(cfg_for([only], outlier={"consecutive_5xx": 1, "max_ejected_percent": 100,
+                                         "base_ejection_time": "30s"}))
+    assert get(p).status == 503  # the upstream's own answer; ejected now
+    status[0] = 200
+    r = get(p)  # the only target is ejected: it is used anyway
+    assert r.status == 200 and r.body == b"only"
+
+
+# --------------------------------------------------------- circuit breaker
+
+def test_circuit_breaker_closed_open_half_open(portico, upstream):
+    status = [500]
+    up = named(upstream, "up", status=status)
+    cfg, aport = admin_cfg(cfg_for([up], circuit_breaker={"consecutive_failures": 3, "open_time": "1s",
+                                                          "half_open_requests": 1}))
+    p = portico(cfg)
+    for _ in range(3):
+        assert get(p).status == 500  # closed: the upstream's answers pass
+    assert value(scrape(aport), "portico_upstream_circuit_state", upstream="up") == 1
+    doc = problem_check(get(p), 503)  # open: answered without the upstream
+    assert "circuit breaker" in doc["detail"]
+    assert len(up.requests) == 3
+    # half-open after open_time: a failing probe opens it again
+    time.sleep(1.2)
+    assert get(p).status == 500
+    assert len(up.requests) == 4
+    problem_check(get(p), 503)
+    assert len(up.requests) == 4
+    # half-open again: a good probe closes it
+    status[0] = 200
+    time.sleep(1.2)
+    assert get(p).status == 200
+    assert value(scrape(aport), "portico_upstream_circuit_state", upstream="up") == 0
+    for _ in range(5):
+        assert get(p).status == 200
+    assert len(up.requests) == 10
