@@ -47,12 +47,30 @@ typedef struct {
     uint32_t half_open_requests;    /* probes let through when half-open; default 1 */
 } pt_breaker_conf;
 
+/* Active health checks; enabled = a `health_check` block. One checker per
+ * process (upstream/health_check.c). */
+#define PT_HEALTH_MAX_STATUSES 16
+typedef struct {
+    bool enabled;
+    bool tcp;                       /* type tcp: a connect is the check; else http */
+    char *path;                     /* http: request path; default "/" */
+    char *host;                     /* http: Host header; default the target's host:port */
+    char *body;                     /* http: the response's first 16 KiB must contain it; NULL = any */
+    uint16_t statuses[PT_HEALTH_MAX_STATUSES]; /* expected; none listed = 200..399 */
+    size_t nstatuses;
+    uint64_t interval_ms;           /* default 10s */
+    uint64_t timeout_ms;            /* default 2s */
+    uint32_t healthy_threshold;     /* successes in a row to be healthy again; default 2 */
+    uint32_t unhealthy_threshold;   /* failures in a row to be unhealthy; default 3 */
+} pt_health_conf;
+
 typedef struct {
     pt_balance_kind kind;
     pt_hash_input hash_on;
     char *hash_name;                /* header or cookie name */
     pt_outlier_conf outlier;
     pt_breaker_conf breaker;
+    pt_health_conf health;
 } pt_balance_conf;
 
 #endif

@@ -706,7 +706,7 @@ static void conf_upstreams(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config
     cfg->upstreams = pt_arena_calloc(ctx->arena, m->n * sizeof(*cfg->upstreams));
     static const char *const keys[] = {"targets", "keepalive", "keepalive_timeout", "connect_timeout",
                                        "read_timeout", "write_timeout", "preserve_host", "tls", "protocol",
-                                       "balance", "hash_on", "outlier", "circuit_breaker", NULL};
+                                       "balance", "hash_on", "outlier", "circuit_breaker", "health_check", NULL};
     for (size_t i = 0; i < m->n; i++) {
         const pt_conf_node *k = m->keys[i], *v = m->vals[i];
         if (!valid_upstream_name(k->scalar)) {

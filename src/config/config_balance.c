@@ -97,6 +97,51 @@ static void conf_breaker(pt_conf_ctx *ctx, const pt_conf_node *n, pt_breaker_con
     opt_u32(ctx, n, "half_open_requests", 1, 10000, &b->half_open_requests);
 }
 
+static void conf_health(pt_conf_ctx *ctx, const pt_conf_node *n, pt_upstream_conf *u)
+{
+    static const char *const keys[] = {"type", "path", "host", "expected_statuses", "body", "interval", "timeout",
+                                       "healthy_threshold", "unhealthy_threshold", NULL};
+    pt_health_conf *h = &u->balance.health;
+    *h = (pt_health_conf){.enabled = true, .path = "/", .interval_ms = 10000, .timeout_ms = 2000,
+                          .healthy_threshold = 2, .unhealthy_threshold = 3};
+    if (!pt_conf_check_keys(ctx, n, keys, "health_check")) return;
+    const pt_conf_node *v;
+    if ((v = pt_conf_opt(n, "type"))) {
+        const char *s = v->kind == PT_NODE_SCALAR ? v->scalar : "";
+        if (strcmp(s, "tcp") == 0) h->tcp = true;
+        else if (strcmp(s, "http") != 0) pt_conf_error(ctx, v, "health_check: type must be http or tcp");
+    }
+    if ((v = pt_conf_opt(n, "path")) && pt_conf_string(ctx, v, &h->path)) {
+        bool ok = h->path[0] == '/';
+        for (const char *c = h->path; *c; c++) ok &= *c > 0x20 && *c < 0x7f;
+        if (!ok) pt_conf_error(ctx, v, "health_check: path must start with '/' and hold visible ASCII only");
+    }
+    if ((v = pt_conf_opt(n, "host")) && pt_conf_string(ctx, v, &h->host)) {
+        bool ok = h->host[0] != 0;
+        for (const char *c = h->host; *c; c++) ok &= *c > 0x20 && *c < 0x7f;
+        if (!ok) pt_conf_error(ctx, v, "health_check: host must be a non-empty host name");
+    }
+    if ((v = pt_conf_opt(n, "body")) && pt_conf_string(ctx, v, &h->body) && !h->body[0]) h->body = NULL;
+    if ((v = pt_conf_opt(n, "expected_statuses"))) {
+        if (v->kind != PT_NODE_SEQ || v->n == 0 || v->n > PT_HEALTH_MAX_STATUSES) {
+            pt_conf_error(ctx, v, "health_check: expected_statuses must be a list of 1 to %d statuses",
+                          PT_HEALTH_MAX_STATUSES);
+        } else {
+            for (size_t i = 0; i < v->n; i++) {
+                int64_t st;
+                if (pt_conf_int(ctx, v->vals[i], 100, 599, &st)) h->statuses[h->nstatuses++] = (uint16_t)st;
+            }
+        }
+    }
+    opt_ms(ctx, n, "interval", &h->interval_ms);
+    opt_ms(ctx, n, "timeout", &h->timeout_ms);
+    opt_u32(ctx, n, "healthy_threshold", 1, 1000, &h->healthy_threshold);
+    opt_u32(ctx, n, "unhealthy_threshold", 1, 1000, &h->unhealthy_threshold);
+    if (!h->tcp && (u->tls.enabled || u->protocol != PT_UPROTO_HTTP1))
+        pt_conf_error(ctx, n, "upstream '%s': http health checks speak plain HTTP/1.1 only for now; use "
+                              "'type: tcp' for a TLS or HTTP/2 upstream", u->name);
+}
+
 void pt_conf_upstream_balance(pt_conf_ctx *ctx, const pt_conf_node *v, pt_upstream_conf *u)
 {
     pt_balance_conf *b = &u->balance;
@@ -119,4 +164,5 @@ void pt_conf_upstream_balance(pt_conf_ctx *ctx, const pt_conf_node *v, pt_upstre
         pt_conf_error(ctx, h, "upstream '%s': hash_on applies to 'balance: hash' only", u->name);
     if ((n = pt_conf_opt(v, "outlier"))) conf_outlier(ctx, n, &b->outlier);
     if ((n = pt_conf_opt(v, "circuit_breaker"))) conf_breaker(ctx, n, &b->breaker);
+    if ((n = pt_conf_opt(v, "health_check"))) conf_health(ctx, n, u);
 }

@@ -43,6 +43,7 @@ enum {
     F_UP_EJECTED,
     F_UP_EJECTIONS,
     F_UP_BREAKER,
+    F_UP_CHECK_HEALTHY,
     F_OPEN_CONNS,
     F_CONNS,
     F_CONNS_REJECTED,
@@ -100,6 +101,10 @@ static const pt_metric_desc DESCS[F__COUNT] = {
                       .help = "Circuit breaker state of the upstream: 0 closed, 1 open, 2 half-open "
                               "(upstreams with a circuit_breaker block).",
                       .type = PT_METRIC_GAUGE, .labels = L_UPSTREAM, .max_series = ROUTE_MAX_SERIES},
+    [F_UP_CHECK_HEALTHY] = {.name = "portico_upstream_target_healthy",
+                            .help = "Verdict of the active health checks: 1 healthy, 0 unhealthy, by upstream and "
+                                    "target (upstreams with a health_check block).",
+                            .type = PT_METRIC_GAUGE, .labels = L_UPSTREAM_TARGET, .max_series = ROUTE_MAX_SERIES},
     [F_OPEN_CONNS] = {.name = "portico_open_connections",
                       .help = "Client connections open now (HTTP/1 and HTTP/2), by listener.",
                       .type = PT_METRIC_GAUGE, .labels = L_LISTENER},
@@ -224,6 +229,12 @@ void pt_gw_metrics_bind(pt_gw_metrics *gm, pt_config *cfg)
             um->breaker_state = pt_metrics_series(gm->fam[F_UP_BREAKER], (const char *[]){u->name}, a);
         u->metrics = um;
     }
+}
+
+pt_metric_series *pt_gw_metrics_target_healthy(pt_gw_metrics *gm, const char *upstream, const char *target,
+                                               pt_arena *owner)
+{
+    return gm ? pt_metrics_series(gm->fam[F_UP_CHECK_HEALTHY], (const char *[]){upstream, target}, owner) : NULL;
 }
 
 void pt_gw_metrics_generation(pt_gw_metrics *gm, uint64_t generation)

@@ -55,6 +55,10 @@ void pt_gw_metrics_free(pt_gw_metrics *gm);
  * counters) and stores them in cfg->routes[].metrics and
  * cfg->upstreams[].metrics. Main thread, before publishing cfg. */
 void pt_gw_metrics_bind(pt_gw_metrics *gm, pt_config *cfg);
+/* The active health-check gauge of (upstream, target), held until `owner`
+ * is freed (upstream/health_check.c; NULL when gm is NULL). Main thread. */
+pt_metric_series *pt_gw_metrics_target_healthy(pt_gw_metrics *gm, const char *upstream, const char *target,
+                                               pt_arena *owner);
 /* The running configuration generation (portico_config_generation). */
 void pt_gw_metrics_generation(pt_gw_metrics *gm, uint64_t generation);
 /* One reload attempt, successful or refused (portico_config_reloads_total). */

@@ -249,15 +249,21 @@ static void ewma_sample(pt_target_state *s, uint64_t sample_ns, uint64_t now_us)
 
 /* ------------------------------------------------------------- picking */
 
-/* Mask of the targets (first 64) to skip: `exclude` plus the ejected ones,
- * unless that leaves nothing: then only `exclude` (fail open). */
+/* Mask of the targets (first 64) to skip: `exclude` plus the ejected and
+ * the unhealthy (active checks) ones, unless that leaves nothing: then only
+ * `exclude` (fail open). */
 static uint64_t skip_mask(pt_lb *lb, uint64_t exclude, uint64_t now_us)
 {
-    if (!lb->conf->balance.outlier.enabled) return exclude;
+    bool outlier = lb->conf->balance.outlier.enabled, checked = lb->conf->balance.health.enabled;
+    if (!outlier && !checked) return exclude;
     size_t n = lb->conf->ntargets < 64 ? lb->conf->ntargets : 64;
     uint64_t ejected = 0, all = n == 64 ? ~0ull : (1ull << n) - 1;
-    for (size_t i = 0; i < n; i++)
-        if (!(exclude & (1ull << i)) && pt_lb_target_ejected(lb, i, now_us)) ejected |= 1ull << i;
+    for (size_t i = 0; i < n; i++) {
+        if (exclude & (1ull << i)) continue;
+        if ((checked && atomic_load_explicit(&lb->targets[i]->unhealthy, memory_order_relaxed)) ||
+            (outlier && pt_lb_target_ejected(lb, i, now_us)))
+            ejected |= 1ull << i;
+    }
     if (((exclude | ejected) & all) == all && lb->conf->ntargets <= 64) return exclude;
     return exclude | ejected;
 }

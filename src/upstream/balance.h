@@ -39,6 +39,9 @@ typedef struct pt_target_state {
     atomic_uint_fast64_t ejected_until_us; /* end of the current or last ejection; 0 = never ejected */
     atomic_bool ejected;              /* an ejection is in force (cleared at its end by the next pick) */
     atomic_uint ejections;            /* the ejection multiplier (decays while healthy) */
+    /* active health checks (health_check.c): written by the checker thread only */
+    atomic_bool unhealthy;            /* failed unhealthy_threshold checks in a row (until healthy_threshold pass) */
+    unsigned checks_ok, checks_failed; /* in a row */
 } pt_target_state;
 
 typedef enum { PT_BREAKER_CLOSED = 0, PT_BREAKER_OPEN = 1, PT_BREAKER_HALF_OPEN = 2 } pt_breaker_phase;

@@ -8,7 +8,9 @@ import time
 
 from conftest import free_port, simple_config
 from test_admin_metrics import admin_cfg, scrape, value
-from upstreams import make_response, problem_check, request, wait_for
+import signal
+
+from upstreams import make_response, problem_check, request, wait_for, wait_reloaded
 
 
 def named(upstream, name, delay=0.0, status=None):
@@ -169,6 +171,27 @@ def test_outlier_ejects_refusing_target(portico, upstream):
     assert value(scrape(aport), "portico_upstream_retries_total", upstream="up") == retries
 
 
+def test_ejection_survives_reload(portico, upstream):
+    status = [503]
+    bad = named(upstream, "bad", status=status)
+    good = named(upstream, "good")
+    outlier = {"consecutive_5xx": 2, "base_ejection_time": "60s"}
+    p = portico(cfg_for([bad, good], outlier=outlier))
+    while len(bad.requests) < 2:
+        get(p)
+    status[0] = 200
+    # reload with the same upstream and targets (and one more route): the
+    # target's shared state, hence its ejection, is kept
+    cfg = cfg_for([bad, good], outlier=outlier)
+    cfg["routes"].insert(0, {"name": "other", "match": {"path_prefix": "/other"}, "upstream": "up"})
+    p.write_config(cfg)
+    p.signal(signal.SIGHUP)
+    wait_reloaded(p)
+    for _ in range(8):
+        assert get(p).body == b"good"
+    assert len(bad.requests) == 2
+
+
 def test_all_ejected_fails_open(portico, upstream):
     status = [503]
     only = named(upstream, "only", status=status)
@@ -208,3 +231,57 @@ def test_circuit_breaker_closed_open_half_open(portico, upstream):
     for _ in range(5):
         assert get(p).status == 200
     assert len(up.requests) == 10
+
+
+# ------------------------------------------------------ active health checks
+
+def checked(up):
+    return [r for r in up.requests if r.path == "/healthz"]
+
+
+def served(up):
+    return [r for r in up.requests if r.path != "/healthz"]
+
+
+def test_active_http_check_takes_target_out_and_back(portico, upstream):
+    state = [b"degraded"]
+    def bad_handler(req):
+        if req.path == "/healthz":
+            return make_response(200, "OK", [], state[0])
+        return make_response(200, "OK", [], "bad")
+    bad = upstream(bad_handler, name="bad")
+    def good_handler(name):
+        return lambda req: make_response(200, "OK", [], "ready" if req.path == "/healthz" else "ok " + name)
+    good = [upstream(good_handler(n), name=n) for n in ("g0", "g1")]
+    hc = {"path": "/healthz", "body": "ready", "expected_statuses": [200], "interval": "100ms",
+          "timeout": "1s", "unhealthy_threshold": 2, "healthy_threshold": 1, "host": "health.local"}
+    cfg, aport = admin_cfg(cfg_for([bad] + good, health_check=hc))
+    p = portico(cfg)
+    assert wait_for(lambda: len(checked(bad)) >= 3, timeout=10)
+    m = scrape(aport)
+    assert value(m, "portico_upstream_target_healthy", upstream="up", target=bad.addr) == 0
+    assert value(m, "portico_upstream_target_healthy", upstream="up", target=good[0].addr) == 1
+    hreq = checked(bad)[0]
+    assert hreq.method == "GET" and dict((k.lower(), v) for k, v in hreq.headers)["host"] == "health.local"
+    assert len(checked(good[0])) >= 1  # every target is checked
+    for _ in range(12):
+        assert get(p).body.startswith(b"ok")  # body lacks "ready": out of rotation
+    assert served(bad) == []
+    state[0] = b"all ready"
+    n = len(checked(bad))
+    assert wait_for(lambda: len(checked(bad)) >= n + 2, timeout=10)
+    got = [get(p).body for _ in range(6)]
+    assert b"bad" in got
+    assert value(scrape(aport), "portico_upstream_target_healthy", upstream="up", target=bad.addr) == 1
+
+
+def test_active_tcp_check_spares_non_idempotent_requests(portico, upstream):
+    dead = "127.0.0.1:%d" % free_port()
+    good = named(upstream, "good")
+    cfg, aport = admin_cfg(simple_config([dead, good.addr], upstream_extra={
+        "health_check": {"type": "tcp", "interval": "100ms", "timeout": "500ms", "unhealthy_threshold": 1}}))
+    p = portico(cfg)
+    time.sleep(1.0)  # a few check rounds; the assertion below does not depend on how many
+    for _ in range(8):
+        r = request(p.port, "POST", "/x", body=b"data")
+        assert r.status == 200 and r.body == b"good"  # never sent to the dead target (no retry for POST)

@@ -440,6 +440,11 @@ TEST(config_errors)
     expect_error(THREE_TARGETS "    outlier: {base_ejection_time: 10s, max_ejection_time: 1s}\n", "max_ejection_time");
     expect_error(THREE_TARGETS "    circuit_breaker: {failure_ratio: 2}\n", "failure_ratio must be");
     expect_error(THREE_TARGETS "    circuit_breaker: {open: 1s}\n", "open");
+    expect_error(THREE_TARGETS "    health_check: {type: udp}\n", "type must be http or tcp");
+    expect_error(THREE_TARGETS "    health_check: {expected_statuses: [700]}\n", "t.yaml:5");
+    expect_error(THREE_TARGETS "    health_check: {path: healthz}\n", "path must start with '/'");
+    expect_error(LISTEN "upstreams:\n  up:\n    targets: [\"https://127.0.0.1:9001\"]\n    health_check: {}\n",
+                 "use 'type: tcp'");
 }
 
 TEST(config_defaults)
@@ -455,6 +460,7 @@ TEST(config_defaults)
     CHECK(b->outlier.max_ejected_percent == 50);
     CHECK(b->breaker.enabled && b->breaker.failure_ratio_pct == 50 && b->breaker.min_requests == 20);
     CHECK(b->breaker.open_ms == 30000 && b->breaker.half_open_requests == 1 && b->breaker.window_ms == 10000);
+    CHECK(!b->health.enabled);
     pt_config_free(c);
     pt_errors_free(&e);
 }
