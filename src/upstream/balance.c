@@ -175,9 +175,7 @@ static void maybe_eject(pt_lb *lb, size_t idx, uint64_t now_us)
     size_t n = lb->conf->ntargets, ejected = 0;
     for (size_t i = 0; i < n; i++)
         if (i != idx && pt_lb_target_ejected(lb, i, now_us)) ejected++;
-    size_t allowed = n * o->max_ejected_percent / 100;
-    if (allowed == 0 && o->max_ejected_percent > 0) allowed = 1;
-    if (ejected >= allowed) return;
+    if ((ejected + 1) * 100 > n * o->max_ejected_percent) return; /* never more than the share */
     bool no = false;
     if (!atomic_compare_exchange_strong(&s->ejected, &no, true)) return; /* another worker did */
     uint64_t base = o->base_ejection_ms * 1000, last_end = atomic_load(&s->ejected_until_us);

@@ -10,6 +10,8 @@ from conftest import free_port, simple_config
 from test_admin_metrics import admin_cfg, scrape, value
 import signal
 
+import pytest
+
 from upstreams import make_response, problem_check, request, wait_for, wait_reloaded
 
 
@@ -34,10 +36,15 @@ def get(p, path="/", headers=None):
 
 # ------------------------------------------------------------ least_requests
 
-def test_least_requests_prefers_idle_target(portico, upstream):
+@pytest.mark.parametrize("workers", [1, 3])
+def test_least_requests_prefers_idle_target(portico, upstream, workers):
+    # with 3 workers the ten requests land on any of them: the in-flight
+    # count they read is the process's, not their own
     slow = named(upstream, "slow", delay=3.0)
     fast = named(upstream, "fast")
-    p = portico(cfg_for([slow, fast], balance="least_requests"))
+    cfg = cfg_for([slow, fast], balance="least_requests")
+    cfg["workers"] = workers
+    p = portico(cfg)
     threads = []
     # park one request on the slow target (the idle ones tie and alternate)
     for _ in range(4):
@@ -125,12 +132,14 @@ def test_ewma_shifts_traffic_from_slow_target(portico, upstream):
 
 # ------------------------------------------------------- outlier detection
 
-def test_outlier_ejects_failing_target_and_returns(portico, upstream):
+@pytest.mark.parametrize("workers", [1, 3])
+def test_outlier_ejects_failing_target_and_returns(portico, upstream, workers):
     status = [503]
     bad = named(upstream, "bad", status=status)
     good = [named(upstream, "g%d" % i) for i in range(2)]
     cfg, aport = admin_cfg(cfg_for([bad] + good, outlier={"consecutive_5xx": 3, "base_ejection_time": "2s",
                                                           "max_ejected_percent": 50}))
+    cfg["workers"] = workers  # the failures counted by any worker eject it for all
     p = portico(cfg)
     n = 0
     while len(bad.requests) < 3:

@@ -316,9 +316,21 @@ TEST(outlier_max_percent_and_fail_open)
     results(&f, 1, PT_LB_FAILURE, 2, now);
     CHECK(pt_lb_target_ejected(f.lb, 0, now));
     CHECK(!pt_lb_target_ejected(f.lb, 1, now)); /* 50% of 3: one at a time */
+    results(&f, 2, PT_LB_FAILURE, 2, now);
+    CHECK(!pt_lb_target_ejected(f.lb, 2, now));
     /* fail open: with 1 and 2 excluded (tried), the ejected 0 is used */
     CHECK_INT(pt_lb_pick(&f.u, 0x6, PT_STR_NULL, now), 0);
     CHECK(pt_lb_pick(&f.u, 0x2, PT_STR_NULL, now) == 2);
+    fx_free(&f);
+}
+
+TEST(outlier_max_percent_zero_share)
+{
+    fixture f;
+    CHECK(fx_load(&f, THREE_TARGETS "    outlier: {consecutive_5xx: 1, max_ejected_percent: 30}\n"));
+    if (!f.cfg) return;
+    results(&f, 0, PT_LB_5XX, 3, 1000);
+    CHECK(!pt_lb_target_ejected(f.lb, 0, 1000)); /* 30% of 3 targets is less than one */
     fx_free(&f);
 }
 
