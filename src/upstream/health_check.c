@@ -4,9 +4,10 @@
  * A plan is the list of targets to check, built from a configuration on
  * the main thread (copies only, plus a reference on each target's shared
  * state) and handed to the checker's loop, which drops the previous plan.
- * Each target runs its own cycle: connect (non-blocking), for http send
- * one HTTP/1.1 GET with "Connection: close" and read the answer (at most
- * 16 KiB); the verdict is in when the status line (and, with `body`, the
+ * Each target runs its own cycle: connect (non-blocking), for http (after
+ * a TLS handshake for an https upstream, with its verification settings)
+ * send one HTTP/1.1 GET with "Connection: close" and read the answer (at
+ * most 16 KiB); the verdict is in when the status line (and, with `body`, the
  * text) is there, the peer closed, or `timeout` passed. Then the next
  * check is `interval` later. */
 #include "upstream/health_check.h"
@@ -22,6 +23,7 @@
 #include "core/loop.h"
 #include "net/tls_io.h"
 #include "obs/gateway_metrics.h"
+#include "tls/tls_client.h"
 #include "upstream/balance.h"
 
 #define HC_READ_MAX 16384
@@ -35,6 +37,11 @@ typedef struct hc_target {
     socklen_t sslen;
     char *request;              /* http: the whole request; NULL for tcp */
     size_t request_len, sent;
+    SSL_CTX *tls_ctx;           /* https upstream: the plan's context */
+    const pt_upstream_tls_conf *tls; /* https upstream: the plan's copy (sni, verify); NULL: plain */
+    char *tls_host;             /* name sent and verified when tls->sni is NULL */
+    SSL *ssl;
+    bool handshaking;
     int fd;
     pt_io io;
     pt_timer interval, deadline;
@@ -46,6 +53,8 @@ typedef struct hc_plan {
     hc_target *t;
     size_t n;
     pt_health_conf *confs;      /* [nupstreams], strings owned */
+    SSL_CTX **tls_ctxs;         /* [nupstreams] */
+    pt_upstream_tls_conf *tls;  /* [nupstreams]: verify and sni (owned) */
     size_t nconfs;
     pt_arena *arena;            /* owns the plan's references on metric series */
 } hc_plan;
@@ -83,6 +92,10 @@ static void on_interval(pt_loop *loop, pt_timer *tm) { check_begin(loop, tm->dat
 static void check_done(hc_target *t, bool ok)
 {
     pt_loop *loop = t->h->loop;
+    if (t->ssl) {
+        SSL_free(t->ssl);
+        t->ssl = NULL;
+    }
     if (t->fd >= 0) {
         pt_io_stop(loop, &t->io);
         close(t->fd);
@@ -117,6 +130,23 @@ static int judge(hc_target *t, bool eof)
     return eof || n >= HC_READ_MAX ? 0 : -1;
 }
 
+/* One step of the TLS handshake: true when done (the request may go). */
+static bool handshake(pt_loop *loop, hc_target *t)
+{
+    bool want_write = false;
+    int r = pt_tls_handshake_step(t->ssl, &want_write);
+    if (r < 0) {
+        check_done(t, false);
+        return false;
+    }
+    if (r == 0) {
+        pt_io_modify(loop, &t->io, want_write ? EPOLLOUT : EPOLLIN);
+        return false;
+    }
+    t->handshaking = false;
+    return true;
+}
+
 static void on_io(pt_loop *loop, pt_io *io, uint32_t events)
 {
     hc_target *t = io->data;
@@ -132,19 +162,29 @@ static void on_io(pt_loop *loop, pt_io *io, uint32_t events)
         t->buf = pt_xmalloc(HC_READ_MAX);
         t->got = 0;
         t->sent = 0;
+        if (t->tls) { /* no context (it could not be built, logged): the check fails */
+            t->ssl = t->tls_ctx ? pt_tls_client_ssl(t->tls_ctx, t->tls, t->tls_host, t->fd) : NULL;
+            if (!t->ssl) {
+                check_done(t, false);
+                return;
+            }
+            t->handshaking = true;
+        }
     }
+    if (t->handshaking && !handshake(loop, t)) return;
     if (t->sent < t->request_len) {
-        ssize_t w = send(t->fd, t->request + t->sent, t->request_len - t->sent, MSG_NOSIGNAL);
+        ssize_t w = pt_sock_send(t->fd, t->ssl, t->request + t->sent, t->request_len - t->sent);
         if (w < 0 && errno != EAGAIN && errno != EINTR) {
             check_done(t, false);
             return;
         }
         if (w > 0) t->sent += (size_t)w;
         pt_io_modify(loop, &t->io, t->sent < t->request_len ? EPOLLOUT : EPOLLIN);
-        return;
+        if (t->sent < t->request_len || !t->ssl) return;
+        /* TLS: the answer may be buffered already; read now */
     }
     for (;;) {
-        ssize_t r = recv(t->fd, t->buf + t->got, HC_READ_MAX - t->got, 0);
+        ssize_t r = pt_sock_recv(t->fd, t->ssl, t->buf + t->got, HC_READ_MAX - t->got);
         if (r < 0 && (errno == EAGAIN || errno == EINTR)) break;
         bool eof = r <= 0;
         if (r > 0) t->got += (size_t)r;
@@ -188,9 +228,11 @@ static void plan_free(pt_health *h, hc_plan *p, const hc_plan *next)
             pt_timer_stop(h->loop, &t->deadline);
             if (t->fd >= 0) pt_io_stop(h->loop, &t->io);
         }
+        if (t->ssl) SSL_free(t->ssl);
         if (t->fd >= 0) close(t->fd);
         free(t->buf);
         free(t->request);
+        free(t->tls_host);
         /* no longer checked: no verdict of ours may keep it out of rotation */
         bool kept = false;
         for (size_t k = 0; next && k < next->n; k++) kept |= next->t[k].state == t->state;
@@ -202,8 +244,12 @@ static void plan_free(pt_health *h, hc_plan *p, const hc_plan *next)
     }
     for (size_t i = 0; i < p->nconfs; i++) {
         free(p->confs[i].body);
+        free(p->tls[i].sni);
+        SSL_CTX_free(p->tls_ctxs[i]);
     }
     free(p->confs);
+    free(p->tls);
+    free(p->tls_ctxs);
     free(p->t);
     pt_arena_free(p->arena);
     free(p);
@@ -218,6 +264,8 @@ static hc_plan *plan_build(const pt_config *cfg, pt_gw_metrics *gw)
         if (cfg->upstreams[u].balance.health.enabled) n += cfg->upstreams[u].ntargets;
     p->t = pt_xcalloc(n ? n : 1, sizeof(*p->t));
     p->confs = pt_xcalloc(cfg->nupstreams ? cfg->nupstreams : 1, sizeof(*p->confs));
+    p->tls_ctxs = pt_xcalloc(cfg->nupstreams ? cfg->nupstreams : 1, sizeof(*p->tls_ctxs));
+    p->tls = pt_xcalloc(cfg->nupstreams ? cfg->nupstreams : 1, sizeof(*p->tls));
     p->nconfs = cfg->nupstreams;
     for (size_t u = 0; u < cfg->nupstreams; u++) {
         const pt_upstream_conf *uc = &cfg->upstreams[u];
@@ -227,6 +275,17 @@ static hc_plan *plan_build(const pt_config *cfg, pt_gw_metrics *gw)
         *c = *hc;
         c->path = c->host = NULL; /* used below, not kept */
         c->body = hc->body ? pt_xstrndup(hc->body, strlen(hc->body)) : NULL;
+        if (!hc->tcp && uc->tls.enabled) {
+            /* the same settings as the proxied requests (CA, verification,
+             * client certificate, SNI); files re-read for this plan */
+            pt_errors errs = {0};
+            p->tls_ctxs[u] = pt_tls_client_ctx_new(&uc->tls, false, cfg->file, &errs);
+            for (size_t e = 0; e < errs.n; e++) fprintf(stderr, "portico: health checks: %s\n", errs.msgs[e]);
+            pt_errors_free(&errs);
+            p->tls[u] = (pt_upstream_tls_conf){
+                .enabled = true, .verify = uc->tls.verify,
+                .sni = uc->tls.sni ? pt_xstrndup(uc->tls.sni, strlen(uc->tls.sni)) : NULL};
+        }
         for (size_t i = 0; i < uc->ntargets; i++) {
             const pt_target_conf *tc = &uc->targets[i];
             hc_target *t = &p->t[p->n++];
@@ -238,6 +297,11 @@ static hc_plan *plan_build(const pt_config *cfg, pt_gw_metrics *gw)
             memcpy(&t->ss, &tc->addr.ss, tc->addr.sslen);
             t->sslen = tc->addr.sslen;
             if (hc->tcp) continue;
+            if (uc->tls.enabled) {
+                t->tls_ctx = p->tls_ctxs[u];
+                t->tls = &p->tls[u];
+                t->tls_host = pt_xstrndup(tc->host, strlen(tc->host));
+            }
             char host[300];
             snprintf(host, sizeof(host), "%s:%u", tc->host, (unsigned)tc->port);
             size_t cap = strlen(hc->path) + strlen(hc->host ? hc->host : host) + 128;

@@ -12,6 +12,7 @@ import signal
 
 import pytest
 
+from tlsutil import pki, tls_upstream  # noqa: F401 (fixtures)
 from upstreams import make_response, problem_check, request, wait_for, wait_reloaded
 
 
@@ -294,3 +295,21 @@ def test_active_tcp_check_spares_non_idempotent_requests(portico, upstream):
     for _ in range(8):
         r = request(p.port, "POST", "/x", body=b"data")
         assert r.status == 200 and r.body == b"good"  # never sent to the dead target (no retry for POST)
+
+
+def test_active_http_check_over_tls(portico, upstream, pki, tls_upstream):
+    # two targets of an https upstream: a real HTTPS server, and one that
+    # speaks plain HTTP (the TLS handshake fails there: unhealthy)
+    good = tls_upstream()
+    plain = named(upstream, "plain")
+    cfg = simple_config([good.addr, plain.addr], upstream_extra={
+        "tls": {"ca": pki["ca"], "sni": "a.test"},
+        "health_check": {"path": "/healthz", "interval": "100ms", "timeout": "1s", "unhealthy_threshold": 1}})
+    p = portico(cfg)
+    assert wait_for(lambda: any(r[1] == "/healthz" for r in good.requests), timeout=10)
+    method, target, headers, _ = next(r for r in good.requests if r[1] == "/healthz")
+    assert method == "GET" and headers["host"] == good.addr and headers["user-agent"] == "portico-health-check"
+    assert wait_for(lambda: len(plain.partial) + len(plain.requests) >= 2, timeout=10)  # checked, failed
+    for _ in range(6):
+        r = request(p.port, "POST", "/x", body=b"d")  # not retried: the plain target is never tried
+        assert r.status == 200 and r.json()["target"] == "/x"
