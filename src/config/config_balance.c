@@ -137,9 +137,6 @@ static void conf_health(pt_conf_ctx *ctx, const pt_conf_node *n, pt_upstream_con
     opt_ms(ctx, n, "timeout", &h->timeout_ms);
     opt_u32(ctx, n, "healthy_threshold", 1, 1000, &h->healthy_threshold);
     opt_u32(ctx, n, "unhealthy_threshold", 1, 1000, &h->unhealthy_threshold);
-    if (!h->tcp && u->protocol != PT_UPROTO_HTTP1)
-        pt_conf_error(ctx, n, "upstream '%s': http health checks speak HTTP/1.1 only for now; use 'type: tcp' "
-                              "for an HTTP/2 upstream", u->name);
 }
 
 void pt_conf_upstream_balance(pt_conf_ctx *ctx, const pt_conf_node *v, pt_upstream_conf *u)

@@ -6,13 +6,15 @@
  * state) and handed to the checker's loop, which drops the previous plan.
  * Each target runs its own cycle: connect (non-blocking), for http (after
  * a TLS handshake for an https upstream, with its verification settings)
- * send one HTTP/1.1 GET with "Connection: close" and read the answer (at
- * most 16 KiB); the verdict is in when the status line (and, with `body`, the
+ * send one GET — HTTP/1.1 with "Connection: close", or one HTTP/2 stream
+ * for an h2/h2c upstream — and read the answer (at most 16 KiB, kept as
+ * HTTP/1.1 text either way); the verdict is in when the status line (and, with `body`, the
  * text) is there, the peer closed, or `timeout` passed. Then the next
  * check is `interval` later. */
 #include "upstream/health_check.h"
 
 #include <errno.h>
+#include <nghttp2/nghttp2.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +44,14 @@ typedef struct hc_target {
     char *tls_host;             /* name sent and verified when tls->sni is NULL */
     SSL *ssl;
     bool handshaking;
+    /* HTTP/2 upstream (protocol h2/h2c): the check is one stream */
+    bool h2;
+    char *path, *authority;     /* h2: :path and :authority */
+    nghttp2_session *sess;
+    int32_t stream;
+    bool stream_closed;
+    uint8_t *out;               /* h2: frames not yet written */
+    size_t out_len, out_sent;
     int fd;
     pt_io io;
     pt_timer interval, deadline;
@@ -86,12 +96,14 @@ static void record(hc_target *t, bool ok)
 }
 
 static void check_begin(pt_loop *loop, hc_target *t);
+static void h2_reset(hc_target *t);
 static void on_interval(pt_loop *loop, pt_timer *tm) { check_begin(loop, tm->data); }
 
 /* Ends the running check with a verdict and schedules the next one. */
 static void check_done(hc_target *t, bool ok)
 {
     pt_loop *loop = t->h->loop;
+    h2_reset(t);
     if (t->ssl) {
         SSL_free(t->ssl);
         t->ssl = NULL;
@@ -128,6 +140,117 @@ static int judge(hc_target *t, bool eof)
     size_t blen = strlen(c->body);
     if (sep && memmem(sep + 4, n - (size_t)(sep + 4 - b), c->body, blen)) return 1;
     return eof || n >= HC_READ_MAX ? 0 : -1;
+}
+
+/* ------------------------------------------------------------- HTTP/2 */
+
+static void h2_reset(hc_target *t)
+{
+    if (t->sess) nghttp2_session_del(t->sess);
+    t->sess = NULL;
+    free(t->out);
+    t->out = NULL;
+    t->out_len = t->out_sent = 0;
+    t->stream_closed = false;
+}
+
+/* The answer is kept in t->buf as an HTTP/1.1 text ("HTTP/1.1 NNN\r\n\r\n"
+ * then the body), so judge() decides for both protocols. */
+static int h2_on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t namelen,
+                        const uint8_t *value, size_t valuelen, uint8_t flags, void *data)
+{
+    hc_target *t = data;
+    if (f->hd.stream_id == t->stream && namelen == 7 && memcmp(name, ":status", 7) == 0 && valuelen == 3 && !t->got)
+        t->got = (size_t)snprintf(t->buf, HC_READ_MAX, "HTTP/1.1 %.3s H2\r\n\r\n", (const char *)value);
+    return 0;
+}
+
+static int h2_on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *d, size_t len, void *data)
+{
+    hc_target *t = data;
+    if (id != t->stream || !t->got) return 0;
+    size_t room = HC_READ_MAX - t->got;
+    if (len > room) len = room;
+    memcpy(t->buf + t->got, d, len);
+    t->got += len;
+    return 0;
+}
+
+static int h2_on_close(nghttp2_session *s, int32_t id, uint32_t error, void *data)
+{
+    hc_target *t = data;
+    if (id == t->stream) t->stream_closed = true;
+    return 0;
+}
+
+/* Starts the session: SETTINGS and the GET (preface included on send). */
+static bool h2_start(hc_target *t)
+{
+    nghttp2_session_callbacks *cb = NULL;
+    if (nghttp2_session_callbacks_new(&cb) != 0) return false;
+    nghttp2_session_callbacks_set_on_header_callback(cb, h2_on_header);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, h2_on_data);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cb, h2_on_close);
+    int rc = nghttp2_session_client_new(&t->sess, cb, t);
+    nghttp2_session_callbacks_del(cb);
+    if (rc != 0) return false;
+    nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_ENABLE_PUSH, 0}};
+    nghttp2_submit_settings(t->sess, NGHTTP2_FLAG_NONE, iv, 1);
+    const char *scheme = t->tls ? "https" : "http";
+#define HDR(n, v) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE}
+    nghttp2_nv nv[] = {HDR(":method", "GET"), HDR(":scheme", scheme), HDR(":authority", t->authority),
+                       HDR(":path", t->path), HDR("user-agent", "portico-health-check")};
+#undef HDR
+    t->stream = nghttp2_submit_request(t->sess, NULL, nv, PT_ARRAY_LEN(nv), NULL, t);
+    return t->stream > 0;
+}
+
+/* Moves the session's pending frames to t->out. */
+static void h2_pump(hc_target *t)
+{
+    const uint8_t *data;
+    ssize_t n;
+    while ((n = nghttp2_session_mem_send(t->sess, &data)) > 0) {
+        if (t->out_sent == t->out_len) t->out_sent = t->out_len = 0;
+        t->out = pt_xrealloc(t->out, t->out_len + (size_t)n);
+        memcpy(t->out + t->out_len, data, (size_t)n);
+        t->out_len += (size_t)n;
+    }
+}
+
+/* The HTTP/2 exchange once connected (and after TLS): write what is
+ * pending, feed what arrives, decide when the stream closed. */
+static void h2_io(pt_loop *loop, hc_target *t)
+{
+    if (!t->sess && !h2_start(t)) {
+        check_done(t, false);
+        return;
+    }
+    for (;;) {
+        h2_pump(t);
+        while (t->out_sent < t->out_len) {
+            ssize_t w = pt_sock_send(t->fd, t->ssl, (const char *)t->out + t->out_sent, t->out_len - t->out_sent);
+            if (w < 0 && (errno == EAGAIN || errno == EINTR)) break;
+            if (w <= 0) {
+                check_done(t, false);
+                return;
+            }
+            t->out_sent += (size_t)w;
+        }
+        pt_io_modify(loop, &t->io, t->out_sent < t->out_len ? EPOLLOUT | EPOLLIN : EPOLLIN);
+        char in[8192];
+        ssize_t r = pt_sock_recv(t->fd, t->ssl, in, sizeof(in));
+        if (r < 0 && (errno == EAGAIN || errno == EINTR)) return;
+        if (r <= 0 || nghttp2_session_mem_recv(t->sess, (const uint8_t *)in, (size_t)r) < 0) {
+            check_done(t, judge(t, true) == 1);
+            return;
+        }
+        int v = judge(t, t->stream_closed);
+        if (v >= 0) {
+            check_done(t, v == 1);
+            return;
+        }
+    }
 }
 
 /* One step of the TLS handshake: true when done (the request may go). */
@@ -172,6 +295,10 @@ static void on_io(pt_loop *loop, pt_io *io, uint32_t events)
         }
     }
     if (t->handshaking && !handshake(loop, t)) return;
+    if (t->h2) {
+        h2_io(loop, t);
+        return;
+    }
     if (t->sent < t->request_len) {
         ssize_t w = pt_sock_send(t->fd, t->ssl, t->request + t->sent, t->request_len - t->sent);
         if (w < 0 && errno != EAGAIN && errno != EINTR) {
@@ -233,6 +360,10 @@ static void plan_free(pt_health *h, hc_plan *p, const hc_plan *next)
         free(t->buf);
         free(t->request);
         free(t->tls_host);
+        free(t->path);
+        free(t->authority);
+        if (t->sess) nghttp2_session_del(t->sess);
+        free(t->out);
         /* no longer checked: no verdict of ours may keep it out of rotation */
         bool kept = false;
         for (size_t k = 0; next && k < next->n; k++) kept |= next->t[k].state == t->state;
@@ -279,7 +410,7 @@ static hc_plan *plan_build(const pt_config *cfg, pt_gw_metrics *gw)
             /* the same settings as the proxied requests (CA, verification,
              * client certificate, SNI); files re-read for this plan */
             pt_errors errs = {0};
-            p->tls_ctxs[u] = pt_tls_client_ctx_new(&uc->tls, false, cfg->file, &errs);
+            p->tls_ctxs[u] = pt_tls_client_ctx_new(&uc->tls, uc->protocol == PT_UPROTO_H2, cfg->file, &errs);
             for (size_t e = 0; e < errs.n; e++) fprintf(stderr, "portico: health checks: %s\n", errs.msgs[e]);
             pt_errors_free(&errs);
             p->tls[u] = (pt_upstream_tls_conf){
@@ -311,6 +442,12 @@ static hc_plan *plan_build(const pt_config *cfg, pt_gw_metrics *gw)
                                "Connection: close\r\n\r\n",
                                hc->path, hc->host ? hc->host : host);
             t->request_len = (size_t)len;
+            if (uc->protocol != PT_UPROTO_HTTP1) {
+                t->h2 = true;
+                t->path = pt_xstrndup(hc->path, strlen(hc->path));
+                const char *a = hc->host ? hc->host : host;
+                t->authority = pt_xstrndup(a, strlen(a));
+            }
         }
     }
     return p;

@@ -313,3 +313,33 @@ def test_active_http_check_over_tls(portico, upstream, pki, tls_upstream):
     for _ in range(6):
         r = request(p.port, "POST", "/x", body=b"d")  # not retried: the plain target is never tried
         assert r.status == 200 and r.json()["target"] == "/x"
+
+
+def test_active_http_check_over_h2c(portico):
+    from h2util import H2Upstream
+
+    def responder(name, health_status):
+        def respond(rec):
+            path = dict(rec["headers"])[":path"]
+            if path == "/healthz":
+                return [(":status", str(health_status))], b"ready"
+            return [(":status", "200")], name.encode()
+        return respond
+    good, bad = H2Upstream(responder("good", 200)), H2Upstream(responder("bad", 503))
+    try:
+        cfg = simple_config([good.addr, bad.addr], upstream_extra={
+            "protocol": "h2c",
+            "health_check": {"path": "/healthz", "body": "ready", "interval": "100ms", "timeout": "1s",
+                             "unhealthy_threshold": 1}})
+        p = portico(cfg)
+        checks = lambda up: [dict(r["headers"]) for r in up.done if dict(r["headers"])[":path"] == "/healthz"]
+        assert wait_for(lambda: len(checks(bad)) >= 2 and len(checks(good)) >= 1, timeout=10)
+        h = checks(good)[0]
+        assert h[":method"] == "GET" and h[":authority"] == good.addr and h[":scheme"] == "http"
+        assert h["user-agent"] == "portico-health-check"
+        for _ in range(6):
+            r = request(p.port, "GET", "/x")
+            assert r.status == 200 and r.body == b"good"
+    finally:
+        good.close()
+        bad.close()

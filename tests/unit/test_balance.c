@@ -455,9 +455,7 @@ TEST(config_errors)
     expect_error(THREE_TARGETS "    health_check: {type: udp}\n", "type must be http or tcp");
     expect_error(THREE_TARGETS "    health_check: {expected_statuses: [700]}\n", "t.yaml:5");
     expect_error(THREE_TARGETS "    health_check: {path: healthz}\n", "path must start with '/'");
-    expect_error(LISTEN "upstreams:\n  up:\n    targets: [\"127.0.0.1:9001\"]\n    protocol: h2c\n"
-                        "    health_check: {}\n",
-                 "use 'type: tcp'");
+    expect_error(THREE_TARGETS "    health_check: {interval: 0s}\n", "interval must be greater than 0");
 }
 
 TEST(config_defaults)
