@@ -151,41 +151,47 @@ static pt_metric_series *series_at(pt_metric_series **v, size_t i) { return v ? 
 bool pt_lb_target_ejected(pt_lb *lb, size_t idx, uint64_t now_us)
 {
     pt_target_state *s = lb->targets[idx];
-    if (!atomic_load_explicit(&s->ejected, memory_order_acquire)) return false;
-    if (atomic_load_explicit(&s->ejected_until_us, memory_order_relaxed) > now_us) return true;
+    if (atomic_load_explicit(&s->ejected_until_us, memory_order_acquire) > now_us) return true;
+    if (!atomic_load_explicit(&s->ejected, memory_order_relaxed)) return false;
     /* The ejection is over: the target is back; its next result decides
-     * (the consecutive counters were left one short of the threshold). */
+     * (the consecutive counters were left one short of the threshold).
+     * `ejected` only tells the gauge: ejected_until_us decides. */
     bool yes = true;
     if (atomic_compare_exchange_strong(&s->ejected, &yes, false)) {
+        if (atomic_load(&s->ejected_until_us) > now_us) { /* ejected again meanwhile */
+            atomic_store(&s->ejected, true);
+            return true;
+        }
         const pt_upstream_metrics *m = lb->conf->metrics;
         pt_metric_set(m ? series_at(m->ejected, idx) : NULL, 0, 0);
     }
     return false;
 }
 
-/* Ejects target idx unless it is ejected already or max_ejected_percent
- * of the upstream's targets are. The time grows with the multiplier,
- * which drops by one for every base_ejection_time since the last ejection
- * ended. */
+/* Ejects target idx unless it is ejected already or that would put more
+ * than max_ejected_percent of the upstream's targets out. The time grows
+ * with the multiplier, which drops by one for every base_ejection_time
+ * since the last ejection ended. A compare-and-swap on the end time makes
+ * one worker the ejector. */
 static void maybe_eject(pt_lb *lb, size_t idx, uint64_t now_us)
 {
     const pt_outlier_conf *o = &lb->conf->balance.outlier;
     pt_target_state *s = lb->targets[idx];
-    if (atomic_load_explicit(&s->ejected, memory_order_acquire)) return;
+    uint64_t last_end = atomic_load(&s->ejected_until_us);
+    if (last_end > now_us) return;
     size_t n = lb->conf->ntargets, ejected = 0;
     for (size_t i = 0; i < n; i++)
         if (i != idx && pt_lb_target_ejected(lb, i, now_us)) ejected++;
     if ((ejected + 1) * 100 > n * o->max_ejected_percent) return; /* never more than the share */
-    bool no = false;
-    if (!atomic_compare_exchange_strong(&s->ejected, &no, true)) return; /* another worker did */
-    uint64_t base = o->base_ejection_ms * 1000, last_end = atomic_load(&s->ejected_until_us);
+    uint64_t base = o->base_ejection_ms * 1000;
     uint64_t mult = atomic_load(&s->ejections);
     uint64_t decay = last_end && now_us > last_end ? (now_us - last_end) / base : 0;
     mult = (decay >= mult ? 0 : mult - decay) + 1;
-    atomic_store(&s->ejections, (unsigned)mult);
     uint64_t dur = base * mult;
     if (dur > o->max_ejection_ms * 1000) dur = o->max_ejection_ms * 1000;
-    atomic_store_explicit(&s->ejected_until_us, now_us + dur, memory_order_release);
+    if (!atomic_compare_exchange_strong(&s->ejected_until_us, &last_end, now_us + dur)) return; /* another worker */
+    atomic_store(&s->ejections, (unsigned)mult);
+    atomic_store(&s->ejected, true);
     const pt_upstream_metrics *m = lb->conf->metrics;
     if (m) {
         pt_metric_set(series_at(m->ejected, idx), 0, 1);
@@ -213,7 +219,7 @@ static void outlier_result(pt_lb *lb, size_t idx, pt_lb_verdict r, uint64_t now_
     maybe_eject(lb, idx, now_us);
     /* ejected or not: one short of the threshold, so that the next failure
      * (after the ejection) decides again and a success clears it */
-    if (atomic_load(&s->ejected)) atomic_store_explicit(counter, threshold - 1, memory_order_relaxed);
+    if (atomic_load(&s->ejected_until_us) > now_us) atomic_store_explicit(counter, threshold - 1, memory_order_relaxed);
 }
 
 /* ----------------------------------------------------- latency (EWMA) */

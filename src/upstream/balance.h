@@ -36,8 +36,9 @@ typedef struct pt_target_state {
     atomic_uint_fast64_t ewma_at_us;  /* when ewma_ns was last written */
     atomic_uint consecutive_5xx;
     atomic_uint consecutive_failures; /* connect errors, resets, timeouts, invalid responses */
-    atomic_uint_fast64_t ejected_until_us; /* end of the current or last ejection; 0 = never ejected */
-    atomic_bool ejected;              /* an ejection is in force (cleared at its end by the next pick) */
+    atomic_uint_fast64_t ejected_until_us; /* end of the current or last ejection (ejected while in the
+                                              future); 0 = never ejected */
+    atomic_bool ejected;              /* the gauge says ejected (cleared after the end by the next pick) */
     atomic_uint ejections;            /* the ejection multiplier (decays while healthy) */
     /* active health checks (health_check.c): written by the checker thread only */
     atomic_bool unhealthy;            /* failed unhealthy_threshold checks in a row (until healthy_threshold pass) */
