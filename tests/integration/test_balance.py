@@ -370,3 +370,53 @@ def test_health_checks_follow_reloads(portico, upstream):
     p.signal(signal.SIGHUP)
     wait_reloaded(p, 2)
     assert b"bad" in {get(p).body for _ in range(4)}
+
+
+def test_active_http_check_over_h2_tls(portico, upstream, pki):
+    import socket
+    import ssl
+    from h2util import H2Upstream
+
+    class TLSH2Upstream(H2Upstream):
+        """H2Upstream behind TLS with ALPN h2."""
+        def __init__(self, respond):
+            self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.ctx.load_cert_chain(*pki["a"])
+            self.ctx.set_alpn_protocols(["h2"])
+            super().__init__(respond)
+
+        def accept_loop(self):
+            while True:
+                try:
+                    c, _ = self.sock.accept()
+                except OSError:
+                    return
+                threading.Thread(target=self.serve_tls, args=(c,), daemon=True).start()
+
+        def serve_tls(self, c):
+            try:
+                s = self.ctx.wrap_socket(c, server_side=True)
+            except (ssl.SSLError, OSError, socket.error):
+                c.close()
+                return
+            self.serve(s)
+
+    def respond(rec):
+        path = dict(rec["headers"])[":path"]
+        return [(":status", "200")], (b"ready" if path == "/healthz" else b"good")
+    good = TLSH2Upstream(respond)
+    plain = named(upstream, "plain")  # plain HTTP/1.1: the TLS handshake fails
+    try:
+        cfg = simple_config([good.addr, plain.addr], upstream_extra={
+            "protocol": "h2", "tls": {"ca": pki["ca"], "sni": "a.test"},
+            "health_check": {"path": "/healthz", "interval": "100ms", "timeout": "1s", "unhealthy_threshold": 1}})
+        p = portico(cfg)
+        checks = [lambda: [dict(r["headers"]) for r in good.done if dict(r["headers"])[":path"] == "/healthz"]]
+        assert wait_for(lambda: len(checks[0]()) >= 2, timeout=10)
+        h = checks[0]()[0]
+        assert h[":scheme"] == "https" and h[":method"] == "GET"
+        for _ in range(6):  # a TLS failure is not retried: every answer proves the plain target was skipped
+            r = request(p.port, "GET", "/x")
+            assert r.status == 200 and r.body == b"good"
+    finally:
+        good.close()
