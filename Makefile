@@ -13,7 +13,7 @@ OPT     ?= -O2 -g
 SAN     ?=
 WARN     = -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
 CFLAGS_ALL = -std=c17 -D_GNU_SOURCE -pthread $(WARN) $(OPT) $(SAN) -Isrc -MMD -MP $(EXTRA_CFLAGS)
-LIBS     = -lyaml -lpcre2-8 -lssl -lcrypto -lnghttp2 -lcares -lhiredis -lz -lbrotlienc -lbrotlidec -lzstd -ljansson -lcrypt -pthread
+LIBS     = -lyaml -lpcre2-8 -lssl -lcrypto -lnghttp2 -lcares -lhiredis -lz -lbrotlienc -lbrotlidec -lzstd -ljansson -lcrypt -lm -pthread
 FUZZ_SECONDS ?= 30
 FUZZ_LONG_SECONDS ?= 1800
 PYTHON  ?= /usr/bin/python3

@@ -705,7 +705,8 @@ static void conf_upstreams(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config
     }
     cfg->upstreams = pt_arena_calloc(ctx->arena, m->n * sizeof(*cfg->upstreams));
     static const char *const keys[] = {"targets", "keepalive", "keepalive_timeout", "connect_timeout",
-                                       "read_timeout", "write_timeout", "preserve_host", "tls", "protocol", "retries", NULL};
+                                       "read_timeout", "write_timeout", "preserve_host", "tls", "protocol", "retries",
+                                       "balance", "hash_on", "outlier", "circuit_breaker", "health_check", NULL};
     for (size_t i = 0; i < m->n; i++) {
         const pt_conf_node *k = m->keys[i], *v = m->vals[i];
         if (!valid_upstream_name(k->scalar)) {
@@ -747,6 +748,7 @@ static void conf_upstreams(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config
             pt_conf_error(ctx, t, "upstream '%s' has http:// targets and 'tls' (use https:// targets)", u->name);
         conf_upstream_protocol(ctx, pt_conf_opt(v, "protocol"), u);
         pt_conf_retries(ctx, pt_conf_opt(v, "retries"), &u->retry, &u->retry_budget);
+        pt_conf_upstream_balance(ctx, v, u);
     }
 }
 

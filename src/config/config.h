@@ -11,6 +11,7 @@
 
 #include <sys/socket.h>
 
+#include "config/balance_conf.h"
 #include "config/conf_node.h"
 #include "http/message.h"
 #include "net/dns_cache.h"
@@ -20,6 +21,7 @@ struct pt_plugin_type;
 struct pt_metrics;
 struct pt_route_metrics;
 struct pt_upstream_metrics;
+struct pt_lb;
 
 typedef struct {
     char *text;                  /* "127.0.0.1:8080" as written */
@@ -144,10 +146,15 @@ typedef struct pt_upstream_conf {
     pt_upstream_protocol protocol; /* default PT_UPROTO_HTTP1 */
     pt_retry_policy retry;       /* `retries`: the default of the routes using this upstream */
     pt_retry_budget_conf retry_budget; /* `retries.budget` */
+    pt_balance_conf balance;     /* balance, hash_on, outlier, circuit_breaker (config/balance_conf.h) */
     int line;
     /* Runtime, not configuration: this upstream's metric series, set by
      * obs/gateway_metrics.c when a generation is adopted (NULL: not counted). */
     struct pt_upstream_metrics *metrics;
+    /* Runtime: the balancer and the shared target health of this upstream
+     * (upstream/balance.h), set when the generation is built (NULL: plain
+     * round-robin, no health). */
+    struct pt_lb *lb;
 } pt_upstream_conf;
 
 /* ---- Consumers (docs/authentication.md) ----

@@ -37,5 +37,8 @@ void pt_conf_read_consumers(pt_conf_ctx *ctx, const pt_conf_node *root, pt_confi
  * over *pol, which holds the inherited values; `budget` is non-NULL at the
  * upstream level only (a route's block may not set it). */
 void pt_conf_retries(pt_conf_ctx *ctx, const pt_conf_node *node, pt_retry_policy *pol, pt_retry_budget_conf *budget);
+/* config_balance.c: upstreams.NAME.{balance, hash_on, outlier,
+ * circuit_breaker} (map `v`) into u->balance. */
+void pt_conf_upstream_balance(pt_conf_ctx *ctx, const pt_conf_node *v, pt_upstream_conf *u);
 
 #endif

@@ -47,6 +47,10 @@ enum {
     F_UP_RETRIES,
     F_PLUGIN_RESPONSES,
     F_UP_RETRY_BUDGET,
+    F_UP_EJECTED,
+    F_UP_EJECTIONS,
+    F_UP_BREAKER,
+    F_UP_CHECK_HEALTHY,
     F_OPEN_CONNS,
     F_CONNS,
     F_CONNS_REJECTED,
@@ -106,6 +110,21 @@ static const pt_metric_desc DESCS[F__COUNT] = {
                            .help = "Retries refused because the upstream's retry budget was spent (the failure "
                                    "went to the client), by upstream.",
                            .type = PT_METRIC_COUNTER, .labels = L_UPSTREAM, .max_series = ROUTE_MAX_SERIES},
+    [F_UP_EJECTED] = {.name = "portico_upstream_target_ejected",
+                      .help = "1 while passive outlier detection keeps the target out of rotation, else 0, by "
+                              "upstream and target (upstreams with an outlier block).",
+                      .type = PT_METRIC_GAUGE, .labels = L_UPSTREAM_TARGET, .max_series = ROUTE_MAX_SERIES},
+    [F_UP_EJECTIONS] = {.name = "portico_upstream_target_ejections_total",
+                        .help = "Times outlier detection ejected the target, by upstream and target.",
+                        .type = PT_METRIC_COUNTER, .labels = L_UPSTREAM_TARGET, .max_series = ROUTE_MAX_SERIES},
+    [F_UP_BREAKER] = {.name = "portico_upstream_circuit_state",
+                      .help = "Circuit breaker state of the upstream: 0 closed, 1 open, 2 half-open "
+                              "(upstreams with a circuit_breaker block).",
+                      .type = PT_METRIC_GAUGE, .labels = L_UPSTREAM, .max_series = ROUTE_MAX_SERIES},
+    [F_UP_CHECK_HEALTHY] = {.name = "portico_upstream_target_healthy",
+                            .help = "Verdict of the active health checks: 1 healthy, 0 unhealthy, by upstream and "
+                                    "target (upstreams with a health_check block).",
+                            .type = PT_METRIC_GAUGE, .labels = L_UPSTREAM_TARGET, .max_series = ROUTE_MAX_SERIES},
     [F_OPEN_CONNS] = {.name = "portico_open_connections",
                       .help = "Client connections open now (HTTP/1 and HTTP/2), by listener.",
                       .type = PT_METRIC_GAUGE, .labels = L_LISTENER},
@@ -250,8 +269,25 @@ void pt_gw_metrics_bind(pt_gw_metrics *gm, pt_config *cfg)
         }
         um->retries = pt_metrics_series(gm->fam[F_UP_RETRIES], (const char *[]){u->name}, a);
         um->budget_exhausted = pt_metrics_series(gm->fam[F_UP_RETRY_BUDGET], (const char *[]){u->name}, a);
+        if (u->balance.outlier.enabled) {
+            um->ejected = pt_arena_calloc(a, n * sizeof(*um->ejected));
+            um->ejections = pt_arena_calloc(a, n * sizeof(*um->ejections));
+            for (size_t t = 0; t < u->ntargets; t++) {
+                const char *v[] = {u->name, u->targets[t].addr.text};
+                um->ejected[t] = pt_metrics_series(gm->fam[F_UP_EJECTED], v, a);
+                um->ejections[t] = pt_metrics_series(gm->fam[F_UP_EJECTIONS], v, a);
+            }
+        }
+        if (u->balance.breaker.enabled)
+            um->breaker_state = pt_metrics_series(gm->fam[F_UP_BREAKER], (const char *[]){u->name}, a);
         u->metrics = um;
     }
+}
+
+pt_metric_series *pt_gw_metrics_target_healthy(pt_gw_metrics *gm, const char *upstream, const char *target,
+                                               pt_arena *owner)
+{
+    return gm ? pt_metrics_series(gm->fam[F_UP_CHECK_HEALTHY], (const char *[]){upstream, target}, owner) : NULL;
 }
 
 void pt_gw_metrics_generation(pt_gw_metrics *gm, uint64_t generation)

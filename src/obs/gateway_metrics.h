@@ -46,6 +46,10 @@ typedef struct pt_upstream_metrics {
     pt_metric_series **errors;   /* [ntargets] */
     pt_metric_series *retries;          /* dim: reason (pt_retry_reason) */
     pt_metric_series *budget_exhausted;
+    /* load balancing and health (upstream/balance.c, breaker.c) */
+    pt_metric_series **ejected;   /* [ntargets] gauge: 1 while outlier detection ejects the target */
+    pt_metric_series **ejections; /* [ntargets] counter */
+    pt_metric_series *breaker_state; /* gauge: 0 closed, 1 open, 2 half-open; NULL without a breaker */
 } pt_upstream_metrics;
 
 /* Why an upstream attempt was retried (the `reason` of portico_upstream_retries_total). */
@@ -67,6 +71,10 @@ void pt_gw_metrics_free(pt_gw_metrics *gm);
  * counters) and stores them in cfg->routes[].metrics and
  * cfg->upstreams[].metrics. Main thread, before publishing cfg. */
 void pt_gw_metrics_bind(pt_gw_metrics *gm, pt_config *cfg);
+/* The active health-check gauge of (upstream, target), held until `owner`
+ * is freed (upstream/health_check.c; NULL when gm is NULL). Main thread. */
+pt_metric_series *pt_gw_metrics_target_healthy(pt_gw_metrics *gm, const char *upstream, const char *target,
+                                               pt_arena *owner);
 /* The running configuration generation (portico_config_generation). */
 void pt_gw_metrics_generation(pt_gw_metrics *gm, uint64_t generation);
 /* One reload attempt, successful or refused (portico_config_reloads_total). */

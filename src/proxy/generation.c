@@ -6,6 +6,7 @@
 #include "plugin/plugin.h"
 #include "tls/tls_client.h"
 #include "tls/tls_server.h"
+#include "upstream/balance.h"
 
 static atomic_uint_fast64_t next_generation_id = 1;
 
@@ -41,6 +42,7 @@ pt_generation *pt_generation_build(pt_config *cfg, pt_errors *errors)
     g->id = atomic_fetch_add(&next_generation_id, 1);
     g->cfg = cfg;
     g->router = router;
+    pt_lb_attach(cfg); /* shared target health, Maglev tables (released with cfg) */
     build_pipeline(cfg->arena, &g->global, &cfg->plugins, NULL);
     g->route_pipes = pt_arena_calloc(cfg->arena, (cfg->nroutes ? cfg->nroutes : 1) * sizeof(pt_pipeline));
     for (size_t i = 0; i < cfg->nroutes; i++)

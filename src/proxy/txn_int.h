@@ -18,6 +18,7 @@
 #include "proxy/txn.h"
 #include "proxy/txn_retry.h"
 #include "server/worker.h"
+#include "upstream/balance.h"
 #include "upstream/exchange.h"
 
 /* Bytes at one plugin position: borrowed from the caller (p, n) until a
@@ -106,6 +107,7 @@ struct pt_txn {
     uint64_t up_head_us;
     uint64_t up_end_us;
     txn_retry retry;          /* retries, per-try timeout, route deadline (txn_retry.c) */
+    pt_lb_attempt lb;         /* the current attempt as the balancer counts it (upstream/balance.h) */
 
     /* body and lifecycle */
     uint64_t max_body;
@@ -188,6 +190,10 @@ void txn_connect_upstream(pt_txn *t);
 void txn_arm_grpc_deadline(pt_txn *t);
 /* Closes the upstream exchange, if any. */
 void txn_drop_upstream(pt_txn *t);
+
+/* ---- txn_balance.c ---- */
+/* The hash input for `balance: hash` (null slice: none, round-robin). */
+pt_str txn_lb_key(const pt_txn *t);
 
 /* ---- txn_tunnel.c ---- (docs/websocket.md) */
 /* After routing: keeps the request's upgrade intent when the route tunnels

@@ -17,7 +17,16 @@ void txn_drop_upstream(pt_txn *t)
 void txn_connect_upstream(pt_txn *t)
 {
     pt_upstream_rt *u = t->ups;
-    int idx = pt_upstream_pick(u, txn_retry_next_attempt(t));
+    pt_lb *lb = u->conf->lb;
+    uint64_t now = pt_lb_now_us();
+    if (t->attempts == 0 && !pt_lb_admit(lb, &t->lb, now)) {
+        txn_respond_problem(t, 503, "the upstream's circuit breaker is open");
+        return;
+    }
+    /* a previous attempt (retried 5xx, per-try timeout) still counted; not
+     * before the first one: it would spend a half-open probe unsent */
+    if (t->attempts > 0) pt_lb_end(lb, &t->lb, now);
+    int idx = pt_lb_pick(u, txn_retry_next_attempt(t), txn_lb_key(t), now);
     if (idx < 0) {
         t->upstream_failed = true;
         txn_respond_problem(t, 502, "no upstream target could be reached");
@@ -30,6 +39,7 @@ void txn_connect_upstream(pt_txn *t)
     bool fresh = false;
     void *c = pt_exchange_open(t->w, u, idx, t->gen->up_tls[u->conf->index], &t->uops, &fresh);
     if (!c) {
+        pt_lb_open_failed(lb, &t->lb, idx, now);
         /* a retry (txn_retry.c) comes back here, now or after a backoff */
         if (txn_retry_after_error(t, PT_UERR_CONNECT, false, true)) return;
         t->upstream_failed = true;
@@ -37,6 +47,7 @@ void txn_connect_upstream(pt_txn *t)
         return;
     }
     t->uc = c;
+    pt_lb_begin(lb, &t->lb, idx, now);
     t->uops->attach(c, &up_cbs, t, t->a, u->conf, &t->gen->h1_limits, u->conf->connect_timeout_ms);
     txn_retry_attempt_started(t);
     if (!fresh) up_cbs.on_ready(t);
@@ -128,6 +139,8 @@ static void on_up_head(void *owner, pt_response *res)
 {
     pt_txn *t = owner;
     txn_enter(t);
+    /* the balancer counts every answer, a retried 5xx too */
+    pt_lb_result(t->ups->conf->lb, &t->lb, res->status >= 500 ? PT_LB_5XX : PT_LB_SUCCESS, pt_lb_now_us());
     if (txn_retry_on_head(t, res)) { /* a listed 5xx: read, dropped, retried */
         txn_leave(t);
         return;
@@ -157,6 +170,7 @@ static void on_up_end(void *owner, pt_str trailers)
     pt_txn *t = owner;
     txn_enter(t);
     if (t->retry.discarding) {
+        pt_lb_end(t->ups->conf->lb, &t->lb, pt_lb_now_us());
         txn_retry_discard_end(t, true);
         txn_leave(t);
         return;
@@ -169,6 +183,7 @@ static void on_up_end(void *owner, pt_str trailers)
      * it could go away under the txn (a write error while the client's body
      * still streams). Later request body bytes are dropped. */
     t->up_end_us = pt_loop_wall_us(t->w->loop);
+    pt_lb_end(t->ups->conf->lb, &t->lb, pt_lb_now_us());
     void *c = t->uc;
     t->uc = NULL;
     t->up_read_paused_by_ds = false;
@@ -190,10 +205,15 @@ static void on_up_error(void *owner, pt_uerr err, bool nothing_received)
     if (c) t->uops->close(c);
     t->up_end_us = pt_loop_wall_us(t->w->loop);
     if (t->retry.discarding) { /* the retried 5xx broke off: the retry goes on */
+        pt_lb_end(t->ups->conf->lb, &t->lb, pt_lb_now_us());
         txn_retry_discard_end(t, false);
         txn_leave(t);
         return;
     }
+    /* a stale pooled connection is not the target's fault */
+    pt_lb_result(t->ups->conf->lb, &t->lb, reused && err == PT_UERR_CLOSED ? PT_LB_NEUTRAL : PT_LB_FAILURE,
+                 pt_lb_now_us());
+    pt_lb_end(t->ups->conf->lb, &t->lb, pt_lb_now_us());
     /* Before any response byte: retried under the route's policy, or a
      * stale pooled connection re-sent (txn_retry.c). */
     if (txn_retry_after_error(t, err, reused, nothing_received)) {

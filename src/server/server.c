@@ -21,6 +21,7 @@
 #include "plugin/plugin.h"
 #include "plugin/redis.h"
 #include "server/worker.h"
+#include "upstream/health_check.h"
 
 #define ARENA_CACHE_MAX 256
 #define ARENA_FIRST_BLOCK 4096
@@ -33,6 +34,7 @@ typedef struct pt_server {
     pt_metrics *metrics;   /* registry (plugins' metrics, gateway metrics); may be NULL */
     pt_gw_metrics *gw;     /* the gateway's metrics; NULL without an admin listener */
     pt_admin *admin;       /* NULL without an admin listener */
+    pt_health *health;     /* active health checker; NULL until a configuration asks for checks */
 } pt_server;
 
 /* ------------------------------------------------------------ worker caches */
@@ -342,6 +344,7 @@ static void reload(pt_server *s)
     }
     pt_generation_unref(s->gen);
     s->gen = g;
+    s->health = pt_health_update(s->health, g->cfg, s->gw);
     if (s->gw) {
         pt_gw_metrics_reloaded(s->gw, true);
         pt_gw_metrics_generation(s->gw, g->id);
@@ -425,6 +428,7 @@ int pt_server_run(pt_generation *gen, const char *config_path, pt_metrics *metri
     for (int i = 0; i < s.nworkers; i++)
         if (pthread_create(&s.workers[i].thread, NULL, worker_main, &s.workers[i]) != 0)
             pt_panic(__FILE__, __LINE__, "cannot start worker thread");
+    s.health = pt_health_update(NULL, cfg, s.gw);
     pt_admin_set_ready(s.admin, true);
 
     for (;;) {
@@ -441,6 +445,7 @@ int pt_server_run(pt_generation *gen, const char *config_path, pt_metrics *metri
     for (int i = 0; i < s.nworkers; i++) pthread_join(s.workers[i].thread, NULL);
     pt_admin_stop(s.admin);
     pt_admin_api_publish(NULL);
+    pt_health_stop(s.health);
 
     for (int i = 0; i < s.nworkers; i++) {
         pt_worker *w = &s.workers[i];

@@ -14,6 +14,7 @@
 #include "core/buf.h"
 #include "core/loop.h"
 #include "server/worker.h"
+#include "upstream/balance.h"
 #include "upstream/exchange.h"
 
 #define DEFAULT_MAX_BODY (1u << 20)
@@ -200,7 +201,7 @@ static void start_attempt(pt_http_call *c)
 {
     const pt_upstream_conf *u = c->ups->conf;
     for (;;) {
-        int idx = pt_upstream_pick(c->ups, c->tried);
+        int idx = pt_lb_pick(c->ups, c->tried, PT_STR_NULL, pt_lb_now_us()); /* skips ejected/unhealthy targets */
         if (idx < 0 || c->attempts >= PT_EXCHANGE_MAX_ATTEMPTS) {
             complete(c, PT_HTTP_ERR_CONNECT, "no upstream target could be reached");
             return;

@@ -1,8 +1,9 @@
 /* upstream.h — per-worker upstream state: balancers (smooth weighted
  * round-robin) and keep-alive connection pools.
  *
- * Balancer state is per worker and per generation (no atomics on the hot
- * path). Pools are per worker and keyed by target address, so pooled
+ * Round-robin state is per worker and per generation (no atomics on the
+ * hot path); the other algorithms and target health read the process-wide
+ * state of upstream/balance.h. Pools are per worker and keyed by target address, so pooled
  * connections survive a config reload when the target stays the same. */
 #ifndef PT_UPSTREAM_UPSTREAM_H
 #define PT_UPSTREAM_UPSTREAM_H

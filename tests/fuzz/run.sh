@@ -12,7 +12,7 @@ OUT=build/fuzz
 mkdir -p "$OUT"
 OUT_ABS=$(cd "$OUT" && pwd)
 CFLAGS=(-std=c17 -D_GNU_SOURCE -g -O1 -fno-sanitize-recover=undefined -Isrc)
-LIBS=(-lyaml -lpcre2-8 -lssl -lcrypto -lnghttp2 -lcares -lhiredis -lz -lbrotlienc -lbrotlidec -lzstd -ljansson -lcrypt -pthread)
+LIBS=(-lyaml -lpcre2-8 -lssl -lcrypto -lnghttp2 -lcares -lhiredis -lz -lbrotlienc -lbrotlidec -lzstd -ljansson -lcrypt -lm -pthread)
 SRCS=$(find src -name '*.c' ! -path 'src/cli/*' | sort)
 echo "fuzz: building src/"
 rm -rf "$OUT/obj"
