@@ -234,6 +234,19 @@ bool pt_txn_stream_write(pt_txn *txn, const char *data, size_t len, bool last);
  * rewritten, so its length is unknown (Content-Length dropped, chunked /
  * unframed DATA). On the response side a strong ETag becomes weak. */
 void pt_txn_body_will_change(pt_txn *txn, pt_side side);
+/* From a response-header callback: hold the response head until the
+ * first body bytes (or the body's end) have passed every response-body
+ * plugin, instead of sending it when the header phase ends. For a plugin
+ * that buffers the whole body (PT_PLUGIN_BUFFER until the last call) and
+ * rewrites it: while the head is held, PT_PLUGIN_RESPOND from a
+ * response-body callback replaces the response (the response side starts
+ * over on the local answer, e.g. a 502 problem+json), so does going over
+ * max_buffered_body (502) and an upstream failure; and when the whole body
+ * passes in one piece the head carries its exact Content-Length (after
+ * pt_txn_body_will_change dropped it). No effect on bodiless responses
+ * (HEAD, 204, 304) and upgrades. Costs the client the time to first byte
+ * of the whole body: use only when the body is buffered anyway. */
+void pt_txn_hold_response_head(pt_txn *txn);
 /* During a body pause of `side`: the bytes held at the paused plugin (it
  * may edit them before resuming). NULL when that side is not paused in a
  * body callback. */

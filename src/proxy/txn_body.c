@@ -238,6 +238,14 @@ void txn_request_chunk(pt_txn *t, const char *data, size_t len, bool last)
  * the response (with the response trailers) and the transaction. */
 static void forward_response(pt_txn *t, const char *data, size_t len, bool last)
 {
+    if (t->head_waiting) {
+        /* A held head goes out with the first bytes that passed every
+         * plugin; when they are the whole body its length is known. */
+        t->head_waiting = false;
+        if (last && t->res.content_length < 0) t->res.content_length = (int64_t)len;
+        t->ops->send_head(t->stream, &t->res);
+        if (t->finished) return;
+    }
     if (len && t->res.has_body) {
         t->bytes_out += len;
         if (!t->ops->send_body(t->stream, data, len)) {
@@ -262,9 +270,15 @@ static void response_run_done(pt_txn *t, int r, pt_body *b)
     case PT_PLUGIN_PAUSE:
         if (t->uc) t->uops->pause_read(t->uc, true);
         return;
-    case PT_PLUGIN_RESPOND: /* too late to answer: the head is out */
+    case PT_PLUGIN_RESPOND: /* too late to answer unless the head is held */
     case BODY_OVER_LIMIT:
         body_release(b);
+        if (t->head_waiting) {
+            if (r == BODY_OVER_LIMIT)
+                pt_txn_respond_problem(t, 502, "response body exceeds what the route's plugins may buffer");
+            txn_replace_held_response(t);
+            return;
+        }
         txn_abort_response(t);
         return;
     default: {
