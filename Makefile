@@ -12,8 +12,8 @@ BUILD   ?= build
 OPT     ?= -O2 -g
 SAN     ?=
 WARN     = -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
-CFLAGS_ALL = -std=c17 -D_GNU_SOURCE -pthread $(WARN) $(OPT) $(SAN) -Isrc -MMD -MP $(EXTRA_CFLAGS)
-LIBS     = -lyaml -lpcre2-8 -lssl -lcrypto -lnghttp2 -lcares -lz -lbrotlienc -lbrotlidec -lzstd -ljansson -lcrypt -pthread
+CFLAGS_ALL = -std=c17 -D_GNU_SOURCE -pthread $(WARN) $(OPT) $(SAN) -Isrc -I/usr/include/libxml2 -MMD -MP $(EXTRA_CFLAGS)
+LIBS     = -lyaml -lpcre2-8 -lssl -lcrypto -lnghttp2 -lcares -lz -lbrotlienc -lbrotlidec -lzstd -ljansson -lxml2 -lcrypt -pthread
 FUZZ_SECONDS ?= 30
 FUZZ_LONG_SECONDS ?= 1800
 PYTHON  ?= /usr/bin/python3

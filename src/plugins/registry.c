@@ -12,6 +12,8 @@
 #include "plugins/basic_auth/basic_auth.h"
 #include "plugins/acl/acl.h"
 #include "plugins/jwt/jwt.h"
+#include "plugins/json_transform/json_transform.h"
+#include "plugins/xml_json/xml_json.h"
 #include "plugins/mtls_auth/mtls_auth.h"
 #include "plugins/oauth2_introspection/oauth2_introspection.h"
 #include "plugins/request_id/request_id.h"
@@ -33,6 +35,8 @@ static const pt_plugin_type *const builtin_plugins[] = {
     &pt_plugin_jwt,
     &pt_plugin_mtls_auth,
     &pt_plugin_oauth2_introspection,
+    &pt_plugin_json_transform,
+    &pt_plugin_xml_json,
     NULL,
 };
 
