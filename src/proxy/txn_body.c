@@ -239,6 +239,7 @@ void txn_request_chunk(pt_txn *t, const char *data, size_t len, bool last)
 static void forward_response(pt_txn *t, const char *data, size_t len, bool last)
 {
     if (t->head_waiting) {
+        if (!len && !last) return; /* a plugin kept the bytes: nothing passed yet */
         /* A held head goes out with the first bytes that passed every
          * plugin; when they are the whole body its length is known. */
         t->head_waiting = false;

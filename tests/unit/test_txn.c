@@ -716,6 +716,95 @@ TEST(upstream_failure_after_visible_bytes_aborts)
     pi->type = &probe_type;
 }
 
+/* pt_txn_hold_response_head: a plugin that buffers and rewrites the whole
+ * response body holds the head until the body passed, so the head carries
+ * the exact length, and the plugin (or an upstream failure, or the buffer
+ * cap) can still answer instead of cutting a response. */
+static bool hold_fail;
+static pt_plugin_result hold_and_buffer(probe *p, int ph, pt_txn *t, pt_body *b)
+{
+    if (ph == PH_RESH) {
+        if (pt_txn_response(t)->status == 200) {
+            pt_txn_body_will_change(t, PT_SIDE_RESPONSE);
+            pt_txn_hold_response_head(t);
+        }
+        return PT_PLUGIN_CONTINUE;
+    }
+    if (ph != PH_RESB || pt_txn_response(t)->status != 200) return PT_PLUGIN_CONTINUE;
+    if (!pt_body_last(b)) return PT_PLUGIN_BUFFER;
+    if (hold_fail) {
+        pt_txn_respond_problem(t, 502, "bad upstream body");
+        return PT_PLUGIN_RESPOND;
+    }
+    char out[128];
+    int n = snprintf(out, sizeof(out), "<%.*s>", (int)pt_body_len(b), pt_body_data(b));
+    pt_body_replace(b, out, (size_t)n);
+    return PT_PLUGIN_CONTINUE;
+}
+TEST(held_head_goes_out_with_the_whole_body_and_its_length)
+{
+    hold_fail = false;
+    setup(hold_and_buffer, NULL, NULL);
+    start("GET", 0);
+    up_head(200, 10, "ETag", "\"v1\"");
+    CHECK(!ds.head_sent);
+    up_data("hello ");
+    up_data("world");
+    CHECK(!ds.head_sent);
+    up_end("");
+    CHECK(ds.head_sent);
+    CHECK_INT(ds.status, 200);
+    CHECK_STRN(ds.body, ds.body_len, "<hello world>");
+    CHECK_INT(ds.content_length, 13);
+    CHECK(has_header("ETag: W/\"v1\""));
+    CHECK_INT(ds.finished, 1);
+}
+TEST(held_head_lets_a_body_plugin_answer_502)
+{
+    hold_fail = true;
+    setup(hold_and_buffer, NULL, NULL);
+    start("GET", 0);
+    up_head(200, -1, NULL, NULL);
+    up_data("garbage");
+    up_end("");
+    hold_fail = false;
+    CHECK_INT(ds.status, 502);
+    CHECK(!ds.aborted);
+    CHECK(has_header("problem+json"));
+    CHECK(strstr(ds.body, "bad upstream body") != NULL);
+    CHECK_INT(probes[1].calls[PH_RESH], 2); /* the response side ran again on the answer */
+    CHECK(up.closed || up.released);
+    CHECK_INT(ds.finished, 1);
+}
+TEST(held_head_upstream_failure_is_502_not_a_cut)
+{
+    hold_fail = false;
+    setup(hold_and_buffer, NULL, NULL);
+    start("GET", 0);
+    ds.can_retract = false;
+    up_head(200, 100, NULL, NULL);
+    up_data("part");
+    up_fail();
+    CHECK_INT(ds.status, 502);
+    CHECK(!ds.aborted);
+    CHECK(ds.ended);
+    CHECK_INT(ds.finished, 1);
+}
+TEST(held_head_over_the_buffer_cap_is_502)
+{
+    hold_fail = false;
+    setup(hold_and_buffer, NULL, NULL);
+    start("GET", 0);
+    up_head(200, -1, NULL, NULL);
+    up_data("0123456789012345678901234567890123456789");
+    CHECK(!ds.head_sent);
+    up_data("0123456789012345678901234567890123456789");
+    CHECK_INT(ds.status, 502);
+    CHECK(!ds.aborted);
+    CHECK(strstr(ds.body, "buffer") != NULL);
+    CHECK_INT(ds.finished, 1);
+}
+
 /* A local response (request-header plugin answers) goes through the
  * response-body plugins as one last chunk. */
 static pt_plugin_result answer_locally(probe *p, int ph, pt_txn *t, pt_body *b)
