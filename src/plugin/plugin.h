@@ -170,6 +170,9 @@ const pt_plugin_type *const *pt_plugin_all(void);
  * an answer to a request that could not be parsed (400, 431...). */
 pt_request *pt_txn_request(pt_txn *txn);
 pt_response *pt_txn_response(pt_txn *txn);   /* valid in response phases; mutable there */
+/* In response phases: the response is Portico's own (pt_txn_respond*,
+ * problem+json errors, a plugin's answer) rather than the upstream's. */
+bool pt_txn_response_is_local(pt_txn *txn);
 pt_arena *pt_txn_arena(pt_txn *txn);         /* the request arena */
 struct pt_loop *pt_txn_loop(pt_txn *txn);    /* the worker loop owning the request */
 const pt_route_conf *pt_txn_route(pt_txn *txn); /* NULL before routing / when unmatched */

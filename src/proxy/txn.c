@@ -55,6 +55,7 @@ pt_str pt_txn_client_addr(pt_txn *t) { return t->client_addr; }
 pt_str pt_txn_client_cert_subject(pt_txn *t) { return t->conn.client_cert_subject; }
 pt_str pt_txn_client_cert_sans(pt_txn *t) { return t->conn.client_cert_sans; }
 bool pt_txn_response_started(const pt_txn *t) { return t->resp_started; }
+bool pt_txn_response_is_local(pt_txn *t) { return t->local; }
 void *pt_txn_worker_state(pt_txn *t, const pt_plugin_type *type) { return pt_worker_plugin_state(t->w, type); }
 
 /* The listener the request arrived on (NULL if the generation changed its list). */

@@ -392,3 +392,20 @@ def test_xml_converted_then_reshaped(portico, routes):
     r = request(p.port, "GET", "/soap")
     assert r.json() == {"order": {"item": ["a", "b"], "note": "<b>&</b>", "id": "7"}}
     assert r.header("Content-Length") == str(len(r.body))
+
+
+def test_local_answers_are_not_transformed(portico, echo):
+    """Portico's own responses (a direct_response, problem+json errors) are
+    not the upstream's document: only upstream responses are transformed."""
+    cfg = simple_config(echo.addr, plugins=[{"json_transform": RESPONSE_OPS}])
+    cfg["routes"].insert(0, {"name": "local", "match": {"path_prefix": "/local"},
+                             "plugins": [{"direct_response": {"status": 200,
+                                                              "headers": {"Content-Type": "application/json"},
+                                                              "body": '{"internal": 1, "a": 2}'}}]})
+    p = portico(cfg)
+    r = request(p.port, "GET", "/local")
+    assert r.status == 200 and r.body == b'{"internal": 1, "a": 2}'
+    d = problem_check(request(p.port, "DELETE", "/x", headers=[("Content-Length", "abc")]), 400)
+    assert "meta" not in d
+    # an upstream JSON response on the same configuration is transformed
+    assert request(p.port, "GET", "/x").json()["meta"] == {"via": "portico"}

@@ -292,8 +292,9 @@ static pt_plugin_result on_response_headers(pt_txn *txn, const void *conf, void 
     jt_state *st = state;
     st->active[PT_SIDE_RESPONSE] = false; /* a replaced response starts over */
     pt_response *res = pt_txn_response(txn);
-    if (st->failed || !c->response.nops || !res->has_body || res->status == 206 || !is_json_type(&res->headers) ||
-        !identity_coding(&res->headers))
+    /* Portico's own answers (errors, local responses) are not the upstream's document. */
+    if (st->failed || !c->response.nops || pt_txn_response_is_local(txn) || !res->has_body || res->status == 206 ||
+        !is_json_type(&res->headers) || !identity_coding(&res->headers))
         return PT_PLUGIN_CONTINUE;
     if (res->content_length > 0 && (uint64_t)res->content_length > c->max_body) {
         st->failed = true;

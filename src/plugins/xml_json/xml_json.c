@@ -192,7 +192,7 @@ static pt_plugin_result on_response_headers(pt_txn *txn, const void *conf, void 
 {
     xj_state *st = state;
     pt_response *res = pt_txn_response(txn);
-    if (st->failed || res->status == 206) {
+    if (st->failed || pt_txn_response_is_local(txn) || res->status == 206) {
         st->active[PT_SIDE_RESPONSE] = false;
         return PT_PLUGIN_CONTINUE;
     }
