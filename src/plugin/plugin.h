@@ -237,6 +237,14 @@ bool pt_txn_stream_write(pt_txn *txn, const char *data, size_t len, bool last);
  * rewritten, so its length is unknown (Content-Length dropped, chunked /
  * unframed DATA). On the response side a strong ETag becomes weak. */
 void pt_txn_body_will_change(pt_txn *txn, pt_side side);
+/* From a request-header callback: the upstream is contacted only once the
+ * request body has passed every request-body plugin whole; the head then
+ * carries its exact Content-Length (no chunked framing, which some older
+ * upstreams refuse) and the body follows at once. For plugins that buffer
+ * and rewrite the whole request body: no upstream connection waits idle
+ * while a client uploads. What passed is held under the route's
+ * max_buffered_body (over it: 413). No effect on requests without a body. */
+void pt_txn_hold_request_head(pt_txn *txn);
 /* From a response-header callback: hold the response head until the
  * first body bytes (or the body's end) have passed every response-body
  * plugin, instead of sending it when the header phase ends. For a plugin

@@ -206,6 +206,11 @@ void pt_txn_body_will_change(pt_txn *t, pt_side side)
     }
 }
 
+void pt_txn_hold_request_head(pt_txn *t)
+{
+    if (t->req && t->req->has_body && !t->ups) t->req_hold = true; /* the request phase is still on */
+}
+
 void pt_txn_hold_response_head(pt_txn *t)
 {
     if (!t->resp_started) t->head_hold = true;
@@ -496,6 +501,11 @@ static void run_request_headers(pt_txn *t)
         t->upstream_target = path;
     }
     txn_arm_grpc_deadline(t);
+    if (t->req_hold) {
+        /* the body comes first; forward_request connects once it passed */
+        t->ops->want_body(t->stream, true);
+        return;
+    }
     txn_connect_upstream(t);
 }
 
@@ -813,6 +823,7 @@ void txn_finish(pt_txn *t)
         if (s->paused || s->resume_defer.queued) cancel_pause(t, (pt_side)i);
         if (s->held.owned || s->queued.data || s->slots) txn_side_release(s, t->pipe->n);
     }
+    pt_buf_release(&t->req_held);
     if (t->uc) {
         void *c = t->uc;
         t->uc = NULL;

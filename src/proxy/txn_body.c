@@ -180,6 +180,21 @@ static int run_body(pt_txn *t, pt_side side, size_t from, pt_body *b)
 static void forward_request(pt_txn *t, const char *data, size_t len, bool last)
 {
     if (last) t->req_last_passed = true; /* a retried exchange sends the end at once */
+    if (t->req_hold) {
+        /* pt_txn_hold_request_head: keep what passed; the upstream is
+         * contacted with the whole body and its exact length */
+        if (len) pt_buf_append(&t->req_held, data, len);
+        if (t->max_buffered && t->req_held.len > t->max_buffered) {
+            t->req_hold = false;
+            txn_fail_request(t, 413, "request body exceeds what the route's plugins may buffer");
+            return;
+        }
+        if (!last) return;
+        t->req_hold = false;
+        t->req->content_length = (int64_t)t->req_held.len;
+        txn_connect_upstream(t);
+        return;
+    }
     if (!t->uc) return;
     bool more = len ? t->uops->send_body(t->uc, data, len) : true;
     if (t->finished || !t->uc) return;

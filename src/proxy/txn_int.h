@@ -111,6 +111,8 @@ struct pt_txn {
     bool req_end_sent;        /* the upstream got the whole request (head and body end) */
     bool req_last_passed;     /* the body's end got through the request-body plugins */
     bool req_responded;       /* the request side answered locally: later body bytes are dropped */
+    bool req_hold;            /* pt_txn_hold_request_head: the upstream waits for the whole body */
+    pt_buf req_held;          /* the request body that passed the plugins while held */
     bool forwarded_headers_done;
     pt_timer deadline;        /* grpc-timeout */
     int pending_error;        /* routing/limit error to answer after the request phase */

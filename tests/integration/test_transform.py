@@ -199,10 +199,10 @@ def test_request_transformed_before_the_upstream(portico, echo, chunked_body):
     assert seen["body_len"] == len(seen["body"])
     names = {k.lower() for k, _ in seen["headers"]}
     assert "content-md5" not in names
-    # framing of the changed body: chunked (or an exact length)
+    # the held request head carries the changed body's exact length, never chunked
     te = [v for k, v in seen["headers"] if k.lower() == "transfer-encoding"]
     cl = [v for k, v in seen["headers"] if k.lower() == "content-length"]
-    assert te == ["chunked"] or cl == [str(seen["body_len"])]
+    assert te == [] and cl == [str(seen["body_len"])]
 
 
 def test_request_not_json_passes_untouched(portico, echo):
@@ -225,8 +225,8 @@ def test_request_over_max_body_is_413(portico, echo, chunked_body):
             pass
         doc = problem_check(c.read_response(), 413)
         assert "json_transform.max_body (1024 bytes)" in doc["detail"]
-    # no complete request went upstream
-    assert not echo.requests
+    # the upstream was never contacted (the request head is held until the body passed)
+    assert not echo.requests and echo.connections == 0
 
 
 @pytest.mark.parametrize("body,reason", [
@@ -316,6 +316,7 @@ def test_json_request_becomes_xml_for_the_upstream(portico, echo):
                             '<item>pear</item><qty>2</qty><note>&lt;&amp;&gt;</note></GetPrice>')
     ct = [v for k, v in seen["headers"] if k.lower() == "content-type"]
     assert ct == ["text/xml; charset=utf-8"]
+    assert [v for k, v in seen["headers"] if k.lower() == "content-length"] == [str(len(seen["body"]))]
 
 
 def test_unmappable_or_invalid_json_request_is_400(portico, echo):

@@ -634,6 +634,45 @@ TEST(request_body_buffer_over_cap_gets_413)
     CHECK_INT(ds.finished, 1);
 }
 
+/* pt_txn_hold_request_head: the upstream is contacted only when the whole
+ * (rewritten) body has passed, and gets its exact length, not chunked. */
+static pt_plugin_result hold_request(probe *p, int ph, pt_txn *t, pt_body *b)
+{
+    if (ph == PH_REQH) pt_txn_hold_request_head(t);
+    return buffer_request(p, ph, t, b);
+}
+TEST(held_request_head_waits_for_the_body_and_gets_its_length)
+{
+    setup(hold_request, NULL, NULL);
+    start("POST", -1);
+    CHECK_INT(up_opened, 0);
+    CHECK(ds.want_body); /* the body is read before any upstream */
+    client_body("abc", false);
+    client_body("def", false);
+    CHECK_INT(up_opened, 0);
+    client_body("ghi", true);
+    CHECK_INT(up_opened, 1);
+    CHECK(up.head_sent);
+    CHECK_INT(up.content_length, 13);
+    CHECK_STRN(up.body, up.body_len, "[9:abcdefghi]");
+    CHECK(up.ended);
+    CHECK_INT(up.ends, 1);
+    up_head(200, 0, NULL, NULL);
+    up_end("");
+    CHECK_INT(ds.finished, 1);
+    CHECK(up.released);
+}
+TEST(held_request_head_over_the_cap_is_413_without_an_upstream)
+{
+    setup(hold_request, NULL, NULL);
+    start("POST", -1);
+    client_body("0123456789012345678901234567890123456789", false);
+    client_body("0123456789012345678901234567890123456789", false);
+    CHECK_INT(ds.status, 413);
+    CHECK_INT(up_opened, 0);
+    CHECK_INT(ds.finished, 1);
+}
+
 /* Bytes the codec had in flight when the request side paused are queued and
  * forwarded in order after the resume. */
 TEST(request_bytes_during_pause_are_queued_in_order)

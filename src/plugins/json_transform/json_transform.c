@@ -283,6 +283,7 @@ static pt_plugin_result on_request_headers(pt_txn *txn, const void *conf, void *
     pt_headers_remove(&req->headers, "content-digest");
     pt_headers_remove(&req->headers, "repr-digest");
     pt_txn_body_will_change(txn, PT_SIDE_REQUEST);
+    pt_txn_hold_request_head(txn); /* the upstream gets the new body with its exact length */
     return PT_PLUGIN_CONTINUE;
 }
 

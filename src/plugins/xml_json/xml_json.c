@@ -179,6 +179,7 @@ static pt_plugin_result on_headers(pt_txn *txn, const pt_xml_json_conf *c, xj_st
     if (side == PT_SIDE_RESPONSE) pt_headers_remove(h, "accept-ranges");
     pt_txn_body_will_change(txn, side);
     if (side == PT_SIDE_RESPONSE) pt_txn_hold_response_head(txn);
+    else pt_txn_hold_request_head(txn); /* exact Content-Length: SOAP servers may refuse chunked */
     return PT_PLUGIN_CONTINUE;
 }
 
