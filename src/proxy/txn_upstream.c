@@ -179,7 +179,8 @@ static void on_up_error(void *owner, pt_uerr err, bool nothing_received)
     /* A connection that failed before any response byte may be retried when
      * nothing of the request body has been consumed yet: a stale pooled
      * connection always, a failed connect for idempotent requests. */
-    bool body_untouched = !t->req->has_body || t->body_received == 0;
+    bool body_untouched = !t->req->has_body || t->body_received == 0 ||
+                          t->req_held.len; /* held whole (pt_txn_hold_request_head): sent again */
     pt_exchange_retry_kind retry =
         t->resp_started || !body_untouched
             ? PT_RETRY_NONE

@@ -673,6 +673,27 @@ TEST(held_request_head_over_the_cap_is_413_without_an_upstream)
     CHECK_INT(ds.finished, 1);
 }
 
+TEST(held_request_body_is_sent_again_on_a_stale_pooled_connection)
+{
+    setup(hold_request, NULL, NULL);
+    start("POST", 3);
+    client_body("abc", true);
+    fake_up *first = upp;
+    CHECK_STRN(first->body, first->body_len, "[3:abc]");
+    fake_reused = true;
+    first->cbs->on_error(first->owner, PT_UERR_CLOSED, true);
+    fake_reused = false;
+    fake_up *second = upp;
+    CHECK(second != first && second->head_sent);
+    CHECK_INT(second->content_length, 7);
+    CHECK_STRN(second->body, second->body_len, "[3:abc]");
+    CHECK_INT(second->ends, 1);
+    up_head(200, 0, NULL, NULL);
+    up_end("");
+    CHECK_INT(ds.finished, 1);
+    CHECK_INT(ds.status, 200);
+}
+
 /* Bytes the codec had in flight when the request side paused are queued and
  * forwarded in order after the resume. */
 TEST(request_bytes_during_pause_are_queued_in_order)
