@@ -273,6 +273,24 @@ pt_headers *pt_txn_trailers(pt_txn *txn, pt_side side);
  * later: the resume would release whatever pause that side has then. */
 void pt_txn_resume(pt_txn *txn, pt_side side, pt_plugin_result r);
 
+/* ---- Content codings (plugin/coding.c) ----
+ * One-shot decoding of a whole buffered body in its Content-Encoding, for
+ * plugins that rewrite whole bodies (json_transform, xml_json): gzip
+ * (x-gzip, several members), deflate (zlib, or the raw deflate some
+ * servers send), br, zstd (windows up to 8 MiB), identity. The output is
+ * capped at `max` bytes, so a decompression bomb stops there. */
+typedef enum {
+    PT_DECODE_OK = 0,
+    PT_DECODE_UNKNOWN,   /* not one of the codings above */
+    PT_DECODE_MALFORMED, /* not valid in that coding (also: truncated, bytes after the end) */
+    PT_DECODE_TOO_LARGE, /* the decoded body would exceed max */
+} pt_decode_result;
+/* Whether pt_content_decode knows coding `c` (one token, any case). */
+bool pt_content_coding_known(pt_str c);
+/* Decodes in[0, n) from coding `c` into *out (heap, free() it; NULL on
+ * failure) of *outlen bytes. */
+pt_decode_result pt_content_decode(pt_str c, const char *in, size_t n, size_t max, char **out, size_t *outlen);
+
 /* ---- Identity: who is calling, and what they may do (docs/authentication.md) ----
  * Authentication plugins (key_auth, basic_auth, jwt, ...) find a credential
  * of their scheme in the request and name the caller: a pt_consumer

@@ -139,6 +139,13 @@ TEST(add_into_arrays)
     CHECK_STR(xform("response:\n  - add: {path: 'tags[1]', value: z}\n", doc),
               "{\"items\":[{\"id\":1},{\"id\":2}],\"tags\":[\"a\",\"z\"]}");
     CHECK_STR(xform("response:\n  - add: {path: 'tags[5]', value: z}\n", doc), doc); /* beyond the end */
+    /* missing containers: an array before a final [-] or [0], nothing else before an index */
+    CHECK_STR(xform("response:\n  - add: {path: 'a.list[-]', value: 1}\n", "{}"), "{\"a\":{\"list\":[1]}}");
+    CHECK_STR(xform("response:\n  - add: {path: 'l[0].k', value: 1}\n", "{}"), "{}");
+    CHECK_STR(xform("response:\n  - add: {path: 'l[0]', value: 1}\n", "{}"), "{\"l\":[1]}");
+    CHECK_STR(xform("response:\n  - add: {path: 'l[*].k', value: 1}\n", "{}"), "{}");
+    CHECK_STR(xform("response:\n  - add: {path: 'l[2]', value: 1}\n", "{}"), "{}");
+    CHECK_STR(xform("response:\n  - copy: {from: x, to: 'ids[-]'}\n", "{\"x\":5}"), "{\"x\":5,\"ids\":[5]}");
     CHECK_STR(xform("response:\n  - add: {path: 'items[1].id', value: 9}\n", doc),
               "{\"items\":[{\"id\":1},{\"id\":9}],\"tags\":[\"a\"]}");
 }

@@ -110,9 +110,22 @@ bool pt_jpath_parse(pt_arena *a, const char *s, size_t n, pt_jpath *out, const c
 
 typedef void (*leaf_fn)(json_t *parent, const pt_jseg *last, void *ctx);
 
+/* What a missing member before segment j of p is created as: an object
+ * before a key, an array before a final [-] or [0] (the value is appended);
+ * NULL (nothing created) otherwise: an empty array has no element to go
+ * on into. */
+static json_t *container_for(const pt_jpath *p, size_t j)
+{
+    const pt_jseg *next = &p->segs[j];
+    if (next->kind == PT_JSEG_KEY) return json_object();
+    bool last = j + 1 == p->n;
+    if (last && (next->kind == PT_JSEG_END || (next->kind == PT_JSEG_INDEX && next->index == 0))) return json_array();
+    return NULL;
+}
+
 /* Walks p from segment i below node and calls fn on each parent of the
  * last segment ([*] fans out). `create`: missing object members on the way
- * become empty objects. */
+ * are created (container_for). */
 static void walk(json_t *node, const pt_jpath *p, size_t i, bool create, leaf_fn fn, void *ctx)
 {
     if (i + 1 == p->n) {
@@ -126,8 +139,7 @@ static void walk(json_t *node, const pt_jpath *p, size_t i, bool create, leaf_fn
         if (!json_is_object(node)) return;
         child = json_object_getn(node, g->key, g->key_len);
         if (!child) {
-            if (!create) return;
-            child = json_object();
+            if (!create || !(child = container_for(p, i + 1))) return;
             if (json_object_setn_new(node, g->key, g->key_len, child) != 0) return;
         }
         walk(child, p, i + 1, create, fn, ctx);

@@ -229,8 +229,9 @@ static void *json_transform_configure(pt_conf_ctx *ctx, const pt_conf_node *node
 /* ============================================================ the callbacks */
 
 typedef struct {
-    bool active[2]; /* this side's body is JSON and is being buffered */
-    bool failed;    /* we answered an error: its response passes untouched */
+    bool active[2];     /* this side's body is JSON and is being buffered */
+    bool failed;        /* we answered an error: its response passes untouched */
+    char coding[2][8];  /* the Content-Encoding to undo first ("" none) */
 } jt_state;
 
 /* application/json or any type/...+json (parameters ignored). */
@@ -246,18 +247,6 @@ static bool is_json_type(const pt_headers *h)
     return n > 5 && memchr(ct->p, '/', n) && pt_str_ieq_lit(pt_str_make(ct->p + n - 5, 5), "+json");
 }
 
-/* No Content-Encoding, or only identity. */
-static bool identity_coding(const pt_headers *h)
-{
-    for (uint32_t i = 0; i < h->n; i++) {
-        if (!pt_str_ieq_lit(h->v[i].name, "content-encoding")) continue;
-        pt_str rest = h->v[i].value, tok;
-        while (pt_list_next(&rest, &tok))
-            if (!pt_str_ieq_lit(tok, "identity")) return false;
-    }
-    return true;
-}
-
 static void too_large(pt_txn *txn, const pt_json_transform_conf *c, pt_side side)
 {
     char d[128];
@@ -271,13 +260,16 @@ static pt_plugin_result on_request_headers(pt_txn *txn, const void *conf, void *
     const pt_json_transform_conf *c = conf;
     jt_state *st = state;
     pt_request *req = pt_txn_request(txn);
-    if (!c->request.nops || !req->has_body || !is_json_type(&req->headers) || !identity_coding(&req->headers))
+    char *coding = st->coding[PT_SIDE_REQUEST];
+    if (!c->request.nops || !req->has_body || !is_json_type(&req->headers) ||
+        !pt_plugin_body_coding(&req->headers, coding, sizeof(st->coding[0])))
         return PT_PLUGIN_CONTINUE;
     if (req->content_length > 0 && (uint64_t)req->content_length > c->max_body) {
         too_large(txn, c, PT_SIDE_REQUEST);
         return PT_PLUGIN_RESPOND;
     }
     st->active[PT_SIDE_REQUEST] = true;
+    pt_headers_remove(&req->headers, "content-encoding"); /* decoded before the transformation */
     /* Digests of the original bytes no longer hold. */
     pt_headers_remove(&req->headers, "content-md5");
     pt_headers_remove(&req->headers, "content-digest");
@@ -295,7 +287,8 @@ static pt_plugin_result on_response_headers(pt_txn *txn, const void *conf, void 
     pt_response *res = pt_txn_response(txn);
     /* Portico's own answers (errors, local responses) are not the upstream's document. */
     if (st->failed || !c->response.nops || pt_txn_response_is_local(txn) || !res->has_body || res->status == 206 ||
-        !is_json_type(&res->headers) || !identity_coding(&res->headers))
+        !is_json_type(&res->headers) ||
+        !pt_plugin_body_coding(&res->headers, st->coding[PT_SIDE_RESPONSE], sizeof(st->coding[0])))
         return PT_PLUGIN_CONTINUE;
     if (res->content_length > 0 && (uint64_t)res->content_length > c->max_body) {
         st->failed = true;
@@ -303,6 +296,7 @@ static pt_plugin_result on_response_headers(pt_txn *txn, const void *conf, void 
         return PT_PLUGIN_RESPOND;
     }
     st->active[PT_SIDE_RESPONSE] = true;
+    pt_headers_remove(&res->headers, "content-encoding"); /* sent decoded (compression may encode it again) */
     pt_headers_remove(&res->headers, "content-md5");
     pt_headers_remove(&res->headers, "content-digest");
     pt_headers_remove(&res->headers, "repr-digest");
@@ -310,6 +304,14 @@ static pt_plugin_result on_response_headers(pt_txn *txn, const void *conf, void 
     pt_txn_body_will_change(txn, PT_SIDE_RESPONSE);
     pt_txn_hold_response_head(txn);
     return PT_PLUGIN_CONTINUE;
+}
+
+static void bad_coding(pt_txn *txn, pt_side side, const char *coding)
+{
+    char d[160];
+    snprintf(d, sizeof(d), "the %s body is not valid for its Content-Encoding (%s)",
+             side == PT_SIDE_REQUEST ? "request" : "upstream response", coding);
+    pt_txn_respond_problem(txn, side == PT_SIDE_REQUEST ? 400 : 502, d);
 }
 
 /* Buffers until the last call, then replaces the body with its transform. */
@@ -325,12 +327,29 @@ static pt_plugin_result on_body(pt_txn *txn, const pt_json_transform_conf *c, jt
     }
     if (!pt_body_last(body)) return PT_PLUGIN_BUFFER;
     st->active[side] = false;
-    if (!pt_body_len(body)) return PT_PLUGIN_CONTINUE; /* nothing to transform */
+    const char *in = pt_body_data(body);
+    size_t len = pt_body_len(body);
+    char *decoded = NULL;
+    if (st->coding[side][0] && len) {
+        pt_decode_result d = pt_content_decode(pt_str_c(st->coding[side]), in, len, c->max_body, &decoded, &len);
+        if (d != PT_DECODE_OK) {
+            st->failed = true;
+            if (d == PT_DECODE_TOO_LARGE) too_large(txn, c, side);
+            else bad_coding(txn, side, st->coding[side]);
+            return PT_PLUGIN_RESPOND;
+        }
+        in = decoded;
+    }
+    if (!len) {
+        free(decoded);
+        pt_body_replace(body, NULL, 0);
+        return PT_PLUGIN_CONTINUE; /* nothing to transform */
+    }
     const pt_jop_list *ops = side == PT_SIDE_REQUEST ? &c->request : &c->response;
     pt_jbuf out = {0};
     char err[200];
-    pt_jt_result r =
-        pt_json_transform_text(ops->ops, ops->nops, c->max_depth, pt_body_data(body), pt_body_len(body), &out, err, sizeof(err));
+    pt_jt_result r = pt_json_transform_text(ops->ops, ops->nops, c->max_depth, in, len, &out, err, sizeof(err));
+    free(decoded);
     if (r != PT_JT_OK) {
         pt_jbuf_free(&out);
         st->failed = true;

@@ -108,8 +108,9 @@ static void *xml_json_configure(pt_conf_ctx *ctx, const pt_conf_node *node)
 /* ============================================================ the callbacks */
 
 typedef struct {
-    bool active[2]; /* this side's body is being buffered for conversion */
-    bool failed;    /* we answered an error: its response passes untouched */
+    bool active[2];    /* this side's body is being buffered for conversion */
+    bool failed;       /* we answered an error: its response passes untouched */
+    char coding[2][8]; /* the Content-Encoding to undo first ("" none) */
 } xj_state;
 
 /* The media type without parameters. */
@@ -138,17 +139,6 @@ static bool source_type(const pt_headers *h, pt_xj_direction dir)
     return pt_str_ieq_lit(m, "application/json") || has_suffix(m, "+json");
 }
 
-static bool identity_coding(const pt_headers *h)
-{
-    for (uint32_t i = 0; i < h->n; i++) {
-        if (!pt_str_ieq_lit(h->v[i].name, "content-encoding")) continue;
-        pt_str rest = h->v[i].value, tok;
-        while (pt_list_next(&rest, &tok))
-            if (!pt_str_ieq_lit(tok, "identity")) return false;
-    }
-    return true;
-}
-
 static void too_large(pt_txn *txn, const pt_xml_json_conf *c, pt_side side)
 {
     char d[128];
@@ -163,7 +153,8 @@ static pt_plugin_result on_headers(pt_txn *txn, const pt_xml_json_conf *c, xj_st
 {
     st->active[side] = false;
     pt_xj_direction dir = c->dir[side];
-    if (!dir || !has_body || !source_type(h, dir) || !identity_coding(h)) return PT_PLUGIN_CONTINUE;
+    if (!dir || !has_body || !source_type(h, dir) || !pt_plugin_body_coding(h, st->coding[side], sizeof(st->coding[0])))
+        return PT_PLUGIN_CONTINUE;
     if (content_length > 0 && (uint64_t)content_length > c->max_body) {
         st->failed = true;
         too_large(txn, c, side);
@@ -173,6 +164,7 @@ static pt_plugin_result on_headers(pt_txn *txn, const pt_xml_json_conf *c, xj_st
     pt_arena *a = pt_txn_arena(txn);
     pt_headers_set(h, a, PT_STR_LIT("Content-Type"),
                    dir == PT_XJ_XML_TO_JSON ? PT_STR_LIT("application/json") : pt_str_c(c->xml_content_type));
+    pt_headers_remove(h, "content-encoding"); /* decoded before the conversion */
     pt_headers_remove(h, "content-md5");
     pt_headers_remove(h, "content-digest");
     pt_headers_remove(h, "repr-digest");
@@ -211,12 +203,35 @@ static pt_plugin_result on_body(pt_txn *txn, const pt_xml_json_conf *c, xj_state
     }
     if (!pt_body_last(body)) return PT_PLUGIN_BUFFER;
     st->active[side] = false;
-    if (!pt_body_len(body)) return PT_PLUGIN_CONTINUE;
+    const char *in = pt_body_data(body);
+    size_t len = pt_body_len(body);
+    char *decoded = NULL;
+    if (st->coding[side][0] && len) {
+        pt_decode_result d = pt_content_decode(pt_str_c(st->coding[side]), in, len, c->max_body, &decoded, &len);
+        if (d != PT_DECODE_OK) {
+            st->failed = true;
+            if (d == PT_DECODE_TOO_LARGE) {
+                too_large(txn, c, side);
+            } else {
+                char m[160];
+                snprintf(m, sizeof(m), "the %s body is not valid for its Content-Encoding (%s)",
+                         side == PT_SIDE_REQUEST ? "request" : "upstream response", st->coding[side]);
+                pt_txn_respond_problem(txn, side == PT_SIDE_REQUEST ? 400 : 502, m);
+            }
+            return PT_PLUGIN_RESPOND;
+        }
+        in = decoded;
+    }
+    if (!len) {
+        free(decoded);
+        pt_body_replace(body, NULL, 0);
+        return PT_PLUGIN_CONTINUE;
+    }
     pt_xbuf out = {0};
     char err[256];
-    pt_xj_result r = c->dir[side] == PT_XJ_XML_TO_JSON
-                         ? pt_xml_to_json(&c->opts, pt_body_data(body), pt_body_len(body), &out, err, sizeof(err))
-                         : pt_json_to_xml(&c->opts, pt_body_data(body), pt_body_len(body), &out, err, sizeof(err));
+    pt_xj_result r = c->dir[side] == PT_XJ_XML_TO_JSON ? pt_xml_to_json(&c->opts, in, len, &out, err, sizeof(err))
+                                                       : pt_json_to_xml(&c->opts, in, len, &out, err, sizeof(err));
+    free(decoded);
     if (r != PT_XJ_OK) {
         pt_xbuf_free(&out);
         st->failed = true;
