@@ -1,14 +1,16 @@
 /* fuzz_transform.c — libFuzzer driver for the body transformations.
  *
  * Input: byte 0 selects the converter (0: json_transform with a fixed list
- * of operations, 1: JSON → XML, 2: XML → JSON; bit 2: `arrays`/`root`
- * set); the rest is the body. Besides crashes, leaks and UB it checks:
+ * of operations, 1: JSON → XML, 2: XML → JSON, 3: pt_content_decode with
+ * the coding in bits 4..5; bit 2: `arrays`/`root` set); the rest is the
+ * body. Besides crashes, leaks and UB it checks:
  *   - json_transform output is JSON jansson accepts (duplicate keys
  *     refused), and writing it again gives the same bytes (the writer's
  *     numbers read back exactly);
  *   - JSON → XML output without namespace prefixes is XML that XML → JSON
  *     accepts;
  *   - XML → JSON output is JSON jansson accepts;
+ *   - pt_content_decode never returns more than its cap;
  *   - a failure always leaves a reason and no output.
  * Build: see run.sh (every src/ object except the CLI). */
 #include <jansson.h>
@@ -93,6 +95,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         pt_xbuf_free(&out);
         pt_xbuf_free(&back);
+    } else if (mode == 3) {
+        static const char *const codings[] = {"gzip", "deflate", "br", "zstd"};
+        char *out;
+        size_t n;
+        size_t cap = 1 << 16;
+        pt_decode_result r = pt_content_decode(pt_str_c(codings[(data[0] >> 4) & 3]), in, len, cap, &out, &n);
+        if (r == PT_DECODE_OK) REQUIRE(n <= cap);
+        else REQUIRE(out == NULL && n == 0);
+        free(out);
     } else {
         pt_xbuf out = {0};
         pt_xj_result r = pt_xml_to_json(&o, in, len, &out, err, sizeof(err));
