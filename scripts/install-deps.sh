@@ -8,7 +8,7 @@ PKGS=(
   # build
   build-essential clang libclang-rt-14-dev llvm
   libyaml-dev libpcre2-dev libssl-dev openssl libnghttp2-dev nghttp2-client python3-h2 libc-ares-dev
-  zlib1g-dev libbrotli-dev libzstd-dev libjansson-dev libcrypt-dev libhiredis-dev
+  zlib1g-dev libbrotli-dev libzstd-dev libjansson-dev libxml2-dev libcrypt-dev libhiredis-dev
   # tests
   python3 python3-pytest python3-requests curl python3-grpcio python3-grpc-tools python3-prometheus-client python3-websockets
   python3-brotli python3-zstandard python3-jwt python3-cryptography python3-jsonschema redis-server

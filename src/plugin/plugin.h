@@ -173,6 +173,9 @@ const pt_plugin_type *const *pt_plugin_all(void);
  * an answer to a request that could not be parsed (400, 431...). */
 pt_request *pt_txn_request(pt_txn *txn);
 pt_response *pt_txn_response(pt_txn *txn);   /* valid in response phases; mutable there */
+/* In response phases: the response is Portico's own (pt_txn_respond*,
+ * problem+json errors, a plugin's answer) rather than the upstream's. */
+bool pt_txn_response_is_local(pt_txn *txn);
 pt_arena *pt_txn_arena(pt_txn *txn);         /* the request arena */
 struct pt_loop *pt_txn_loop(pt_txn *txn);    /* the worker loop owning the request */
 const pt_route_conf *pt_txn_route(pt_txn *txn); /* NULL before routing / when unmatched */
@@ -247,6 +250,27 @@ bool pt_txn_stream_write(pt_txn *txn, const char *data, size_t len, bool last);
  * rewritten, so its length is unknown (Content-Length dropped, chunked /
  * unframed DATA). On the response side a strong ETag becomes weak. */
 void pt_txn_body_will_change(pt_txn *txn, pt_side side);
+/* From a request-header callback: the upstream is contacted only once the
+ * request body has passed every request-body plugin whole; the head then
+ * carries its exact Content-Length (no chunked framing, which some older
+ * upstreams refuse) and the body follows at once. For plugins that buffer
+ * and rewrite the whole request body: no upstream connection waits idle
+ * while a client uploads. What passed is held under the route's
+ * max_buffered_body (over it: 413). No effect on requests without a body. */
+void pt_txn_hold_request_head(pt_txn *txn);
+/* From a response-header callback: hold the response head until the
+ * first body bytes (or the body's end) have passed every response-body
+ * plugin, instead of sending it when the header phase ends. For a plugin
+ * that buffers the whole body (PT_PLUGIN_BUFFER until the last call) and
+ * rewrites it: while the head is held, PT_PLUGIN_RESPOND from a
+ * response-body callback replaces the response (the response side starts
+ * over on the local answer, e.g. a 502 problem+json), so does going over
+ * max_buffered_body (502) and an upstream failure; and when the whole body
+ * passes in one piece the head carries its exact Content-Length (after
+ * pt_txn_body_will_change dropped it). No effect on bodiless responses
+ * (HEAD, 204, 304) and upgrades. Costs the client the time to first byte
+ * of the whole body: use only when the body is buffered anyway. */
+void pt_txn_hold_response_head(pt_txn *txn);
 /* During a body pause of `side`: the bytes held at the paused plugin (it
  * may edit them before resuming). NULL when that side is not paused in a
  * body callback. */
@@ -261,6 +285,24 @@ pt_headers *pt_txn_trailers(pt_txn *txn, pt_side side);
  * A pause the core drops (see on_pause_cancelled) must not be resumed
  * later: the resume would release whatever pause that side has then. */
 void pt_txn_resume(pt_txn *txn, pt_side side, pt_plugin_result r);
+
+/* ---- Content codings (plugin/coding.c) ----
+ * One-shot decoding of a whole buffered body in its Content-Encoding, for
+ * plugins that rewrite whole bodies (json_transform, xml_json): gzip
+ * (x-gzip, several members), deflate (zlib, or the raw deflate some
+ * servers send), br, zstd (windows up to 8 MiB), identity. The output is
+ * capped at `max` bytes, so a decompression bomb stops there. */
+typedef enum {
+    PT_DECODE_OK = 0,
+    PT_DECODE_UNKNOWN,   /* not one of the codings above */
+    PT_DECODE_MALFORMED, /* not valid in that coding (also: truncated, bytes after the end) */
+    PT_DECODE_TOO_LARGE, /* the decoded body would exceed max */
+} pt_decode_result;
+/* Whether pt_content_decode knows coding `c` (one token, any case). */
+bool pt_content_coding_known(pt_str c);
+/* Decodes in[0, n) from coding `c` into *out (heap, free() it; NULL on
+ * failure) of *outlen bytes. */
+pt_decode_result pt_content_decode(pt_str c, const char *in, size_t n, size_t max, char **out, size_t *outlen);
 
 /* ---- Identity: who is calling, and what they may do (docs/authentication.md) ----
  * Authentication plugins (key_auth, basic_auth, jwt, ...) find a credential

@@ -421,4 +421,25 @@ static inline pcre2_match_data *pt_plugin_regex_match(pt_arena *a, const pcre2_c
     return rc > 0 ? md : NULL;
 }
 
+/* The one content coding of a body (its Content-Encoding fields) that a
+ * whole-body plugin can undo with pt_content_decode, copied into
+ * out[0, cap) ("" for none / identity). False when it cannot be undone:
+ * several codings stacked, or one pt_content_decode does not know. */
+static inline bool pt_plugin_body_coding(const pt_headers *h, char *out, size_t cap)
+{
+    out[0] = '\0';
+    int n = 0;
+    for (uint32_t i = 0; i < h->n; i++) {
+        if (!pt_str_ieq_lit(h->v[i].name, "content-encoding")) continue;
+        pt_str rest = h->v[i].value, tok;
+        while (pt_list_next(&rest, &tok)) {
+            if (pt_str_ieq_lit(tok, "identity")) continue;
+            if (!pt_content_coding_known(tok) || tok.n >= cap || ++n > 1) return false;
+            memcpy(out, tok.p, tok.n);
+            out[tok.n] = '\0';
+        }
+    }
+    return true;
+}
+
 #endif

@@ -14,6 +14,8 @@
 #include "plugins/basic_auth/basic_auth.h"
 #include "plugins/acl/acl.h"
 #include "plugins/jwt/jwt.h"
+#include "plugins/json_transform/json_transform.h"
+#include "plugins/xml_json/xml_json.h"
 #include "plugins/mtls_auth/mtls_auth.h"
 #include "plugins/oauth2_introspection/oauth2_introspection.h"
 #include "plugins/request_id/request_id.h"
@@ -39,6 +41,8 @@ static const pt_plugin_type *const builtin_plugins[] = {
     &pt_plugin_cors,
     &pt_plugin_deprecation,
     &pt_plugin_rewrite,
+    &pt_plugin_json_transform,
+    &pt_plugin_xml_json,
     NULL,
 };
 

@@ -57,6 +57,7 @@ pt_str pt_txn_client_addr(pt_txn *t) { return t->client_addr; }
 pt_str pt_txn_client_cert_subject(pt_txn *t) { return t->conn.client_cert_subject; }
 pt_str pt_txn_client_cert_sans(pt_txn *t) { return t->conn.client_cert_sans; }
 bool pt_txn_response_started(const pt_txn *t) { return t->resp_started; }
+bool pt_txn_response_is_local(pt_txn *t) { return t->local; }
 void *pt_txn_worker_state(pt_txn *t, const pt_plugin_type *type) { return pt_worker_plugin_state(t->w, type); }
 
 /* The listener the request arrived on (NULL if the generation changed its list). */
@@ -249,6 +250,16 @@ void pt_txn_body_will_change(pt_txn *t, pt_side side)
         if (!pt_str_ieq_lit(h->name, "ETag") || !h->value.n || h->value.p[0] != '"') continue;
         h->value = pt_str_c(pt_arena_printf(t->a, "W/%.*s", (int)h->value.n, h->value.p));
     }
+}
+
+void pt_txn_hold_request_head(pt_txn *t)
+{
+    if (t->req && t->req->has_body && !t->ups) t->req_hold = true; /* the request phase is still on */
+}
+
+void pt_txn_hold_response_head(pt_txn *t)
+{
+    if (!t->resp_started) t->head_hold = true;
 }
 
 /* ----------------------------------------------------------------- lifecycle */
@@ -541,6 +552,11 @@ static void run_request_headers(pt_txn *t)
         t->upstream_target = path;
     }
     txn_arm_grpc_deadline(t);
+    if (t->req_hold) {
+        /* the body comes first; forward_request connects once it passed */
+        t->ops->want_body(t->stream, true);
+        return;
+    }
     txn_connect_upstream(t);
 }
 
@@ -565,7 +581,8 @@ static void emit_response(pt_txn *t)
         pt_headers_add(&t->res.headers, t->a, PT_STR_LIT("Strict-Transport-Security"), pt_str_c(v));
     }
     bool tunnel = t->tun && txn_tunnel_prepare_head(t);
-    t->ops->send_head(t->stream, &t->res);
+    if (t->head_hold && !tunnel && t->res.has_body) t->head_waiting = true; /* txn_body.c sends it */
+    else t->ops->send_head(t->stream, &t->res);
     if (tunnel) {
         txn_tunnel_begin(t);
         return;
@@ -615,6 +632,7 @@ void txn_start_response_phase(pt_txn *t)
     txn_side *s = &t->side[PT_SIDE_RESPONSE];
     if (s->paused) cancel_pause(t, PT_SIDE_RESPONSE);
     s->idx = 0;
+    t->head_hold = t->head_waiting = false;
     run_response_headers(t);
 }
 
@@ -647,17 +665,42 @@ void txn_fail_request(pt_txn *t, int status, const char *detail)
     txn_request_side_responded(t);
 }
 
+/* The response in progress never reached the client: forget its side. */
+static void forget_response(pt_txn *t)
+{
+    t->resp_started = false;
+    t->head_waiting = false;
+    txn_side_release(&t->side[PT_SIDE_RESPONSE], t->pipe->n);
+    t->side[PT_SIDE_RESPONSE].trailers = (pt_headers){0};
+    t->up_read_paused_by_ds = false;
+}
+
+void txn_replace_held_response(pt_txn *t)
+{
+    PT_ASSERT(t->head_waiting);
+    if (!t->local) pt_txn_respond_problem(t, 500, "a response-body plugin answered without a response");
+    if (++t->resp_replacements > MAX_RESPONSE_REPLACEMENTS) {
+        /* two plugins that keep replacing each other's answer */
+        txn_abort_response(t);
+        return;
+    }
+    t->req_responded = true; /* nothing more of the request body goes anywhere */
+    txn_drop_upstream(t);
+    cancel_pause(t, PT_SIDE_REQUEST);
+    forget_response(t);
+    txn_start_response_phase(t);
+}
+
 void txn_upstream_failed(pt_txn *t, int status, const char *detail)
 {
     t->upstream_failed = true;
     t->req_responded = true; /* nothing more of the request body goes anywhere */
-    if (t->resp_started && !t->resp_done && t->ops->retract && t->ops->retract(t->stream)) {
-        /* Nothing of the response reached the client yet: answer the error
-         * instead of cutting a response the client never saw begin. */
-        t->resp_started = false;
-        txn_side_release(&t->side[PT_SIDE_RESPONSE], t->pipe->n);
-        t->side[PT_SIDE_RESPONSE].trailers = (pt_headers){0};
-        t->up_read_paused_by_ds = false;
+    if (t->resp_started && !t->resp_done &&
+        (t->head_waiting || (t->ops->retract && t->ops->retract(t->stream)))) {
+        /* Nothing of the response reached the client yet (its head is held,
+         * or the codec took it back): answer the error instead of cutting
+         * a response the client never saw begin. */
+        forget_response(t);
     }
     if (t->resp_started) {
         txn_abort_response(t);
@@ -833,6 +876,7 @@ void txn_finish(pt_txn *t)
         if (s->paused || s->resume_defer.queued) cancel_pause(t, (pt_side)i);
         if (s->held.owned || s->queued.data || s->slots) txn_side_release(s, t->pipe->n);
     }
+    pt_buf_release(&t->req_held);
     if (t->uc) {
         void *c = t->uc;
         t->uc = NULL;

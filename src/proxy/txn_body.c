@@ -180,6 +180,21 @@ static int run_body(pt_txn *t, pt_side side, size_t from, pt_body *b)
 static void forward_request(pt_txn *t, const char *data, size_t len, bool last)
 {
     if (last) t->req_last_passed = true; /* a retried exchange sends the end at once */
+    if (t->req_hold) {
+        /* pt_txn_hold_request_head: keep what passed; the upstream is
+         * contacted with the whole body and its exact length */
+        if (len) pt_buf_append(&t->req_held, data, len);
+        if (t->max_buffered && t->req_held.len > t->max_buffered) {
+            t->req_hold = false;
+            txn_fail_request(t, 413, "request body exceeds what the route's plugins may buffer");
+            return;
+        }
+        if (!last) return;
+        t->req_hold = false;
+        t->req->content_length = (int64_t)t->req_held.len;
+        txn_connect_upstream(t);
+        return;
+    }
     if (!txn_retry_pass_body(t, data, len)) return; /* kept for the next attempt, or dropped */
     void *x = t->uc;
     bool more = len ? t->uops->send_body(t->uc, data, len) : true;
@@ -240,6 +255,15 @@ void txn_request_chunk(pt_txn *t, const char *data, size_t len, bool last)
  * the response (with the response trailers) and the transaction. */
 static void forward_response(pt_txn *t, const char *data, size_t len, bool last)
 {
+    if (t->head_waiting) {
+        if (!len && !last) return; /* a plugin kept the bytes: nothing passed yet */
+        /* A held head goes out with the first bytes that passed every
+         * plugin; when they are the whole body its length is known. */
+        t->head_waiting = false;
+        if (last && t->res.content_length < 0) t->res.content_length = (int64_t)len;
+        t->ops->send_head(t->stream, &t->res);
+        if (t->finished) return;
+    }
     if (len && t->res.has_body) {
         t->bytes_out += len;
         if (!t->ops->send_body(t->stream, data, len)) {
@@ -264,9 +288,15 @@ static void response_run_done(pt_txn *t, int r, pt_body *b)
     case PT_PLUGIN_PAUSE:
         if (t->uc) t->uops->pause_read(t->uc, true);
         return;
-    case PT_PLUGIN_RESPOND: /* too late to answer: the head is out */
+    case PT_PLUGIN_RESPOND: /* too late to answer unless the head is held */
     case BODY_OVER_LIMIT:
         body_release(b);
+        if (t->head_waiting) {
+            if (r == BODY_OVER_LIMIT)
+                pt_txn_respond_problem(t, 502, "response body exceeds what the route's plugins may buffer");
+            txn_replace_held_response(t);
+            return;
+        }
         txn_abort_response(t);
         return;
     default: {

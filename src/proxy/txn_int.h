@@ -118,12 +118,16 @@ struct pt_txn {
     bool req_last_passed;     /* the body's end got through the request-body plugins */
     bool req_responded;       /* the request side answered locally: later body bytes are dropped */
     const char *responder;    /* pt_txn_stats.responder */
+    bool req_hold;            /* pt_txn_hold_request_head: the upstream waits for the whole body */
+    pt_buf req_held;          /* the request body that passed the plugins while held */
     bool forwarded_headers_done;
     pt_timer deadline;        /* grpc-timeout */
     int pending_error;        /* routing/limit error to answer after the request phase */
     const char *pending_detail;
     uint8_t resp_replacements; /* responses replaced by response-header plugins */
     bool resp_started;
+    bool head_hold;           /* a response-header plugin asked to hold the head (pt_txn_hold_response_head) */
+    bool head_waiting;        /* the head is held: it goes out with the first body bytes that pass */
     bool resp_done;
     bool aborted;             /* the response was cut after its head */
     bool upstream_failed;     /* the upstream exchange failed for good */
@@ -167,6 +171,9 @@ void txn_upstream_failed(pt_txn *t, int status, const char *detail);
 void txn_finish(pt_txn *t);
 /* Aborts a response whose head went out: the codec cuts it. */
 void txn_abort_response(pt_txn *t);
+/* A response-body plugin answered (or over-buffered) while the head was
+ * still held: the response side starts over on the local answer. */
+void txn_replace_held_response(pt_txn *t);
 
 /* Queues the generator's next proceed when it is waiting and may go on. */
 void txn_generator_kick(pt_txn *t);

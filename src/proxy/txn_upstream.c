@@ -110,7 +110,9 @@ static void on_up_ready(void *owner)
          * pooled connection), or "Content-Length: 0": complete before any
          * plugin could see it */
         t->req_end_sent = true;
-        t->uops->send_end(t->uc, txn_trailers_lines(t, PT_SIDE_REQUEST));
+        if (t->req_held.len) /* a body held for pt_txn_hold_request_head */
+            t->uops->send_body(t->uc, pt_buf_head(&t->req_held), t->req_held.len);
+        if (t->uc == x && !t->finished) t->uops->send_end(t->uc, txn_trailers_lines(t, PT_SIDE_REQUEST));
     } else if (!t->req_body_done && more) {
         t->ops->want_body(t->stream, true); /* else on_writable asks */
     }

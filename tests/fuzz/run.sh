@@ -11,8 +11,8 @@ SECS=${1:-30}
 OUT=build/fuzz
 mkdir -p "$OUT"
 OUT_ABS=$(cd "$OUT" && pwd)
-CFLAGS=(-std=c17 -D_GNU_SOURCE -g -O1 -fno-sanitize-recover=undefined -Isrc)
-LIBS=(-lyaml -lpcre2-8 -lssl -lcrypto -lnghttp2 -lcares -lhiredis -lz -lbrotlienc -lbrotlidec -lzstd -ljansson -lcrypt -lm -pthread)
+CFLAGS=(-std=c17 -D_GNU_SOURCE -g -O1 -fno-sanitize-recover=undefined -Isrc -I/usr/include/libxml2)
+LIBS=(-lyaml -lpcre2-8 -lssl -lcrypto -lnghttp2 -lcares -lhiredis -lz -lbrotlienc -lbrotlidec -lzstd -ljansson -lxml2 -lcrypt -lm -pthread)
 SRCS=$(find src -name '*.c' ! -path 'src/cli/*' | sort)
 echo "fuzz: building src/"
 rm -rf "$OUT/obj"

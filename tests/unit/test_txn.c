@@ -642,6 +642,66 @@ TEST(request_body_buffer_over_cap_gets_413)
     CHECK_INT(ds.finished, 1);
 }
 
+/* pt_txn_hold_request_head: the upstream is contacted only when the whole
+ * (rewritten) body has passed, and gets its exact length, not chunked. */
+static pt_plugin_result hold_request(probe *p, int ph, pt_txn *t, pt_body *b)
+{
+    if (ph == PH_REQH) pt_txn_hold_request_head(t);
+    return buffer_request(p, ph, t, b);
+}
+TEST(held_request_head_waits_for_the_body_and_gets_its_length)
+{
+    setup(hold_request, NULL, NULL);
+    start("POST", -1);
+    CHECK_INT(up_opened, 0);
+    CHECK(ds.want_body); /* the body is read before any upstream */
+    client_body("abc", false);
+    client_body("def", false);
+    CHECK_INT(up_opened, 0);
+    client_body("ghi", true);
+    CHECK_INT(up_opened, 1);
+    CHECK(up.head_sent);
+    CHECK_INT(up.content_length, 13);
+    CHECK_STRN(up.body, up.body_len, "[9:abcdefghi]");
+    CHECK(up.ended);
+    CHECK_INT(up.ends, 1);
+    up_head(200, 0, NULL, NULL);
+    up_end("");
+    CHECK_INT(ds.finished, 1);
+    CHECK(up.released);
+}
+TEST(held_request_head_over_the_cap_is_413_without_an_upstream)
+{
+    setup(hold_request, NULL, NULL);
+    start("POST", -1);
+    client_body("0123456789012345678901234567890123456789", false);
+    client_body("0123456789012345678901234567890123456789", false);
+    CHECK_INT(ds.status, 413);
+    CHECK_INT(up_opened, 0);
+    CHECK_INT(ds.finished, 1);
+}
+
+TEST(held_request_body_is_sent_again_on_a_stale_pooled_connection)
+{
+    setup(hold_request, NULL, NULL);
+    start("POST", 3);
+    client_body("abc", true);
+    fake_up *first = upp;
+    CHECK_STRN(first->body, first->body_len, "[3:abc]");
+    fake_reused = true;
+    first->cbs->on_error(first->owner, PT_UERR_CLOSED, true);
+    fake_reused = false;
+    fake_up *second = upp;
+    CHECK(second != first && second->head_sent);
+    CHECK_INT(second->content_length, 7);
+    CHECK_STRN(second->body, second->body_len, "[3:abc]");
+    CHECK_INT(second->ends, 1);
+    up_head(200, 0, NULL, NULL);
+    up_end("");
+    CHECK_INT(ds.finished, 1);
+    CHECK_INT(ds.status, 200);
+}
+
 /* Bytes the codec had in flight when the request side paused are queued and
  * forwarded in order after the resume. */
 TEST(request_bytes_during_pause_are_queued_in_order)
@@ -722,6 +782,95 @@ TEST(upstream_failure_after_visible_bytes_aborts)
     CHECK_INT(last_stats.status, 200);
     CHECK(last_stats.aborted);
     pi->type = &probe_type;
+}
+
+/* pt_txn_hold_response_head: a plugin that buffers and rewrites the whole
+ * response body holds the head until the body passed, so the head carries
+ * the exact length, and the plugin (or an upstream failure, or the buffer
+ * cap) can still answer instead of cutting a response. */
+static bool hold_fail;
+static pt_plugin_result hold_and_buffer(probe *p, int ph, pt_txn *t, pt_body *b)
+{
+    if (ph == PH_RESH) {
+        if (pt_txn_response(t)->status == 200) {
+            pt_txn_body_will_change(t, PT_SIDE_RESPONSE);
+            pt_txn_hold_response_head(t);
+        }
+        return PT_PLUGIN_CONTINUE;
+    }
+    if (ph != PH_RESB || pt_txn_response(t)->status != 200) return PT_PLUGIN_CONTINUE;
+    if (!pt_body_last(b)) return PT_PLUGIN_BUFFER;
+    if (hold_fail) {
+        pt_txn_respond_problem(t, 502, "bad upstream body");
+        return PT_PLUGIN_RESPOND;
+    }
+    char out[128];
+    int n = snprintf(out, sizeof(out), "<%.*s>", (int)pt_body_len(b), pt_body_data(b));
+    pt_body_replace(b, out, (size_t)n);
+    return PT_PLUGIN_CONTINUE;
+}
+TEST(held_head_goes_out_with_the_whole_body_and_its_length)
+{
+    hold_fail = false;
+    setup(hold_and_buffer, NULL, NULL);
+    start("GET", 0);
+    up_head(200, 10, "ETag", "\"v1\"");
+    CHECK(!ds.head_sent);
+    up_data("hello ");
+    up_data("world");
+    CHECK(!ds.head_sent);
+    up_end("");
+    CHECK(ds.head_sent);
+    CHECK_INT(ds.status, 200);
+    CHECK_STRN(ds.body, ds.body_len, "<hello world>");
+    CHECK_INT(ds.content_length, 13);
+    CHECK(has_header("ETag: W/\"v1\""));
+    CHECK_INT(ds.finished, 1);
+}
+TEST(held_head_lets_a_body_plugin_answer_502)
+{
+    hold_fail = true;
+    setup(hold_and_buffer, NULL, NULL);
+    start("GET", 0);
+    up_head(200, -1, NULL, NULL);
+    up_data("garbage");
+    up_end("");
+    hold_fail = false;
+    CHECK_INT(ds.status, 502);
+    CHECK(!ds.aborted);
+    CHECK(has_header("problem+json"));
+    CHECK(strstr(ds.body, "bad upstream body") != NULL);
+    CHECK_INT(probes[1].calls[PH_RESH], 2); /* the response side ran again on the answer */
+    CHECK(up.closed || up.released);
+    CHECK_INT(ds.finished, 1);
+}
+TEST(held_head_upstream_failure_is_502_not_a_cut)
+{
+    hold_fail = false;
+    setup(hold_and_buffer, NULL, NULL);
+    start("GET", 0);
+    ds.can_retract = false;
+    up_head(200, 100, NULL, NULL);
+    up_data("part");
+    up_fail();
+    CHECK_INT(ds.status, 502);
+    CHECK(!ds.aborted);
+    CHECK(ds.ended);
+    CHECK_INT(ds.finished, 1);
+}
+TEST(held_head_over_the_buffer_cap_is_502)
+{
+    hold_fail = false;
+    setup(hold_and_buffer, NULL, NULL);
+    start("GET", 0);
+    up_head(200, -1, NULL, NULL);
+    up_data("0123456789012345678901234567890123456789");
+    CHECK(!ds.head_sent);
+    up_data("0123456789012345678901234567890123456789");
+    CHECK_INT(ds.status, 502);
+    CHECK(!ds.aborted);
+    CHECK(strstr(ds.body, "buffer") != NULL);
+    CHECK_INT(ds.finished, 1);
 }
 
 /* A local response (request-header plugin answers) goes through the
