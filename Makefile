@@ -26,7 +26,7 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all run test deps asan unit unit-bins unit-run integration fuzz fuzz-long bench router-bench transform-bench clean
+.PHONY: all run test deps asan unit unit-bins unit-run integration fuzz fuzz-long bench router-bench transform-bench splice-bench clean
 
 all: $(BUILD)/portico
 
@@ -95,6 +95,11 @@ router-bench: $(BUILD)/libportico.a
 	$(BUILD)/router_bench
 
 # MB/s of json_transform and JSON <-> XML on a 100 KB document (a micro-benchmark; never a test).
+splice-bench:
+	@mkdir -p $(BUILD)/bench
+	$(CC) -std=c17 -D_GNU_SOURCE -O2 -Wall -Wextra -Werror -pthread -o $(BUILD)/bench/splice_vs_copy bench/splice_vs_copy.c
+	$(BUILD)/bench/splice_vs_copy 256 3
+
 transform-bench: $(BUILD)/libportico.a
 	$(CC) $(CFLAGS_ALL) -o $(BUILD)/transform_bench bench/transform/transform_bench.c $(BUILD)/libportico.a $(LIBS)
 	$(BUILD)/transform_bench
