@@ -39,7 +39,7 @@ static char *make_doc(size_t *len)
     return d;
 }
 
-typedef pt_jt_result (*json_fn)(const void *ctx, const char *in, size_t len, pt_jbuf *out);
+typedef pt_jt_result (*json_fn)(const void *ctx, const char *in, size_t len, pt_plugin_bytes *out);
 
 static void report(const char *name, size_t len, int iters, double secs)
 {
@@ -72,19 +72,19 @@ int main(void)
     int iters = 0;
     double t0 = now(), t;
     do {
-        pt_jbuf out = {0};
+        pt_plugin_bytes out = {0};
         if (pt_json_transform_text(c->response.ops, c->response.nops, 64, doc, len, &out, err, sizeof(err)) != PT_JT_OK) {
             fprintf(stderr, "json_transform: %s\n", err);
             return 1;
         }
-        pt_jbuf_free(&out);
+        pt_plugin_bytes_free(&out);
         iters++;
     } while ((t = now() - t0) < SECONDS);
     report("json_transform (5 ops)", len, iters, t);
 
     /* JSON → XML, then XML → JSON on that XML */
     pt_xj_opts o = {.max_depth = 64};
-    pt_xbuf xml = {0};
+    pt_plugin_bytes xml = {0};
     iters = 0;
     t0 = now();
     do {
@@ -100,17 +100,17 @@ int main(void)
     iters = 0;
     t0 = now();
     do {
-        pt_xbuf out = {0};
+        pt_plugin_bytes out = {0};
         if (pt_xml_to_json(&o, xml.p, xml.len, &out, err, sizeof(err)) != PT_XJ_OK) {
             fprintf(stderr, "xml_to_json: %s\n", err);
             return 1;
         }
-        pt_xbuf_free(&out);
+        pt_plugin_bytes_free(&out);
         iters++;
     } while ((t = now() - t0) < SECONDS);
     report("xml_json xml_to_json", xml.len, iters, t);
 
-    pt_xbuf_free(&xml);
+    pt_plugin_bytes_free(&xml);
     pt_plugin_json_transform.destroy(c);
     pt_errors_free(&errs);
     pt_arena_free(a);

@@ -5,6 +5,7 @@
 #define PT_PLUGINS_PLUGIN_UTIL_H
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/random.h>
 #include <time.h>
 
@@ -193,6 +194,32 @@ static inline uint64_t pt_plugin_siphash13(uint64_t k0, uint64_t k1, const void 
     PT_SIP_ROUND;
 #undef PT_SIP_ROUND
     return v0 ^ v1 ^ v2 ^ v3;
+}
+
+/* A growable byte string on the heap: a whole body a plugin rebuilds
+ * (json_transform, xml_json). Zero-initialise; free with
+ * pt_plugin_bytes_free. */
+typedef struct {
+    char *p;
+    size_t len, cap;
+} pt_plugin_bytes;
+
+static inline void pt_plugin_bytes_put(pt_plugin_bytes *b, const char *s, size_t n)
+{
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->len + n) cap *= 2;
+        b->p = pt_xrealloc(b->p, cap);
+        b->cap = cap;
+    }
+    if (n) memcpy(b->p + b->len, s, n);
+    b->len += n;
+}
+
+static inline void pt_plugin_bytes_free(pt_plugin_bytes *b)
+{
+    free(b->p);
+    *b = (pt_plugin_bytes){0};
 }
 
 /* Reads a list of non-empty strings (a single string is a list of one)

@@ -68,7 +68,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         o.root = "r";
     }
     if (mode == 0) {
-        pt_jbuf out = {0}, again = {0};
+        pt_plugin_bytes out = {0}, again = {0};
         pt_jt_result r = pt_json_transform_text(jt->response.ops, jt->response.nops, 32, in, len, &out, err, sizeof(err));
         if (r == PT_JT_OK) {
             REQUIRE(json_ok(out.p, out.len));
@@ -77,10 +77,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         } else {
             REQUIRE(out.len == 0 && err[0]);
         }
-        pt_jbuf_free(&out);
-        pt_jbuf_free(&again);
+        pt_plugin_bytes_free(&out);
+        pt_plugin_bytes_free(&again);
     } else if (mode == 1) {
-        pt_xbuf out = {0}, back = {0};
+        pt_plugin_bytes out = {0}, back = {0};
         pt_xj_result r = pt_json_to_xml(&o, in, len, &out, err, sizeof(err));
         if (r == PT_XJ_OK) {
             static const char decl[] = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>";
@@ -93,8 +93,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         } else {
             REQUIRE(out.len == 0 && err[0]);
         }
-        pt_xbuf_free(&out);
-        pt_xbuf_free(&back);
+        pt_plugin_bytes_free(&out);
+        pt_plugin_bytes_free(&back);
     } else if (mode == 3) {
         static const char *const codings[] = {"gzip", "deflate", "br", "zstd"};
         char *out;
@@ -105,11 +105,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         else REQUIRE(out == NULL && n == 0);
         free(out);
     } else {
-        pt_xbuf out = {0};
+        pt_plugin_bytes out = {0};
         pt_xj_result r = pt_xml_to_json(&o, in, len, &out, err, sizeof(err));
         if (r == PT_XJ_OK) REQUIRE(json_ok(out.p, out.len));
         else REQUIRE(out.len == 0 && err[0]);
-        pt_xbuf_free(&out);
+        pt_plugin_bytes_free(&out);
     }
     return 0;
 }

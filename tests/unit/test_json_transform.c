@@ -52,13 +52,13 @@ static const char *xform(const char *yaml, const char *in)
         run_free(&r);
         return res;
     }
-    pt_jbuf out = {0};
+    pt_plugin_bytes out = {0};
     char err[200];
     pt_jt_result rc = pt_json_transform_text(r.conf->response.ops, r.conf->response.nops, r.conf->max_depth, in,
                                              strlen(in), &out, err, sizeof(err));
     if (rc == PT_JT_OK) snprintf(res, sizeof(res), "%.*s", (int)out.len, out.p);
     else snprintf(res, sizeof(res), "ERR:%s", err);
-    pt_jbuf_free(&out);
+    pt_plugin_bytes_free(&out);
     run_free(&r);
     return res;
 }
@@ -270,12 +270,12 @@ TEST(large_document_round_trips)
     for (int i = 0; i < 100000; i++) n += (size_t)snprintf(doc + n, cap - n, "%s{\"i\":%d}", i ? "," : "", i);
     n += (size_t)snprintf(doc + n, cap - n, "]}");
     run r = configure("response:\n  - remove: 'items[*].nothing'\n");
-    pt_jbuf out = {0};
+    pt_plugin_bytes out = {0};
     char err[100];
     CHECK_INT(pt_json_transform_text(r.conf->response.ops, r.conf->response.nops, 64, doc, n, &out, err, sizeof(err)),
               PT_JT_OK);
     CHECK(out.len == n && memcmp(out.p, doc, n) == 0);
-    pt_jbuf_free(&out);
+    pt_plugin_bytes_free(&out);
     run_free(&r);
     free(doc);
 }

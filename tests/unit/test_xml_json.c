@@ -16,12 +16,12 @@ static pt_xj_opts opts(void) { return (pt_xj_opts){.max_depth = 64}; }
 static const char *x2j(const pt_xj_opts *o, const char *xml)
 {
     static char res[8192];
-    pt_xbuf out = {0};
+    pt_plugin_bytes out = {0};
     char err[256];
     pt_xj_result r = pt_xml_to_json(o, xml, strlen(xml), &out, err, sizeof(err));
     if (r == PT_XJ_OK) snprintf(res, sizeof(res), "%.*s", (int)out.len, out.p);
     else snprintf(res, sizeof(res), "ERR%d:%s", (int)r, err);
-    pt_xbuf_free(&out);
+    pt_plugin_bytes_free(&out);
     return res;
 }
 
@@ -30,14 +30,14 @@ static const char *j2x(const pt_xj_opts *o, const char *json)
 {
     static char res[8192];
     static const char decl[] = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>";
-    pt_xbuf out = {0};
+    pt_plugin_bytes out = {0};
     char err[256];
     pt_xj_result r = pt_json_to_xml(o, json, strlen(json), &out, err, sizeof(err));
     if (r == PT_XJ_OK && out.len >= sizeof(decl) - 1 && !memcmp(out.p, decl, sizeof(decl) - 1))
         snprintf(res, sizeof(res), "%.*s", (int)(out.len - (sizeof(decl) - 1)), out.p + sizeof(decl) - 1);
     else if (r == PT_XJ_OK) snprintf(res, sizeof(res), "NODECL");
     else snprintf(res, sizeof(res), "ERR%d:%s", (int)r, err);
-    pt_xbuf_free(&out);
+    pt_plugin_bytes_free(&out);
     return res;
 }
 

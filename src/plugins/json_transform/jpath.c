@@ -298,35 +298,17 @@ size_t pt_json_text_depth(const char *s, size_t n)
 
 /* ================================================================= writer */
 
-void pt_jbuf_put(pt_jbuf *b, const char *s, size_t n)
-{
-    if (b->len + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n) cap *= 2;
-        b->p = pt_xrealloc(b->p, cap);
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-}
+static void put_lit(pt_plugin_bytes *b, const char *s) { pt_plugin_bytes_put(b, s, strlen(s)); }
 
-void pt_jbuf_free(pt_jbuf *b)
-{
-    free(b->p);
-    *b = (pt_jbuf){0};
-}
-
-static void put_lit(pt_jbuf *b, const char *s) { pt_jbuf_put(b, s, strlen(s)); }
-
-static void write_string(pt_jbuf *b, const char *s, size_t n)
+static void write_string(pt_plugin_bytes *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
-    pt_jbuf_put(b, "\"", 1);
+    pt_plugin_bytes_put(b, "\"", 1);
     size_t run = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c >= 0x20 && c != '"' && c != '\\') continue;
-        pt_jbuf_put(b, s + run, i - run);
+        pt_plugin_bytes_put(b, s + run, i - run);
         run = i + 1;
         switch (c) {
         case '"': put_lit(b, "\\\""); break;
@@ -338,16 +320,16 @@ static void write_string(pt_jbuf *b, const char *s, size_t n)
         case '\f': put_lit(b, "\\f"); break;
         default: {
             char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-            pt_jbuf_put(b, e, 6);
+            pt_plugin_bytes_put(b, e, 6);
         }
         }
     }
-    pt_jbuf_put(b, s + run, n - run);
-    pt_jbuf_put(b, "\"", 1);
+    pt_plugin_bytes_put(b, s + run, n - run);
+    pt_plugin_bytes_put(b, "\"", 1);
 }
 
 /* The shortest %.Ng (15..17) that reads back as d; a '.0' keeps it a real. */
-static void write_real(pt_jbuf *b, double d)
+static void write_real(pt_plugin_bytes *b, double d)
 {
     char t[40];
     int len = 0;
@@ -360,39 +342,39 @@ static void write_real(pt_jbuf *b, double d)
         t[len++] = '0';
         t[len] = '\0';
     }
-    pt_jbuf_put(b, t, (size_t)len);
+    pt_plugin_bytes_put(b, t, (size_t)len);
 }
 
-void pt_json_write(pt_jbuf *b, const json_t *v)
+void pt_json_write(pt_plugin_bytes *b, const json_t *v)
 {
     char t[32];
     switch (json_typeof(v)) {
     case JSON_OBJECT: {
-        pt_jbuf_put(b, "{", 1);
+        pt_plugin_bytes_put(b, "{", 1);
         bool first = true;
         for (void *it = json_object_iter((json_t *)v); it; it = json_object_iter_next((json_t *)v, it)) {
-            if (!first) pt_jbuf_put(b, ",", 1);
+            if (!first) pt_plugin_bytes_put(b, ",", 1);
             first = false;
             write_string(b, json_object_iter_key(it), json_object_iter_key_len(it));
-            pt_jbuf_put(b, ":", 1);
+            pt_plugin_bytes_put(b, ":", 1);
             pt_json_write(b, json_object_iter_value(it));
         }
-        pt_jbuf_put(b, "}", 1);
+        pt_plugin_bytes_put(b, "}", 1);
         return;
     }
     case JSON_ARRAY:
-        pt_jbuf_put(b, "[", 1);
+        pt_plugin_bytes_put(b, "[", 1);
         for (size_t i = 0; i < json_array_size(v); i++) {
-            if (i) pt_jbuf_put(b, ",", 1);
+            if (i) pt_plugin_bytes_put(b, ",", 1);
             pt_json_write(b, json_array_get(v, i));
         }
-        pt_jbuf_put(b, "]", 1);
+        pt_plugin_bytes_put(b, "]", 1);
         return;
     case JSON_STRING:
         write_string(b, json_string_value(v), json_string_length(v));
         return;
     case JSON_INTEGER:
-        pt_jbuf_put(b, t, (size_t)snprintf(t, sizeof(t), "%" JSON_INTEGER_FORMAT, json_integer_value(v)));
+        pt_plugin_bytes_put(b, t, (size_t)snprintf(t, sizeof(t), "%" JSON_INTEGER_FORMAT, json_integer_value(v)));
         return;
     case JSON_REAL:
         write_real(b, json_real_value(v));
@@ -406,7 +388,7 @@ void pt_json_write(pt_jbuf *b, const json_t *v)
 /* ============================================================= whole body */
 
 pt_jt_result pt_json_transform_text(const pt_jop *ops, size_t nops, size_t max_depth, const char *in, size_t len,
-                                    pt_jbuf *out, char *err, size_t errlen)
+                                    pt_plugin_bytes *out, char *err, size_t errlen)
 {
     if (pt_json_text_depth(in, len) > max_depth) {
         snprintf(err, errlen, "JSON nesting deeper than %zu levels", max_depth);

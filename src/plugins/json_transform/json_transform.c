@@ -346,12 +346,12 @@ static pt_plugin_result on_body(pt_txn *txn, const pt_json_transform_conf *c, jt
         return PT_PLUGIN_CONTINUE; /* nothing to transform */
     }
     const pt_jop_list *ops = side == PT_SIDE_REQUEST ? &c->request : &c->response;
-    pt_jbuf out = {0};
+    pt_plugin_bytes out = {0};
     char err[200];
     pt_jt_result r = pt_json_transform_text(ops->ops, ops->nops, c->max_depth, in, len, &out, err, sizeof(err));
     free(decoded);
     if (r != PT_JT_OK) {
-        pt_jbuf_free(&out);
+        pt_plugin_bytes_free(&out);
         st->failed = true;
         char d[300];
         snprintf(d, sizeof(d), "the %s body is not acceptable JSON: %s",
@@ -360,7 +360,7 @@ static pt_plugin_result on_body(pt_txn *txn, const pt_json_transform_conf *c, jt
         return PT_PLUGIN_RESPOND;
     }
     pt_body_replace(body, out.p, out.len);
-    pt_jbuf_free(&out);
+    pt_plugin_bytes_free(&out);
     return PT_PLUGIN_CONTINUE;
 }
 

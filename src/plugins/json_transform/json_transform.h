@@ -24,6 +24,7 @@
 #include <jansson.h>
 
 #include "plugin/plugin.h"
+#include "plugins/plugin_util.h"
 
 typedef enum { PT_JSEG_KEY, PT_JSEG_INDEX, PT_JSEG_ALL, PT_JSEG_END } pt_jseg_kind;
 
@@ -61,17 +62,10 @@ void pt_jops_apply(json_t **root, const pt_jop *ops, size_t n);
 /* Deepest nesting of objects/arrays in JSON text (strings skipped). */
 size_t pt_json_text_depth(const char *s, size_t n);
 
-/* A growable output buffer (heap). */
-typedef struct {
-    char *p;
-    size_t len, cap;
-} pt_jbuf;
-void pt_jbuf_put(pt_jbuf *b, const char *s, size_t n);
-void pt_jbuf_free(pt_jbuf *b);
 
 /* Writes v as compact JSON: object members in order, integers exactly,
  * reals in the shortest form that reads back as the same double. */
-void pt_json_write(pt_jbuf *out, const json_t *v);
+void pt_json_write(pt_plugin_bytes *out, const json_t *v);
 
 typedef enum {
     PT_JT_OK = 0,
@@ -83,7 +77,7 @@ typedef enum {
  * refused), apply ops, write the result into *out (appended). On failure
  * `err` (errlen bytes) says why. */
 pt_jt_result pt_json_transform_text(const pt_jop *ops, size_t nops, size_t max_depth, const char *in, size_t len,
-                                    pt_jbuf *out, char *err, size_t errlen);
+                                    pt_plugin_bytes *out, char *err, size_t errlen);
 
 typedef struct {
     pt_jop *ops;

@@ -227,13 +227,13 @@ static pt_plugin_result on_body(pt_txn *txn, const pt_xml_json_conf *c, xj_state
         pt_body_replace(body, NULL, 0);
         return PT_PLUGIN_CONTINUE;
     }
-    pt_xbuf out = {0};
+    pt_plugin_bytes out = {0};
     char err[256];
     pt_xj_result r = c->dir[side] == PT_XJ_XML_TO_JSON ? pt_xml_to_json(&c->opts, in, len, &out, err, sizeof(err))
                                                        : pt_json_to_xml(&c->opts, in, len, &out, err, sizeof(err));
     free(decoded);
     if (r != PT_XJ_OK) {
-        pt_xbuf_free(&out);
+        pt_plugin_bytes_free(&out);
         st->failed = true;
         char d[400];
         snprintf(d, sizeof(d), "the %s body could not be converted to %s: %s",
@@ -243,7 +243,7 @@ static pt_plugin_result on_body(pt_txn *txn, const pt_xml_json_conf *c, xj_state
         return PT_PLUGIN_RESPOND;
     }
     pt_body_replace(body, out.p, out.len);
-    pt_xbuf_free(&out);
+    pt_plugin_bytes_free(&out);
     return PT_PLUGIN_CONTINUE;
 }
 

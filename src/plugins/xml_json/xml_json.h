@@ -19,14 +19,8 @@
 #define PT_PLUGINS_XML_JSON_H
 
 #include "plugin/plugin.h"
+#include "plugins/plugin_util.h"
 
-/* A growable output buffer (heap). */
-typedef struct {
-    char *p;
-    size_t len, cap;
-} pt_xbuf;
-void pt_xbuf_put(pt_xbuf *b, const char *s, size_t n);
-void pt_xbuf_free(pt_xbuf *b);
 
 /* An element path ("a.b.c", '\' escapes a dot) split into names. */
 typedef struct {
@@ -54,9 +48,9 @@ typedef enum {
 bool pt_xpath_parse(pt_arena *a, const char *s, size_t n, pt_xpath *out);
 
 /* XML in[0, len) → compact JSON appended to *out. `err` says why not. */
-pt_xj_result pt_xml_to_json(const pt_xj_opts *o, const char *in, size_t len, pt_xbuf *out, char *err, size_t errlen);
+pt_xj_result pt_xml_to_json(const pt_xj_opts *o, const char *in, size_t len, pt_plugin_bytes *out, char *err, size_t errlen);
 /* JSON in[0, len) → an XML document (with its declaration) appended to *out. */
-pt_xj_result pt_json_to_xml(const pt_xj_opts *o, const char *in, size_t len, pt_xbuf *out, char *err, size_t errlen);
+pt_xj_result pt_json_to_xml(const pt_xj_opts *o, const char *in, size_t len, pt_plugin_bytes *out, char *err, size_t errlen);
 
 typedef enum { PT_XJ_NONE = 0, PT_XJ_XML_TO_JSON, PT_XJ_JSON_TO_XML } pt_xj_direction;
 

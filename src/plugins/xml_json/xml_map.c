@@ -19,25 +19,7 @@
 
 /* ================================================================ buffers */
 
-void pt_xbuf_put(pt_xbuf *b, const char *s, size_t n)
-{
-    if (b->len + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n) cap *= 2;
-        b->p = pt_xrealloc(b->p, cap);
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-}
-
-void pt_xbuf_free(pt_xbuf *b)
-{
-    free(b->p);
-    *b = (pt_xbuf){0};
-}
-
-static void put_lit(pt_xbuf *b, const char *s) { pt_xbuf_put(b, s, strlen(s)); }
+static void put_lit(pt_plugin_bytes *b, const char *s) { pt_plugin_bytes_put(b, s, strlen(s)); }
 
 bool pt_xpath_parse(pt_arena *a, const char *s, size_t n, pt_xpath *out)
 {
@@ -197,7 +179,7 @@ static void refuse_entity(void *ctx, const xmlChar *name, int type, const xmlCha
     xmlStopParser(p);
 }
 
-pt_xj_result pt_xml_to_json(const pt_xj_opts *o, const char *in, size_t len, pt_xbuf *out, char *err, size_t errlen)
+pt_xj_result pt_xml_to_json(const pt_xj_opts *o, const char *in, size_t len, pt_plugin_bytes *out, char *err, size_t errlen)
 {
     if (len > INT32_MAX) {
         snprintf(err, errlen, "document too large");
@@ -247,7 +229,7 @@ pt_xj_result pt_xml_to_json(const pt_xj_opts *o, const char *in, size_t len, pt_
             }
             json_object_set_new(top, name, v);
             char *s = json_dumps(top, JSON_COMPACT | JSON_PRESERVE_ORDER);
-            if (s) pt_xbuf_put(out, s, strlen(s));
+            if (s) pt_plugin_bytes_put(out, s, strlen(s));
             free(s);
             json_decref(top);
         }
@@ -261,7 +243,7 @@ pt_xj_result pt_xml_to_json(const pt_xj_opts *o, const char *in, size_t len, pt_
 
 typedef struct {
     const pt_xj_opts *o;
-    pt_xbuf *out;
+    pt_plugin_bytes *out;
     char *err;
     size_t errlen;
     pt_xj_result fail;
@@ -302,11 +284,11 @@ static bool put_escaped(j2x *c, const char *s, size_t n, bool attr)
             return false;
         }
         if (!rep) continue;
-        pt_xbuf_put(c->out, s + run, i - run);
+        pt_plugin_bytes_put(c->out, s + run, i - run);
         put_lit(c->out, rep);
         run = i + 1;
     }
-    pt_xbuf_put(c->out, s + run, n - run);
+    pt_plugin_bytes_put(c->out, s + run, n - run);
     return true;
 }
 
@@ -332,7 +314,7 @@ static bool put_scalar(j2x *c, const json_t *v, bool attr)
     case JSON_FALSE: n = snprintf(t, sizeof(t), "false"); break;
     default: return false;
     }
-    pt_xbuf_put(c->out, t, (size_t)n);
+    pt_plugin_bytes_put(c->out, t, (size_t)n);
     return true;
 }
 
@@ -357,7 +339,7 @@ static bool put_object(j2x *c, const char *name, size_t name_len, const json_t *
             if (!json_is_string(kv) && !json_is_number(kv) && !json_is_boolean(kv))
                 return unmappable(c, "attribute \"%s\" must be a string, number or boolean", k);
             put_lit(c->out, " ");
-            pt_xbuf_put(c->out, k + 1, kn - 1);
+            pt_plugin_bytes_put(c->out, k + 1, kn - 1);
             put_lit(c->out, "=\"");
             if (!put_scalar(c, kv, true)) return false;
             put_lit(c->out, "\"");
@@ -378,7 +360,7 @@ static bool put_object(j2x *c, const char *name, size_t name_len, const json_t *
     }
     if (text && !put_scalar(c, text, false)) return false;
     put_lit(c->out, "</");
-    pt_xbuf_put(c->out, name, name_len);
+    pt_plugin_bytes_put(c->out, name, name_len);
     put_lit(c->out, ">");
     return true;
 }
@@ -402,7 +384,7 @@ static bool put_element(j2x *c, const char *name, size_t name_len, const json_t 
         return true;
     }
     put_lit(c->out, "<");
-    pt_xbuf_put(c->out, name, name_len);
+    pt_plugin_bytes_put(c->out, name, name_len);
     if (json_is_object(v)) return put_object(c, name, name_len, v, depth);
     if (json_is_null(v)) {
         put_lit(c->out, "/>");
@@ -411,12 +393,12 @@ static bool put_element(j2x *c, const char *name, size_t name_len, const json_t 
     put_lit(c->out, ">");
     if (!put_scalar(c, v, false)) return false;
     put_lit(c->out, "</");
-    pt_xbuf_put(c->out, name, name_len);
+    pt_plugin_bytes_put(c->out, name, name_len);
     put_lit(c->out, ">");
     return true;
 }
 
-pt_xj_result pt_json_to_xml(const pt_xj_opts *o, const char *in, size_t len, pt_xbuf *out, char *err, size_t errlen)
+pt_xj_result pt_json_to_xml(const pt_xj_opts *o, const char *in, size_t len, pt_plugin_bytes *out, char *err, size_t errlen)
 {
     json_error_t e;
     json_t *root = json_loadb(in, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL, &e);
