@@ -38,4 +38,9 @@ void pt_conf_read_consumers(pt_conf_ctx *ctx, const pt_conf_node *root, pt_confi
  * upstream level only (a route's block may not set it). */
 void pt_conf_retries(pt_conf_ctx *ctx, const pt_conf_node *node, pt_retry_policy *pol, pt_retry_budget_conf *budget);
 
+/* config_logs.c: `access_log:` and `error_log:` into cfg (defaults when
+ * absent). */
+void pt_conf_access_log(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg);
+void pt_conf_error_log(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg);
+
 #endif

@@ -19,6 +19,9 @@
 #define PT_OBS_ACCESSLOG_H
 
 #include "core/common.h"
+#include "config/log_fields.h"
+#include "http/message.h"
+#include "obs/txn_stats.h"
 
 #define PT_ACCESSLOG_MAX_PENDING (8u * 1024 * 1024)
 /* Smallest `cap` pt_accesslog_format() accepts; a buffer of
@@ -60,7 +63,9 @@ void pt_accesslog_close(void);
 uint64_t pt_accesslog_dropped(void);
 
 /* One finished request, as the proxy saw it. Strings are slices (any may be
- * empty); none needs to be NUL-terminated. */
+ * empty); none needs to be NUL-terminated. Which of these a line shows is
+ * the configuration's `access_log.fields` (config/log_fields.h names them
+ * and says where each is read from). */
 typedef struct {
     uint64_t time_us;     /* wall clock, µs since the epoch (request start) */
     pt_str request_id;
@@ -77,16 +82,54 @@ typedef struct {
     double duration_ms;   /* total time */
     double upstream_ms;   /* time waiting on the upstream; < 0 => null */
     int attempts;         /* upstream attempts (retries and stale re-sends included); 0 = none */
+    pt_str uri_path;      /* the path part of the target (no query) */
+    pt_str query;         /* the query (after '?'), empty if none */
+    pt_str host;          /* Host / :authority as received */
+    pt_str user_agent;
+    pt_str protocol;      /* "HTTP/1.1", "HTTP/2", "HTTP/1.0" */
+    pt_str scheme;        /* "http" or "https" (the client connection) */
+    const pt_txn_stats *stats;      /* S_* fields; NULL => those are null */
+    const pt_headers *req_headers;  /* header capture; NULL => captured values are null */
+    const pt_headers *resp_headers;
 } pt_access_record;
 
-/* Formats `r` as one JSON object line ending in "\n":
- * {"time":"2026-11-29T18:01:02.123Z","request_id":"..","client":"..",
- *  "method":"GET","path":"/x","route":"..","upstream":"..","status":200,
- *  "aborted":false,"bytes_in":0,"bytes_out":12,"duration_ms":1.234,"upstream_ms":null}
+/* How lines are built: format, columns in order, captured header bound.
+ * A zeroed spec (columns NULL) means the default line (JSON, today's
+ * fields). */
+typedef struct {
+    pt_log_format format;
+    const pt_log_column *columns;
+    size_t ncolumns;
+    uint32_t header_max; /* captured header values: bytes kept (0 = 256) */
+} pt_accesslog_spec;
+
+/* Formats `r` as one line ending in "\n" with the columns of `spec`:
+ *   json:   {"time":"2026-11-29T18:01:02.123Z","request_id":"..",...,"attempts":1}
+ *   logfmt: time=2026-11-29T18:01:02.123Z request_id=abc path="/a b" ... attempts=1
+ * Strings: JSON escapes '"', '\\' and control bytes, invalid UTF-8 becomes
+ * \ufffd. logfmt writes a value bare when it is non-empty printable ASCII
+ * without space, '"', '=' or '\\', otherwise in double quotes with \" \\ \n
+ * \r \t escapes and \xHH for other control bytes, DEL and bytes that are not
+ * valid UTF-8 (valid UTF-8 passes). Null (no upstream time, no header, no
+ * responder): JSON null, logfmt an empty value (`key=`). A CR or LF never
+ * reaches the output unescaped, so a line is always one line.
  * Returns the line length (no NUL is written). If the line does not fit in
- * `cap`, string fields are truncated (never mid-escape or mid-UTF-8) so the
- * result is still one well-formed JSON line. Returns 0 (and writes nothing
- * useful) if cap < PT_ACCESSLOG_MIN_CAP. */
+ * `cap`, string values are truncated (never mid-escape or mid-UTF-8) so the
+ * result is still one well-formed line; returns 0 when even the keys and
+ * numbers do not fit (always fits when cap >= PT_ACCESSLOG_MIN_CAP with the
+ * default columns). */
+size_t pt_accesslog_format_spec(char *out, size_t cap, const pt_access_record *r, const pt_accesslog_spec *spec);
+
+/* Writes in[0..n) as the inside of a quoted logfmt value (the escapes
+ * above), at most `cap` bytes, never splitting an escape or a UTF-8
+ * sequence. Returns the bytes written. */
+size_t pt_logfmt_escape_bounded(char *out, size_t cap, const char *in, size_t n);
+
+/* pt_accesslog_format_spec with the default spec (today's JSON line):
+ * {"time":"2026-11-29T18:01:02.123Z","request_id":"..","client":"..",
+ *  "method":"GET","path":"/x","route":"..","consumer":"..","upstream":"..","status":200,
+ *  "aborted":false,"bytes_in":0,"bytes_out":12,"duration_ms":1.234,"upstream_ms":null,"attempts":1}
+ * Returns 0 if cap < PT_ACCESSLOG_MIN_CAP. */
 size_t pt_accesslog_format(char *out, size_t cap, const pt_access_record *r);
 
 #endif

@@ -1,0 +1,207 @@
+"""Logs (docs/observability.md "Logs"): access-log field selection, logfmt,
+escaping of hostile values, header capture and its refusals, sampling,
+syslog (RFC 5424) sinks, and the rate-limited error log."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+
+from conftest import BIN, simple_config
+from upstreams import Client, request
+
+# ------------------------------------------------------------------ helpers
+
+LOGFMT_PAIR = re.compile(rb'([A-Za-z0-9_]+)=("(?:[^"\\]|\\.)*"|[^ "]*)(?: |$)')
+
+
+def unescape_logfmt(v):
+    """The value of a logfmt pair as bytes (quoted values unescaped)."""
+    if not v.startswith(b'"'):
+        return v
+    out = bytearray()
+    i, s = 0, v[1:-1]
+    while i < len(s):
+        c = s[i:i + 1]
+        if c != b"\\":
+            out += c
+            i += 1
+            continue
+        e = s[i + 1:i + 2]
+        if e == b"x":
+            out.append(int(s[i + 2:i + 4], 16))
+            i += 4
+        else:
+            out += {b"n": b"\n", b"r": b"\r", b"t": b"\t", b'"': b'"', b"\\": b"\\"}[e]
+            i += 2
+    return bytes(out)
+
+
+def parse_logfmt(line):
+    """A logfmt line into {key: bytes or None (empty value)}; asserts the
+    whole line is made of pairs."""
+    out, pos = {}, 0
+    while pos < len(line):
+        m = LOGFMT_PAIR.match(line, pos)
+        assert m, "not logfmt at %d: %r" % (pos, line)
+        out[m.group(1).decode()] = unescape_logfmt(m.group(2)) if m.group(2) else None
+        pos = m.end()
+    return out
+
+
+def raw_lines(path):
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return []
+    return [ln for ln in data.split(b"\n") if ln]
+
+
+def wait_lines(reader, pred, timeout=5):
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = reader()
+        hits = [ln for ln in lines if pred(ln)]
+        if hits:
+            return hits
+        assert time.monotonic() < deadline, "no matching line; last: %r" % lines[-5:]
+        time.sleep(0.05)
+
+
+def check_fails(tmp_path, cfg_text, needle):
+    path = tmp_path / "bad.yaml"
+    path.write_text(cfg_text)
+    r = subprocess.run([BIN, "check", "-c", str(path)], capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0, r.stdout + r.stderr
+    assert needle in r.stderr, r.stderr
+    return r.stderr
+
+
+# --------------------------------------------------------- fields, formats
+
+def test_selected_fields_json(portico, echo):
+    p = portico(simple_config(echo.addr, access_log={
+        "path": "./a.log",
+        "fields": ["status", "method", "uri_path", "query", "host", "user_agent", "protocol", "responder",
+                   "attempts", "ttfb_ms", "scheme"]}))
+    log = os.path.join(p.tmp, "a.log")
+    r = request(p.port, "GET", "/sel/x?k=v", headers={"User-Agent": "probe/1.0", "Host": "api.example"})
+    assert r.status == 200
+    line = wait_lines(lambda: raw_lines(log), lambda ln: b"/sel/x" in ln)[0]
+    e = json.loads(line)
+    assert list(e) == ["status", "method", "uri_path", "query", "host", "user_agent", "protocol", "responder",
+                       "attempts", "ttfb_ms", "scheme"]
+    assert e["status"] == 200 and e["method"] == "GET"
+    assert e["uri_path"] == "/sel/x" and e["query"] == "k=v"
+    assert e["host"] == "api.example" and e["user_agent"] == "probe/1.0"
+    assert e["protocol"] == "HTTP/1.1" and e["scheme"] == "http"
+    assert e["responder"] is None and e["attempts"] == 1
+    assert isinstance(e["ttfb_ms"], float) and e["ttfb_ms"] >= 0
+
+
+def test_responder_field_names_the_plugin(portico, echo):
+    cfg = simple_config(echo.addr, access_log={"path": "./a.log", "fields": ["uri_path", "status", "responder"]})
+    cfg["routes"].insert(0, {"name": "local", "match": {"path": "/local"},
+                             "plugins": [{"direct_response": {"status": 201, "body": "made"}}]})
+    p = portico(cfg)
+    assert request(p.port, "GET", "/local").status == 201
+    line = wait_lines(lambda: raw_lines(os.path.join(p.tmp, "a.log")), lambda ln: b"/local" in ln)[0]
+    assert json.loads(line) == {"uri_path": "/local", "status": 201, "responder": "direct_response"}
+
+
+def test_logfmt_hostile_path_and_headers(portico, echo):
+    p = portico(simple_config(echo.addr, access_log={
+        "path": "./a.log", "format": "logfmt",
+        "fields": ["method", "path", "status", "user_agent", "upstream_ms"],
+        "request_headers": ["X-Tenant"]}))
+    log = os.path.join(p.tmp, "a.log")
+    hostile_ua = b'ua "quoted" back\\slash \xff\xfe bad-utf8 \xc3\xa9 ok\ttab'
+    with Client(p.port) as c:
+        c.send(b"GET /h/a%20b?q=\"x\"\\y HTTP/1.1\r\nHost: t\r\nUser-Agent: " + hostile_ua +
+               b"\r\nX-Tenant: acme=1 status=500\r\n\r\n")
+        assert c.read_response().status == 200
+    line = wait_lines(lambda: raw_lines(log), lambda ln: b"/h/a" in ln)[0]
+    assert b"\r" not in line
+    kv = parse_logfmt(line)
+    assert list(kv) == ["method", "path", "status", "user_agent", "upstream_ms", "req_x_tenant"]
+    assert kv["path"] == b'/h/a%20b?q="x"\\y'
+    assert kv["user_agent"] == hostile_ua           # every byte recoverable from the escapes
+    assert b"\\xff\\xfe" in line and b"\\t" in line and "é".encode() in line
+    assert kv["req_x_tenant"] == b"acme=1 status=500"   # cannot forge a status pair
+    assert kv["status"] == b"200"
+    float(kv["upstream_ms"])
+
+
+def test_crlf_in_request_never_splits_a_line(portico, echo):
+    """A CR or LF smuggled into the target or a header (rejected as 400 by
+    the parser or not) is escaped: every line is one valid record."""
+    p = portico(simple_config(echo.addr, access_log={"path": "./a.log", "format": "logfmt",
+                                                     "fields": ["path", "status"],
+                                                     "request_headers": ["X-Evil"]}))
+    log = os.path.join(p.tmp, "a.log")
+    for raw in (b"GET /x\rstatus=200 HTTP/1.1\r\nHost: t\r\n\r\n",
+                b"GET /y HTTP/1.1\r\nHost: t\r\nX-Evil: a\rb\r\n\r\n",
+                b"GET /z\x00\x7f HTTP/1.1\r\nHost: t\r\n\r\n"):
+        with Client(p.port) as c:
+            c.send(raw)
+            try:
+                c.read_response()
+            except Exception:
+                pass
+    assert request(p.port, "GET", "/done").status == 200
+    lines = wait_lines(lambda: raw_lines(log), lambda ln: b"/done" in ln) and raw_lines(log)
+    for ln in lines:
+        kv = parse_logfmt(ln)
+        assert set(kv) == {"path", "status", "req_x_evil"}, ln
+        assert b"\r" not in ln
+
+
+def test_header_capture_json_bounded(portico, upstream):
+    up = upstream(lambda req: b"HTTP/1.1 200 OK\r\nX-Cache: HIT\r\nContent-Length: 2\r\n\r\nok")
+    p = portico(simple_config(up.addr, access_log={
+        "path": "./a.log", "fields": ["uri_path"], "request_headers": ["X-Tenant", "X-Absent"],
+        "response_headers": ["X-Cache"], "header_max_length": 8}))
+    r = request(p.port, "GET", "/hc", headers={"X-Tenant": "tenant-0123456789"})
+    assert r.status == 200
+    line = wait_lines(lambda: raw_lines(os.path.join(p.tmp, "a.log")), lambda ln: b"/hc" in ln)[0]
+    assert json.loads(line) == {"uri_path": "/hc", "req_x_tenant": "tenant-0", "req_x_absent": None,
+                                "resp_x_cache": "HIT"}
+
+
+def test_credentials_refused_without_opt_in(tmp_path, echo):
+    base = "listen: [127.0.0.1:1]\nupstreams: {up: {targets: [\"%s\"]}}\nroutes: [{match: {path_prefix: /}, upstream: up}]\n" % echo.addr
+    for key, name in (("request_headers", "Authorization"), ("request_headers", "Cookie"),
+                      ("request_headers", "Proxy-Authorization"), ("response_headers", "Set-Cookie")):
+        err = check_fails(tmp_path, base + "access_log:\n  %s: [%s]\n" % (key, name),
+                          "access_log.%s: refusing to log %s" % (key, name))
+        assert "bad.yaml:" in err and "allow_sensitive_headers" in err
+
+
+def test_cookie_logged_with_explicit_opt_in(portico, echo):
+    p = portico(simple_config(echo.addr, access_log={
+        "path": "./a.log", "fields": ["uri_path"], "request_headers": ["Cookie"],
+        "allow_sensitive_headers": ["Cookie"]}))
+    assert request(p.port, "GET", "/ck", headers={"Cookie": "s=1"}).status == 200
+    line = wait_lines(lambda: raw_lines(os.path.join(p.tmp, "a.log")), lambda ln: b"/ck" in ln)[0]
+    assert json.loads(line)["req_cookie"] == "s=1"
+
+
+def test_reload_changes_format(portico, echo):
+    p = portico(simple_config(echo.addr))
+    assert request(p.port, "GET", "/one").status == 200
+    wait_lines(lambda: raw_lines(p.access_log_path), lambda ln: b"/one" in ln)
+    cfg = simple_config(echo.addr, access_log={"path": p.access_log_path, "format": "logfmt",
+                                               "fields": ["path", "status"]})
+    p.write_config(cfg)
+    p.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "reloaded" not in p.stderr():
+        assert time.monotonic() < deadline, p.stderr()
+        time.sleep(0.05)
+    assert request(p.port, "GET", "/two").status == 200
+    line = wait_lines(lambda: raw_lines(p.access_log_path), lambda ln: b"/two" in ln)[0]
+    assert line == b"path=/two status=200"
