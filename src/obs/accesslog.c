@@ -412,6 +412,22 @@ static char *put_ms(char *p, double v, bool null_if_negative)
     return put_digits(p, (unsigned)(micros % 1000), 3);
 }
 
+/* ----------------------------------------------------------- sampling */
+
+static atomic_uint_fast64_t g_sample_seq;
+
+bool pt_accesslog_sample(int status, uint64_t total_ms, double ratio, bool always_4xx, bool always_5xx,
+                         uint64_t slow_over_ms)
+{
+    if (status >= 500 && always_5xx) return true;
+    if (status >= 400 && status < 500 && always_4xx) return true;
+    if (slow_over_ms && total_ms >= slow_over_ms) return true;
+    if (ratio >= 1.0) return true;
+    if (ratio <= 0.0) return false;
+    uint64_t n = atomic_fetch_add_explicit(&g_sample_seq, 1, memory_order_relaxed) + 1;
+    return (uint64_t)floor((double)n * ratio) > (uint64_t)floor((double)(n - 1) * ratio);
+}
+
 /* ------------------------------------------------------------- kinds */
 
 /* How a field of config/log_fields.h is read: R_* from the record, S_* from

@@ -103,6 +103,15 @@ typedef struct {
     uint32_t header_max; /* captured header values: bytes kept (0 = 256) */
 } pt_accesslog_spec;
 
+/* Sampling (access_log.sample): whether the request with `status` and
+ * `total_ms` is written. Errors in the `always` classes and requests slower
+ * than slow_over always are; the others are kept deterministically: of the
+ * n-th such request process-wide (n = 1, 2, ...), the line is written when
+ * floor(n * ratio) > floor((n - 1) * ratio), so exactly floor(N * ratio) of
+ * N requests are kept, evenly spread (ratio 0.1: every 10th). Any thread. */
+bool pt_accesslog_sample(int status, uint64_t total_ms, double ratio, bool always_4xx, bool always_5xx,
+                         uint64_t slow_over_ms);
+
 /* Formats `r` as one line ending in "\n" with the columns of `spec`:
  *   json:   {"time":"2026-11-29T18:01:02.123Z","request_id":"..",...,"attempts":1}
  *   logfmt: time=2026-11-29T18:01:02.123Z request_id=abc path="/a b" ... attempts=1

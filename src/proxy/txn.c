@@ -757,6 +757,12 @@ static void write_access_log(pt_txn *t, const pt_txn_stats *s)
 {
     const pt_config *cfg = t->gen->cfg;
     if (!cfg->access_log.enabled) return;
+    const __typeof__(cfg->access_log.sample) *smp = &cfg->access_log.sample;
+    if (smp->on && !pt_accesslog_sample(s->status, s->total_us / 1000, smp->ratio, smp->always_4xx, smp->always_5xx,
+                                        smp->slow_over_ms)) {
+        pt_metrics_access_log_sampled_out(t->w);
+        return;
+    }
     const pt_request *req = t->req;
     const pt_str *ua = req ? pt_headers_get(&req->headers, "User-Agent") : NULL;
     pt_access_record r = {

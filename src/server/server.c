@@ -244,6 +244,7 @@ static void buf_trim_tick(pt_loop *loop, pt_timer *t)
 {
     pt_buf_pool_trim();
     pt_metrics_stream_buffers(t->data, pt_buf_large_in_use(), pt_buf_large_taken());
+    pt_metrics_log_counters(t->data, pt_accesslog_dropped(), 0, 0);
     pt_timer_start(loop, t, BUF_TRIM_MS, buf_trim_tick, t->data);
 }
 
