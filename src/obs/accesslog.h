@@ -1,29 +1,21 @@
-/* accesslog.h — the asynchronous access-log writer and its line format.
+/* accesslog.h — the access log: its line format and the API over its
+ * asynchronous writer (obs/logwriter.h: workers never do I/O, a bounded
+ * pending buffer drops and counts lines rather than stalling a worker,
+ * SIGUSR1 reopens the file).
  *
- * Worker threads never touch the log file: pt_accesslog_write() appends the
- * line to an in-memory buffer under a short mutex and wakes a dedicated
- * writer thread, which swaps the buffer for an empty one (double buffering)
- * and write()s outside the lock. If the pending buffer would exceed
- * PT_ACCESSLOG_MAX_PENDING bytes (the disk or pipe is slower than the
- * traffic), the line is dropped and counted rather than stalling a worker.
- *
- * Rotation: logrotate renames the file and sends SIGUSR1; the handler calls
- * pt_accesslog_request_reopen() (async-signal-safe: it only sets an atomic
- * flag); the writer thread reopens the path at its next wakeup (at most
- * ~100 ms later) before writing its next batch.
- *
- * The writer is process-wide (one log for all workers). open/close/flush are
- * for the main thread; write/request_reopen/dropped may be called from any
- * thread (request_reopen also from a signal handler). */
+ * open/close/flush/switch are for the main thread; write/request_reopen/
+ * dropped may be called from any thread (request_reopen also from a signal
+ * handler). */
 #ifndef PT_OBS_ACCESSLOG_H
 #define PT_OBS_ACCESSLOG_H
 
 #include "core/common.h"
 #include "config/log_fields.h"
 #include "http/message.h"
+#include "obs/logwriter.h"
 #include "obs/txn_stats.h"
 
-#define PT_ACCESSLOG_MAX_PENDING (8u * 1024 * 1024)
+#define PT_ACCESSLOG_MAX_PENDING PT_LOG_MAX_PENDING
 /* Smallest `cap` pt_accesslog_format() accepts; a buffer of
  * PT_ACCESSLOG_LINE_MAX is plenty for any line (long fields get truncated). */
 #define PT_ACCESSLOG_MIN_CAP 384
@@ -33,6 +25,10 @@
  * and starts the writer thread. Returns PT_OK, or PT_ERR with errno set (the
  * file cannot be opened, or the log is already open). */
 int pt_accesslog_open(const char *path);
+
+/* Opens / switches the log on any destination (file, stdout, syslog). */
+int pt_accesslog_open_dest(const pt_log_dest *dest);
+int pt_accesslog_switch_dest(const pt_log_dest *dest);
 
 /* Queues one complete line (should end in '\n'); copies it. Never blocks on
  * I/O. A no-op when the log is not open. */

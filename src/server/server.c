@@ -12,6 +12,7 @@
 
 #include "admin/admin.h"
 #include "obs/accesslog.h"
+#include "obs/logwriter.h"
 #include "core/buf.h"
 #include "downstream/conn.h"
 #include "obs/gateway_metrics.h"
@@ -309,16 +310,16 @@ static void reload(pt_server *s)
         pt_generation_unref(g);
         return;
     }
-    /* Access log: opened, switched or closed with the generation; a file
-     * that cannot be opened refuses the reload (the log keeps its file). */
-    const char *log_old = old->access_log.enabled ? (old->access_log.path ? old->access_log.path : "stdout") : NULL;
-    const char *log_new =
-        g->cfg->access_log.enabled ? (g->cfg->access_log.path ? g->cfg->access_log.path : "stdout") : NULL;
-    if (log_new && (!log_old || strcmp(log_old, log_new) != 0)) {
-        int rc = log_old ? pt_accesslog_switch(log_new) : pt_accesslog_open(log_new);
+    /* Access log: opened, switched or closed with the generation; a
+     * destination that cannot be opened refuses the reload (the log keeps
+     * its destination). */
+    const pt_log_dest *log_old = old->access_log.enabled ? &old->access_log.dest : NULL;
+    const pt_log_dest *log_new = g->cfg->access_log.enabled ? &g->cfg->access_log.dest : NULL;
+    if (log_new && (!log_old || !pt_log_dest_same(log_old, log_new))) {
+        int rc = log_old ? pt_accesslog_switch_dest(log_new) : pt_accesslog_open_dest(log_new);
         if (rc != PT_OK) {
             fprintf(stderr, "portico: reload refused, keeping the running configuration: cannot open access log %s: %s\n",
-                    log_new, strerror(errno));
+                    pt_log_dest_text(log_new), strerror(errno));
             if (s->gw) pt_gw_metrics_reloaded(s->gw, false);
             pt_admin_api_reloaded(false, s->gen->id, "the access log cannot be opened");
             pt_generation_unref(g);
@@ -368,8 +369,9 @@ int pt_server_run(pt_generation *gen, const char *config_path, pt_metrics *metri
     sigaddset(&set, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 
-    if (cfg->access_log.enabled && pt_accesslog_open(cfg->access_log.path ? cfg->access_log.path : "stdout") != PT_OK) {
-        fprintf(stderr, "portico: cannot open access log %s: %s\n", cfg->access_log.path, strerror(errno));
+    if (cfg->access_log.enabled && pt_accesslog_open_dest(&cfg->access_log.dest) != PT_OK) {
+        fprintf(stderr, "portico: cannot open access log %s: %s\n", pt_log_dest_text(&cfg->access_log.dest),
+                strerror(errno));
         pt_generation_unref(gen);
         return 1;
     }
@@ -432,7 +434,10 @@ int pt_server_run(pt_generation *gen, const char *config_path, pt_metrics *metri
         int sig = sigwaitinfo(&set, NULL);
         if (sig < 0) continue;
         if (sig == SIGHUP) reload(&s);
-        else if (sig == SIGUSR1) pt_accesslog_request_reopen();
+        else if (sig == SIGUSR1) {
+            pt_logwriter_request_reopen(PT_LOG_ACCESS);
+            pt_logwriter_request_reopen(PT_LOG_ERROR);
+        }
         else break; /* SIGTERM / SIGINT */
     }
     pt_admin_set_ready(s.admin, false); /* /readyz: 503 while draining */

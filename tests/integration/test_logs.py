@@ -249,3 +249,76 @@ def test_sampling_keeps_every_5xx_and_a_deterministic_fraction(portico, upstream
     assert len(others) == 11, entries
     assert [e["uri_path"] for e in others[:3]] == ["/ok3", "/ok7", "/ok11"]
     assert metric_value(aport, "portico_access_log_sampled_out_total") == 33
+
+
+# ------------------------------------------------------------------- syslog
+
+RFC5424 = re.compile(rb"^<(\d{1,3})>1 (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) (\S{1,255}) (\S{1,48}) (\d+) (\S{1,32}) - (.*)$",
+                     re.S)
+
+
+def recv_datagrams(sock, want, pred=lambda d: True, timeout=5):
+    sock.settimeout(0.2)
+    got = []
+    deadline = time.monotonic() + timeout
+    while len([d for d in got if pred(d)]) < want and time.monotonic() < deadline:
+        try:
+            got.append(sock.recv(70000))
+        except socket.timeout:
+            pass
+    return got
+
+
+def check_rfc5424(d, pid, app, msgid, pri):
+    m = RFC5424.match(d)
+    assert m, d
+    assert int(m.group(1)) == pri, d
+    assert m.group(3) == socket.gethostname().encode() or m.group(3) != b"-"
+    assert m.group(4) == app and int(m.group(5)) == pid and m.group(6) == msgid, d
+    t = time.mktime(time.strptime(m.group(2)[:19].decode(), "%Y-%m-%dT%H:%M:%S")) - time.timezone
+    assert abs(t - time.time()) < 30
+    assert not m.group(7).endswith(b"\n")
+    return m.group(7)
+
+
+def test_syslog_unix_socket(portico, echo, tmp_path):
+    path = str(tmp_path / "log.sock")
+    rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    rx.bind(path)
+    try:
+        p = portico(simple_config(echo.addr, access_log={
+            "syslog": {"address": "unix:" + path, "facility": "local3", "app_name": "gw-test"},
+            "fields": ["uri_path", "status"]}))
+        for i in range(3):
+            assert request(p.port, "GET", "/sys%d" % i).status == 200
+        got = recv_datagrams(rx, 3, lambda d: b"/sys" in d)
+        msgs = [check_rfc5424(d, p.proc.pid, b"gw-test", b"access", 19 * 8 + 6) for d in got]
+        assert [json.loads(m)["uri_path"] for m in msgs] == ["/sys0", "/sys1", "/sys2"]
+    finally:
+        rx.close()
+
+
+def test_syslog_udp_logfmt(portico, echo):
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    port = rx.getsockname()[1]
+    try:
+        p = portico(simple_config(echo.addr, access_log={
+            "syslog": {"address": "udp:127.0.0.1:%d" % port}, "format": "logfmt",
+            "fields": ["uri_path", "status"]}))
+        assert request(p.port, "GET", "/udp%0d%0a").status == 400
+        got = recv_datagrams(rx, 1, lambda d: b"/udp" in d)
+        msg = check_rfc5424(got[0], p.proc.pid, b"portico", b"access", 16 * 8 + 6)
+        assert msg == b"uri_path=/udp%0d%0a status=400"
+    finally:
+        rx.close()
+
+
+def test_syslog_unix_socket_missing_is_a_clear_startup_error(tmp_path, echo):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("listen: [\"127.0.0.1:1\"]\nupstreams: {up: {targets: [\"%s\"]}}\n"
+                   "routes: [{match: {path_prefix: /}, upstream: up}]\n"
+                   "access_log: {syslog: {address: \"unix:%s/nope.sock\"}}\n" % (echo.addr, tmp_path))
+    r = subprocess.run([BIN, "run", "-c", str(cfg)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1
+    assert "cannot open access log unix:%s/nope.sock: No such file or directory" % tmp_path in r.stderr, r.stderr
