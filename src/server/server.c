@@ -12,6 +12,7 @@
 
 #include "admin/admin.h"
 #include "obs/accesslog.h"
+#include "obs/errorlog.h"
 #include "obs/logwriter.h"
 #include "core/buf.h"
 #include "downstream/conn.h"
@@ -142,7 +143,7 @@ static void on_accept(pt_loop *loop, pt_io *io, uint32_t events)
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED) continue;
             if (errno == EMFILE || errno == ENFILE)
-                fprintf(stderr, "portico: worker %d: accept: %s\n", w->id, strerror(errno));
+                pt_elog(PT_ELOG_ERROR, "accept", &(pt_elog_ctx){.worker = w->id}, "accept: %s", strerror(errno));
             return;
         }
         size_t l = (size_t)(io - w->listeners);
@@ -245,7 +246,9 @@ static void buf_trim_tick(pt_loop *loop, pt_timer *t)
 {
     pt_buf_pool_trim();
     pt_metrics_stream_buffers(t->data, pt_buf_large_in_use(), pt_buf_large_taken());
-    pt_metrics_log_counters(t->data, pt_accesslog_dropped(), 0, 0);
+    pt_worker *w = t->data;
+    if (w->id == 0) pt_elog_tick();
+    pt_metrics_log_counters(w, pt_accesslog_dropped(), pt_logwriter_dropped(PT_LOG_ERROR), pt_elog_suppressed_total());
     pt_timer_start(loop, t, BUF_TRIM_MS, buf_trim_tick, t->data);
 }
 
@@ -328,6 +331,9 @@ static void reload(pt_server *s)
     } else if (!log_new && log_old) {
         pt_accesslog_close();
     }
+    if (pt_elog_configure(g->cfg) != PT_OK) /* after every refusal: nothing can undo it */
+        fprintf(stderr, "portico: reload: cannot open error log %s: %s; it keeps its destination\n",
+                pt_log_dest_text(&g->cfg->error_log.dest), strerror(errno));
     if (g->cfg->workers != old->workers)
         fprintf(stderr, "portico: reload: a change of 'workers' needs a restart; ignored\n");
     const pt_conf_addr *aold = old->admin.enabled ? &old->admin.addr : NULL;
@@ -369,6 +375,11 @@ int pt_server_run(pt_generation *gen, const char *config_path, pt_metrics *metri
     sigaddset(&set, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 
+    if (pt_elog_configure(cfg) != PT_OK) {
+        fprintf(stderr, "portico: cannot open error log %s: %s\n", pt_log_dest_text(&cfg->error_log.dest), strerror(errno));
+        pt_generation_unref(gen);
+        return 1;
+    }
     if (cfg->access_log.enabled && pt_accesslog_open_dest(&cfg->access_log.dest) != PT_OK) {
         fprintf(stderr, "portico: cannot open access log %s: %s\n", pt_log_dest_text(&cfg->access_log.dest),
                 strerror(errno));
@@ -469,6 +480,7 @@ int pt_server_run(pt_generation *gen, const char *config_path, pt_metrics *metri
     pt_generation_unref(s.gen);
     pt_gw_metrics_free(s.gw);
     pt_accesslog_close();
+    pt_elog_close();
     fprintf(stderr, "portico: stopped\n");
     return 0;
 }

@@ -322,3 +322,79 @@ def test_syslog_unix_socket_missing_is_a_clear_startup_error(tmp_path, echo):
     r = subprocess.run([BIN, "run", "-c", str(cfg)], capture_output=True, text=True, timeout=30)
     assert r.returncode == 1
     assert "cannot open access log unix:%s/nope.sock: No such file or directory" % tmp_path in r.stderr, r.stderr
+
+
+# ---------------------------------------------------------------- error log
+
+def closed_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_error_log_upstream_refusing_connections(portico):
+    dead = "127.0.0.1:%d" % closed_port()
+    p = portico(simple_config(dead, plugins=[{"request_id": {}}],
+                              error_log={"path": "./err.log", "level": "warn"}))
+    r = request(p.port, "GET", "/down", headers={"X-Request-Id": "rid-down-1"})
+    assert r.status == 502
+    log = os.path.join(p.tmp, "err.log")
+    lines = wait_lines(lambda: raw_lines(log), lambda ln: b"level=error" in ln)
+    kv = parse_logfmt(lines[-1])
+    assert kv["level"] == b"error" and kv["kind"] == b"upstream_connect"
+    assert kv["worker"] == b"0" and kv["route"] == b"main" and kv["upstream"] == b"up"
+    assert kv["target"] == dead.encode() and kv["request_id"] == b"rid-down-1"
+    assert kv["client"] == b"127.0.0.1"
+    assert kv["msg"].startswith(b"connection to the upstream failed")
+    assert re.match(rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$", kv["time"])
+    # startup messages still go to stderr as before
+    assert "listening on" in p.stderr()
+
+
+def test_error_log_json_and_level_filter(portico):
+    dead = "127.0.0.1:%d" % closed_port()
+    p = portico(simple_config(dead, error_log={"path": "./err.log", "level": "error", "format": "json"},
+                              route_extra={"retries": {"attempts": 2, "on": ["connect_failure"], "backoff": {"base": "1ms"}}}))
+    assert request(p.port, "GET", "/j").status == 502
+    log = os.path.join(p.tmp, "err.log")
+    lines = wait_lines(lambda: raw_lines(log), lambda ln: b'"level":"error"' in ln)
+    time.sleep(0.3)
+    entries = [json.loads(ln) for ln in raw_lines(log)]
+    # the retried attempt is a warning: below the level, not written
+    assert [e["level"] for e in entries] == ["error"], entries
+    assert entries[0]["kind"] == "upstream_connect" and entries[0]["route"] == "main"
+    assert "; retrying" not in entries[0]["msg"]
+
+
+def test_error_log_flood_is_rate_limited(portico):
+    dead = "127.0.0.1:%d" % closed_port()
+    p = portico(simple_config(dead, access_log={"path": "./a.log", "fields": ["attempts"]},
+                              error_log={"path": "./err.log", "rate_limit": {"burst": 5, "per_second": 0}}))
+    n = 60
+    for i in range(n):
+        assert request(p.port, "GET", "/flood%d" % i).status == 502
+    log = os.path.join(p.tmp, "err.log")
+    # every failed attempt is one event of kind upstream_connect
+    alog = os.path.join(p.tmp, "a.log")
+    wait_lines(lambda: raw_lines(alog) if len(raw_lines(alog)) >= n else [], lambda ln: True)
+    events = sum(json.loads(ln)["attempts"] for ln in raw_lines(alog))
+    assert events >= n
+
+    def suppressed_sum():
+        return sum(int(re.search(rb"suppressed (\d+) similar", ln).group(1))
+                   for ln in raw_lines(log) if b"suppressed" in ln)
+    deadline = time.monotonic() + 10
+    while suppressed_sum() < events - 5:
+        assert time.monotonic() < deadline, raw_lines(log)
+        time.sleep(0.1)
+    lines = raw_lines(log)
+    messages = [ln for ln in lines if b"suppressed" not in ln]
+    summaries = [ln for ln in lines if b"suppressed" in ln]
+    assert len(messages) == 5, lines
+    assert suppressed_sum() == events - 5
+    assert 1 <= len(summaries) <= 3, summaries  # at most one a second per kind
+    for ln in summaries:
+        assert parse_logfmt(ln)["kind"] == b"upstream_connect"
+    assert len(lines) <= 5 + len(summaries)

@@ -6,6 +6,7 @@
 
 #include "config/config.h"
 #include "obs/accesslog.h"
+#include "obs/errorlog.h"
 #include "testlib.h"
 
 static pt_access_record sample(void)
@@ -294,6 +295,37 @@ TEST(config_syslog_and_sample)
     CHECK(cfg->error_log.json);
     pt_config_free(cfg);
     pt_errors_free(&e);
+}
+
+/* ------------------------------------------------------------ error log */
+
+TEST(error_log_line_text_and_json)
+{
+    char buf[1024];
+    pt_elog_ctx ctx = {.worker = 2, .route = PT_STR_LIT("api"), .upstream = PT_STR_LIT("up"),
+                       .target = PT_STR_LIT("10.0.0.1:80"), .request_id = PT_STR_LIT("r 1")};
+    size_t n = pt_elog_format(buf, sizeof(buf), false, 1764439262123456ull, PT_ELOG_ERROR, "upstream_connect", &ctx,
+                              "refused\r\nlevel=debug");
+    CHECK_STRN(buf, n, "time=2025-11-29T18:01:02.123Z level=error worker=2 kind=upstream_connect route=api upstream=up "
+                       "target=10.0.0.1:80 request_id=\"r 1\" msg=\"refused\\r\\nlevel=debug\"\n");
+    n = pt_elog_format(buf, sizeof(buf), true, 0, PT_ELOG_WARN, "k", &(pt_elog_ctx){.worker = -1}, "a\"b");
+    CHECK_STRN(buf, n, "{\"time\":\"1970-01-01T00:00:00.000Z\",\"level\":\"warn\",\"kind\":\"k\",\"msg\":\"a\\\"b\"}\n");
+}
+
+TEST(error_log_line_bounded)
+{
+    char big[3000];
+    memset(big, '\n', sizeof(big) - 1);
+    big[sizeof(big) - 1] = 0;
+    pt_elog_ctx ctx = {.worker = 0, .route = pt_str_make(big, 2000)};
+    char buf[600];
+    for (int json = 0; json < 2; json++) {
+        memset(buf, 'Z', sizeof(buf));
+        size_t n = pt_elog_format(buf, 512, json, 0, PT_ELOG_INFO, "k", &ctx, big);
+        CHECK(n > 0 && n <= 512 && buf[n - 1] == '\n' && buf[512] == 'Z');
+        CHECK(memchr(buf, '\n', n - 1) == NULL);
+        CHECK(memmem(buf, n, "msg=", 4) || memmem(buf, n, "\"msg\":", 6));
+    }
 }
 
 TEST_MAIN()
