@@ -109,7 +109,7 @@ bool pt_accesslog_sample(int status, uint64_t total_ms, double ratio, bool alway
     if (ratio >= 1.0) return true;
     if (ratio <= 0.0) return false;
     uint64_t n = atomic_fetch_add_explicit(&g_sample_seq, 1, memory_order_relaxed) + 1;
-    return (uint64_t)floor((double)n * ratio) > (uint64_t)floor((double)(n - 1) * ratio);
+    return (uint64_t)((double)n * ratio) > (uint64_t)((double)(n - 1) * ratio); /* >= 0: truncation is floor */
 }
 
 /* ------------------------------------------------------------- kinds */
