@@ -225,18 +225,19 @@ void pt_elog(pt_elog_level level, const char *kind, const pt_elog_ctx *ctx, cons
 
 void pt_elog_tick(void)
 {
-    struct {
+    typedef struct {
         const char *kind;
         pt_elog_level level;
         uint64_t n;
-    } due[MAX_KINDS];
+    } summary;
+    summary due[MAX_KINDS];
     size_t nd = 0;
     uint64_t now = mono_us();
     pthread_mutex_lock(&g.mu);
     for (int i = 0; i < MAX_KINDS; i++) {
         bucket *b = &g.b[i];
         if (!b->kind || !b->suppressed || now - b->last_summary_us < SUMMARY_INTERVAL_US) continue;
-        due[nd++] = (__typeof__(due[0])){b->kind, b->level, b->suppressed};
+        due[nd++] = (summary){b->kind, b->level, b->suppressed};
         b->suppressed = 0;
         b->last_summary_us = now;
     }

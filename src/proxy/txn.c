@@ -757,9 +757,10 @@ static void write_access_log(pt_txn *t, const pt_txn_stats *s)
 {
     const pt_config *cfg = t->gen->cfg;
     if (!cfg->access_log.enabled) return;
-    const __typeof__(cfg->access_log.sample) *smp = &cfg->access_log.sample;
-    if (smp->on && !pt_accesslog_sample(s->status, s->total_us / 1000, smp->ratio, smp->always_4xx, smp->always_5xx,
-                                        smp->slow_over_ms)) {
+    if (cfg->access_log.sample.on &&
+        !pt_accesslog_sample(s->status, s->total_us / 1000, cfg->access_log.sample.ratio,
+                             cfg->access_log.sample.always_4xx, cfg->access_log.sample.always_5xx,
+                             cfg->access_log.sample.slow_over_ms)) {
         pt_metrics_access_log_sampled_out(t->w);
         return;
     }
