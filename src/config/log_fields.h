@@ -39,6 +39,8 @@
     X(user_agent, R_STR, user_agent)                 \
     X(protocol, R_STR, protocol)                     \
     X(scheme, R_STR, scheme)                         \
+    X(tls_version, R_STR, tls_version)               \
+    X(sni, R_STR, sni)                               \
     X(ttfb_ms, S_US_NULL, ttfb_us)                   \
     X(responder, S_CSTR, responder)                  \
     X(upstream_failed, S_BOOL, upstream_failed)

@@ -273,6 +273,8 @@ void pt_conn_info_fill(const pt_conn *c, pt_arena *a, pt_conn_info *ci)
         .client_cert_subject = pt_str_c(c->cert_subject),
         .client_cert_sans = pt_str_c(c->cert_sans),
         .tls_policy = c->ssl ? pt_tls_conn_policy(c->ssl) : 0,
+        .tls_version = c->ssl ? pt_str_c(SSL_get_version(c->ssl)) : PT_STR_NULL,
+        .sni = c->ssl ? pt_str_c(SSL_get_servername(c->ssl, TLSEXT_NAMETYPE_host_name)) : PT_STR_NULL,
     };
 }
 

@@ -84,6 +84,8 @@ typedef struct {
     pt_str user_agent;
     pt_str protocol;      /* "HTTP/1.1", "HTTP/2", "HTTP/1.0" */
     pt_str scheme;        /* "http" or "https" (the client connection) */
+    pt_str tls_version;   /* "TLSv1.3"... for a TLS client connection, else empty */
+    pt_str sni;           /* the TLS server name the client sent, else empty */
     const pt_txn_stats *stats;      /* S_* fields; NULL => those are null */
     const pt_headers *req_headers;  /* header capture; NULL => captured values are null */
     const pt_headers *resp_headers;

@@ -788,6 +788,8 @@ static void write_access_log(pt_txn *t, const pt_txn_stats *s)
         .user_agent = ua ? *ua : PT_STR_NULL,
         .protocol = protocol_name(req),
         .scheme = t->conn.tls ? PT_STR_LIT("https") : PT_STR_LIT("http"),
+        .tls_version = t->conn.tls_version,
+        .sni = t->conn.sni,
         .stats = s,
         .req_headers = req ? &req->headers : NULL,
         .resp_headers = t->resp_started ? &t->res.headers : NULL,

@@ -12,6 +12,7 @@ import time
 
 from conftest import BIN, simple_config
 from upstreams import Client, request
+from tlsutil import pki  # noqa: F401 (fixture)
 
 # ------------------------------------------------------------------ helpers
 
@@ -423,3 +424,21 @@ def test_sigusr1_reopens_error_log_and_logfmt_access_log(portico):
     assert all(b"/after" in ln for ln in raw_lines(alog))
     assert raw_lines(alog + ".1")[0] == b"uri_path=/before"
     assert raw_lines(elog + ".1") and b"upstream_connect" in raw_lines(elog)[0]
+
+
+def test_tls_fields(portico, echo, pki):
+    from conftest import free_port
+    from tlsutil import client_ctx, tls_connect, tls_listen
+    port = free_port()
+    cfg = simple_config(echo.addr, listen=tls_listen(port, [pki["a"], pki["b"]]),
+                        access_log={"path": "./a.log", "fields": ["uri_path", "scheme", "protocol", "tls_version", "sni"]})
+    p = portico(cfg, port=port)
+    s = tls_connect(p.port, client_ctx(pki), "a.test")
+    s.sendall(b"GET /tls HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+    while s.recv(65536):
+        pass
+    version = s.version()
+    s.close()
+    line = wait_lines(lambda: raw_lines(os.path.join(p.tmp, "a.log")), lambda ln: b"/tls" in ln)[0]
+    assert json.loads(line) == {"uri_path": "/tls", "scheme": "https", "protocol": "HTTP/1.1",
+                                "tls_version": version, "sni": "a.test"}
