@@ -274,7 +274,7 @@ def check_rfc5424(d, pid, app, msgid, pri):
     m = RFC5424.match(d)
     assert m, d
     assert int(m.group(1)) == pri, d
-    assert m.group(3) == socket.gethostname().encode() or m.group(3) != b"-"
+    assert m.group(3) == socket.gethostname().encode(), d
     assert m.group(4) == app and int(m.group(5)) == pid and m.group(6) == msgid, d
     t = time.mktime(time.strptime(m.group(2)[:19].decode(), "%Y-%m-%dT%H:%M:%S")) - time.timezone
     assert abs(t - time.time()) < 30
@@ -442,3 +442,15 @@ def test_tls_fields(portico, echo, pki):
     line = wait_lines(lambda: raw_lines(os.path.join(p.tmp, "a.log")), lambda ln: b"/tls" in ln)[0]
     assert json.loads(line) == {"uri_path": "/tls", "scheme": "https", "protocol": "HTTP/1.1",
                                 "tls_version": version, "sni": "a.test"}
+
+
+def test_protocol_http2_and_host_from_authority(portico, echo):
+    from h2util import H2
+    p = portico(simple_config(echo.addr, access_log={"path": "./a.log", "format": "logfmt",
+                                                     "fields": ["method", "uri_path", "protocol", "host", "status"]}))
+    c = H2(p.port)
+    c.request(1, "/over-h2", end=True, extra=[])
+    assert c.wait(lambda: c.st(1)["ended"], 10)
+    c.close()
+    line = wait_lines(lambda: raw_lines(os.path.join(p.tmp, "a.log")), lambda ln: b"/over-h2" in ln)[0]
+    assert line == b"method=POST uri_path=/over-h2 protocol=HTTP/2 host=gw.test status=200"
