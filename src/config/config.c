@@ -317,24 +317,6 @@ static void conf_timeouts(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config 
     opt_duration(ctx, m, "tunnel_idle", &cfg->timeouts.tunnel_idle_ms);
 }
 
-static void conf_access_log(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg)
-{
-    cfg->access_log.enabled = true;
-    cfg->access_log.path = pt_arena_strndup(ctx->arena, "stdout", 6);
-    const pt_conf_node *m = pt_conf_opt(root, "access_log");
-    static const char *const keys[] = {"enabled", "path", NULL};
-    if (!m || !pt_conf_check_keys(ctx, m, keys, "access_log")) return;
-    opt_bool(ctx, m, "enabled", &cfg->access_log.enabled);
-    const pt_conf_node *n = pt_conf_opt(m, "path");
-    char *path;
-    if (n && pt_conf_string(ctx, n, &path)) {
-        if (!*path)
-            pt_conf_error(ctx, n, "access_log.path must not be empty");
-        else
-            cfg->access_log.path = path;
-    }
-}
-
 /* ---------------------------------------------------------------- listeners */
 
 /* client_auth {mode, ca}: mode required (default), optional or none; a CA
@@ -834,7 +816,7 @@ static pt_config *config_new(const char *name, pt_conf_ctx *ctx, struct pt_metri
 /* Fills cfg from the parsed root; every section reports its own errors. */
 static void config_from_tree(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg)
 {
-    static const char *const keys[] = {"workers", "listen", "limits", "timeouts", "access_log",
+    static const char *const keys[] = {"workers", "listen", "limits", "timeouts", "access_log", "error_log",
                                        "upstreams", "plugins", "routes", "trusted_proxies", "client_ip_header",
                                        "server_header", "via", "admin", "dns", "path_rules", "consumers",
                                        "identity_headers", NULL};
@@ -847,7 +829,8 @@ static void config_from_tree(pt_conf_ctx *ctx, const pt_conf_node *root, pt_conf
     conf_workers(ctx, root, cfg);
     conf_limits(ctx, root, cfg);
     conf_timeouts(ctx, root, cfg);
-    conf_access_log(ctx, root, cfg);
+    pt_conf_access_log(ctx, root, cfg);
+    pt_conf_error_log(ctx, root, cfg);
     conf_listen(ctx, root, cfg);
     conf_admin(ctx, root, cfg);
     pt_conf_dns(ctx, root, cfg); /* before the upstreams: their names are resolved with it */
@@ -984,7 +967,8 @@ pt_config *pt_config_for_proxy(const pt_proxy_opts *opts, pt_errors *errors)
     conf_workers(&ctx, &empty, cfg);
     conf_limits(&ctx, &empty, cfg);
     conf_timeouts(&ctx, &empty, cfg);
-    conf_access_log(&ctx, &empty, cfg);
+    pt_conf_access_log(&ctx, &empty, cfg);
+    pt_conf_error_log(&ctx, &empty, cfg);
     pt_dns_conf_defaults(&cfg->dns);
 
     host_port hp;

@@ -13,6 +13,7 @@
 
 #include "config/balance_conf.h"
 #include "config/conf_node.h"
+#include "config/log_fields.h"
 #include "http/message.h"
 #include "net/dns_cache.h"
 #include "net/ipset.h"
@@ -347,8 +348,26 @@ typedef struct pt_config {
     } timeouts;
     struct {
         bool enabled;                /* default true */
-        char *path;                  /* "stdout" (default) or a file path */
+        char *path;                  /* "stdout" (default) or a file path; "syslog" when dest is syslog */
+        pt_log_dest dest;            /* where lines go (path or `syslog:`) */
+        pt_log_format format;        /* json (default) or logfmt */
+        const pt_log_column *columns;/* the line's keys in order (`fields` then captured headers) */
+        size_t ncolumns;
+        uint32_t header_max;         /* captured header values: at most this many bytes; default 256 */
+        struct {
+            bool on;                 /* `sample:` present */
+            double ratio;            /* fraction of the other requests kept, 0..1 */
+            bool always_4xx, always_5xx; /* default both */
+            uint64_t slow_over_ms;   /* 0 = none */
+        } sample;
     } access_log;
+    struct {
+        pt_log_dest dest;            /* default stderr */
+        pt_elog_level level;         /* lines at this level or more severe; default warn */
+        bool json;                   /* format: json (default text: key=value) */
+        uint32_t burst;              /* lines per message kind before suppression; default 10 */
+        uint32_t per_second;         /* refill rate per kind; default 1 */
+    } error_log;
     pt_upstream_conf *upstreams;
     size_t nupstreams;
     pt_route_conf *routes;

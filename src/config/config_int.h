@@ -41,4 +41,9 @@ void pt_conf_retries(pt_conf_ctx *ctx, const pt_conf_node *node, pt_retry_policy
  * circuit_breaker} (map `v`) into u->balance. */
 void pt_conf_upstream_balance(pt_conf_ctx *ctx, const pt_conf_node *v, pt_upstream_conf *u);
 
+/* config_logs.c: `access_log:` and `error_log:` into cfg (defaults when
+ * absent). */
+void pt_conf_access_log(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg);
+void pt_conf_error_log(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg);
+
 #endif

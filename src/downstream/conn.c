@@ -1,6 +1,8 @@
 /* conn.c — see conn.h. */
 #include "downstream/conn.h"
 
+#include "obs/errorlog.h"
+
 #include <arpa/inet.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -147,7 +149,15 @@ static const pt_conn_proto hs_proto = {
 static void hs_step(pt_conn *c)
 {
     int r = pt_tls_handshake_step(c->ssl, &c->hs_want_write);
-    if (r < 0) { /* a failed handshake (bad client, wrong version): just close */
+    if (r < 0) { /* a failed handshake (bad client, wrong version): logged at info, closed */
+        if (pt_elog_enabled(PT_ELOG_INFO)) {
+            pt_arena *a = pt_arena_new(256);
+            pt_conn_info ci;
+            pt_conn_info_fill(c, a, &ci);
+            pt_elog(PT_ELOG_INFO, "tls_handshake", &(pt_elog_ctx){.worker = c->w->id, .client = ci.client_addr},
+                    "TLS handshake with the client failed");
+            pt_arena_free(a);
+        }
         hs_close(c);
         return;
     }
@@ -263,6 +273,8 @@ void pt_conn_info_fill(const pt_conn *c, pt_arena *a, pt_conn_info *ci)
         .client_cert_subject = pt_str_c(c->cert_subject),
         .client_cert_sans = pt_str_c(c->cert_sans),
         .tls_policy = c->ssl ? pt_tls_conn_policy(c->ssl) : 0,
+        .tls_version = c->ssl ? pt_str_c(SSL_get_version(c->ssl)) : PT_STR_NULL,
+        .sni = c->ssl ? pt_str_c(SSL_get_servername(c->ssl, TLSEXT_NAMETYPE_host_name)) : PT_STR_NULL,
     };
 }
 

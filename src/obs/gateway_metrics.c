@@ -33,6 +33,7 @@ static const char *const L_UPSTREAM_TARGET[] = {"upstream", "target", NULL};
 static const char *const L_LISTENER[] = {"listener", NULL};
 static const char *const L_RESULT[] = {"result", NULL};
 static const char *const L_VERSION[] = {"version", NULL};
+static const char *const L_LOG[] = {"log", NULL};
 
 #define ROUTE_MAX_SERIES 100000 /* bounded by the configuration; this only stops a runaway */
 
@@ -62,6 +63,9 @@ enum {
     F_CONFIG_GENERATION,
     F_CONFIG_RELOADS,
     F_BUILD_INFO,
+    F_LOG_SAMPLED_OUT,
+    F_LOG_DROPPED,
+    F_ERRLOG_SUPPRESSED,
     F__COUNT
 };
 
@@ -159,6 +163,17 @@ static const pt_metric_desc DESCS[F__COUNT] = {
                           .type = PT_METRIC_COUNTER, .labels = L_RESULT},
     [F_BUILD_INFO] = {.name = "portico_build_info", .help = "Always 1; the version is in the label.",
                       .type = PT_METRIC_GAUGE, .labels = L_VERSION},
+    [F_LOG_SAMPLED_OUT] = {.name = "portico_access_log_sampled_out_total",
+                           .help = "Access-log lines not written because access_log.sample left them out.",
+                           .type = PT_METRIC_COUNTER},
+    [F_LOG_DROPPED] = {.name = "portico_log_dropped_lines_total",
+                       .help = "Log lines lost because the writer fell behind (pending buffer full) or its "
+                               "destination failed, by log (access, error); updated every 500 ms.",
+                       .type = PT_METRIC_COUNTER, .labels = L_LOG},
+    [F_ERRLOG_SUPPRESSED] = {.name = "portico_error_log_suppressed_total",
+                             .help = "Error-log lines held back by the per-message-kind rate limit; "
+                                     "updated every 500 ms.",
+                             .type = PT_METRIC_COUNTER},
 };
 
 typedef struct {
@@ -174,6 +189,7 @@ struct pt_gw_metrics {
     pt_metric_series *generation, *reloads_ok, *reloads_error;
     pt_metric_series *open_tunnels;
     pt_metric_series *stream_buf_bytes, *stream_bufs;
+    pt_metric_series *log_sampled_out, *access_dropped, *error_dropped, *error_suppressed;
 };
 
 pt_gw_metrics *pt_gw_metrics_new(pt_metrics *reg, const pt_config *cfg)
@@ -210,6 +226,10 @@ pt_gw_metrics *pt_gw_metrics_new(pt_metrics *reg, const pt_config *cfg)
     gm->generation = pt_metrics_series(gm->fam[F_CONFIG_GENERATION], NULL, NULL);
     gm->reloads_ok = pt_metrics_series(gm->fam[F_CONFIG_RELOADS], (const char *[]){"ok"}, NULL);
     gm->reloads_error = pt_metrics_series(gm->fam[F_CONFIG_RELOADS], (const char *[]){"error"}, NULL);
+    gm->log_sampled_out = pt_metrics_series(gm->fam[F_LOG_SAMPLED_OUT], NULL, NULL);
+    gm->access_dropped = pt_metrics_series(gm->fam[F_LOG_DROPPED], (const char *[]){"access"}, NULL);
+    gm->error_dropped = pt_metrics_series(gm->fam[F_LOG_DROPPED], (const char *[]){"error"}, NULL);
+    gm->error_suppressed = pt_metrics_series(gm->fam[F_ERRLOG_SUPPRESSED], NULL, NULL);
     pt_metric_set(pt_metrics_series(gm->fam[F_BUILD_INFO], (const char *[]){PORTICO_VERSION}, NULL), 0, 1);
     return gm;
 }
@@ -398,4 +418,29 @@ void pt_metrics_stream_buffers(struct pt_worker *w, size_t bytes_held, uint64_t 
     pt_metric_add(gm->stream_bufs, 0, (int64_t)(taken - taken_reported));
     held_reported = (int64_t)bytes_held;
     taken_reported = taken;
+}
+
+void pt_metrics_access_log_sampled_out(struct pt_worker *w)
+{
+    pt_gw_metrics *gm = w->metrics;
+    if (gm) pt_metric_add(gm->log_sampled_out, 0, 1);
+}
+
+/* Adds to `s` what `now` grew since *reported (a counter restarted at a
+ * reopen is taken from its new value). */
+static void add_growth(pt_metric_series *s, uint64_t now, uint64_t *reported)
+{
+    if (now > *reported) pt_metric_add(s, 0, (int64_t)(now - *reported));
+    *reported = now;
+}
+
+void pt_metrics_log_counters(struct pt_worker *w, uint64_t access_dropped, uint64_t error_dropped,
+                             uint64_t error_suppressed)
+{
+    static uint64_t r_access, r_error, r_suppressed; /* worker 0 only */
+    pt_gw_metrics *gm = w->metrics;
+    if (!gm || w->id != 0) return;
+    add_growth(gm->access_dropped, access_dropped, &r_access);
+    add_growth(gm->error_dropped, error_dropped, &r_error);
+    add_growth(gm->error_suppressed, error_suppressed, &r_suppressed);
 }

@@ -105,6 +105,13 @@ void pt_metrics_tunnel(struct pt_worker *w, bool opened);
 /* This worker's large stream buffers (core/buf.h): bytes held now and
  * blocks taken since it started (the change since the last call goes to
  * the worker's shard). Call on the worker's thread. */
+/* One access-log line left out by sampling (worker thread). */
+void pt_metrics_access_log_sampled_out(struct pt_worker *w);
+/* The log writers' running totals (lines dropped by the access and error
+ * logs, error lines suppressed by rate limiting); worker 0's periodic tick
+ * reports them, other workers' calls are ignored. */
+void pt_metrics_log_counters(struct pt_worker *w, uint64_t access_dropped, uint64_t error_dropped,
+                             uint64_t error_suppressed);
 void pt_metrics_stream_buffers(struct pt_worker *w, size_t bytes_held, uint64_t taken);
 
 /* The buckets of both duration histograms, in microseconds (docs/metrics.md). */

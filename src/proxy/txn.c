@@ -833,16 +833,33 @@ pt_http_call *pt_txn_subrequest(pt_txn *t, const pt_http_request *req, pt_http_d
 
 /* ---------------------------------------------------------------- finishing */
 
+static pt_str protocol_name(const pt_request *req)
+{
+    if (!req) return PT_STR_NULL;
+    if (req->version == 20) return PT_STR_LIT("HTTP/2");
+    if (req->version == 10) return PT_STR_LIT("HTTP/1.0");
+    return PT_STR_LIT("HTTP/1.1");
+}
+
 static void write_access_log(pt_txn *t, const pt_txn_stats *s)
 {
     const pt_config *cfg = t->gen->cfg;
     if (!cfg->access_log.enabled) return;
+    if (cfg->access_log.sample.on &&
+        !pt_accesslog_sample(s->status, s->total_us / 1000, cfg->access_log.sample.ratio,
+                             cfg->access_log.sample.always_4xx, cfg->access_log.sample.always_5xx,
+                             cfg->access_log.sample.slow_over_ms)) {
+        pt_metrics_access_log_sampled_out(t->w);
+        return;
+    }
+    const pt_request *req = t->req;
+    const pt_str *ua = req ? pt_headers_get(&req->headers, "User-Agent") : NULL;
     pt_access_record r = {
         .time_us = t->start_us,
         .request_id = t->request_id,
         .client = t->client_addr,
-        .method = t->req ? t->req->method_str : PT_STR_NULL,
-        .path = t->req ? t->req->target : PT_STR_NULL,
+        .method = req ? req->method_str : PT_STR_NULL,
+        .path = req ? req->target : PT_STR_NULL,
         .route = t->route ? pt_str_c(t->route->name) : PT_STR_NULL,
         .consumer = txn_consumer_name(t),
         .upstream = s->target,
@@ -853,9 +870,26 @@ static void write_access_log(pt_txn *t, const pt_txn_stats *s)
         .duration_ms = (double)s->total_us / 1000.0,
         .upstream_ms = s->upstream_us >= 0 ? (double)s->upstream_us / 1000.0 : -1.0,
         .attempts = s->attempts,
+        .uri_path = req ? req->path : PT_STR_NULL,
+        .query = req ? req->query : PT_STR_NULL,
+        .host = req ? req->authority : PT_STR_NULL,
+        .user_agent = ua ? *ua : PT_STR_NULL,
+        .protocol = protocol_name(req),
+        .scheme = t->conn.tls ? PT_STR_LIT("https") : PT_STR_LIT("http"),
+        .tls_version = t->conn.tls_version,
+        .sni = t->conn.sni,
+        .stats = s,
+        .req_headers = req ? &req->headers : NULL,
+        .resp_headers = t->resp_started ? &t->res.headers : NULL,
+    };
+    pt_accesslog_spec spec = {
+        .format = cfg->access_log.format,
+        .columns = cfg->access_log.columns,
+        .ncolumns = cfg->access_log.ncolumns,
+        .header_max = cfg->access_log.header_max,
     };
     char line[PT_ACCESSLOG_LINE_MAX];
-    size_t n = pt_accesslog_format(line, sizeof(line), &r);
+    size_t n = pt_accesslog_format_spec(line, sizeof(line), &r, &spec);
     if (n) pt_accesslog_write(line, n);
 }
 

@@ -82,6 +82,8 @@ typedef struct {
     pt_str client_cert_subject; /* verified mTLS client subject, empty if none */
     pt_str client_cert_sans;    /* its subjectAltNames ("DNS:a,URI:b"), empty if none */
     uintptr_t tls_policy;       /* TLS: client_auth policy key of the handshake (pt_tls_conn_policy) */
+    pt_str tls_version;         /* TLS: "TLSv1.3", "TLSv1.2" (static), else empty */
+    pt_str sni;                 /* TLS: the server name the client sent (lives with the connection), else empty */
 } pt_conn_info;
 
 /* Creates a transaction in `a` (the stream's arena) on worker `w`; `ci` is

@@ -4,7 +4,38 @@
  * failed attempt is tried again is txn_retry.c's. */
 #include "proxy/txn_int.h"
 
+#include "obs/errorlog.h"
+
 static const pt_uconn_cbs up_cbs;
+
+/* One failed upstream attempt into the error log: warn when it is retried,
+ * error when the client gets the failure. A stale pooled connection
+ * re-sent is routine (debug). */
+static void log_upstream_error(const pt_txn *t, pt_uerr err, bool retried, bool stale)
+{
+    pt_elog_level level = stale ? PT_ELOG_DEBUG : retried ? PT_ELOG_WARN : PT_ELOG_ERROR;
+    if (!pt_elog_enabled(level)) return;
+    const char *kind, *what;
+    switch (err) {
+    case PT_UERR_CONNECT: kind = "upstream_connect"; what = "connection to the upstream failed"; break;
+    case PT_UERR_CONNECT_TIMEOUT: kind = "upstream_timeout"; what = "timed out connecting to the upstream"; break;
+    case PT_UERR_READ_TIMEOUT: kind = "upstream_timeout"; what = "the upstream did not answer in time"; break;
+    case PT_UERR_WRITE_TIMEOUT: kind = "upstream_timeout"; what = "timed out sending the request to the upstream"; break;
+    case PT_UERR_PROTOCOL: kind = "upstream_protocol"; what = "the upstream sent an invalid response"; break;
+    case PT_UERR_TLS: kind = "upstream_tls"; what = "TLS handshake with the upstream failed"; break;
+    default: kind = "upstream_reset"; what = "the upstream closed the connection"; break;
+    }
+    pt_elog_ctx ctx = {
+        .worker = t->w->id,
+        .route = t->route ? pt_str_c(t->route->name) : PT_STR_NULL,
+        .upstream = t->ups ? pt_str_c(t->ups->conf->name) : PT_STR_NULL,
+        .target = t->target ? pt_str_c(t->target->addr.text) : PT_STR_NULL,
+        .request_id = t->request_id,
+        .client = t->client_addr,
+    };
+    pt_elog(level, kind, &ctx, "%s (attempt %d)%s", what, t->attempts,
+            stale ? "; stale pooled connection, re-sent" : retried ? "; retrying" : "");
+}
 
 void txn_drop_upstream(pt_txn *t)
 {
@@ -41,7 +72,11 @@ void txn_connect_upstream(pt_txn *t)
     if (!c) {
         pt_lb_open_failed(lb, &t->lb, idx, now);
         /* a retry (txn_retry.c) comes back here, now or after a backoff */
-        if (txn_retry_after_error(t, PT_UERR_CONNECT, false, true)) return;
+        if (txn_retry_after_error(t, PT_UERR_CONNECT, false, true)) {
+            log_upstream_error(t, PT_UERR_CONNECT, true, false);
+            return;
+        }
+        log_upstream_error(t, PT_UERR_CONNECT, false, false);
         t->upstream_failed = true;
         txn_respond_problem(t, 502, "upstream connection failed");
         return;
@@ -219,9 +254,11 @@ static void on_up_error(void *owner, pt_uerr err, bool nothing_received)
     /* Before any response byte: retried under the route's policy, or a
      * stale pooled connection re-sent (txn_retry.c). */
     if (txn_retry_after_error(t, err, reused, nothing_received)) {
+        log_upstream_error(t, err, true, t->retry.stale);
         txn_leave(t);
         return;
     }
+    log_upstream_error(t, err, false, false);
     int status = 502;
     const char *detail;
     switch (err) {

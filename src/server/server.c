@@ -12,6 +12,8 @@
 
 #include "admin/admin.h"
 #include "obs/accesslog.h"
+#include "obs/errorlog.h"
+#include "obs/logwriter.h"
 #include "core/buf.h"
 #include "downstream/conn.h"
 #include "obs/gateway_metrics.h"
@@ -143,7 +145,7 @@ static void on_accept(pt_loop *loop, pt_io *io, uint32_t events)
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED) continue;
             if (errno == EMFILE || errno == ENFILE)
-                fprintf(stderr, "portico: worker %d: accept: %s\n", w->id, strerror(errno));
+                pt_elog(PT_ELOG_ERROR, "accept", &(pt_elog_ctx){.worker = w->id}, "accept: %s", strerror(errno));
             return;
         }
         size_t l = (size_t)(io - w->listeners);
@@ -246,6 +248,9 @@ static void buf_trim_tick(pt_loop *loop, pt_timer *t)
 {
     pt_buf_pool_trim();
     pt_metrics_stream_buffers(t->data, pt_buf_large_in_use(), pt_buf_large_taken());
+    pt_worker *w = t->data;
+    if (w->id == 0) pt_elog_tick();
+    pt_metrics_log_counters(w, pt_accesslog_dropped(), pt_logwriter_dropped(PT_LOG_ERROR), pt_elog_suppressed_total());
     pt_timer_start(loop, t, BUF_TRIM_MS, buf_trim_tick, t->data);
 }
 
@@ -310,16 +315,16 @@ static void reload(pt_server *s)
         pt_generation_unref(g);
         return;
     }
-    /* Access log: opened, switched or closed with the generation; a file
-     * that cannot be opened refuses the reload (the log keeps its file). */
-    const char *log_old = old->access_log.enabled ? (old->access_log.path ? old->access_log.path : "stdout") : NULL;
-    const char *log_new =
-        g->cfg->access_log.enabled ? (g->cfg->access_log.path ? g->cfg->access_log.path : "stdout") : NULL;
-    if (log_new && (!log_old || strcmp(log_old, log_new) != 0)) {
-        int rc = log_old ? pt_accesslog_switch(log_new) : pt_accesslog_open(log_new);
+    /* Access log: opened, switched or closed with the generation; a
+     * destination that cannot be opened refuses the reload (the log keeps
+     * its destination). */
+    const pt_log_dest *log_old = old->access_log.enabled ? &old->access_log.dest : NULL;
+    const pt_log_dest *log_new = g->cfg->access_log.enabled ? &g->cfg->access_log.dest : NULL;
+    if (log_new && (!log_old || !pt_log_dest_same(log_old, log_new))) {
+        int rc = log_old ? pt_accesslog_switch_dest(log_new) : pt_accesslog_open_dest(log_new);
         if (rc != PT_OK) {
             fprintf(stderr, "portico: reload refused, keeping the running configuration: cannot open access log %s: %s\n",
-                    log_new, strerror(errno));
+                    pt_log_dest_text(log_new), strerror(errno));
             if (s->gw) pt_gw_metrics_reloaded(s->gw, false);
             pt_admin_api_reloaded(false, s->gen->id, "the access log cannot be opened");
             pt_generation_unref(g);
@@ -328,6 +333,9 @@ static void reload(pt_server *s)
     } else if (!log_new && log_old) {
         pt_accesslog_close();
     }
+    if (pt_elog_configure(g->cfg) != PT_OK) /* after every refusal: nothing can undo it */
+        fprintf(stderr, "portico: reload: cannot open error log %s: %s; it keeps its destination\n",
+                pt_log_dest_text(&g->cfg->error_log.dest), strerror(errno));
     if (g->cfg->workers != old->workers)
         fprintf(stderr, "portico: reload: a change of 'workers' needs a restart; ignored\n");
     const pt_conf_addr *aold = old->admin.enabled ? &old->admin.addr : NULL;
@@ -370,8 +378,14 @@ int pt_server_run(pt_generation *gen, const char *config_path, pt_metrics *metri
     sigaddset(&set, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 
-    if (cfg->access_log.enabled && pt_accesslog_open(cfg->access_log.path ? cfg->access_log.path : "stdout") != PT_OK) {
-        fprintf(stderr, "portico: cannot open access log %s: %s\n", cfg->access_log.path, strerror(errno));
+    if (pt_elog_configure(cfg) != PT_OK) {
+        fprintf(stderr, "portico: cannot open error log %s: %s\n", pt_log_dest_text(&cfg->error_log.dest), strerror(errno));
+        pt_generation_unref(gen);
+        return 1;
+    }
+    if (cfg->access_log.enabled && pt_accesslog_open_dest(&cfg->access_log.dest) != PT_OK) {
+        fprintf(stderr, "portico: cannot open access log %s: %s\n", pt_log_dest_text(&cfg->access_log.dest),
+                strerror(errno));
         pt_generation_unref(gen);
         return 1;
     }
@@ -435,7 +449,10 @@ int pt_server_run(pt_generation *gen, const char *config_path, pt_metrics *metri
         int sig = sigwaitinfo(&set, NULL);
         if (sig < 0) continue;
         if (sig == SIGHUP) reload(&s);
-        else if (sig == SIGUSR1) pt_accesslog_request_reopen();
+        else if (sig == SIGUSR1) {
+            pt_logwriter_request_reopen(PT_LOG_ACCESS);
+            pt_logwriter_request_reopen(PT_LOG_ERROR);
+        }
         else break; /* SIGTERM / SIGINT */
     }
     pt_admin_set_ready(s.admin, false); /* /readyz: 503 while draining */
@@ -468,6 +485,7 @@ int pt_server_run(pt_generation *gen, const char *config_path, pt_metrics *metri
     pt_generation_unref(s.gen);
     pt_gw_metrics_free(s.gw);
     pt_accesslog_close();
+    pt_elog_close();
     fprintf(stderr, "portico: stopped\n");
     return 0;
 }
