@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "plugin/plugin.h"
+#include "upstream/balance.h"
 
 #define RELOADS_KEPT 32
 
@@ -190,23 +191,60 @@ static json_t *routes_json(const pt_generation *g)
 
 /* ------------------------------------------------------------ upstreams, consumers */
 
+/* The live state of a target, shared by the workers (upstream/balance.h):
+ * requests in flight, ejection by outlier detection, the active checks'
+ * verdict (null without health_check), failures in a row, latency. */
+static json_t *target_state_json(const pt_upstream_conf *u, size_t t, uint64_t now)
+{
+    const pt_target_state *s = u->lb && u->lb->targets ? u->lb->targets[t] : NULL;
+    if (!s) return json_null();
+    uint64_t until = atomic_load_explicit(&s->ejected_until_us, memory_order_relaxed);
+    bool ejected = u->balance.outlier.enabled && until > now;
+    json_t *o = json_pack("{s:i, s:b, s:I, s:i, s:i, s:f}", "in_flight",
+                          atomic_load_explicit(&s->inflight, memory_order_relaxed), "ejected", ejected,
+                          "ejected_for_ms", (json_int_t)(ejected ? (until - now) / 1000 : 0), "consecutive_failures",
+                          (int)atomic_load_explicit(&s->consecutive_failures, memory_order_relaxed),
+                          "consecutive_5xx", (int)atomic_load_explicit(&s->consecutive_5xx, memory_order_relaxed),
+                          "latency_ewma_ms",
+                          (double)atomic_load_explicit(&s->ewma_ns, memory_order_relaxed) / 1e6);
+    json_object_set_new(o, "healthy", u->balance.health.enabled
+                                          ? json_boolean(!atomic_load_explicit(&s->unhealthy, memory_order_relaxed))
+                                          : json_null());
+    return o;
+}
+
+static json_t *breaker_json(const pt_upstream_conf *u)
+{
+    static const char *const phases[] = {"closed", "open", "half_open"};
+    if (!u->lb || !u->lb->breaker) return json_null();
+    unsigned ph = atomic_load_explicit(&u->lb->breaker->phase, memory_order_relaxed);
+    return json_string(ph < 3 ? phases[ph] : "closed");
+}
+
 static json_t *upstreams_json(const pt_generation *g)
 {
     static const char *const protos[] = {"http1", "h2", "h2c"};
+    static const char *const balances[] = {"round_robin", "least_requests", "ewma", "hash"};
+    uint64_t now = pt_lb_now_us();
     json_t *a = json_array();
     for (size_t i = 0; i < g->cfg->nupstreams; i++) {
         const pt_upstream_conf *u = &g->cfg->upstreams[i];
         json_t *targets = json_array();
         for (size_t t = 0; t < u->ntargets; t++) {
             const pt_target_conf *tc = &u->targets[t];
-            json_array_append_new(targets, json_pack("{s:s, s:i, s:i, s:b}", "host", tc->host, "port", tc->port,
-                                                     "weight", (int)tc->weight, "dns", tc->dns));
+            json_t *to = json_pack("{s:s, s:i, s:i, s:b, s:s}", "host", tc->host, "port", tc->port, "weight",
+                                   (int)tc->weight, "dns", tc->dns, "address", tc->addr.text ? tc->addr.text : "");
+            json_object_set_new(to, "state", target_state_json(u, t, now));
+            json_array_append_new(targets, to);
         }
         json_array_append_new(
             a, json_pack("{s:s, s:i, s:s, s:b, s:o, s:{s:I, s:I, s:I}, s:i}", "name", u->name, "line", u->line,
                          "protocol", protos[u->protocol], "tls", u->tls.enabled, "targets", targets, "timeouts_ms",
                          "connect", (json_int_t)u->connect_timeout_ms, "read", (json_int_t)u->read_timeout_ms, "write",
                          (json_int_t)u->write_timeout_ms, "keepalive", (int)u->keepalive));
+        json_t *last = json_array_get(a, json_array_size(a) - 1);
+        json_object_set_new(last, "balance", json_string(balances[u->balance.kind < 4 ? u->balance.kind : 0]));
+        json_object_set_new(last, "circuit", breaker_json(u));
     }
     return json_pack("{s:I, s:o}", "generation", (json_int_t)g->id, "upstreams", a);
 }

@@ -161,3 +161,46 @@ def test_reload_history(api):
     assert ev[2]["detail"].startswith(p.config_path + ":"), ev[2]
     assert doc["generation"] == 2
     assert ev[0]["at"] <= ev[1]["at"] <= ev[2]["at"] and ev[0]["at"].endswith("Z")
+
+
+def test_upstream_targets_live_state(portico, upstream):
+    """/api/upstreams shows the state the workers share: requests in
+    flight, an ejection by outlier detection, the breaker's state."""
+    import threading
+    from upstreams import make_response
+    gate = threading.Event()
+
+    def bad(req):
+        return make_response(503, "X", [], "bad")
+
+    def slow(req):
+        if req.path == "/hold":
+            gate.wait(10)
+        return make_response(200, "X", [], "ok")
+
+    b, s = upstream(bad, name="bad"), upstream(slow, name="slow")
+    cfg = simple_config([b.addr, s.addr], upstream_extra={
+        "balance": "least_requests",
+        "outlier": {"consecutive_5xx": 2, "base_ejection_time": "30s", "max_ejected_percent": 50},
+        "circuit_breaker": {"consecutive_failures": 100, "open_time": "1s"}})
+    cfg, aport = admin_cfg(cfg, token=TOKEN)
+    p = portico(cfg)
+    for _ in range(6):
+        request(p.port, "GET", "/x")
+    doc = get_json(aport, "/api/upstreams")
+    up = doc["upstreams"][0]
+    assert up["balance"] == "least_requests" and up["circuit"] == "closed"
+    by = {t["address"]: t["state"] for t in up["targets"]}
+    assert by[b.addr]["ejected"] is True and by[b.addr]["ejected_for_ms"] > 0
+    assert by[s.addr]["ejected"] is False and by[s.addr]["healthy"] is None
+    held = threading.Thread(target=lambda: request(p.port, "GET", "/hold", timeout=20))
+    held.start()
+    try:
+        deadline = __import__("time").monotonic() + 10
+        while get_json(aport, "/api/upstreams")["upstreams"][0]["targets"][1]["state"]["in_flight"] != 1:
+            assert __import__("time").monotonic() < deadline, "in_flight never 1"
+            __import__("time").sleep(0.05)
+    finally:
+        gate.set()
+        held.join(20)
+    assert get_json(aport, "/api/upstreams")["upstreams"][0]["targets"][1]["state"]["in_flight"] == 0

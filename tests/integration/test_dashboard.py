@@ -118,6 +118,10 @@ def test_dashboard_live_numbers_match_metrics(portico, echo, browser, tmp_path):
     until(lambda: text(browser, "rps") == "0.0", msg="requests/s back to 0")
     row = browser.find_element(By.CSS_SELECTOR, "#routes tr[data-route='main']")
     n_main = value(scrape(aport), "portico_requests_total", route="main")
+    # the target's live state comes from /api/upstreams
+    target = browser.find_element(By.CSS_SELECTOR, "#targets tr[data-target='%s']" % echo.addr)
+    until(lambda: [td.text for td in target.find_elements(By.TAG_NAME, "td")][1:3] == ["healthy", "0"],
+          msg="target healthy, nothing in flight")
     assert row.find_element(By.CSS_SELECTOR, "td.n").text == str(int(n_main))
 
     # a reload appears in the history and the generation
