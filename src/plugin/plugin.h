@@ -197,6 +197,10 @@ bool pt_txn_set_upstream_path(pt_txn *txn, pt_str path, const char **detail);
 /* Value of route parameter `name` ({name} in the route path), or a null slice. */
 pt_str pt_txn_param(pt_txn *txn, const char *name);
 pt_str pt_txn_request_id(pt_txn *txn);       /* empty until request_id (or the core) sets it */
+/* The access log shows the value of query parameter `name` (as written or
+ * percent-decoded) as REDACTED: for a credential that must still go
+ * upstream in the query (credentials are never logged). */
+void pt_txn_redact_query_param(pt_txn *txn, pt_str name);
 void pt_txn_set_request_id(pt_txn *txn, pt_str id); /* copied into the arena */
 pt_str pt_txn_client_addr(pt_txn *txn);      /* "203.0.113.7" (no port) */
 /* Subject (RFC 2253) of the client certificate verified by an mTLS

@@ -68,6 +68,64 @@ const pt_listener_conf *txn_listener(const pt_txn *t)
 
 void pt_txn_set_request_id(pt_txn *t, pt_str id) { t->request_id = pt_arena_str(t->a, id); }
 
+void pt_txn_redact_query_param(pt_txn *t, pt_str name)
+{
+    if (name.n) pt_headers_add(&t->redact_query, t->a, pt_arena_str(t->a, name), PT_STR_NULL);
+}
+
+static int hex_digit(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* Whether query parameter name `raw` is `want`, as written or percent-decoded. */
+static bool query_name_is(pt_str raw, pt_str want)
+{
+    if (pt_str_eq(raw, want)) return true;
+    size_t j = 0;
+    for (size_t i = 0; i < raw.n; i++, j++) {
+        char c = raw.p[i];
+        if (c == '%' && i + 2 < raw.n && hex_digit(raw.p[i + 1]) >= 0 && hex_digit(raw.p[i + 2]) >= 0) {
+            c = (char)(hex_digit(raw.p[i + 1]) << 4 | hex_digit(raw.p[i + 2]));
+            i += 2;
+        } else if (c == '+') {
+            c = ' ';
+        }
+        if (j >= want.n || want.p[j] != c) return false;
+    }
+    return j == want.n;
+}
+
+/* The query as the access log shows it: the values of the parameters named
+ * with pt_txn_redact_query_param replaced by REDACTED, the rest as received. */
+static pt_str redacted_query(pt_txn *t, pt_str q)
+{
+    if (!t->redact_query.n || !q.n) return q;
+    char *out = pt_arena_alloc(t->a, q.n + 16 * (q.n / 2 + 1));
+    size_t on = 0;
+    for (size_t i = 0; i <= q.n;) {
+        size_t e = i;
+        while (e < q.n && q.p[e] != '&') e++;
+        pt_str pair = pt_str_make(q.p + i, e - i);
+        const char *eq = pair.n ? memchr(pair.p, '=', pair.n) : NULL;
+        pt_str name = eq ? pt_str_make(pair.p, (size_t)(eq - pair.p)) : pair;
+        bool secret = false;
+        for (uint32_t k = 0; k < t->redact_query.n && !secret; k++) secret = query_name_is(name, t->redact_query.v[k].name);
+        if (i) out[on++] = '&';
+        memcpy(out + on, name.p, name.n);
+        on += name.n;
+        if (eq) {
+            pt_str val = secret ? PT_STR_LIT("REDACTED") : pt_str_make(eq + 1, pair.n - name.n - 1);
+            out[on++] = '=';
+            memcpy(out + on, val.p, val.n);
+            on += val.n;
+        }
+        if (e >= q.n) break;
+        i = e + 1;
+    }
+    return pt_str_make(out, on);
+}
+
 pt_str pt_txn_param(pt_txn *t, const char *name)
 {
     pt_str n = pt_str_c(name);
@@ -854,12 +912,21 @@ static void write_access_log(pt_txn *t, const pt_txn_stats *s)
     }
     const pt_request *req = t->req;
     const pt_str *ua = req ? pt_headers_get(&req->headers, "User-Agent") : NULL;
+    pt_str target = req ? req->target : PT_STR_NULL, query = req ? req->query : PT_STR_NULL;
+    if (req && t->redact_query.n && req->has_query) { /* a credential in the query is never logged */
+        query = redacted_query(t, req->query);
+        char *tp = pt_arena_alloc(t->a, req->path.n + 1 + query.n);
+        memcpy(tp, req->path.p, req->path.n);
+        tp[req->path.n] = '?';
+        memcpy(tp + req->path.n + 1, query.p, query.n);
+        target = pt_str_make(tp, req->path.n + 1 + query.n);
+    }
     pt_access_record r = {
         .time_us = t->start_us,
         .request_id = t->request_id,
         .client = t->client_addr,
         .method = req ? req->method_str : PT_STR_NULL,
-        .path = req ? req->target : PT_STR_NULL,
+        .path = target,
         .route = t->route ? pt_str_c(t->route->name) : PT_STR_NULL,
         .consumer = txn_consumer_name(t),
         .upstream = s->target,
@@ -871,7 +938,7 @@ static void write_access_log(pt_txn *t, const pt_txn_stats *s)
         .upstream_ms = s->upstream_us >= 0 ? (double)s->upstream_us / 1000.0 : -1.0,
         .attempts = s->attempts,
         .uri_path = req ? req->path : PT_STR_NULL,
-        .query = req ? req->query : PT_STR_NULL,
+        .query = query,
         .host = req ? req->authority : PT_STR_NULL,
         .user_agent = ua ? *ua : PT_STR_NULL,
         .protocol = protocol_name(req),

@@ -118,6 +118,7 @@ struct pt_txn {
     bool req_last_passed;     /* the body's end got through the request-body plugins */
     bool req_responded;       /* the request side answered locally: later body bytes are dropped */
     const char *responder;    /* pt_txn_stats.responder */
+    pt_headers redact_query;  /* query parameter names the access log masks (pt_txn_redact_query_param) */
     bool req_hold;            /* pt_txn_hold_request_head: the upstream waits for the whole body */
     pt_buf req_held;          /* the request body that passed the plugins while held */
     bool forwarded_headers_done;

@@ -687,3 +687,21 @@ def test_jwks_max_age_drives_refresh(portico, echo, idp):
     while idp.count() < 2 and time.time() < deadline:
         time.sleep(0.05)
     assert idp.count() == 2  # ...while it refreshed in the background
+
+
+def test_query_token_forwarded_but_never_logged(portico, echo, keydir):
+    """forward_token: true (the default) sends a query token upstream, but
+    the access log shows it REDACTED — the other parameters as received —
+    whether the token verified or not."""
+    p = portico(jwt_config(echo.addr, all_keys(keydir), token=[{"query": "access_token"}]))
+    tok = mint()
+    assert get(p, target="/x?a=1&access_token=%s&b=2" % tok).status == 200
+    assert echo.last().target == "/x?a=1&access_token=%s&b=2" % tok
+    refused(get(p, target="/y?access_token=%s" % (tok + "x")))  # refused: masked too
+    deadline = time.monotonic() + 5
+    while len(p.access_lines()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    lines = p.access_lines()
+    assert len(lines) == 2 and all(tok not in ln for ln in lines), lines
+    paths = [json.loads(ln)["path"] for ln in lines]
+    assert paths == ["/x?a=1&access_token=REDACTED&b=2", "/y?access_token=REDACTED"]

@@ -1035,6 +1035,9 @@ static pt_plugin_result jwt_on_request_headers(pt_txn *txn, const void *conf, vo
     /* Whatever the outcome, a presented token goes neither upstream nor to
      * the access log (st->token stays valid: drop_token copies). */
     if (f != PT_JWT_TOKEN_NONE && !c->forward_token) drop_token(c, req, a);
+    if (f != PT_JWT_TOKEN_NONE && c->forward_token) /* forwarded in the query: still never logged */
+        for (size_t s = 0; s < c->nsources; s++)
+            if (c->sources[s].kind == PT_JWT_SRC_QUERY) pt_txn_redact_query_param(txn, c->sources[s].name);
     if (pt_txn_auth_skip(txn)) return PT_PLUGIN_CONTINUE; /* another method named the caller (auth mode any) */
     if (f == PT_JWT_TOKEN_NONE) {
         pt_metric_add(c->decisions, PT_JWT_R_MISSING, 1);
