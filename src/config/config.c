@@ -835,7 +835,7 @@ static void config_from_tree(pt_conf_ctx *ctx, const pt_conf_node *root, pt_conf
     static const char *const keys[] = {"workers", "listen", "limits", "timeouts", "access_log",
                                        "upstreams", "plugins", "routes", "trusted_proxies", "client_ip_header",
                                        "server_header", "via", "admin", "dns", "path_rules", "consumers",
-                                       "identity_headers", NULL};
+                                       "identity_headers", "tracing", NULL};
     cfg->root = root;
     if (root->kind == PT_NODE_NULL) {
         pt_conf_error(ctx, root, "configuration is empty (at least 'listen' and 'routes' are needed)");
@@ -846,6 +846,7 @@ static void config_from_tree(pt_conf_ctx *ctx, const pt_conf_node *root, pt_conf
     conf_limits(ctx, root, cfg);
     conf_timeouts(ctx, root, cfg);
     conf_access_log(ctx, root, cfg);
+    pt_conf_tracing(ctx, root, cfg);
     conf_listen(ctx, root, cfg);
     conf_admin(ctx, root, cfg);
     pt_conf_dns(ctx, root, cfg); /* before the upstreams: their names are resolved with it */
@@ -983,6 +984,7 @@ pt_config *pt_config_for_proxy(const pt_proxy_opts *opts, pt_errors *errors)
     conf_limits(&ctx, &empty, cfg);
     conf_timeouts(&ctx, &empty, cfg);
     conf_access_log(&ctx, &empty, cfg);
+    pt_conf_tracing(&ctx, &empty, cfg);
     pt_dns_conf_defaults(&cfg->dns);
 
     host_port hp;

@@ -38,4 +38,7 @@ void pt_conf_read_consumers(pt_conf_ctx *ctx, const pt_conf_node *root, pt_confi
  * upstream level only (a route's block may not set it). */
 void pt_conf_retries(pt_conf_ctx *ctx, const pt_conf_node *node, pt_retry_policy *pol, pt_retry_budget_conf *budget);
 
+/* config_tracing.c: `tracing:` into cfg->tracing (defaults, disabled, when absent). */
+void pt_conf_tracing(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg);
+
 #endif

@@ -454,8 +454,9 @@ size_t pt_accesslog_format(char *out, size_t cap, const pt_access_record *r)
         const char *key;
         size_t key_n;
         pt_str val;
-    } fields[7] = {
+    } fields[8] = {
         {LIT("\",\"request_id\":\""), r->request_id},
+        {LIT("\",\"trace_id\":\""), r->trace_id},
         {LIT("\",\"client\":\""), r->client},
         {LIT("\",\"method\":\""), r->method},
         {LIT("\",\"path\":\""), r->path},
@@ -472,9 +473,9 @@ size_t pt_accesslog_format(char *out, size_t cap, const pt_access_record *r)
     /* Space still needed after field i: its successors' keys, a modest
      * reserve for their values (so a huge path cannot starve the route
      * name), and the tail. */
-    for (int i = 0; i < 7; i++) {
+    for (int i = 0; i < 8; i++) {
         size_t after = tail_n, reserve = 0;
-        for (int j = i + 1; j < 7; j++) {
+        for (int j = i + 1; j < 8; j++) {
             after += fields[j].key_n;
             reserve += PT_MIN(fields[j].val.n, (size_t)64);
         }

@@ -64,6 +64,7 @@ uint64_t pt_accesslog_dropped(void);
 typedef struct {
     uint64_t time_us;     /* wall clock, µs since the epoch (request start) */
     pt_str request_id;
+    pt_str trace_id;      /* W3C trace id (32 hex digits), empty when tracing is off */
     pt_str client;        /* client address, "203.0.113.7" */
     pt_str method;
     pt_str path;          /* request target as received (path + query) */
@@ -80,7 +81,7 @@ typedef struct {
 } pt_access_record;
 
 /* Formats `r` as one JSON object line ending in "\n":
- * {"time":"2026-11-29T18:01:02.123Z","request_id":"..","client":"..",
+ * {"time":"2026-11-29T18:01:02.123Z","request_id":"..","trace_id":"..","client":"..",
  *  "method":"GET","path":"/x","route":"..","upstream":"..","status":200,
  *  "aborted":false,"bytes_in":0,"bytes_out":12,"duration_ms":1.234,"upstream_ms":null}
  * Returns the line length (no NUL is written). If the line does not fit in

@@ -262,6 +262,7 @@ static void try_timeout_cb(pt_loop *loop, pt_timer *tm)
     t->uc = NULL;
     if (c) t->uops->close(c);
     t->up_end_us = pt_loop_wall_us(loop);
+    txn_trace_attempt_end(t, "timeout");
     attempt_over(t);
     if (decide(t, PT_RETRY_REASON_TIMEOUT, listed_on(t, PT_RETRY_ON_TIMEOUT)))
         go(t, true);

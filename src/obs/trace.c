@@ -1,0 +1,344 @@
+/* trace.c — W3C Trace Context parsing, ids, sampling, and the OTLP JSON
+ * encoding of spans (trace.h). The exporter is trace_export.c. */
+#include "obs/trace.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "http/problem.h"
+
+/* ------------------------------------------------------------ hex and ids */
+
+static int hexval_lower(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1; /* uppercase is invalid in traceparent */
+}
+
+/* Decodes 2n lowercase hex chars into out[0..n); false on any other char. */
+static bool unhex(const char *p, uint8_t *out, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        int hi = hexval_lower(p[2 * i]), lo = hexval_lower(p[2 * i + 1]);
+        if (hi < 0 || lo < 0) return false;
+        out[i] = (uint8_t)(hi << 4 | lo);
+    }
+    return true;
+}
+
+static bool all_zero(const uint8_t *p, size_t n)
+{
+    uint8_t acc = 0;
+    for (size_t i = 0; i < n; i++) acc |= p[i];
+    return acc == 0;
+}
+
+void pt_trace_hex(char *out, const uint8_t *in, size_t n)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+}
+
+bool pt_traceparent_parse(pt_str v, pt_trace_parent *out)
+{
+    if (v.n < PT_TRACEPARENT_LEN) return false;
+    const char *p = v.p;
+    uint8_t version;
+    if (!unhex(p, &version, 1) || version == 0xff) return false;
+    if (version == 0 && v.n != PT_TRACEPARENT_LEN) return false; /* no extra fields in version 00 */
+    if (version > 0 && v.n > PT_TRACEPARENT_LEN && p[PT_TRACEPARENT_LEN] != '-') return false;
+    if (p[2] != '-' || p[35] != '-' || p[52] != '-') return false;
+    pt_trace_parent tp;
+    if (!unhex(p + 3, tp.trace_id, 16) || !unhex(p + 36, tp.span_id, 8) || !unhex(p + 53, &tp.flags, 1))
+        return false;
+    if (all_zero(tp.trace_id, 16) || all_zero(tp.span_id, 8)) return false;
+    if (version > 0) tp.flags &= 1; /* only the flags this version defines */
+    *out = tp;
+    return true;
+}
+
+void pt_traceparent_format(char *out, const uint8_t trace_id[16], const uint8_t span_id[8], bool sampled)
+{
+    out[0] = '0';
+    out[1] = '0';
+    out[2] = '-';
+    pt_trace_hex(out + 3, trace_id, 16);
+    out[35] = '-';
+    pt_trace_hex(out + 36, span_id, 8);
+    out[52] = '-';
+    out[53] = '0';
+    out[54] = sampled ? '1' : '0';
+}
+
+/* ------------------------------------------------------------- tracestate */
+
+static bool key_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '*' || c == '/';
+}
+
+/* key = simple-key / tenant-id "@" system-id (W3C Trace Context §3.3.1.3.1) */
+static bool ts_key_ok(pt_str k)
+{
+    if (!k.n) return false;
+    const char *at = memchr(k.p, '@', k.n);
+    if (!at) {
+        if (k.n > 256 || !(k.p[0] >= 'a' && k.p[0] <= 'z')) return false;
+        for (size_t i = 1; i < k.n; i++)
+            if (!key_char(k.p[i])) return false;
+        return true;
+    }
+    size_t tn = (size_t)(at - k.p), sn = k.n - tn - 1;
+    if (tn == 0 || tn > 241 || sn == 0 || sn > 14) return false;
+    if (!((k.p[0] >= 'a' && k.p[0] <= 'z') || (k.p[0] >= '0' && k.p[0] <= '9'))) return false;
+    for (size_t i = 1; i < tn; i++)
+        if (!key_char(k.p[i])) return false;
+    if (!(at[1] >= 'a' && at[1] <= 'z')) return false;
+    for (size_t i = 2; i <= sn; i++)
+        if (!key_char(at[i])) return false;
+    return true;
+}
+
+/* value = 0*255(chr) nblk-chr: printable ASCII except ',' and '=', not
+ * ending in a space */
+static bool ts_value_ok(pt_str v)
+{
+    if (!v.n || v.n > 256 || v.p[v.n - 1] == ' ') return false;
+    for (size_t i = 0; i < v.n; i++) {
+        unsigned char c = (unsigned char)v.p[i];
+        if (c < 0x20 || c > 0x7e || c == ',' || c == '=') return false;
+    }
+    return true;
+}
+
+pt_str pt_tracestate_filter(pt_arena *a, pt_str v)
+{
+    pt_str mem[PT_TRACESTATE_MAX_MEMBERS];
+    size_t n = 0, total = 0;
+    size_t i = 0;
+    while (i <= v.n) {
+        size_t j = i;
+        while (j < v.n && v.p[j] != ',') j++;
+        pt_str m = pt_str_make(v.p + i, j - i);
+        while (m.n && (m.p[0] == ' ' || m.p[0] == '\t')) m.p++, m.n--;
+        while (m.n && (m.p[m.n - 1] == ' ' || m.p[m.n - 1] == '\t')) m.n--;
+        i = j + 1;
+        if (!m.n) continue; /* empty members are allowed and dropped */
+        const char *eq = memchr(m.p, '=', m.n);
+        if (!eq || n == PT_TRACESTATE_MAX_MEMBERS) return PT_STR_NULL;
+        pt_str key = pt_str_make(m.p, (size_t)(eq - m.p));
+        pt_str val = pt_str_make(eq + 1, m.n - key.n - 1);
+        if (!ts_key_ok(key) || !ts_value_ok(val)) return PT_STR_NULL;
+        for (size_t k = 0; k < n; k++) {
+            const char *e = memchr(mem[k].p, '=', mem[k].n);
+            if ((size_t)(e - mem[k].p) == key.n && memcmp(mem[k].p, key.p, key.n) == 0) return PT_STR_NULL;
+        }
+        mem[n++] = m;
+        total += m.n;
+    }
+    if (!n) return PT_STR_NULL;
+    total += n - 1; /* commas */
+    bool keep[PT_TRACESTATE_MAX_MEMBERS];
+    for (size_t k = 0; k < n; k++) keep[k] = true;
+    /* Over the limit: members longer than 128 bytes first, then from the end. */
+    for (size_t k = 0; k < n && total > PT_TRACESTATE_MAX; k++)
+        if (mem[k].n > 128) keep[k] = false, total -= mem[k].n + 1;
+    for (size_t k = n; k-- > 0 && total > PT_TRACESTATE_MAX;)
+        if (keep[k]) keep[k] = false, total -= mem[k].n + 1;
+    char *out = pt_arena_alloc(a, v.n + 1), *o = out;
+    for (size_t k = 0; k < n; k++) {
+        if (!keep[k]) continue;
+        if (o != out) *o++ = ',';
+        memcpy(o, mem[k].p, mem[k].n);
+        o += mem[k].n;
+    }
+    return pt_str_make(out, (size_t)(o - out));
+}
+
+/* ---------------------------------------------------------------- random */
+
+static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+static uint64_t splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+uint64_t pt_trace_rand64(void)
+{
+    static _Thread_local uint64_t s[4];
+    static _Thread_local bool seeded;
+    if (__builtin_expect(!seeded, 0)) {
+        uint64_t seed[4] = {0};
+        if (getrandom(seed, sizeof(seed), GRND_NONBLOCK) != (ssize_t)sizeof(seed)) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            uint64_t x = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+            x ^= (uint64_t)(uintptr_t)&seeded;
+            for (int i = 0; i < 4; i++) seed[i] ^= splitmix64(&x);
+        }
+        uint64_t mix = seed[0] ^ seed[1] ^ seed[2] ^ seed[3];
+        for (int i = 0; i < 4; i++) s[i] = seed[i] ^ splitmix64(&mix); /* never all zero */
+        seeded = true;
+    }
+    uint64_t result = rotl(s[1] * 5, 7) * 9;
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+}
+
+void pt_trace_new_id(uint8_t *id, size_t n)
+{
+    do {
+        for (size_t i = 0; i < n; i += 8) {
+            uint64_t r = pt_trace_rand64();
+            memcpy(id + i, &r, n - i < 8 ? n - i : 8);
+        }
+    } while (all_zero(id, n));
+}
+
+bool pt_trace_ratio_sampled(const uint8_t trace_id[16], double ratio)
+{
+    if (ratio >= 1.0) return true;
+    if (ratio <= 0.0) return false;
+    uint64_t x = 0;
+    for (int i = 8; i < 16; i++) x = x << 8 | trace_id[i];
+    uint64_t bound = (uint64_t)(ratio * 9223372036854775808.0); /* ratio * 2^63 */
+    return (x >> 1) < bound;
+}
+
+/* ----------------------------------------------------------------- spans */
+
+void pt_span_str(pt_span *s, const char *key, pt_str v)
+{
+    if (s->nattrs >= PT_SPAN_MAX_ATTRS || !v.n) return;
+    s->attrs[s->nattrs++] = (pt_span_attr){.key = key, .str = v};
+}
+
+void pt_span_int(pt_span *s, const char *key, int64_t v)
+{
+    if (s->nattrs >= PT_SPAN_MAX_ATTRS) return;
+    s->attrs[s->nattrs++] = (pt_span_attr){.key = key, .num = v, .is_int = true};
+}
+
+void pt_trace_buf_put(pt_trace_buf *b, const char *p, size_t n)
+{
+    if (b->n + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->n + n) cap *= 2;
+        b->p = pt_xrealloc(b->p, cap);
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, p, n);
+    b->n += n;
+}
+
+void pt_trace_buf_free(pt_trace_buf *b)
+{
+    free(b->p);
+    *b = (pt_trace_buf){0};
+}
+
+#define PUT_LIT(b, lit) pt_trace_buf_put((b), (lit), sizeof(lit) - 1)
+
+/* A JSON string's inside (escaped). */
+static void put_escaped(pt_trace_buf *b, const char *p, size_t n)
+{
+    if (b->n + 6 * n > b->cap) {
+        size_t need = b->n + 6 * n;
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < need) cap *= 2;
+        b->p = pt_xrealloc(b->p, cap);
+        b->cap = cap;
+    }
+    b->n += pt_json_escape(b->p + b->n, p, n);
+}
+
+static void put_hex(pt_trace_buf *b, const uint8_t *id, size_t n)
+{
+    char h[32];
+    pt_trace_hex(h, id, n);
+    pt_trace_buf_put(b, h, 2 * n);
+}
+
+static void put_u64(pt_trace_buf *b, uint64_t v)
+{
+    char d[24];
+    int k = snprintf(d, sizeof(d), "%llu", (unsigned long long)v);
+    pt_trace_buf_put(b, d, (size_t)k);
+}
+
+void pt_span_json(pt_trace_buf *b, const pt_span *s)
+{
+    PUT_LIT(b, "{\"traceId\":\"");
+    put_hex(b, s->trace_id, 16);
+    PUT_LIT(b, "\",\"spanId\":\"");
+    put_hex(b, s->span_id, 8);
+    if (s->has_parent) {
+        PUT_LIT(b, "\",\"parentSpanId\":\"");
+        put_hex(b, s->parent_id, 8);
+    }
+    PUT_LIT(b, "\",\"name\":\"");
+    put_escaped(b, s->name.p, s->name.n);
+    PUT_LIT(b, "\",\"kind\":");
+    put_u64(b, (uint64_t)s->kind);
+    PUT_LIT(b, ",\"startTimeUnixNano\":\"");
+    put_u64(b, s->start_ns);
+    PUT_LIT(b, "\",\"endTimeUnixNano\":\"");
+    put_u64(b, s->end_ns);
+    PUT_LIT(b, "\",\"attributes\":[");
+    for (size_t i = 0; i < s->nattrs; i++) {
+        const pt_span_attr *a = &s->attrs[i];
+        if (i) PUT_LIT(b, ",");
+        PUT_LIT(b, "{\"key\":\"");
+        put_escaped(b, a->key, strlen(a->key));
+        if (a->is_int) {
+            char d[24];
+            int k = snprintf(d, sizeof(d), "%lld", (long long)a->num);
+            PUT_LIT(b, "\",\"value\":{\"intValue\":\"");
+            pt_trace_buf_put(b, d, (size_t)k);
+        } else {
+            PUT_LIT(b, "\",\"value\":{\"stringValue\":\"");
+            put_escaped(b, a->str.p, a->str.n);
+        }
+        PUT_LIT(b, "\"}}");
+    }
+    PUT_LIT(b, "],\"status\":{");
+    if (s->status != PT_SPAN_STATUS_UNSET) {
+        PUT_LIT(b, "\"code\":");
+        put_u64(b, (uint64_t)s->status);
+        if (s->status_message.n) {
+            PUT_LIT(b, ",\"message\":\"");
+            put_escaped(b, s->status_message.p, s->status_message.n);
+            PUT_LIT(b, "\"");
+        }
+    }
+    PUT_LIT(b, "}}");
+}
+
+void pt_trace_export_body(pt_trace_buf *b, const char *service_name, const pt_str *spans, size_t n)
+{
+    PUT_LIT(b, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[{\"key\":\"service.name\",\"value\":"
+               "{\"stringValue\":\"");
+    put_escaped(b, service_name, strlen(service_name));
+    PUT_LIT(b, "\"}}]},\"scopeSpans\":[{\"scope\":{\"name\":\"portico\"},\"spans\":[");
+    for (size_t i = 0; i < n; i++) {
+        if (i) PUT_LIT(b, ",");
+        pt_trace_buf_put(b, spans[i].p, spans[i].n);
+    }
+    PUT_LIT(b, "]}]}]}");
+}
