@@ -235,14 +235,19 @@ void pt_span_int(pt_span *s, const char *key, int64_t v)
     s->attrs[s->nattrs++] = (pt_span_attr){.key = key, .num = v, .is_int = true};
 }
 
+/* Room for n more bytes (a span usually fits the first 1 KiB). */
+static inline void reserve(pt_trace_buf *b, size_t n)
+{
+    if (__builtin_expect(b->n + n <= b->cap, 1)) return;
+    size_t cap = b->cap ? b->cap : 1024;
+    while (cap < b->n + n) cap *= 2;
+    b->p = pt_xrealloc(b->p, cap);
+    b->cap = cap;
+}
+
 void pt_trace_buf_put(pt_trace_buf *b, const char *p, size_t n)
 {
-    if (b->n + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n) cap *= 2;
-        b->p = pt_xrealloc(b->p, cap);
-        b->cap = cap;
-    }
+    reserve(b, n);
     memcpy(b->p + b->n, p, n);
     b->n += n;
 }
@@ -255,16 +260,17 @@ void pt_trace_buf_free(pt_trace_buf *b)
 
 #define PUT_LIT(b, lit) pt_trace_buf_put((b), (lit), sizeof(lit) - 1)
 
-/* A JSON string's inside (escaped). */
+/* A JSON string's inside (escaped): printable ASCII without '"' and '\\'
+ * (nearly every value) is copied as is. */
 static void put_escaped(pt_trace_buf *b, const char *p, size_t n)
 {
-    if (b->n + 6 * n > b->cap) {
-        size_t need = b->n + 6 * n;
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < need) cap *= 2;
-        b->p = pt_xrealloc(b->p, cap);
-        b->cap = cap;
+    size_t i = 0;
+    while (i < n && (unsigned char)p[i] >= 0x20 && (unsigned char)p[i] < 0x7f && p[i] != '"' && p[i] != '\\') i++;
+    if (i == n) {
+        pt_trace_buf_put(b, p, n);
+        return;
     }
+    reserve(b, 6 * n);
     b->n += pt_json_escape(b->p + b->n, p, n);
 }
 
@@ -277,9 +283,20 @@ static void put_hex(pt_trace_buf *b, const uint8_t *id, size_t n)
 
 static void put_u64(pt_trace_buf *b, uint64_t v)
 {
-    char d[24];
-    int k = snprintf(d, sizeof(d), "%llu", (unsigned long long)v);
-    pt_trace_buf_put(b, d, (size_t)k);
+    char d[24], *e = d + sizeof(d), *q = e;
+    do *--q = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    pt_trace_buf_put(b, q, (size_t)(e - q));
+}
+
+static void put_i64(pt_trace_buf *b, int64_t v)
+{
+    if (v < 0) {
+        pt_trace_buf_put(b, "-", 1);
+        put_u64(b, (uint64_t)0 - (uint64_t)v);
+    } else {
+        put_u64(b, (uint64_t)v);
+    }
 }
 
 void pt_span_json(pt_trace_buf *b, const pt_span *s)
@@ -305,12 +322,10 @@ void pt_span_json(pt_trace_buf *b, const pt_span *s)
         const pt_span_attr *a = &s->attrs[i];
         if (i) PUT_LIT(b, ",");
         PUT_LIT(b, "{\"key\":\"");
-        put_escaped(b, a->key, strlen(a->key));
+        pt_trace_buf_put(b, a->key, strlen(a->key)); /* static names: nothing to escape */
         if (a->is_int) {
-            char d[24];
-            int k = snprintf(d, sizeof(d), "%lld", (long long)a->num);
             PUT_LIT(b, "\",\"value\":{\"intValue\":\"");
-            pt_trace_buf_put(b, d, (size_t)k);
+            put_i64(b, a->num);
         } else {
             PUT_LIT(b, "\",\"value\":{\"stringValue\":\"");
             put_escaped(b, a->str.p, a->str.n);

@@ -98,9 +98,14 @@ static void span_init(pt_txn *t, pt_span *s, const uint8_t id[8], pt_span_kind k
     if (s->end_ns < start_ns) s->end_ns = start_ns;
 }
 
+/* "502": the status as error.type. */
 static pt_str status_text(pt_txn *t, int status)
 {
-    return pt_str_c(pt_arena_printf(t->a, "%d", status));
+    char *d = pt_arena_alloc(t->a, 3);
+    d[0] = (char)('0' + status / 100 % 10);
+    d[1] = (char)('0' + status / 10 % 10);
+    d[2] = (char)('0' + status % 10);
+    return pt_str_make(d, 3);
 }
 
 /* Submits the span unless the queue is full (then only counted). */
@@ -282,7 +287,15 @@ void txn_trace_finish(pt_txn *t)
     const pt_request *r = t->req;
     pt_str method = r ? r->method_str : PT_STR_LIT("_OTHER");
     const char *route = t->route ? (t->route->path ? t->route->path : t->route->name) : NULL;
-    s.name = route ? pt_str_c(pt_arena_printf(t->a, "%.*s %s", (int)method.n, method.p, route)) : method;
+    s.name = method;
+    if (route) { /* "GET /api" */
+        size_t rn = strlen(route);
+        char *nm = pt_arena_alloc(t->a, method.n + 1 + rn);
+        memcpy(nm, method.p, method.n);
+        nm[method.n] = ' ';
+        memcpy(nm + method.n + 1, route, rn);
+        s.name = pt_str_make(nm, method.n + 1 + rn);
+    }
     pt_span_str(&s, "http.request.method", method);
     if (r) {
         pt_span_str(&s, "url.path", r->path);

@@ -173,6 +173,8 @@ TEST(span_json_otlp)
     pt_span_str(&s, "http.request.method", S("GET"));
     pt_span_int(&s, "http.response.status_code", 502);
     pt_span_str(&s, "empty", PT_STR_NULL); /* skipped */
+    pt_span_int(&s, "neg", -42);
+    pt_span_str(&s, "utf8", S("caf\xc3\xa9 \x01"));
     pt_trace_buf b = {0};
     pt_span_json(&b, &s);
     json_error_t err;
@@ -193,7 +195,9 @@ TEST(span_json_otlp)
     CHECK(strcmp(json_string_value(json_object_get(attr(j, "http.request.method"), "stringValue")), "GET") == 0);
     CHECK(strcmp(json_string_value(json_object_get(attr(j, "http.response.status_code"), "intValue")), "502") == 0);
     CHECK(attr(j, "empty") == NULL);
-    CHECK_INT(json_array_size(json_object_get(j, "attributes")), 2);
+    CHECK(strcmp(json_string_value(json_object_get(attr(j, "neg"), "intValue")), "-42") == 0);
+    CHECK(strcmp(json_string_value(json_object_get(attr(j, "utf8"), "stringValue")), "caf\xc3\xa9 \x01") == 0);
+    CHECK_INT(json_array_size(json_object_get(j, "attributes")), 4);
 
     /* a root span has no parentSpanId; unset status is {} */
     s.has_parent = false;
