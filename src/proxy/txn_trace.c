@@ -265,6 +265,17 @@ void txn_trace_subrequest(pt_txn *t, const pt_http_request *req, pt_headers *h, 
     *data = ss;
 }
 
+pt_str pt_txn_trace_id(pt_txn *t) { return t->trace.trace_hex; }
+
+pt_str pt_txn_traceparent(pt_txn *t)
+{
+    txn_trace *tr = &t->trace;
+    if (!tr->on) return PT_STR_NULL;
+    char *v = pt_arena_alloc(t->a, PT_TRACEPARENT_LEN);
+    pt_traceparent_format(v, tr->trace_id, tr->span_id, tr->sampled);
+    return pt_str_make(v, PT_TRACEPARENT_LEN);
+}
+
 /* ------------------------------------------------------------ server span */
 
 static pt_str protocol_version(const pt_request *r)

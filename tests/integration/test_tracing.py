@@ -438,3 +438,42 @@ def test_bounded_queue_drops_and_counts(portico, upstream, otlp):
     # shutdown sends what is queued
     p.stop()
     assert len(otlp.spans()) == 5
+
+
+def test_introspection_call_carries_the_trace(portico, upstream, otlp):
+    """oauth2_introspection calls with pt_http_fetch (a call shared by the
+    requests with one token): it carries pt_txn_traceparent, whose parent is
+    the server span of the request that started it."""
+    from test_introspection import ENV, IdP, active, bearer, oi_config
+    echo = upstream()
+    idp = IdP(upstream)
+    idp.tokens["tok"] = active()
+    cfg = oi_config(echo.addr, idp.addr)
+    cfg["tracing"] = tracing(otlp.url)
+    p = portico(cfg, env=ENV)
+    h = dict(bearer("tok"), traceparent=incoming())
+    assert request(p.port, "GET", "/orders", headers=h).status == 200
+    trace, parent, flags = upstream_tp(idp.up)
+    assert (trace, flags) == (INCOMING_TRACE, "01")
+    spans = otlp.wait_spans(2)
+    server, = by_kind(spans, 2)
+    assert parent == server["spanId"]
+
+
+def test_http2_request_is_traced(portico, upstream, otlp):
+    from h2util import H2
+    up = upstream()
+    port = free_port()
+    cfg = simple_config(up.addr, tracing=tracing(otlp.url), listen=[{"address": "127.0.0.1:%d" % port, "http2": True}])
+    p = portico(cfg, port=port)
+    h = H2(p.port)
+    try:
+        h.request(1, "/h2", end=True, extra=[("traceparent", incoming())])
+        assert h.wait(lambda: h.st(1)["ended"], 5)
+        assert h.status(1) == 200
+    finally:
+        h.close()
+    assert upstream_tp(up)[0] == INCOMING_TRACE
+    server, = by_kind(otlp.wait_spans(2), 2)
+    assert attrs(server)["network.protocol.version"] == "2"
+    assert server["parentSpanId"] == INCOMING_SPAN
