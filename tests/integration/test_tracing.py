@@ -477,3 +477,28 @@ def test_http2_request_is_traced(portico, upstream, otlp):
     server, = by_kind(otlp.wait_spans(2), 2)
     assert attrs(server)["network.protocol.version"] == "2"
     assert server["parentSpanId"] == INCOMING_SPAN
+
+
+def test_reload_turns_tracing_on_and_changes_sampling(portico, upstream, otlp):
+    import signal
+    from upstreams import wait_reloaded
+    up = upstream()
+    cfg = simple_config(up.addr)
+    p = portico(cfg)
+    request(p.port, "GET", "/before", headers={"traceparent": incoming()})
+    assert up.last().header_all("traceparent") == [incoming()]  # off: untouched
+    cfg["tracing"] = tracing(otlp.url, sampling=0, parent_based=False)
+    p.write_config(cfg)
+    p.signal(signal.SIGHUP)
+    wait_reloaded(p, 1)
+    request(p.port, "GET", "/off")
+    assert upstream_tp(up)[2] == "00"
+    cfg["tracing"] = tracing(otlp.url, sampling=1)
+    p.write_config(cfg)
+    p.signal(signal.SIGHUP)
+    wait_reloaded(p, 2)
+    request(p.port, "GET", "/on")
+    assert upstream_tp(up)[2] == "01"
+    spans = otlp.wait_spans(2)
+    server, = by_kind(spans, 2)
+    assert attrs(server)["url.path"] == "/on"
