@@ -128,7 +128,8 @@ void pt_trace_export_body(pt_trace_buf *out, const char *service_name, const pt_
  * settings (endpoint, batching, queue bound) for the spans that follow.
  * Main thread. `c` is copied. */
 void pt_trace_export_configure(const pt_tracing_conf *c);
-/* Sends what is queued (one attempt), stops and joins the thread. */
+/* Sends what is queued (one attempt per batch; after a failed one the rest
+ * is counted as failed without trying), stops and joins the thread. */
 void pt_trace_export_stop(void);
 /* Whether a span submitted now could be queued (the exporter runs and the
  * queue has room): lets a worker skip building a span that would be dropped

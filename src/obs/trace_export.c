@@ -217,8 +217,8 @@ static void backoff_locked(uint64_t ms)
         if (pthread_cond_timedwait(&X.cond, &X.mu, &ts) == ETIMEDOUT) break;
 }
 
-/* Exports one batch; spans are freed. X.mu not held. */
-static void export_batch(span_item *items, size_t k, const export_settings *st)
+/* Exports one batch; spans are freed. X.mu not held. False when it failed. */
+static bool export_batch(span_item *items, size_t k, const export_settings *st)
 {
     pt_str spans[k ? k : 1];
     for (size_t i = 0; i < k; i++) spans[i] = pt_str_make(items[i].p, items[i].n);
@@ -245,6 +245,7 @@ static void export_batch(span_item *items, size_t k, const export_settings *st)
     pt_trace_buf_free(&body);
     if (ok) count(&n_exported, &m_exported, k);
     else count(&n_failed, &m_failed, k);
+    return ok;
 }
 
 static void copy_settings(export_settings *dst, const export_settings *src)
@@ -258,6 +259,7 @@ static void *exporter_main(void *arg)
 {
     span_item *batch = NULL;
     size_t batch_cap = 0;
+    bool give_up = false; /* stopping and a batch failed: count the rest as failed, do not wait on them */
     pthread_mutex_lock(&X.mu);
     for (;;) {
         if (!X.n && X.stopping) break;
@@ -281,10 +283,16 @@ static void *exporter_main(void *arg)
         X.head = (X.head + k) % X.cap;
         X.n -= k;
         atomic_store_explicit(&X.room, !X.stopping, memory_order_relaxed);
+        bool stopping = X.stopping;
         export_settings st;
         copy_settings(&st, &X.set);
         pthread_mutex_unlock(&X.mu);
-        export_batch(batch, k, &st);
+        if (give_up) {
+            for (size_t i = 0; i < k; i++) free(batch[i].p);
+            count(&n_failed, &m_failed, k);
+        } else if (!export_batch(batch, k, &st) && stopping) {
+            give_up = true;
+        }
         free(st.service_name);
         pthread_mutex_lock(&X.mu);
     }

@@ -502,3 +502,26 @@ def test_reload_turns_tracing_on_and_changes_sampling(portico, upstream, otlp):
     spans = otlp.wait_spans(2)
     server, = by_kind(spans, 2)
     assert attrs(server)["url.path"] == "/on"
+
+
+def test_collector_that_never_answers_does_not_hold_requests(portico, upstream):
+    """A collector that accepts and never answers: each POST times out, the
+    queue fills and drops; every request still completes at once."""
+    import socket
+    up = upstream()
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(64)
+    try:
+        url = "http://127.0.0.1:%d/v1/traces" % lsock.getsockname()[1]
+        cfg, aport = admin_cfg(simple_config(up.addr, tracing=tracing(
+            url, exporter={"timeout": "300ms", "max_retries": 0, "queue_size": 4, "batch_size": 2})))
+        p = portico(cfg)
+        for i in range(20):
+            r = request(p.port, "GET", "/b%d" % i, timeout=5)
+            assert r.status == 200
+        assert wait_for(lambda: (metric(aport, "portico_tracing_spans_dropped_total") or 0) > 0 or None)
+        assert wait_for(lambda: (metric(aport, "portico_tracing_spans_failed_total") or 0) > 0 or None)
+        assert metric(aport, "portico_tracing_spans_exported_total") == 0
+    finally:
+        lsock.close()
