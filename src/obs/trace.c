@@ -36,13 +36,20 @@ static bool all_zero(const uint8_t *p, size_t n)
     return acc == 0;
 }
 
+/* "000102...ff": the two hex digits of every byte value. */
+static const char HEX_PAIRS[513] =
+    "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+    "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
+    "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
+    "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
+    "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
+    "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
+    "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
+    "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
+
 void pt_trace_hex(char *out, const uint8_t *in, size_t n)
 {
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = digits[in[i] >> 4];
-        out[2 * i + 1] = digits[in[i] & 15];
-    }
+    for (size_t i = 0; i < n; i++) memcpy(out + 2 * i, HEX_PAIRS + 2 * in[i], 2);
 }
 
 bool pt_traceparent_parse(pt_str v, pt_trace_parent *out)
@@ -260,89 +267,152 @@ void pt_trace_buf_free(pt_trace_buf *b)
 
 #define PUT_LIT(b, lit) pt_trace_buf_put((b), (lit), sizeof(lit) - 1)
 
-/* A JSON string's inside (escaped): printable ASCII without '"' and '\\'
- * (nearly every value) is copied as is. */
+/* A JSON string's inside (escaped) into a buffer. */
 static void put_escaped(pt_trace_buf *b, const char *p, size_t n)
 {
-    size_t i = 0;
-    while (i < n && (unsigned char)p[i] >= 0x20 && (unsigned char)p[i] < 0x7f && p[i] != '"' && p[i] != '\\') i++;
-    if (i == n) {
-        pt_trace_buf_put(b, p, n);
-        return;
-    }
     reserve(b, 6 * n);
     b->n += pt_json_escape(b->p + b->n, p, n);
 }
 
-static void put_hex(pt_trace_buf *b, const uint8_t *id, size_t n)
+/* ---- span encoding: straight writes into a buffer sized beforehand ---- */
+
+#define W_LIT(p, lit) (memcpy((p), (lit), sizeof(lit) - 1), (p) + sizeof(lit) - 1)
+
+/* The inside of a JSON string: printable ASCII without '"' and '\' (nearly
+ * every value) is copied as is; anything else goes through the escaper.
+ * Needs 6n bytes of room. */
+/* Eight bytes at a time (SWAR): a nonzero result when any byte of x is a
+ * control character, DEL or above, '"' or '\\'. */
+static inline uint64_t needs_escape8(uint64_t x)
 {
-    char h[32];
-    pt_trace_hex(h, id, n);
-    pt_trace_buf_put(b, h, 2 * n);
+    const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
+    uint64_t ctl = (x - ones * 0x20) & ~x;           /* bytes < 0x20 (high bit clear) */
+    uint64_t del = (x + ones * 0x01) & high;         /* bytes >= 0x7f (0x7f+1 sets the high bit) */
+    uint64_t q = x ^ (ones * '"'), bs = x ^ (ones * '\\');
+    uint64_t quote = (q - ones) & ~q, back = (bs - ones) & ~bs; /* zero bytes: '"' or '\\' */
+    return ((ctl | quote | back) & high) | del | (x & high);
 }
 
-static void put_u64(pt_trace_buf *b, uint64_t v)
+static char *w_escaped(char *o, const char *p, size_t n)
 {
-    char d[24], *e = d + sizeof(d), *q = e;
-    do *--q = (char)('0' + v % 10);
-    while ((v /= 10) != 0);
-    pt_trace_buf_put(b, q, (size_t)(e - q));
-}
-
-static void put_i64(pt_trace_buf *b, int64_t v)
-{
-    if (v < 0) {
-        pt_trace_buf_put(b, "-", 1);
-        put_u64(b, (uint64_t)0 - (uint64_t)v);
-    } else {
-        put_u64(b, (uint64_t)v);
+    if (!n) return o;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t x;
+        memcpy(&x, p + i, 8);
+        if (needs_escape8(x)) return o + pt_json_escape(o, p, n);
     }
+    for (; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') return o + pt_json_escape(o, p, n);
+    }
+    memcpy(o, p, n);
+    return o + n;
+}
+
+static char *w_hex(char *o, const uint8_t *id, size_t n)
+{
+    pt_trace_hex(o, id, n);
+    return o + 2 * n;
+}
+
+/* "00".."99" */
+static const char DEC_PAIRS[201] =
+    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
+
+static char *w_u64(char *o, uint64_t v)
+{
+    char d[20], *e = d + sizeof(d), *q = e;
+    while (v >= 100) {
+        q -= 2;
+        memcpy(q, DEC_PAIRS + 2 * (v % 100), 2);
+        v /= 100;
+    }
+    if (v >= 10) {
+        q -= 2;
+        memcpy(q, DEC_PAIRS + 2 * v, 2);
+    } else {
+        *--q = (char)('0' + v);
+    }
+    memcpy(o, q, (size_t)(e - q));
+    return o + (e - q);
+}
+
+static char *w_i64(char *o, int64_t v)
+{
+    if (v >= 0) return w_u64(o, (uint64_t)v);
+    *o++ = '-';
+    return w_u64(o, (uint64_t)0 - (uint64_t)v);
+}
+
+size_t pt_span_json_bound(const pt_span *s)
+{
+    /* fixed text and ids < 256, numbers 20 digits, strings 6x */
+    size_t bound = 256 + 6 * s->name.n + 6 * s->status_message.n;
+    for (size_t i = 0; i < s->nattrs; i++) {
+        const pt_span_attr *a = &s->attrs[i];
+        bound += 48 + strlen(a->key) + (a->is_int ? 21 : 6 * a->str.n);
+    }
+    return bound;
 }
 
 void pt_span_json(pt_trace_buf *b, const pt_span *s)
 {
-    PUT_LIT(b, "{\"traceId\":\"");
-    put_hex(b, s->trace_id, 16);
-    PUT_LIT(b, "\",\"spanId\":\"");
-    put_hex(b, s->span_id, 8);
+    reserve(b, pt_span_json_bound(s));
+    b->n += pt_span_json_write(b->p + b->n, s);
+    PT_ASSERT(b->n <= b->cap);
+}
+
+size_t pt_span_json_write(char *out, const pt_span *s)
+{
+    char *o = out;
+    o = W_LIT(o, "{\"traceId\":\"");
+    o = w_hex(o, s->trace_id, 16);
+    o = W_LIT(o, "\",\"spanId\":\"");
+    o = w_hex(o, s->span_id, 8);
     if (s->has_parent) {
-        PUT_LIT(b, "\",\"parentSpanId\":\"");
-        put_hex(b, s->parent_id, 8);
+        o = W_LIT(o, "\",\"parentSpanId\":\"");
+        o = w_hex(o, s->parent_id, 8);
     }
-    PUT_LIT(b, "\",\"name\":\"");
-    put_escaped(b, s->name.p, s->name.n);
-    PUT_LIT(b, "\",\"kind\":");
-    put_u64(b, (uint64_t)s->kind);
-    PUT_LIT(b, ",\"startTimeUnixNano\":\"");
-    put_u64(b, s->start_ns);
-    PUT_LIT(b, "\",\"endTimeUnixNano\":\"");
-    put_u64(b, s->end_ns);
-    PUT_LIT(b, "\",\"attributes\":[");
+    o = W_LIT(o, "\",\"name\":\"");
+    o = w_escaped(o, s->name.p, s->name.n);
+    o = W_LIT(o, "\",\"kind\":");
+    o = w_u64(o, (uint64_t)s->kind);
+    o = W_LIT(o, ",\"startTimeUnixNano\":\"");
+    o = w_u64(o, s->start_ns);
+    o = W_LIT(o, "\",\"endTimeUnixNano\":\"");
+    o = w_u64(o, s->end_ns);
+    o = W_LIT(o, "\",\"attributes\":[");
     for (size_t i = 0; i < s->nattrs; i++) {
         const pt_span_attr *a = &s->attrs[i];
-        if (i) PUT_LIT(b, ",");
-        PUT_LIT(b, "{\"key\":\"");
-        pt_trace_buf_put(b, a->key, strlen(a->key)); /* static names: nothing to escape */
+        if (i) *o++ = ',';
+        o = W_LIT(o, "{\"key\":\"");
+        size_t kn = strlen(a->key);
+        memcpy(o, a->key, kn); /* static names: nothing to escape */
+        o += kn;
         if (a->is_int) {
-            PUT_LIT(b, "\",\"value\":{\"intValue\":\"");
-            put_i64(b, a->num);
+            o = W_LIT(o, "\",\"value\":{\"intValue\":\"");
+            o = w_i64(o, a->num);
         } else {
-            PUT_LIT(b, "\",\"value\":{\"stringValue\":\"");
-            put_escaped(b, a->str.p, a->str.n);
+            o = W_LIT(o, "\",\"value\":{\"stringValue\":\"");
+            o = w_escaped(o, a->str.p, a->str.n);
         }
-        PUT_LIT(b, "\"}}");
+        o = W_LIT(o, "\"}}");
     }
-    PUT_LIT(b, "],\"status\":{");
+    o = W_LIT(o, "],\"status\":{");
     if (s->status != PT_SPAN_STATUS_UNSET) {
-        PUT_LIT(b, "\"code\":");
-        put_u64(b, (uint64_t)s->status);
+        o = W_LIT(o, "\"code\":");
+        o = w_u64(o, (uint64_t)s->status);
         if (s->status_message.n) {
-            PUT_LIT(b, ",\"message\":\"");
-            put_escaped(b, s->status_message.p, s->status_message.n);
-            PUT_LIT(b, "\"");
+            o = W_LIT(o, ",\"message\":\"");
+            o = w_escaped(o, s->status_message.p, s->status_message.n);
+            *o++ = '"';
         }
     }
-    PUT_LIT(b, "}}");
+    o = W_LIT(o, "}}");
+    return (size_t)(o - out);
 }
 
 void pt_trace_export_body(pt_trace_buf *b, const char *service_name, const pt_str *spans, size_t n)

@@ -116,6 +116,10 @@ void pt_trace_buf_free(pt_trace_buf *b);
  * decimal strings of unix nanoseconds, attributes as
  * {"key":..,"value":{"stringValue":..}} or {"intValue":"N"}. */
 void pt_span_json(pt_trace_buf *out, const pt_span *s);
+/* The same into `out`, which holds at least pt_span_json_bound(s) bytes;
+ * returns the length written. */
+size_t pt_span_json_bound(const pt_span *s);
+size_t pt_span_json_write(char *out, const pt_span *s);
 
 /* Appends a whole ExportTraceServiceRequest body: one resourceSpans with
  * service.name, one scopeSpans (scope "portico"), and the span objects

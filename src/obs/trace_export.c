@@ -103,12 +103,19 @@ void pt_trace_submit(const pt_span *s)
         pt_trace_drop_one();
         return;
     }
-    pt_trace_buf b = {0};
-    pt_span_json(&b, s);
+    /* encoded on the stack, queued as an exact copy: small enough for the
+     * allocator's per-thread cache (a worst-case bound would not be) */
+    char tmp[4096];
+    size_t bound = pt_span_json_bound(s);
+    char *enc = bound <= sizeof(tmp) ? tmp : pt_xmalloc(bound);
+    size_t n = pt_span_json_write(enc, s);
+    span_item it = {pt_xmalloc(n), n};
+    memcpy(it.p, enc, n);
+    if (enc != tmp) free(enc);
     bool queued = false, wake = false;
     pthread_mutex_lock(&X.mu);
     if (X.running && !X.stopping && X.n < X.cap) {
-        X.q[(X.head + X.n) % X.cap] = (span_item){b.p, b.n};
+        X.q[(X.head + X.n) % X.cap] = it;
         X.n++;
         queued = true;
         wake = X.n == X.set.batch_size;
@@ -117,7 +124,7 @@ void pt_trace_submit(const pt_span *s)
     pthread_mutex_unlock(&X.mu);
     if (wake) pthread_cond_signal(&X.cond);
     if (!queued) {
-        free(b.p);
+        free(it.p);
         pt_trace_drop_one();
     }
 }

@@ -166,7 +166,7 @@ void txn_trace_inject(pt_txn *t, pt_headers *h)
     char *v = pt_arena_alloc(t->a, PT_TRACEPARENT_LEN);
     pt_traceparent_format(v, tr->trace_id, tr->att_open ? tr->att_id : tr->span_id, tr->sampled);
     pt_headers_set(h, t->a, PT_STR_LIT("traceparent"), pt_str_make(v, PT_TRACEPARENT_LEN));
-    while (pt_headers_remove(h, "tracestate") > 0) {}
+    pt_headers_remove(h, "tracestate"); /* every copy */
     if (tr->tracestate.n) pt_headers_add(h, t->a, PT_STR_LIT("tracestate"), tr->tracestate);
 }
 
@@ -250,8 +250,8 @@ void txn_trace_subrequest(pt_txn *t, const pt_http_request *req, pt_headers *h, 
     pt_trace_new_id(id, 8);
     char *v = pt_arena_alloc(t->a, PT_TRACEPARENT_LEN);
     pt_traceparent_format(v, tr->trace_id, id, tr->sampled);
-    while (pt_headers_remove(h, "traceparent") > 0) {}
-    while (pt_headers_remove(h, "tracestate") > 0) {}
+    pt_headers_remove(h, "traceparent");
+    pt_headers_remove(h, "tracestate");
     pt_headers_add(h, t->a, PT_STR_LIT("traceparent"), pt_str_make(v, PT_TRACEPARENT_LEN));
     if (tr->tracestate.n) pt_headers_add(h, t->a, PT_STR_LIT("tracestate"), tr->tracestate);
     if (!tr->sampled) return;

@@ -231,6 +231,37 @@ TEST(span_json_otlp)
     pt_trace_buf_free(&body);
 }
 
+/* Values of every length around the 8-byte fast path, with a character that
+ * must be escaped (or not) at each position, come back intact. */
+TEST(span_json_escapes_at_every_position)
+{
+    const char specials[] = {'"', '\\', '\n', 0x01, 0x7f, (char)0xc3, 'a'};
+    for (size_t len = 1; len <= 24; len++)
+        for (size_t pos = 0; pos < len; pos++)
+            for (size_t k = 0; k < sizeof(specials); k++) {
+                char v[32];
+                memset(v, 'x', len);
+                v[pos] = specials[k];
+                if (specials[k] == (char)0xc3) {
+                    if (pos + 1 >= len) continue;
+                    v[pos + 1] = (char)0xa9; /* "é" */
+                }
+                pt_span s = {0};
+                s.kind = PT_SPAN_CLIENT;
+                pt_span_str(&s, "v", pt_str_make(v, len));
+                pt_trace_buf b = {0};
+                pt_span_json(&b, &s);
+                json_error_t err;
+                json_t *j = json_loadb(b.p, b.n, 0, &err);
+                const char *got = j ? json_string_value(json_object_get(attr(j, "v"), "stringValue")) : NULL;
+                bool ok = got && strlen(got) == len && memcmp(got, v, len) == 0;
+                if (!ok) fprintf(stderr, "len %zu pos %zu special %d: %.*s\n", len, pos, specials[k], (int)b.n, b.p);
+                CHECK(ok);
+                json_decref(j);
+                pt_trace_buf_free(&b);
+            }
+}
+
 TEST(problem_with_trace_id)
 {
     pt_arena *a = pt_arena_new(4096);
