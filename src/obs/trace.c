@@ -72,10 +72,17 @@ bool pt_traceparent_parse(pt_str v, pt_trace_parent *out)
 
 void pt_traceparent_format(char *out, const uint8_t trace_id[16], const uint8_t span_id[8], bool sampled)
 {
+    char hex[32];
+    pt_trace_hex(hex, trace_id, 16);
+    pt_traceparent_format_hex(out, hex, span_id, sampled);
+}
+
+void pt_traceparent_format_hex(char *out, const char *trace_hex, const uint8_t span_id[8], bool sampled)
+{
     out[0] = '0';
     out[1] = '0';
     out[2] = '-';
-    pt_trace_hex(out + 3, trace_id, 16);
+    memcpy(out + 3, trace_hex, 32);
     out[35] = '-';
     pt_trace_hex(out + 36, span_id, 8);
     out[52] = '-';
@@ -210,12 +217,16 @@ uint64_t pt_trace_rand64(void)
 
 void pt_trace_new_id(uint8_t *id, size_t n)
 {
-    do {
+    PT_ASSERT(n % 8 == 0);
+    for (;;) {
+        uint64_t acc = 0;
         for (size_t i = 0; i < n; i += 8) {
             uint64_t r = pt_trace_rand64();
-            memcpy(id + i, &r, n - i < 8 ? n - i : 8);
+            memcpy(id + i, &r, 8);
+            acc |= r;
         }
-    } while (all_zero(id, n));
+        if (acc) return;
+    }
 }
 
 bool pt_trace_ratio_sampled(const uint8_t trace_id[16], double ratio)
@@ -415,15 +426,22 @@ size_t pt_span_json_write(char *out, const pt_span *s)
     return (size_t)(o - out);
 }
 
-void pt_trace_export_body(pt_trace_buf *b, const char *service_name, const pt_str *spans, size_t n)
+void pt_trace_export_open(pt_trace_buf *b, const char *service_name)
 {
     PUT_LIT(b, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[{\"key\":\"service.name\",\"value\":"
                "{\"stringValue\":\"");
     put_escaped(b, service_name, strlen(service_name));
     PUT_LIT(b, "\"}}]},\"scopeSpans\":[{\"scope\":{\"name\":\"portico\"},\"spans\":[");
+}
+
+void pt_trace_export_close(pt_trace_buf *b) { PUT_LIT(b, "]}]}]}"); }
+
+void pt_trace_export_body(pt_trace_buf *b, const char *service_name, const pt_str *spans, size_t n)
+{
+    pt_trace_export_open(b, service_name);
     for (size_t i = 0; i < n; i++) {
         if (i) PUT_LIT(b, ",");
         pt_trace_buf_put(b, spans[i].p, spans[i].n);
     }
-    PUT_LIT(b, "]}]}]}");
+    pt_trace_export_close(b);
 }

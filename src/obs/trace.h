@@ -38,6 +38,8 @@ bool pt_traceparent_parse(pt_str v, pt_trace_parent *out);
 
 /* Writes "00-<trace>-<span>-<flags>" (PT_TRACEPARENT_LEN bytes, no NUL). */
 void pt_traceparent_format(char *out, const uint8_t trace_id[16], const uint8_t span_id[8], bool sampled);
+/* The same with the trace id already in hex (32 lowercase digits). */
+void pt_traceparent_format_hex(char *out, const char *trace_hex, const uint8_t span_id[8], bool sampled);
 
 /* The tracestate to propagate from the combined field value `v` (several
  * field lines joined by ','): empty list-members dropped, at most 32
@@ -52,7 +54,7 @@ void pt_trace_hex(char *out, const uint8_t *in, size_t n);
 
 /* A fast per-thread PRNG (xoshiro256**), seeded from getrandom. */
 uint64_t pt_trace_rand64(void);
-/* Fills id[0..n) with random bytes, never all zero. */
+/* Fills id[0..n) with random bytes, never all zero; n is 8 or 16. */
 void pt_trace_new_id(uint8_t *id, size_t n);
 
 /* OpenTelemetry TraceIdRatioBased: deterministic on the trace id (its last
@@ -125,6 +127,10 @@ size_t pt_span_json_write(char *out, const pt_span *s);
  * service.name, one scopeSpans (scope "portico"), and the span objects
  * spans[0..n) (each as written by pt_span_json), comma-separated. */
 void pt_trace_export_body(pt_trace_buf *out, const char *service_name, const pt_str *spans, size_t n);
+/* The same in pieces: the text before the first span, and after the last
+ * (the caller puts the spans in between, comma-separated). */
+void pt_trace_export_open(pt_trace_buf *out, const char *service_name);
+void pt_trace_export_close(pt_trace_buf *out);
 
 /* ---- the exporter ---- */
 

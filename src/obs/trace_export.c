@@ -47,6 +47,7 @@ static struct {
     span_item *q;               /* ring */
     size_t cap, head, n;        /* cap = queue_size */
     _Atomic bool room;          /* running and n < cap (a hint for workers) */
+    pt_trace_buf body;          /* the exporter thread's request body, reused */
 } X = {.mu = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 
 static _Atomic uint64_t n_dropped, n_exported, n_failed;
@@ -227,11 +228,15 @@ static void backoff_locked(uint64_t ms)
 /* Exports one batch; spans are freed. X.mu not held. False when it failed. */
 static bool export_batch(span_item *items, size_t k, const export_settings *st)
 {
-    pt_str spans[k ? k : 1];
-    for (size_t i = 0; i < k; i++) spans[i] = pt_str_make(items[i].p, items[i].n);
-    pt_trace_buf body = {0};
-    pt_trace_export_body(&body, st->service_name, spans, k);
-    for (size_t i = 0; i < k; i++) free(items[i].p);
+    pt_trace_buf body = X.body; /* the exporter thread's, reused across batches */
+    body.n = 0;
+    pt_trace_export_open(&body, st->service_name);
+    for (size_t i = 0; i < k; i++) {
+        if (i) pt_trace_buf_put(&body, ",", 1);
+        pt_trace_buf_put(&body, items[i].p, items[i].n);
+        free(items[i].p);
+    }
+    pt_trace_export_close(&body);
     bool ok = false;
     uint64_t delay = 100;
     for (uint32_t attempt = 0;; attempt++) {
@@ -249,7 +254,7 @@ static bool export_batch(span_item *items, size_t k, const export_settings *st)
         if (!retryable || stop || attempt >= st->max_retries) break;
         delay *= 2;
     }
-    pt_trace_buf_free(&body);
+    X.body = body;
     if (ok) count(&n_exported, &m_exported, k);
     else count(&n_failed, &m_failed, k);
     return ok;
@@ -305,6 +310,7 @@ static void *exporter_main(void *arg)
     }
     pthread_mutex_unlock(&X.mu);
     free(batch);
+    pt_trace_buf_free(&X.body);
     return NULL;
 }
 

@@ -27,7 +27,7 @@ static bool incoming_parent(pt_txn *t, pt_trace_parent *tp)
     const pt_headers *h = &t->req->headers;
     const pt_str *v = NULL;
     for (uint32_t i = 0; i < h->n; i++) {
-        if (!pt_str_ieq_lit(h->v[i].name, "traceparent")) continue;
+        if (h->v[i].name.n != 11 || !pt_str_ieq_lit(h->v[i].name, "traceparent")) continue;
         if (v) return false; /* several traceparent fields: invalid */
         v = &h->v[i].value;
     }
@@ -41,7 +41,7 @@ static pt_str incoming_tracestate(pt_txn *t)
     pt_str one = PT_STR_NULL;
     size_t lines = 0, total = 0;
     for (uint32_t i = 0; i < h->n; i++)
-        if (pt_str_ieq_lit(h->v[i].name, "tracestate")) {
+        if (h->v[i].name.n == 10 && pt_str_ieq_lit(h->v[i].name, "tracestate")) {
             one = h->v[i].value;
             lines++;
             total += h->v[i].value.n + 1;
@@ -50,7 +50,7 @@ static pt_str incoming_tracestate(pt_txn *t)
     if (lines > 1) {
         char *j = pt_arena_alloc(t->a, total), *o = j;
         for (uint32_t i = 0; i < h->n; i++)
-            if (pt_str_ieq_lit(h->v[i].name, "tracestate")) {
+            if (h->v[i].name.n == 10 && pt_str_ieq_lit(h->v[i].name, "tracestate")) {
                 if (o != j) *o++ = ',';
                 memcpy(o, h->v[i].value.p, h->v[i].value.n);
                 o += h->v[i].value.n;
@@ -164,9 +164,25 @@ void txn_trace_inject(pt_txn *t, pt_headers *h)
     txn_trace *tr = &t->trace;
     if (!tr->on) return;
     char *v = pt_arena_alloc(t->a, PT_TRACEPARENT_LEN);
-    pt_traceparent_format(v, tr->trace_id, tr->att_open ? tr->att_id : tr->span_id, tr->sampled);
-    pt_headers_set(h, t->a, PT_STR_LIT("traceparent"), pt_str_make(v, PT_TRACEPARENT_LEN));
-    pt_headers_remove(h, "tracestate"); /* every copy */
+    pt_traceparent_format_hex(v, tr->trace_hex.p, tr->att_open ? tr->att_id : tr->span_id, tr->sampled);
+    pt_str tp = pt_str_make(v, PT_TRACEPARENT_LEN);
+    /* one pass: the first traceparent gets our value (a retry finds the
+     * previous attempt's), other copies and every tracestate go */
+    bool set = false;
+    uint32_t w = 0;
+    for (uint32_t i = 0; i < h->n; i++) {
+        pt_str n = h->v[i].name;
+        if (n.n == 11 && pt_str_ieq_lit(n, "traceparent")) {
+            if (set) continue;
+            h->v[i].value = tp;
+            set = true;
+        } else if (n.n == 10 && pt_str_ieq_lit(n, "tracestate")) {
+            continue;
+        }
+        h->v[w++] = h->v[i];
+    }
+    h->n = w;
+    if (!set) pt_headers_add(h, t->a, PT_STR_LIT("traceparent"), tp);
     if (tr->tracestate.n) pt_headers_add(h, t->a, PT_STR_LIT("tracestate"), tr->tracestate);
 }
 
@@ -249,7 +265,7 @@ void txn_trace_subrequest(pt_txn *t, const pt_http_request *req, pt_headers *h, 
     uint8_t id[8];
     pt_trace_new_id(id, 8);
     char *v = pt_arena_alloc(t->a, PT_TRACEPARENT_LEN);
-    pt_traceparent_format(v, tr->trace_id, id, tr->sampled);
+    pt_traceparent_format_hex(v, tr->trace_hex.p, id, tr->sampled);
     pt_headers_remove(h, "traceparent");
     pt_headers_remove(h, "tracestate");
     pt_headers_add(h, t->a, PT_STR_LIT("traceparent"), pt_str_make(v, PT_TRACEPARENT_LEN));
@@ -272,7 +288,7 @@ pt_str pt_txn_traceparent(pt_txn *t)
     txn_trace *tr = &t->trace;
     if (!tr->on) return PT_STR_NULL;
     char *v = pt_arena_alloc(t->a, PT_TRACEPARENT_LEN);
-    pt_traceparent_format(v, tr->trace_id, tr->span_id, tr->sampled);
+    pt_traceparent_format_hex(v, tr->trace_hex.p, tr->span_id, tr->sampled);
     return pt_str_make(v, PT_TRACEPARENT_LEN);
 }
 
