@@ -819,7 +819,7 @@ static void config_from_tree(pt_conf_ctx *ctx, const pt_conf_node *root, pt_conf
     static const char *const keys[] = {"workers", "listen", "limits", "timeouts", "access_log", "error_log",
                                        "upstreams", "plugins", "routes", "trusted_proxies", "client_ip_header",
                                        "server_header", "via", "admin", "dns", "path_rules", "consumers",
-                                       "identity_headers", NULL};
+                                       "identity_headers", "tracing", NULL};
     cfg->root = root;
     if (root->kind == PT_NODE_NULL) {
         pt_conf_error(ctx, root, "configuration is empty (at least 'listen' and 'routes' are needed)");
@@ -831,6 +831,7 @@ static void config_from_tree(pt_conf_ctx *ctx, const pt_conf_node *root, pt_conf
     conf_timeouts(ctx, root, cfg);
     pt_conf_access_log(ctx, root, cfg);
     pt_conf_error_log(ctx, root, cfg);
+    pt_conf_tracing(ctx, root, cfg);
     conf_listen(ctx, root, cfg);
     conf_admin(ctx, root, cfg);
     pt_conf_dns(ctx, root, cfg); /* before the upstreams: their names are resolved with it */
@@ -969,6 +970,7 @@ pt_config *pt_config_for_proxy(const pt_proxy_opts *opts, pt_errors *errors)
     conf_timeouts(&ctx, &empty, cfg);
     pt_conf_access_log(&ctx, &empty, cfg);
     pt_conf_error_log(&ctx, &empty, cfg);
+    pt_conf_tracing(&ctx, &empty, cfg);
     pt_dns_conf_defaults(&cfg->dns);
 
     host_port hp;

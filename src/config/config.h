@@ -312,6 +312,28 @@ typedef struct pt_route_conf {
     struct pt_route_metrics *metrics;
 } pt_route_conf;
 
+/* Where incoming traceparent/tracestate are believed (`tracing.trust_incoming`). */
+typedef enum {
+    PT_TRACE_TRUST_ALL = 0,        /* from any client (default) */
+    PT_TRACE_TRUST_PROXIES,        /* only from peers in `trusted_proxies` */
+    PT_TRACE_TRUST_NONE,           /* never: every request starts a new trace */
+} pt_trace_trust;
+
+/* `tracing:` — W3C Trace Context and OTLP/HTTP JSON export. */
+typedef struct {
+    bool enabled;                /* the block is present and not `enabled: false` */
+    double sampling;             /* ratio 0..1 of new traces recorded (TraceIdRatioBased); default 1 */
+    bool parent_based;           /* an incoming traceparent's sampled flag decides; default true */
+    pt_trace_trust trust_incoming;
+    char *service_name;          /* resource service.name; default "portico" */
+    char *endpoint;              /* exporter.endpoint: http://host:port/v1/traces; NULL = no export */
+    uint64_t timeout_ms;         /* exporter.timeout: one POST; default 5s */
+    uint32_t batch_size;         /* exporter.batch_size: spans per POST; default 512 */
+    uint64_t batch_delay_ms;     /* exporter.batch_delay: longest wait of a queued span; default 1s */
+    uint32_t queue_size;         /* exporter.queue_size: spans waiting; over it they are dropped; default 8192 */
+    uint32_t max_retries;        /* exporter.max_retries: POST retries with backoff; default 3 */
+} pt_tracing_conf;
+
 typedef struct pt_config {
     pt_arena *arena;             /* owns everything below */
     char *file;
@@ -387,6 +409,7 @@ typedef struct pt_config {
     pt_dns_conf dns;                 /* `dns:` resolver settings for upstream host names */
     pt_consumers consumers;          /* `consumers:` */
     pt_identity_headers identity_headers; /* `identity_headers:` */
+    pt_tracing_conf tracing;         /* `tracing:` (config_tracing.c, docs/observability.md "Tracing") */
 } pt_config;
 
 /* Loads and validates. On failure returns NULL and fills `errors`. */

@@ -46,4 +46,7 @@ void pt_conf_upstream_balance(pt_conf_ctx *ctx, const pt_conf_node *v, pt_upstre
 void pt_conf_access_log(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg);
 void pt_conf_error_log(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg);
 
+/* config_tracing.c: `tracing:` into cfg->tracing (defaults, disabled, when absent). */
+void pt_conf_tracing(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg);
+
 #endif

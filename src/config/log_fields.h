@@ -20,6 +20,7 @@
 #define PT_ACCESS_LOG_FIELDS(X)                      \
     X(time, R_TIME, time_us)                         \
     X(request_id, R_STR, request_id)                 \
+    X(trace_id, R_STR, trace_id)                     \
     X(client, R_STR, client)                         \
     X(method, R_STR, method)                         \
     X(path, R_STR, path)                             \
@@ -97,7 +98,7 @@ typedef struct {
 
 /* The default `access_log.fields`: today's line (kept byte-compatible). */
 #define PT_ACCESS_LOG_DEFAULT_FIELDS                                                                           \
-    PT_LF_time, PT_LF_request_id, PT_LF_client, PT_LF_method, PT_LF_path, PT_LF_route, PT_LF_consumer,          \
+    PT_LF_time, PT_LF_request_id, PT_LF_trace_id, PT_LF_client, PT_LF_method, PT_LF_path, PT_LF_route, PT_LF_consumer,          \
         PT_LF_upstream, PT_LF_status, PT_LF_aborted, PT_LF_bytes_in, PT_LF_bytes_out, PT_LF_duration_ms,        \
         PT_LF_upstream_ms, PT_LF_attempts
 

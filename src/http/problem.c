@@ -150,12 +150,17 @@ static char *put(char *p, const char *s, size_t n)
 
 pt_str pt_problem_json(pt_arena *a, int status, const char *detail, pt_str request_id)
 {
+    return pt_problem_json_traced(a, status, detail, request_id, PT_STR_NULL);
+}
+
+pt_str pt_problem_json_traced(pt_arena *a, int status, const char *detail, pt_str request_id, pt_str trace_id)
+{
     const char *slug = pt_problem_slug(status);
     const char *title = pt_status_reason(status);
     size_t detail_n = detail ? strlen(detail) : 0;
     size_t slug_n = strlen(slug), title_n = strlen(title);
     /* Fixed text is < 96 bytes; status < 12 digits; strings worst case 6x. */
-    size_t cap = 128 + slug_n + 6 * title_n + 6 * detail_n + 6 * request_id.n;
+    size_t cap = 160 + slug_n + 6 * title_n + 6 * detail_n + 6 * request_id.n + 6 * trace_id.n;
     char *buf = pt_arena_alloc(a, cap);
     char *p = buf;
 
@@ -173,6 +178,11 @@ pt_str pt_problem_json(pt_arena *a, int status, const char *detail, pt_str reque
     if (request_id.n) {
         p = PUT_LIT(p, ",\"request_id\":\"");
         p += pt_json_escape(p, request_id.p, request_id.n);
+        *p++ = '"';
+    }
+    if (trace_id.n) {
+        p = PUT_LIT(p, ",\"trace_id\":\"");
+        p += pt_json_escape(p, trace_id.p, trace_id.n);
         *p++ = '"';
     }
     *p++ = '}';

@@ -23,6 +23,9 @@ const char *pt_problem_slug(int status);
  * the "detail" member is omitted) and `request_id` (empty => omitted) are
  * JSON-escaped. The title is pt_status_reason(status). */
 pt_str pt_problem_json(pt_arena *a, int status, const char *detail, pt_str request_id);
+/* The same with a "trace_id" member after request_id (the W3C trace id of
+ * the request; empty => omitted). */
+pt_str pt_problem_json_traced(pt_arena *a, int status, const char *detail, pt_str request_id, pt_str trace_id);
 
 /* Writes `in[0..n)` to `out` as the inside of a JSON string (no quotes) and
  * returns the bytes written; `out` must hold at least 6*n bytes. '"' and '\'

@@ -65,6 +65,7 @@ uint64_t pt_accesslog_dropped(void);
 typedef struct {
     uint64_t time_us;     /* wall clock, µs since the epoch (request start) */
     pt_str request_id;
+    pt_str trace_id;      /* W3C trace id (32 hex digits), empty when tracing is off */
     pt_str client;        /* client address, "203.0.113.7" */
     pt_str method;
     pt_str path;          /* request target as received (path + query) */

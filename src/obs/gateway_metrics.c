@@ -1,5 +1,6 @@
 /* gateway_metrics.c — see gateway_metrics.h and docs/metrics.md. */
 #include "obs/gateway_metrics.h"
+#include "obs/trace.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -231,6 +232,7 @@ pt_gw_metrics *pt_gw_metrics_new(pt_metrics *reg, const pt_config *cfg)
     gm->error_dropped = pt_metrics_series(gm->fam[F_LOG_DROPPED], (const char *[]){"error"}, NULL);
     gm->error_suppressed = pt_metrics_series(gm->fam[F_ERRLOG_SUPPRESSED], NULL, NULL);
     pt_metric_set(pt_metrics_series(gm->fam[F_BUILD_INFO], (const char *[]){PORTICO_VERSION}, NULL), 0, 1);
+    pt_trace_metrics_init(reg);
     return gm;
 }
 

@@ -26,6 +26,8 @@ typedef struct {
                               401 the core sends when authentication found no credential), NULL
                               when the upstream or the core (404, 502...) answered */
     pt_method method;
+    pt_str trace_id;       /* the request's W3C trace id (32 lowercase hex digits; docs/observability.md
+                              "Tracing"), empty when tracing is off */
 } pt_txn_stats;
 
 #endif

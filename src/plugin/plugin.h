@@ -202,6 +202,14 @@ pt_str pt_txn_request_id(pt_txn *txn);       /* empty until request_id (or the c
  * upstream in the query (credentials are never logged). */
 void pt_txn_redact_query_param(pt_txn *txn, pt_str name);
 void pt_txn_set_request_id(pt_txn *txn, pt_str id); /* copied into the arena */
+/* Distributed tracing (docs/observability.md "Tracing"): the W3C trace id
+ * (32 hex digits), and the `traceparent` value for a call this request
+ * starts with pt_http_fetch (one that may outlive it or serve other
+ * requests too, so pt_txn_subrequest does not fit): its parent is the
+ * request's server span; no span of its own is recorded. Both empty when
+ * tracing is off. pt_txn_subrequest adds traceparent by itself. */
+pt_str pt_txn_trace_id(pt_txn *txn);
+pt_str pt_txn_traceparent(pt_txn *txn);
 pt_str pt_txn_client_addr(pt_txn *txn);      /* "203.0.113.7" (no port) */
 /* Subject (RFC 2253) of the client certificate verified by an mTLS
  * listener, or an empty slice. */
@@ -498,8 +506,10 @@ typedef void (*pt_http_done_fn)(void *data, const pt_http_result *r);
 pt_http_call *pt_http_fetch(struct pt_loop *loop, const pt_http_request *req, pt_http_done_fn done, void *data);
 /* Abandons a call whose callback has not run: it never will. */
 void pt_http_cancel(pt_http_call *call);
-/* A call on behalf of `txn`: carries its request id (X-Request-Id) and is
- * cancelled when the request ends (the callback then never runs). */
+/* A call on behalf of `txn`: carries its request id (X-Request-Id) and,
+ * with tracing on, a traceparent naming a client span of its own (recorded
+ * when the callback runs), and is cancelled when the request ends (the
+ * callback then never runs). */
 pt_http_call *pt_txn_subrequest(pt_txn *txn, const pt_http_request *req, pt_http_done_fn done, void *data);
 
 /* ---- Redis (docs/redis.md) ----

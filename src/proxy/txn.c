@@ -195,6 +195,7 @@ void pt_txn_get_stats(pt_txn *t, pt_txn_stats *o)
         .route = t->route,
         .responder = t->responder,
         .method = t->req ? t->req->method : PT_METHOD_OTHER,
+        .trace_id = t->trace.trace_hex,
     };
 }
 
@@ -356,6 +357,7 @@ void pt_txn_start_error(pt_txn *t, pt_request *req, int status, const char *deta
     t->req = req;
     t->bytes_in = bytes_in;
     t->req_body_done = true; /* the codec closes the connection after an error */
+    txn_trace_start(t, false); /* the head is not trusted: a new trace */
     alloc_states(t);
     txn_respond_problem(t, status, detail);
     txn_leave(t);
@@ -437,6 +439,7 @@ void pt_txn_start(pt_txn *t, pt_request *req, uint64_t head_bytes)
     /* "Content-Length: 0" is a body that is already complete. */
     t->req_body_done = !req->has_body || req->content_length == 0;
     txn_resolve_client_addr(t);
+    txn_trace_start(t, true);
     txn_identity_strip(t); /* before any plugin or route predicate sees them */
     if (route_request(t)) run_request_headers(t);
     txn_leave(t);
@@ -625,7 +628,8 @@ static void emit_response(pt_txn *t)
     t->resp_started = true;
     t->status = t->res.status;
     if (t->local && t->problem) {
-        t->local_body = pt_problem_json(t->a, t->res.status, t->problem_detail, t->request_id);
+        t->local_body = pt_problem_json_traced(t->a, t->res.status, t->problem_detail, t->request_id,
+                                               t->trace.trace_hex);
         if (t->res.content_length >= 0) t->res.content_length = (int64_t)t->local_body.n;
     }
     const pt_config *cfg = t->gen->cfg;
@@ -883,6 +887,7 @@ pt_http_call *pt_txn_subrequest(pt_txn *t, const pt_http_request *req, pt_http_d
             if (!pt_str_ieq_lit(req->headers->v[i].name, "X-Request-Id"))
                 pt_headers_add(&h, t->a, req->headers->v[i].name, req->headers->v[i].value);
     if (t->request_id.n) pt_headers_add(&h, t->a, PT_STR_LIT("X-Request-Id"), t->request_id);
+    txn_trace_subrequest(t, req, &h, &done, &data); /* traceparent, and its span */
     r.headers = &h;
     pt_http_call *c = pt_http_fetch_in(t->w, t->wg, &r, done, data);
     if (c) pt_http_call_link(c, &t->subcalls);
@@ -924,6 +929,7 @@ static void write_access_log(pt_txn *t, const pt_txn_stats *s)
     pt_access_record r = {
         .time_us = t->start_us,
         .request_id = t->request_id,
+        .trace_id = t->trace.trace_hex,
         .client = t->client_addr,
         .method = req ? req->method_str : PT_STR_NULL,
         .path = target,
@@ -996,6 +1002,7 @@ void txn_finish(pt_txn *t)
         const pt_plugin_instance *pi = p->v[i];
         if (pi->type->on_log) pi->type->on_log(t, pi->conf, txn_plugin_state(t, i));
     }
+    txn_trace_finish(t);
     pt_txn_stats st;
     pt_txn_get_stats(t, &st);
     write_access_log(t, &st);

@@ -50,6 +50,26 @@ typedef struct {
     pt_headers trailers;      /* filtered trailer fields (plugins may edit them) */
 } txn_side;
 
+/* The request's trace (txn_trace.c, docs/observability.md "Tracing"). */
+typedef struct {
+    bool on;                  /* tracing is enabled for this request's generation */
+    bool sampled;             /* spans are recorded and exported */
+    bool has_parent;          /* a trusted, valid traceparent came in */
+    uint8_t trace_id[16];
+    uint8_t span_id[8];       /* the server span */
+    uint8_t parent_id[8];     /* the caller's span (has_parent) */
+    pt_str tracestate;        /* to propagate (validated), empty if none */
+    pt_str trace_hex;         /* trace_id as 32 hex digits (logs, problems) */
+    /* the current upstream attempt's client span */
+    bool att_open;
+    uint8_t att_id[8];
+    uint64_t att_start_ns;
+    int att_status;           /* its response status, 0 none yet */
+    const char *att_error;    /* error.type of a failed attempt, NULL none */
+    const pt_target_conf *att_target;
+    int att_resend;           /* http.request.resend_count */
+} txn_trace;
+
 typedef struct txn_tunnel txn_tunnel; /* txn_tunnel.c */
 typedef struct txn_identity txn_identity; /* txn_identity.c */
 
@@ -142,6 +162,7 @@ struct pt_txn {
     txn_tunnel *tun;          /* an upgrade asked for and kept (txn_tunnel.c), else NULL */
     pt_http_call *subcalls;   /* sub-requests still running (cancelled at finish) */
     txn_identity *id;         /* consumer and authorization facts (txn_identity.c), NULL until used */
+    txn_trace trace;          /* W3C trace context and spans (txn_trace.c) */
 };
 
 /* ---- txn.c ---- */
@@ -235,5 +256,28 @@ void txn_identity_strip(pt_txn *t);
 void txn_identity_forward(pt_txn *t);
 /* The consumer's name for the access log, or an empty slice. */
 pt_str txn_consumer_name(const pt_txn *t);
+
+/* ---- txn_trace.c ---- (docs/observability.md "Tracing") */
+/* The request's trace: an incoming traceparent/tracestate when valid and
+ * trusted (use_incoming), else a new trace; the sampling decision. */
+void txn_trace_start(pt_txn *t, bool use_incoming);
+/* An upstream attempt starts (target chosen): a new client span, ending
+ * the previous attempt's if still open. */
+void txn_trace_attempt_begin(pt_txn *t);
+/* traceparent (this attempt's span as parent) and tracestate on the
+ * upstream request's fields. */
+void txn_trace_inject(pt_txn *t, pt_headers *h);
+/* The attempt got a response head. */
+void txn_trace_attempt_status(pt_txn *t, int status);
+/* The attempt is over: error_type NULL when it completed. */
+void txn_trace_attempt_end(pt_txn *t, const char *error_type);
+/* error.type for an upstream failure. */
+const char *txn_trace_uerr_type(pt_uerr err);
+/* A sub-request of t: traceparent on its fields (h), and a client span
+ * ended when its callback runs. Returns the callback and data to give
+ * the HTTP client in place of (*done, *data). */
+void txn_trace_subrequest(pt_txn *t, const pt_http_request *req, pt_headers *h, pt_http_done_fn *done, void **data);
+/* The request is over: the open attempt's span and the server span. */
+void txn_trace_finish(pt_txn *t);
 
 #endif

@@ -264,6 +264,7 @@ static void try_timeout_cb(pt_loop *loop, pt_timer *tm)
     t->up_end_us = pt_loop_wall_us(loop);
     pt_lb_result(t->ups->conf->lb, &t->lb, PT_LB_FAILURE, pt_lb_now_us()); /* no answer in time */
     pt_lb_end(t->ups->conf->lb, &t->lb, pt_lb_now_us());
+    txn_trace_attempt_end(t, "timeout");
     attempt_over(t);
     if (decide(t, PT_RETRY_REASON_TIMEOUT, listed_on(t, PT_RETRY_ON_TIMEOUT)))
         go(t, true);

@@ -67,10 +67,12 @@ void txn_connect_upstream(pt_txn *t)
     t->attempts++;
     t->target = &u->conf->targets[idx];
     if (!t->up_start_us) t->up_start_us = pt_loop_wall_us(t->w->loop);
+    txn_trace_attempt_begin(t);
     bool fresh = false;
     void *c = pt_exchange_open(t->w, u, idx, t->gen->up_tls[u->conf->index], &t->uops, &fresh);
     if (!c) {
         pt_lb_open_failed(lb, &t->lb, idx, now);
+        txn_trace_attempt_end(t, "connect_error");
         /* a retry (txn_retry.c) comes back here, now or after a backoff */
         if (txn_retry_after_error(t, PT_UERR_CONNECT, false, true)) {
             log_upstream_error(t, PT_UERR_CONNECT, true, false);
@@ -100,6 +102,7 @@ static void send_request_head(pt_txn *t)
         const pt_target_conf *tc = t->target;
         host = pt_str_c(pt_arena_printf(t->a, "%s:%u", tc->host, (unsigned)tc->port));
     }
+    txn_trace_inject(t, &r->headers); /* this attempt's span is the upstream's parent */
     t->uops->send_head(t->uc, r, t->upstream_target, host, &r->headers, r->has_body, r->content_length);
 }
 
@@ -178,6 +181,7 @@ static void on_up_head(void *owner, pt_response *res)
     txn_enter(t);
     /* the balancer counts every answer, a retried 5xx too */
     pt_lb_result(t->ups->conf->lb, &t->lb, res->status >= 500 ? PT_LB_5XX : PT_LB_SUCCESS, pt_lb_now_us());
+    txn_trace_attempt_status(t, res->status);
     if (txn_retry_on_head(t, res)) { /* a listed 5xx: read, dropped, retried */
         txn_leave(t);
         return;
@@ -221,6 +225,7 @@ static void on_up_end(void *owner, pt_str trailers)
      * still streams). Later request body bytes are dropped. */
     t->up_end_us = pt_loop_wall_us(t->w->loop);
     pt_lb_end(t->ups->conf->lb, &t->lb, pt_lb_now_us());
+    txn_trace_attempt_end(t, NULL);
     void *c = t->uc;
     t->uc = NULL;
     t->up_read_paused_by_ds = false;
@@ -241,6 +246,7 @@ static void on_up_error(void *owner, pt_uerr err, bool nothing_received)
     t->uc = NULL;
     if (c) t->uops->close(c);
     t->up_end_us = pt_loop_wall_us(t->w->loop);
+    txn_trace_attempt_end(t, txn_trace_uerr_type(err));
     if (t->retry.discarding) { /* the retried 5xx broke off: the retry goes on */
         pt_lb_end(t->ups->conf->lb, &t->lb, pt_lb_now_us());
         txn_retry_discard_end(t, false);

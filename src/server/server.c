@@ -14,6 +14,7 @@
 #include "obs/accesslog.h"
 #include "obs/errorlog.h"
 #include "obs/logwriter.h"
+#include "obs/trace.h"
 #include "core/buf.h"
 #include "downstream/conn.h"
 #include "obs/gateway_metrics.h"
@@ -346,6 +347,7 @@ static void reload(pt_server *s)
                         "ignored\n");
     if (s->admin && anew) pt_admin_set_token(s->admin, g->cfg->admin.token);
     if (s->gw) pt_gw_metrics_bind(s->gw, g->cfg); /* before any worker sees g */
+    pt_trace_export_configure(&g->cfg->tracing);
     for (int i = 0; i < s->nworkers; i++) {
         pt_generation_ref(g);
         pt_loop_post(s->workers[i].loop, worker_set_gen, g);
@@ -389,6 +391,8 @@ int pt_server_run(pt_generation *gen, const char *config_path, pt_metrics *metri
         pt_generation_unref(gen);
         return 1;
     }
+
+    pt_trace_export_configure(&cfg->tracing); /* the exporter thread, when tracing exports */
 
     /* The admin listener first: /readyz answers 503 until the workers run. */
     if (cfg->admin.enabled && metrics) {
@@ -484,6 +488,7 @@ int pt_server_run(pt_generation *gen, const char *config_path, pt_metrics *metri
     pt_connlimit_free(connlimit);
     pt_generation_unref(s.gen);
     pt_gw_metrics_free(s.gw);
+    pt_trace_export_stop(); /* sends what the drained requests left */
     pt_accesslog_close();
     pt_elog_close();
     fprintf(stderr, "portico: stopped\n");

@@ -166,14 +166,15 @@ TEST(logfmt_truncation_keeps_one_line_and_later_fields)
     free(path);
 }
 
-TEST(default_spec_is_todays_line)
+TEST(default_spec_is_the_default_line)
 {
     pt_access_record r = sample();
     char a[1024], b[1024];
     size_t na = pt_accesslog_format(a, sizeof(a), &r);
     pt_accesslog_spec zero = {0};
     size_t nb = pt_accesslog_format_spec(b, sizeof(b), &r, &zero);
-    CHECK_STRN(a, na, "{\"time\":\"2025-11-29T18:01:02.123Z\",\"request_id\":\"rid-1\",\"client\":\"203.0.113.7\","
+    CHECK_STRN(a, na, "{\"time\":\"2025-11-29T18:01:02.123Z\",\"request_id\":\"rid-1\",\"trace_id\":\"\","
+                      "\"client\":\"203.0.113.7\","
                       "\"method\":\"GET\",\"path\":\"/users/42?x=1\",\"route\":\"users\",\"consumer\":\"\","
                       "\"upstream\":\"\",\"status\":200,\"aborted\":false,\"bytes_in\":10,\"bytes_out\":20,"
                       "\"duration_ms\":1.500,\"upstream_ms\":null,\"attempts\":1}\n");
@@ -232,9 +233,10 @@ TEST(config_default_columns)
     pt_errors e = {0};
     pt_config *cfg = load(MIN, &e);
     CHECK(cfg != NULL);
-    CHECK_INT(cfg->access_log.ncolumns, 15);
+    CHECK_INT(cfg->access_log.ncolumns, 16);
     CHECK_STR(cfg->access_log.columns[0].key, "time");
-    CHECK_STR(cfg->access_log.columns[14].key, "attempts");
+    CHECK_STR(cfg->access_log.columns[2].key, "trace_id");
+    CHECK_STR(cfg->access_log.columns[15].key, "attempts");
     CHECK_INT(cfg->access_log.dest.sink, PT_LOG_SINK_STDOUT);
     CHECK_INT(cfg->error_log.dest.sink, PT_LOG_SINK_STDERR);
     CHECK_INT(cfg->error_log.level, PT_ELOG_WARN);

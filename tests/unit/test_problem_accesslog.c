@@ -219,6 +219,7 @@ static pt_access_record sample_record(void)
     return (pt_access_record){
         .time_us = 1795975262123456ull, /* 2026-11-29T18:01:02.123456Z */
         .request_id = PT_STR_LIT("0123456789abcdef0123456789abcdef"),
+        .trace_id = PT_STR_LIT("4bf92f3577b34da6a3ce929d0e0e4736"),
         .client = PT_STR_LIT("203.0.113.7"),
         .method = PT_STR_LIT("GET"),
         .path = PT_STR_LIT("/users/42?x=1"),
@@ -241,7 +242,7 @@ TEST(accesslog_format_exact)
     size_t n = pt_accesslog_format(buf, sizeof(buf), &r);
     CHECK_STRN(buf, n,
                "{\"time\":\"2026-11-29T18:01:02.123Z\",\"request_id\":\"0123456789abcdef0123456789abcdef\","
-               "\"client\":\"203.0.113.7\",\"method\":\"GET\",\"path\":\"/users/42?x=1\",\"route\":\"users\","
+               "\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\",\"client\":\"203.0.113.7\",\"method\":\"GET\",\"path\":\"/users/42?x=1\",\"route\":\"users\","
                "\"consumer\":\"alice\",\"upstream\":\"10.0.0.5:8080\",\"status\":200,\"aborted\":false,\"bytes_in\":123,\"bytes_out\":4567,"
                "\"duration_ms\":12.346,\"upstream_ms\":10.500,\"attempts\":2}\n");
 }
@@ -261,7 +262,7 @@ TEST(accesslog_format_empty_fields_and_null_upstream)
     };
     size_t n = pt_accesslog_format(buf, sizeof(buf), &r);
     CHECK_STRN(buf, n,
-               "{\"time\":\"2000-02-29T00:00:00.000Z\",\"request_id\":\"\",\"client\":\"::1\",\"method\":\"POST\","
+               "{\"time\":\"2000-02-29T00:00:00.000Z\",\"request_id\":\"\",\"trace_id\":\"\",\"client\":\"::1\",\"method\":\"POST\","
                "\"path\":\"/a\\\"b\\u0001\",\"route\":\"\",\"consumer\":\"\",\"upstream\":\"\",\"status\":404,\"aborted\":false,\"bytes_in\":0,"
                "\"bytes_out\":0,\"duration_ms\":0.000,\"upstream_ms\":null,\"attempts\":0}\n");
 }
@@ -305,7 +306,7 @@ TEST(accesslog_format_truncates_safely)
     r.upstream_ms = -1;
 
     char *buf = malloc(PT_ACCESSLOG_LINE_MAX + 64);
-    const char *expected_keys = "time,request_id,client,method,path,route,consumer,upstream,status,aborted,bytes_in,bytes_out,"
+    const char *expected_keys = "time,request_id,trace_id,client,method,path,route,consumer,upstream,status,aborted,bytes_in,bytes_out,"
                                 "duration_ms,upstream_ms,attempts";
     char keys[256];
     size_t prev = 0, last_cap = 0;

@@ -765,6 +765,8 @@ static pt_plugin_result introspect(pt_oi_state *st)
     pt_headers_add(fields, a, PT_STR_LIT("Accept"), PT_STR_LIT("application/json"));
     pt_str rid = pt_txn_request_id(txn); /* the request that started the call */
     if (rid.n) pt_headers_add(fields, a, PT_STR_LIT("X-Request-Id"), rid);
+    pt_str tp = pt_txn_traceparent(txn); /* and its trace (tracing on) */
+    if (tp.n) pt_headers_add(fields, a, PT_STR_LIT("traceparent"), tp);
     pt_http_request hr = {
         .upstream = c->upstream,
         .method = PT_STR_LIT("POST"),

@@ -1,0 +1,162 @@
+/* trace.h — distributed tracing: W3C Trace Context (traceparent,
+ * tracestate), sampling, spans and their OTLP/HTTP JSON encoding, and the
+ * asynchronous exporter (docs/observability.md "Tracing").
+ *
+ * The pure part (parsing, ids, sampling, encoding) is usable from any
+ * thread. The exporter is process-wide: pt_trace_export_configure and
+ * pt_trace_export_stop run on the main thread; pt_trace_submit runs on
+ * workers and never blocks: a span is encoded by the worker, put on a
+ * bounded queue under a short mutex (no I/O under it), or dropped and
+ * counted when the queue is full. One exporter thread batches the queue and
+ * POSTs OTLP/HTTP JSON to the collector with a timeout and retries. */
+#ifndef PT_OBS_TRACE_H
+#define PT_OBS_TRACE_H
+
+#include "config/config.h"
+#include "obs/metrics.h"
+
+/* ---- W3C Trace Context ---- */
+
+typedef struct {
+    uint8_t trace_id[16];
+    uint8_t span_id[8];   /* the caller's span: our parent */
+    uint8_t flags;        /* bit 0: sampled */
+} pt_trace_parent;
+
+/* Length of a version-00 traceparent value: "00-" 32 "-" 16 "-" 2. */
+#define PT_TRACEPARENT_LEN 55
+/* Most bytes of tracestate kept (the spec's minimum to propagate). */
+#define PT_TRACESTATE_MAX 512
+/* Most list-members of tracestate. */
+#define PT_TRACESTATE_MAX_MEMBERS 32
+
+/* Parses a traceparent value strictly (W3C Trace Context level 1): version
+ * 00 exactly 55 bytes; lowercase hex only; trace-id and parent-id not all
+ * zero; version ff invalid; a higher version is read for its first four
+ * fields when the rest is empty or starts with '-'. False: ignore it. */
+bool pt_traceparent_parse(pt_str v, pt_trace_parent *out);
+
+/* Writes "00-<trace>-<span>-<flags>" (PT_TRACEPARENT_LEN bytes, no NUL). */
+void pt_traceparent_format(char *out, const uint8_t trace_id[16], const uint8_t span_id[8], bool sampled);
+/* The same with the trace id already in hex (32 lowercase digits). */
+void pt_traceparent_format_hex(char *out, const char *trace_hex, const uint8_t span_id[8], bool sampled);
+
+/* The tracestate to propagate from the combined field value `v` (several
+ * field lines joined by ','): empty list-members dropped, at most 32
+ * members; when longer than 512 bytes, members over 128 bytes go first,
+ * then members from the end. Any invalid member (key or value syntax) or a
+ * duplicate key makes the whole value invalid: an empty slice. The result
+ * is in arena `a` (or a slice of v when nothing changed). */
+pt_str pt_tracestate_filter(pt_arena *a, pt_str v);
+
+/* Lowercase hex of in[0..n) into out (2n bytes, no NUL). */
+void pt_trace_hex(char *out, const uint8_t *in, size_t n);
+
+/* A fast per-thread PRNG (xoshiro256**), seeded from getrandom. */
+uint64_t pt_trace_rand64(void);
+/* Fills id[0..n) with random bytes, never all zero; n is 8 or 16. */
+void pt_trace_new_id(uint8_t *id, size_t n);
+
+/* OpenTelemetry TraceIdRatioBased: deterministic on the trace id (its last
+ * 8 bytes, big-endian, under ratio * 2^63 after dropping the lowest bit),
+ * so every service with the same ratio decides alike. */
+bool pt_trace_ratio_sampled(const uint8_t trace_id[16], double ratio);
+
+/* ---- spans ---- */
+
+typedef enum {
+    PT_SPAN_INTERNAL = 1,
+    PT_SPAN_SERVER = 2,
+    PT_SPAN_CLIENT = 3,
+} pt_span_kind;
+
+typedef enum {
+    PT_SPAN_STATUS_UNSET = 0,
+    PT_SPAN_STATUS_OK = 1,
+    PT_SPAN_STATUS_ERROR = 2,
+} pt_span_status;
+
+typedef struct {
+    const char *key;      /* static string */
+    pt_str str;           /* is_int false */
+    int64_t num;          /* is_int true */
+    bool is_int;
+} pt_span_attr;
+
+#define PT_SPAN_MAX_ATTRS 16
+
+/* One finished span. Strings are borrowed for the duration of
+ * pt_trace_submit / pt_span_json. */
+typedef struct {
+    uint8_t trace_id[16];
+    uint8_t span_id[8];
+    uint8_t parent_id[8];
+    bool has_parent;
+    pt_str name;
+    pt_span_kind kind;
+    uint64_t start_ns, end_ns;      /* unix nanoseconds */
+    pt_span_status status;
+    pt_str status_message;
+    pt_span_attr attrs[PT_SPAN_MAX_ATTRS];
+    size_t nattrs;
+} pt_span;
+
+/* Adds an attribute (ignored past PT_SPAN_MAX_ATTRS or when v is empty). */
+void pt_span_str(pt_span *s, const char *key, pt_str v);
+void pt_span_int(pt_span *s, const char *key, int64_t v);
+
+/* A growable byte string (malloc'd), for encoders. */
+typedef struct {
+    char *p;
+    size_t n, cap;
+} pt_trace_buf;
+void pt_trace_buf_put(pt_trace_buf *b, const char *p, size_t n);
+void pt_trace_buf_free(pt_trace_buf *b);
+
+/* Appends the OTLP JSON object of one span: traceId/spanId/parentSpanId as
+ * lowercase hex strings, kind and status code as integers, times as
+ * decimal strings of unix nanoseconds, attributes as
+ * {"key":..,"value":{"stringValue":..}} or {"intValue":"N"}. */
+void pt_span_json(pt_trace_buf *out, const pt_span *s);
+/* The same into `out`, which holds at least pt_span_json_bound(s) bytes;
+ * returns the length written. */
+size_t pt_span_json_bound(const pt_span *s);
+size_t pt_span_json_write(char *out, const pt_span *s);
+
+/* Appends a whole ExportTraceServiceRequest body: one resourceSpans with
+ * service.name, one scopeSpans (scope "portico"), and the span objects
+ * spans[0..n) (each as written by pt_span_json), comma-separated. */
+void pt_trace_export_body(pt_trace_buf *out, const char *service_name, const pt_str *spans, size_t n);
+/* The same in pieces: the text before the first span, and after the last
+ * (the caller puts the spans in between, comma-separated). */
+void pt_trace_export_open(pt_trace_buf *out, const char *service_name);
+void pt_trace_export_close(pt_trace_buf *out);
+
+/* ---- the exporter ---- */
+
+/* Starts the exporter thread (first call with an endpoint) or changes its
+ * settings (endpoint, batching, queue bound) for the spans that follow.
+ * Main thread. `c` is copied. */
+void pt_trace_export_configure(const pt_tracing_conf *c);
+/* Sends what is queued (one attempt per batch; after a failed one the rest
+ * is counted as failed without trying), stops and joins the thread. */
+void pt_trace_export_stop(void);
+/* Whether a span submitted now could be queued (the exporter runs and the
+ * queue has room): lets a worker skip building a span that would be dropped
+ * (it is counted as dropped by pt_trace_drop_one). */
+bool pt_trace_export_room(void);
+/* Queues one finished span for export, or drops and counts it. Any
+ * thread; never blocks on I/O. */
+void pt_trace_submit(const pt_span *s);
+/* Counts one span dropped without being built (queue full). */
+void pt_trace_drop_one(void);
+
+/* portico_tracing_spans_{exported,failed,dropped}_total in `reg`
+ * (permanent series). Main thread, once. */
+void pt_trace_metrics_init(pt_metrics *reg);
+/* Totals since start (tests, admin). */
+uint64_t pt_trace_spans_dropped(void);
+uint64_t pt_trace_spans_exported(void);
+uint64_t pt_trace_spans_failed(void);
+
+#endif
