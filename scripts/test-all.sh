@@ -41,6 +41,9 @@ done
 stage "integration tests (pytest, real portico ASan+UBSan binary, real upstreams)"
 out=$(cd tests/integration && PORTICO_BIN="$PWD/../../build/asan/portico" /usr/bin/python3 -m pytest -q -p no:cacheprovider . 2>&1); prc=$?
 printf '%s\n' "$out" | tail -25
+if [ $prc -ne 0 ]; then # the tracebacks of what failed (the tail above has only the summary)
+  printf '%s\n' "$out" | sed -n '/^=\+ \(FAILURES\|ERRORS\) =\+$/,/^=\+ short test summary/p' | head -400
+fi
 sumline=$(printf '%s\n' "$out" | grep -E "^[0-9]+ (passed|failed)|^=+ .*(passed|failed)" | tail -1)
 p=$(printf '%s' "$sumline" | grep -oE "[0-9]+ passed" | grep -oE "[0-9]+"); f=$(printf '%s' "$sumline" | grep -oE "[0-9]+ failed" | grep -oE "[0-9]+")
 e=$(printf '%s' "$sumline" | grep -oE "[0-9]+ error" | grep -oE "[0-9]+")
