@@ -438,3 +438,59 @@ def test_retried_5xx_attempts_end_in_the_balancer(portico, upstream):
     # every request ended on "good"; "bad" kept being tried first for a share
     assert len(good.requests) == 30
     assert len(bad.requests) >= 5, len(bad.requests)
+
+
+# ------------------------------------------------- a target killed under load
+
+def test_target_killed_under_load_no_failed_requests(portico, upstream):
+    """Issue 9 figure: one of three targets is killed while clients keep
+    sending idempotent requests. Only requests the target was answering at
+    that moment may fail (at most one per client: their response was cut);
+    every later one succeeds (connect errors are retried on the others,
+    then outlier detection ejects it), and once restarted on the same
+    address the active health check brings it back into rotation."""
+    from test_dns import upstream_at
+    ups = [named(upstream, "t%d" % i) for i in range(3)]
+    victim_port = ups[2].port
+    cfg = simple_config([u.addr for u in ups], workers=2, upstream_extra={
+        "outlier": {"consecutive_failures": 1, "base_ejection_time": "500ms", "max_ejected_percent": 34},
+        "health_check": {"type": "tcp", "interval": "100ms", "timeout": "500ms",
+                         "unhealthy_threshold": 1, "healthy_threshold": 1},
+        "retries": {"attempts": 3, "on": ["connect_failure", "reset"], "backoff": {"base": "1ms", "max": "5ms"}}})
+    p = portico(cfg)
+    stop = threading.Event()
+    results, lock = [], threading.Lock()
+
+    def client():
+        while not stop.is_set():
+            try:
+                r = request(p.port, "GET", "/load", timeout=10)
+                s = (r.status, r.body)
+            except Exception as e:  # noqa: BLE001
+                s = ("error", repr(e))
+            with lock:
+                results.append(s)
+
+    ts = [threading.Thread(target=client) for _ in range(4)]
+    for t in ts:
+        t.start()
+    try:
+        assert wait_for(lambda: len(results) > 50, timeout=20)
+        ups[2].stop()  # killed: connections refused from now on
+        with lock:
+            killed_at = len(results)
+        assert wait_for(lambda: len(results) > killed_at + 200, timeout=30)
+        with lock:
+            restarted_at = len(results)
+        back = upstream_at("127.0.0.1", victim_port, "t2")  # restarted on the same address
+        assert wait_for(lambda: len(back.requests) >= 5, timeout=20), "never back in rotation"
+    finally:
+        stop.set()
+        for t in ts:
+            t.join(20)
+    back.stop()
+    bad = [i for i, s in enumerate(results) if s[0] != 200]
+    assert len(bad) <= len(ts), [results[i] for i in bad]
+    assert all(killed_at - len(ts) <= i < restarted_at for i in bad), (killed_at, restarted_at, bad)
+    assert all(results[i][0] == 502 for i in bad)
+    assert len(results) > 250
