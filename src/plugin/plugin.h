@@ -394,6 +394,12 @@ pt_metric_series *pt_conf_metric(pt_conf_ctx *ctx, const pt_conf_node *node, con
  * RSS. NULL (after pt_conf_error at `node`) when it cannot be mapped. */
 void *pt_conf_shared(pt_conf_ctx *ctx, const pt_conf_node *node, pt_str key, size_t size,
                      void (*init)(void *obj, size_t size));
+/* The same, with `fini` (optional) run once when the object goes (the
+ * last configuration holding it is freed, on whichever thread frees it),
+ * before its memory is unmapped: for objects that own memory outside the
+ * mapping (a cache's entries). */
+void *pt_conf_shared_ex(pt_conf_ctx *ctx, const pt_conf_node *node, pt_str key, size_t size,
+                        void (*init)(void *obj, size_t size), void (*fini)(void *obj, size_t size));
 /* Where the instance being configured is declared: "global" or
  * "route:NAME" (a default key prefix for state that belongs to it). */
 const char *pt_conf_scope(pt_conf_ctx *ctx);
