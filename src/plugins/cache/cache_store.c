@@ -316,6 +316,10 @@ bool pt_cache_fill_join(pt_cache_store *s, pt_str key, pt_cache_waiter *w)
     pt_cache_shard *sh = shard_of(s, h);
     pthread_mutex_lock(&sh->lock);
     pt_cache_fill **pp = fill_find(sh, h, key);
+    if (pp && !w) {
+        pthread_mutex_unlock(&sh->lock);
+        return false;
+    }
     if (pp) {
         w->next = (*pp)->waiters;
         (*pp)->waiters = w;

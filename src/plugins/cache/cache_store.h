@@ -123,7 +123,8 @@ size_t pt_cache_store_purge(pt_cache_store *s, pt_cache_purge_mode mode, pt_str 
 
 /* Request collapsing. join: when nobody fetches `key`, registers the
  * caller as the one who does (true: go fetch, then call fill_end); else
- * adds `w` to the waiters (false: wait for w->wake). */
+ * adds `w` to the waiters (false: wait for w->wake; `w` NULL: false, and
+ * nothing is registered). */
 bool pt_cache_fill_join(pt_cache_store *s, pt_str key, pt_cache_waiter *w);
 /* The fetch of `key` is over (stored or not): wakes every waiter. */
 void pt_cache_fill_end(pt_cache_store *s, pt_str key);
