@@ -293,6 +293,29 @@ def test_vary_variants(portico, origin):
     assert origin.count("/v") == 2
 
 
+def test_vary_changes_are_followed(portico, origin):
+    vary = {"on": "Accept-Language"}
+    origin.table["/vc"] = lambda req: body_resp(("l=%s e=%s" % (req.header("Accept-Language"),
+                                                                 req.header("X-Enc"))).encode(),
+                                                 cc="max-age=1", extra=[("Vary", vary["on"])] if vary["on"] else [])
+    p = start(portico, origin)
+    get(p, "/vc", headers={"Accept-Language": "fr", "X-Enc": "1"})
+    time.sleep(2.1)
+    vary["on"] = "X-Enc"  # the origin now varies on another field
+    r = get(p, "/vc", headers={"Accept-Language": "fr", "X-Enc": "2"})
+    assert r.body == b"l=fr e=2"
+    r = get(p, "/vc", headers={"Accept-Language": "de", "X-Enc": "2"})
+    assert r.body == b"l=fr e=2" and status_of(r).startswith("portico; hit")  # keyed on X-Enc now
+    r = get(p, "/vc", headers={"Accept-Language": "fr", "X-Enc": "3"})
+    assert r.body == b"l=fr e=3" and status_of(r).startswith("portico; fwd=vary-miss")
+    time.sleep(2.1)
+    vary["on"] = None  # no Vary any more: the entry replaces the marker
+    r = get(p, "/vc", headers={"X-Enc": "4"})
+    assert r.body == b"l=None e=4"
+    r = get(p, "/vc", headers={"X-Enc": "5"})
+    assert r.body == b"l=None e=4" and status_of(r).startswith("portico; hit")
+
+
 def test_vary_star_never_served_from_cache(portico, origin):
     origin.table["/vs"] = body_resp(b"s", extra=[("Vary", "*")])
     p = start(portico, origin)

@@ -841,15 +841,12 @@ static void begin_store(pt_txn *txn, const pt_cache_conf *c, cache_state *st, pt
         return;
     }
     st->vary = vary_names(a, &res->headers);
-    if (st->vary.n && !pt_str_eq(st->vkey, st->key)) {
-        /* the variant key is already known (a marker led here) */
-    } else if (st->vary.n) {
-        pt_str vk = variant_key(txn, st->key, st->vary);
-        if (st->filler) {
-            end_fill(st); /* the waiters look again, then find the marker */
-        }
-        st->vkey = vk;
-    }
+    /* the key from this response's Vary (a marker found at lookup may name
+     * other fields, or the origin stopped varying: then the entry replaces
+     * the marker under the primary key) */
+    st->vkey = st->vary.n ? variant_key(txn, st->key, st->vary) : st->key;
+    if (st->filler && !pt_str_eq(st->vkey, st->fill_key))
+        end_fill(st); /* waiters of the other key look again (and find the marker once stored) */
     int64_t now = wall_now(txn);
     size_t headlen = 0;
     for (uint32_t i = 0; i < res->headers.n; i++)
@@ -873,9 +870,6 @@ static void begin_store(pt_txn *txn, const pt_cache_conf *c, cache_state *st, pt
                                .no_cache = cc.no_cache};
     st->storing = true;
     st->status = pt_arena_printf(a, "%s; stored", st->status ? st->status : "portico; fwd=uri-miss");
-    if (!res->has_body) {
-        /* 204 and friends: nothing to collect */
-    }
 }
 
 static void finish_store(pt_txn *txn, const pt_cache_conf *c, cache_state *st)
