@@ -243,6 +243,13 @@ void pt_txn_respond_stream(pt_txn *txn, int status, pt_str content_type, int64_t
  * next proceed (or the response is over). */
 bool pt_txn_stream_write(pt_txn *txn, const char *data, size_t len, bool last);
 
+/* Ends a streamed response whose source failed (an entry that stopped
+ * arriving): once its head is out the client sees a cut response (HTTP/1:
+ * the connection closes; HTTP/2: the stream is reset), before that it gets
+ * 502. The generator's stop runs (complete false). No-op when the response
+ * is over or not streamed. */
+void pt_txn_stream_abort(pt_txn *txn);
+
 /* From a header-phase callback of `side`: the body of that side will be
  * rewritten, so its length is unknown (Content-Length dropped, chunked /
  * unframed DATA). On the response side a strong ETag becomes weak. */

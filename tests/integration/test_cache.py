@@ -12,7 +12,7 @@ import pytest
 
 from conftest import simple_config
 from test_admin_metrics import admin_cfg, scrape
-from upstreams import Upstream, make_response, request, wait_reloaded
+from upstreams import CLOSE, Client, PeerClosed, build_request, make_response, request, wait_reloaded
 
 TOKEN = "cache-admin-token-0123456789"
 
@@ -488,7 +488,91 @@ def test_collapsing_one_upstream_fetch(portico, origin):
         t.join()
     assert len(results) == 8 and all(r.status == 200 and r.body == b"slow" for r in results)
     assert origin.count("/slow") == 1
-    assert sum(1 for r in results if status_of(r).startswith("portico; hit")) == 7
+    # the others read the stored entry, or the fetch's response as it streamed
+    assert sum(1 for r in results if status_of(r).startswith("portico; hit")
+               or status_of(r) == "portico; fwd=uri-miss; collapsed") == 7
+
+
+class Gated(list):
+    """Upstream steps that send `first`, wait for `gate`, then send `rest`."""
+
+    def __init__(self, first, gate, rest):
+        super().__init__()
+        self.first, self.gate, self.rest = first, gate, rest
+
+    def __iter__(self):
+        yield self.first
+        self.gate.wait(20)
+        yield self.rest
+
+
+def open_get(p, target):
+    c = Client(p.port)
+    c.send(build_request("GET", target))
+    return c
+
+
+def test_collapsed_waiter_streams_the_response_as_it_arrives(portico, origin):
+    """A waiter gets the head and the first half while the origin still
+    holds the second half back: entries are streamed to waiting clients."""
+    body = bytes(range(256)) * 400  # 102,400 bytes
+    half = len(body) // 2
+    gate = threading.Event()
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nCache-Control: max-age=60\r\n" \
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    origin.table["/stream"] = lambda req: Gated(head + body[:half], gate, body[half:])
+    p = start(portico, origin)
+    try:
+        a = open_get(p, "/stream")
+        deadline = time.time() + 10
+        while origin.count("/stream") < 1 and time.time() < deadline:
+            time.sleep(0.01)
+        b = open_get(p, "/stream")
+        hb = b.reader.read_until(b"\r\n\r\n").decode()
+        assert hb.startswith("HTTP/1.1 200")
+        assert "cache-status: portico; fwd=uri-miss; collapsed" in hb.lower()
+        assert "content-length: %d" % len(body) in hb.lower()
+        assert b.reader.read_exact(half) == body[:half]  # before the origin sent the rest
+    finally:
+        gate.set()
+    assert b.reader.read_exact(len(body) - half) == body[half:]
+    ha = a.reader.read_until(b"\r\n\r\n").decode()
+    assert "portico; fwd=uri-miss; stored" in ha
+    assert a.reader.read_exact(len(body)) == body
+    a.close()
+    b.close()
+    assert origin.count("/stream") == 1
+    r = get(p, "/stream")
+    assert r.body == body and status_of(r).startswith("portico; hit")
+
+
+def test_collapsed_waiter_cut_when_the_fetch_fails(portico, origin):
+    body = b"x" * 50000
+    gate = threading.Event()
+    head = b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: %d\r\n\r\n" % len(body)
+    origin.table["/cut"] = lambda req: Gated(head + body[:1000], gate, CLOSE)
+    p = start(portico, origin)
+    try:
+        a = open_get(p, "/cut")
+        deadline = time.time() + 10
+        while origin.count("/cut") < 1 and time.time() < deadline:
+            time.sleep(0.01)
+        b = open_get(p, "/cut")
+        hb = b.reader.read_until(b"\r\n\r\n").decode()
+        assert "collapsed" in hb
+        assert b.reader.read_exact(1000) == body[:1000]
+    finally:
+        gate.set()
+    with pytest.raises(PeerClosed):  # cut, never a short body passed off as complete
+        b.reader.read_exact(len(body) - 1000)
+    with pytest.raises(PeerClosed):
+        a.reader.read_until(b"\r\n\r\n")
+        a.reader.read_exact(len(body))
+    a.close()
+    b.close()
+    origin.table["/cut"] = body_resp(b"ok")
+    r = get(p, "/cut")
+    assert r.body == b"ok" and status_of(r) == "portico; fwd=uri-miss; stored"  # nothing half-stored
 
 
 def test_collapsing_waiters_fetch_themselves_after_timeout(portico, origin):

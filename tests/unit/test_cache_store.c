@@ -150,19 +150,62 @@ TEST(collapsing)
 {
     pt_cache_store *s = store_new(1 << 20, 1 << 16);
     pt_cache_waiter w1 = {.wake = wake}, w2 = {.wake = wake}, w3 = {.wake = wake};
-    CHECK(pt_cache_fill_join(s, pt_str_c("k"), NULL)); /* the first fetches */
-    CHECK(!pt_cache_fill_join(s, pt_str_c("k"), &w1));
-    CHECK(!pt_cache_fill_join(s, pt_str_c("k"), &w2));
-    CHECK(!pt_cache_fill_join(s, pt_str_c("k"), &w3));
+    CHECK(pt_cache_fill_join(s, pt_str_c("k"), NULL, NULL)); /* the first fetches */
+    CHECK(!pt_cache_fill_join(s, pt_str_c("k"), &w1, NULL));
+    CHECK(!pt_cache_fill_join(s, pt_str_c("k"), &w2, NULL));
+    CHECK(!pt_cache_fill_join(s, pt_str_c("k"), &w3, NULL));
     CHECK(pt_cache_fill_leave(s, pt_str_c("k"), &w2)); /* timed out */
-    CHECK(pt_cache_fill_join(s, pt_str_c("other"), NULL));
+    CHECK(pt_cache_fill_join(s, pt_str_c("other"), NULL, NULL));
     woken = 0;
     pt_cache_fill_end(s, pt_str_c("k"));
     CHECK_INT(woken, 2);
     CHECK(!pt_cache_fill_leave(s, pt_str_c("k"), &w1)); /* already woken */
-    CHECK(pt_cache_fill_join(s, pt_str_c("k"), NULL));  /* a new fetch may start */
+    CHECK(pt_cache_fill_join(s, pt_str_c("k"), NULL, NULL));  /* a new fetch may start */
     pt_cache_fill_end(s, pt_str_c("k"));
     store_free(s); /* frees the fill of "other" */
+}
+
+TEST(pending_streams_to_readers)
+{
+    pt_cache_store *s = store_new(1 << 20, 1 << 16);
+    pt_cache_waiter w1 = {.wake = wake}, w2 = {.wake = wake}, r1 = {.wake = wake};
+    CHECK(pt_cache_fill_join(s, pt_str_c("k"), NULL, NULL));
+    CHECK(!pt_cache_fill_join(s, pt_str_c("k"), &w1, NULL));
+    pt_cache_pending *p = pt_cache_pending_new(pt_str_c("Content-Type: text/plain\r\n"), 200, 10);
+    woken = 0;
+    pt_cache_fill_publish(s, pt_str_c("k"), p);
+    CHECK_INT(woken, 1); /* the waiter joins again and reads */
+    pt_cache_pending *got = NULL;
+    CHECK(!pt_cache_fill_join(s, pt_str_c("k"), &w2, &got));
+    CHECK(got == p);
+    CHECK(!pt_cache_fill_leave(s, pt_str_c("k"), &w2)); /* not registered: it streams */
+    CHECK(pt_cache_pending_wait(p, 0, &r1));            /* nothing yet */
+    woken = 0;
+    pt_cache_pending_append(p, "01234", 5);
+    CHECK_INT(woken, 1);
+    CHECK(!pt_cache_pending_wait(p, 0, &r1)); /* bytes past 0 are there */
+    CHECK(pt_cache_pending_wait(p, 5, &r1));
+    CHECK(pt_cache_pending_unwait(p, &r1));
+    CHECK(!pt_cache_pending_unwait(p, &r1));
+    pt_cache_pending_append(p, "56789abc", 8); /* only the announced 10 bytes are taken */
+    CHECK_INT(atomic_load(&p->len), 10);
+    CHECK(memcmp(p->body, "0123456789", 10) == 0);
+    CHECK(pt_cache_pending_wait(p, 10, &r1));
+    woken = 0;
+    pt_cache_pending_end(p, true);
+    CHECK_INT(woken, 1);
+    CHECK_INT(atomic_load(&p->state), PT_PENDING_COMPLETE);
+    CHECK(!pt_cache_pending_wait(p, 10, &r1)); /* ended: never waits */
+    pt_cache_fill_end(s, pt_str_c("k"));
+    pt_cache_pending_release(got);
+    pt_cache_pending_release(p);
+    /* a short body ends FAILED even when told complete */
+    p = pt_cache_pending_new(PT_STR_NULL, 200, 4);
+    pt_cache_pending_append(p, "ab", 2);
+    pt_cache_pending_end(p, true);
+    CHECK_INT(atomic_load(&p->state), PT_PENDING_FAILED);
+    pt_cache_pending_release(p);
+    store_free(s);
 }
 
 TEST_MAIN()

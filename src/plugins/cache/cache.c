@@ -219,6 +219,7 @@ typedef struct {
     pt_str client_inm, client_ims; /* the client's conditionals (ours replace them upstream) */
     /* storing */
     bool storing;
+    pt_cache_pending *pending; /* streamed to collapsed waiters (a reference) */
     char *buf;
     size_t len, cap;
     pt_cache_meta meta;
@@ -239,6 +240,11 @@ static int64_t wall_now(pt_txn *txn) { return (int64_t)(pt_loop_wall_us(pt_txn_l
 
 static void stop_storing(cache_state *st)
 {
+    if (st->pending) {
+        pt_cache_pending_end(st->pending, false); /* no-op once complete */
+        pt_cache_pending_release(st->pending);
+        st->pending = NULL;
+    }
     free(st->buf);
     st->buf = NULL;
     st->len = st->cap = 0;
@@ -525,7 +531,7 @@ static bool start_refresh(pt_txn *txn, const pt_cache_conf *c, cache_state *st)
 {
     const pt_route_conf *route = pt_txn_route(txn);
     if (!route || !route->upstream || route->strip_prefix || route->rewrite) return false;
-    if (!pt_cache_fill_join(c->store, st->vkey, NULL)) return true; /* someone refreshes it already */
+    if (!pt_cache_fill_join(c->store, st->vkey, NULL, NULL)) return true; /* someone refreshes it already */
     pt_request *req = pt_txn_request(txn);
     refresh *r = pt_xcalloc(1, sizeof(*r));
     *r = (refresh){.store = c->store, .store_id = c->store->id, .key = pt_xstrndup(st->vkey.p, st->vkey.n),
@@ -549,6 +555,121 @@ static bool start_refresh(pt_txn *txn, const pt_cache_conf *c, cache_state *st)
         free(r);
     }
     return true;
+}
+
+/* ==================================== streaming a fetch still arriving */
+
+typedef struct pend_reader pend_reader;
+
+typedef struct {
+    pt_cache_pending *p; /* a reference until stop */
+    size_t off;
+    bool stopped;
+    pend_reader *r;      /* registered for the next append or end, or NULL */
+} pend_state;
+
+struct pend_reader {
+    pt_cache_waiter base;
+    pt_loop *loop;
+    pt_txn_ref *ref;
+    pend_state *ps;
+};
+
+static void pend_pump(pt_txn *txn, pend_state *ps);
+
+static void pend_posted(pt_loop *loop, void *data)
+{
+    pend_reader *r = data;
+    pt_txn *txn = pt_txn_ref_get(r->ref);
+    if (txn && r->ps->r == r && !r->ps->stopped) {
+        r->ps->r = NULL;
+        pend_pump(txn, r->ps);
+    }
+    pt_txn_ref_release(r->ref);
+    free(r);
+}
+
+static void pend_wake(pt_cache_waiter *base)
+{
+    pend_reader *r = (pend_reader *)base;
+    pt_loop_post(r->loop, pend_posted, r);
+}
+
+/* Writes what has arrived (as the client takes it); at the end of what is
+ * there, registers for the next piece; cuts the response if the fetch
+ * failed. */
+static void pend_pump(pt_txn *txn, pend_state *ps)
+{
+    pt_cache_pending *p = ps->p;
+    for (;;) {
+        int state = atomic_load_explicit(&p->state, memory_order_acquire);
+        size_t len = atomic_load_explicit(&p->len, memory_order_acquire);
+        if (state == PT_PENDING_FAILED) {
+            pt_txn_stream_abort(txn);
+            return;
+        }
+        if (ps->off < len || state == PT_PENDING_COMPLETE) {
+            size_t n = len - ps->off;
+            if (n > 65536) n = 65536;
+            bool last = state == PT_PENDING_COMPLETE && ps->off + n == len;
+            bool more = pt_txn_stream_write(txn, p->body + ps->off, n, last);
+            ps->off += n;
+            if (last || !more) return; /* done, or wait for the next proceed */
+            continue;
+        }
+        pend_reader *r = pt_xcalloc(1, sizeof(*r));
+        r->base.wake = pend_wake;
+        r->loop = pt_txn_loop(txn);
+        r->ps = ps;
+        r->ref = pt_txn_ref_new(txn);
+        if (pt_cache_pending_wait(p, ps->off, &r->base)) {
+            ps->r = r;
+            return;
+        }
+        pt_txn_ref_release(r->ref); /* arrived meanwhile */
+        free(r);
+    }
+}
+
+static void pend_proceed(pt_txn *txn, void *data)
+{
+    pend_state *ps = data;
+    if (!ps->r) pend_pump(txn, ps);
+}
+
+static void pend_stop(pt_txn *txn, void *data, bool complete)
+{
+    pend_state *ps = data;
+    ps->stopped = true;
+    if (ps->r && pt_cache_pending_unwait(ps->p, &ps->r->base)) {
+        pt_txn_ref_release(ps->r->ref);
+        free(ps->r);
+    } /* else its wake is posted: pend_posted frees it */
+    ps->r = NULL;
+    pt_cache_pending_release(ps->p);
+    ps->p = NULL;
+}
+
+static const pt_generator pending_gen = {pend_proceed, pend_stop};
+
+/* Answers a collapsed request from the fetch streaming its response
+ * (takes the reference `p`). */
+static pt_plugin_result serve_pending(pt_txn *txn, const pt_cache_conf *c, cache_state *st, pt_cache_pending *p)
+{
+    pt_metric_add(c->m_requests, R_HIT, 1);
+    st->served = true;
+    st->status = "portico; fwd=uri-miss; collapsed";
+    pt_str rest = pt_str_make(p->head, p->headlen), n, v, ctype = PT_STR_NULL;
+    while (pt_field_line_next(&rest, &n, &v))
+        if (pt_str_ieq_lit(n, "content-type")) ctype = v;
+    pend_state *ps = pt_arena_calloc(pt_txn_arena(txn), sizeof(*ps));
+    ps->p = p;
+    pt_txn_respond_stream(txn, p->status, ctype, (int64_t)p->size, &pending_gen, ps);
+    rest = pt_str_make(p->head, p->headlen);
+    while (pt_field_line_next(&rest, &n, &v))
+        if (!pt_str_ieq_lit(n, "content-type")) pt_txn_respond_header(txn, n, v);
+    pt_txn_respond_header(txn, PT_STR_LIT("Age"), PT_STR_LIT("0"));
+    return PT_PLUGIN_RESPOND;
 }
 
 /* ========================================================== request side */
@@ -655,10 +776,13 @@ static pt_plugin_result lookup(pt_txn *txn, const pt_cache_conf *c, cache_state 
     if (rcc.only_if_cached) goto gateway_timeout;
     st->status = vary_miss ? "portico; fwd=vary-miss" : "portico; fwd=uri-miss";
     if (req->method != PT_METHOD_GET || !c->collapse || st->filler) return PT_PLUGIN_CONTINUE;
+    pt_cache_pending *pend = NULL;
     if (st->waited) {
-        /* woken, still nothing: fetch, as the filler if nobody else is */
+        /* woken: read the fetch's response as it streams, else (nothing
+         * stored) fetch, as the filler if nobody else is */
         st->fill_key = st->vkey;
-        st->filler = pt_cache_fill_join(c->store, st->vkey, NULL);
+        st->filler = pt_cache_fill_join(c->store, st->vkey, NULL, &pend);
+        if (pend) return serve_pending(txn, c, st, pend);
         if (!st->filler) st->status = "portico; fwd=uri-miss; detail=collapse-retry";
         return PT_PLUGIN_CONTINUE;
     }
@@ -667,10 +791,14 @@ static pt_plugin_result lookup(pt_txn *txn, const pt_cache_conf *c, cache_state 
     w->loop = pt_txn_loop(txn);
     w->st = st;
     st->fill_key = st->vkey;
-    if (pt_cache_fill_join(c->store, st->vkey, &w->base)) {
+    if (pt_cache_fill_join(c->store, st->vkey, &w->base, &pend)) {
         free(w);
         st->filler = true;
         return PT_PLUGIN_CONTINUE;
+    }
+    if (pend) {
+        free(w);
+        return serve_pending(txn, c, st, pend);
     }
     w->ref = pt_txn_ref_new(txn);
     st->waiter = w;
@@ -870,6 +998,11 @@ static void begin_store(pt_txn *txn, const pt_cache_conf *c, cache_state *st, pt
                                .no_cache = cc.no_cache};
     st->storing = true;
     st->status = pt_arena_printf(a, "%s; stored", st->status ? st->status : "portico; fwd=uri-miss");
+    if (st->filler && res->has_body && res->content_length > 0) {
+        /* the waiters read it as it arrives (its length is known and within max_object) */
+        st->pending = pt_cache_pending_new(st->head, res->status, (size_t)res->content_length);
+        pt_cache_fill_publish(c->store, st->fill_key, st->pending);
+    }
 }
 
 static void finish_store(pt_txn *txn, const pt_cache_conf *c, cache_state *st)
@@ -887,6 +1020,7 @@ static void finish_store(pt_txn *txn, const pt_cache_conf *c, cache_state *st)
         pt_metric_add(c->m_stores, 0, 1);
         store_gauges(c);
     }
+    if (st->pending) pt_cache_pending_end(st->pending, true);
     stop_storing(st);
     end_fill(st);
 }
@@ -998,6 +1132,7 @@ static pt_plugin_result cache_on_response_body(pt_txn *txn, const void *conf, vo
     }
     if (n) memcpy(st->buf + st->len, pt_body_data(body), n);
     st->len += n;
+    if (st->pending) pt_cache_pending_append(st->pending, pt_body_data(body), n);
     if (pt_body_last(body)) {
         pt_txn_stats stats;
         pt_txn_get_stats(txn, &stats);

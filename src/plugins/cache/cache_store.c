@@ -13,6 +13,7 @@ struct pt_cache_fill {
     char *key;
     size_t keylen;
     pt_cache_waiter *waiters;
+    pt_cache_pending *pending; /* a reference, or NULL */
 };
 
 static uint64_t key_hash(const pt_cache_store *s, pt_str key) { return pt_plugin_siphash13(s->k0, s->k1, key.p, key.n); }
@@ -50,6 +51,7 @@ void pt_cache_store_fini(pt_cache_store *s)
         free(sh->table);
         for (pt_cache_fill *f = sh->fills, *n; f; f = n) {
             n = f->next;
+            pt_cache_pending_release(f->pending);
             free(f->key);
             free(f);
         }
@@ -310,12 +312,19 @@ static pt_cache_fill **fill_find(pt_cache_shard *sh, uint64_t h, pt_str key)
     return NULL;
 }
 
-bool pt_cache_fill_join(pt_cache_store *s, pt_str key, pt_cache_waiter *w)
+bool pt_cache_fill_join(pt_cache_store *s, pt_str key, pt_cache_waiter *w, pt_cache_pending **pending)
 {
     uint64_t h = key_hash(s, key);
     pt_cache_shard *sh = shard_of(s, h);
+    if (pending) *pending = NULL;
     pthread_mutex_lock(&sh->lock);
     pt_cache_fill **pp = fill_find(sh, h, key);
+    if (pp && (*pp)->pending && pending) {
+        *pending = (*pp)->pending;
+        atomic_fetch_add(&(*pending)->refs, 1);
+        pthread_mutex_unlock(&sh->lock);
+        return false;
+    }
     if (pp && !w) {
         pthread_mutex_unlock(&sh->lock);
         return false;
@@ -350,8 +359,114 @@ void pt_cache_fill_end(pt_cache_store *s, pt_str key)
         n = w->next;
         w->wake(w);
     }
+    pt_cache_pending_release(f->pending);
     free(f->key);
     free(f);
+}
+
+void pt_cache_fill_publish(pt_cache_store *s, pt_str key, pt_cache_pending *p)
+{
+    uint64_t h = key_hash(s, key);
+    pt_cache_shard *sh = shard_of(s, h);
+    pthread_mutex_lock(&sh->lock);
+    pt_cache_fill **pp = fill_find(sh, h, key);
+    pt_cache_waiter *ws = NULL;
+    if (pp && !(*pp)->pending) {
+        (*pp)->pending = p;
+        atomic_fetch_add(&p->refs, 1);
+        ws = (*pp)->waiters;
+        (*pp)->waiters = NULL;
+    }
+    pthread_mutex_unlock(&sh->lock);
+    for (pt_cache_waiter *n; ws; ws = n) {
+        n = ws->next;
+        ws->wake(ws);
+    }
+}
+
+/* ------------------------------------------------------ pending responses */
+
+pt_cache_pending *pt_cache_pending_new(pt_str head, int status, size_t size)
+{
+    pt_cache_pending *p = pt_xcalloc(1, sizeof(*p));
+    atomic_init(&p->refs, 1);
+    pthread_mutex_init(&p->lock, NULL);
+    p->status = status;
+    p->head = pt_xstrndup(head.p, head.n);
+    p->headlen = head.n;
+    p->body = pt_xmalloc(size ? size : 1);
+    p->size = size;
+    atomic_init(&p->len, 0);
+    atomic_init(&p->state, PT_PENDING_STREAMING);
+    return p;
+}
+
+void pt_cache_pending_release(pt_cache_pending *p)
+{
+    if (!p || atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) != 1) return;
+    pthread_mutex_destroy(&p->lock);
+    free(p->head);
+    free(p->body);
+    free(p);
+}
+
+/* Wakes the registered readers (outside the lock). */
+static void pending_notify(pt_cache_pending *p)
+{
+    pthread_mutex_lock(&p->lock);
+    pt_cache_waiter *ws = p->readers;
+    p->readers = NULL;
+    pthread_mutex_unlock(&p->lock);
+    for (pt_cache_waiter *n; ws; ws = n) {
+        n = ws->next;
+        ws->wake(ws);
+    }
+}
+
+void pt_cache_pending_append(pt_cache_pending *p, const char *data, size_t n)
+{
+    size_t len = atomic_load_explicit(&p->len, memory_order_relaxed);
+    if (n > p->size - len) n = p->size - len;
+    if (n == 0) return;
+    memcpy(p->body + len, data, n);
+    atomic_store_explicit(&p->len, len + n, memory_order_release);
+    pending_notify(p);
+}
+
+void pt_cache_pending_end(pt_cache_pending *p, bool complete)
+{
+    if (atomic_load(&p->state) != PT_PENDING_STREAMING) return;
+    bool whole = atomic_load(&p->len) == p->size;
+    atomic_store_explicit(&p->state, complete && whole ? PT_PENDING_COMPLETE : PT_PENDING_FAILED,
+                          memory_order_release);
+    pending_notify(p);
+}
+
+bool pt_cache_pending_wait(pt_cache_pending *p, size_t off, pt_cache_waiter *w)
+{
+    pthread_mutex_lock(&p->lock);
+    bool wait = atomic_load_explicit(&p->state, memory_order_acquire) == PT_PENDING_STREAMING &&
+                atomic_load_explicit(&p->len, memory_order_acquire) <= off;
+    if (wait) {
+        w->next = p->readers;
+        p->readers = w;
+    }
+    pthread_mutex_unlock(&p->lock);
+    return wait;
+}
+
+bool pt_cache_pending_unwait(pt_cache_pending *p, pt_cache_waiter *w)
+{
+    bool found = false;
+    pthread_mutex_lock(&p->lock);
+    for (pt_cache_waiter **pp = &p->readers; *pp; pp = &(*pp)->next)
+        if (*pp == w) {
+            *pp = w->next;
+            found = true;
+            break;
+        }
+    pthread_mutex_unlock(&p->lock);
+    return found;
 }
 
 bool pt_cache_fill_leave(pt_cache_store *s, pt_str key, pt_cache_waiter *w)

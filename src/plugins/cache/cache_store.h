@@ -68,6 +68,25 @@ typedef struct pt_cache_waiter {
 
 typedef struct pt_cache_fill pt_cache_fill;
 
+/* A response being fetched for waiters, streamed to them as it arrives
+ * (only responses of known length within max_object: the body buffer is
+ * allocated once and never moves, so readers copy from it without a lock).
+ * The fetching request appends; readers read body[0, len) — load `state`
+ * first (acquire), then `len`: COMPLETE means `len` is final. */
+enum { PT_PENDING_STREAMING, PT_PENDING_COMPLETE, PT_PENDING_FAILED };
+typedef struct pt_cache_pending {
+    atomic_int refs;
+    pthread_mutex_t lock;      /* guards `readers` */
+    int status;
+    char *head;                /* header lines, as an entry's */
+    size_t headlen;
+    char *body;
+    size_t size;               /* the Content-Length */
+    atomic_size_t len;
+    atomic_int state;
+    pt_cache_waiter *readers;  /* woken once each at the next append or end */
+} pt_cache_pending;
+
 typedef struct {
     pthread_mutex_t lock;
     pt_cache_entry **table;
@@ -121,11 +140,29 @@ typedef enum { PT_CACHE_PURGE_KEY, PT_CACHE_PURGE_PREFIX, PT_CACHE_PURGE_TAG } p
  * `arg`. Returns how many were removed. Any thread (walks every shard). */
 size_t pt_cache_store_purge(pt_cache_store *s, pt_cache_purge_mode mode, pt_str arg);
 
+/* A pending response with `head` (copied) for a body of `size` bytes; refs 1. */
+pt_cache_pending *pt_cache_pending_new(pt_str head, int status, size_t size);
+void pt_cache_pending_release(pt_cache_pending *p);
+/* The fetching request's side: appends (at most size - len bytes are
+ * taken), or ends it (complete or failed); both wake the readers. */
+void pt_cache_pending_append(pt_cache_pending *p, const char *data, size_t n);
+void pt_cache_pending_end(pt_cache_pending *p, bool complete);
+/* A reader at offset `off`: false when bytes past `off` or the end are
+ * there now; else registers `w` (true) for the next append or end. */
+bool pt_cache_pending_wait(pt_cache_pending *p, size_t off, pt_cache_waiter *w);
+/* Takes `w` back: true when it was still registered. */
+bool pt_cache_pending_unwait(pt_cache_pending *p, pt_cache_waiter *w);
+
 /* Request collapsing. join: when nobody fetches `key`, registers the
  * caller as the one who does (true: go fetch, then call fill_end); else
  * adds `w` to the waiters (false: wait for w->wake; `w` NULL: false, and
- * nothing is registered). */
-bool pt_cache_fill_join(pt_cache_store *s, pt_str key, pt_cache_waiter *w);
+ * nothing is registered) — unless the fetch already streams its response:
+ * then false, nothing registered, and *pending (if `pending` is not NULL)
+ * gets a reference to it. */
+bool pt_cache_fill_join(pt_cache_store *s, pt_str key, pt_cache_waiter *w, pt_cache_pending **pending);
+/* The fetch of `key` streams its response through `p`: later joiners get
+ * it, and the waiters are woken now (they join again and read it). */
+void pt_cache_fill_publish(pt_cache_store *s, pt_str key, pt_cache_pending *p);
 /* The fetch of `key` is over (stored or not): wakes every waiter. */
 void pt_cache_fill_end(pt_cache_store *s, pt_str key);
 /* Takes `w` back (its wait timed out or its request ended): true when it
