@@ -12,6 +12,7 @@ import pytest
 
 from conftest import simple_config
 from test_admin_metrics import admin_cfg, scrape
+from h2util import H2
 from upstreams import CLOSE, Client, PeerClosed, build_request, make_response, request, wait_reloaded
 
 TOKEN = "cache-admin-token-0123456789"
@@ -80,6 +81,27 @@ def body_resp(body, cc="max-age=60", extra=()):
 
 
 # ------------------------------------------------------------ basics, Age
+
+def test_h2_clients_hit_and_head(portico, origin):
+    body = b"y" * 70000  # more than one HTTP/2 window's worth of DATA
+    origin.table["/h2"] = body_resp(body)
+    p = start(portico, origin)
+    assert get(p, "/h2").body == body
+    h = H2(p.port)
+    try:
+        for sid, method in ((1, "GET"), (3, "HEAD"), (5, "GET")):
+            h.c.send_headers(sid, [(":method", method), (":scheme", "http"), (":authority", "example.com"),
+                                   (":path", "/h2")], end_stream=True)
+        h.flush()
+        assert h.wait(lambda: all(h.st(i)["ended"] for i in (1, 3, 5)), 15)
+        for sid in (1, 3, 5):
+            hd = h.st(sid)["headers"]
+            assert hd[b":status"] == b"200" and hd[b"cache-status"].startswith(b"portico; hit")
+            assert hd[b"content-length"] == b"70000"
+        assert h.st(1)["data"] == body and h.st(5)["data"] == body and h.st(3)["data"] == b""
+    finally:
+        h.close()
+    assert origin.count("/h2") == 1
 
 def test_miss_then_hit_with_age_and_cache_status(portico, origin):
     origin.table["/a"] = body_resp(b"hello", extra=[("ETag", '"v1"')])
@@ -460,6 +482,16 @@ def test_authorization_not_cached_unless_opted_in(portico, origin):
     r = get(p, "/auth", headers={"Authorization": "Bearer bob"})
     assert "bypass" in status_of(r)  # nor served from the anonymous entry
     assert origin.count("/auth") == 3
+
+
+def test_authorization_opt_in_keyed_per_credential(portico, origin):
+    origin.table["/who"] = lambda req: body_resp(("for " + req.header("Authorization")).encode())
+    p = start(portico, origin, cache={"cache_authorization": True, "key": {"headers": ["Authorization"]}})
+    assert get(p, "/who", headers={"Authorization": "Bearer alice"}).body == b"for Bearer alice"
+    r = get(p, "/who", headers={"Authorization": "Bearer alice"})
+    assert r.body == b"for Bearer alice" and status_of(r).startswith("portico; hit")
+    r = get(p, "/who", headers={"Authorization": "Bearer bob"})
+    assert r.body == b"for Bearer bob" and status_of(r).startswith("portico; fwd=uri-miss")
 
 
 def test_unsafe_method_invalidates(portico, origin):
