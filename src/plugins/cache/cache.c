@@ -491,7 +491,6 @@ static pt_cache_entry *entry_from_response(pt_cache_store *s, pt_str key, int st
 typedef struct {
     refresh *r;
     const pt_http_result *res;
-    bool done;
 } refresh_arg;
 
 static void refresh_store(pt_cache_store *s, void *arg)
@@ -500,7 +499,7 @@ static void refresh_store(pt_cache_store *s, void *arg)
     refresh *r = a->r;
     pt_str key = pt_str_make(r->key, r->keylen);
     const pt_http_result *res = a->res;
-    /* a background refresh only replaces plain entries (a Vary answer waits for a client) */
+    /* a background refresh only replaces plain entries (start_refresh) */
     if (res && res->error == PT_HTTP_OK && !pt_headers_get(res->headers, "vary")) {
         int64_t now = (int64_t)(pt_loop_wall_us(r->loop) / 1000000);
         pt_cache_entry *e = entry_from_response(s, key, res->status, res->headers, res->body, &r->policy,
@@ -516,7 +515,7 @@ static void refresh_store(pt_cache_store *s, void *arg)
 static void refresh_done(void *data, const pt_http_result *res)
 {
     refresh *r = data;
-    refresh_arg a = {r, res, false};
+    refresh_arg a = {r, res};
     pt_cache_registry_with(r->store, r->store_id, refresh_store, &a);
     free(r->key);
     free(r->tag_header);
@@ -525,18 +524,20 @@ static void refresh_done(void *data, const pt_http_result *res)
 
 /* Starts fetching the request's target again in the background (for
  * stale-while-revalidate); only one refresh per key at a time. Routes that
- * change the upstream path (strip_prefix, rewrite) refresh in line instead:
- * false. */
+ * change the upstream path (strip_prefix, rewrite) and Vary variants (whose
+ * key depends on the answer) revalidate in line instead: false. */
 static bool start_refresh(pt_txn *txn, const pt_cache_conf *c, cache_state *st)
 {
     const pt_route_conf *route = pt_txn_route(txn);
     if (!route || !route->upstream || route->strip_prefix || route->rewrite) return false;
+    if (!pt_str_eq(st->vkey, st->key)) return false;
     if (!pt_cache_fill_join(c->store, st->vkey, NULL, NULL)) return true; /* someone refreshes it already */
     pt_request *req = pt_txn_request(txn);
     refresh *r = pt_xcalloc(1, sizeof(*r));
     *r = (refresh){.store = c->store, .store_id = c->store->id, .key = pt_xstrndup(st->vkey.p, st->vkey.n),
                    .keylen = st->vkey.n, .policy = c->policy, .request_time = wall_now(txn),
-                   .default_swr = c->default_swr, .default_sie = c->default_sie, .tag_header = c->tag_header ? strdup(c->tag_header) : NULL,
+                   .default_swr = c->default_swr, .default_sie = c->default_sie,
+                   .tag_header = c->tag_header ? pt_xstrndup(c->tag_header, strlen(c->tag_header)) : NULL,
                    .loop = pt_txn_loop(txn)};
     pt_headers h = {0};
     for (uint32_t i = 0; i < req->headers.n; i++) {
@@ -934,7 +935,10 @@ static pt_str vary_names(pt_arena *a, const pt_headers *h)
         pt_str rest = h->v[i].value, tok;
         while (pt_list_next(&rest, &tok)) {
             if (n) b[n++] = '\n';
-            for (size_t k = 0; k < tok.n; k++) b[n++] = (char)((tok.p[k] >= 'A' && tok.p[k] <= 'Z') ? tok.p[k] + 32 : tok.p[k]);
+            for (size_t k = 0; k < tok.n; k++) {
+                char ch = tok.p[k];
+                b[n++] = (char)(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
+            }
         }
     }
     return pt_str_make(b, n);

@@ -89,11 +89,12 @@ static int answer(char **body, size_t *len, int status, const char *fmt, const c
 }
 
 /* A JSON string body value: the bytes the caller gave, with quotes,
- * backslashes and control characters replaced (it is echoed for humans). */
+ * backslashes, control characters and non-ASCII bytes replaced (it is
+ * echoed for humans, and must stay valid JSON and UTF-8). */
 static void json_safe(char *s)
 {
     for (; *s; s++)
-        if (*s == '"' || *s == '\\' || (unsigned char)*s < 0x20) *s = '?';
+        if (*s == '"' || *s == '\\' || (unsigned char)*s < 0x20 || (unsigned char)*s >= 0x7f) *s = '?';
 }
 
 static int purge_handler(void *data, pt_method method, pt_str path, pt_str query, char **body, size_t *len,
@@ -131,9 +132,10 @@ static int purge_handler(void *data, pt_method method, pt_str path, pt_str query
     }
     int status;
     if (bad || mode < 0 || arglen == 0) {
+        *content_type = "application/problem+json";
         status = answer(body, len, 400,
-                        "{\"error\": \"give exactly one of key=, prefix= or tag= (percent-encoded, non-empty)%s\", "
-                        "\"purged\": %zu}",
+                        "{\"type\": \"about:blank\", \"title\": \"Bad Request\", \"status\": 400, \"detail\": "
+                        "\"give exactly one of key=, prefix= or tag= (percent-encoded, non-empty)%s\", \"purged\": %zu}",
                         "", 0);
     } else {
         size_t n = 0;
@@ -156,6 +158,6 @@ static int purge_handler(void *data, pt_method method, pt_str path, pt_str query
 
 bool pt_cache_admin_declare(pt_conf_ctx *ctx, const pt_conf_node *node)
 {
-    return pt_conf_admin_endpoint(ctx, node, "/api/cache/purge", PT_METHOD_BIT(PT_METHOD_POST) | PT_METHOD_BIT(PT_METHOD_DELETE),
-                                  purge_handler, NULL);
+    return pt_conf_admin_endpoint(ctx, node, "/api/cache/purge",
+                                  PT_METHOD_BIT(PT_METHOD_POST) | PT_METHOD_BIT(PT_METHOD_DELETE), purge_handler, NULL);
 }

@@ -16,7 +16,10 @@ struct pt_cache_fill {
     pt_cache_pending *pending; /* a reference, or NULL */
 };
 
-static uint64_t key_hash(const pt_cache_store *s, pt_str key) { return pt_plugin_siphash13(s->k0, s->k1, key.p, key.n); }
+static uint64_t key_hash(const pt_cache_store *s, pt_str key)
+{
+    return pt_plugin_siphash13(s->k0, s->k1, key.p, key.n);
+}
 
 static pt_cache_shard *shard_of(pt_cache_store *s, uint64_t h) { return &s->shards[h % PT_CACHE_SHARDS]; }
 
