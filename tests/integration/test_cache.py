@@ -5,6 +5,7 @@ purges through the admin listener, metrics — and an attack battery
 (unkeyed headers, fat GET, cache deception, Vary splitting, errors,
 oversized objects, Authorization)."""
 
+import re
 import threading
 import time
 
@@ -816,3 +817,12 @@ def test_config_errors(portico, origin, tmp_path):
     r = subprocess.run([portico_bin(), "check", "-c", str(f)], capture_output=True, text=True)
     assert r.returncode != 0
     assert "cache" in r.stderr and "bogus" in r.stderr
+    for block, msg in (({"max_size": "1k"}, "cache.max_size: must be at least 64k"),
+                       ({"max_object_size": "40m"}, "cache.max_object_size: must be between"),
+                       ({"statuses": [99]}, "cache.statuses: 99 is not a final status"),
+                       ({"key": {"headers": ["bad header"]}}, "cache.key.headers: \"bad header\" is not a header name"),
+                       ({"tag_header": "a b"}, "cache.tag_header: expected a header name")):
+        f.write_text(to_yaml(simple_config(origin.up.addr, route_extra={"plugins": [{"cache": block}]})))
+        r = subprocess.run([portico_bin(), "check", "-c", str(f)], capture_output=True, text=True)
+        assert r.returncode != 0
+        assert re.search(r"c\.yaml:\d+:\d+: " + re.escape(msg), r.stderr), r.stderr

@@ -146,8 +146,15 @@ static void *cache_configure(pt_conf_ctx *ctx, const pt_conf_node *node)
             } else {
                 for (size_t i = 0; i < v->n; i++) {
                     int64_t st;
-                    if (!pt_conf_int(ctx, v->vals[i], 200, 599, &st)) ok = false;
-                    else c->policy.extra_statuses[c->policy.nextra++] = (uint32_t)st;
+                    if (!pt_conf_int(ctx, v->vals[i], INT32_MIN, INT32_MAX, &st)) {
+                        ok = false;
+                    } else if (st < 200 || st > 599) {
+                        pt_conf_error(ctx, v->vals[i], "cache.statuses: %lld is not a final status (200..599)",
+                                      (long long)st);
+                        ok = false;
+                    } else {
+                        c->policy.extra_statuses[c->policy.nextra++] = (uint32_t)st;
+                    }
                 }
             }
         }
@@ -169,9 +176,12 @@ static void *cache_configure(pt_conf_ctx *ctx, const pt_conf_node *node)
         if ((v = pt_conf_get(node, "stale_while_revalidate")) && !read_seconds(ctx, v, &c->default_swr)) ok = false;
         if ((v = pt_conf_get(node, "stale_if_error")) && !read_seconds(ctx, v, &c->default_sie)) ok = false;
     }
-    if (ok && (max_size < (1u << 16) || max_object == 0 || max_object > max_size / 2)) {
-        pt_conf_error(ctx, node, "cache: max_size must be at least 64k and max_object_size between 1 byte and "
-                                 "half of max_size");
+    if (ok && max_size < (1u << 16)) {
+        pt_conf_error(ctx, pt_conf_get(node, "max_size"), "cache.max_size: must be at least 64k");
+        ok = false;
+    } else if (ok && (max_object == 0 || max_object > max_size / 2)) {
+        const pt_conf_node *at = pt_conf_get(node, "max_object_size");
+        pt_conf_error(ctx, at ? at : node, "cache.max_object_size: must be between 1 byte and half of max_size");
         ok = false;
     }
     if (!ok) return NULL;
