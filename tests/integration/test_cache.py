@@ -639,6 +639,45 @@ def test_collapsing_uncacheable_answer_releases_waiters(portico, origin):
     assert origin.count("/nost") >= 2  # each waiter fetched for itself once the first answer was not stored
 
 
+def test_workers_share_one_store_under_concurrent_load(portico, origin):
+    """Two workers, 12 client threads over 40 keys (some slow, so fetches
+    collapse and stream), purges meanwhile: every answer is the right body
+    for its key, and the origin sees far fewer requests than clients made."""
+    def h(req):
+        k = int(req.target.split("/")[-1])
+        body = (b"%d:" % k) * (50 + k * 40)
+        return [0.05 if k % 5 == 0 else 0, make_response(200, "OK", [("Cache-Control", "max-age=60")], body)]
+    origin.table["*"] = h
+    plugins = [{"cache": {"max_size": "64k", "max_object_size": "16k"}}]  # evicting all the time
+    cfg = simple_config(origin.up.addr, route_extra={"plugins": plugins}, workers=2)
+    cfg, aport = admin_cfg(cfg, token=TOKEN)
+    p = portico(cfg)
+    p.aport = aport
+    errors = []
+
+    def client(n):
+        import random
+        rnd = random.Random(n)
+        for _ in range(40):
+            k = rnd.randrange(40)
+            try:
+                r = get(p, "/k/%d" % k)
+                if r.status != 200 or r.body != (b"%d:" % k) * (50 + k * 40):
+                    errors.append((k, r.status, r.body[:40]))
+            except Exception as e:  # noqa: BLE001
+                errors.append((k, repr(e)))
+            if rnd.random() < 0.03:
+                purge(p, "prefix=example.com/k/%d" % rnd.randrange(4))
+    ts = [threading.Thread(target=client, args=(i,)) for i in range(12)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors, errors[:5]
+    assert len(origin.seen) < 12 * 40 * 0.8
+    assert p.alive()
+
+
 # ------------------------------------------------------------------ stale
 
 def test_stale_while_revalidate(portico, origin):
