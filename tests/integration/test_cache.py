@@ -473,6 +473,15 @@ def test_oversized_objects_not_stored(portico, origin):
     assert origin.count("/bigchunked") == 2
 
 
+def test_max_object_size_counts_the_whole_entry(portico, origin):
+    origin.table["/edge"] = body_resp(b"e" * 4090)  # the body fits 4k, the entry with its headers does not
+    origin.table["/fits"] = body_resp(b"f" * 3000)
+    p = start(portico, origin, cache={"max_object_size": "4k"})
+    assert "detail=too-large" in status_of(get(p, "/edge"))
+    assert status_of(get(p, "/fits")) == "portico; fwd=uri-miss; stored"
+    assert status_of(get(p, "/fits")).startswith("portico; hit")
+
+
 def test_authorization_not_cached_unless_opted_in(portico, origin):
     origin.table["/auth"] = body_resp(b"for alice")
     p = start(portico, origin)

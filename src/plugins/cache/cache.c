@@ -229,6 +229,7 @@ typedef struct {
     pt_str client_inm, client_ims; /* the client's conditionals (ours replace them upstream) */
     /* storing */
     bool storing;
+    size_t overhead;           /* the entry's charge besides its body */
     pt_cache_pending *pending; /* streamed to collapsed waiters (a reference) */
     char *buf;
     size_t len, cap;
@@ -976,7 +977,6 @@ static void begin_store(pt_txn *txn, const pt_cache_conf *c, cache_state *st, pt
     pt_cache_cc cc;
     pt_cache_cc_parse(&res->headers, false, &cc);
     const char *why = pt_cache_unstorable(&c->policy, res->status, &res->headers, &cc);
-    if (!why && res->content_length > 0 && (uint64_t)res->content_length > c->max_object) why = "too-large";
     if (why) {
         st->status = pt_arena_printf(a, "%s; detail=%s", st->status ? st->status : "portico; fwd=uri-miss", why);
         end_fill(st);
@@ -1003,6 +1003,14 @@ static void begin_store(pt_txn *txn, const pt_cache_conf *c, cache_state *st, pt
     st->head = pt_str_make(head, (size_t)(w - head));
     const pt_str *tags = c->tag_header ? pt_headers_get(&res->headers, c->tag_header) : NULL;
     st->tags = tags ? pt_arena_str(a, *tags) : PT_STR_NULL;
+    /* what the entry will charge besides its body: max_object bounds the whole */
+    st->overhead = sizeof(pt_cache_entry) + st->vkey.n + 1 + st->head.n + st->tags.n + PT_CACHE_MALLOC_OVERHEAD;
+    if (st->overhead > c->max_object ||
+        (res->content_length > 0 && (uint64_t)res->content_length > c->max_object - st->overhead)) {
+        st->status = pt_arena_printf(a, "%s; detail=too-large", st->status ? st->status : "portico; fwd=uri-miss");
+        end_fill(st);
+        return;
+    }
     st->meta = (pt_cache_meta){.status = res->status, .response_time = now,
                                .initial_age = pt_cache_initial_age(&res->headers, st->request_time, now),
                                .lifetime = pt_cache_lifetime(&c->policy, &res->headers, &cc, now),
@@ -1131,7 +1139,7 @@ static pt_plugin_result cache_on_response_body(pt_txn *txn, const void *conf, vo
     cache_state *st = state;
     if (!st->storing) return PT_PLUGIN_CONTINUE;
     size_t n = pt_body_len(body);
-    if (st->len + n > c->max_object) {
+    if (st->overhead + st->len + n > c->max_object) {
         /* over the object bound: forwarded, not stored */
         stop_storing(st);
         end_fill(st);
