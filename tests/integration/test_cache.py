@@ -728,6 +728,16 @@ def test_stale_if_error_on_5xx_and_unreachable(portico, origin, upstream):
     assert r.status == 200 and r.body == b"good" and "fwd-status=502" in status_of(r)
 
 
+def test_stale_defaults_from_configuration(portico, origin):
+    origin.table["/d"] = body_resp(b"good", cc="max-age=1")  # the response names no stale windows
+    p = start(portico, origin, cache={"stale_if_error": "1m", "stale_while_revalidate": "0s"})
+    get(p, "/d")
+    time.sleep(2.1)
+    origin.table["/d"] = (502, [("Content-Type", "text/plain")], b"bad")
+    r = get(p, "/d")
+    assert r.status == 200 and r.body == b"good" and "stale-if-error" in status_of(r)
+
+
 def test_stale_if_error_window_passed(portico, origin):
     origin.table["/sie2"] = body_resp(b"good", cc="max-age=1, stale-if-error=1")
     p = start(portico, origin)

@@ -798,12 +798,18 @@ static pt_plugin_result lookup(pt_txn *txn, const pt_cache_conf *c, cache_state 
         if (!st->filler) st->status = "portico; fwd=uri-miss; detail=collapse-retry";
         return PT_PLUGIN_CONTINUE;
     }
+    st->fill_key = st->vkey;
+    /* most misses find nobody fetching: no waiter to allocate then */
+    if (pt_cache_fill_join(c->store, st->vkey, NULL, &pend)) {
+        st->filler = true;
+        return PT_PLUGIN_CONTINUE;
+    }
+    if (pend) return serve_pending(txn, c, st, pend);
     cache_waiter *w = pt_xcalloc(1, sizeof(*w));
     w->base.wake = waiter_wake;
     w->loop = pt_txn_loop(txn);
     w->st = st;
-    st->fill_key = st->vkey;
-    if (pt_cache_fill_join(c->store, st->vkey, &w->base, &pend)) {
+    if (pt_cache_fill_join(c->store, st->vkey, &w->base, &pend)) { /* the fetch ended meanwhile */
         free(w);
         st->filler = true;
         return PT_PLUGIN_CONTINUE;
