@@ -367,6 +367,24 @@ def test_key_query_none(portico, origin):
     assert status_of(get(p, "/q?y=2")).startswith("portico; hit")
 
 
+@pytest.mark.parametrize("order", ["cache-first", "compression-first"])
+def test_with_compression(portico, origin, order):
+    import gzip
+    text = b"hello cache " * 500
+    origin.table["/z"] = (200, [("Content-Type", "text/plain"), ("Cache-Control", "max-age=60")], text)
+    cache, comp = {"cache": {}}, {"compression": {"algorithms": ["gzip"]}}
+    plugins = [cache, comp] if order == "cache-first" else [comp, cache]
+    p = portico(simple_config(origin.up.addr, route_extra={"plugins": plugins}))
+    for _ in range(2):
+        rz = get(p, "/z", headers={"Accept-Encoding": "gzip"})
+        assert rz.header("Content-Encoding") == "gzip" and gzip.decompress(rz.body) == text
+        ri = get(p, "/z")
+        assert ri.header("Content-Encoding") is None and ri.body == text
+    assert status_of(rz).startswith("portico; hit") and status_of(ri).startswith("portico; hit")
+    # cache first: one entry compressed per client; compression first: one variant per Accept-Encoding
+    assert origin.count("/z") == (1 if order == "cache-first" else 2)
+
+
 # ------------------------------------------------------------ attack battery
 
 def test_unkeyed_headers_do_not_poison(portico, origin):
