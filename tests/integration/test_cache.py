@@ -512,6 +512,21 @@ def test_authorization_not_cached_unless_opted_in(portico, origin):
     assert origin.count("/auth") == 3
 
 
+def test_callers_named_by_auth_plugins_not_cached(portico, origin):
+    """key_auth removes its credential before the cache looks: the caller it
+    named still keeps the response out of the shared cache."""
+    origin.table["/me"] = lambda req: body_resp(("for " + (req.header("X-Consumer") or "?")).encode())
+    cfg = simple_config(origin.up.addr, route_extra={"plugins": [{"key_auth": {}}, {"cache": {}}]})
+    sha = lambda k: __import__("hashlib").sha256(k.encode()).hexdigest()  # noqa: E731
+    cfg["consumers"] = [{"name": "alice", "credentials": {"keys": [{"key_sha256": sha("alice-key-0123456789")}]}},
+                        {"name": "bob", "credentials": {"keys": [{"key_sha256": sha("bob-key-0123456789ab")}]}}]
+    p = portico(cfg)
+    for who in ("alice-key-0123456789", "bob-key-0123456789ab", "alice-key-0123456789"):
+        r = get(p, "/me", headers={"X-API-Key": who})
+        assert r.status == 200 and status_of(r) == "portico; fwd=bypass; detail=authorization"
+    assert origin.count("/me") == 3
+
+
 def test_authorization_opt_in_keyed_per_credential(portico, origin):
     origin.table["/who"] = lambda req: body_resp(("for " + req.header("Authorization")).encode())
     p = start(portico, origin, cache={"cache_authorization": True, "key": {"headers": ["Authorization"]}})

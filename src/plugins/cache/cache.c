@@ -857,7 +857,11 @@ static pt_plugin_result cache_on_request_headers(pt_txn *txn, const void *conf, 
         pt_metric_add(c->m_requests, R_BYPASS, 1);
         return PT_PLUGIN_CONTINUE;
     }
-    if (!c->allow_authorization && pt_headers_get(&req->headers, "authorization")) {
+    /* credentials: an Authorization field, or a caller an authentication
+     * plugin before this one named (it removed its credential) */
+    const char *method = pt_txn_auth_method(txn);
+    bool authenticated = pt_txn_consumer(txn) && !(method && strcmp(method, "anonymous") == 0);
+    if (!c->allow_authorization && (pt_headers_get(&req->headers, "authorization") || authenticated)) {
         st->status = "portico; fwd=bypass; detail=authorization";
         pt_metric_add(c->m_requests, R_BYPASS, 1);
         return PT_PLUGIN_CONTINUE;
