@@ -525,6 +525,16 @@ def test_callers_named_by_auth_plugins_not_cached(portico, origin):
         r = get(p, "/me", headers={"X-API-Key": who})
         assert r.status == 200 and status_of(r) == "portico; fwd=bypass; detail=authorization"
     assert origin.count("/me") == 3
+    # listed after the cache, the caller it names still keeps the answer out of the store
+    cfg["routes"][0]["plugins"] = [{"cache": {}}, {"key_auth": {}}]
+    p.write_config(cfg)
+    p.signal(__import__("signal").SIGHUP)
+    wait_reloaded(p)
+    for who in ("alice-key-0123456789", "bob-key-0123456789ab"):
+        r = get(p, "/me", headers={"X-API-Key": who})
+        assert r.status == 200 and status_of(r) == "portico; fwd=bypass; detail=authorization"
+    r = get(p, "/me")
+    assert r.status == 401 and "hit" not in status_of(r)  # nothing stored for an anonymous client to get
 
 
 def test_authorization_opt_in_keyed_per_credential(portico, origin):

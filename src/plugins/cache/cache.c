@@ -832,6 +832,13 @@ gateway_timeout:
     return PT_PLUGIN_RESPOND;
 }
 
+/* Whether an authentication plugin named the caller (not the anonymous consumer). */
+static bool authenticated(pt_txn *txn)
+{
+    const char *method = pt_txn_auth_method(txn);
+    return pt_txn_consumer(txn) && !(method && strcmp(method, "anonymous") == 0);
+}
+
 static pt_plugin_result cache_on_request_headers(pt_txn *txn, const void *conf, void *state)
 {
     const pt_cache_conf *c = conf;
@@ -859,9 +866,7 @@ static pt_plugin_result cache_on_request_headers(pt_txn *txn, const void *conf, 
     }
     /* credentials: an Authorization field, or a caller an authentication
      * plugin before this one named (it removed its credential) */
-    const char *method = pt_txn_auth_method(txn);
-    bool authenticated = pt_txn_consumer(txn) && !(method && strcmp(method, "anonymous") == 0);
-    if (!c->allow_authorization && (pt_headers_get(&req->headers, "authorization") || authenticated)) {
+    if (!c->allow_authorization && (pt_headers_get(&req->headers, "authorization") || authenticated(txn))) {
         st->status = "portico; fwd=bypass; detail=authorization";
         pt_metric_add(c->m_requests, R_BYPASS, 1);
         return PT_PLUGIN_CONTINUE;
@@ -1136,6 +1141,11 @@ static pt_plugin_result cache_on_response_headers(pt_txn *txn, const void *conf,
     }
     if (st->stale && st->status && strncmp(st->status, "portico; fwd=stale", 18) == 0)
         pt_metric_add(c->m_requests, R_MISS, 1);
+    if (st->may_store && !c->allow_authorization && authenticated(txn)) {
+        /* an authentication plugin after the cache named the caller: personal */
+        st->may_store = false;
+        st->status = "portico; fwd=bypass; detail=authorization";
+    }
     if (st->may_store) begin_store(txn, c, st, res);
     else end_fill(st);
     if (st->storing && !res->has_body) finish_store(txn, c, st);
