@@ -41,6 +41,7 @@ struct pt_admin {
     size_t nconns;
     pt_admin_api_fn api;       /* admin thread only (set through a post); NULL: no /api */
     void *api_data;
+    const pt_admin_ext *ext;   /* admin thread only (set through a post); NULL: none */
 };
 
 typedef enum { C_READ, C_WRITE, C_LINGER } conn_state;
@@ -127,6 +128,44 @@ static bool token_ok(const pt_admin *a, const pt_request *req, const char **chal
     return ok;
 }
 
+/* A plugin's endpoint (pt_admin_ext): its methods, the token always. */
+static void handle_ext(admin_conn *c, const pt_request *req, uint32_t methods)
+{
+    pt_admin *a = c->a;
+    bool head = req->method == PT_METHOD_HEAD;
+    if (head && (methods & PT_METHOD_BIT(PT_METHOD_GET))) methods |= PT_METHOD_BIT(PT_METHOD_HEAD);
+    if (!(methods & PT_METHOD_BIT(req->method))) {
+        char allow[96] = "Allow: ";
+        for (int m = PT_METHOD_GET; m < PT_METHOD__COUNT; m++)
+            if (methods & PT_METHOD_BIT(m)) {
+                if (allow[7]) strcat(allow, ", ");
+                strcat(allow, pt_method_name((pt_method)m));
+            }
+        strcat(allow, "\r\n");
+        respond_problem(c, 405, "this admin endpoint does not answer that method", allow, head);
+        return;
+    }
+    bool mutating = req->method != PT_METHOD_GET && !head;
+    if (mutating && !a->token.set) {
+        respond_problem(c, 403, "admin endpoints that change state need admin.token to be configured", NULL, false);
+        return;
+    }
+    const char *challenge;
+    if (!token_ok(a, req, &challenge)) {
+        respond_problem(c, 401, "a valid bearer token is required", challenge, head);
+        return;
+    }
+    char *body = NULL;
+    size_t len = 0;
+    const char *ctype = "application/json";
+    pt_method m = head ? PT_METHOD_GET : req->method;
+    int status = a->ext->call(m, req->path, req->has_query ? req->query : PT_STR_NULL, &body, &len, &ctype);
+    if (status == 0) respond_problem(c, 404, "no such admin endpoint", NULL, head);
+    else if (body) respond(c, status, ctype, NULL, body, len, head);
+    else respond_problem(c, status, "the admin endpoint cannot answer now", NULL, head);
+    free(body);
+}
+
 static void handle(admin_conn *c, const pt_request *req)
 {
     pt_admin *a = c->a;
@@ -134,6 +173,11 @@ static void handle(admin_conn *c, const pt_request *req)
     bool metrics = pt_str_eq_lit(req->path, "/metrics") && a->metrics;
     bool healthz = pt_str_eq_lit(req->path, "/healthz"), readyz = pt_str_eq_lit(req->path, "/readyz");
     bool dashboard = pt_str_eq_lit(req->path, "/dashboard");
+    uint32_t ext_methods = a->ext ? a->ext->methods(req->path) : 0;
+    if (ext_methods) {
+        handle_ext(c, req, ext_methods);
+        return;
+    }
     bool api = a->api && req->path.n >= 4 && memcmp(req->path.p, "/api", 4) == 0 &&
                (req->path.n == 4 || req->path.p[4] == '/');
     if (!metrics && !healthz && !readyz && !api && !dashboard) {
@@ -343,6 +387,22 @@ void pt_admin_set_api(pt_admin *a, pt_admin_api_fn fn, void *data)
 void pt_admin_set_ready(pt_admin *a, bool ready)
 {
     if (a) atomic_store(&a->ready, ready);
+}
+
+static void set_ext_cb(pt_loop *loop, void *data)
+{
+    pt_admin_ext **h = data;
+    pt_admin *a = (pt_admin *)h[0];
+    a->ext = (const pt_admin_ext *)h[1];
+    free(h);
+}
+
+void pt_admin_set_ext(pt_admin *a, const pt_admin_ext *ext)
+{
+    void **h = pt_xmalloc(2 * sizeof(void *));
+    h[0] = a;
+    h[1] = (void *)ext;
+    pt_loop_post(a->loop, set_ext_cb, h); /* the admin thread owns its fields */
 }
 
 static void set_token_cb(pt_loop *loop, void *data)

@@ -3,7 +3,8 @@
  * scrape never runs on (or stalls) a worker. See docs/metrics.md.
  *
  * Deliberately small and strict: HTTP/1.x parsed by the proxy's own strict
- * parser (http/h1.h), GET and HEAD only, one request per connection
+ * parser (http/h1.h), GET and HEAD only (plugin endpoints may also take
+ * POST and DELETE, see pt_admin_ext), one request per connection
  * (answers carry Connection: close), at most PT_ADMIN_MAX_CONNS
  * connections at once (more are closed at accept), and PT_ADMIN_TIMEOUT_MS
  * for the whole exchange. /metrics needs `Authorization: Bearer <token>`
@@ -40,6 +41,19 @@ void pt_admin_set_token(pt_admin *a, const char *token);
 typedef int (*pt_admin_api_fn)(void *data, pt_str path, char **body, size_t *len, const char **content_type);
 /* Installs the API handler (any thread; applied on the admin thread). */
 void pt_admin_set_api(pt_admin *a, pt_admin_api_fn fn, void *data);
+/* Endpoints that plugins expose (plugin.h, pt_conf_admin_endpoint), wired
+ * by the server: `methods` tells which methods `path` answers
+ * (PT_METHOD_BIT mask; 0: not such an endpoint), `call` answers like the
+ * /api handler with the method and the raw query. Such endpoints may take
+ * POST and DELETE; they always need the bearer token, and mutating
+ * methods are refused (403) when no token is configured. Both run on the
+ * admin thread. */
+typedef struct {
+    uint32_t (*methods)(pt_str path);
+    int (*call)(pt_method method, pt_str path, pt_str query, char **body, size_t *len, const char **content_type);
+} pt_admin_ext;
+/* Installs `ext` (static; any thread; applied on the admin thread). */
+void pt_admin_set_ext(pt_admin *a, const pt_admin_ext *ext);
 /* Closes the listener and its connections, joins the thread, frees. */
 void pt_admin_stop(pt_admin *a);
 

@@ -258,6 +258,13 @@ void pt_txn_respond_stream(pt_txn *txn, int status, pt_str content_type, int64_t
  * next proceed (or the response is over). */
 bool pt_txn_stream_write(pt_txn *txn, const char *data, size_t len, bool last);
 
+/* Ends a streamed response whose source failed (an entry that stopped
+ * arriving): once its head is out the client sees a cut response (HTTP/1:
+ * the connection closes; HTTP/2: the stream is reset), before that it gets
+ * 502. The generator's stop runs (complete false). No-op when the response
+ * is over or not streamed. */
+void pt_txn_stream_abort(pt_txn *txn);
+
 /* From a header-phase callback of `side`: the body of that side will be
  * rewritten, so its length is unknown (Content-Length dropped, chunked /
  * unframed DATA). On the response side a strong ETag becomes weak. */
@@ -448,9 +455,40 @@ pt_metric_series *pt_conf_metric(pt_conf_ctx *ctx, const pt_conf_node *node, con
  * RSS. NULL (after pt_conf_error at `node`) when it cannot be mapped. */
 void *pt_conf_shared(pt_conf_ctx *ctx, const pt_conf_node *node, pt_str key, size_t size,
                      void (*init)(void *obj, size_t size));
+/* The same, with `fini` (optional) run once when the object goes (the
+ * last configuration holding it is freed, on whichever thread frees it),
+ * before its memory is unmapped: for objects that own memory outside the
+ * mapping (a cache's entries). */
+void *pt_conf_shared_ex(pt_conf_ctx *ctx, const pt_conf_node *node, pt_str key, size_t size,
+                        void (*init)(void *obj, size_t size), void (*fini)(void *obj, size_t size));
 /* Where the instance being configured is declared: "global" or
  * "route:NAME" (a default key prefix for state that belongs to it). */
 const char *pt_conf_scope(pt_conf_ctx *ctx);
+
+/* ---- Admin endpoints (docs/admin_api.md "Plugin endpoints") ----
+ * A plugin may answer paths of the admin listener (e.g. the cache's
+ * /api/cache/purge). Declared in configure: the endpoint exists while some
+ * loaded configuration declares it, so it follows reloads. The handler runs
+ * on the admin thread, never on a worker: it must only touch process-wide
+ * state (pt_conf_shared objects, its own registries under their locks) and
+ * `data` must be such state (or NULL). Methods: GET (HEAD answered from
+ * it), POST, DELETE, as a PT_METHOD_BIT mask. The bearer token
+ * (admin.token) is always required, and POST/DELETE are refused with 403
+ * when none is configured. The handler returns the status and sets *body
+ * (malloc'ed, freed by the listener) and, if not JSON, *content_type
+ * (static); 0 answers 404. `query` is the raw query string (no '?'). */
+typedef int (*pt_admin_handler)(void *data, pt_method method, pt_str path, pt_str query, char **body, size_t *len,
+                                const char **content_type);
+/* Declares `path` (static string, starting with "/api/"). Declaring the
+ * same path again with the same handler and data shares it; a different
+ * handler or data for a path already declared is a config error at `node`. */
+bool pt_conf_admin_endpoint(pt_conf_ctx *ctx, const pt_conf_node *node, const char *path, uint32_t methods,
+                            pt_admin_handler fn, void *data);
+/* For the server (admin wiring): the methods of a declared path (0: none),
+ * and the call itself (0 when the path is not declared). */
+uint32_t pt_plugin_admin_methods(pt_str path);
+int pt_plugin_admin_call(pt_method method, pt_str path, pt_str query, char **body, size_t *len,
+                         const char **content_type);
 
 /* ---- Internal HTTP client ----
  * Calls to a configured upstream on the same machinery as proxied requests

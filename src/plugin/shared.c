@@ -22,6 +22,7 @@ typedef struct shared_obj {
     size_t mapped;  /* rounded to pages */
     int refs;
     void *mem;
+    void (*fini)(void *obj, size_t size); /* before the unmap; may be NULL */
 } shared_obj;
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -41,6 +42,7 @@ static void shared_release(void *data)
             }
     pthread_mutex_unlock(&registry_lock);
     if (!last) return;
+    if (o->fini) o->fini(o->mem, o->size);
     munmap(o->mem, o->mapped);
     free(o->key);
     free(o);
@@ -48,6 +50,12 @@ static void shared_release(void *data)
 
 void *pt_conf_shared(pt_conf_ctx *ctx, const pt_conf_node *node, pt_str key, size_t size,
                      void (*init)(void *obj, size_t size))
+{
+    return pt_conf_shared_ex(ctx, node, key, size, init, NULL);
+}
+
+void *pt_conf_shared_ex(pt_conf_ctx *ctx, const pt_conf_node *node, pt_str key, size_t size,
+                        void (*init)(void *obj, size_t size), void (*fini)(void *obj, size_t size))
 {
     pthread_mutex_lock(&registry_lock);
     shared_obj *o = registry;
@@ -71,7 +79,7 @@ void *pt_conf_shared(pt_conf_ctx *ctx, const pt_conf_node *node, pt_str key, siz
     k[key.n] = '\0';
     o = pt_xcalloc(1, sizeof(*o));
     *o = (shared_obj){.next = registry, .key = k, .keylen = key.n, .size = size, .mapped = mapped,
-                      .refs = 1, .mem = mem};
+                      .refs = 1, .mem = mem, .fini = fini};
     if (init) init(mem, size);
     registry = o;
     pthread_mutex_unlock(&registry_lock);

@@ -1,5 +1,6 @@
 /* registry.c — the table of built-in plugin types, looked up by the config
  * loader when it meets a plugin name. Adding a built-in = one line here. */
+#include "plugins/cache/cache.h"
 #include "plugins/compression/compression.h"
 #include "plugins/concurrency_limit/concurrency_limit.h"
 #include "plugins/cors/cors.h"
@@ -43,6 +44,7 @@ static const pt_plugin_type *const builtin_plugins[] = {
     &pt_plugin_rewrite,
     &pt_plugin_json_transform,
     &pt_plugin_xml_json,
+    &pt_plugin_cache,
     NULL,
 };
 

@@ -268,6 +268,14 @@ bool pt_txn_stream_write(pt_txn *t, const char *data, size_t len, bool last)
     return more;
 }
 
+void pt_txn_stream_abort(pt_txn *t)
+{
+    if (t->finished || !t->genr || t->genr_stopped || t->resp_done) return;
+    txn_enter(t);
+    txn_fail_request(t, 502, "the streamed response could not be completed");
+    txn_leave(t);
+}
+
 void pt_txn_respond_header(pt_txn *t, pt_str name, pt_str value)
 {
     pt_headers_add(&t->res.headers, t->a, pt_arena_str(t->a, name), pt_arena_str(t->a, value));

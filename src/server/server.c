@@ -407,6 +407,8 @@ int pt_server_run(pt_generation *gen, const char *config_path, pt_metrics *metri
         pt_admin_api_publish(gen);
         pt_admin_api_reloaded(true, gen->id, "started");
         pt_admin_set_api(s.admin, pt_admin_api, NULL);
+        static const pt_admin_ext plugin_endpoints = {pt_plugin_admin_methods, pt_plugin_admin_call};
+        pt_admin_set_ext(s.admin, &plugin_endpoints);
         fprintf(stderr, "portico: admin listener on %s (/metrics, /healthz, /readyz)%s\n", cfg->admin.addr.text,
                 cfg->admin.token ? " with a bearer token" : "");
     }

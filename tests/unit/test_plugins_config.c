@@ -69,7 +69,7 @@ TEST(registry_finds_every_builtin)
     const char *names[] = {"request_id", "headers", "direct_response", "delay", "ip_restriction", "forward_auth",
                            "compression", "key_auth", "basic_auth", "acl", "jwt", "mtls_auth",
                            "oauth2_introspection", "rate_limit", "concurrency_limit", "cors", "deprecation", "rewrite",
-                           "json_transform", "xml_json"};
+                           "json_transform", "xml_json", "cache"};
     for (size_t i = 0; i < PT_ARRAY_LEN(names); i++) {
         const pt_plugin_type *t = pt_plugin_find(names[i]);
         CHECK(t != NULL);
