@@ -598,7 +598,7 @@ typedef enum { TARGETS_BARE, TARGETS_HTTP_URL, TARGETS_HTTPS_URL } targets_schem
  * (also as {address, weight}). Returns TARGETS_HTTPS_URL when they are
  * https:// URLs (mixing https:// with the others is an error),
  * TARGETS_HTTP_URL when at least one is an http:// URL, else TARGETS_BARE. */
-static targets_scheme conf_targets(pt_conf_ctx *ctx, const pt_conf_node *t, pt_upstream_conf *u,
+static targets_scheme conf_targets(pt_conf_ctx *ctx, const pt_conf_node *t, pt_config *cfg, pt_upstream_conf *u,
                                    const pt_conf_node *unode)
 {
     if (!t) {
@@ -606,7 +606,23 @@ static targets_scheme conf_targets(pt_conf_ctx *ctx, const pt_conf_node *t, pt_u
         return TARGETS_BARE;
     }
     if (t->kind != PT_NODE_SEQ || t->n == 0) {
-        pt_conf_error(ctx, t, "targets must be a non-empty list of HOST:PORT or {address, weight}");
+        pt_conf_error(ctx, t, "targets must be a non-empty list of HOST:PORT, {address, weight} or {srv: NAME}");
+        return TARGETS_BARE;
+    }
+    /* {srv: NAME} entries: all of an upstream's targets, or none */
+    size_t nsrv = 0;
+    const pt_conf_node *plain = NULL;
+    for (size_t i = 0; i < t->n; i++) {
+        if (t->vals[i]->kind == PT_NODE_MAP && pt_conf_get(t->vals[i], "srv")) nsrv++;
+        else if (!plain) plain = t->vals[i];
+    }
+    if (nsrv && plain) {
+        pt_conf_error(ctx, plain, "upstream '%s': targets are either all {srv: NAME} entries or none "
+                                  "(mixing SRV names and addresses is not supported)", u->name);
+        return TARGETS_BARE;
+    }
+    if (nsrv) {
+        pt_conf_srv_targets(ctx, t, cfg, u);
         return TARGETS_BARE;
     }
     u->targets = pt_arena_calloc(ctx->arena, t->n * sizeof(*u->targets));
@@ -731,7 +747,7 @@ static void conf_upstreams(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config
         snprintf(what, sizeof(what), "upstream '%s'", u->name);
         if (!pt_conf_check_keys(ctx, v, keys, what)) continue;
         const pt_conf_node *tn = pt_conf_opt(v, "targets");
-        targets_scheme scheme = conf_targets(ctx, tn, u, k);
+        targets_scheme scheme = conf_targets(ctx, tn, cfg, u, k);
         const pt_conf_node *n = pt_conf_opt(v, "keepalive");
         int64_t iv;
         if (n && pt_conf_int(ctx, n, 0, 10000, &iv)) u->keepalive = (uint32_t)iv;

@@ -14,6 +14,7 @@
 #include "config/balance_conf.h"
 #include "config/conf_node.h"
 #include "http/message.h"
+#include "net/dns.h"
 #include "net/dns_cache.h"
 #include "net/ipset.h"
 
@@ -82,7 +83,18 @@ typedef struct {
      * (net/dns.h). `answer` is the load-time answer that seeds the workers. */
     bool dns;
     pt_dns_answer answer;
+    const char *srv;             /* the SRV name this target came from ({srv: NAME}); NULL otherwise */
 } pt_target_conf;
+
+/* An SRV name upstream targets are expanded from (`{srv: NAME}`, docs/dns.md
+ * "SRV records"), once per configuration however many upstreams use it, with
+ * the answer the expansion used: the server re-asks when its TTL passes and
+ * reloads the configuration when the records differ. */
+typedef struct {
+    char *name;
+    pt_dns_srv_answer answer;
+    int line, col;               /* where it is first used */
+} pt_srv_conf;
 
 /* TLS to the upstream's targets (https). */
 typedef struct {
@@ -366,6 +378,8 @@ typedef struct pt_config {
         int line;
     } admin;
     pt_dns_conf dns;                 /* `dns:` resolver settings for upstream host names */
+    pt_srv_conf *srv;                /* SRV names of upstream targets, each once */
+    size_t nsrv;
     pt_consumers consumers;          /* `consumers:` */
     pt_identity_headers identity_headers; /* `identity_headers:` */
 } pt_config;

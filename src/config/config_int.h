@@ -29,6 +29,12 @@ void pt_conf_dns(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg);
 bool pt_conf_resolve_target(const pt_config *cfg, pt_arena *a, const char *host, uint16_t port, pt_target_conf *tc,
                             char *err, size_t errcap);
 
+/* config_dns.c: an upstream's `targets` written as {srv: NAME} entries
+ * (sequence `t`, every item such a map): each name resolved (SRV, cfg->srv)
+ * and expanded into u->targets, each record's host resolved like a target's.
+ * Errors are positioned at the entries. */
+void pt_conf_srv_targets(pt_conf_ctx *ctx, const pt_conf_node *t, pt_config *cfg, pt_upstream_conf *u);
+
 /* consumers.c: `identity_headers:` and `consumers:` into cfg (before
  * plugins and routes, which refer to consumers by name). */
 void pt_conf_read_consumers(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg);
