@@ -497,8 +497,9 @@ bool pt_dns_srv_parse(const unsigned char *buf, int len, pt_arena *a, pt_dns_srv
         snprintf(err, errcap, "malformed answer");
         return false;
     }
-    /* a "." target: the service is not offered there (RFC 2782) */
-#define SRV_USABLE(x) ((x)->host && (x)->host[0] && strcmp((x)->host, ".") != 0)
+    /* a "." target: the service is not offered there (RFC 2782); port 0
+     * cannot be connected to */
+#define SRV_USABLE(x) ((x)->host && (x)->host[0] && strcmp((x)->host, ".") != 0 && (x)->port != 0)
     int prio = -1;
     for (const struct ares_srv_reply *x = r; x; x = x->next)
         if (SRV_USABLE(x) && (prio < 0 || x->priority < prio)) prio = x->priority;

@@ -71,7 +71,7 @@ typedef struct {
 /* The records of an SRV answer that are used: those of the lowest priority
  * value (records with a higher number are backups and never used), sorted by
  * host, port, weight, duplicates removed; a "." target (service not offered)
- * is dropped. */
+ * and a record with port 0 are dropped. */
 typedef struct {
     pt_dns_srv *v;
     uint32_t n;                  /* > 0 in a good answer */

@@ -199,8 +199,10 @@ static json_t *upstreams_json(const pt_generation *g)
         json_t *targets = json_array();
         for (size_t t = 0; t < u->ntargets; t++) {
             const pt_target_conf *tc = &u->targets[t];
-            json_array_append_new(targets, json_pack("{s:s, s:i, s:i, s:b}", "host", tc->host, "port", tc->port,
-                                                     "weight", (int)tc->weight, "dns", tc->dns));
+            json_t *tj = json_pack("{s:s, s:i, s:i, s:b}", "host", tc->host, "port", tc->port, "weight",
+                                   (int)tc->weight, "dns", tc->dns);
+            if (tc->srv) json_object_set_new(tj, "srv", json_string(tc->srv));
+            json_array_append_new(targets, tj);
         }
         json_array_append_new(
             a, json_pack("{s:s, s:i, s:s, s:b, s:o, s:{s:I, s:I, s:I}, s:i}", "name", u->name, "line", u->line,
