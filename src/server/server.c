@@ -383,7 +383,8 @@ static int wait_signal(pt_server *s, const sigset_t *set)
 {
     int64_t ms = pt_srv_watch_wait_ms(s->srv);
     if (ms < 0) return sigwaitinfo(set, NULL);
-    if (ms == 0) return 0;
+    /* ms 0: a pending signal still comes first (a SIGTERM that abandoned a
+     * refresh leaves that name due) */
     struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000};
     int sig = sigtimedwait(set, NULL, &ts);
     return sig < 0 && errno == EAGAIN ? 0 : sig;

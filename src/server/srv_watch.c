@@ -66,6 +66,16 @@ static void describe(const pt_dns_srv_answer *a, char *buf, size_t cap)
     }
 }
 
+/* Whether a signal of `set` is pending (the server is about to stop). */
+static bool pending(const sigset_t *set)
+{
+    sigset_t p;
+    if (!set || sigpending(&p) != 0) return false;
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sigismember(set, sig) == 1 && sigismember(&p, sig) == 1) return true;
+    return false;
+}
+
 int pt_srv_watch_refresh(pt_srv_watch *w, const sigset_t *interrupt, char *msg, size_t cap)
 {
     for (size_t i = 0; i < w->n; i++) {
@@ -76,6 +86,10 @@ int pt_srv_watch_refresh(pt_srv_watch *w, const sigset_t *interrupt, char *msg, 
         pt_dns_srv_answer ans;
         char err[512];
         if (!pt_dns_resolve_srv_now(conf, x->sc->name, interrupt, a, &ans, err, sizeof(err))) {
+            if (pending(interrupt)) { /* stopping: not a DNS failure */
+                pt_arena_free(a);
+                return -1;
+            }
             if (++x->failures == 1)
                 fprintf(stderr, "portico: dns: %s; keeping the last good answer (%u record%s), asking again later\n",
                         err, x->sc->answer.n, x->sc->answer.n == 1 ? "" : "s");

@@ -480,6 +480,21 @@ def test_srv_silent_dns_keeps_last_good_set(portico, dns, upstream):
     assert n2 == 6, seen
 
 
+def test_srv_sigterm_not_held_up_by_a_refresh(portico, dns, upstream):
+    """A refresh waiting on a silent server (up to 5s + 10s + 15s here) is
+    abandoned when SIGTERM arrives."""
+    one = upstream(name="one")
+    dns.set(HOST, ["127.0.0.1"], 60)
+    dns.set_srv(SRV, [(10, 1, one.port, HOST, 1)])
+    p = portico(srv_config(dns, timeout="5s", attempts=3))
+    q = dns.count(33)
+    dns.silent = True
+    assert wait_for(lambda: dns.count(33) > q, timeout=5)  # the refresh is waiting now
+    p.signal(signal.SIGTERM)
+    assert p.wait_exit(timeout=10) == 0, p.stderr()
+    assert "keeping the last good answer" not in p.stderr()
+
+
 def test_srv_sighup_resolves_again(portico, dns, upstream):
     one, two = upstream(name="one"), upstream(name="two")
     dns.set(HOST, ["127.0.0.1"], 3600)
