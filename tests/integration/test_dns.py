@@ -11,6 +11,10 @@ for anything else, and can go silent. Two upstreams listen on the same port
 on 127.0.0.1 and 127.0.0.2 (loopback aliases need no setup on Linux), so the
 name's address decides which one serves a request.
 
+SRV targets (`{srv: NAME}`): the DnsServer also answers SRV queries; two
+echo upstreams on different ports of 127.0.0.1 are the records' targets, so
+the records' weights, priorities and changes decide which one serves.
+
 Not covered here: the internal HTTP client (pt_http_fetch) resolves through
 the same pt_exchange_open, but no built-in plugin calls it yet, so there is
 nothing to drive it from outside.
