@@ -133,7 +133,7 @@ static bool resolve_target(pt_conf_ctx *ctx, const host_port *hp, pt_target_conf
     bool numeric = getaddrinfo(hp->host, "1", &hints, &res) == 0;
     if (res) freeaddrinfo(res);
     if (numeric || hp->bracketed) return resolve_host_port(hp, false, &tc->addr, err, errcap);
-    return pt_conf_resolve_target(ctx->cfg, ctx->arena, hp->host, hp->port, tc, err, errcap);
+    return pt_conf_resolve_target(ctx, hp->host, hp->port, tc, err, errcap);
 }
 
 static bool conf_target_address(pt_conf_ctx *ctx, const pt_conf_node *node, char *text, pt_target_conf *tc,
@@ -896,10 +896,11 @@ static void config_from_tree(pt_conf_ctx *ctx, const pt_conf_node *root, pt_conf
 }
 
 static pt_config *load_string(const char *name, const char *text, size_t len, struct pt_metrics *metrics,
-                              pt_errors *errors)
+                              const pt_config *running, pt_errors *errors)
 {
     pt_conf_ctx ctx;
     pt_config *cfg = config_new(name ? name : "<config>", &ctx, metrics, errors);
+    ctx.running = running;
     size_t before = errors->n;
     pt_conf_node *root = pt_conf_parse_yaml(&ctx, text, len);
     if (root) config_from_tree(&ctx, root, cfg);
@@ -912,10 +913,16 @@ static pt_config *load_string(const char *name, const char *text, size_t len, st
 
 pt_config *pt_config_load_string(const char *name, const char *text, size_t len, pt_errors *errors)
 {
-    return load_string(name, text, len, NULL, errors);
+    return load_string(name, text, len, NULL, NULL, errors);
 }
 
 pt_config *pt_config_load_file_metrics(const char *path, struct pt_metrics *metrics, pt_errors *errors)
+{
+    return pt_config_reload_file(path, metrics, NULL, errors);
+}
+
+pt_config *pt_config_reload_file(const char *path, struct pt_metrics *metrics, const pt_config *running,
+                                 pt_errors *errors)
 {
     FILE *f = fopen(path, "rb");
     if (!f) {
@@ -939,7 +946,7 @@ pt_config *pt_config_load_file_metrics(const char *path, struct pt_metrics *metr
     else if (len > PT_CONFIG_MAX_FILE)
         pt_errors_add(errors, "%s: file too large (the limit is 4 MiB)", path);
     else
-        cfg = load_string(path, buf, len, metrics, errors);
+        cfg = load_string(path, buf, len, metrics, running, errors);
     free(buf);
     return cfg;
 }

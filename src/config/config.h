@@ -389,6 +389,12 @@ pt_config *pt_config_load_file(const char *path, pt_errors *errors);
 /* Same, with a metrics registry that plugins' configure may declare their
  * metrics in (ctx->metrics; NULL = none, as in the other loaders). */
 pt_config *pt_config_load_file_metrics(const char *path, struct pt_metrics *metrics, pt_errors *errors);
+/* Same, for a reload of the configuration `running`: an SRV name of the
+ * file that `running` also has and whose query fails now keeps `running`'s
+ * answer (logged) instead of failing the load, so a DNS outage does not
+ * block reloads of SRV-based upstreams (docs/dns.md "SRV records"). */
+pt_config *pt_config_reload_file(const char *path, struct pt_metrics *metrics, const pt_config *running,
+                                 pt_errors *errors);
 /* Same from memory; `name` is used as FILE in messages. */
 pt_config *pt_config_load_string(const char *name, const char *text, size_t len, pt_errors *errors);
 void pt_config_free(pt_config *cfg);

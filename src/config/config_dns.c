@@ -96,9 +96,30 @@ void pt_conf_dns(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg)
                       d->min_ttl_ms, d->max_ttl_ms);
 }
 
-bool pt_conf_resolve_target(const pt_config *cfg, pt_arena *a, const char *host, uint16_t port, pt_target_conf *tc,
-                            char *err, size_t errcap)
+/* A reload whose query for `host` failed (err says why): the running
+ * configuration's answer for it, copied into the new arena (its time kept,
+ * so it does not look newer than a worker's own). */
+static bool running_answer(pt_conf_ctx *ctx, const char *host, const char *err, pt_dns_answer *out)
 {
+    const pt_config *r = ctx->running;
+    for (size_t i = 0; r && i < r->nupstreams; i++)
+        for (size_t t = 0; t < r->upstreams[i].ntargets; t++) {
+            const pt_target_conf *o = &r->upstreams[i].targets[t];
+            if (!o->dns || !o->answer.n || strcasecmp(o->host, host) != 0) continue;
+            *out = o->answer;
+            out->v = pt_arena_alloc(ctx->arena, o->answer.n * sizeof(*out->v));
+            memcpy(out->v, o->answer.v, o->answer.n * sizeof(*out->v));
+            fprintf(stderr, "portico: dns: %s; this load keeps the running configuration's answer (%u address%s)\n",
+                    err, out->n, out->n == 1 ? "" : "es");
+            return true;
+        }
+    return false;
+}
+
+bool pt_conf_resolve_target(pt_conf_ctx *ctx, const char *host, uint16_t port, pt_target_conf *tc, char *err,
+                            size_t errcap)
+{
+    const pt_config *cfg = ctx->cfg;
     /* the same name earlier in this configuration: one answer for both */
     const pt_dns_answer *same = NULL;
     for (size_t i = 0; i < cfg->nupstreams && !same; i++)
@@ -107,7 +128,9 @@ bool pt_conf_resolve_target(const pt_config *cfg, pt_arena *a, const char *host,
             if (o->dns && o->answer.n && strcmp(o->host, host) == 0) same = &o->answer;
         }
     if (same) tc->answer = *same;
-    else if (!pt_dns_resolve_now(&cfg->dns, host, a, &tc->answer, err, errcap)) return false;
+    else if (!pt_dns_resolve_now(&cfg->dns, host, ctx->arena, &tc->answer, err, errcap) &&
+             !running_answer(ctx, host, err, &tc->answer))
+        return false;
     tc->dns = true;
     /* the first address of the preferred family (the one workers start with) */
     memset(&tc->addr.ss, 0, sizeof(tc->addr.ss));
@@ -132,15 +155,41 @@ static bool valid_srv_name(const char *s)
     return true;
 }
 
-/* The SRV answer for `name`: the one this configuration already has, or a
- * new query recorded in cfg->srv. NULL with a message in err. */
+/* A reload whose query for `name` failed (err says why): the running
+ * configuration's answer, copied into this one's arena, dated now (so the
+ * server asks again after its TTL, not at once). False when the running
+ * configuration does not have the name. */
+static bool srv_running_answer(pt_conf_ctx *ctx, const char *name, const char *err, pt_dns_srv_answer *out)
+{
+    for (size_t i = 0; ctx->running && i < ctx->running->nsrv; i++) {
+        const pt_srv_conf *o = &ctx->running->srv[i];
+        if (strcasecmp(o->name, name) != 0) continue;
+        *out = o->answer;
+        out->v = pt_arena_alloc(ctx->arena, o->answer.n * sizeof(*out->v));
+        for (uint32_t r = 0; r < o->answer.n; r++) {
+            out->v[r] = o->answer.v[r];
+            out->v[r].host = pt_arena_strndup(ctx->arena, o->answer.v[r].host, strlen(o->answer.v[r].host));
+        }
+        out->at_ms = pt_dns_mono_ms();
+        fprintf(stderr, "portico: dns: %s; this load keeps the running configuration's answer (%u record%s)\n", err,
+                out->n, out->n == 1 ? "" : "s");
+        return true;
+    }
+    return false;
+}
+
+/* The SRV answer for `name`: the one this configuration already has, a new
+ * query, or (a reload whose query failed) the running configuration's;
+ * recorded in cfg->srv. NULL with a message in err. */
 static const pt_dns_srv_answer *srv_answer(pt_conf_ctx *ctx, pt_config *cfg, const pt_conf_node *n, const char *name,
                                            char *err, size_t errcap)
 {
     for (size_t i = 0; i < cfg->nsrv; i++)
         if (strcasecmp(cfg->srv[i].name, name) == 0) return &cfg->srv[i].answer;
     pt_dns_srv_answer a;
-    if (!pt_dns_resolve_srv_now(&cfg->dns, name, NULL, ctx->arena, &a, err, errcap)) return NULL;
+    if (!pt_dns_resolve_srv_now(&cfg->dns, name, NULL, ctx->arena, &a, err, errcap) &&
+        !srv_running_answer(ctx, name, err, &a))
+        return NULL;
     pt_srv_conf *v = pt_arena_calloc(ctx->arena, (cfg->nsrv + 1) * sizeof(*v));
     if (cfg->nsrv) memcpy(v, cfg->srv, cfg->nsrv * sizeof(*v));
     v[cfg->nsrv] = (pt_srv_conf){.name = pt_arena_strndup(ctx->arena, name, strlen(name)), .answer = a,
@@ -151,7 +200,7 @@ static const pt_dns_srv_answer *srv_answer(pt_conf_ctx *ctx, pt_config *cfg, con
 
 /* One record as a target: host:port, its weight clamped to 1..1000, the
  * host an IP literal or a name resolved like any target's. */
-static bool srv_target(pt_conf_ctx *ctx, pt_config *cfg, const char *name, const pt_dns_srv *r, pt_target_conf *tc,
+static bool srv_target(pt_conf_ctx *ctx, const char *name, const pt_dns_srv *r, pt_target_conf *tc,
                        char *err, size_t errcap)
 {
     unsigned char ip[16];
@@ -166,7 +215,7 @@ static bool srv_target(pt_conf_ctx *ctx, pt_config *cfg, const char *name, const
         tc->addr.sslen = pt_dns_addr_sockaddr(&a, r->port, &tc->addr.ss);
         return true;
     }
-    return pt_conf_resolve_target(cfg, ctx->arena, r->host, r->port, tc, err, errcap);
+    return pt_conf_resolve_target(ctx, r->host, r->port, tc, err, errcap);
 }
 
 void pt_conf_srv_targets(pt_conf_ctx *ctx, const pt_conf_node *t, pt_config *cfg, pt_upstream_conf *u)
@@ -197,7 +246,7 @@ void pt_conf_srv_targets(pt_conf_ctx *ctx, const pt_conf_node *t, pt_config *cfg
         u->targets = v;
         for (uint32_t r = 0; r < a->n; r++) {
             pt_target_conf tc;
-            if (!srv_target(ctx, cfg, name, &a->v[r], &tc, err, sizeof(err))) {
+            if (!srv_target(ctx, name, &a->v[r], &tc, err, sizeof(err))) {
                 pt_conf_error(ctx, n, "upstream '%s': SRV '%s' target %s:%u: %s", u->name, name, a->v[r].host,
                               (unsigned)a->v[r].port, err);
                 continue;

@@ -284,7 +284,7 @@ static void reload(pt_server *s)
         return;
     }
     pt_errors errs = {0};
-    pt_config *cfg = pt_config_load_file_metrics(s->config_path, s->metrics, &errs);
+    pt_config *cfg = pt_config_reload_file(s->config_path, s->metrics, s->gen->cfg, &errs);
     pt_generation *g = cfg ? pt_generation_build(cfg, &errs) : NULL;
     if (!g) {
         if (s->gw) pt_gw_metrics_reloaded(s->gw, false);

@@ -7,6 +7,16 @@
 
 #include "net/dns.h"
 
+/* Names are asked at most this often, whatever their TTL and dns.min_ttl
+ * (each query blocks the main thread for a moment). */
+#define SRV_MIN_INTERVAL_MS 1000u
+
+static uint64_t srv_ttl_ms(uint32_t ttl_s, const pt_dns_conf *conf)
+{
+    uint64_t ms = pt_dns_ttl_ms(ttl_s, conf);
+    return ms < SRV_MIN_INTERVAL_MS ? SRV_MIN_INTERVAL_MS : ms;
+}
+
 typedef struct {
     const pt_srv_conf *sc;       /* the running configuration's name and answer */
     uint64_t due;                /* monotonic ms: ask again from then on */
@@ -37,7 +47,7 @@ void pt_srv_watch_adopt(pt_srv_watch *w, const pt_config *cfg)
     w->v = pt_xcalloc(w->n ? w->n : 1, sizeof(*w->v));
     for (size_t i = 0; i < w->n; i++) {
         const pt_srv_conf *sc = &cfg->srv[i];
-        w->v[i] = (watched){.sc = sc, .due = sc->answer.at_ms + pt_dns_ttl_ms(sc->answer.ttl_s, &cfg->dns)};
+        w->v[i] = (watched){.sc = sc, .due = sc->answer.at_ms + srv_ttl_ms(sc->answer.ttl_s, &cfg->dns)};
     }
 }
 
@@ -98,7 +108,7 @@ int pt_srv_watch_refresh(pt_srv_watch *w, const sigset_t *interrupt, char *msg, 
             continue;
         }
         x->failures = 0;
-        x->due = ans.at_ms + pt_dns_ttl_ms(ans.ttl_s, conf);
+        x->due = ans.at_ms + srv_ttl_ms(ans.ttl_s, conf);
         bool same = pt_dns_srv_same(&ans, &x->sc->answer);
         if (!same) {
             char now[600];

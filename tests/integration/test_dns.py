@@ -511,6 +511,32 @@ def test_srv_sighup_resolves_again(portico, dns, upstream):
     assert spread(p.port, 3)[1] == 3
 
 
+def test_srv_sighup_while_dns_silent_keeps_the_running_answer(portico, dns, upstream):
+    """A reload (another route added) while the DNS server is silent: the SRV
+    name keeps the running configuration's records instead of failing."""
+    one, two = upstream(name="one"), upstream(name="two")
+    dns.set(HOST, ["127.0.0.1"], 3600)
+    dns.set_srv(SRV, [(10, 1, one.port, HOST, 3600), (10, 1, two.port, HOST, 3600)])
+    cfg = srv_config(dns)
+    p = portico(cfg)
+    dns.silent = True
+    cfg["routes"].insert(0, {"name": "local", "match": {"path": "/local"},
+                             "plugins": [{"direct_response": {"status": 204}}]})
+    p.write_config(cfg)
+    p.signal(signal.SIGHUP)
+    wait_reloaded(p)
+    assert "this load keeps the running configuration's answer (2 records)" in p.stderr(), p.stderr()
+    # and the records' host, a name too
+    assert "cannot resolve '%s'" % HOST in p.stderr()
+    assert "this load keeps the running configuration's answer (1 address)" in p.stderr(), p.stderr()
+    assert request(p.port, "GET", "/local").status == 204  # the new configuration runs
+    n1, n2, seen = spread(p.port, 10)
+    assert n1 == 5 and n2 == 5, seen
+    # a first load has nothing to fall back on: portico check fails
+    r = subprocess.run([BIN, "check", "-c", p.config_path], capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and "cannot resolve SRV '%s'" % SRV in r.stderr, r.stderr
+
+
 def check_config(tmp_path, text):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(text)
