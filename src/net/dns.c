@@ -10,6 +10,7 @@
 #include "net/dns.h"
 
 #include <ares.h>
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
 #include <poll.h>
@@ -472,6 +473,39 @@ static bool answer_min_ttl(const unsigned char *buf, int len, uint32_t *ttl)
     return any;
 }
 
+/* A record's target as a host Portico can use (it becomes a target's host,
+ * its Host/SNI and a metrics label): a DNS name of letters, digits, '-',
+ * '_' and dots without empty labels, at most 253 characters, or an IP
+ * address. c-ares hands other bytes over escaped ("\\032"): such a
+ * record is not used. */
+static bool srv_host_ok(const char *h, size_t hl)
+{
+    if (hl == 0 || hl > 253) return false;
+    char tmp[254];
+    memcpy(tmp, h, hl);
+    tmp[hl] = '\0';
+    unsigned char ip[16];
+    if (inet_pton(AF_INET6, tmp, ip) == 1) return true;
+    for (size_t i = 0; i < hl; i++) {
+        char c = h[i];
+        bool dot = c == '.';
+        if (!(dot || c == '-' || c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')))
+            return false;
+        if (dot && (i == 0 || h[i - 1] == '.')) return false;
+    }
+    return h[hl - 1] != '.';
+}
+
+/* A record that can be a target: not "." (the service is not offered there,
+ * RFC 2782), a usable host, a port that can be connected to. */
+static bool srv_usable(const struct ares_srv_reply *x)
+{
+    if (!x->host || x->port == 0) return false;
+    size_t hl = strlen(x->host);
+    if (hl && x->host[hl - 1] == '.') hl--;
+    return srv_host_ok(x->host, hl);
+}
+
 static int srv_cmp(const void *x, const void *y)
 {
     const pt_dns_srv *a = x, *b = y;
@@ -497,16 +531,13 @@ bool pt_dns_srv_parse(const unsigned char *buf, int len, pt_arena *a, pt_dns_srv
         snprintf(err, errcap, "malformed answer");
         return false;
     }
-    /* a "." target: the service is not offered there (RFC 2782); port 0
-     * cannot be connected to */
-#define SRV_USABLE(x) ((x)->host && (x)->host[0] && strcmp((x)->host, ".") != 0 && (x)->port != 0)
     int prio = -1;
     for (const struct ares_srv_reply *x = r; x; x = x->next)
-        if (SRV_USABLE(x) && (prio < 0 || x->priority < prio)) prio = x->priority;
+        if (srv_usable(x) && (prio < 0 || x->priority < prio)) prio = x->priority;
     pt_dns_srv *v = pt_arena_alloc(a, PT_DNS_SRV_MAX * sizeof(*v));
     uint32_t n = 0;
     for (const struct ares_srv_reply *x = r; x && n < PT_DNS_SRV_MAX; x = x->next) {
-        if (!SRV_USABLE(x) || x->priority != prio) continue;
+        if (x->priority != prio || !srv_usable(x)) continue;
         size_t hl = strlen(x->host);
         if (x->host[hl - 1] == '.') hl--;
         char *h = pt_arena_strndup(a, x->host, hl);
@@ -514,7 +545,6 @@ bool pt_dns_srv_parse(const unsigned char *buf, int len, pt_arena *a, pt_dns_srv
             if (*c >= 'A' && *c <= 'Z') *c = (char)(*c - 'A' + 'a');
         v[n++] = (pt_dns_srv){.host = h, .port = x->port, .weight = x->weight};
     }
-#undef SRV_USABLE
     ares_free_data(r);
     if (!n) {
         snprintf(err, errcap, "no usable record (the service is not offered)");

@@ -70,8 +70,10 @@ typedef struct {
 
 /* The records of an SRV answer that are used: those of the lowest priority
  * value (records with a higher number are backups and never used), sorted by
- * host, port, weight, duplicates removed; a "." target (service not offered)
- * and a record with port 0 are dropped. */
+ * host, port, weight, duplicates removed. Records that cannot be targets
+ * are dropped before the priority is chosen: a "." target (service not
+ * offered), port 0, a host that is neither a plain DNS name (letters,
+ * digits, '-', '_', dots) nor an IP address. */
 typedef struct {
     pt_dns_srv *v;
     uint32_t n;                  /* > 0 in a good answer */

@@ -543,6 +543,15 @@ TEST(srv_parse_refuses_unusable)
     CHECK(pt_dns_srv_parse(b, (int)srv_reply(b, mixed, 2), a, &ans, err, sizeof(err)));
     CHECK_INT(ans.n, 1);
     CHECK_INT(ans.priority, 5);
+    /* port 0 and hosts that are not plain names are not used; the priority
+     * is chosen among the usable records */
+    const srv_rr odd[] = {{1, 1, 0, "zero.example", 30}, {1, 1, 80, "sp ace.example", 30},
+                          {2, 1, 81, "ok.example", 30}, {2, 1, 82, "10.0.0.1", 30}};
+    CHECK(pt_dns_srv_parse(b, (int)srv_reply(b, odd, 4), a, &ans, err, sizeof(err)));
+    CHECK_INT(ans.n, 2);
+    CHECK_INT(ans.priority, 2);
+    CHECK_STR(ans.v[0].host, "10.0.0.1");
+    CHECK_STR(ans.v[1].host, "ok.example");
     /* no record at all, and truncated messages */
     CHECK(!pt_dns_srv_parse(b, (int)srv_reply(b, NULL, 0), a, &ans, err, sizeof(err)));
     const srv_rr one[] = {{1, 1, 80, "a.example", 30}};
