@@ -53,6 +53,9 @@ typedef struct pt_conf_ctx {
     /* Where the plugin instance being configured is declared ("global",
      * "route:NAME"); NULL outside plugin lists. */
     const char *scope;
+    /* A reload: the running configuration (its SRV answers stand in for a
+     * query that fails, docs/dns.md); NULL for a first load or a check. */
+    const struct pt_config *running;
 } pt_conf_ctx;
 
 /* Records "FILE:LINE:COL: <fmt...>" at node's position (node may be NULL: line 0). */

@@ -133,7 +133,7 @@ static bool resolve_target(pt_conf_ctx *ctx, const host_port *hp, pt_target_conf
     bool numeric = getaddrinfo(hp->host, "1", &hints, &res) == 0;
     if (res) freeaddrinfo(res);
     if (numeric || hp->bracketed) return resolve_host_port(hp, false, &tc->addr, err, errcap);
-    return pt_conf_resolve_target(ctx->cfg, ctx->arena, hp->host, hp->port, tc, err, errcap);
+    return pt_conf_resolve_target(ctx, hp->host, hp->port, tc, err, errcap);
 }
 
 static bool conf_target_address(pt_conf_ctx *ctx, const pt_conf_node *node, char *text, pt_target_conf *tc,
@@ -580,7 +580,7 @@ typedef enum { TARGETS_BARE, TARGETS_HTTP_URL, TARGETS_HTTPS_URL } targets_schem
  * (also as {address, weight}). Returns TARGETS_HTTPS_URL when they are
  * https:// URLs (mixing https:// with the others is an error),
  * TARGETS_HTTP_URL when at least one is an http:// URL, else TARGETS_BARE. */
-static targets_scheme conf_targets(pt_conf_ctx *ctx, const pt_conf_node *t, pt_upstream_conf *u,
+static targets_scheme conf_targets(pt_conf_ctx *ctx, const pt_conf_node *t, pt_config *cfg, pt_upstream_conf *u,
                                    const pt_conf_node *unode)
 {
     if (!t) {
@@ -588,7 +588,23 @@ static targets_scheme conf_targets(pt_conf_ctx *ctx, const pt_conf_node *t, pt_u
         return TARGETS_BARE;
     }
     if (t->kind != PT_NODE_SEQ || t->n == 0) {
-        pt_conf_error(ctx, t, "targets must be a non-empty list of HOST:PORT or {address, weight}");
+        pt_conf_error(ctx, t, "targets must be a non-empty list of HOST:PORT, {address, weight} or {srv: NAME}");
+        return TARGETS_BARE;
+    }
+    /* {srv: NAME} entries: all of an upstream's targets, or none */
+    size_t nsrv = 0;
+    const pt_conf_node *plain = NULL;
+    for (size_t i = 0; i < t->n; i++) {
+        if (t->vals[i]->kind == PT_NODE_MAP && pt_conf_get(t->vals[i], "srv")) nsrv++;
+        else if (!plain) plain = t->vals[i];
+    }
+    if (nsrv && plain) {
+        pt_conf_error(ctx, plain, "upstream '%s': targets are either all {srv: NAME} entries or none "
+                                  "(mixing SRV names and addresses is not supported)", u->name);
+        return TARGETS_BARE;
+    }
+    if (nsrv) {
+        pt_conf_srv_targets(ctx, t, cfg, u);
         return TARGETS_BARE;
     }
     u->targets = pt_arena_calloc(ctx->arena, t->n * sizeof(*u->targets));
@@ -713,7 +729,7 @@ static void conf_upstreams(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config
         snprintf(what, sizeof(what), "upstream '%s'", u->name);
         if (!pt_conf_check_keys(ctx, v, keys, what)) continue;
         const pt_conf_node *tn = pt_conf_opt(v, "targets");
-        targets_scheme scheme = conf_targets(ctx, tn, u, k);
+        targets_scheme scheme = conf_targets(ctx, tn, cfg, u, k);
         const pt_conf_node *n = pt_conf_opt(v, "keepalive");
         int64_t iv;
         if (n && pt_conf_int(ctx, n, 0, 10000, &iv)) u->keepalive = (uint32_t)iv;
@@ -864,10 +880,11 @@ static void config_from_tree(pt_conf_ctx *ctx, const pt_conf_node *root, pt_conf
 }
 
 static pt_config *load_string(const char *name, const char *text, size_t len, struct pt_metrics *metrics,
-                              pt_errors *errors)
+                              const pt_config *running, pt_errors *errors)
 {
     pt_conf_ctx ctx;
     pt_config *cfg = config_new(name ? name : "<config>", &ctx, metrics, errors);
+    ctx.running = running;
     size_t before = errors->n;
     pt_conf_node *root = pt_conf_parse_yaml(&ctx, text, len);
     if (root) config_from_tree(&ctx, root, cfg);
@@ -880,10 +897,16 @@ static pt_config *load_string(const char *name, const char *text, size_t len, st
 
 pt_config *pt_config_load_string(const char *name, const char *text, size_t len, pt_errors *errors)
 {
-    return load_string(name, text, len, NULL, errors);
+    return load_string(name, text, len, NULL, NULL, errors);
 }
 
 pt_config *pt_config_load_file_metrics(const char *path, struct pt_metrics *metrics, pt_errors *errors)
+{
+    return pt_config_reload_file(path, metrics, NULL, errors);
+}
+
+pt_config *pt_config_reload_file(const char *path, struct pt_metrics *metrics, const pt_config *running,
+                                 pt_errors *errors)
 {
     FILE *f = fopen(path, "rb");
     if (!f) {
@@ -907,7 +930,7 @@ pt_config *pt_config_load_file_metrics(const char *path, struct pt_metrics *metr
     else if (len > PT_CONFIG_MAX_FILE)
         pt_errors_add(errors, "%s: file too large (the limit is 4 MiB)", path);
     else
-        cfg = load_string(path, buf, len, metrics, errors);
+        cfg = load_string(path, buf, len, metrics, running, errors);
     free(buf);
     return cfg;
 }

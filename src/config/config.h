@@ -15,6 +15,7 @@
 #include "config/conf_node.h"
 #include "config/log_fields.h"
 #include "http/message.h"
+#include "net/dns.h"
 #include "net/dns_cache.h"
 #include "net/ipset.h"
 
@@ -83,7 +84,18 @@ typedef struct {
      * (net/dns.h). `answer` is the load-time answer that seeds the workers. */
     bool dns;
     pt_dns_answer answer;
+    const char *srv;             /* the SRV name this target came from ({srv: NAME}); NULL otherwise */
 } pt_target_conf;
+
+/* An SRV name upstream targets are expanded from (`{srv: NAME}`, docs/dns.md
+ * "SRV records"), once per configuration however many upstreams use it, with
+ * the answer the expansion used: the server re-asks when its TTL passes and
+ * reloads the configuration when the records differ. */
+typedef struct {
+    char *name;
+    pt_dns_srv_answer answer;
+    int line, col;               /* where it is first used */
+} pt_srv_conf;
 
 /* TLS to the upstream's targets (https). */
 typedef struct {
@@ -407,6 +419,8 @@ typedef struct pt_config {
         int line;
     } admin;
     pt_dns_conf dns;                 /* `dns:` resolver settings for upstream host names */
+    pt_srv_conf *srv;                /* SRV names of upstream targets, each once */
+    size_t nsrv;
     pt_consumers consumers;          /* `consumers:` */
     pt_identity_headers identity_headers; /* `identity_headers:` */
     pt_tracing_conf tracing;         /* `tracing:` (config_tracing.c, docs/observability.md "Tracing") */
@@ -417,6 +431,12 @@ pt_config *pt_config_load_file(const char *path, pt_errors *errors);
 /* Same, with a metrics registry that plugins' configure may declare their
  * metrics in (ctx->metrics; NULL = none, as in the other loaders). */
 pt_config *pt_config_load_file_metrics(const char *path, struct pt_metrics *metrics, pt_errors *errors);
+/* Same, for a reload of the configuration `running`: an SRV name of the
+ * file that `running` also has and whose query fails now keeps `running`'s
+ * answer (logged) instead of failing the load, so a DNS outage does not
+ * block reloads of SRV-based upstreams (docs/dns.md "SRV records"). */
+pt_config *pt_config_reload_file(const char *path, struct pt_metrics *metrics, const pt_config *running,
+                                 pt_errors *errors);
 /* Same from memory; `name` is used as FILE in messages. */
 pt_config *pt_config_load_string(const char *name, const char *text, size_t len, pt_errors *errors);
 void pt_config_free(pt_config *cfg);

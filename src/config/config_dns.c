@@ -5,6 +5,8 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <strings.h>
 
 #include "config/config_int.h"
 #include "net/dns.h"
@@ -94,9 +96,30 @@ void pt_conf_dns(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg)
                       d->min_ttl_ms, d->max_ttl_ms);
 }
 
-bool pt_conf_resolve_target(const pt_config *cfg, pt_arena *a, const char *host, uint16_t port, pt_target_conf *tc,
-                            char *err, size_t errcap)
+/* A reload whose query for `host` failed (err says why): the running
+ * configuration's answer for it, copied into the new arena (its time kept,
+ * so it does not look newer than a worker's own). */
+static bool running_answer(pt_conf_ctx *ctx, const char *host, const char *err, pt_dns_answer *out)
 {
+    const pt_config *r = ctx->running;
+    for (size_t i = 0; r && i < r->nupstreams; i++)
+        for (size_t t = 0; t < r->upstreams[i].ntargets; t++) {
+            const pt_target_conf *o = &r->upstreams[i].targets[t];
+            if (!o->dns || !o->answer.n || strcasecmp(o->host, host) != 0) continue;
+            *out = o->answer;
+            out->v = pt_arena_alloc(ctx->arena, o->answer.n * sizeof(*out->v));
+            memcpy(out->v, o->answer.v, o->answer.n * sizeof(*out->v));
+            fprintf(stderr, "portico: dns: %s; this load keeps the running configuration's answer (%u address%s)\n",
+                    err, out->n, out->n == 1 ? "" : "es");
+            return true;
+        }
+    return false;
+}
+
+bool pt_conf_resolve_target(pt_conf_ctx *ctx, const char *host, uint16_t port, pt_target_conf *tc, char *err,
+                            size_t errcap)
+{
+    const pt_config *cfg = ctx->cfg;
     /* the same name earlier in this configuration: one answer for both */
     const pt_dns_answer *same = NULL;
     for (size_t i = 0; i < cfg->nupstreams && !same; i++)
@@ -105,10 +128,130 @@ bool pt_conf_resolve_target(const pt_config *cfg, pt_arena *a, const char *host,
             if (o->dns && o->answer.n && strcmp(o->host, host) == 0) same = &o->answer;
         }
     if (same) tc->answer = *same;
-    else if (!pt_dns_resolve_now(&cfg->dns, host, a, &tc->answer, err, errcap)) return false;
+    else if (!pt_dns_resolve_now(&cfg->dns, host, ctx->arena, &tc->answer, err, errcap) &&
+             !running_answer(ctx, host, err, &tc->answer))
+        return false;
     tc->dns = true;
     /* the first address of the preferred family (the one workers start with) */
     memset(&tc->addr.ss, 0, sizeof(tc->addr.ss));
     tc->addr.sslen = pt_dns_addr_sockaddr(&tc->answer.v[0], port, &tc->addr.ss);
     return true;
+}
+
+/* --------------------------------------------------------- SRV targets */
+
+/* A DNS name: letters, digits, '-', '_' and dots, at most 253 characters. */
+static bool valid_srv_name(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 254 || (n == 254 && s[253] != '.') || s[0] == '.') return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+              c == '.'))
+            return false;
+        if (c == '.' && i + 1 < n && s[i + 1] == '.') return false;
+    }
+    return true;
+}
+
+/* A reload whose query for `name` failed (err says why): the running
+ * configuration's answer, copied into this one's arena, dated now (so the
+ * server asks again after its TTL, not at once). False when the running
+ * configuration does not have the name. */
+static bool srv_running_answer(pt_conf_ctx *ctx, const char *name, const char *err, pt_dns_srv_answer *out)
+{
+    for (size_t i = 0; ctx->running && i < ctx->running->nsrv; i++) {
+        const pt_srv_conf *o = &ctx->running->srv[i];
+        if (strcasecmp(o->name, name) != 0) continue;
+        *out = o->answer;
+        out->v = pt_arena_alloc(ctx->arena, o->answer.n * sizeof(*out->v));
+        for (uint32_t r = 0; r < o->answer.n; r++) {
+            out->v[r] = o->answer.v[r];
+            out->v[r].host = pt_arena_strndup(ctx->arena, o->answer.v[r].host, strlen(o->answer.v[r].host));
+        }
+        out->at_ms = pt_dns_mono_ms();
+        fprintf(stderr, "portico: dns: %s; this load keeps the running configuration's answer (%u record%s)\n", err,
+                out->n, out->n == 1 ? "" : "s");
+        return true;
+    }
+    return false;
+}
+
+/* The SRV answer for `name`: the one this configuration already has, a new
+ * query, or (a reload whose query failed) the running configuration's;
+ * recorded in cfg->srv. NULL with a message in err. */
+static const pt_dns_srv_answer *srv_answer(pt_conf_ctx *ctx, pt_config *cfg, const pt_conf_node *n, const char *name,
+                                           char *err, size_t errcap)
+{
+    for (size_t i = 0; i < cfg->nsrv; i++)
+        if (strcasecmp(cfg->srv[i].name, name) == 0) return &cfg->srv[i].answer;
+    pt_dns_srv_answer a;
+    if (!pt_dns_resolve_srv_now(&cfg->dns, name, NULL, ctx->arena, &a, err, errcap) &&
+        !srv_running_answer(ctx, name, err, &a))
+        return NULL;
+    pt_srv_conf *v = pt_arena_calloc(ctx->arena, (cfg->nsrv + 1) * sizeof(*v));
+    if (cfg->nsrv) memcpy(v, cfg->srv, cfg->nsrv * sizeof(*v));
+    v[cfg->nsrv] = (pt_srv_conf){.name = pt_arena_strndup(ctx->arena, name, strlen(name)), .answer = a,
+                                 .line = n->line, .col = n->col};
+    cfg->srv = v;
+    return &v[cfg->nsrv++].answer;
+}
+
+/* One record as a target: host:port, its weight clamped to 1..1000, the
+ * host an IP literal or a name resolved like any target's. */
+static bool srv_target(pt_conf_ctx *ctx, const char *name, const pt_dns_srv *r, pt_target_conf *tc,
+                       char *err, size_t errcap)
+{
+    unsigned char ip[16];
+    bool v4 = inet_pton(AF_INET, r->host, ip) == 1, v6 = !v4 && inet_pton(AF_INET6, r->host, ip) == 1;
+    *tc = (pt_target_conf){.port = r->port, .srv = name,
+                           .weight = r->weight < 1 ? 1 : r->weight > 1000 ? 1000 : r->weight};
+    tc->host = v6 ? pt_arena_printf(ctx->arena, "[%s]", r->host) : pt_arena_strndup(ctx->arena, r->host, strlen(r->host));
+    tc->addr.text = pt_arena_printf(ctx->arena, "%s:%u", tc->host, (unsigned)r->port);
+    if (v4 || v6) {
+        pt_dns_addr a = {.family = v4 ? AF_INET : AF_INET6};
+        memcpy(a.ip, ip, v4 ? 4 : 16);
+        tc->addr.sslen = pt_dns_addr_sockaddr(&a, r->port, &tc->addr.ss);
+        return true;
+    }
+    return pt_conf_resolve_target(ctx, r->host, r->port, tc, err, errcap);
+}
+
+void pt_conf_srv_targets(pt_conf_ctx *ctx, const pt_conf_node *t, pt_config *cfg, pt_upstream_conf *u)
+{
+    static const char *const keys[] = {"srv", NULL};
+    for (size_t i = 0; i < t->n; i++) {
+        const pt_conf_node *item = t->vals[i], *n = pt_conf_opt(item, "srv");
+        char *name;
+        if (!pt_conf_check_keys(ctx, item, keys, "SRV target")) continue;
+        if (!n || !pt_conf_string(ctx, n, &name)) {
+            if (!n) pt_conf_error(ctx, item, "srv needs a DNS name (e.g. _http._tcp.backend.example)");
+            continue;
+        }
+        if (!valid_srv_name(name)) {
+            pt_conf_error(ctx, n, "invalid SRV name '%s' (a DNS name such as _http._tcp.backend.example)", name);
+            continue;
+        }
+        char err[512];
+        const pt_dns_srv_answer *a = srv_answer(ctx, cfg, n, name, err, sizeof(err));
+        if (!a) {
+            pt_conf_error(ctx, n, "upstream '%s': %s", u->name, err);
+            continue;
+        }
+        /* u->targets stays a valid array throughout: pt_conf_resolve_target
+         * looks at the targets resolved so far */
+        pt_target_conf *v = pt_arena_calloc(ctx->arena, (u->ntargets + a->n) * sizeof(*v));
+        if (u->ntargets) memcpy(v, u->targets, u->ntargets * sizeof(*v));
+        u->targets = v;
+        for (uint32_t r = 0; r < a->n; r++) {
+            pt_target_conf tc;
+            if (!srv_target(ctx, name, &a->v[r], &tc, err, sizeof(err))) {
+                pt_conf_error(ctx, n, "upstream '%s': SRV '%s' target %s:%u: %s", u->name, name, a->v[r].host,
+                              (unsigned)a->v[r].port, err);
+                continue;
+            }
+            u->targets[u->ntargets++] = tc;
+        }
+    }
 }

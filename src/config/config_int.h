@@ -24,10 +24,18 @@ void pt_conf_routes(pt_conf_ctx *ctx, const pt_conf_node *node, pt_config *cfg);
 
 /* config_dns.c: `dns:` into cfg->dns (defaults when absent); and the
  * load-time answer for a target whose host is a name (tc->dns, tc->answer,
- * tc->addr = the first address with `port`), resolved with cfg->dns. */
+ * tc->addr = the first address with `port`), resolved with cfg->dns (in
+ * ctx->cfg, memory in ctx->arena). On a reload (ctx->running) a name the
+ * running configuration has keeps its answer when the query fails. */
 void pt_conf_dns(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg);
-bool pt_conf_resolve_target(const pt_config *cfg, pt_arena *a, const char *host, uint16_t port, pt_target_conf *tc,
-                            char *err, size_t errcap);
+bool pt_conf_resolve_target(pt_conf_ctx *ctx, const char *host, uint16_t port, pt_target_conf *tc, char *err,
+                            size_t errcap);
+
+/* config_dns.c: an upstream's `targets` written as {srv: NAME} entries
+ * (sequence `t`, every item such a map): each name resolved (SRV, cfg->srv)
+ * and expanded into u->targets, each record's host resolved like a target's.
+ * Errors are positioned at the entries. */
+void pt_conf_srv_targets(pt_conf_ctx *ctx, const pt_conf_node *t, pt_config *cfg, pt_upstream_conf *u);
 
 /* consumers.c: `identity_headers:` and `consumers:` into cfg (before
  * plugins and routes, which refer to consumers by name). */

@@ -10,10 +10,12 @@
 #include "net/dns.h"
 
 #include <ares.h>
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -361,18 +363,19 @@ static void on_blocking_answer(void *arg, int status, int timeouts, struct ares_
     if (res) ares_freeaddrinfo(res);
 }
 
-bool pt_dns_resolve_now(const pt_dns_conf *conf, const char *host, pt_arena *a, pt_dns_answer *out, char *err,
-                        size_t errcap)
+/* Drives `ch` until *done, the RESOLVE_NOW_MAX_MS bound, or one of the
+ * `interrupt` signals pending (*interrupted set); in the last two cases the
+ * queries are cancelled (their callbacks run with ARES_ECANCELLED). */
+static void wait_blocking(ares_channel ch, const bool *done, const sigset_t *interrupt, bool *interrupted)
 {
-    memset(out, 0, sizeof(*out));
-    ares_channel ch = channel_new(conf, NULL, NULL, err, errcap);
-    if (!ch) return false;
-    blocking_query q = {.a = a, .out = out};
     uint64_t deadline = pt_dns_mono_ms() + RESOLVE_NOW_MAX_MS;
-    ares_getaddrinfo(ch, host, NULL, &HINTS, on_blocking_answer, &q);
-    while (!q.done) {
-        if (pt_dns_mono_ms() >= deadline) {
-            ares_cancel(ch); /* the callback runs: ARES_ECANCELLED */
+    while (!*done) {
+        sigset_t pending;
+        if (interrupt && sigpending(&pending) == 0)
+            for (int sig = 1; sig < NSIG && !*interrupted; sig++)
+                if (sigismember(interrupt, sig) == 1 && sigismember(&pending, sig) == 1) *interrupted = true;
+        if (*interrupted || pt_dns_mono_ms() >= deadline) {
+            ares_cancel(ch);
             break;
         }
         ares_socket_t socks[ARES_GETSOCK_MAXNUM];
@@ -387,6 +390,7 @@ bool pt_dns_resolve_now(const pt_dns_conf *conf, const char *host, pt_arena *a, 
         }
         struct timeval tv;
         int ms = ares_timeout(ch, NULL, &tv) ? (int)(tv.tv_sec * 1000 + (tv.tv_usec + 999) / 1000) : 100;
+        if (interrupt && ms > 100) ms = 100; /* look at pending signals now and then */
         int r = poll(pfd, n, ms);
         if (r < 0 && errno != EINTR) break;
         bool any = false;
@@ -398,11 +402,205 @@ bool pt_dns_resolve_now(const pt_dns_conf *conf, const char *host, pt_arena *a, 
         }
         if (!any) ares_process_fd(ch, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
     }
+}
+
+bool pt_dns_resolve_now(const pt_dns_conf *conf, const char *host, pt_arena *a, pt_dns_answer *out, char *err,
+                        size_t errcap)
+{
+    memset(out, 0, sizeof(*out));
+    ares_channel ch = channel_new(conf, NULL, NULL, err, errcap);
+    if (!ch) return false;
+    blocking_query q = {.a = a, .out = out};
+    bool interrupted = false;
+    ares_getaddrinfo(ch, host, NULL, &HINTS, on_blocking_answer, &q);
+    wait_blocking(ch, &q.done, NULL, &interrupted);
     ares_destroy(ch); /* a query still pending (poll failed) ends here */
     if (out->n) return true;
     snprintf(err, errcap, "cannot resolve '%s': %s", host,
              !q.done ? "resolver failure"
              : q.status == ARES_SUCCESS ? "no address"
+             : q.status == ARES_ECANCELLED ? "no answer within 30s" : ares_strerror(q.status));
+    return false;
+}
+
+/* ------------------------------------------------------------------ SRV */
+
+/* Steps *pos over a (possibly compressed) name in a DNS message. */
+static bool skip_name(const unsigned char *buf, int len, int *pos)
+{
+    int p = *pos;
+    for (int labels = 0; labels < 128; labels++) {
+        if (p >= len) return false;
+        unsigned c = buf[p];
+        if (c == 0) {
+            *pos = p + 1;
+            return true;
+        }
+        if ((c & 0xC0) == 0xC0) {
+            if (p + 2 > len) return false;
+            *pos = p + 2;
+            return true;
+        }
+        if (c & 0xC0) return false;
+        p += 1 + (int)c;
+    }
+    return false;
+}
+
+/* The smallest TTL of the answer section (a TTL with the top bit set counts
+ * as 0, RFC 2181 8). False when the message is malformed. */
+static bool answer_min_ttl(const unsigned char *buf, int len, uint32_t *ttl)
+{
+    if (len < 12) return false;
+    unsigned qd = (unsigned)buf[4] << 8 | buf[5], an = (unsigned)buf[6] << 8 | buf[7];
+    int p = 12;
+    for (unsigned i = 0; i < qd; i++) {
+        if (!skip_name(buf, len, &p) || (p += 4) > len) return false;
+    }
+    bool any = false;
+    uint32_t min = 0;
+    for (unsigned i = 0; i < an; i++) {
+        if (!skip_name(buf, len, &p) || p + 10 > len) return false;
+        uint32_t t = (uint32_t)buf[p + 4] << 24 | (uint32_t)buf[p + 5] << 16 | (uint32_t)buf[p + 6] << 8 | buf[p + 7];
+        int rdlen = buf[p + 8] << 8 | buf[p + 9];
+        p += 10 + rdlen;
+        if (p > len) return false;
+        if (t > 0x7fffffffu) t = 0;
+        if (!any || t < min) min = t;
+        any = true;
+    }
+    *ttl = min;
+    return any;
+}
+
+/* A record's target as a host Portico can use (it becomes a target's host,
+ * its Host/SNI and a metrics label): a DNS name of letters, digits, '-',
+ * '_' and dots without empty labels, at most 253 characters, or an IP
+ * address. c-ares hands other bytes over escaped ("\\032"): such a
+ * record is not used. */
+static bool srv_host_ok(const char *h, size_t hl)
+{
+    if (hl == 0 || hl > 253) return false;
+    char tmp[254];
+    memcpy(tmp, h, hl);
+    tmp[hl] = '\0';
+    unsigned char ip[16];
+    if (inet_pton(AF_INET6, tmp, ip) == 1) return true;
+    for (size_t i = 0; i < hl; i++) {
+        char c = h[i];
+        bool dot = c == '.';
+        if (!(dot || c == '-' || c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')))
+            return false;
+        if (dot && (i == 0 || h[i - 1] == '.')) return false;
+    }
+    return h[hl - 1] != '.';
+}
+
+/* A record that can be a target: not "." (the service is not offered there,
+ * RFC 2782), a usable host, a port that can be connected to. */
+static bool srv_usable(const struct ares_srv_reply *x)
+{
+    if (!x->host || x->port == 0) return false;
+    size_t hl = strlen(x->host);
+    if (hl && x->host[hl - 1] == '.') hl--;
+    return srv_host_ok(x->host, hl);
+}
+
+static int srv_cmp(const void *x, const void *y)
+{
+    const pt_dns_srv *a = x, *b = y;
+    int c = strcmp(a->host, b->host);
+    if (c) return c;
+    if (a->port != b->port) return a->port < b->port ? -1 : 1;
+    return a->weight < b->weight ? -1 : a->weight > b->weight;
+}
+
+bool pt_dns_srv_parse(const unsigned char *buf, int len, pt_arena *a, pt_dns_srv_answer *out, char *err,
+                      size_t errcap)
+{
+    memset(out, 0, sizeof(*out));
+    struct ares_srv_reply *r = NULL;
+    int rc = ares_parse_srv_reply(buf, len, &r);
+    if (rc != ARES_SUCCESS) {
+        snprintf(err, errcap, "%s", ares_strerror(rc));
+        return false;
+    }
+    uint32_t ttl = 0;
+    if (!answer_min_ttl(buf, len, &ttl)) {
+        ares_free_data(r);
+        snprintf(err, errcap, "malformed answer");
+        return false;
+    }
+    int prio = -1;
+    for (const struct ares_srv_reply *x = r; x; x = x->next)
+        if (srv_usable(x) && (prio < 0 || x->priority < prio)) prio = x->priority;
+    pt_dns_srv *v = pt_arena_alloc(a, PT_DNS_SRV_MAX * sizeof(*v));
+    uint32_t n = 0;
+    for (const struct ares_srv_reply *x = r; x && n < PT_DNS_SRV_MAX; x = x->next) {
+        if (x->priority != prio || !srv_usable(x)) continue;
+        size_t hl = strlen(x->host);
+        if (x->host[hl - 1] == '.') hl--;
+        char *h = pt_arena_strndup(a, x->host, hl);
+        for (char *c = h; *c; c++)
+            if (*c >= 'A' && *c <= 'Z') *c = (char)(*c - 'A' + 'a');
+        v[n++] = (pt_dns_srv){.host = h, .port = x->port, .weight = x->weight};
+    }
+    ares_free_data(r);
+    if (!n) {
+        snprintf(err, errcap, "no usable record (the service is not offered)");
+        return false;
+    }
+    qsort(v, n, sizeof(*v), srv_cmp);
+    uint32_t m = 1;
+    for (uint32_t i = 1; i < n; i++)
+        if (srv_cmp(&v[i], &v[m - 1]) != 0) v[m++] = v[i];
+    *out = (pt_dns_srv_answer){.v = v, .n = m, .priority = (uint16_t)prio, .ttl_s = ttl};
+    return true;
+}
+
+bool pt_dns_srv_same(const pt_dns_srv_answer *x, const pt_dns_srv_answer *y)
+{
+    if (x->n != y->n) return false;
+    for (uint32_t i = 0; i < x->n; i++)
+        if (srv_cmp(&x->v[i], &y->v[i]) != 0) return false;
+    return true;
+}
+
+typedef struct {
+    bool done, parsed;
+    int status;
+    pt_arena *a;
+    pt_dns_srv_answer *out;
+    char why[200];
+} srv_query;
+
+static void on_srv_answer(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
+{
+    srv_query *q = arg;
+    q->done = true;
+    q->status = status;
+    if (status == ARES_SUCCESS) q->parsed = pt_dns_srv_parse(abuf, alen, q->a, q->out, q->why, sizeof(q->why));
+}
+
+bool pt_dns_resolve_srv_now(const pt_dns_conf *conf, const char *name, const sigset_t *interrupt, pt_arena *a,
+                            pt_dns_srv_answer *out, char *err, size_t errcap)
+{
+    memset(out, 0, sizeof(*out));
+    ares_channel ch = channel_new(conf, NULL, NULL, err, errcap);
+    if (!ch) return false;
+    srv_query q = {.a = a, .out = out};
+    bool interrupted = false;
+    ares_search(ch, name, 1 /* C_IN */, 33 /* T_SRV */, on_srv_answer, &q);
+    wait_blocking(ch, &q.done, interrupt, &interrupted);
+    ares_destroy(ch);
+    if (q.parsed) {
+        out->at_ms = pt_dns_mono_ms();
+        return true;
+    }
+    snprintf(err, errcap, "cannot resolve SRV '%s': %s", name,
+             interrupted ? "interrupted"
+             : !q.done ? "resolver failure"
+             : q.status == ARES_SUCCESS ? q.why
              : q.status == ARES_ECANCELLED ? "no answer within 30s" : ares_strerror(q.status));
     return false;
 }

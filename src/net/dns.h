@@ -15,6 +15,8 @@
 #ifndef PT_NET_DNS_H
 #define PT_NET_DNS_H
 
+#include <signal.h>
+
 #include "core/arena.h"
 #include "core/loop.h"
 #include "net/dns_cache.h"
@@ -53,6 +55,53 @@ socklen_t pt_dns_connect_addr(pt_dns *d, pt_dns_entry *e, uint16_t port, struct 
  * the main thread: the answer in `a`'s memory. False with a message in err. */
 bool pt_dns_resolve_now(const pt_dns_conf *conf, const char *host, pt_arena *a, pt_dns_answer *out, char *err,
                         size_t errcap);
+
+/* ---- SRV records (RFC 2782), for upstream targets by service name ----
+ * Resolved on the main thread only (loading a configuration, and the
+ * server's refresh of SRV names by TTL); docs/dns.md "SRV records". */
+
+/* One SRV record: the target host (lower case, no trailing dot), its port
+ * and weight, as answered. */
+typedef struct {
+    char *host;
+    uint16_t port;
+    uint16_t weight;             /* 0..65535 as answered (the loader clamps it) */
+} pt_dns_srv;
+
+/* The records of an SRV answer that are used: those of the lowest priority
+ * value (records with a higher number are backups and never used), sorted by
+ * host, port, weight, duplicates removed. Records that cannot be targets
+ * are dropped before the priority is chosen: a "." target (service not
+ * offered), port 0, a host that is neither a plain DNS name (letters,
+ * digits, '-', '_', dots) nor an IP address. */
+typedef struct {
+    pt_dns_srv *v;
+    uint32_t n;                  /* > 0 in a good answer */
+    uint16_t priority;           /* the priority value of these records */
+    uint32_t ttl_s;              /* smallest TTL of the answer's records */
+    uint64_t at_ms;              /* monotonic time of the answer */
+} pt_dns_srv_answer;
+
+/* At most this many records of one name are used. */
+#define PT_DNS_SRV_MAX 256
+
+/* Parses a raw SRV reply `buf` (len bytes) into *out (memory in `a`),
+ * at_ms left 0. The TTL is read from the answer records themselves (c-ares
+ * 1.18 does not return it for SRV). False with a message in err when the
+ * reply is malformed or holds no usable record. */
+bool pt_dns_srv_parse(const unsigned char *buf, int len, pt_arena *a, pt_dns_srv_answer *out, char *err,
+                      size_t errcap);
+
+/* Blocking resolution of SRV `name` with the settings `conf`, for the main
+ * thread (bounded like pt_dns_resolve_now). `interrupt` (may be NULL): when
+ * one of these signals is pending (blocked, waiting for sigwaitinfo) the
+ * query is abandoned, so a SIGTERM is not held up by a silent DNS server.
+ * False with a message in err (no such name, no record, timeout...). */
+bool pt_dns_resolve_srv_now(const pt_dns_conf *conf, const char *name, const sigset_t *interrupt, pt_arena *a,
+                            pt_dns_srv_answer *out, char *err, size_t errcap);
+
+/* Whether two answers use the same records (host, port, weight). */
+bool pt_dns_srv_same(const pt_dns_srv_answer *x, const pt_dns_srv_answer *y);
 
 /* Monotonic milliseconds (the clock of pt_loop_now). */
 uint64_t pt_dns_mono_ms(void);

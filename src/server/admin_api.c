@@ -234,6 +234,7 @@ static json_t *upstreams_json(const pt_generation *g)
             const pt_target_conf *tc = &u->targets[t];
             json_t *to = json_pack("{s:s, s:i, s:i, s:b, s:s}", "host", tc->host, "port", tc->port, "weight",
                                    (int)tc->weight, "dns", tc->dns, "address", tc->addr.text ? tc->addr.text : "");
+            if (tc->srv) json_object_set_new(to, "srv", json_string(tc->srv));
             json_object_set_new(to, "state", target_state_json(u, t, now));
             json_array_append_new(targets, to);
         }

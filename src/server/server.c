@@ -21,6 +21,7 @@
 #include "server/admin_api.h"
 #include "net/dns.h"
 #include "server/connlimit.h"
+#include "server/srv_watch.h"
 #include "plugin/plugin.h"
 #include "plugin/redis.h"
 #include "server/worker.h"
@@ -38,6 +39,7 @@ typedef struct pt_server {
     pt_gw_metrics *gw;     /* the gateway's metrics; NULL without an admin listener */
     pt_admin *admin;       /* NULL without an admin listener */
     pt_health *health;     /* active health checker; NULL until a configuration asks for checks */
+    pt_srv_watch *srv;     /* refresh of the running configuration's SRV names */
 } pt_server;
 
 /* ------------------------------------------------------------ worker caches */
@@ -288,7 +290,7 @@ static void reload(pt_server *s)
         return;
     }
     pt_errors errs = {0};
-    pt_config *cfg = pt_config_load_file_metrics(s->config_path, s->metrics, &errs);
+    pt_config *cfg = pt_config_reload_file(s->config_path, s->metrics, s->gen->cfg, &errs);
     pt_generation *g = cfg ? pt_generation_build(cfg, &errs) : NULL;
     if (!g) {
         if (s->gw) pt_gw_metrics_reloaded(s->gw, false);
@@ -362,6 +364,40 @@ static void reload(pt_server *s)
     if (s->admin) pt_admin_api_publish(g);
     pt_admin_api_reloaded(true, g->id, NULL);
     fprintf(stderr, "portico: configuration reloaded (generation %llu)\n", (unsigned long long)g->id);
+}
+
+/* SRV names whose TTL passed are asked again; a changed record set reloads
+ * the configuration exactly as SIGHUP does (server/srv_watch.h). */
+static void srv_refresh(pt_server *s)
+{
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    char msg[1024];
+    int i;
+    while ((i = pt_srv_watch_refresh(s->srv, &stop, msg, sizeof(msg))) >= 0) {
+        fprintf(stderr, "portico: dns: %s; reloading the configuration\n", msg);
+        pt_generation *before = s->gen;
+        reload(s);
+        if (s->gen != before) {
+            pt_srv_watch_adopt(s->srv, s->gen->cfg);
+            return;
+        }
+        pt_srv_watch_reload_failed(s->srv, i);
+    }
+}
+
+/* The next signal, or 0 when the nearest SRV refresh is due first. */
+static int wait_signal(pt_server *s, const sigset_t *set)
+{
+    int64_t ms = pt_srv_watch_wait_ms(s->srv);
+    if (ms < 0) return sigwaitinfo(set, NULL);
+    /* ms 0: a pending signal still comes first (a SIGTERM that abandoned a
+     * refresh leaves that name due) */
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000};
+    int sig = sigtimedwait(set, NULL, &ts);
+    return sig < 0 && errno == EAGAIN ? 0 : sig;
 }
 
 int pt_server_run(pt_generation *gen, const char *config_path, pt_metrics *metrics)
@@ -451,11 +487,17 @@ int pt_server_run(pt_generation *gen, const char *config_path, pt_metrics *metri
     s.health = pt_health_update(NULL, cfg, s.gw);
     pt_admin_set_ready(s.admin, true);
 
+    s.srv = pt_srv_watch_new();
+    pt_srv_watch_adopt(s.srv, s.gen->cfg);
     for (;;) {
-        int sig = sigwaitinfo(&set, NULL);
-        if (sig < 0) continue;
-        if (sig == SIGHUP) reload(&s);
-        else if (sig == SIGUSR1) {
+        int sig = wait_signal(&s, &set);
+        if (sig == 0) srv_refresh(&s);
+        if (sig <= 0) continue;
+        if (sig == SIGHUP) {
+            pt_generation *before = s.gen;
+            reload(&s);
+            if (s.gen != before) pt_srv_watch_adopt(s.srv, s.gen->cfg);
+        } else if (sig == SIGUSR1) {
             pt_logwriter_request_reopen(PT_LOG_ACCESS);
             pt_logwriter_request_reopen(PT_LOG_ERROR);
         }
@@ -469,6 +511,7 @@ int pt_server_run(pt_generation *gen, const char *config_path, pt_metrics *metri
     pt_admin_stop(s.admin);
     pt_admin_api_publish(NULL);
     pt_health_stop(s.health);
+    pt_srv_watch_free(s.srv);
 
     for (int i = 0; i < s.nworkers; i++) {
         pt_worker *w = &s.workers[i];

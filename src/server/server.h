@@ -4,7 +4,9 @@
  * synchronously (sigwaitinfo): SIGHUP reloads (parse + validate + build a
  * new generation; on success it is posted to every worker, on failure the
  * errors are printed and the old one keeps serving), SIGTERM/SIGINT drain,
- * SIGUSR1 reopens the access log. Workers never block on any of this. */
+ * SIGUSR1 reopens the access log. Between signals it asks the SRV names of
+ * upstream targets again as their TTLs pass and reloads when their records
+ * changed (server/srv_watch.h). Workers never block on any of this. */
 #ifndef PT_SERVER_SERVER_H
 #define PT_SERVER_SERVER_H
 

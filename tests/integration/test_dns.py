@@ -11,6 +11,10 @@ for anything else, and can go silent. Two upstreams listen on the same port
 on 127.0.0.1 and 127.0.0.2 (loopback aliases need no setup on Linux), so the
 name's address decides which one serves a request.
 
+SRV targets (`{srv: NAME}`): the DnsServer also answers SRV queries; two
+echo upstreams on different ports of 127.0.0.1 are the records' targets, so
+the records' weights, priorities and changes decide which one serves.
+
 Not covered here: the internal HTTP client (pt_http_fetch) resolves through
 the same pt_exchange_open, but no built-in plugin calls it yet, so there is
 nothing to drive it from outside.
@@ -27,7 +31,7 @@ import time
 
 import pytest
 
-from conftest import BIN
+from conftest import BIN, free_port
 from upstreams import Client, Upstream, request, wait_for, wait_reloaded
 
 NAME = "svc.portico.test"
@@ -35,8 +39,10 @@ NAME = "svc.portico.test"
 
 class DnsServer:
     """A UDP DNS server on 127.0.0.1: `answers[name] = (["127.0.0.1"], ttl)`;
-    `silent = True` drops every query; `nxdomain` holds names answered
-    NXDOMAIN even if they are in `answers`. `queries` records (name, qtype)."""
+    `srv[name] = [(priority, weight, port, target, ttl), ...]` answers SRV
+    queries (qtype 33); `silent = True` drops every query; `nxdomain` holds
+    names answered NXDOMAIN even if they are known. `queries` records
+    (name, qtype)."""
 
     def __init__(self):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -44,6 +50,7 @@ class DnsServer:
         self.port = self.sock.getsockname()[1]
         self.addr = "127.0.0.1:%d" % self.port
         self.answers = {}
+        self.srv = {}
         self.nxdomain = set()
         self.silent = False
         self.queries = []
@@ -54,6 +61,11 @@ class DnsServer:
     def set(self, name, addrs, ttl):
         with self.lock:
             self.answers[name.lower()] = (list(addrs), ttl)
+
+    def set_srv(self, name, records):
+        """records: (priority, weight, port, target, ttl) tuples."""
+        with self.lock:
+            self.srv[name.lower()] = list(records)
 
     def count(self, qtype=1):
         with self.lock:
@@ -93,16 +105,24 @@ class DnsServer:
             self.queries.append((name, qtype))
             if self.silent:
                 return None
-            known = name in self.answers and name not in self.nxdomain
+            known = (name in self.answers or name in self.srv) and name not in self.nxdomain
             addrs, ttl = self.answers.get(name, ([], 0))
+            srv = list(self.srv.get(name, []))
         rd = flags & 0x0100
         if not known:
             return struct.pack("!HHHHHH", qid, 0x8000 | rd | 0x0080 | 3, 1, 0, 0, 0) + question
         rrs = b""
+        n = 0
         if qtype == 1:
             for a in addrs:
                 rrs += struct.pack("!HHHIH", 0xC00C, 1, 1, ttl, 4) + socket.inet_aton(a)
-        n = len(addrs) if qtype == 1 else 0
+            n = len(addrs)
+        elif qtype == 33:
+            for prio, weight, port, target, rttl in srv:
+                tname = b"".join(bytes([len(l)]) + l.encode("ascii") for l in target.split(".") if l) + b"\0"
+                rdata = struct.pack("!HHH", prio, weight, port) + tname
+                rrs += struct.pack("!HHHIH", 0xC00C, 33, 1, rttl, len(rdata)) + rdata
+            n = len(srv)
         return struct.pack("!HHHHHH", qid, 0x8000 | 0x0400 | rd | 0x0080, 1, n, 0, 0) + question + rrs
 
 
@@ -363,3 +383,203 @@ def test_dns_h2c_upstream_by_name(portico, dns):
     finally:
         a.close()
         b.close()
+
+
+# ------------------------------------------------------------- SRV records
+
+SRV = "_http._tcp.svc.portico.test"
+HOST = "host.portico.test"
+
+
+def srv_config(dns, **dns_extra):
+    d = {"servers": [dns.addr], "timeout": "300ms", "attempts": 1}
+    d.update(dns_extra)
+    return {
+        "dns": d,
+        "upstreams": {"up": {"targets": [{"srv": SRV}], "keepalive": 0}},
+        "routes": [{"name": "main", "match": {"path_prefix": "/"}, "upstream": "up"}],
+    }
+
+
+def spread(port, n):
+    seen = [served_by(request(port, "GET", "/")) for _ in range(n)]
+    return seen.count("one"), seen.count("two"), seen
+
+
+def test_srv_targets_weighted_by_records(portico, dns, upstream):
+    one, two = upstream(name="one"), upstream(name="two")
+    dns.set(HOST, ["127.0.0.1"], 60)
+    dns.set_srv(SRV, [(10, 1, one.port, HOST, 60), (10, 2, two.port, HOST, 60)])
+    p = portico(srv_config(dns))
+    assert dns.count(33) >= 1
+    n1, n2, seen = spread(p.port, 60)
+    assert n1 + n2 == 60, seen
+    assert 12 <= n1 <= 28 and 32 <= n2 <= 48, (n1, n2)
+
+
+def test_srv_weight_zero_counts_as_one_and_ip_literal_target(portico, dns, upstream):
+    one, two = upstream(name="one"), upstream(name="two")
+    dns.set(HOST, ["127.0.0.1"], 60)
+    dns.set_srv(SRV, [(0, 0, one.port, HOST, 60), (0, 0, two.port, "127.0.0.1", 60)])
+    p = portico(srv_config(dns))
+    n1, n2, seen = spread(p.port, 20)
+    assert 6 <= n1 <= 14 and n1 + n2 == 20, seen
+
+
+def test_srv_lowest_priority_value_used_exclusively(portico, dns, upstream):
+    one, two = upstream(name="one"), upstream(name="two")
+    dns.set(HOST, ["127.0.0.1"], 60)
+    dns.set_srv(SRV, [(20, 100, two.port, HOST, 60), (10, 1, one.port, HOST, 60)])
+    p = portico(srv_config(dns))
+    n1, n2, seen = spread(p.port, 20)
+    assert n1 == 20 and n2 == 0, seen
+
+
+def test_srv_change_after_ttl_reloads(portico, dns, upstream):
+    one, two = upstream(name="one"), upstream(name="two")
+    dns.set(HOST, ["127.0.0.1"], 60)
+    dns.set_srv(SRV, [(10, 1, one.port, HOST, 1), (10, 1, two.port, HOST, 1)])
+    cfg = srv_config(dns)
+    aport = free_port()
+    cfg["admin"] = {"listen": "127.0.0.1:%d" % aport}
+    p = portico(cfg)
+
+    def targets():
+        r = request(aport, "GET", "/api/upstreams")
+        assert r.status == 200, r
+        return sorted((t["port"], t["weight"], t.get("srv")) for t in r.json()["upstreams"][0]["targets"])
+    assert targets() == sorted([(one.port, 1, SRV), (two.port, 1, SRV)])
+    n1, n2, seen = spread(p.port, 10)
+    assert n1 == 5 and n2 == 5, seen
+    dns.set_srv(SRV, [(10, 1, one.port, HOST, 1)])  # "two" removed
+    wait_reloaded(p, timeout=10)
+    err = p.stderr()
+    assert "SRV %s changed (2 -> 1 record: %s:%d (weight 1))" % (SRV, HOST, one.port) in err, err
+    n1, n2, seen = spread(p.port, 10)
+    assert n1 == 10, seen
+    assert targets() == [(one.port, 1, SRV)]
+    # unchanged answers afterwards: asked again, no further reload
+    q = dns.count(33)
+    assert wait_for(lambda: dns.count(33) >= q + 2, timeout=6)
+    assert p.stderr().count("reloaded") == 1, p.stderr()
+
+
+def test_srv_silent_dns_keeps_last_good_set(portico, dns, upstream):
+    one, two = upstream(name="one"), upstream(name="two")
+    dns.set(HOST, ["127.0.0.1"], 1)
+    dns.set_srv(SRV, [(10, 1, one.port, HOST, 1), (10, 1, two.port, HOST, 1)])
+    p = portico(srv_config(dns))
+    dns.silent = True
+    q = dns.count(33)
+    assert wait_for(lambda: "keeping the last good answer (2 records)" in p.stderr(), timeout=6), p.stderr()
+    assert dns.count(33) > q
+    n1, n2, seen = spread(p.port, 10)
+    assert n1 == 5 and n2 == 5, seen
+    assert "reloaded" not in p.stderr()
+    # the server answers again, with one record: taken after the backoff
+    dns.set_srv(SRV, [(10, 1, two.port, HOST, 1)])
+    dns.silent = False
+    wait_reloaded(p, timeout=10)
+    n1, n2, seen = spread(p.port, 6)
+    assert n2 == 6, seen
+
+
+def test_srv_sigterm_not_held_up_by_a_refresh(portico, dns, upstream):
+    """A refresh waiting on a silent server (up to 5s + 10s + 15s here) is
+    abandoned when SIGTERM arrives."""
+    one = upstream(name="one")
+    dns.set(HOST, ["127.0.0.1"], 60)
+    dns.set_srv(SRV, [(10, 1, one.port, HOST, 1)])
+    p = portico(srv_config(dns, timeout="5s", attempts=3))
+    q = dns.count(33)
+    dns.silent = True
+    assert wait_for(lambda: dns.count(33) > q, timeout=5)  # the refresh is waiting now
+    p.signal(signal.SIGTERM)
+    assert p.wait_exit(timeout=10) == 0, p.stderr()
+    assert "keeping the last good answer" not in p.stderr()
+
+
+def test_srv_sighup_resolves_again(portico, dns, upstream):
+    one, two = upstream(name="one"), upstream(name="two")
+    dns.set(HOST, ["127.0.0.1"], 3600)
+    dns.set_srv(SRV, [(10, 1, one.port, HOST, 3600)])
+    p = portico(srv_config(dns))
+    assert spread(p.port, 3)[0] == 3
+    dns.set_srv(SRV, [(10, 1, two.port, HOST, 3600)])
+    p.signal(signal.SIGHUP)
+    wait_reloaded(p)
+    assert spread(p.port, 3)[1] == 3
+
+
+def test_srv_sighup_while_dns_silent_keeps_the_running_answer(portico, dns, upstream):
+    """A reload (another route added) while the DNS server is silent: the SRV
+    name keeps the running configuration's records instead of failing."""
+    one, two = upstream(name="one"), upstream(name="two")
+    dns.set(HOST, ["127.0.0.1"], 3600)
+    dns.set_srv(SRV, [(10, 1, one.port, HOST, 3600), (10, 1, two.port, HOST, 3600)])
+    cfg = srv_config(dns)
+    p = portico(cfg)
+    dns.silent = True
+    cfg["routes"].insert(0, {"name": "local", "match": {"path": "/local"},
+                             "plugins": [{"direct_response": {"status": 204}}]})
+    p.write_config(cfg)
+    p.signal(signal.SIGHUP)
+    wait_reloaded(p)
+    assert "this load keeps the running configuration's answer (2 records)" in p.stderr(), p.stderr()
+    # and the records' host, a name too
+    assert "cannot resolve '%s'" % HOST in p.stderr()
+    assert "this load keeps the running configuration's answer (1 address)" in p.stderr(), p.stderr()
+    assert request(p.port, "GET", "/local").status == 204  # the new configuration runs
+    n1, n2, seen = spread(p.port, 10)
+    assert n1 == 5 and n2 == 5, seen
+    # a first load has nothing to fall back on: portico check fails
+    r = subprocess.run([BIN, "check", "-c", p.config_path], capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and "cannot resolve SRV '%s'" % SRV in r.stderr, r.stderr
+
+
+def check_config(tmp_path, text):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    return subprocess.run([BIN, "check", "-c", str(cfg)], capture_output=True, text=True, timeout=30)
+
+
+def test_srv_unknown_name_is_a_config_error(tmp_path, dns):
+    r = check_config(tmp_path, 'listen: ["127.0.0.1:1"]\ndns: {servers: ["%s"]}\nupstreams:\n'
+                     '  up:\n    targets:\n      - srv: %s\n'
+                     'routes:\n  - {match: {path_prefix: /}, upstream: up}\n' % (dns.addr, SRV))
+    assert r.returncode != 0
+    assert "c.yaml:6:14: upstream 'up': cannot resolve SRV '%s': Domain name not found" % SRV in r.stderr, r.stderr
+    # a name with no SRV record (it has only an A record)
+    dns.set(SRV, ["127.0.0.1"], 30)
+    r = check_config(tmp_path, 'listen: ["127.0.0.1:1"]\ndns: {servers: ["%s"]}\nupstreams:\n'
+                     '  up: {targets: [{srv: %s}]}\n'
+                     'routes:\n  - {match: {path_prefix: /}, upstream: up}\n' % (dns.addr, SRV))
+    assert r.returncode != 0 and "c.yaml:4:" in r.stderr and "cannot resolve SRV" in r.stderr, r.stderr
+
+
+def test_srv_target_host_unresolvable_is_a_config_error(tmp_path, dns):
+    dns.set_srv(SRV, [(10, 1, 8080, "missing.portico.test", 30)])
+    r = check_config(tmp_path, 'listen: ["127.0.0.1:1"]\ndns: {servers: ["%s"]}\nupstreams:\n'
+                     '  up: {targets: [{srv: %s}]}\n'
+                     'routes:\n  - {match: {path_prefix: /}, upstream: up}\n' % (dns.addr, SRV))
+    assert r.returncode != 0
+    assert ("c.yaml:4:24: upstream 'up': SRV '%s' target missing.portico.test:8080: cannot resolve "
+            "'missing.portico.test'" % SRV) in r.stderr, r.stderr
+
+
+def test_srv_config_errors(tmp_path, dns):
+    dns.set(HOST, ["127.0.0.1"], 30)
+    dns.set_srv(SRV, [(10, 1, 8080, HOST, 30)])
+
+    def check(targets):
+        return check_config(tmp_path, 'listen: ["127.0.0.1:1"]\ndns: {servers: ["%s"]}\nupstreams:\n'
+                            '  up: {targets: %s}\nroutes:\n  - {match: {path_prefix: /}, upstream: up}\n'
+                            % (dns.addr, targets))
+    r = check('[{srv: %s}, "127.0.0.1:80"]' % SRV)
+    assert r.returncode != 0 and "targets are either all {srv: NAME} entries or none" in r.stderr, r.stderr
+    r = check('[{srv: %s, weight: 3}]' % SRV)
+    assert r.returncode != 0 and "unknown key 'weight' in SRV target" in r.stderr, r.stderr
+    r = check('[{srv: "bad name"}]')
+    assert r.returncode != 0 and "invalid SRV name 'bad name'" in r.stderr, r.stderr
+    r = check('[{srv: %s}, {srv: %s}]' % (SRV, SRV.upper()))
+    assert r.returncode == 0, r.stderr

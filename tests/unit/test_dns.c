@@ -437,4 +437,127 @@ TEST(config_target_names)
                      "t.yaml:3:17: invalid address 'no-such-host.invalid:80': cannot resolve 'no-such-host.invalid'"));
 }
 
+/* ---- SRV replies (pt_dns_srv_parse) ---- */
+
+/* Appends a name as uncompressed labels. */
+static size_t put_name(unsigned char *b, size_t n, const char *name)
+{
+    while (*name) {
+        const char *dot = strchr(name, '.');
+        size_t l = dot ? (size_t)(dot - name) : strlen(name);
+        b[n++] = (unsigned char)l;
+        memcpy(b + n, name, l);
+        n += l;
+        name += l + (dot ? 1 : 0);
+    }
+    b[n++] = 0;
+    return n;
+}
+
+static size_t put16(unsigned char *b, size_t n, unsigned v)
+{
+    b[n] = (unsigned char)(v >> 8);
+    b[n + 1] = (unsigned char)v;
+    return n + 2;
+}
+
+/* A reply to SRV `_http._tcp.x` with records (prio, weight, port, target, ttl). */
+typedef struct {
+    unsigned prio, weight, port;
+    const char *target;
+    uint32_t ttl;
+} srv_rr;
+
+static size_t srv_reply(unsigned char *b, const srv_rr *rr, size_t nrr)
+{
+    size_t n = 0;
+    n = put16(b, n, 0x1234);
+    n = put16(b, n, 0x8180);
+    n = put16(b, n, 1);
+    n = put16(b, n, (unsigned)nrr);
+    n = put16(b, n, 0);
+    n = put16(b, n, 0);
+    n = put_name(b, n, "_http._tcp.x");
+    n = put16(b, n, 33);
+    n = put16(b, n, 1);
+    for (size_t i = 0; i < nrr; i++) {
+        n = put16(b, n, 0xC00C);
+        n = put16(b, n, 33);
+        n = put16(b, n, 1);
+        n = put16(b, n, rr[i].ttl >> 16);
+        n = put16(b, n, rr[i].ttl & 0xffff);
+        size_t len_at = n;
+        n += 2;
+        n = put16(b, n, rr[i].prio);
+        n = put16(b, n, rr[i].weight);
+        n = put16(b, n, rr[i].port);
+        n = put_name(b, n, rr[i].target);
+        put16(b, len_at, (unsigned)(n - len_at - 2));
+    }
+    return n;
+}
+
+TEST(srv_parse_lowest_priority_sorted_min_ttl)
+{
+    unsigned char b[1024];
+    const srv_rr rr[] = {
+        {10, 5, 8002, "B.example", 30}, {20, 1, 9000, "backup.example", 2}, {10, 0, 8001, "a.example", 60},
+        {10, 5, 8002, "b.example", 40}, /* a duplicate once lower-cased */
+    };
+    size_t n = srv_reply(b, rr, 4);
+    pt_arena *a = pt_arena_new(1024);
+    pt_dns_srv_answer ans;
+    char err[256];
+    CHECK(pt_dns_srv_parse(b, (int)n, a, &ans, err, sizeof(err)));
+    CHECK_INT(ans.n, 2);
+    CHECK_INT(ans.priority, 10);
+    CHECK_INT(ans.ttl_s, 2); /* the smallest of all the answer's records */
+    CHECK_STR(ans.v[0].host, "a.example");
+    CHECK_INT(ans.v[0].port, 8001);
+    CHECK_INT(ans.v[0].weight, 0);
+    CHECK_STR(ans.v[1].host, "b.example");
+    CHECK_INT(ans.v[1].weight, 5);
+    /* the same records in another order: the same answer */
+    const srv_rr rr2[] = {{10, 5, 8002, "b.example", 30}, {10, 0, 8001, "a.example", 30}};
+    pt_dns_srv_answer ans2;
+    CHECK(pt_dns_srv_parse(b, (int)srv_reply(b, rr2, 2), a, &ans2, err, sizeof(err)));
+    CHECK(pt_dns_srv_same(&ans, &ans2));
+    const srv_rr rr3[] = {{10, 6, 8002, "b.example", 30}, {10, 0, 8001, "a.example", 30}};
+    CHECK(pt_dns_srv_parse(b, (int)srv_reply(b, rr3, 2), a, &ans2, err, sizeof(err)));
+    CHECK(!pt_dns_srv_same(&ans, &ans2)); /* a weight changed */
+    pt_arena_free(a);
+}
+
+TEST(srv_parse_refuses_unusable)
+{
+    unsigned char b[1024];
+    pt_arena *a = pt_arena_new(1024);
+    pt_dns_srv_answer ans;
+    char err[256];
+    /* "." alone: the service is not offered */
+    const srv_rr dot[] = {{0, 0, 0, "", 30}};
+    CHECK(!pt_dns_srv_parse(b, (int)srv_reply(b, dot, 1), a, &ans, err, sizeof(err)));
+    CHECK(strstr(err, "not offered") != NULL);
+    /* a lower-numbered "." does not hide the usable records */
+    const srv_rr mixed[] = {{0, 0, 0, "", 30}, {5, 1, 80, "a.example", 30}};
+    CHECK(pt_dns_srv_parse(b, (int)srv_reply(b, mixed, 2), a, &ans, err, sizeof(err)));
+    CHECK_INT(ans.n, 1);
+    CHECK_INT(ans.priority, 5);
+    /* port 0 and hosts that are not plain names are not used; the priority
+     * is chosen among the usable records */
+    const srv_rr odd[] = {{1, 1, 0, "zero.example", 30}, {1, 1, 80, "sp ace.example", 30},
+                          {2, 1, 81, "ok.example", 30}, {2, 1, 82, "10.0.0.1", 30}};
+    CHECK(pt_dns_srv_parse(b, (int)srv_reply(b, odd, 4), a, &ans, err, sizeof(err)));
+    CHECK_INT(ans.n, 2);
+    CHECK_INT(ans.priority, 2);
+    CHECK_STR(ans.v[0].host, "10.0.0.1");
+    CHECK_STR(ans.v[1].host, "ok.example");
+    /* no record at all, and truncated messages */
+    CHECK(!pt_dns_srv_parse(b, (int)srv_reply(b, NULL, 0), a, &ans, err, sizeof(err)));
+    const srv_rr one[] = {{1, 1, 80, "a.example", 30}};
+    size_t n = srv_reply(b, one, 1);
+    for (size_t cut = 0; cut < n; cut++) CHECK(!pt_dns_srv_parse(b, (int)cut, a, &ans, err, sizeof(err)));
+    pt_arena_free(a);
+}
+
 TEST_MAIN()
