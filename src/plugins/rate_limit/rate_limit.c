@@ -122,11 +122,32 @@ static bool read_limit(pt_conf_ctx *ctx, const pt_conf_node *n, rl_conf *c, rl_l
     return true;
 }
 
-/* The RateLimit-Policy item of a limit: "name";q=N;w=S. */
-static int policy_item(char *buf, size_t cap, const rl_limit_conf *l)
+/* The response fields' constant parts, built once: each limit's
+ * RateLimit-Policy item and the start of its RateLimit item, and the whole
+ * RateLimit-Policy value for requests every limit applies to. */
+static void build_field_parts(pt_conf_ctx *ctx, rl_conf *c)
 {
-    return snprintf(buf, cap, "\"%s\";q=%llu;w=%llu", l->name, (unsigned long long)l->lim.requests,
-                    (unsigned long long)(l->lim.period_us / US_PER_S));
+    char *all = NULL;
+    for (size_t i = 0; i < c->nlimits; i++) {
+        rl_limit_conf *l = &c->limits[i];
+        l->policy_item = pt_str_c(pt_arena_printf(ctx->arena, "\"%s\";q=%llu;w=%llu", l->name,
+                                                  (unsigned long long)l->lim.requests,
+                                                  (unsigned long long)(l->lim.period_us / US_PER_S)));
+        l->live_prefix = pt_str_c(pt_arena_printf(ctx->arena, "\"%s\";r=", l->name));
+        all = all ? pt_arena_printf(ctx->arena, "%s, %s", all, l->policy_item.p) : (char *)l->policy_item.p;
+    }
+    c->policy_all = pt_str_c(all);
+}
+
+/* Writes v in decimal at p; returns the end. */
+static char *put_u64(char *p, uint64_t v)
+{
+    char tmp[24];
+    size_t n = 0;
+    do tmp[n++] = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    while (n) *p++ = tmp[--n];
+    return p;
 }
 
 static void *rl_configure(pt_conf_ctx *ctx, const pt_conf_node *node)
@@ -248,6 +269,7 @@ static void *rl_configure(pt_conf_ctx *ctx, const pt_conf_node *node)
         }
     }
     if (c->redis_mode) c->redis_errors = pt_conf_metric(ctx, node, &redis_errors_desc, (const char *const[]){zone});
+    build_field_parts(ctx, c);
     return c;
 }
 
@@ -403,7 +425,8 @@ static pt_plugin_result rl_on_request_headers(pt_txn *txn, const void *conf, voi
     return redis_failed(txn, c, st, key);
 }
 
-/* RateLimit-Policy and RateLimit on the response (also on our own 429). */
+/* RateLimit-Policy and RateLimit on the response (also on our own 429),
+ * from the parts built at configure time: no formatting but the numbers. */
 static pt_plugin_result rl_on_response_headers(pt_txn *txn, const void *conf, void *state)
 {
     const rl_conf *c = conf;
@@ -411,26 +434,39 @@ static pt_plugin_result rl_on_response_headers(pt_txn *txn, const void *conf, vo
     if (!c->headers || !st->evaluated) return PT_PLUGIN_CONTINUE;
     pt_response *resp = pt_txn_response(txn);
     if (!resp) return PT_PLUGIN_CONTINUE;
-    char policy[RL_MAX_LIMITS * 100], live[RL_MAX_LIMITS * 100];
-    size_t pn = 0, ln = 0, napplied = 0;
-    for (size_t i = 0; i < c->nlimits; i++) {
-        if (!st->applied[i]) continue;
-        const rl_verdict *v = &st->verdict[i];
-        const char *sep = napplied++ ? ", " : "";
-        if (pn < sizeof(policy)) {
-            pn += (size_t)snprintf(policy + pn, sizeof(policy) - pn, "%s", sep);
-            if (pn < sizeof(policy)) pn += (size_t)policy_item(policy + pn, sizeof(policy) - pn, &c->limits[i]);
+    size_t napplied = 0, plen = 0, llen = 0;
+    for (size_t i = 0; i < c->nlimits; i++)
+        if (st->applied[i]) {
+            napplied++;
+            plen += c->limits[i].policy_item.n + 2;
+            llen += c->limits[i].live_prefix.n + 2 + 20 + 3 + 20;
         }
-        if (ln < sizeof(live))
-            ln += (size_t)snprintf(live + ln, sizeof(live) - ln, "%s\"%s\";r=%llu;t=%llu", sep, c->limits[i].name,
-                                   (unsigned long long)v->remaining, (unsigned long long)ceil_s(v->reset_us));
-    }
     if (!napplied) return PT_PLUGIN_CONTINUE;
-    if (pn >= sizeof(policy)) pn = sizeof(policy) - 1;
-    if (ln >= sizeof(live)) ln = sizeof(live) - 1;
     pt_arena *a = pt_txn_arena(txn);
-    pt_headers_add(&resp->headers, a, PT_STR_LIT("RateLimit-Policy"), pt_arena_str(a, pt_str_make(policy, pn)));
-    pt_headers_add(&resp->headers, a, PT_STR_LIT("RateLimit"), pt_arena_str(a, pt_str_make(live, ln)));
+    pt_str policy = c->policy_all; /* the configuration outlives the request */
+    char *live = pt_arena_alloc(a, llen + (napplied == c->nlimits ? 0 : plen)), *p = live;
+    for (size_t i = 0, k = 0; i < c->nlimits; i++) {
+        if (!st->applied[i]) continue;
+        const rl_limit_conf *l = &c->limits[i];
+        if (k++) *p++ = ',', *p++ = ' ';
+        memcpy(p, l->live_prefix.p, l->live_prefix.n);
+        p = put_u64(p + l->live_prefix.n, st->verdict[i].remaining);
+        memcpy(p, ";t=", 3);
+        p = put_u64(p + 3, ceil_s(st->verdict[i].reset_us));
+    }
+    size_t ln = (size_t)(p - live);
+    if (napplied != c->nlimits) { /* only the limits that applied are advertised */
+        char *q = p, *start = p;
+        for (size_t i = 0, k = 0; i < c->nlimits; i++) {
+            if (!st->applied[i]) continue;
+            if (k++) *q++ = ',', *q++ = ' ';
+            memcpy(q, c->limits[i].policy_item.p, c->limits[i].policy_item.n);
+            q += c->limits[i].policy_item.n;
+        }
+        policy = pt_str_make(start, (size_t)(q - start));
+    }
+    pt_headers_add(&resp->headers, a, PT_STR_LIT("RateLimit-Policy"), policy);
+    pt_headers_add(&resp->headers, a, PT_STR_LIT("RateLimit"), pt_str_make(live, ln));
     return PT_PLUGIN_CONTINUE;
 }
 

@@ -36,6 +36,8 @@ typedef enum { RL_ON_ERROR_LOCAL = 0, RL_ON_ERROR_ALLOW, RL_ON_ERROR_DENY } rl_o
 typedef struct {
     const char *name;  /* the policy identifier in RateLimit / RateLimit-Policy */
     rl_limit lim;
+    pt_str policy_item;  /* "name";q=N;w=S — this limit's RateLimit-Policy item */
+    pt_str live_prefix;  /* "name";r= — the start of its RateLimit item */
     const char *redis_prefix; /* mode redis: "portico:rl:<zone>:<name>:<algo>:<requests>:<period>:<key>:" */
     size_t redis_prefix_len;
     rl_table *table;   /* pt_conf_shared */
@@ -52,6 +54,7 @@ typedef struct {
     size_t nlimits;
     bool headers;
     bool needs_consumer; /* a key part is the consumer, or a limit filters on consumers */
+    pt_str policy_all;   /* RateLimit-Policy when every limit applies (built once) */
     bool redis_mode;
     const pt_redis_conf *redis;
     const pt_redis_script *script;
