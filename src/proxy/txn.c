@@ -998,7 +998,7 @@ void txn_finish(pt_txn *t)
         if (t->resp_done && t->req_body_done && t->req_end_sent) t->uops->release(c);
         else t->uops->close(c);
     }
-    if (t->ups) pt_lb_end(t->ups->conf->lb, &t->lb, pt_lb_now_us()); /* an attempt still counted */
+    if (t->ups) pt_lb_end(t->ups->conf->lb, &t->lb, txn_lb_now(t)); /* an attempt still counted */
     while (t->subcalls) pt_http_cancel(t->subcalls); /* each unlinks itself */
     if (t->ref) {
         t->ref->txn = NULL;

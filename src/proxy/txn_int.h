@@ -184,6 +184,8 @@ void txn_start_response_phase(pt_txn *t);
 /* The request side decided on a local response (t->res): drop the upstream
  * exchange and send it, or abort a response that already started. */
 void txn_request_side_responded(pt_txn *t);
+/* The balancer's clock for this request's attempts (txn_upstream.c). */
+uint64_t txn_lb_now(const pt_txn *t);
 /* An error of Portico's ends the request side (deadline, body error):
  * answer it, or abort a response that already started. */
 void txn_fail_request(pt_txn *t, int status, const char *detail);

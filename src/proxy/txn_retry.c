@@ -262,8 +262,8 @@ static void try_timeout_cb(pt_loop *loop, pt_timer *tm)
     t->uc = NULL;
     if (c) t->uops->close(c);
     t->up_end_us = pt_loop_wall_us(loop);
-    pt_lb_result(t->ups->conf->lb, &t->lb, PT_LB_FAILURE, pt_lb_now_us()); /* no answer in time */
-    pt_lb_end(t->ups->conf->lb, &t->lb, pt_lb_now_us());
+    pt_lb_result(t->ups->conf->lb, &t->lb, PT_LB_FAILURE, txn_lb_now(t)); /* no answer in time */
+    pt_lb_end(t->ups->conf->lb, &t->lb, txn_lb_now(t));
     txn_trace_attempt_end(t, "timeout");
     attempt_over(t);
     if (decide(t, PT_RETRY_REASON_TIMEOUT, listed_on(t, PT_RETRY_ON_TIMEOUT)))

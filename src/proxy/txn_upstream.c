@@ -37,6 +37,16 @@ static void log_upstream_error(const pt_txn *t, pt_uerr err, bool retried, bool 
             stale ? "; stale pooled connection, re-sent" : retried ? "; retrying" : "");
 }
 
+/* The balancer's clock for this request: the precise monotonic clock when
+ * the upstream balances on latency (balance: ewma), else the loop's cached
+ * monotonic time (ejections and the breaker count in milliseconds; no
+ * clock read per event). */
+uint64_t txn_lb_now(const pt_txn *t)
+{
+    if (t->ups && t->ups->conf->balance.kind == PT_BALANCE_EWMA) return pt_lb_now_us();
+    return pt_loop_now(t->w->loop) * 1000;
+}
+
 void txn_drop_upstream(pt_txn *t)
 {
     if (!t->uc) return;
@@ -49,7 +59,7 @@ void txn_connect_upstream(pt_txn *t)
 {
     pt_upstream_rt *u = t->ups;
     pt_lb *lb = u->conf->lb;
-    uint64_t now = pt_lb_now_us();
+    uint64_t now = txn_lb_now(t);
     if (t->attempts == 0 && !pt_lb_admit(lb, &t->lb, now)) {
         txn_respond_problem(t, 503, "the upstream's circuit breaker is open");
         return;
@@ -180,7 +190,7 @@ static void on_up_head(void *owner, pt_response *res)
     pt_txn *t = owner;
     txn_enter(t);
     /* the balancer counts every answer, a retried 5xx too */
-    pt_lb_result(t->ups->conf->lb, &t->lb, res->status >= 500 ? PT_LB_5XX : PT_LB_SUCCESS, pt_lb_now_us());
+    pt_lb_result(t->ups->conf->lb, &t->lb, res->status >= 500 ? PT_LB_5XX : PT_LB_SUCCESS, txn_lb_now(t));
     txn_trace_attempt_status(t, res->status);
     if (txn_retry_on_head(t, res)) { /* a listed 5xx: read, dropped, retried */
         txn_leave(t);
@@ -211,7 +221,7 @@ static void on_up_end(void *owner, pt_str trailers)
     pt_txn *t = owner;
     txn_enter(t);
     if (t->retry.discarding) {
-        pt_lb_end(t->ups->conf->lb, &t->lb, pt_lb_now_us());
+        pt_lb_end(t->ups->conf->lb, &t->lb, txn_lb_now(t));
         txn_retry_discard_end(t, true);
         txn_leave(t);
         return;
@@ -224,7 +234,7 @@ static void on_up_end(void *owner, pt_str trailers)
      * it could go away under the txn (a write error while the client's body
      * still streams). Later request body bytes are dropped. */
     t->up_end_us = pt_loop_wall_us(t->w->loop);
-    pt_lb_end(t->ups->conf->lb, &t->lb, pt_lb_now_us());
+    pt_lb_end(t->ups->conf->lb, &t->lb, txn_lb_now(t));
     txn_trace_attempt_end(t, NULL);
     void *c = t->uc;
     t->uc = NULL;
@@ -248,15 +258,15 @@ static void on_up_error(void *owner, pt_uerr err, bool nothing_received)
     t->up_end_us = pt_loop_wall_us(t->w->loop);
     txn_trace_attempt_end(t, txn_trace_uerr_type(err));
     if (t->retry.discarding) { /* the retried 5xx broke off: the retry goes on */
-        pt_lb_end(t->ups->conf->lb, &t->lb, pt_lb_now_us());
+        pt_lb_end(t->ups->conf->lb, &t->lb, txn_lb_now(t));
         txn_retry_discard_end(t, false);
         txn_leave(t);
         return;
     }
     /* a stale pooled connection is not the target's fault */
     pt_lb_result(t->ups->conf->lb, &t->lb, reused && err == PT_UERR_CLOSED ? PT_LB_NEUTRAL : PT_LB_FAILURE,
-                 pt_lb_now_us());
-    pt_lb_end(t->ups->conf->lb, &t->lb, pt_lb_now_us());
+                 txn_lb_now(t));
+    pt_lb_end(t->ups->conf->lb, &t->lb, txn_lb_now(t));
     /* Before any response byte: retried under the route's policy, or a
      * stale pooled connection re-sent (txn_retry.c). */
     if (txn_retry_after_error(t, err, reused, nothing_received)) {

@@ -383,7 +383,8 @@ void pt_lb_result(pt_lb *lb, pt_lb_attempt *a, pt_lb_verdict r, uint64_t now_us)
 {
     if (!lb || a->reported || a->idx < 0) return;
     a->reported = true;
-    if (r == PT_LB_SUCCESS || r == PT_LB_5XX)
+    /* the latency average costs an exp(): kept for balance: ewma only */
+    if ((r == PT_LB_SUCCESS || r == PT_LB_5XX) && lb->conf->balance.kind == PT_BALANCE_EWMA)
         ewma_sample(lb->targets[a->idx], (now_us > a->start_us ? now_us - a->start_us : 0) * 1000 + 1, now_us);
     if (r != PT_LB_NEUTRAL) outlier_result(lb, (size_t)a->idx, r, now_us);
     pt_lb_breaker_result(lb, a, r, now_us);
