@@ -2,6 +2,8 @@
 #include "core/common.h"
 
 #include <stdio.h>
+#include <sys/random.h>
+#include <time.h>
 #include <stdlib.h>
 
 static inline unsigned char pt_lower(unsigned char c) { return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c; }
@@ -56,4 +58,45 @@ char *pt_xstrndup(const char *s, size_t n)
     if (n) memcpy(d, s, n);
     d[n] = '\0';
     return d;
+}
+
+/* ---------------------------------------------------------------- random */
+
+static inline uint64_t rotl64(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+static uint64_t splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+uint64_t pt_rand64(void)
+{
+    static _Thread_local uint64_t s[4];
+    static _Thread_local bool seeded;
+    if (__builtin_expect(!seeded, 0)) {
+        uint64_t seed[4] = {0};
+        if (getrandom(seed, sizeof(seed), GRND_NONBLOCK) != (ssize_t)sizeof(seed)) {
+            /* no entropy pool yet (very early boot): mix clocks and addresses */
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            uint64_t x = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+            x ^= (uint64_t)(uintptr_t)&seeded;
+            for (int i = 0; i < 4; i++) seed[i] ^= splitmix64(&x);
+        }
+        uint64_t mix = seed[0] ^ seed[1] ^ seed[2] ^ seed[3];
+        for (int i = 0; i < 4; i++) s[i] = seed[i] ^ splitmix64(&mix); /* never all zero */
+        seeded = true;
+    }
+    uint64_t result = rotl64(s[1] * 5, 7) * 9;
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl64(s[3], 45);
+    return result;
 }

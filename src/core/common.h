@@ -53,4 +53,9 @@ char *pt_xstrndup(const char *s, size_t n);
 #define PT_MAX(a, b) ((a) > (b) ? (a) : (b))
 #define PT_UNUSED(x) ((void)(x))
 
+/* A fast per-thread PRNG (xoshiro256**, seeded once per thread from
+ * getrandom): not cryptographic — ids, sampling, hash-table keys. No
+ * syscall after a thread's first call. */
+uint64_t pt_rand64(void);
+
 #endif

@@ -177,43 +177,7 @@ pt_str pt_tracestate_filter(pt_arena *a, pt_str v)
 
 /* ---------------------------------------------------------------- random */
 
-static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-static uint64_t splitmix64(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-uint64_t pt_trace_rand64(void)
-{
-    static _Thread_local uint64_t s[4];
-    static _Thread_local bool seeded;
-    if (__builtin_expect(!seeded, 0)) {
-        uint64_t seed[4] = {0};
-        if (getrandom(seed, sizeof(seed), GRND_NONBLOCK) != (ssize_t)sizeof(seed)) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            uint64_t x = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-            x ^= (uint64_t)(uintptr_t)&seeded;
-            for (int i = 0; i < 4; i++) seed[i] ^= splitmix64(&x);
-        }
-        uint64_t mix = seed[0] ^ seed[1] ^ seed[2] ^ seed[3];
-        for (int i = 0; i < 4; i++) s[i] = seed[i] ^ splitmix64(&mix); /* never all zero */
-        seeded = true;
-    }
-    uint64_t result = rotl(s[1] * 5, 7) * 9;
-    uint64_t t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return result;
-}
+uint64_t pt_trace_rand64(void) { return pt_rand64(); }
 
 void pt_trace_new_id(uint8_t *id, size_t n)
 {

@@ -116,49 +116,12 @@ static inline bool pt_plugin_read_header_map(pt_conf_ctx *ctx, const pt_conf_nod
     return ok;
 }
 
-/* ---- Per-thread PRNG (xoshiro256**), seeded once per thread ----
- * Not cryptographic: request ids and sampling only. No syscall after the
- * first call on a thread. Each translation unit including this header has
- * its own per-thread state, which is harmless. */
+/* Per-thread PRNG (core's pt_rand64: xoshiro256**, seeded from getrandom
+ * once per thread). Not cryptographic: ids, sampling, hash keys. */
+static inline uint64_t pt_plugin_rand64(void) { return pt_rand64(); }
 
-static inline uint64_t pt_plugin_splitmix64(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
+/* Rotate left (SipHash below). */
 static inline uint64_t pt_plugin_rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-static inline uint64_t pt_plugin_rand64(void)
-{
-    static _Thread_local uint64_t s[4];
-    static _Thread_local bool seeded;
-    if (__builtin_expect(!seeded, 0)) {
-        uint64_t seed[4] = {0};
-        if (getrandom(seed, sizeof(seed), GRND_NONBLOCK) != (ssize_t)sizeof(seed)) {
-            /* No entropy pool yet (very early boot): mix clocks and addresses. */
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            uint64_t x = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-            x ^= (uint64_t)(uintptr_t)&seeded;
-            for (int i = 0; i < 4; i++) seed[i] ^= pt_plugin_splitmix64(&x);
-        }
-        uint64_t mix = seed[0] ^ seed[1] ^ seed[2] ^ seed[3];
-        for (int i = 0; i < 4; i++) s[i] = seed[i] ^ pt_plugin_splitmix64(&mix); /* never all zero */
-        seeded = true;
-    }
-    uint64_t result = pt_plugin_rotl(s[1] * 5, 7) * 9;
-    uint64_t t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = pt_plugin_rotl(s[3], 45);
-    return result;
-}
 
 /* SipHash-1-3 keyed by (k0, k1): a fast 64-bit hash of client-chosen bytes
  * (rate-limit keys) that clients cannot aim at one bucket without the key
