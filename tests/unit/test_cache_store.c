@@ -136,6 +136,10 @@ TEST(purge_key_prefix_tag)
     put(s, "h/p/1", "4", "t1, prod-7", 1);
     put(s, "h/p/2", "5", "prod-7 other", 1);
     put(s, "h/q/3", "6", "prod-77", 1);
+    /* an empty argument (the admin endpoint refuses it; the fuzzer found the
+     * memcmp with NULL): no key is "", a tag is never empty */
+    CHECK_INT(pt_cache_store_purge(s, PT_CACHE_PURGE_KEY, PT_STR_NULL), 0);
+    CHECK_INT(pt_cache_store_purge(s, PT_CACHE_PURGE_TAG, PT_STR_NULL), 0);
     CHECK_INT(pt_cache_store_purge(s, PT_CACHE_PURGE_KEY, pt_str_c("h/a")), 2);
     CHECK(has(s, "h/ab"));
     CHECK_INT(pt_cache_store_purge(s, PT_CACHE_PURGE_TAG, pt_str_c("prod-7")), 2);

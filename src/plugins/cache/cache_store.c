@@ -264,11 +264,11 @@ static bool tags_have(const char *tags, size_t n, pt_str tag)
 static bool purge_match(const pt_cache_entry *e, pt_cache_purge_mode mode, pt_str arg)
 {
     switch (mode) {
-    case PT_CACHE_PURGE_KEY:
-        return e->keylen >= arg.n && memcmp(e->key, arg.p, arg.n) == 0 &&
+    case PT_CACHE_PURGE_KEY: /* (an empty argument has no bytes to compare: never memcmp NULL) */
+        return e->keylen >= arg.n && (arg.n == 0 || memcmp(e->key, arg.p, arg.n) == 0) &&
                (e->keylen == arg.n || e->key[arg.n] == '\n');
     case PT_CACHE_PURGE_PREFIX:
-        return e->keylen >= arg.n && memcmp(e->key, arg.p, arg.n) == 0;
+        return e->keylen >= arg.n && (arg.n == 0 || memcmp(e->key, arg.p, arg.n) == 0);
     case PT_CACHE_PURGE_TAG:
         return tags_have(e->tags, e->tagslen, arg);
     }
