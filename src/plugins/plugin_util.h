@@ -411,6 +411,53 @@ static inline pcre2_match_data *pt_plugin_regex_match(pt_arena *a, const pcre2_c
     return rc > 0 ? md : NULL;
 }
 
+/* ---- Whole-body plugins (json_transform, xml_json) ----
+ * A body over `max` answered: 413 for a request, 502 for a response, the
+ * message naming `plugin`.max_body. */
+static inline void pt_plugin_body_too_large(pt_txn *txn, pt_side side, const char *plugin, size_t max)
+{
+    char d[160];
+    snprintf(d, sizeof(d), "the %s body exceeds %s.max_body (%llu bytes)",
+             side == PT_SIDE_REQUEST ? "request" : "upstream response", plugin, (unsigned long long)max);
+    pt_txn_respond_problem(txn, side == PT_SIDE_REQUEST ? 413 : 502, d);
+}
+
+/* Collects a body in the plugin's slot until its last call, then undoes
+ * its content `coding` ("" for none, see pt_plugin_body_coding):
+ *   PT_PLUGIN_BUFFER    more is coming;
+ *   PT_PLUGIN_RESPOND   answered: over `max` (pt_plugin_body_too_large), or
+ *                       bytes that do not decode in `coding` (400 / 502);
+ *   PT_PLUGIN_CONTINUE  *in / *len are the whole body, decoded (len 0:
+ *                       empty); *owned is the decoded copy to free, or NULL. */
+static inline pt_plugin_result pt_plugin_whole_body(pt_txn *txn, pt_side side, pt_body *body, const char *plugin,
+                                                    size_t max, const char *coding, const char **in, size_t *len,
+                                                    char **owned)
+{
+    *owned = NULL;
+    if (pt_body_len(body) > max) {
+        pt_plugin_body_too_large(txn, side, plugin, max);
+        return PT_PLUGIN_RESPOND;
+    }
+    if (!pt_body_last(body)) return PT_PLUGIN_BUFFER;
+    *in = pt_body_data(body);
+    *len = pt_body_len(body);
+    if (!coding[0] || !*len) return PT_PLUGIN_CONTINUE;
+    pt_decode_result d = pt_content_decode(pt_str_c(coding), *in, *len, max, owned, len);
+    if (d == PT_DECODE_OK) {
+        *in = *owned;
+        return PT_PLUGIN_CONTINUE;
+    }
+    if (d == PT_DECODE_TOO_LARGE) {
+        pt_plugin_body_too_large(txn, side, plugin, max);
+    } else {
+        char m[160];
+        snprintf(m, sizeof(m), "the %s body is not valid for its Content-Encoding (%s)",
+                 side == PT_SIDE_REQUEST ? "request" : "upstream response", coding);
+        pt_txn_respond_problem(txn, side == PT_SIDE_REQUEST ? 400 : 502, m);
+    }
+    return PT_PLUGIN_RESPOND;
+}
+
 /* The one content coding of a body (its Content-Encoding fields) that a
  * whole-body plugin can undo with pt_content_decode, copied into
  * out[0, cap) ("" for none / identity). False when it cannot be undone:

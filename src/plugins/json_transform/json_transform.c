@@ -249,10 +249,7 @@ static bool is_json_type(const pt_headers *h)
 
 static void too_large(pt_txn *txn, const pt_json_transform_conf *c, pt_side side)
 {
-    char d[128];
-    snprintf(d, sizeof(d), "the %s body exceeds json_transform.max_body (%llu bytes)",
-             side == PT_SIDE_REQUEST ? "request" : "upstream response", (unsigned long long)c->max_body);
-    pt_txn_respond_problem(txn, side == PT_SIDE_REQUEST ? 413 : 502, d);
+    pt_plugin_body_too_large(txn, side, "json_transform", c->max_body);
 }
 
 static pt_plugin_result on_request_headers(pt_txn *txn, const void *conf, void *state)
@@ -306,39 +303,21 @@ static pt_plugin_result on_response_headers(pt_txn *txn, const void *conf, void 
     return PT_PLUGIN_CONTINUE;
 }
 
-static void bad_coding(pt_txn *txn, pt_side side, const char *coding)
-{
-    char d[160];
-    snprintf(d, sizeof(d), "the %s body is not valid for its Content-Encoding (%s)",
-             side == PT_SIDE_REQUEST ? "request" : "upstream response", coding);
-    pt_txn_respond_problem(txn, side == PT_SIDE_REQUEST ? 400 : 502, d);
-}
-
 /* Buffers until the last call, then replaces the body with its transform. */
 static pt_plugin_result on_body(pt_txn *txn, const pt_json_transform_conf *c, jt_state *st, pt_side side,
                                 pt_body *body)
 {
     if (!st->active[side]) return PT_PLUGIN_CONTINUE;
-    if (pt_body_len(body) > c->max_body) {
-        st->active[side] = false;
-        st->failed = true;
-        too_large(txn, c, side);
-        return PT_PLUGIN_RESPOND;
-    }
-    if (!pt_body_last(body)) return PT_PLUGIN_BUFFER;
+    const char *in = NULL;
+    size_t len = 0;
+    char *decoded;
+    pt_plugin_result w =
+        pt_plugin_whole_body(txn, side, body, "json_transform", c->max_body, st->coding[side], &in, &len, &decoded);
+    if (w == PT_PLUGIN_BUFFER) return w;
     st->active[side] = false;
-    const char *in = pt_body_data(body);
-    size_t len = pt_body_len(body);
-    char *decoded = NULL;
-    if (st->coding[side][0] && len) {
-        pt_decode_result d = pt_content_decode(pt_str_c(st->coding[side]), in, len, c->max_body, &decoded, &len);
-        if (d != PT_DECODE_OK) {
-            st->failed = true;
-            if (d == PT_DECODE_TOO_LARGE) too_large(txn, c, side);
-            else bad_coding(txn, side, st->coding[side]);
-            return PT_PLUGIN_RESPOND;
-        }
-        in = decoded;
+    if (w == PT_PLUGIN_RESPOND) {
+        st->failed = true;
+        return w;
     }
     if (!len) {
         free(decoded);

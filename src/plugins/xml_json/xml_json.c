@@ -141,10 +141,7 @@ static bool source_type(const pt_headers *h, pt_xj_direction dir)
 
 static void too_large(pt_txn *txn, const pt_xml_json_conf *c, pt_side side)
 {
-    char d[128];
-    snprintf(d, sizeof(d), "the %s body exceeds xml_json.max_body (%llu bytes)",
-             side == PT_SIDE_REQUEST ? "request" : "upstream response", (unsigned long long)c->max_body);
-    pt_txn_respond_problem(txn, side == PT_SIDE_REQUEST ? 413 : 502, d);
+    pt_plugin_body_too_large(txn, side, "xml_json", c->max_body);
 }
 
 /* Header phase of either side: decides, and announces the new body. */
@@ -195,32 +192,16 @@ static pt_plugin_result on_response_headers(pt_txn *txn, const void *conf, void 
 static pt_plugin_result on_body(pt_txn *txn, const pt_xml_json_conf *c, xj_state *st, pt_side side, pt_body *body)
 {
     if (!st->active[side]) return PT_PLUGIN_CONTINUE;
-    if (pt_body_len(body) > c->max_body) {
-        st->active[side] = false;
-        st->failed = true;
-        too_large(txn, c, side);
-        return PT_PLUGIN_RESPOND;
-    }
-    if (!pt_body_last(body)) return PT_PLUGIN_BUFFER;
+    const char *in = NULL;
+    size_t len = 0;
+    char *decoded;
+    pt_plugin_result w =
+        pt_plugin_whole_body(txn, side, body, "xml_json", c->max_body, st->coding[side], &in, &len, &decoded);
+    if (w == PT_PLUGIN_BUFFER) return w;
     st->active[side] = false;
-    const char *in = pt_body_data(body);
-    size_t len = pt_body_len(body);
-    char *decoded = NULL;
-    if (st->coding[side][0] && len) {
-        pt_decode_result d = pt_content_decode(pt_str_c(st->coding[side]), in, len, c->max_body, &decoded, &len);
-        if (d != PT_DECODE_OK) {
-            st->failed = true;
-            if (d == PT_DECODE_TOO_LARGE) {
-                too_large(txn, c, side);
-            } else {
-                char m[160];
-                snprintf(m, sizeof(m), "the %s body is not valid for its Content-Encoding (%s)",
-                         side == PT_SIDE_REQUEST ? "request" : "upstream response", st->coding[side]);
-                pt_txn_respond_problem(txn, side == PT_SIDE_REQUEST ? 400 : 502, m);
-            }
-            return PT_PLUGIN_RESPOND;
-        }
-        in = decoded;
+    if (w == PT_PLUGIN_RESPOND) {
+        st->failed = true;
+        return w;
     }
     if (!len) {
         free(decoded);
