@@ -135,9 +135,11 @@ def test_queue_timeout(portico, gate):
 
 def test_waiters_on_other_workers_are_woken(portico, gate):
     """4 workers, max 1: requests on many connections (spread over the
-    workers by the kernel) all pass, one at a time."""
+    workers by the kernel) all pass, one at a time, woken across workers."""
+    # recheck 60s: only the wake-up posted by the worker that frees a slot
+    # can admit a waiter on another worker before queue_timeout
     p = portico(simple_config(gate.server.addr, workers=4,
-                              route_extra={"plugins": [cl(max=1, queue=20, queue_timeout="15s")]}))
+                              route_extra={"plugins": [cl(max=1, queue=20, queue_timeout="20s", recheck="60s")]}))
     results = []
     first = background(p.port, "/hold", results)
     until(lambda: gate.held() == 1, msg="first request held")
@@ -209,6 +211,7 @@ def test_in_flight_counts_survive_reload(portico, gate):
     ({"max": 1, "queue_timeout": "0s"}, "between 1ms and 10m"),
     ({"max": 1, "key": "cookie:a"}, "'key' parts"),
     ({"max": 1, "qeue": 3}, "unknown key 'qeue'"),
+    ({"max": 1, "recheck": "0s"}, "between 1ms and 60s"),
 ])
 def test_config_errors(tmp_path, block, err):
     import json

@@ -8,7 +8,7 @@
 #include <string.h>
 
 #define DEFAULT_MAX_KEYS 10000
-#define POLL_MS 20
+#define DEFAULT_RECHECK_MS 20
 #define MAX_WORKERS 1024
 #define INFLIGHT(s) ((uint32_t)(s))
 #define WAITING(s) ((uint32_t)((s) >> 32))
@@ -97,6 +97,7 @@ typedef struct cl_worker {
     cl_state *head, *tail;
     pt_timer poll;
     bool running, again; /* serve_waiters is on the stack / must run once more */
+    uint64_t poll_ms;     /* the shortest `recheck` of the waiters queued since the list was last empty */
     uint64_t unlinks;     /* bumped by every unlink: a walk that resumed a request checks it */
     _Atomic bool has_waiters; /* read by other workers deciding whom to wake */
 } cl_worker;
@@ -117,7 +118,10 @@ static void unlink_waiter(cl_state *st)
     w->unlinks++;
     if (!w->head) atomic_store_explicit(&w->has_waiters, false, memory_order_relaxed);
     if (pt_timer_active(&st->timeout)) pt_timer_stop(w->loop, &st->timeout);
-    if (!w->head && pt_timer_active(&w->poll)) pt_timer_stop(w->loop, &w->poll);
+    if (!w->head) {
+        if (pt_timer_active(&w->poll)) pt_timer_stop(w->loop, &w->poll);
+        w->poll_ms = 0;
+    }
 }
 
 /* Admits the waiters that now fit, in arrival order. Re-entrant calls (a
@@ -158,7 +162,7 @@ static void poll_fired(struct pt_loop *loop, pt_timer *t)
 {
     cl_worker *w = t->data;
     serve_waiters(w);
-    if (w->head && !pt_timer_active(&w->poll)) pt_timer_start(w->loop, &w->poll, POLL_MS, poll_fired, w);
+    if (w->head && !pt_timer_active(&w->poll)) pt_timer_start(w->loop, &w->poll, w->poll_ms, poll_fired, w);
 }
 
 static void kicked(struct pt_loop *loop, void *data) { serve_waiters(data); }
@@ -202,7 +206,7 @@ static void cl_worker_fini(struct pt_loop *loop, void *wstate)
 
 static void *cl_configure(pt_conf_ctx *ctx, const pt_conf_node *node)
 {
-    static const char *const allowed[] = {"max", "key", "queue", "queue_timeout", "max_keys", "zone", NULL};
+    static const char *const allowed[] = {"max", "key", "queue", "queue_timeout", "max_keys", "zone", "recheck", NULL};
     if (!node || node->kind != PT_NODE_MAP) {
         pt_conf_error(ctx, node, "concurrency_limit: expected a mapping with 'max', e.g. {max: 100}");
         return NULL;
@@ -225,6 +229,13 @@ static void *cl_configure(pt_conf_ctx *ctx, const pt_conf_node *node)
     if (qt && !pt_conf_duration_ms(ctx, qt, &c->queue_timeout_ms)) ok = false;
     else if (qt && (c->queue_timeout_ms == 0 || c->queue_timeout_ms > 600000)) {
         pt_conf_error(ctx, qt, "concurrency_limit: 'queue_timeout' must be between 1ms and 10m");
+        ok = false;
+    }
+    c->recheck_ms = DEFAULT_RECHECK_MS;
+    const pt_conf_node *rc = pt_conf_get(node, "recheck");
+    if (rc && !pt_conf_duration_ms(ctx, rc, &c->recheck_ms)) ok = false;
+    else if (rc && (c->recheck_ms == 0 || c->recheck_ms > 60000)) {
+        pt_conf_error(ctx, rc, "concurrency_limit: 'recheck' must be between 1ms and 60s");
         ok = false;
     }
     if (!pt_plugin_key_read(ctx, pt_conf_get(node, "key"), "concurrency_limit", PT_PLUGIN_KEY_ROUTE, &c->key))
@@ -334,7 +345,11 @@ static pt_plugin_result cl_on_request_headers(pt_txn *txn, const void *conf, voi
     else w->head = st;
     w->tail = st;
     pt_timer_start(w->loop, &st->timeout, c->queue_timeout_ms, waiter_timed_out, st);
-    if (!pt_timer_active(&w->poll)) pt_timer_start(w->loop, &w->poll, POLL_MS, poll_fired, w);
+    if (!w->poll_ms || c->recheck_ms < w->poll_ms) {
+        w->poll_ms = c->recheck_ms;
+        if (pt_timer_active(&w->poll)) pt_timer_stop(w->loop, &w->poll);
+    }
+    if (!pt_timer_active(&w->poll)) pt_timer_start(w->loop, &w->poll, w->poll_ms, poll_fired, w);
     return PT_PLUGIN_PAUSE;
 }
 

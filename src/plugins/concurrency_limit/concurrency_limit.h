@@ -8,6 +8,7 @@
  *         queue_timeout: 1s    # then 503
  *         max_keys: 10000      # distinct keys in flight at once (16 bytes each)
  *         zone: NAME           # share the counts with instances of the same zone
+ *         recheck: 20ms        # waiters re-check this often, besides being woken
  *
  * A request takes a slot when it reaches the plugin and gives it back when
  * it is over (response sent, or aborted). Over `max`, it waits in the queue
@@ -15,7 +16,7 @@
  * problem+json. Counts are shared by all workers (one 64-bit word per key:
  * in flight and waiting, updated with compare-and-swap); a slot freed on
  * one worker wakes waiters on the others (a post to their loops, plus a
- * 20 ms re-check while anything waits). Waiters of one worker are served
+ * re-check every `recheck` while anything waits). Waiters of one worker are served
  * in arrival order; across workers the order is not strict. */
 #ifndef PT_PLUGINS_CONCURRENCY_LIMIT_H
 #define PT_PLUGINS_CONCURRENCY_LIMIT_H
@@ -47,6 +48,7 @@ typedef struct {
     uint32_t max;
     uint32_t queue;
     uint64_t queue_timeout_ms;
+    uint64_t recheck_ms;  /* waiters re-check this often (safety net under the cross-worker wake-ups) */
     cl_table *table;
     pt_metric_series *decisions;
 } cl_conf;
