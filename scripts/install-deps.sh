@@ -12,7 +12,7 @@ PKGS=(
   # tests
   python3 python3-pytest python3-requests curl python3-grpcio python3-grpc-tools python3-prometheus-client python3-websockets
   python3-brotli python3-zstandard python3-jwt python3-cryptography python3-jsonschema redis-server
-  chromium chromium-driver python3-selenium
+  chromium chromium-driver python3-selenium python3-protobuf
   # benchmarks (bench/compare)
   wrk nginx-light haproxy
 )

@@ -331,7 +331,7 @@ typedef enum {
     PT_TRACE_TRUST_NONE,           /* never: every request starts a new trace */
 } pt_trace_trust;
 
-/* `tracing:` — W3C Trace Context and OTLP/HTTP JSON export. */
+/* `tracing:` — W3C Trace Context and OTLP/HTTP export (protobuf or JSON). */
 typedef struct {
     bool enabled;                /* the block is present and not `enabled: false` */
     double sampling;             /* ratio 0..1 of new traces recorded (TraceIdRatioBased); default 1 */
@@ -344,6 +344,7 @@ typedef struct {
     uint64_t batch_delay_ms;     /* exporter.batch_delay: longest wait of a queued span; default 1s */
     uint32_t queue_size;         /* exporter.queue_size: spans waiting; over it they are dropped; default 8192 */
     uint32_t max_retries;        /* exporter.max_retries: POST retries with backoff; default 3 */
+    bool protobuf;               /* exporter.protocol: http/protobuf (default) or http/json */
 } pt_tracing_conf;
 
 typedef struct pt_config {

@@ -1,5 +1,6 @@
 /* config_tracing.c — the `tracing:` block (docs/observability.md "Tracing"):
- * sampling, trust of incoming trace context, and the OTLP/HTTP exporter. */
+ * sampling, trust of incoming trace context, and the OTLP/HTTP exporter
+ * (protobuf or JSON). */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -20,6 +21,7 @@ static void tracing_defaults(pt_tracing_conf *t, pt_arena *a)
         .batch_delay_ms = 1000,
         .queue_size = 8192,
         .max_retries = 3,
+        .protobuf = true,
     };
 }
 
@@ -34,7 +36,7 @@ static bool endpoint_ok(const char *s)
 static void conf_exporter(pt_conf_ctx *ctx, const pt_conf_node *m, pt_tracing_conf *t)
 {
     static const char *const keys[] = {"endpoint", "timeout", "batch_size", "batch_delay", "queue_size",
-                                       "max_retries", NULL};
+                                       "max_retries", "protocol", NULL};
     if (m->kind != PT_NODE_MAP) {
         pt_conf_error(ctx, m, "tracing.exporter must be a mapping (endpoint, timeout, batch_size, ...)");
         return;
@@ -62,6 +64,12 @@ static void conf_exporter(pt_conf_ctx *ctx, const pt_conf_node *m, pt_tracing_co
     }
     if ((n = pt_conf_opt(m, "queue_size")) && pt_conf_int(ctx, n, 1, 10000000, &iv)) t->queue_size = (uint32_t)iv;
     if ((n = pt_conf_opt(m, "max_retries")) && pt_conf_int(ctx, n, 0, 10, &iv)) t->max_retries = (uint32_t)iv;
+    if ((n = pt_conf_opt(m, "protocol"))) {
+        const char *p = n->kind == PT_NODE_SCALAR ? n->scalar : "";
+        if (strcmp(p, "http/protobuf") == 0) t->protobuf = true;
+        else if (strcmp(p, "http/json") == 0) t->protobuf = false;
+        else pt_conf_error(ctx, n, "tracing.exporter.protocol must be http/protobuf or http/json");
+    }
 }
 
 void pt_conf_tracing(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg)

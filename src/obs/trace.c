@@ -205,18 +205,6 @@ bool pt_trace_ratio_sampled(const uint8_t trace_id[16], double ratio)
 
 /* ----------------------------------------------------------------- spans */
 
-void pt_span_str(pt_span *s, const char *key, pt_str v)
-{
-    if (s->nattrs >= PT_SPAN_MAX_ATTRS || !v.n) return;
-    s->attrs[s->nattrs++] = (pt_span_attr){.key = key, .str = v};
-}
-
-void pt_span_int(pt_span *s, const char *key, int64_t v)
-{
-    if (s->nattrs >= PT_SPAN_MAX_ATTRS) return;
-    s->attrs[s->nattrs++] = (pt_span_attr){.key = key, .num = v, .is_int = true};
-}
-
 /* Room for n more bytes (a span usually fits the first 1 KiB). */
 static inline void reserve(pt_trace_buf *b, size_t n)
 {
@@ -328,7 +316,7 @@ size_t pt_span_json_bound(const pt_span *s)
     size_t bound = 256 + 6 * s->name.n + 6 * s->status_message.n;
     for (size_t i = 0; i < s->nattrs; i++) {
         const pt_span_attr *a = &s->attrs[i];
-        bound += 48 + strlen(a->key) + (a->is_int ? 21 : 6 * a->str.n);
+        bound += 48 + a->key_n + (a->is_int ? 21 : 6 * a->str.n);
     }
     return bound;
 }
@@ -364,9 +352,8 @@ size_t pt_span_json_write(char *out, const pt_span *s)
         const pt_span_attr *a = &s->attrs[i];
         if (i) *o++ = ',';
         o = W_LIT(o, "{\"key\":\"");
-        size_t kn = strlen(a->key);
-        memcpy(o, a->key, kn); /* static names: nothing to escape */
-        o += kn;
+        memcpy(o, a->key, a->key_n); /* static names: nothing to escape */
+        o += a->key_n;
         if (a->is_int) {
             o = W_LIT(o, "\",\"value\":{\"intValue\":\"");
             o = w_i64(o, a->num);

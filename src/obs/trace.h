@@ -78,6 +78,7 @@ typedef enum {
 
 typedef struct {
     const char *key;      /* static string */
+    size_t key_n;
     pt_str str;           /* is_int false */
     int64_t num;          /* is_int true */
     bool is_int;
@@ -101,9 +102,18 @@ typedef struct {
     size_t nattrs;
 } pt_span;
 
-/* Adds an attribute (ignored past PT_SPAN_MAX_ATTRS or when v is empty). */
-void pt_span_str(pt_span *s, const char *key, pt_str v);
-void pt_span_int(pt_span *s, const char *key, int64_t v);
+/* Adds an attribute (ignored past PT_SPAN_MAX_ATTRS or when v is empty).
+ * `key` is a static string; inline so its length folds for a literal. */
+static inline void pt_span_str(pt_span *s, const char *key, pt_str v)
+{
+    if (s->nattrs >= PT_SPAN_MAX_ATTRS || !v.n) return;
+    s->attrs[s->nattrs++] = (pt_span_attr){.key = key, .key_n = strlen(key), .str = v};
+}
+static inline void pt_span_int(pt_span *s, const char *key, int64_t v)
+{
+    if (s->nattrs >= PT_SPAN_MAX_ATTRS) return;
+    s->attrs[s->nattrs++] = (pt_span_attr){.key = key, .key_n = strlen(key), .num = v, .is_int = true};
+}
 
 /* A growable byte string (malloc'd), for encoders. */
 typedef struct {
@@ -132,6 +142,30 @@ void pt_trace_export_body(pt_trace_buf *out, const char *service_name, const pt_
 void pt_trace_export_open(pt_trace_buf *out, const char *service_name);
 void pt_trace_export_close(pt_trace_buf *out);
 
+/* The OTLP protobuf encoding of one span, as it sits in a ScopeSpans
+ * message (field 2: tag, length, Span): a malloc'd buffer of *len bytes.
+ * trace_id/span_id/parent are bytes, times fixed64, attributes KeyValue
+ * with string_value or int_value; strings that are not UTF-8 get U+FFFD
+ * for each invalid byte. */
+char *pt_span_proto_encode(const pt_span *s, size_t *len);
+/* The same in two steps, into a buffer the caller sizes:
+ * pt_span_proto_measure returns the exact length and fills `z`, which
+ * pt_span_proto_write then uses (it writes exactly that many bytes). */
+typedef struct {
+    size_t name, status_msg, status, span;
+    size_t str[PT_SPAN_MAX_ATTRS], value[PT_SPAN_MAX_ATTRS], kv[PT_SPAN_MAX_ATTRS];
+} pt_span_proto_sizes;
+size_t pt_span_proto_measure(const pt_span *s, pt_span_proto_sizes *z);
+size_t pt_span_proto_write(char *out, const pt_span *s, const pt_span_proto_sizes *z);
+/* The same appended to `out`. */
+void pt_span_proto(pt_trace_buf *out, const pt_span *s);
+/* Appends a whole protobuf ExportTraceServiceRequest: one ResourceSpans
+ * with service.name, one ScopeSpans (scope "portico") and the encoded
+ * spans[0..n) (each from pt_span_proto_encode) concatenated. */
+void pt_trace_proto_body(pt_trace_buf *out, const char *service_name, const pt_str *spans, size_t n);
+/* The part before the spans, when they will total spans_len bytes. */
+void pt_trace_proto_open(pt_trace_buf *out, const char *service_name, size_t spans_len);
+
 /* ---- the exporter ---- */
 
 /* Starts the exporter thread (first call with an endpoint) or changes its
@@ -145,9 +179,14 @@ void pt_trace_export_stop(void);
  * queue has room): lets a worker skip building a span that would be dropped
  * (it is counted as dropped by pt_trace_drop_one). */
 bool pt_trace_export_room(void);
-/* Queues one finished span for export, or drops and counts it. Any
- * thread; never blocks on I/O. */
-void pt_trace_submit(const pt_span *s);
+/* Adds one finished span to the worker's chunk (loop slot
+ * PT_LOOP_SLOT_TRACE), which goes to the export queue when full or 100 ms
+ * (at most batch_delay) after its first span; spans over the queue's bound
+ * are dropped and counted. The loop's thread; never blocks on I/O. */
+void pt_trace_submit(struct pt_loop *loop, const pt_span *s);
+/* Queues the worker's pending spans and frees its chunk (worker exit,
+ * before pt_trace_export_stop). */
+void pt_trace_worker_fini(struct pt_loop *loop);
 /* Counts one span dropped without being built (queue full). */
 void pt_trace_drop_one(void);
 

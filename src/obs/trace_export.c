@@ -1,15 +1,18 @@
-/* trace_export.c — the asynchronous OTLP/HTTP JSON exporter (trace.h).
+/* trace_export.c — the asynchronous OTLP/HTTP exporter (trace.h).
  *
- * Workers encode a finished span to JSON (pt_span_json) and append it to a
- * bounded queue under a short mutex: no I/O and no wait under it; over the
- * bound the span is dropped and counted. One exporter thread takes up to
- * batch_size spans when that many are queued or batch_delay passed, and
- * POSTs them as one ExportTraceServiceRequest. The exporter is not a worker:
- * it is the only thread that talks to the collector, with plain blocking
- * calls bounded by poll() timeouts (connect, send and the response all
- * within `timeout`), one connection per batch (`Connection: close`), and
- * retries with exponential backoff (100 ms doubling, up to max_retries) on a
- * network error, 429 or 5xx. A batch that still fails is counted in
+ * A worker encodes each finished span (protobuf by default, or JSON) into
+ * its own chunk, a loop-local buffer of up to CHUNK_SPANS spans: no lock
+ * and no allocation per span. A chunk goes to the process's bounded queue
+ * under a short mutex (no I/O and no wait under it) when it is full or
+ * FLUSH_MS after its first span; spans over the queue's bound are dropped
+ * and counted. One exporter thread takes up to batch_size queued spans when
+ * that many wait or batch_delay passed, and POSTs them as one
+ * ExportTraceServiceRequest. The exporter is not a worker: it is the only
+ * thread that talks to the collector, with plain blocking calls bounded by
+ * poll() timeouts (connect, send and the response all within `timeout`),
+ * one connection per batch (`Connection: close`), and retries with
+ * exponential backoff (100 ms doubling, up to max_retries) on a network
+ * error, 429 or 5xx. A batch that still fails is counted in
  * portico_tracing_spans_failed_total. Only http:// endpoints. */
 #include <errno.h>
 #include <netdb.h>
@@ -22,12 +25,31 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/loop.h"
 #include "obs/trace.h"
 
-typedef struct {
+/* Spans a worker gathers before it queues them (at most; fewer when
+ * batch_size is smaller), and the longest a span waits in a worker. */
+#define CHUNK_SPANS 64
+#define CHUNK_BYTES (64 * 1024)
+#define FLUSH_MS 100
+
+/* Encoded spans of one encoding, back to back (JSON: comma-separated). */
+typedef struct span_chunk {
+    struct span_chunk *next;
+    bool proto;                 /* protobuf (else JSON): a batch holds one kind */
+    uint32_t spans;
+    uint32_t ends[CHUNK_SPANS]; /* where each span ends: a chunk may be cut to fit the queue */
+    size_t n, cap;
     char *p;
-    size_t n;
-} span_item;
+} span_chunk;
+
+/* A worker's chunk being filled (loop slot PT_LOOP_SLOT_TRACE). */
+typedef struct {
+    pt_loop *loop;
+    span_chunk *cur;
+    pt_timer flush;
+} worker_spans;
 
 typedef struct {
     char *endpoint;             /* as configured */
@@ -44,9 +66,12 @@ static struct {
     pthread_t thread;
     bool running, stopping;
     export_settings set;        /* under mu; the thread copies what it needs */
-    span_item *q;               /* ring */
-    size_t cap, head, n;        /* cap = queue_size */
+    span_chunk *head, *tail;    /* the queue, oldest first */
+    size_t cap, n;              /* cap = queue_size; n = spans queued */
     _Atomic bool room;          /* running and n < cap (a hint for workers) */
+    _Atomic bool protobuf;      /* exporter.protocol of the running configuration */
+    _Atomic uint32_t chunk_spans; /* min(CHUNK_SPANS, batch_size) */
+    _Atomic uint64_t flush_ms;    /* min(FLUSH_MS, batch_delay) */
     pt_trace_buf body;          /* the exporter thread's request body, reused */
 } X = {.mu = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 
@@ -98,36 +123,115 @@ bool pt_trace_export_room(void) { return atomic_load_explicit(&X.room, memory_or
 
 void pt_trace_drop_one(void) { count(&n_dropped, &m_dropped, 1); }
 
-void pt_trace_submit(const pt_span *s)
+static void chunk_free(span_chunk *c)
+{
+    free(c->p);
+    free(c);
+}
+
+/* Queues a worker's chunk, or as many of its first spans as the queue has
+ * room for; the rest is dropped and counted. */
+static void queue_chunk(span_chunk *c)
+{
+    uint32_t spans = c->spans, keep = 0;
+    bool wake = false;
+    pthread_mutex_lock(&X.mu);
+    if (X.running && !X.stopping && X.n < X.cap) {
+        keep = X.cap - X.n < c->spans ? (uint32_t)(X.cap - X.n) : c->spans;
+        if (keep < c->spans) { /* cut after span `keep` (JSON: before its comma) */
+            c->n = c->ends[keep - 1];
+            c->spans = keep;
+        }
+        c->next = NULL;
+        if (X.tail) X.tail->next = c;
+        else X.head = c;
+        X.tail = c;
+        X.n += keep;
+        wake = X.n >= X.set.batch_size;
+        if (X.n >= X.cap) atomic_store_explicit(&X.room, false, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&X.mu);
+    if (wake) pthread_cond_signal(&X.cond);
+    if (keep < spans) count(&n_dropped, &m_dropped, spans - keep);
+    if (!keep) chunk_free(c);
+}
+
+/* The worker's chunk goes to the queue now. */
+static void worker_flush(worker_spans *ws)
+{
+    span_chunk *c = ws->cur;
+    ws->cur = NULL;
+    pt_timer_stop(ws->loop, &ws->flush);
+    if (c) queue_chunk(c);
+}
+
+static void flush_tick(pt_loop *loop, pt_timer *t) { worker_flush(t->data); }
+
+static worker_spans *worker_spans_of(pt_loop *loop)
+{
+    worker_spans *ws = pt_loop_slot(loop, PT_LOOP_SLOT_TRACE);
+    if (!ws) {
+        ws = pt_xcalloc(1, sizeof(*ws));
+        ws->loop = loop;
+        pt_loop_set_slot(loop, PT_LOOP_SLOT_TRACE, ws);
+    }
+    return ws;
+}
+
+void pt_trace_worker_fini(pt_loop *loop)
+{
+    worker_spans *ws = pt_loop_slot(loop, PT_LOOP_SLOT_TRACE);
+    if (!ws) return;
+    worker_flush(ws);
+    free(ws);
+    pt_loop_set_slot(loop, PT_LOOP_SLOT_TRACE, NULL);
+}
+
+/* The worker's chunk with room for n more bytes: the current one, or a
+ * new one (CHUNK_BYTES, or n when a span is larger) after the current one
+ * is queued. */
+static span_chunk *chunk_for(worker_spans *ws, bool proto, size_t n)
+{
+    span_chunk *c = ws->cur;
+    if (c && (c->proto != proto || c->n + n > c->cap)) { /* exporter.protocol changed, or full */
+        worker_flush(ws);
+        c = NULL;
+    }
+    if (!c) {
+        c = ws->cur = pt_xmalloc(sizeof(*c));
+        c->proto = proto;
+        c->spans = 0;
+        c->n = 0;
+        c->cap = n > CHUNK_BYTES ? n : CHUNK_BYTES;
+        c->p = pt_xmalloc(c->cap);
+        pt_timer_start(ws->loop, &ws->flush, atomic_load_explicit(&X.flush_ms, memory_order_relaxed), flush_tick,
+                       ws);
+    }
+    return c;
+}
+
+void pt_trace_submit(pt_loop *loop, const pt_span *s)
 {
     if (!pt_trace_export_room()) {
         pt_trace_drop_one();
         return;
     }
-    /* encoded on the stack, queued as an exact copy: small enough for the
-     * allocator's per-thread cache (a worst-case bound would not be) */
-    char tmp[4096];
-    size_t bound = pt_span_json_bound(s);
-    char *enc = bound <= sizeof(tmp) ? tmp : pt_xmalloc(bound);
-    size_t n = pt_span_json_write(enc, s);
-    span_item it = {pt_xmalloc(n), n};
-    memcpy(it.p, enc, n);
-    if (enc != tmp) free(enc);
-    bool queued = false, wake = false;
-    pthread_mutex_lock(&X.mu);
-    if (X.running && !X.stopping && X.n < X.cap) {
-        X.q[(X.head + X.n) % X.cap] = it;
-        X.n++;
-        queued = true;
-        wake = X.n == X.set.batch_size;
-        if (X.n == X.cap) atomic_store_explicit(&X.room, false, memory_order_relaxed);
+    worker_spans *ws = worker_spans_of(loop);
+    bool proto = atomic_load_explicit(&X.protobuf, memory_order_relaxed);
+    span_chunk *c;
+    if (proto) {
+        pt_span_proto_sizes z;
+        size_t n = pt_span_proto_measure(s, &z);
+        c = chunk_for(ws, proto, n);
+        c->n += pt_span_proto_write(c->p + c->n, s, &z);
+    } else {
+        c = chunk_for(ws, proto, 1 + pt_span_json_bound(s));
+        if (c->spans) c->p[c->n++] = ',';
+        c->n += pt_span_json_write(c->p + c->n, s);
     }
-    pthread_mutex_unlock(&X.mu);
-    if (wake) pthread_cond_signal(&X.cond);
-    if (!queued) {
-        free(it.p);
-        pt_trace_drop_one();
-    }
+    c->ends[c->spans++] = (uint32_t)c->n;
+    if (c->spans >= atomic_load_explicit(&X.chunk_spans, memory_order_relaxed) || c->spans >= CHUNK_SPANS)
+        worker_flush(ws);
 }
 
 /* ------------------------------------------------------------ HTTP POST */
@@ -155,7 +259,7 @@ static bool wait_fd(int fd, short ev, uint64_t deadline)
 
 /* One POST of `body` to the endpoint; the response status, or -1 on a
  * network error or timeout. */
-static int post_once(const export_settings *st, const char *body, size_t n)
+static int post_once(const export_settings *st, const char *body, size_t n, bool proto)
 {
     uint64_t deadline = mono_ms() + st->timeout_ms;
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
@@ -180,9 +284,9 @@ static int post_once(const export_settings *st, const char *body, size_t n)
     if (fd < 0) return -1;
     char head[1536];
     int hn = snprintf(head, sizeof(head),
-                      "POST %s HTTP/1.1\r\nHost: %s:%s\r\nContent-Type: application/json\r\n"
+                      "POST %s HTTP/1.1\r\nHost: %s:%s\r\nContent-Type: %s\r\n"
                       "Content-Length: %zu\r\nConnection: close\r\nUser-Agent: portico\r\n\r\n",
-                      st->path, st->host, st->port, n);
+                      st->path, st->host, st->port, proto ? "application/x-protobuf" : "application/json", n);
     const char *parts[2] = {head, body};
     size_t lens[2] = {(size_t)hn, n};
     int status = -1;
@@ -225,22 +329,31 @@ static void backoff_locked(uint64_t ms)
         if (pthread_cond_timedwait(&X.cond, &X.mu, &ts) == ETIMEDOUT) break;
 }
 
-/* Exports one batch; spans are freed. X.mu not held. False when it failed. */
-static bool export_batch(span_item *items, size_t k, const export_settings *st)
+/* Exports one batch: the chunks (k spans, one encoding), which are
+ * freed. X.mu not held. False when it failed. */
+static bool export_batch(span_chunk *chunks, size_t k, const export_settings *st)
 {
     pt_trace_buf body = X.body; /* the exporter thread's, reused across batches */
     body.n = 0;
-    pt_trace_export_open(&body, st->service_name);
-    for (size_t i = 0; i < k; i++) {
-        if (i) pt_trace_buf_put(&body, ",", 1);
-        pt_trace_buf_put(&body, items[i].p, items[i].n);
-        free(items[i].p);
+    bool proto = chunks->proto;
+    if (proto) {
+        size_t total = 0; /* the lengths in front need the spans' total */
+        for (span_chunk *c = chunks; c; c = c->next) total += c->n;
+        pt_trace_proto_open(&body, st->service_name, total);
+    } else {
+        pt_trace_export_open(&body, st->service_name);
     }
-    pt_trace_export_close(&body);
+    for (span_chunk *c = chunks, *next; c; c = next) {
+        next = c->next;
+        if (!proto && c != chunks) pt_trace_buf_put(&body, ",", 1);
+        pt_trace_buf_put(&body, c->p, c->n);
+        chunk_free(c);
+    }
+    if (!proto) pt_trace_export_close(&body);
     bool ok = false;
     uint64_t delay = 100;
     for (uint32_t attempt = 0;; attempt++) {
-        int status = post_once(st, body.p, body.n);
+        int status = post_once(st, body.p, body.n, proto);
         if (status >= 200 && status < 300) {
             ok = true;
             break;
@@ -269,8 +382,6 @@ static void copy_settings(export_settings *dst, const export_settings *src)
 
 static void *exporter_main(void *arg)
 {
-    span_item *batch = NULL;
-    size_t batch_cap = 0;
     bool give_up = false; /* stopping and a batch failed: count the rest as failed, do not wait on them */
     pthread_mutex_lock(&X.mu);
     for (;;) {
@@ -286,21 +397,29 @@ static void *exporter_main(void *arg)
                 if (pthread_cond_timedwait(&X.cond, &X.mu, &ts) == ETIMEDOUT) break;
         }
         if (!X.n) continue;
-        size_t k = X.n < X.set.batch_size ? X.n : X.set.batch_size;
-        if (k > batch_cap) {
-            batch = pt_xrealloc(batch, k * sizeof(*batch));
-            batch_cap = k;
+        /* whole chunks, up to batch_size spans (at least one chunk), of one
+         * encoding: a reload that changed exporter.protocol leaves chunks
+         * of the old one ahead of the new */
+        span_chunk *batch = X.head, *last = X.head;
+        size_t k = last->spans;
+        while (last->next && last->next->proto == batch->proto && k + last->next->spans <= X.set.batch_size) {
+            last = last->next;
+            k += last->spans;
         }
-        for (size_t i = 0; i < k; i++) batch[i] = X.q[(X.head + i) % X.cap];
-        X.head = (X.head + k) % X.cap;
+        X.head = last->next;
+        if (!X.head) X.tail = NULL;
+        last->next = NULL;
         X.n -= k;
-        atomic_store_explicit(&X.room, !X.stopping, memory_order_relaxed);
+        atomic_store_explicit(&X.room, !X.stopping && X.n < X.cap, memory_order_relaxed);
         bool stopping = X.stopping;
         export_settings st;
         copy_settings(&st, &X.set);
         pthread_mutex_unlock(&X.mu);
         if (give_up) {
-            for (size_t i = 0; i < k; i++) free(batch[i].p);
+            for (span_chunk *c = batch, *next; c; c = next) {
+                next = c->next;
+                chunk_free(c);
+            }
             count(&n_failed, &m_failed, k);
         } else if (!export_batch(batch, k, &st) && stopping) {
             give_up = true;
@@ -309,7 +428,6 @@ static void *exporter_main(void *arg)
         pthread_mutex_lock(&X.mu);
     }
     pthread_mutex_unlock(&X.mu);
-    free(batch);
     pt_trace_buf_free(&X.body);
     return NULL;
 }
@@ -358,23 +476,10 @@ void pt_trace_export_configure(const pt_tracing_conf *c)
     X.set.batch_delay_ms = c->batch_delay_ms;
     X.set.batch_size = c->batch_size;
     X.set.max_retries = c->max_retries;
-    if (c->queue_size != X.cap) { /* a new ring; what is queued moves over (the rest is dropped) */
-        span_item *q = pt_xcalloc(c->queue_size, sizeof(*q));
-        size_t n = 0;
-        for (size_t i = 0; i < X.n; i++) {
-            span_item it = X.q[(X.head + i) % X.cap];
-            if (n < c->queue_size) q[n++] = it;
-            else {
-                free(it.p);
-                pt_trace_drop_one();
-            }
-        }
-        free(X.q);
-        X.q = q;
-        X.cap = c->queue_size;
-        X.head = 0;
-        X.n = n;
-    }
+    atomic_store(&X.protobuf, c->protobuf);
+    atomic_store(&X.chunk_spans, c->batch_size < CHUNK_SPANS ? c->batch_size : CHUNK_SPANS);
+    atomic_store(&X.flush_ms, c->batch_delay_ms < FLUSH_MS ? c->batch_delay_ms : FLUSH_MS);
+    X.cap = c->queue_size; /* a smaller bound: what is queued over it still goes out */
     if (!X.running) {
         X.stopping = false;
         if (pthread_create(&X.thread, NULL, exporter_main, NULL) != 0)
@@ -400,9 +505,7 @@ void pt_trace_export_stop(void)
     pthread_join(X.thread, NULL);
     pthread_mutex_lock(&X.mu);
     X.running = false;
-    free(X.q);
-    X.q = NULL;
-    X.cap = X.head = X.n = 0;
+    X.cap = X.n = 0; /* the thread sent (or counted as failed) every chunk */
     free(X.set.endpoint);
     free(X.set.service_name);
     X.set.endpoint = X.set.service_name = NULL;

@@ -142,7 +142,7 @@ void txn_trace_attempt_end(pt_txn *t, const char *error_type)
         pt_span_str(&s, "error.type", status_text(t, tr->att_status));
         s.status = PT_SPAN_STATUS_ERROR;
     }
-    pt_trace_submit(&s);
+    pt_trace_submit(t->w->loop, &s);
 }
 
 void txn_trace_attempt_begin(pt_txn *t)
@@ -253,7 +253,7 @@ static void sub_done(void *data, const pt_http_result *r)
             s.status = PT_SPAN_STATUS_ERROR;
             if (r->detail) s.status_message = pt_str_c(r->detail);
         }
-        pt_trace_submit(&s);
+        pt_trace_submit(t->w->loop, &s);
     }
     ss->done(ss->data, r);
 }
@@ -349,5 +349,5 @@ void txn_trace_finish(pt_txn *t)
                                       : t->aborted  ? PT_STR_LIT("aborted")
                                                     : PT_STR_LIT("client_closed"));
     }
-    pt_trace_submit(&s);
+    pt_trace_submit(t->w->loop, &s);
 }

@@ -268,6 +268,7 @@ static void *worker_main(void *arg)
     pt_conns_reap(w);
     pt_worker_plugins_fini(w);
     pt_redis_worker_fini(w->loop); /* after the plugins: their fini may still cancel calls */
+    pt_trace_worker_fini(w->loop);  /* its pending spans to the exporter, which stops after the workers */
     pt_buf_pool_free();
     return NULL;
 }

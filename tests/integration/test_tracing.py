@@ -1,6 +1,6 @@
 """Distributed tracing (docs/observability.md "Tracing"): W3C Trace Context
 accepted, generated and propagated to upstreams and sub-requests; spans
-exported over OTLP/HTTP JSON to a small receiver written here, with their
+exported over OTLP/HTTP (protobuf or JSON) to a small receiver written here, with their
 parent links; sampling (ratio and parent-based); invalid traceparent
 spellings; the trace id in problem+json and the access log; an exporter
 that is down and a queue that overflows (requests unaffected, counted)."""
@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from conftest import free_port, simple_config
+from otlp_proto import decode_export
 from upstreams import make_response, problem_check, request, wait_for
 
 INCOMING_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -22,11 +23,13 @@ TP_RE = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-(0[01])$")
 
 
 class OtlpReceiver:
-    """An OTLP/HTTP JSON collector: POST /v1/traces bodies are parsed and
-    kept; `status` is what it answers."""
+    """An OTLP/HTTP collector: POST /v1/traces bodies, protobuf
+    (otlp_proto.py decodes them) or JSON, are parsed and kept; `status` is
+    what it answers."""
 
     def __init__(self):
-        self.batches = []
+        self.batches = []  # OTLP/JSON shape, whichever encoding came
+        self.raw = []
         self.paths = []
         self.content_types = []
         self.status = 200
@@ -39,8 +42,11 @@ class OtlpReceiver:
                 body = self.rfile.read(n)
                 with recv.lock:
                     recv.paths.append(self.path)
-                    recv.content_types.append(self.headers.get("Content-Type"))
-                    recv.batches.append(json.loads(body))
+                    ctype = self.headers.get("Content-Type")
+                    recv.content_types.append(ctype)
+                    recv.raw.append(body)
+                    recv.batches.append(decode_export(body) if ctype == "application/x-protobuf"
+                                        else json.loads(body))
                 self.send_response(recv.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", "2")
@@ -134,10 +140,13 @@ def metric(aport, name):
 # ----------------------------------------------------------- propagation + spans
 
 
-def test_spans_and_parent_links(portico, upstream, otlp):
+@pytest.mark.parametrize("protocol", [None, "http/protobuf", "http/json"])
+def test_spans_and_parent_links(portico, upstream, otlp, protocol):
+    """The same spans whatever the encoding (protobuf by default)."""
     up = upstream()
+    exporter = {"protocol": protocol} if protocol else {}
     cfg = simple_config(up.addr, route_extra={"match": {"path_prefix": "/api"}},
-                        tracing=tracing(otlp.url, service_name="edge-gw"))
+                        tracing=tracing(otlp.url, service_name="edge-gw", exporter=exporter))
     p = portico(cfg)
     r = request(p.port, "GET", "/api/users?x=1",
                 headers={"traceparent": incoming(), "tracestate": "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE",
@@ -147,7 +156,8 @@ def test_spans_and_parent_links(portico, upstream, otlp):
     assert trace == INCOMING_TRACE and flags == "01"
     assert up.last().header_all("tracestate") == ["rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"]
     spans = otlp.wait_spans(2)
-    assert otlp.paths[0] == "/v1/traces" and otlp.content_types[0] == "application/json"
+    assert otlp.paths[0] == "/v1/traces"
+    assert otlp.content_types[0] == ("application/json" if protocol == "http/json" else "application/x-protobuf")
     res = otlp.batches[0]["resourceSpans"][0]["resource"]["attributes"]
     assert {"key": "service.name", "value": {"stringValue": "edge-gw"}} in res
     server, = by_kind(spans, 2)
@@ -432,8 +442,10 @@ def test_bounded_queue_drops_and_counts(portico, upstream, otlp):
         t.join(30)
     assert not errors
     assert len(up.requests) == 60
-    # 60 requests x 2 spans, 5 queued: the rest dropped
-    assert metric(aport, "portico_tracing_spans_dropped_total") == 115
+    # 60 requests x 2 spans, 5 queued: the rest dropped (once the workers
+    # handed their last spans over, at most 100 ms after they finished)
+    assert wait_for(lambda: metric(aport, "portico_tracing_spans_dropped_total") == 115 or None), \
+        metric(aport, "portico_tracing_spans_dropped_total")
     assert otlp.batches == []
     # shutdown sends what is queued
     p.stop()
@@ -525,3 +537,88 @@ def test_collector_that_never_answers_does_not_hold_requests(portico, upstream):
         assert metric(aport, "portico_tracing_spans_exported_total") == 0
     finally:
         lsock.close()
+
+
+def test_reload_switches_the_exporter_protocol(portico, upstream, otlp):
+    """Spans recorded before a reload that changes exporter.protocol go out
+    in their encoding, those after in the new one; every batch parses."""
+    import signal
+    from upstreams import wait_reloaded
+    up = upstream()
+    cfg = simple_config(up.addr, tracing=tracing(otlp.url, exporter={"protocol": "http/json"}))
+    p = portico(cfg)
+    assert request(p.port, "GET", "/json").status == 200
+    otlp.wait_spans(2)
+    cfg["tracing"] = tracing(otlp.url, exporter={"protocol": "http/protobuf"})
+    p.write_config(cfg)
+    p.signal(signal.SIGHUP)
+    wait_reloaded(p, 1)
+    assert request(p.port, "GET", "/proto").status == 200
+    spans = otlp.wait_spans(4)
+    assert set(otlp.content_types) == {"application/json", "application/x-protobuf"}
+    paths = {attrs(s)["url.path"]: otlp.content_types[i]
+             for i, b in enumerate(otlp.batches)
+             for rs in b["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]
+             if s["kind"] == 2}
+    assert paths == {"/json": "application/json", "/proto": "application/x-protobuf"}
+    assert len(spans) == 4
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "http/json"])
+def test_header_bytes_that_are_not_utf8_keep_the_batch_valid(portico, upstream, otlp, protocol):
+    """A User-Agent with obs-text bytes (valid HTTP, not UTF-8) must not make
+    the collector refuse the batch: protobuf strings must be UTF-8 (Python's
+    decoder enforces it), so each invalid byte becomes U+FFFD; valid UTF-8
+    passes unchanged."""
+    up = upstream()
+    p = portico(simple_config(up.addr, tracing=tracing(otlp.url, exporter={"protocol": protocol})))
+    import socket
+    for ua in (b"bad-\xff\xfe-agent", "caf\u00e9-\u2603".encode()):
+        s = socket.create_connection(("127.0.0.1", p.port), timeout=5)
+        s.sendall(b"GET /ua HTTP/1.1\r\nHost: x\r\nUser-Agent: " + ua + b"\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            data += d
+        s.close()
+        assert data.startswith(b"HTTP/1.1 200")
+    spans = otlp.wait_spans(4)
+    uas = sorted(attrs(s)["user_agent.original"] for s in by_kind(spans, 2))
+    if protocol == "http/protobuf":
+        assert uas == sorted(["bad-\ufffd\ufffd-agent", "caf\u00e9-\u2603"])
+    else:  # JSON: valid UTF-8 unchanged, invalid bytes escaped; both parse
+        assert "caf\u00e9-\u2603" in uas
+        bad, = [u for u in uas if u.startswith("bad-")]
+        assert bad.endswith("-agent") and len(bad) == len("bad-XX-agent")
+
+
+def test_spans_of_an_idle_worker_are_sent(portico, upstream, otlp):
+    """A worker gathers spans before queueing them (up to 64): the spans of
+    one request on an otherwise idle gateway still go out, after the
+    worker's flush timer (100 ms, or batch_delay when shorter) and the
+    exporter's batch_delay; the gateway is not stopped."""
+    up = upstream()
+    p = portico(simple_config(up.addr, tracing=tracing(otlp.url, exporter={"batch_delay": "200ms",
+                                                                           "batch_size": 1000})))
+    assert request(p.port, "GET", "/one").status == 200
+    spans = otlp.wait_spans(2)
+    assert [attrs(s)["url.path"] for s in by_kind(spans, 2)] == ["/one"]
+    assert p.proc.poll() is None
+
+
+def test_last_spans_go_out_at_shutdown(portico, upstream, otlp):
+    """Spans still in the workers or the queue when the gateway stops are
+    sent before it exits."""
+    up = upstream()
+    cfg = simple_config(up.addr, tracing=tracing(otlp.url, exporter={"batch_delay": "30s", "batch_size": 1000}))
+    cfg["workers"] = 2
+    p = portico(cfg)
+    for i in range(8):
+        assert request(p.port, "GET", "/s%d" % i).status == 200
+    assert otlp.batches == []  # the exporter waits 30 s for 1000 spans
+    p.stop()
+    paths = sorted(attrs(s)["url.path"] for s in by_kind(otlp.spans(), 2))
+    assert paths == sorted("/s%d" % i for i in range(8))
+    assert len(otlp.spans()) == 16

@@ -231,6 +231,115 @@ TEST(span_json_otlp)
     pt_trace_buf_free(&body);
 }
 
+/* The protobuf encoding byte for byte: the expected bytes were produced by
+ * python3-protobuf (SerializeToString) from the same span built with the
+ * OTLP message types (tests/integration/otlp_proto.py), which writes fields
+ * in number order as Portico does. The invalid byte 0xff becomes U+FFFD. */
+static size_t unhex_str(const char *hex, uint8_t *out)
+{
+    size_t n = strlen(hex) / 2;
+    for (size_t i = 0; i < n; i++) {
+        unsigned v;
+        sscanf(hex + 2 * i, "%2x", &v);
+        out[i] = (uint8_t)v;
+    }
+    return n;
+}
+
+TEST(span_proto_otlp_bytes)
+{
+    static const char SPAN_HEX[] =
+        "0a10a0a1a2a3a4a5a6a7a8a9aaabacadaeaf120801020304050607082208f0f1f2f3f4f5f6f72a06474554202f78"
+        "300239154dec13268a7e1841152ee219268a7e184a1c0a13687474702e726571756573742e6d6574686f6412050a"
+        "034745544a200a19687474702e726573706f6e73652e7374617475735f636f6465120318f6034a120a036e656712"
+        "0b18d6ffffffffffffffff014a0e0a0362616412070a0561efbfbd627a081204626f6f6d1802";
+    static const char BODY_HEAD_HEX[] =
+        "0adc010a190a170a0c736572766963652e6e616d6512070a05737663c3a912be010a090a07706f727469636f";
+    pt_span s = {0};
+    for (int i = 0; i < 16; i++) s.trace_id[i] = (uint8_t)(0xa0 + i);
+    for (int i = 0; i < 8; i++) s.span_id[i] = (uint8_t)(1 + i), s.parent_id[i] = (uint8_t)(0xf0 + i);
+    s.has_parent = true;
+    s.name = PT_STR_LIT("GET /x");
+    s.kind = PT_SPAN_SERVER;
+    s.start_ns = 1765000000123456789ull;
+    s.end_ns = 1765000000223456789ull;
+    pt_span_str(&s, "http.request.method", PT_STR_LIT("GET"));
+    pt_span_int(&s, "http.response.status_code", 502);
+    pt_span_str(&s, "empty", PT_STR_NULL); /* not written */
+    pt_span_int(&s, "neg", -42);
+    pt_span_str(&s, "bad", PT_STR_LIT("a\xff" "b"));
+    s.status = PT_SPAN_STATUS_ERROR;
+    s.status_message = PT_STR_LIT("boom");
+
+    uint8_t want[512];
+    size_t wn = unhex_str(SPAN_HEX, want);
+    size_t n;
+    char *enc = pt_span_proto_encode(&s, &n);
+    /* ScopeSpans field 2: tag 0x12, length 176 as a varint (b0 01) */
+    CHECK_INT(n, wn + 3);
+    CHECK((uint8_t)enc[0] == 0x12 && (uint8_t)enc[1] == 0xb0 && (uint8_t)enc[2] == 0x01);
+    CHECK(n == wn + 3 && memcmp(enc + 3, want, wn) == 0);
+
+    /* measure + write agree with the one-shot encoder */
+    pt_span_proto_sizes z;
+    size_t m = pt_span_proto_measure(&s, &z);
+    char out[512];
+    CHECK_INT(m, n);
+    CHECK_INT(pt_span_proto_write(out, &s, &z), n);
+    CHECK(memcmp(out, enc, n) == 0);
+
+    /* the request around it: resource service.name (UTF-8 kept), scope portico */
+    pt_trace_buf body = {0};
+    pt_str spans[1] = {pt_str_make(enc, n)};
+    pt_trace_proto_body(&body, "svc\xc3\xa9", spans, 1);
+    uint8_t head[128];
+    size_t hn = unhex_str(BODY_HEAD_HEX, head);
+    CHECK_INT(body.n, hn + n);
+    CHECK(body.n == hn + n && memcmp(body.p, head, hn) == 0 && memcmp(body.p + hn, enc, n) == 0);
+
+    /* a root span without status: no parent field, no status field */
+    s.has_parent = false;
+    s.status = PT_SPAN_STATUS_UNSET;
+    size_t n2;
+    char *enc2 = pt_span_proto_encode(&s, &n2);
+    CHECK_INT(n2, n - 10 - 10); /* parent (2 + 8) and status (2 + 8) gone */
+    bool has4 = false;
+    for (size_t i = 0; i + 1 < n2; i++) has4 |= (uint8_t)enc2[i] == 0x22 && (uint8_t)enc2[i + 1] == 0x08;
+    CHECK(!has4);
+    free(enc);
+    free(enc2);
+    pt_trace_buf_free(&body);
+}
+
+/* Every split of multi-byte UTF-8 and every invalid lead or continuation:
+ * the encoded string is valid UTF-8 and as long as measured. */
+TEST(span_proto_utf8_cleaning)
+{
+    static const char *const cases[][2] = {
+        {"plain", "plain"},
+        {"caf\xc3\xa9", "caf\xc3\xa9"},
+        {"\xe2\x98\x83", "\xe2\x98\x83"},
+        {"\xf0\x9f\x98\x80", "\xf0\x9f\x98\x80"},
+        {"\xc3", "\xef\xbf\xbd"},                             /* truncated */
+        {"\xc0\xaf", "\xef\xbf\xbd\xef\xbf\xbd"},             /* overlong */
+        {"\xed\xa0\x80", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"}, /* surrogate */
+        {"\xf4\x90\x80\x80", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"}, /* > U+10FFFF */
+        {"a\x80" "b", "a\xef\xbf\xbd" "b"},
+        {"0123456789abcdef\xff", "0123456789abcdef\xef\xbf\xbd"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        pt_span s = {0};
+        s.name = pt_str_c(cases[i][0]);
+        size_t n;
+        char *enc = pt_span_proto_encode(&s, &n);
+        /* 12 len | 0a 10 trace_id(16) | 12 08 span_id(8) | 2a len name */
+        size_t want = strlen(cases[i][1]), off = 2 + 18 + 10 + 2;
+        CHECK((uint8_t)enc[off - 2] == 0x2a && (uint8_t)enc[off - 1] == want);
+        CHECK(off && off + want <= n && memcmp(enc + off, cases[i][1], want) == 0);
+        free(enc);
+    }
+}
+
 /* Values of every length around the 8-byte fast path, with a character that
  * must be escaped (or not) at each position, come back intact. */
 TEST(span_json_escapes_at_every_position)
@@ -314,7 +423,13 @@ TEST(config_tracing_block)
         CHECK_INT(c->tracing.queue_size, 100);
         CHECK_INT(c->tracing.timeout_ms, 2000);
         CHECK_INT(c->tracing.max_retries, 1);
+        CHECK(c->tracing.protobuf); /* the default: http/protobuf */
     }
+    pt_config_free(c);
+    pt_errors_free(&errs);
+
+    c = load(BASE "tracing:\n  exporter:\n    protocol: http/json\n", &errs);
+    CHECK(c && !c->tracing.protobuf);
     pt_config_free(c);
     pt_errors_free(&errs);
 
@@ -325,6 +440,7 @@ TEST(config_tracing_block)
         BASE "tracing:\n  exporter:\n    endpoint: https://x/v1/traces\n",
         BASE "tracing:\n  exporter:\n    batch_size: 0\n",
         BASE "tracing:\n  unknown: 1\n",
+        BASE "tracing:\n  exporter:\n    protocol: grpc\n",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         c = load(bad[i], &errs);
