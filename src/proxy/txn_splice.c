@@ -19,6 +19,8 @@
 #include "obs/gateway_metrics.h"
 #include "proxy/txn_int.h"
 
+#define STEP_PIPES 4
+
 struct txn_splice {
     pt_splice sp[2];  /* [PT_SIDE_REQUEST], [PT_SIDE_RESPONSE] */
     bool active[2];
@@ -150,7 +152,9 @@ static void step(pt_txn *t, pt_side side)
     bool resp = side == PT_SIDE_RESPONSE;
     int src = resp ? x->up_fd : x->client_fd, dst = resp ? x->client_fd : x->up_fd;
     pt_splice_moved mv = {0, 0};
-    pt_splice_status st = pt_splice_step(&x->sp[side], src, dst, true, 0, &mv);
+    /* at most STEP_PIPES pipes' worth per event, like the copy path's
+     * reads: other connections get their turn (epoll is level-triggered) */
+    pt_splice_status st = pt_splice_step(&x->sp[side], src, dst, true, (size_t)x->sp[side].pipe_cap * STEP_PIPES, &mv);
     account(t, side, &mv);
     switch (st) {
     case PT_SPLICE_WAIT_SRC:
