@@ -15,6 +15,7 @@
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -499,6 +500,8 @@ static void uconn_io(pt_loop *loop, pt_io *io, uint32_t events)
     if (c->splice == UP_SPLICE_RESPONSE) { /* the response body goes into the owner's pipe */
         if (c->splice_wait && c->cbs && (events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)))
             c->cbs->on_splice(c->owner);
+        else if (events & (EPOLLHUP | EPOLLERR)) /* reported whatever the interest: a reset mid-body */
+            fail(c, PT_UERR_CLOSED);
         return;
     }
     if (c->state == US_BUSY && c->read_paused && !(events & (EPOLLHUP | EPOLLERR))) {
@@ -753,7 +756,12 @@ static void x_splice_end(void *x, pt_splice_end how)
     }
     arm_timer(c);
     update_events(c);
-    if (how == PT_SPLICE_END_DONE && response && !c->resp_remaining && c->cbs) complete(c, PT_STR_NULL);
+    if (how != PT_SPLICE_END_DONE || !response || c->resp_remaining || !c->cbs) return;
+    /* Bytes behind the response, still in the socket (the copy path would
+     * have read them into rbuf): never pool such a connection. */
+    int pending = 0;
+    if (ioctl(c->io.fd, FIONREAD, &pending) != 0 || pending > 0) c->info.keep_alive = false;
+    complete(c, PT_STR_NULL);
 }
 
 const pt_upstream_exchange_ops pt_h1_exchange_ops = {

@@ -359,3 +359,32 @@ def test_drain_and_reload_while_a_body_is_spliced(portico, upstream):
     assert s.recv(10) == b""  # closed after the response (draining)
     s.close()
     assert p.wait_exit() == 0
+
+
+def test_bytes_behind_a_spliced_response_keep_its_connection_out_of_the_pool(portico, upstream):
+    """An upstream that writes more than its Content-Length (here a whole
+    forged second response): the splice takes exactly the length, and the
+    connection, with bytes still unread in its socket, is never pooled —
+    the next request gets a new connection and its own answer."""
+    body = os.urandom(2 * MB)
+    forged = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged"
+
+    def handler(req):
+        if req.target == "/junk":
+            return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body + forged
+        return b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nreal"
+
+    p, aport, up = start(portico, upstream, body, handler=handler)
+    with Client(p.port, timeout=30) as c:
+        # pipelined: the next request is served right after the spliced
+        # response ends, before the loop could notice the bytes behind it
+        c.send(build_request("GET", "/junk") + build_request("GET", "/next/p"))
+        r = c.read_response()
+        assert r.status == 200 and sha(r.body) == sha(body)
+        r = c.read_response()
+        assert r.status == 200 and r.body == b"real", r
+        for i in range(3):
+            r = c.request("GET", "/next/%d" % i)
+            assert r.status == 200 and r.body == b"real", r
+    assert spliced(aport, "response") > MB
+    assert up.connections >= 2
