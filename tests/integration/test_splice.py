@@ -8,13 +8,14 @@ import hashlib
 import json
 import os
 import signal
+import subprocess
 import socket
 import time
 
 from conftest import simple_config
 from test_admin_metrics import admin_cfg, poll, scrape, value
 from tlsutil import client_ctx, pki, tls_connect, tls_listen, tls_upstream, up_tls_config  # noqa: F401 (fixtures)
-from upstreams import CLOSE, HANG, Client, build_request, chunked, read_response, recv_head, request
+from upstreams import CLOSE, HANG, Client, ConnReader, build_request, chunked, read_response, recv_head, request
 
 BIG = 8 << 20
 MB = 1 << 20
@@ -325,7 +326,7 @@ def test_request_body_timeout_fires_while_splicing(portico, upstream):
     s = socket.create_connection(("127.0.0.1", p.port), timeout=30)
     req = build_request("POST", "/up", body=body)
     s.sendall(req[:len(req) - len(body) + 2 * MB])  # head and 2 MiB, then nothing
-    r = read_response(__import__("upstreams").ConnReader(s))
+    r = read_response(ConnReader(s))
     assert r.status == 408, r
     s.close()
     assert spliced(aport, "request") > 0
@@ -388,3 +389,78 @@ def test_bytes_behind_a_spliced_response_keep_its_connection_out_of_the_pool(por
             assert r.status == 200 and r.body == b"real", r
     assert spliced(aport, "response") > MB
     assert up.connections >= 2
+
+
+def test_http2_client_is_not_spliced(portico, upstream, tmp_path):
+    body = os.urandom(BIG // 2)
+    p, aport, up = start(portico, upstream, body)
+    out = tmp_path / "dl.bin"
+    r = subprocess.run(["curl", "-s", "--http2-prior-knowledge", "-o", str(out), "-w", "%{http_code} %{http_version}",
+                        "http://127.0.0.1:%d/big" % p.port], capture_output=True, timeout=60)
+    assert r.stdout == b"200 2", r
+    assert sha(out.read_bytes()) == sha(body)
+    assert value(scrape(aport), "portico_spliced_bytes_total") == 0
+
+
+def test_upload_kept_for_retries_is_not_spliced(portico, upstream):
+    """A retry policy that keeps the whole body for a re-send
+    (retries.body_buffer above its size) keeps the copy path; the default
+    (64k) lets the rest of a large body be spliced."""
+    body = os.urandom(4 * MB)
+    p, aport, up = start(portico, upstream, body,
+                         route_extra={"retries": {"attempts": 2, "on": ["connect_failure"], "body_buffer": "16m"}})
+    r = request(p.port, "POST", "/up", body=body, timeout=30)
+    assert r.status == 200 and r.body.decode() == sha(body)
+    assert spliced(aport, "request") == 0
+
+
+def test_upstream_answering_early_during_a_spliced_upload(portico, raw_server, upstream):
+    """The upstream reads 1 MiB of an 8 MiB upload, answers 413 and closes:
+    the client gets that answer (or a 502 when the upstream's reset came
+    first), Portico goes on, and no descriptor is left behind."""
+    body = os.urandom(BIG)
+
+    def serve(s, n):
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            buf += s.recv(65536)
+        if b"POST" not in buf.split(b"\r\n", 1)[0]:
+            s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            s.close()
+            return
+        got = len(buf.split(b"\r\n\r\n", 1)[1])
+        while got < MB:
+            d = s.recv(65536)
+            if not d:
+                return
+            got += len(d)
+        s.sendall(b"HTTP/1.1 413 Content Too Large\r\nConnection: close\r\nContent-Length: 3\r\n\r\nbig")
+        s.shutdown(socket.SHUT_WR)
+        time.sleep(0.2)
+        s.close()
+
+    srv = raw_server(serve, ignore=(OSError,))
+    cfg, aport = admin_cfg(simple_config(srv.addr, workers=1))
+    p = portico(cfg)
+    assert request(p.port, "GET", "/warm").body == b"ok"
+    time.sleep(0.2)
+    base = fds(p)
+    statuses = []
+    for i in range(3):
+        s = socket.create_connection(("127.0.0.1", p.port), timeout=30)
+        req = build_request("POST", "/up/%d" % i, body=body)
+        try:
+            s.sendall(req)
+        except OSError:
+            pass  # Portico closed after answering: the rest of the body was not wanted
+        try:
+            r = read_response(ConnReader(s))
+            statuses.append(r.status)
+        except Exception:  # noqa: BLE001 — a reset before the answer could be read
+            statuses.append(None)
+        s.close()
+    assert all(st in (413, 502, None) for st in statuses), statuses
+    assert 413 in statuses or 502 in statuses, statuses
+    assert spliced(aport, "request") > 0
+    assert request(p.port, "GET", "/after").body == b"ok"
+    poll(lambda: fds(p) <= base, msg="descriptors back to %d (now %d)" % (base, fds(p)))
