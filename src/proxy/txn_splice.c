@@ -16,6 +16,10 @@
  * Directions: the response body (upstream -> client) and the request body
  * (client -> upstream), never both at once (each socket is one end of at
  * most one splice). */
+#include <errno.h>
+#include <string.h>
+
+#include "obs/errorlog.h"
 #include "obs/gateway_metrics.h"
 #include "proxy/txn_int.h"
 
@@ -78,8 +82,20 @@ void txn_splice_try(pt_txn *t, pt_side side)
         t->spl->sp[0].rd = t->spl->sp[0].wr = t->spl->sp[1].rd = t->spl->sp[1].wr = -1;
     }
     struct txn_splice *x = t->spl;
-    /* no pipe (EMFILE, ENFILE...): the copy path goes on */
-    if (!pt_splice_open(t->w->loop, &x->sp[side], remaining, threshold)) return;
+    if (!pt_splice_open(t->w->loop, &x->sp[side], remaining, threshold)) {
+        /* no pipe (EMFILE, ENFILE...): the copy path goes on, and the
+         * operator hears why (rate-limited like every error-log kind) */
+        if (pt_elog_enabled(PT_ELOG_WARN)) {
+            int err = errno;
+            pt_elog_ctx ctx = {.worker = t->w->id,
+                               .route = pt_str_c(t->route->name),
+                               .request_id = t->request_id,
+                               .client = t->client_addr};
+            pt_elog(PT_ELOG_WARN, "splice_pipe", &ctx, "no pipe for splice(2) (%s): the body is copied",
+                    strerror(err));
+        }
+        return;
+    }
     if (resp) {
         t->uops->splice_fd(t->uc, true, true, &remaining);
         t->ops->splice_fd(t->stream, true, true, &unused);

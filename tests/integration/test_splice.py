@@ -464,3 +464,48 @@ def test_upstream_answering_early_during_a_spliced_upload(portico, raw_server, u
     assert spliced(aport, "request") > 0
     assert request(p.port, "GET", "/after").body == b"ok"
     poll(lambda: fds(p) <= base, msg="descriptors back to %d (now %d)" % (base, fds(p)))
+
+
+def test_shutdown_timeout_closes_a_splice_to_a_stalled_client(portico, upstream):
+    """A client that stops reading in the middle of a spliced download does
+    not hold the drain past timeouts.shutdown: Portico closes it and exits
+    cleanly (exit 0, no leak report: the pipe and the pool are closed)."""
+    body = os.urandom(BIG)
+    p, aport, up = start(portico, upstream, body, timeouts={"shutdown": "1s"})
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    s.settimeout(30)
+    s.connect(("127.0.0.1", p.port))
+    s.sendall(build_request("GET", "/big"))
+    head, got = recv_head(s)
+    while len(got) < MB:
+        got += s.recv(65536)
+    poll(lambda: spliced(aport, "response") > 0, msg="the download is spliced")
+    t0 = time.monotonic()
+    p.signal(signal.SIGTERM)
+    assert p.wait_exit() == 0
+    assert time.monotonic() - t0 < 10
+    s.close()
+
+
+def test_no_pipe_falls_back_to_copying(portico, upstream):
+    """When pipe2 fails (EMFILE: the descriptor limit leaves room for the
+    two sockets only) the body is copied, byte-exact, and the error log
+    says why."""
+    import resource
+    body = os.urandom(4 * MB)
+    p, aport, up = start(portico, upstream, body)
+    pid = p.proc.pid
+    soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (fds(p) + 3, hard))  # the client and the upstream socket, + 1
+    try:
+        r = request(p.port, "GET", "/big", timeout=30)
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+    assert r.status == 200 and sha(r.body) == sha(body)
+    assert spliced(aport, "response") == 0
+    poll(lambda: "kind=splice_pipe" in p.stderr(), msg="the error log names the missing pipe")
+    assert "no pipe for splice(2) (Too many open files): the body is copied" in p.stderr()
+    # with descriptors again, the next one is spliced
+    r = request(p.port, "GET", "/big", timeout=30)
+    assert sha(r.body) == sha(body) and spliced(aport, "response") > MB
