@@ -509,3 +509,26 @@ def test_no_pipe_falls_back_to_copying(portico, upstream):
     # with descriptors again, the next one is spliced
     r = request(p.port, "GET", "/big", timeout=30)
     assert sha(r.body) == sha(body) and spliced(aport, "response") > MB
+
+
+def test_http2_upstream_is_not_spliced(portico):
+    from h2util import H2Upstream
+    body = os.urandom(2 * MB)
+
+    def respond(rec):
+        if rec["body"]:
+            d = sha(bytes(rec["body"])).encode()
+            return [(":status", "200"), ("content-length", str(len(d)))], d
+        return [(":status", "200"), ("content-length", str(len(body)))], body
+
+    up = H2Upstream(respond)
+    try:
+        cfg, aport = admin_cfg(simple_config(up.addr, upstream_extra={"protocol": "h2c"}))
+        p = portico(cfg)
+        r = request(p.port, "GET", "/big", timeout=30)
+        assert r.status == 200 and sha(r.body) == sha(body)
+        r = request(p.port, "POST", "/up", body=body, timeout=30)
+        assert r.status == 200 and r.body.decode() == sha(body)
+        assert value(scrape(aport), "portico_spliced_bytes_total") == 0
+    finally:
+        up.close()
