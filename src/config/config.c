@@ -255,11 +255,12 @@ static void conf_limits(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *c
     cfg->limits.stream_buffer = 64u << 10;
     cfg->limits.stream_buffer_memory = 64u << 20;
     cfg->limits.output_buffer = 64u << 10;
+    cfg->limits.splice = true;
     const pt_conf_node *m = pt_conf_opt(root, "limits");
     static const char *const keys[] = {"max_request_line", "max_header_size", "max_headers", "max_body_size",
                                        "max_connections", "max_connections_per_client", "min_body_rate",
                                        "http2_max_concurrent_streams", "max_buffered_body", "stream_buffer",
-                                       "stream_buffer_memory", "output_buffer", NULL};
+                                       "stream_buffer_memory", "output_buffer", "splice", NULL};
     if (!m || !pt_conf_check_keys(ctx, m, keys, "limits")) return;
     opt_size32(ctx, m, "max_request_line", 64, &cfg->limits.max_request_line);
     opt_size32(ctx, m, "max_header_size", 256, &cfg->limits.max_header_size);
@@ -291,6 +292,8 @@ static void conf_limits(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *c
         if (sz < 16384 || sz > (16u << 20)) pt_conf_error(ctx, n, "output_buffer must be between 16k and 16m");
         else cfg->limits.output_buffer = (uint32_t)sz;
     }
+    n = pt_conf_opt(m, "splice");
+    if (n) pt_conf_bool(ctx, n, &cfg->limits.splice);
 }
 
 static void conf_timeouts(pt_conf_ctx *ctx, const pt_conf_node *root, pt_config *cfg)

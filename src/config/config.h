@@ -367,6 +367,7 @@ typedef struct pt_config {
         uint32_t stream_buffer;      /* read size for a body that streams (core/buf.h large blocks); default 64k */
         uint64_t stream_buffer_memory; /* per worker, bytes of such buffers at once; default 64m; 0 = off */
         uint32_t output_buffer;      /* HTTP/1 client connection: response bytes queued before backpressure; default 64k */
+        bool splice;                 /* bulk HTTP/1 bodies between plain sockets move with splice(2); default true */
     } limits;
     char *server_header;             /* Server on every response; NULL = pass the upstream's through */
     bool via;                        /* add "Via: 1.1 portico" both ways */

@@ -105,6 +105,7 @@ void *pt_loop_data(const pt_loop *loop);
 typedef enum {
     PT_LOOP_SLOT_REDIS = 0, /* plugin/redis.c: the worker's Redis connections */
     PT_LOOP_SLOT_TRACE,     /* obs/trace_export.c: the worker's spans not yet queued */
+    PT_LOOP_SLOT_SPLICE,    /* net/splice.c: the worker's idle pipes */
     PT_LOOP_NSLOTS
 } pt_loop_slot_id;
 void pt_loop_set_slot(pt_loop *loop, pt_loop_slot_id slot, void *value);

@@ -43,6 +43,8 @@
 
 enum { ST_HEAD, ST_TXN, ST_CLOSED, ST_TUNNEL };
 enum { TM_NONE, TM_IDLE, TM_HEADER, TM_BODY, TM_SEND };
+/* c->splice: which body moves through the txn's pipe (txn.h splice_*) */
+enum { DS_SPLICE_NONE = 0, DS_SPLICE_REQUEST, DS_SPLICE_RESPONSE };
 /* Deferred work (one pt_defer, a bit per kind): */
 enum {
     WORK_BODY = 1,  /* deliver buffered request body bytes the txn now wants */
@@ -83,6 +85,8 @@ struct pt_h1_conn {
     uint8_t timer_kind;
     uint8_t work;
     uint8_t version;
+    uint8_t splice;    /* DS_SPLICE_*: the socket is one end of the txn's splice */
+    bool splice_wait;  /* response splice: the txn waits for the socket to be writable */
     bool want_body;
     bool body_done;
     bool txn_done;     /* txn called finished() */
@@ -121,6 +125,7 @@ static inline uint32_t wbuf_low(const pt_h1_conn *c) { return conn_cfg(c)->limit
 
 static void set_timer(pt_h1_conn *c, int kind, uint64_t deadline);
 static void body_pace_update(pt_h1_conn *c);
+static void body_expired(pt_h1_conn *c, uint64_t now);
 
 /* ------------------------------------------------------------------ output */
 
@@ -468,6 +473,8 @@ static void tunnel_finished(pt_h1_conn *c);
 static void ds_finished(void *stream)
 {
     pt_h1_conn *c = stream;
+    c->splice = DS_SPLICE_NONE; /* the txn ended its splice */
+    c->splice_wait = false;
     c->txn_done = true;
     c->txn = NULL;
     if (c->rq) c->rq->req = NULL;
@@ -586,6 +593,96 @@ static void tunnel_finished(pt_h1_conn *c)
     set_timer(c, TM_SEND, pt_loop_now(c->base.w->loop) + conn_cfg(c)->timeouts.idle_ms);
 }
 
+/* ---------------------------------------------------------------- splicing */
+
+static int ds_splice_fd(void *stream, bool response, bool take, uint64_t *remaining)
+{
+    pt_h1_conn *c = stream;
+    if (c->base.ssl || c->state != ST_TXN || !c->rq || !c->rq->req || c->version != 11 || c->write_failed ||
+        c->splice != DS_SPLICE_NONE || !c->txn || c->txn_done)
+        return -1;
+    if (response) {
+        if (!c->resp_open || c->resp_chunked || c->resp_close || c->wbuf.len ||
+            c->rq->req->method == PT_METHOD_HEAD)
+            return -1;
+        if (!take) return c->base.io.fd;
+        c->splice = DS_SPLICE_RESPONSE;
+    } else {
+        if (c->rq->info.body != PT_H1_BODY_LENGTH || c->body_done || c->discarding || c->rbuf.len ||
+            c->peer_closed || !c->rq->body_remaining)
+            return -1;
+        *remaining = c->rq->body_remaining;
+        if (!take) return c->base.io.fd;
+        c->splice = DS_SPLICE_REQUEST;
+        pt_buf_release(&c->rbuf);
+    }
+    c->splice_wait = false;
+    return c->base.io.fd;
+}
+
+static void ds_splice_wait(void *stream, bool wait)
+{
+    pt_h1_conn *c = stream;
+    if (c->state != ST_TXN || c->splice != DS_SPLICE_RESPONSE) return;
+    c->splice_wait = wait;
+    /* a client that does not take the spliced bytes: timeouts.idle, as for queued output */
+    if (wait && c->timer_kind != TM_SEND)
+        set_timer(c, TM_SEND, pt_loop_now(c->base.w->loop) + conn_cfg(c)->timeouts.idle_ms);
+    else if (!wait && c->timer_kind == TM_SEND && !c->wbuf.len)
+        set_timer(c, TM_NONE, 0);
+    conn_update_events(c);
+}
+
+static void ds_splice_moved(void *stream, bool response, uint64_t n)
+{
+    pt_h1_conn *c = stream;
+    if (!n || c->state != ST_TXN || !c->rq) return;
+    uint64_t now = pt_loop_now(c->base.w->loop);
+    if (response) {
+        c->rq->sent += n;
+        c->resp_visible = true;
+        if (c->timer_kind == TM_SEND) set_timer(c, TM_SEND, now + conn_cfg(c)->timeouts.idle_ms);
+        return;
+    }
+    PT_ASSERT(n <= c->rq->body_remaining);
+    c->rq->body_remaining -= n;
+    pt_body_pace_progress(&c->rq->pace, n, now);
+    if (!c->rq->body_remaining) c->body_done = true;
+}
+
+static void ds_splice_end(void *stream, pt_splice_end how)
+{
+    pt_h1_conn *c = stream;
+    c->splice = DS_SPLICE_NONE;
+    c->splice_wait = false;
+    if (c->state != ST_TXN) return;
+    if (how == PT_SPLICE_END_FAIL) {
+        /* the client is gone: close from the loop, never inside the txn */
+        c->peer_closed = true;
+        c->write_failed = true;
+        c->wbuf.len = 0;
+        schedule_flush(c);
+        return;
+    }
+    if (c->timer_kind == TM_SEND && !c->wbuf.len) set_timer(c, TM_NONE, 0);
+    body_pace_update(c);
+    conn_update_events(c);
+}
+
+/* The client socket of a request splice is readable (the txn wants the body). */
+static void splice_readable(pt_h1_conn *c)
+{
+    uint64_t now = pt_loop_now(c->base.w->loop);
+    if (c->rq->pace.running && now >= pt_body_pace_deadline(&c->rq->pace, c->rq->pace.gap_ms, c->rq->pace.min_rate)) {
+        body_expired(c, now);
+        return;
+    }
+    pt_txn_on_splice_io(c->txn);
+    if (c->state == ST_CLOSED) return;
+    body_pace_update(c);
+    conn_update_events(c);
+}
+
 static const pt_downstream_ops ds_ops = {
     .bytes_sent = ds_bytes_sent,
     .send_informational = ds_send_informational,
@@ -600,6 +697,10 @@ static const pt_downstream_ops ds_ops = {
     .tunnel_send = ds_tunnel_send,
     .tunnel_read = ds_tunnel_read,
     .tunnel_shutdown = ds_tunnel_shutdown,
+    .splice_fd = ds_splice_fd,
+    .splice_wait = ds_splice_wait,
+    .splice_moved = ds_splice_moved,
+    .splice_end = ds_splice_end,
 };
 
 /* ------------------------------------------------------------------- input */
@@ -626,7 +727,7 @@ static void conn_update_events(pt_h1_conn *c)
     /* RDHUP is level-triggered: once seen, stop asking or the loop spins. */
     uint32_t ev = c->peer_closed ? 0 : EPOLLRDHUP;
     if (read || (!c->in_disabled && !c->peer_closed)) ev |= EPOLLIN;
-    if (c->wbuf.len) ev |= EPOLLOUT;
+    if (c->wbuf.len || (c->splice == DS_SPLICE_RESPONSE && c->splice_wait)) ev |= EPOLLOUT;
     pt_io_modify(c->base.w->loop, &c->base.io, ev);
 }
 
@@ -850,6 +951,10 @@ static void body_expired(pt_h1_conn *c, uint64_t now);
 
 static void on_readable(pt_h1_conn *c)
 {
+    if (c->splice == DS_SPLICE_REQUEST && c->state == ST_TXN && c->txn && !c->txn_done) {
+        splice_readable(c); /* the body goes into the txn's pipe */
+        return;
+    }
     for (int rounds = 0; rounds < 4; rounds++) {
         bool body = c->state == ST_TXN && c->rq;
         if (body && c->rq->body_large && !c->rbuf.len) pt_buf_reserve_large(&c->rbuf);

@@ -35,6 +35,7 @@ static const char *const L_LISTENER[] = {"listener", NULL};
 static const char *const L_RESULT[] = {"result", NULL};
 static const char *const L_VERSION[] = {"version", NULL};
 static const char *const L_LOG[] = {"log", NULL};
+static const char *const L_DIRECTION[] = {"direction", NULL};
 
 #define ROUTE_MAX_SERIES 100000 /* bounded by the configuration; this only stops a runaway */
 
@@ -61,6 +62,7 @@ enum {
     F_OPEN_TUNNELS,
     F_STREAM_BUF_BYTES,
     F_STREAM_BUFS,
+    F_SPLICED_BYTES,
     F_CONFIG_GENERATION,
     F_CONFIG_RELOADS,
     F_BUILD_INFO,
@@ -155,6 +157,10 @@ static const pt_metric_desc DESCS[F__COUNT] = {
                        .help = "Large stream buffers taken by streaming bodies (a read that filled its "
                                "standard 16 KiB block), sampled every 500 ms per worker.",
                        .type = PT_METRIC_COUNTER},
+    [F_SPLICED_BYTES] = {.name = "portico_spliced_bytes_total",
+                         .help = "Body bytes moved between plain sockets with splice(2) (limits.splice), by "
+                                 "direction (request: client to upstream, response: upstream to client).",
+                         .type = PT_METRIC_COUNTER, .labels = L_DIRECTION},
     [F_CONFIG_GENERATION] = {.name = "portico_config_generation",
                              .help = "Id of the configuration generation serving new requests.",
                              .type = PT_METRIC_GAUGE},
@@ -190,6 +196,7 @@ struct pt_gw_metrics {
     pt_metric_series *generation, *reloads_ok, *reloads_error;
     pt_metric_series *open_tunnels;
     pt_metric_series *stream_buf_bytes, *stream_bufs;
+    pt_metric_series *spliced[2]; /* request, response */
     pt_metric_series *log_sampled_out, *access_dropped, *error_dropped, *error_suppressed;
 };
 
@@ -224,6 +231,8 @@ pt_gw_metrics *pt_gw_metrics_new(pt_metrics *reg, const pt_config *cfg)
     gm->open_tunnels = pt_metrics_series(gm->fam[F_OPEN_TUNNELS], NULL, NULL);
     gm->stream_buf_bytes = pt_metrics_series(gm->fam[F_STREAM_BUF_BYTES], NULL, NULL);
     gm->stream_bufs = pt_metrics_series(gm->fam[F_STREAM_BUFS], NULL, NULL);
+    gm->spliced[0] = pt_metrics_series(gm->fam[F_SPLICED_BYTES], (const char *[]){"request"}, NULL);
+    gm->spliced[1] = pt_metrics_series(gm->fam[F_SPLICED_BYTES], (const char *[]){"response"}, NULL);
     gm->generation = pt_metrics_series(gm->fam[F_CONFIG_GENERATION], NULL, NULL);
     gm->reloads_ok = pt_metrics_series(gm->fam[F_CONFIG_RELOADS], (const char *[]){"ok"}, NULL);
     gm->reloads_error = pt_metrics_series(gm->fam[F_CONFIG_RELOADS], (const char *[]){"error"}, NULL);
@@ -420,6 +429,12 @@ void pt_metrics_stream_buffers(struct pt_worker *w, size_t bytes_held, uint64_t 
     pt_metric_add(gm->stream_bufs, 0, (int64_t)(taken - taken_reported));
     held_reported = (int64_t)bytes_held;
     taken_reported = taken;
+}
+
+void pt_metrics_spliced(struct pt_worker *w, bool response, uint64_t bytes)
+{
+    pt_gw_metrics *gm = w->metrics;
+    if (gm && bytes) pt_metric_add(gm->spliced[response], 0, (int64_t)bytes);
 }
 
 void pt_metrics_access_log_sampled_out(struct pt_worker *w)

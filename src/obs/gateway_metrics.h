@@ -101,6 +101,9 @@ void pt_metrics_retry_budget_exhausted(struct pt_worker *w, const pt_upstream_co
 
 /* A tunnel started (opened true) or ended (portico_open_tunnels). */
 void pt_metrics_tunnel(struct pt_worker *w, bool opened);
+/* Body bytes moved with splice(2) (portico_spliced_bytes_total), request or
+ * response direction. */
+void pt_metrics_spliced(struct pt_worker *w, bool response, uint64_t bytes);
 
 /* This worker's large stream buffers (core/buf.h): bytes held now and
  * blocks taken since it started (the change since the last call goes to

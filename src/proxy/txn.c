@@ -832,14 +832,20 @@ void pt_txn_on_request_error(pt_txn *t, int status, const char *detail)
 void pt_txn_on_downstream_writable(pt_txn *t)
 {
     if (t->finished) return;
+    txn_enter(t);
     t->ds_full = false;
+    if (txn_splice_active(t, PT_SIDE_RESPONSE)) {
+        txn_splice_io(t); /* the spliced response's client socket is writable */
+        txn_leave(t);
+        return;
+    }
     if (t->uc && t->up_read_paused_by_ds) {
-        txn_enter(t);
         t->up_read_paused_by_ds = false;
         if (!t->side[PT_SIDE_RESPONSE].paused) t->uops->pause_read(t->uc, false);
-        txn_leave(t);
     }
     txn_generator_kick(t);
+    txn_splice_try(t, PT_SIDE_RESPONSE); /* the client took everything queued */
+    txn_leave(t);
 }
 
 void pt_txn_on_downstream_closed(pt_txn *t)
@@ -992,6 +998,7 @@ void txn_finish(pt_txn *t)
         if (s->held.owned || s->queued.data || s->slots) txn_side_release(s, t->pipe->n);
     }
     pt_buf_release(&t->req_held);
+    txn_splice_abandon(t);
     if (t->uc) {
         void *c = t->uc;
         t->uc = NULL;

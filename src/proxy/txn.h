@@ -12,6 +12,7 @@
 #define PT_PROXY_TXN_H
 
 #include "http/message.h"
+#include "net/splice.h"
 #include "plugin/plugin.h"
 
 struct pt_worker;
@@ -70,6 +71,29 @@ typedef struct {
     bool (*tunnel_send)(void *stream, const char *data, size_t len);
     void (*tunnel_read)(void *stream, bool want);
     void (*tunnel_shutdown)(void *stream);
+
+    /* Splicing a body (net/splice.h, docs/performance.md). Optional: NULL
+     * when the codec cannot (HTTP/2). splice_fd returns the client socket
+     * when the rest of a body can move without the codec touching its
+     * bytes, else -1 (`take` false only asks, true hands the socket over):
+     *   request (read from the client): plain HTTP/1.1, a Content-Length
+     *   body none of whose bytes are buffered (*remaining: those still to
+     *   come); the codec stops reading the body itself and, while the body
+     *   is wanted (want_body), reports readability through
+     *   pt_txn_on_splice_io with its body clock running as usual;
+     *   response (written to the client): plain HTTP/1.1, the response
+     *   framed by Content-Length, nothing queued; splice_wait(true) reports
+     *   writability through pt_txn_on_splice_io under the send timeout.
+     * splice_moved: n request body bytes were taken from the socket (the
+     * body clock, what remains) or n response bytes written (bytes_sent).
+     * splice_end: DONE (the request body is complete), STOP (back to the
+     * codec's own I/O), FAIL (the client closed or its socket failed: the
+     * codec closes the connection from the loop, and
+     * pt_txn_on_downstream_closed follows). */
+    int (*splice_fd)(void *stream, bool response, bool take, uint64_t *remaining);
+    void (*splice_wait)(void *stream, bool wait);
+    void (*splice_moved)(void *stream, bool response, uint64_t n);
+    void (*splice_end)(void *stream, pt_splice_end how);
 } pt_downstream_ops;
 
 typedef struct pt_txn pt_txn;
@@ -133,6 +157,9 @@ void pt_txn_on_downstream_closed(pt_txn *txn);
 void pt_txn_on_tunnel_data(pt_txn *txn, const char *data, size_t len);
 /* The client ended its side of the tunnel (FIN, END_STREAM). */
 void pt_txn_on_tunnel_eof(pt_txn *txn);
+
+/* The client socket of a splice is ready (see splice_fd above). */
+void pt_txn_on_splice_io(pt_txn *txn);
 
 /* True once a response head has been handed to the codec. */
 bool pt_txn_response_started(const pt_txn *txn);

@@ -243,6 +243,7 @@ void txn_request_chunk(pt_txn *t, const char *data, size_t len, bool last)
     }
     if (!pipe_has_body_cbs(t, PT_SIDE_REQUEST)) {
         forward_request(t, data, len, last);
+        if (!last && !t->finished) txn_splice_try(t, PT_SIDE_REQUEST); /* the rest may skip user space */
         return;
     }
     pt_body b = {.p = data, .n = len, .last = last};

@@ -72,6 +72,7 @@ typedef struct {
 
 typedef struct txn_tunnel txn_tunnel; /* txn_tunnel.c */
 typedef struct txn_identity txn_identity; /* txn_identity.c */
+struct txn_splice; /* txn_splice.c */
 
 struct pt_txn_ref {
     pt_txn *txn; /* NULL once the request is over */
@@ -163,6 +164,7 @@ struct pt_txn {
     pt_http_call *subcalls;   /* sub-requests still running (cancelled at finish) */
     txn_identity *id;         /* consumer and authorization facts (txn_identity.c), NULL until used */
     txn_trace trace;          /* W3C trace context and spans (txn_trace.c) */
+    struct txn_splice *spl;   /* bodies moved with splice(2) (txn_splice.c), NULL until one starts */
 };
 
 /* ---- txn.c ---- */
@@ -241,6 +243,18 @@ bool txn_tunnel_prepare_head(pt_txn *t);
 void txn_tunnel_begin(pt_txn *t);
 /* From txn_finish: stops the tunnel's timer and closes its upstream. */
 void txn_tunnel_finish(pt_txn *t);
+
+/* ---- txn_splice.c ---- (net/splice.h, docs/performance.md) */
+/* Starts moving the rest of side's body with splice(2) when everything
+ * allows it (else nothing happens and the copy path goes on); called where
+ * the copy path may just have emptied the buffers of both ends. */
+void txn_splice_try(pt_txn *t, pt_side side);
+bool txn_splice_active(const pt_txn *t, pt_side side);
+/* A readiness event of either end: runs the active splice. */
+void txn_splice_io(pt_txn *t);
+/* Ends any splice (both ends back on their own I/O, the pipe closed): the
+ * exchange is about to go, or the request is over. */
+void txn_splice_abandon(pt_txn *t);
 
 /* ---- txn_forward.c ---- */
 /* The client address after trusted_proxies (t->client_addr). */

@@ -258,6 +258,7 @@ static void try_timeout_cb(pt_loop *loop, pt_timer *tm)
         txn_leave(t);
         return;
     }
+    txn_splice_abandon(t); /* a request body being spliced to this exchange */
     void *c = t->uc;
     t->uc = NULL;
     if (c) t->uops->close(c);

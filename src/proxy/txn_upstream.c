@@ -50,6 +50,7 @@ uint64_t txn_lb_now(const pt_txn *t)
 void txn_drop_upstream(pt_txn *t)
 {
     if (!t->uc) return;
+    txn_splice_abandon(t);
     void *c = t->uc;
     t->uc = NULL;
     t->uops->close(c);
@@ -173,9 +174,15 @@ static void on_up_writable(void *owner)
 {
     pt_txn *t = owner;
     txn_enter(t);
+    if (txn_splice_active(t, PT_SIDE_REQUEST)) {
+        txn_splice_io(t);
+        txn_leave(t);
+        return;
+    }
     if (!t->req_body_done && !t->resp_done && !t->side[PT_SIDE_REQUEST].paused && !t->req_responded &&
         t->retry.sending) /* not while a retried 5xx is read */
         t->ops->want_body(t->stream, true);
+    txn_splice_try(t, PT_SIDE_REQUEST);
     txn_leave(t);
 }
 
@@ -210,6 +217,7 @@ static void on_up_body(void *owner, const char *data, size_t len)
     txn_enter(t);
     if (t->retry.discarding) txn_retry_discard_body(t, len);
     else txn_response_chunk(t, data, len, false);
+    if (!t->finished) txn_splice_try(t, PT_SIDE_RESPONSE); /* the rest may skip user space */
     txn_leave(t);
 }
 
@@ -227,6 +235,7 @@ static void on_up_end(void *owner, pt_str trailers)
         return;
     }
     if (trailers.n) txn_trailers_parse(t, PT_SIDE_RESPONSE, trailers);
+    txn_splice_abandon(t); /* a request body still spliced: the exchange goes */
     /* The upstream's part is over: give the exchange back now (pooled when
      * the whole request went up, else closed), not when the client has the
      * last byte. A response-body plugin may still hold the end for a while,
@@ -251,6 +260,7 @@ static void on_up_error(void *owner, pt_uerr err, bool nothing_received)
 {
     pt_txn *t = owner;
     txn_enter(t);
+    txn_splice_abandon(t);
     void *c = t->uc;
     bool reused = c && t->uops->reused(c);
     t->uc = NULL;
@@ -290,6 +300,14 @@ static void on_up_error(void *owner, pt_uerr err, bool nothing_received)
     txn_leave(t);
 }
 
+static void on_up_splice(void *owner)
+{
+    pt_txn *t = owner;
+    txn_enter(t);
+    txn_splice_io(t);
+    txn_leave(t);
+}
+
 static const pt_uconn_cbs up_cbs = {
     .on_ready = on_up_ready,
     .on_writable = on_up_writable,
@@ -298,4 +316,5 @@ static const pt_uconn_cbs up_cbs = {
     .on_body = on_up_body,
     .on_end = on_up_end,
     .on_error = on_up_error,
+    .on_splice = on_up_splice,
 };

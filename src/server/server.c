@@ -20,6 +20,7 @@
 #include "obs/gateway_metrics.h"
 #include "server/admin_api.h"
 #include "net/dns.h"
+#include "net/splice.h"
 #include "server/connlimit.h"
 #include "server/srv_watch.h"
 #include "plugin/plugin.h"
@@ -269,6 +270,7 @@ static void *worker_main(void *arg)
     pt_worker_plugins_fini(w);
     pt_redis_worker_fini(w->loop); /* after the plugins: their fini may still cancel calls */
     pt_trace_worker_fini(w->loop);  /* its pending spans to the exporter, which stops after the workers */
+    pt_splice_pool_free(w->loop); /* the worker's idle pipes */
     pt_buf_pool_free();
     return NULL;
 }

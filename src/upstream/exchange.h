@@ -8,6 +8,7 @@
 #ifndef PT_UPSTREAM_EXCHANGE_H
 #define PT_UPSTREAM_EXCHANGE_H
 
+#include "net/splice.h"
 #include "net/tunnel.h"
 #include "upstream/h1_client.h"
 
@@ -41,6 +42,27 @@ typedef struct pt_upstream_exchange_ops {
     void (*tunnel_start)(void *x, const pt_tunnel_cbs *cbs, void *owner);
     bool (*tunnel_send)(void *x, const char *data, size_t len); /* false above the high watermark */
     void (*tunnel_shutdown)(void *x);
+
+    /* Splicing a body (net/splice.h, docs/performance.md). Optional: NULL
+     * when the protocol cannot (HTTP/2). splice_fd returns the socket when
+     * the rest of a body can move without the exchange touching its bytes,
+     * else -1 (`take` false only asks, true hands the socket over):
+     *   response (read from this socket): plain TCP, a Content-Length body
+     *   none of whose bytes are buffered (*remaining: those still to come);
+     *   the exchange stops reading the response itself;
+     *   request (written to it): plain TCP, the request framed by
+     *   Content-Length, nothing queued; the response is still read as usual.
+     * splice_wait(x, true): report readiness (response: readable, request:
+     * writable) through cbs->on_splice, under the read (write) timeout;
+     * false: the other end is the slow one (no timer for this direction).
+     * splice_moved: n response bytes were taken from the socket / n request
+     * bytes written (progress restarts the timer). splice_end: DONE (a
+     * response completes through on_end), STOP (back to the exchange's own
+     * I/O), FAIL (the upstream closed early or the socket failed: on_error). */
+    int (*splice_fd)(void *x, bool response, bool take, uint64_t *remaining);
+    void (*splice_wait)(void *x, bool wait);
+    void (*splice_moved)(void *x, uint64_t n);
+    void (*splice_end)(void *x, pt_splice_end how);
 } pt_upstream_exchange_ops;
 
 extern const pt_upstream_exchange_ops pt_h1_exchange_ops;

@@ -15,6 +15,7 @@
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -31,6 +32,8 @@
 #define UP_ZEROCOPY_MIN 4096u
 
 enum { US_CONNECTING = 1, US_BUSY, US_IDLE, US_CLOSED, US_HANDSHAKE, US_TUNNEL };
+/* c->splice: which body moves through the owner's pipe (exchange.h splice_*) */
+enum { UP_SPLICE_NONE = 0, UP_SPLICE_RESPONSE, UP_SPLICE_REQUEST };
 
 static void uconn_io(pt_loop *loop, pt_io *io, uint32_t events);
 static void check_tls_pending(pt_uconn *c);
@@ -97,6 +100,8 @@ void pt_uconn_attach(pt_uconn *c, const pt_uconn_cbs *cbs, void *owner, pt_arena
     c->req_done = c->resp_done = c->got_bytes = c->have_head = c->eof = false;
     c->upgrade_sent = c->tunnel_head = false;
     c->stream_large = false;
+    c->splice = UP_SPLICE_NONE;
+    c->splice_wait = false;
     c->read_paused = false;
     c->in_disabled = false;
     c->dec = NULL;
@@ -253,7 +258,7 @@ void pt_uconn_pause_read(pt_uconn *c, bool paused)
         pt_tunnel_sock_read(&c->tun, !paused);
         return;
     }
-    if (c->state != US_BUSY || c->read_paused == paused) return;
+    if (c->state != US_BUSY || c->read_paused == paused || c->splice == UP_SPLICE_RESPONSE) return;
     c->read_paused = paused;
     arm_timer(c);
     update_events(c);
@@ -274,7 +279,7 @@ static void complete(pt_uconn *c, pt_str trailers)
 /* Parses/delivers what rbuf holds. Stops when paused, closed or released. */
 static void process_input(pt_uconn *c)
 {
-    while (c->state == US_BUSY && c->cbs && !c->read_paused && !c->tunnel_head) {
+    while (c->state == US_BUSY && c->cbs && !c->read_paused && !c->tunnel_head && c->splice != UP_SPLICE_RESPONSE) {
         if (!c->have_head) {
             if (!c->rbuf.len) return;
             pt_response res;
@@ -423,7 +428,7 @@ static void on_readable(pt_uconn *c)
             c->got_bytes = true;
             arm_timer(c);
             process_input(c);
-            if (((size_t)n < room && !c->ssl) || c->read_paused) break;
+            if (((size_t)n < room && !c->ssl) || c->read_paused || c->splice == UP_SPLICE_RESPONSE) break;
             continue;
         }
         if (n == 0) {
@@ -484,8 +489,20 @@ static void uconn_io(pt_loop *loop, pt_io *io, uint32_t events)
         return;
     }
     if (events & EPOLLOUT) {
-        flush_now(c, true);
+        if (c->splice == UP_SPLICE_REQUEST && !c->wbuf.len) {
+            /* the request body goes from the owner's pipe */
+            if (c->splice_wait && c->cbs) c->cbs->on_splice(c->owner);
+        } else {
+            flush_now(c, true);
+        }
         if (c->state == US_CLOSED) return;
+    }
+    if (c->splice == UP_SPLICE_RESPONSE) { /* the response body goes into the owner's pipe */
+        if (c->splice_wait && c->cbs && (events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)))
+            c->cbs->on_splice(c->owner);
+        else if (events & (EPOLLHUP | EPOLLERR)) /* reported whatever the interest: a reset mid-body */
+            fail(c, PT_UERR_CLOSED);
+        return;
     }
     if (c->state == US_BUSY && c->read_paused && !(events & (EPOLLHUP | EPOLLERR))) {
         if (events & (EPOLLIN | EPOLLRDHUP)) { /* not now: stop listening until resumed */
@@ -509,7 +526,8 @@ static void update_events(pt_uconn *c)
     case US_IDLE: ev = EPOLLIN | EPOLLRDHUP; break;
     case US_BUSY:
         ev = (c->read_paused && c->in_disabled) ? 0 : EPOLLIN | EPOLLRDHUP;
-        if (c->wbuf.len) ev |= EPOLLOUT;
+        if (c->splice == UP_SPLICE_RESPONSE) ev = c->splice_wait ? EPOLLIN | EPOLLRDHUP : 0;
+        if (c->wbuf.len || (c->splice == UP_SPLICE_REQUEST && c->splice_wait)) ev |= EPOLLOUT;
         break;
     default: return;
     }
@@ -525,7 +543,10 @@ static void on_timer(pt_loop *loop, pt_timer *t)
     case US_CONNECTING:
     case US_HANDSHAKE: fail(c, PT_UERR_CONNECT_TIMEOUT); break;
     case US_IDLE: pt_uconn_close(c); break;
-    case US_BUSY: fail(c, c->wbuf.len ? PT_UERR_WRITE_TIMEOUT : PT_UERR_READ_TIMEOUT); break;
+    case US_BUSY:
+        fail(c, c->wbuf.len || (c->splice == UP_SPLICE_REQUEST && c->splice_wait) ? PT_UERR_WRITE_TIMEOUT
+                                                                                 : PT_UERR_READ_TIMEOUT);
+        break;
     default: break;
     }
 }
@@ -543,6 +564,18 @@ static void arm_timer(pt_uconn *c)
         }
         /* While the upstream reads our body slowly, the write timeout applies;
          * otherwise we wait for it to answer. */
+        if (c->splice == UP_SPLICE_RESPONSE) { /* read timeout only while the pipe waits for us */
+            if (!c->splice_wait) {
+                pt_timer_stop(c->w->loop, &c->timer);
+                return;
+            }
+            ms = c->read_timeout_ms;
+            break;
+        }
+        if (c->splice == UP_SPLICE_REQUEST && c->splice_wait) {
+            ms = c->write_timeout_ms;
+            break;
+        }
         if (c->read_paused && !c->wbuf.len) {
             /* we stopped reading (downstream backpressure, response phase):
              * the upstream is not the one being slow */
@@ -568,6 +601,7 @@ void pt_uconn_release(pt_uconn *c)
      * held inside OpenSSL, which epoll will never announce) would be read as
      * the next client's response: such a connection is never reused. */
     bool reusable = c->resp_done && c->req_done && c->info.keep_alive && !c->rbuf.len && !c->wbuf.len && c->pool &&
+                    c->splice == UP_SPLICE_NONE &&
                     !c->w->draining && !(c->ssl && SSL_has_pending(c->ssl));
     c->cbs = NULL;
     c->owner = NULL;
@@ -661,6 +695,75 @@ static void x_tunnel_start(void *x, const pt_tunnel_cbs *cbs, void *owner)
 static bool x_tunnel_send(void *x, const char *d, size_t n) { return pt_tunnel_sock_send(&((pt_uconn *)x)->tun, d, n); }
 static void x_tunnel_shutdown(void *x) { pt_tunnel_sock_shutdown(&((pt_uconn *)x)->tun); }
 
+/* ------------------------------------------------------------- splicing */
+
+static int x_splice_fd(void *x, bool response, bool take, uint64_t *remaining)
+{
+    pt_uconn *c = x;
+    if (c->ssl || c->state != US_BUSY || !c->cbs || c->splice != UP_SPLICE_NONE) return -1;
+    if (response) {
+        if (!c->have_head || c->tunnel_head || c->info.body != PT_H1_BODY_LENGTH || c->rbuf.len || c->read_paused ||
+            c->eof || !c->resp_remaining || c->resp_done)
+            return -1;
+        *remaining = c->resp_remaining;
+        if (!take) return c->io.fd;
+        c->splice = UP_SPLICE_RESPONSE;
+        pt_defer_cancel(c->w->loop, &c->resume_defer);
+        pt_buf_release(&c->rbuf);
+    } else {
+        if (c->req_chunked || c->req_done || c->wbuf.len || c->upgrade_sent) return -1;
+        if (!take) return c->io.fd;
+        c->splice = UP_SPLICE_REQUEST;
+    }
+    c->splice_wait = false;
+    arm_timer(c);
+    update_events(c);
+    return c->io.fd;
+}
+
+static void x_splice_wait(void *x, bool wait)
+{
+    pt_uconn *c = x;
+    if (c->state != US_BUSY || c->splice == UP_SPLICE_NONE || c->splice_wait == wait) return;
+    c->splice_wait = wait;
+    arm_timer(c);
+    update_events(c);
+}
+
+static void x_splice_moved(void *x, uint64_t n)
+{
+    pt_uconn *c = x;
+    if (!n || c->state != US_BUSY) return;
+    if (c->splice == UP_SPLICE_RESPONSE) {
+        PT_ASSERT(n <= c->resp_remaining);
+        c->resp_remaining -= n;
+        c->got_bytes = true;
+    }
+    arm_timer(c); /* progress */
+}
+
+static void x_splice_end(void *x, pt_splice_end how)
+{
+    pt_uconn *c = x;
+    if (c->state != US_BUSY) return;
+    bool response = c->splice == UP_SPLICE_RESPONSE;
+    c->splice = UP_SPLICE_NONE;
+    c->splice_wait = false;
+    if (how == PT_SPLICE_END_FAIL) {
+        if (response) c->eof = true;
+        fail(c, PT_UERR_CLOSED);
+        return;
+    }
+    arm_timer(c);
+    update_events(c);
+    if (how != PT_SPLICE_END_DONE || !response || c->resp_remaining || !c->cbs) return;
+    /* Bytes behind the response, still in the socket (the copy path would
+     * have read them into rbuf): never pool such a connection. */
+    int pending = 0;
+    if (ioctl(c->io.fd, FIONREAD, &pending) != 0 || pending > 0) c->info.keep_alive = false;
+    complete(c, PT_STR_NULL);
+}
+
 const pt_upstream_exchange_ops pt_h1_exchange_ops = {
     .attach = x_attach,
     .send_head = x_send_head,
@@ -673,4 +776,8 @@ const pt_upstream_exchange_ops pt_h1_exchange_ops = {
     .tunnel_start = x_tunnel_start,
     .tunnel_send = x_tunnel_send,
     .tunnel_shutdown = x_tunnel_shutdown,
+    .splice_fd = x_splice_fd,
+    .splice_wait = x_splice_wait,
+    .splice_moved = x_splice_moved,
+    .splice_end = x_splice_end,
 };

@@ -39,6 +39,8 @@ typedef struct {
     /* Failure. `nothing_received`: no response byte arrived, so an
      * idempotent request may be retried elsewhere. */
     void (*on_error)(void *owner, pt_uerr err, bool nothing_received);
+    /* A splice end (exchange.h splice_*) is ready: readable / writable. */
+    void (*on_splice)(void *owner);
 } pt_uconn_cbs;
 
 typedef struct pt_uconn pt_uconn;
@@ -85,6 +87,8 @@ struct pt_uconn {
     bool tunnel_head;        /* the 101 arrived: nothing more is parsed */
     pt_tunnel_sock tun;      /* after tunnel_start (state TUNNEL; never pooled again) */
     pt_dns_stamp dns;        /* the address it was opened to, for a host-name target (net/dns.h) */
+    uint8_t splice;          /* UP_SPLICE_*: this socket is one end of its owner's splice (exchange.h) */
+    bool splice_wait;        /* ...and the owner waits for it (readiness goes to cbs->on_splice) */
 };
 
 /* Starts a non-blocking connect to `t` (then a TLS handshake when tls_ctx is

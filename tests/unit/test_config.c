@@ -369,6 +369,18 @@ TEST(stream_buffer_limits)
     CHECK(fails_with(MINIMAL "limits: {output_buffer: 4k}\n", "t.yaml:2:25: output_buffer must be between 16k and 16m"));
 }
 
+TEST(splice_limit)
+{
+    pt_errors e = {0};
+    pt_config *cfg = load(MINIMAL, &e);
+    CHECK(cfg && cfg->limits.splice); /* on by default */
+    pt_config_free(cfg);
+    cfg = load(MINIMAL "limits: {splice: false}\n", &e);
+    CHECK(cfg && !cfg->limits.splice);
+    pt_config_free(cfg);
+    CHECK(fails_with(MINIMAL "limits: {splice: maybe}\n", "t.yaml:2:18:"));
+}
+
 /* --------------------------------------------------------------- errors */
 
 TEST(unknown_key_in_route_has_position_and_list)
