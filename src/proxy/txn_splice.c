@@ -63,13 +63,13 @@ static void first_step(pt_loop *loop, pt_defer *d);
 
 void txn_splice_try(pt_txn *t, pt_side side)
 {
-    if (!eligible(t, side)) return;
     bool resp = side == PT_SIDE_RESPONSE;
     uint64_t threshold = cfg_of(t)->limits.stream_buffer;
-    /* what is left of the body by the txn's count: worth it only when large */
-    uint64_t len = resp ? (uint64_t)t->res.content_length : (uint64_t)t->req->content_length;
-    uint64_t done = resp ? t->bytes_out : t->body_received;
-    if (done > len || len - done < threshold) return;
+    /* what is left of the body by the txn's count: worth it only when large
+     * (checked first: most bodies are small, and this is on their path) */
+    int64_t cl = resp ? t->res.content_length : t->req ? t->req->content_length : -1;
+    uint64_t len = (uint64_t)cl, done = resp ? t->bytes_out : t->body_received;
+    if (cl < 0 || done > len || len - done < threshold || !eligible(t, side)) return;
     /* both ends must have nothing of the body buffered (asked first, then taken) */
     uint64_t remaining = 0, unused = 0;
     int src = resp ? t->uops->splice_fd(t->uc, true, false, &remaining)

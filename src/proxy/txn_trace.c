@@ -303,6 +303,20 @@ static pt_str protocol_version(const pt_request *r)
     }
 }
 
+/* The port of a Host/:authority ("h:8080", "[::1]:8443"); `dflt` when it
+ * has none (the codec checked the syntax: digits only, at most 5). */
+static int64_t authority_port(pt_str a, int64_t dflt)
+{
+    const char *end = a.p + a.n, *colon = a.n ? memrchr(a.p, ':', a.n) : NULL;
+    if (!colon || memchr(colon, ']', (size_t)(end - colon)) || colon + 1 == end) return dflt;
+    int64_t port = 0;
+    for (const char *c = colon + 1; c < end && port <= 65535; c++) {
+        if (*c < '0' || *c > '9') return dflt;
+        port = port * 10 + (*c - '0');
+    }
+    return port <= 65535 ? port : dflt;
+}
+
 void txn_trace_finish(pt_txn *t)
 {
     txn_trace *tr = &t->trace;
@@ -329,12 +343,7 @@ void txn_trace_finish(pt_txn *t)
         pt_span_str(&s, "url.scheme", t->conn.tls ? PT_STR_LIT("https") : PT_STR_LIT("http"));
         if (route) pt_span_str(&s, "http.route", pt_str_c(route));
         pt_span_str(&s, "server.address", r->host);
-        const char *colon = r->authority.n ? memrchr(r->authority.p, ':', r->authority.n) : NULL;
-        int64_t port = t->conn.tls ? 443 : 80;
-        if (colon && !memchr(colon, ']', (size_t)(r->authority.p + r->authority.n - colon)))
-            port = strtol(pt_arena_strndup(t->a, colon + 1, (size_t)(r->authority.p + r->authority.n - colon - 1)),
-                          NULL, 10);
-        pt_span_int(&s, "server.port", port);
+        pt_span_int(&s, "server.port", authority_port(r->authority, t->conn.tls ? 443 : 80));
         pt_span_str(&s, "network.protocol.version", protocol_version(r));
         const pt_str *ua = pt_headers_get(&r->headers, "user-agent");
         if (ua) pt_span_str(&s, "user_agent.original", *ua);
