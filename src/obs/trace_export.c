@@ -427,7 +427,8 @@ static void *exporter_main(void *arg)
         if (!X.head) X.tail = NULL;
         last->next = NULL;
         X.n -= k;
-        atomic_store_explicit(&X.room, !X.stopping && X.n < X.cap, memory_order_relaxed);
+        /* no endpoint (a reload turned the export off): still no room */
+        atomic_store_explicit(&X.room, !X.stopping && X.set.endpoint && X.n < X.cap, memory_order_relaxed);
         bool stopping = X.stopping;
         export_settings st;
         copy_settings(&st, &X.set);
