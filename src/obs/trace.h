@@ -189,6 +189,9 @@ void pt_trace_submit(struct pt_loop *loop, const pt_span *s);
 void pt_trace_worker_fini(struct pt_loop *loop);
 /* Counts one span dropped without being built (queue full). */
 void pt_trace_drop_one(void);
+/* Spans and bytes of buffer the export queue holds (tests: the memory
+ * bound of observability.md). */
+size_t pt_trace_export_queued(size_t *bytes);
 
 /* portico_tracing_spans_{exported,failed,dropped}_total in `reg`
  * (permanent series). Main thread, once. */

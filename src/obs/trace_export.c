@@ -135,6 +135,13 @@ static void queue_chunk(span_chunk *c)
 {
     uint32_t spans = c->spans, keep = 0;
     bool wake = false;
+    /* Queued, a chunk holds its spans' bytes, not the CHUNK_BYTES it was
+     * given: a quiet worker hands over chunks of one span (the memory bound
+     * of observability.md is queue_size encoded spans). */
+    if (c->cap > c->n) {
+        c->p = pt_xrealloc(c->p, c->n);
+        c->cap = c->n;
+    }
     pthread_mutex_lock(&X.mu);
     if (X.running && !X.stopping && X.n < X.cap) {
         keep = X.cap - X.n < c->spans ? (uint32_t)(X.cap - X.n) : c->spans;
@@ -154,6 +161,16 @@ static void queue_chunk(span_chunk *c)
     if (wake) pthread_cond_signal(&X.cond);
     if (keep < spans) count(&n_dropped, &m_dropped, spans - keep);
     if (!keep) chunk_free(c);
+}
+
+size_t pt_trace_export_queued(size_t *bytes)
+{
+    pthread_mutex_lock(&X.mu);
+    size_t n = X.n, b = 0;
+    for (const span_chunk *c = X.head; c; c = c->next) b += c->cap;
+    pthread_mutex_unlock(&X.mu);
+    *bytes = b;
+    return n;
 }
 
 /* The worker's chunk goes to the queue now. */
@@ -410,7 +427,8 @@ static void *exporter_main(void *arg)
         if (!X.head) X.tail = NULL;
         last->next = NULL;
         X.n -= k;
-        atomic_store_explicit(&X.room, !X.stopping && X.n < X.cap, memory_order_relaxed);
+        /* no endpoint (a reload turned the export off): still no room */
+        atomic_store_explicit(&X.room, !X.stopping && X.set.endpoint && X.n < X.cap, memory_order_relaxed);
         bool stopping = X.stopping;
         export_settings st;
         copy_settings(&st, &X.set);

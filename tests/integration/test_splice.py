@@ -580,3 +580,120 @@ def test_concurrent_spliced_bodies_do_not_mix(portico, upstream):
     assert spliced(aport, "response") > 16 * MB and spliced(aport, "request") > 16 * MB
     # pooled pipes are bounded (16) and each costs two descriptors
     assert fds(p) < 100
+
+
+# ------------------------------------------------------------- review additions
+
+def test_expect_continue_upload_is_spliced(portico, upstream):
+    """A client that waits for 100 Continue before its body gets it, and the
+    body then goes through the pipe byte-exact."""
+    body = os.urandom(BIG)
+    p, aport, up = start(portico, upstream, body)
+    s = socket.create_connection(("127.0.0.1", p.port), timeout=30)
+    s.sendall(build_request("POST", "/up", headers={"Expect": "100-continue", "Content-Length": str(len(body))}))
+    rd = ConnReader(s)
+    assert rd.read_until(b"\r\n\r\n").startswith(b"HTTP/1.1 100")
+    s.sendall(body)
+    r = read_response(rd, "POST")
+    assert r.status == 200 and r.body.decode() == sha(body)
+    s.close()
+    assert spliced(aport, "request") >= BIG - MB
+
+
+def test_requests_pipelined_behind_a_spliced_download(portico, upstream):
+    """A HEAD and a GET sent with a spliced GET in one write: each answer is
+    framed right (the HEAD's has no body, none of the pipe's bytes leak)."""
+    body = os.urandom(BIG)
+    p, aport, up = start(portico, upstream, body)
+    with Client(p.port, timeout=30) as c:
+        c.send(build_request("GET", "/a") + build_request("HEAD", "/h") + build_request("GET", "/b"))
+        r = c.read_response("GET")
+        assert r.status == 200 and sha(r.body) == sha(body)
+        r = c.read_response("HEAD")
+        assert r.status == 200 and r.body == b""
+        r = c.read_response("GET")
+        assert r.status == 200 and sha(r.body) == sha(body)
+    assert spliced(aport, "response") >= 2 * (BIG - MB)
+
+
+def test_upstream_write_timeout_fires_while_splicing_an_upload(portico, raw_server):
+    """An upstream that stops reading a spliced upload: its write_timeout
+    ends the exchange with 504."""
+    import threading
+    body = os.urandom(BIG)
+    release = threading.Event()
+
+    def serve(s, n):
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            buf += s.recv(65536)
+        got = len(buf.split(b"\r\n\r\n", 1)[1])
+        while got < 2 * MB:
+            got += len(s.recv(65536))
+        release.wait(20)  # stops reading
+
+    srv = raw_server(serve, ignore=(OSError,))
+    cfg, aport = admin_cfg(simple_config(srv.addr, workers=1,
+                                         upstream_extra={"write_timeout": "1s", "read_timeout": "30s"}))
+    p = portico(cfg)
+    s = socket.create_connection(("127.0.0.1", p.port), timeout=30)
+    req = build_request("POST", "/up", body=body)
+    def send():
+        try:
+            s.sendall(req)
+        except OSError:
+            pass  # Portico closed after answering
+    threading.Thread(target=send, daemon=True).start()
+    try:
+        r = read_response(ConnReader(s), "POST")
+    finally:
+        release.set()
+    assert r.status == 504, r
+    assert spliced(aport, "request") > 0
+    s.close()
+
+
+def test_early_keep_alive_answer_then_pipelined_request(portico, raw_server):
+    """The upstream answers a spliced upload after 1 MiB, keep-alive, then
+    reads the rest: the request pipelined behind the upload is served, with
+    and without splice."""
+    body = os.urandom(MB + MB // 2)
+
+    def serve(s, n):
+        buf = b""
+        while True:
+            while b"\r\n\r\n" not in buf:
+                d = s.recv(65536)
+                if not d:
+                    return
+                buf += d
+            head, buf = buf.split(b"\r\n\r\n", 1)
+            if not head.startswith(b"POST"):
+                s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nafter")
+                continue
+            got = len(buf)
+            while got < MB:
+                d = s.recv(65536)
+                if not d:
+                    return
+                got += len(d)
+            s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nearly")
+            while got < len(body):  # the rest of the body, then the next request
+                d = s.recv(min(65536, len(body) - got))
+                if not d:
+                    return
+                got += len(d)
+            buf = b""
+
+    srv = raw_server(serve, ignore=(OSError,))
+    for on in (True, False):
+        cfg, aport = admin_cfg(simple_config(srv.addr, workers=1, limits={"splice": on}))
+        p = portico(cfg)
+        with Client(p.port, timeout=30) as c:
+            c.send(build_request("POST", "/up", body=body) + build_request("GET", "/after"))
+            r = c.read_response("POST")
+            assert r.status == 200 and r.body == b"early"
+            r = c.read_response("GET")
+            assert r.status == 200 and r.body == b"after"
+        assert (spliced(aport, "request") > 0) == on
+        p.stop()

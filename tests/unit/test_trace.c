@@ -1,9 +1,14 @@
 /* test_trace.c — W3C traceparent/tracestate parsing, ids, the ratio
  * sampler, the OTLP JSON encoding of spans and export bodies (parsed back
  * with jansson), problem+json with a trace id, and the `tracing:` block. */
+#include <arpa/inet.h>
 #include <jansson.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "config/config.h"
+#include "core/loop.h"
 #include "http/problem.h"
 #include "obs/trace.h"
 #include "testlib.h"
@@ -449,6 +454,76 @@ TEST(config_tracing_block)
         pt_config_free(c);
         pt_errors_free(&errs);
     }
+}
+
+/* The export queue holds encoded spans, not chunk buffers: spans that a
+ * quiet worker hands over one by one (its 100 ms flush) take about their
+ * encoded size each (observability.md: "queue_size encoded spans, about 300
+ * bytes each"), not a 64 KiB chunk each. The endpoint refuses connections
+ * and batch_size is never reached, so the spans stay queued until the stop. */
+TEST(export_queue_holds_spans_not_chunk_buffers)
+{
+    int ls = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof(a);
+    CHECK(bind(ls, (struct sockaddr *)&a, sizeof(a)) == 0 && getsockname(ls, (struct sockaddr *)&a, &al) == 0);
+    char ep[64];
+    snprintf(ep, sizeof(ep), "http://127.0.0.1:%d/v1/traces", ntohs(a.sin_port)); /* bound, not listening */
+    pt_tracing_conf tc = {.enabled = true, .endpoint = ep, .timeout_ms = 1000, .batch_size = 1000,
+                          .batch_delay_ms = 600000, .queue_size = 1000, .max_retries = 0, .protobuf = true};
+    pt_trace_export_configure(&tc);
+    pt_loop *loop = pt_loop_new();
+    pt_span s = {0};
+    s.name = PT_STR_LIT("GET /x");
+    s.kind = PT_SPAN_SERVER;
+    pt_span_str(&s, "http.request.method", PT_STR_LIT("GET"));
+    for (int i = 0; i < 16; i++) {
+        CHECK(pt_trace_export_room());
+        pt_trace_submit(loop, &s);
+        pt_trace_worker_fini(loop); /* the chunk goes to the queue with its one span */
+    }
+    size_t bytes = 0;
+    CHECK_INT(pt_trace_export_queued(&bytes), 16);
+    CHECK(bytes <= 16 * 1024); /* each span well under 1 KiB encoded */
+    pt_loop_free(loop);
+    pt_trace_export_stop(); /* the POST is refused: counted as failed */
+    CHECK_INT(pt_trace_export_queued(&bytes), 0);
+    close(ls);
+}
+
+/* A reload to `tracing` without an endpoint stops the export: spans are
+ * dropped from then on, also once the exporter has sent (or failed) what
+ * was queued before the reload. */
+TEST(export_room_stays_closed_without_endpoint)
+{
+    int ls = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof(a);
+    CHECK(bind(ls, (struct sockaddr *)&a, sizeof(a)) == 0 && getsockname(ls, (struct sockaddr *)&a, &al) == 0);
+    char ep[64];
+    snprintf(ep, sizeof(ep), "http://127.0.0.1:%d/v1/traces", ntohs(a.sin_port)); /* bound, not listening */
+    pt_tracing_conf tc = {.enabled = true, .endpoint = ep, .timeout_ms = 1000, .batch_size = 1,
+                          .batch_delay_ms = 10, .queue_size = 100, .max_retries = 0, .protobuf = true};
+    pt_trace_export_configure(&tc);
+    pt_loop *loop = pt_loop_new();
+    pt_span s = {0};
+    s.name = PT_STR_LIT("GET /x");
+    CHECK(pt_trace_export_room());
+    pt_trace_submit(loop, &s); /* in the worker's chunk */
+    pt_tracing_conf off = tc;
+    off.endpoint = NULL; /* the reload */
+    pt_trace_export_configure(&off);
+    CHECK(!pt_trace_export_room());
+    uint64_t failed = pt_trace_spans_failed();
+    pt_trace_worker_fini(loop); /* the span recorded before the reload goes out */
+    size_t bytes;
+    for (int i = 0; i < 500 && (pt_trace_spans_failed() == failed || pt_trace_export_queued(&bytes)); i++)
+        usleep(10000); /* the exporter's refused POST */
+    CHECK(pt_trace_spans_failed() == failed + 1);
+    CHECK(!pt_trace_export_room());
+    pt_loop_free(loop);
+    pt_trace_export_stop();
+    close(ls);
 }
 
 TEST_MAIN()
