@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -274,9 +275,37 @@ static bool wait_fd(int fd, short ev, uint64_t deadline)
     }
 }
 
-/* One POST of `body` to the endpoint; the response status, or -1 on a
- * network error or timeout. */
-static int post_once(const export_settings *st, const char *body, size_t n, bool proto)
+/* Sends iov[0..niov) in order (sendmsg, partial writes resumed; the
+ * array is not changed). False on an error or the deadline. */
+static bool send_all(int fd, const struct iovec *iov, size_t niov, uint64_t deadline)
+{
+    size_t i = 0, off = 0; /* the next byte: iov[i] at off */
+    while (i < niov) {
+        struct iovec v[64];
+        size_t k = 0;
+        for (size_t j = i; j < niov && k < 64; j++, k++)
+            v[k] = (struct iovec){(char *)iov[j].iov_base + (j == i ? off : 0), iov[j].iov_len - (j == i ? off : 0)};
+        struct msghdr m = {.msg_iov = v, .msg_iovlen = k};
+        ssize_t w = sendmsg(fd, &m, MSG_NOSIGNAL);
+        if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
+            if (!wait_fd(fd, POLLOUT, deadline)) return false;
+            continue;
+        }
+        if (w < 0) return false;
+        size_t left = (size_t)w;
+        while (i < niov && left >= iov[i].iov_len - off) {
+            left -= iov[i].iov_len - off;
+            i++;
+            off = 0;
+        }
+        off += left;
+    }
+    return true;
+}
+
+/* One POST of the body iov[0..niov) (n bytes in all) to the endpoint; the
+ * response status, or -1 on a network error or timeout. */
+static int post_once(const export_settings *st, const struct iovec *iov, size_t niov, size_t n, bool proto)
 {
     uint64_t deadline = mono_ms() + st->timeout_ms;
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
@@ -304,19 +333,9 @@ static int post_once(const export_settings *st, const char *body, size_t n, bool
                       "POST %s HTTP/1.1\r\nHost: %s:%s\r\nContent-Type: %s\r\n"
                       "Content-Length: %zu\r\nConnection: close\r\nUser-Agent: portico\r\n\r\n",
                       st->path, st->host, st->port, proto ? "application/x-protobuf" : "application/json", n);
-    const char *parts[2] = {head, body};
-    size_t lens[2] = {(size_t)hn, n};
     int status = -1;
-    for (int i = 0; i < 2; i++) {
-        size_t off = 0;
-        while (off < lens[i]) {
-            ssize_t w = send(fd, parts[i] + off, lens[i] - off, MSG_NOSIGNAL);
-            if (w > 0) off += (size_t)w;
-            else if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
-                if (!wait_fd(fd, POLLOUT, deadline)) goto out;
-            } else goto out;
-        }
-    }
+    struct iovec hv = {head, (size_t)hn};
+    if (!send_all(fd, &hv, 1, deadline) || !send_all(fd, iov, niov, deadline)) goto out;
     /* the status line is enough: "HTTP/1.1 200 ..." */
     char rbuf[512];
     size_t got = 0;
@@ -350,27 +369,40 @@ static void backoff_locked(uint64_t ms)
  * freed. X.mu not held. False when it failed. */
 static bool export_batch(span_chunk *chunks, size_t k, const export_settings *st)
 {
-    pt_trace_buf body = X.body; /* the exporter thread's, reused across batches */
-    body.n = 0;
+    /* the body in pieces, sent with sendmsg: what goes before the spans,
+     * each chunk as it is (JSON: commas between), what goes after */
+    pt_trace_buf open = X.body; /* the exporter thread's, reused across batches */
+    open.n = 0;
     bool proto = chunks->proto;
-    if (proto) {
-        size_t total = 0; /* the lengths in front need the spans' total */
-        for (span_chunk *c = chunks; c; c = c->next) total += c->n;
-        pt_trace_proto_open(&body, st->service_name, total);
-    } else {
-        pt_trace_export_open(&body, st->service_name);
+    size_t nchunks = 0, spans_len = 0;
+    for (span_chunk *c = chunks; c; c = c->next) {
+        nchunks++;
+        spans_len += c->n;
     }
-    for (span_chunk *c = chunks, *next; c; c = next) {
-        next = c->next;
-        if (!proto && c != chunks) pt_trace_buf_put(&body, ",", 1);
-        pt_trace_buf_put(&body, c->p, c->n);
-        chunk_free(c);
+    if (proto) pt_trace_proto_open(&open, st->service_name, spans_len);
+    else pt_trace_export_open(&open, st->service_name);
+    static const char comma[] = ",";
+    pt_trace_buf close_json = {0};
+    if (!proto) pt_trace_export_close(&close_json);
+    struct iovec *iov = pt_xmalloc((2 * nchunks + 2) * sizeof(*iov));
+    size_t niov = 0, total = open.n;
+    iov[niov++] = (struct iovec){open.p, open.n};
+    for (span_chunk *c = chunks; c; c = c->next) {
+        if (!proto && c != chunks) {
+            iov[niov++] = (struct iovec){(void *)comma, 1};
+            total++;
+        }
+        iov[niov++] = (struct iovec){c->p, c->n};
+        total += c->n;
     }
-    if (!proto) pt_trace_export_close(&body);
+    if (!proto) {
+        iov[niov++] = (struct iovec){close_json.p, close_json.n};
+        total += close_json.n;
+    }
     bool ok = false;
     uint64_t delay = 100;
     for (uint32_t attempt = 0;; attempt++) {
-        int status = post_once(st, body.p, body.n, proto);
+        int status = post_once(st, iov, niov, total, proto);
         if (status >= 200 && status < 300) {
             ok = true;
             break;
@@ -384,7 +416,13 @@ static bool export_batch(span_chunk *chunks, size_t k, const export_settings *st
         if (!retryable || stop || attempt >= st->max_retries) break;
         delay *= 2;
     }
-    X.body = body;
+    free(iov);
+    pt_trace_buf_free(&close_json);
+    for (span_chunk *c = chunks, *next; c; c = next) {
+        next = c->next;
+        chunk_free(c);
+    }
+    X.body = open;
     if (ok) count(&n_exported, &m_exported, k);
     else count(&n_failed, &m_failed, k);
     return ok;

@@ -7,6 +7,7 @@ that is down and a queue that overflows (requests unaffected, counted)."""
 
 import json
 import re
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,7 +28,7 @@ class OtlpReceiver:
     (otlp_proto.py decodes them) or JSON, are parsed and kept; `status` is
     what it answers."""
 
-    def __init__(self):
+    def __init__(self, slow=False):
         self.batches = []  # OTLP/JSON shape, whichever encoding came
         self.raw = []
         self.paths = []
@@ -39,7 +40,13 @@ class OtlpReceiver:
         class H(BaseHTTPRequestHandler):
             def do_POST(self):
                 n = int(self.headers.get("Content-Length", "0"))
-                body = self.rfile.read(n)
+                if recv.slow:  # small reads with pauses: the sender's writes come back partial
+                    body = b""
+                    while len(body) < n:
+                        body += self.rfile.read(min(4096, n - len(body)))
+                        time.sleep(0.002)
+                else:
+                    body = self.rfile.read(n)
                 with recv.lock:
                     recv.paths.append(self.path)
                     ctype = self.headers.get("Content-Type")
@@ -56,7 +63,15 @@ class OtlpReceiver:
             def log_message(self, *a):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.slow = slow
+
+        class Server(ThreadingHTTPServer):
+            def server_bind(self):
+                if slow:  # a small receive window
+                    self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                super().server_bind()
+
+        self.server = Server(("127.0.0.1", 0), H)
         self.port = self.server.server_address[1]
         self.url = "http://127.0.0.1:%d/v1/traces" % self.port
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -622,3 +637,38 @@ def test_last_spans_go_out_at_shutdown(portico, upstream, otlp):
     paths = sorted(attrs(s)["url.path"] for s in by_kind(otlp.spans(), 2))
     assert paths == sorted("/s%d" % i for i in range(8))
     assert len(otlp.spans()) == 16
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "http/json"])
+def test_large_batches_to_a_slow_collector_arrive_whole(portico, upstream, protocol):
+    """A collector with a small receive window that reads slowly: the
+    exporter's writes of a large batch (over 1 MB) come back partial, and
+    every span still arrives, each batch parsing."""
+    up = upstream()
+    otlp = OtlpReceiver(slow=True)
+    try:
+        p = portico(simple_config(up.addr, tracing=tracing(
+            otlp.url, exporter={"protocol": protocol, "batch_size": 2000, "batch_delay": "2s"})))
+        long = "x" * 600
+        s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+        f = s.makefile("rb")
+        for i in range(1000):  # one keep-alive connection: quick
+            s.sendall(("GET /big/%d/%s HTTP/1.1\r\nHost: x\r\n\r\n" % (i, long)).encode())
+            line = f.readline()
+            assert line.startswith(b"HTTP/1.1 200"), line
+            n = 0
+            while True:
+                h = f.readline()
+                if h in (b"\r\n", b""):
+                    break
+                if h.lower().startswith(b"content-length:"):
+                    n = int(h.split(b":")[1])
+            f.read(n)
+        s.close()
+        spans = otlp.wait_spans(2000, timeout=60)
+        assert len(spans) == 2000
+        paths = {attrs(x)["url.path"] for x in by_kind(spans, 2)}
+        assert paths == {"/big/%d/%s" % (i, long) for i in range(1000)}
+        assert max(len(b) for b in otlp.raw) > 1000000  # far more than one write takes
+    finally:
+        otlp.close()
