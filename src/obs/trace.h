@@ -148,15 +148,11 @@ void pt_trace_export_close(pt_trace_buf *out);
  * with string_value or int_value; strings that are not UTF-8 get U+FFFD
  * for each invalid byte. */
 char *pt_span_proto_encode(const pt_span *s, size_t *len);
-/* The same in two steps, into a buffer the caller sizes:
- * pt_span_proto_measure returns the exact length and fills `z`, which
- * pt_span_proto_write then uses (it writes exactly that many bytes). */
-typedef struct {
-    size_t name, status_msg, status, span;
-    size_t str[PT_SPAN_MAX_ATTRS], value[PT_SPAN_MAX_ATTRS], kv[PT_SPAN_MAX_ATTRS];
-} pt_span_proto_sizes;
-size_t pt_span_proto_measure(const pt_span *s, pt_span_proto_sizes *z);
-size_t pt_span_proto_write(char *out, const pt_span *s, const pt_span_proto_sizes *z);
+/* The same into a buffer the caller sizes: pt_span_proto_bound is a cheap
+ * upper bound (no scan of the strings), pt_span_proto_write writes the
+ * span into out[0..bound) and returns its exact length. */
+size_t pt_span_proto_bound(const pt_span *s);
+size_t pt_span_proto_write(char *out, const pt_span *s);
 /* The same appended to `out`. */
 void pt_span_proto(pt_trace_buf *out, const pt_span *s);
 /* Appends a whole protobuf ExportTraceServiceRequest: one ResourceSpans

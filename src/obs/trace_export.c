@@ -238,10 +238,8 @@ void pt_trace_submit(pt_loop *loop, const pt_span *s)
     bool proto = atomic_load_explicit(&X.protobuf, memory_order_relaxed);
     span_chunk *c;
     if (proto) {
-        pt_span_proto_sizes z;
-        size_t n = pt_span_proto_measure(s, &z);
-        c = chunk_for(ws, proto, n);
-        c->n += pt_span_proto_write(c->p + c->n, s, &z);
+        c = chunk_for(ws, proto, pt_span_proto_bound(s));
+        c->n += pt_span_proto_write(c->p + c->n, s);
     } else {
         c = chunk_for(ws, proto, 1 + pt_span_json_bound(s));
         if (c->spans) c->p[c->n++] = ',';

@@ -1,6 +1,8 @@
 /* trace_proto.c — the OTLP protobuf encoding of spans (trace.h), written
- * straight from pt_span in two passes: the sizes of the nested messages
- * first (protobuf puts a length before each), then the bytes. The schema is
+ * straight from pt_span in one pass: each attribute's nested lengths are
+ * known from its key and value before it is written (protobuf puts a
+ * length before each message); the span's own length goes in 4 bytes kept
+ * in front, and the span moves up against it when it needs fewer. The schema is
  * fixed (opentelemetry/proto/trace/v1 and common/v1): only the fields
  * Portico sets are written.
  *
@@ -89,6 +91,12 @@ static bool all_ascii(const uint8_t *p, size_t n)
         memcpy(&x, p + n - 8, 8);
         return !((acc | x) & high);
     }
+    if (n >= 4) { /* two overlapping words */
+        uint32_t a, b;
+        memcpy(&a, p, 4);
+        memcpy(&b, p + n - 4, 4);
+        return !((a | b) & 0x80808080u);
+    }
     for (size_t i = 0; i < n; i++) acc |= p[i];
     return !(acc & high);
 }
@@ -128,63 +136,53 @@ static uint8_t *w_utf8_clean(uint8_t *o, pt_str s, size_t clean_len)
     return o;
 }
 
-/* ---- sizes ---- */
-
-typedef pt_span_proto_sizes proto_sizes;
+/* ---- the span, in one pass ---- */
 
 /* a length-delimited field: tag, length, bytes */
 static inline size_t field_len(size_t n) { return 1 + varint_len(n) + n; }
 
-static void measure(const pt_span *s, proto_sizes *z)
-{
-    size_t n = field_len(16) + field_len(8);
-    if (s->has_parent) n += field_len(8);
-    z->name = utf8_clean_len(s->name);
-    n += field_len(z->name);
-    n += 1 + varint_len((uint64_t)s->kind);
-    n += 2 * 9; /* two fixed64 times */
-    for (size_t i = 0; i < s->nattrs; i++) {
-        const pt_span_attr *a = &s->attrs[i];
-        if (a->is_int) {
-            z->value[i] = 1 + varint_len((uint64_t)a->num);
-        } else {
-            z->str[i] = utf8_clean_len(a->str);
-            z->value[i] = field_len(z->str[i]);
-        }
-        z->kv[i] = field_len(a->key_n) + field_len(z->value[i]);
-        n += field_len(z->kv[i]);
-    }
-    z->status = z->status_msg = 0;
-    if (s->status != PT_SPAN_STATUS_UNSET) {
-        z->status_msg = s->status_message.n ? utf8_clean_len(s->status_message) : 0;
-        z->status = (z->status_msg ? field_len(z->status_msg) : 0) + 1 + varint_len((uint64_t)s->status);
-        n += field_len(z->status);
-    }
-    z->span = n;
-}
-
-static uint8_t *w_len_field(uint8_t *o, uint8_t tag, size_t n)
+static inline uint8_t *w_len_field(uint8_t *o, uint8_t tag, size_t n)
 {
     *o++ = tag;
     return w_varint(o, n);
 }
 
-static uint8_t *w_bytes_field(uint8_t *o, uint8_t tag, const void *p, size_t n)
+static inline uint8_t *w_bytes_field(uint8_t *o, uint8_t tag, const void *p, size_t n)
 {
     o = w_len_field(o, tag, n);
     memcpy(o, p, n);
     return o + n;
 }
 
-/* The Span as ScopeSpans field 2 (tag, length, message). */
-static size_t write_span(uint8_t *out, const pt_span *s, const proto_sizes *z)
+/* A string field, cleaned to UTF-8. */
+static inline uint8_t *w_str_field(uint8_t *o, uint8_t tag, pt_str v)
 {
-    uint8_t *o = w_len_field(out, TAG(2, WT_LEN), z->span);
+    size_t n = utf8_clean_len(v);
+    o = w_len_field(o, tag, n);
+    return w_utf8_clean(o, v, n);
+}
+
+/* Room for the span's own length: 4 bytes of varint (spans < 256 MiB; a
+ * request head is at most a few hundred KiB). */
+#define SPAN_LEN_ROOM 4
+
+size_t pt_span_proto_bound(const pt_span *s)
+{
+    /* framing, ids, kind and times < 128 bytes; strings at most 3x (every
+     * byte invalid: U+FFFD); per attribute < 32 bytes of framing */
+    size_t n = 128 + 3 * s->name.n + 3 * s->status_message.n;
+    for (size_t i = 0; i < s->nattrs; i++)
+        n += 32 + s->attrs[i].key_n + (s->attrs[i].is_int ? 0 : 3 * s->attrs[i].str.n);
+    return n;
+}
+
+size_t pt_span_proto_write(char *out, const pt_span *s)
+{
+    uint8_t *base = (uint8_t *)out, *body = base + 1 + SPAN_LEN_ROOM, *o = body;
     o = w_bytes_field(o, TAG(1, WT_LEN), s->trace_id, 16);
     o = w_bytes_field(o, TAG(2, WT_LEN), s->span_id, 8);
     if (s->has_parent) o = w_bytes_field(o, TAG(4, WT_LEN), s->parent_id, 8);
-    o = w_len_field(o, TAG(5, WT_LEN), z->name);
-    o = w_utf8_clean(o, s->name, z->name);
+    o = w_str_field(o, TAG(5, WT_LEN), s->name);
     *o++ = TAG(6, WT_VARINT);
     o = w_varint(o, (uint64_t)s->kind);
     *o++ = TAG(7, WT_I64);
@@ -193,50 +191,48 @@ static size_t write_span(uint8_t *out, const pt_span *s, const proto_sizes *z)
     o = w_fixed64(o, s->end_ns);
     for (size_t i = 0; i < s->nattrs; i++) {
         const pt_span_attr *a = &s->attrs[i];
-        o = w_len_field(o, TAG(9, WT_LEN), z->kv[i]);
+        size_t vn = 0, av; /* AnyValue's length */
+        if (a->is_int) {
+            av = 1 + varint_len((uint64_t)a->num);
+        } else {
+            vn = utf8_clean_len(a->str);
+            av = field_len(vn);
+        }
+        o = w_len_field(o, TAG(9, WT_LEN), field_len(a->key_n) + field_len(av)); /* KeyValue */
         o = w_bytes_field(o, TAG(1, WT_LEN), a->key, a->key_n);
-        o = w_len_field(o, TAG(2, WT_LEN), z->value[i]);
+        o = w_len_field(o, TAG(2, WT_LEN), av);
         if (a->is_int) {
             *o++ = TAG(3, WT_VARINT);
             o = w_varint(o, (uint64_t)a->num); /* int64: two's complement, 10 bytes when negative */
         } else {
-            o = w_len_field(o, TAG(1, WT_LEN), z->str[i]);
-            o = w_utf8_clean(o, a->str, z->str[i]);
+            o = w_len_field(o, TAG(1, WT_LEN), vn);
+            o = w_utf8_clean(o, a->str, vn);
         }
     }
-    if (z->status) {
-        o = w_len_field(o, TAG(15, WT_LEN), z->status);
-        if (z->status_msg) {
-            o = w_len_field(o, TAG(2, WT_LEN), z->status_msg);
-            o = w_utf8_clean(o, s->status_message, z->status_msg);
+    if (s->status != PT_SPAN_STATUS_UNSET) {
+        size_t mn = s->status_message.n ? utf8_clean_len(s->status_message) : 0;
+        o = w_len_field(o, TAG(15, WT_LEN), (mn ? field_len(mn) : 0) + 1 + varint_len((uint64_t)s->status));
+        if (mn) {
+            o = w_len_field(o, TAG(2, WT_LEN), mn);
+            o = w_utf8_clean(o, s->status_message, mn);
         }
         *o++ = TAG(3, WT_VARINT);
         o = w_varint(o, (uint64_t)s->status);
     }
-    return (size_t)(o - out);
-}
-
-size_t pt_span_proto_measure(const pt_span *s, pt_span_proto_sizes *z)
-{
-    measure(s, z);
-    return field_len(z->span);
-}
-
-size_t pt_span_proto_write(char *out, const pt_span *s, const pt_span_proto_sizes *z)
-{
-    return write_span((uint8_t *)out, s, z);
+    /* the span's length in front, and the body moved up against it */
+    size_t n = (size_t)(o - body), vl = varint_len(n);
+    PT_ASSERT(vl <= SPAN_LEN_ROOM);
+    base[0] = TAG(2, WT_LEN);
+    w_varint(base + 1, n);
+    if (vl < SPAN_LEN_ROOM) memmove(base + 1 + vl, body, n);
+    return 1 + vl + n;
 }
 
 char *pt_span_proto_encode(const pt_span *s, size_t *len)
 {
-    proto_sizes z;
-    measure(s, &z);
-    size_t n = field_len(z.span);
-    uint8_t *out = pt_xmalloc(n);
-    size_t w = write_span(out, s, &z);
-    PT_ASSERT(w == n);
-    *len = n;
-    return (char *)out;
+    char *out = pt_xmalloc(pt_span_proto_bound(s));
+    *len = pt_span_proto_write(out, s);
+    return out;
 }
 
 void pt_span_proto(pt_trace_buf *b, const pt_span *s)
