@@ -133,6 +133,7 @@ static bool ts_value_ok(pt_str v)
 
 pt_str pt_tracestate_filter(pt_arena *a, pt_str v)
 {
+    if (!v.n) return PT_STR_NULL; /* an empty value may have no pointer */
     pt_str mem[PT_TRACESTATE_MAX_MEMBERS];
     size_t n = 0, total = 0;
     size_t i = 0;
