@@ -27,6 +27,10 @@ static inline pt_str pt_str_c(const char *s) { return (pt_str){s, s ? strlen(s) 
 static inline bool pt_str_eq(pt_str a, pt_str b) { return a.n == b.n && (a.n == 0 || memcmp(a.p, b.p, a.n) == 0); }
 static inline bool pt_str_eq_lit(pt_str a, const char *lit) { return pt_str_eq(a, pt_str_c(lit)); }
 bool pt_str_ieq(pt_str a, pt_str b);            /* ASCII case-insensitive equality */
+/* Length (1..4) of the valid UTF-8 sequence at p[0..n) (n >= 1), or 0 when
+ * the bytes there are not one (RFC 3629: no overlong forms, no surrogates,
+ * nothing above U+10FFFF). */
+size_t pt_utf8_seq(const unsigned char *p, size_t n);
 bool pt_str_ieq_lit(pt_str a, const char *lit); /* same, against a C string */
 
 /* One return-code convention across the codebase.

@@ -30,34 +30,6 @@ const char *pt_problem_slug(int status)
     }
 }
 
-/* Length of the valid UTF-8 sequence starting at s[0] (with `n` bytes
- * available), or 0 if the bytes there are not valid UTF-8 (RFC 3629:
- * no overlongs, no surrogates, nothing above U+10FFFF). s[0] >= 0x80. */
-static size_t utf8_valid_len(const unsigned char *s, size_t n)
-{
-    unsigned char c = s[0];
-    size_t len;
-    unsigned char lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
-    if (c >= 0xC2 && c <= 0xDF) {
-        len = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        len = 3;
-        if (c == 0xE0) lo = 0xA0;
-        if (c == 0xED) hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        len = 4;
-        if (c == 0xF0) lo = 0x90;
-        if (c == 0xF4) hi = 0x8F;
-    } else {
-        return 0;
-    }
-    if (n < len) return 0;
-    if (s[1] < lo || s[1] > hi) return 0;
-    for (size_t i = 2; i < len; i++)
-        if (s[i] < 0x80 || s[i] > 0xBF) return 0;
-    return len;
-}
-
 static const char hex_digits[] = "0123456789abcdef";
 
 /* Escapes one unit starting at in[i]: writes its output to `tmp` (<= 6
@@ -68,7 +40,7 @@ static size_t escape_unit(const unsigned char *in, size_t n, char tmp[6], size_t
     unsigned char c = in[0];
     *in_len = 1;
     if (c >= 0x80) {
-        size_t l = utf8_valid_len(in, n);
+        size_t l = pt_utf8_seq(in, n);
         if (l) {
             memcpy(tmp, in, l);
             *in_len = l;

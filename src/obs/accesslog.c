@@ -300,29 +300,6 @@ static void column_value(const pt_access_record *r, const pt_log_column *c, uint
 
 /* ------------------------------------------------------------ logfmt */
 
-/* Length of the valid UTF-8 sequence at p (2..4), or 0 when p[0] does not
- * start one (overlong forms, surrogates and > U+10FFFF are invalid). */
-static size_t utf8_seq(const unsigned char *p, size_t n)
-{
-    unsigned char c = p[0];
-    size_t len;
-    unsigned char lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF) len = 2;
-    else if (c >= 0xE0 && c <= 0xEF) {
-        len = 3;
-        if (c == 0xE0) lo = 0xA0;
-        if (c == 0xED) hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        len = 4;
-        if (c == 0xF0) lo = 0x90;
-        if (c == 0xF4) hi = 0x8F;
-    } else return 0;
-    if (n < len || p[1] < lo || p[1] > hi) return 0;
-    for (size_t i = 2; i < len; i++)
-        if ((p[i] & 0xC0) != 0x80) return 0;
-    return len;
-}
-
 /* A logfmt value must be quoted unless it is non-empty printable ASCII
  * without space, '"', '=' or '\'. */
 static bool logfmt_needs_quotes(pt_str s)
@@ -352,7 +329,7 @@ size_t pt_logfmt_escape_bounded(char *out, size_t cap, const char *in, size_t n)
             esc[0] = '\\';
             esc[1] = c == '\n' ? 'n' : c == '\r' ? 'r' : c == '\t' ? 't' : (char)c;
             en = 2;
-        } else if (c >= 0x80 && (take = utf8_seq(p + i, n - i)) > 0) {
+        } else if (c >= 0x80 && (take = pt_utf8_seq(p + i, n - i)) > 0) {
             src = (const char *)p + i;
             en = take;
         } else {

@@ -53,32 +53,6 @@ static inline uint8_t *w_fixed64(uint8_t *o, uint64_t v)
 
 /* ---- UTF-8 ---- */
 
-/* Length of the valid UTF-8 sequence at p[0..n) (1..4), or 0 when p[0]
- * starts none (RFC 3629: no overlongs, no surrogates, at most U+10FFFF). */
-static size_t utf8_seq(const uint8_t *p, size_t n)
-{
-    uint8_t c = p[0];
-    if (c < 0x80) return 1;
-    size_t k;
-    uint8_t lo = 0x80, hi = 0xbf;
-    if (c >= 0xc2 && c <= 0xdf) k = 2;
-    else if (c >= 0xe0 && c <= 0xef) {
-        k = 3;
-        if (c == 0xe0) lo = 0xa0;
-        if (c == 0xed) hi = 0x9f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        k = 4;
-        if (c == 0xf0) lo = 0x90;
-        if (c == 0xf4) hi = 0x8f;
-    } else {
-        return 0;
-    }
-    if (n < k || p[1] < lo || p[1] > hi) return 0;
-    for (size_t i = 2; i < k; i++)
-        if ((p[i] & 0xc0) != 0x80) return 0;
-    return k;
-}
-
 static bool all_ascii(const uint8_t *p, size_t n)
 {
     const uint64_t high = 0x8080808080808080ull;
@@ -108,7 +82,7 @@ static size_t utf8_clean_len(pt_str s)
     if (all_ascii(p, s.n)) return s.n;
     size_t out = 0;
     for (size_t i = 0; i < s.n;) {
-        size_t k = utf8_seq(p + i, s.n - i);
+        size_t k = pt_utf8_seq(p + i, s.n - i);
         out += k ? k : 3;
         i += k ? k : 1;
     }
@@ -123,7 +97,7 @@ static uint8_t *w_utf8_clean(uint8_t *o, pt_str s, size_t clean_len)
     }
     const uint8_t *p = (const uint8_t *)s.p;
     for (size_t i = 0; i < s.n;) {
-        size_t k = utf8_seq(p + i, s.n - i);
+        size_t k = pt_utf8_seq(p + i, s.n - i);
         if (k) {
             memcpy(o, p + i, k);
             o += k;

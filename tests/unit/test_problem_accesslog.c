@@ -107,6 +107,37 @@ static size_t count_char(const char *p, size_t n, char c)
 
 /* ------------------------------------------------------------ problem+json */
 
+/* The one UTF-8 check problem+json, the access log and the OTLP encoder
+ * share (core/common.c): every boundary of RFC 3629. */
+TEST(utf8_sequence_boundaries)
+{
+    static const struct {
+        const char *bytes;
+        size_t n, want;
+    } cases[] = {
+        {"a", 1, 1},
+        {"\x7f", 1, 1},
+        {"\xc2\x80", 2, 2},          /* U+0080 */
+        {"\xc1\xbf", 2, 0},          /* overlong */
+        {"\xdf\xbf", 2, 2},
+        {"\xe0\x9f\xbf", 3, 0},      /* overlong */
+        {"\xe0\xa0\x80", 3, 3},      /* U+0800 */
+        {"\xed\x9f\xbf", 3, 3},      /* U+D7FF */
+        {"\xed\xa0\x80", 3, 0},      /* surrogate */
+        {"\xef\xbf\xbf", 3, 3},
+        {"\xf0\x8f\xbf\xbf", 4, 0},  /* overlong */
+        {"\xf0\x90\x80\x80", 4, 4},  /* U+10000 */
+        {"\xf4\x8f\xbf\xbf", 4, 4},  /* U+10FFFF */
+        {"\xf4\x90\x80\x80", 4, 0},  /* above */
+        {"\xf5\x80\x80\x80", 4, 0},
+        {"\x80", 1, 0},              /* a continuation alone */
+        {"\xe2\x98", 2, 0},          /* cut short */
+        {"\xe2\x28\xa1", 3, 0},      /* bad continuation */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        CHECK_INT(pt_utf8_seq((const unsigned char *)cases[i].bytes, cases[i].n), cases[i].want);
+}
+
 TEST(problem_404_exact)
 {
     pt_arena *a = pt_arena_new(1024);
