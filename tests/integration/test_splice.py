@@ -39,6 +39,19 @@ def big_handler(body):
     return handler
 
 
+def slow_download(port):
+    """GET /big on a connection with a small receive window (a slow reader:
+    the splice waits on the client); returns (socket, head, body bytes
+    read so far)."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    s.settimeout(30)
+    s.connect(("127.0.0.1", port))
+    s.sendall(build_request("GET", "/big"))
+    head, got = recv_head(s)
+    return s, head, got
+
+
 def start(portico, upstream, body, handler=None, route_extra=None, upstream_extra=None, **top):
     up = upstream(handler or big_handler(body))
     cfg, aport = admin_cfg(simple_config(up.addr, route_extra=route_extra, upstream_extra=upstream_extra,
@@ -131,12 +144,7 @@ def test_keep_alive_spliced_responses_and_pipelined_request_after_spliced_upload
 def test_slow_reader_completes_byte_exact(portico, upstream):
     body = os.urandom(4 * MB)
     p, aport, up = start(portico, upstream, body)
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
-    s.settimeout(30)
-    s.connect(("127.0.0.1", p.port))
-    s.sendall(build_request("GET", "/big"))
-    head, got = recv_head(s)
+    s, head, got = slow_download(p.port)
     assert b"Content-Length: %d" % len(body) in head
     got = bytearray(got)
     while len(got) < len(body):
@@ -337,12 +345,7 @@ def test_drain_and_reload_while_a_body_is_spliced(portico, upstream):
     spliced to a slow client: it completes byte-exact, then Portico exits."""
     body = os.urandom(4 * MB)
     p, aport, up = start(portico, upstream, body, timeouts={"shutdown": "20s"})
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
-    s.settimeout(30)
-    s.connect(("127.0.0.1", p.port))
-    s.sendall(build_request("GET", "/big"))
-    head, got = recv_head(s)
+    s, head, got = slow_download(p.port)
     got = bytearray(got)
     sent = {"hup": False, "term": False}
     while len(got) < len(body):
@@ -472,12 +475,7 @@ def test_shutdown_timeout_closes_a_splice_to_a_stalled_client(portico, upstream)
     cleanly (exit 0, no leak report: the pipe and the pool are closed)."""
     body = os.urandom(BIG)
     p, aport, up = start(portico, upstream, body, timeouts={"shutdown": "1s"})
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
-    s.settimeout(30)
-    s.connect(("127.0.0.1", p.port))
-    s.sendall(build_request("GET", "/big"))
-    head, got = recv_head(s)
+    s, head, got = slow_download(p.port)
     while len(got) < MB:
         got += s.recv(65536)
     poll(lambda: spliced(aport, "response") > 0, msg="the download is spliced")
