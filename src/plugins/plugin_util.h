@@ -343,6 +343,24 @@ static inline pt_str pt_plugin_key_build(pt_txn *txn, const pt_plugin_key *k, ch
     return pt_str_make(out, used);
 }
 
+/* Takes the next parameter of a query string (the pieces between '&') off
+ * the front of *rest; false once *rest is empty. *param is the whole piece
+ * (may be empty: "a&&b"), *name what comes before its first '=' (all of it
+ * without one), *value what follows that '=' (empty without one); *has_eq
+ * says whether there was one. Nothing is decoded. */
+static inline bool pt_plugin_query_next(pt_str *rest, pt_str *param, pt_str *name, pt_str *value, bool *has_eq)
+{
+    if (!rest->n) return false;
+    const char *amp = memchr(rest->p, '&', rest->n);
+    *param = pt_str_make(rest->p, amp ? (size_t)(amp - rest->p) : rest->n);
+    *rest = amp ? pt_str_make(amp + 1, rest->n - param->n - 1) : PT_STR_NULL;
+    const char *eq = param->n ? memchr(param->p, '=', param->n) : NULL;
+    *has_eq = eq != NULL;
+    *name = eq ? pt_str_make(param->p, (size_t)(eq - param->p)) : *param;
+    *value = eq ? pt_str_make(eq + 1, param->n - name->n - 1) : PT_STR_NULL;
+    return true;
+}
+
 /* Replaces the request's query (without '?'; empty: none) and its target
  * to match (path + "?" + query), in `a`: what the upstream gets and what
  * the access log shows. For plugins that take a credential out of the

@@ -454,6 +454,18 @@ TEST(config_tracing_block)
     }
 }
 
+/* An exporter endpoint that refuses connections: a loopback port bound
+ * but not listening (close the returned socket at the end). */
+static int refusing_endpoint(char *ep, size_t n)
+{
+    int ls = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof(a);
+    CHECK(bind(ls, (struct sockaddr *)&a, sizeof(a)) == 0 && getsockname(ls, (struct sockaddr *)&a, &al) == 0);
+    snprintf(ep, n, "http://127.0.0.1:%d/v1/traces", ntohs(a.sin_port));
+    return ls;
+}
+
 /* The export queue holds encoded spans, not chunk buffers: spans that a
  * quiet worker hands over one by one (its 100 ms flush) take about their
  * encoded size each (observability.md: "queue_size encoded spans, about 300
@@ -461,12 +473,8 @@ TEST(config_tracing_block)
  * and batch_size is never reached, so the spans stay queued until the stop. */
 TEST(export_queue_holds_spans_not_chunk_buffers)
 {
-    int ls = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t al = sizeof(a);
-    CHECK(bind(ls, (struct sockaddr *)&a, sizeof(a)) == 0 && getsockname(ls, (struct sockaddr *)&a, &al) == 0);
     char ep[64];
-    snprintf(ep, sizeof(ep), "http://127.0.0.1:%d/v1/traces", ntohs(a.sin_port)); /* bound, not listening */
+    int ls = refusing_endpoint(ep, sizeof(ep));
     pt_tracing_conf tc = {.enabled = true, .endpoint = ep, .timeout_ms = 1000, .batch_size = 1000,
                           .batch_delay_ms = 600000, .queue_size = 1000, .max_retries = 0, .protobuf = true};
     pt_trace_export_configure(&tc);
@@ -494,12 +502,8 @@ TEST(export_queue_holds_spans_not_chunk_buffers)
  * was queued before the reload. */
 TEST(export_room_stays_closed_without_endpoint)
 {
-    int ls = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t al = sizeof(a);
-    CHECK(bind(ls, (struct sockaddr *)&a, sizeof(a)) == 0 && getsockname(ls, (struct sockaddr *)&a, &al) == 0);
     char ep[64];
-    snprintf(ep, sizeof(ep), "http://127.0.0.1:%d/v1/traces", ntohs(a.sin_port)); /* bound, not listening */
+    int ls = refusing_endpoint(ep, sizeof(ep));
     pt_tracing_conf tc = {.enabled = true, .endpoint = ep, .timeout_ms = 1000, .batch_size = 1,
                           .batch_delay_ms = 10, .queue_size = 100, .max_retries = 0, .protobuf = true};
     pt_trace_export_configure(&tc);

@@ -325,14 +325,9 @@ static pt_str build_key(pt_txn *txn, const pt_cache_conf *c)
     if (req->has_query && !c->query_none) {
         size_t mark = n;
         b[n++] = '?';
-        pt_str rest = req->query;
-        bool any = false;
-        while (rest.n) {
-            const char *amp = memchr(rest.p, '&', rest.n);
-            pt_str p = pt_str_make(rest.p, amp ? (size_t)(amp - rest.p) : rest.n);
-            rest = amp ? pt_str_make(amp + 1, rest.n - p.n - 1) : PT_STR_NULL;
-            const char *eq = memchr(p.p, '=', p.n);
-            pt_str name = eq ? pt_str_make(p.p, (size_t)(eq - p.p)) : p;
+        pt_str rest = req->query, p, name, value;
+        bool any = false, has_eq;
+        while (pt_plugin_query_next(&rest, &p, &name, &value, &has_eq)) {
             if (p.n == 0 || in_list(c->query_ignore, c->nquery_ignore, name)) continue;
             if (c->query_keep && !in_list(c->query_keep, c->nquery_keep, name)) continue;
             if (any) b[n++] = '&';

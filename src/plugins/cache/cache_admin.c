@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "plugins/cache/cache.h"
+#include "plugins/plugin_util.h"
 
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
 static pt_cache_store *stores;
@@ -105,16 +106,10 @@ static int purge_handler(void *data, pt_method method, pt_str path, pt_str query
     int mode = -1;
     char *arg = NULL, *zone = NULL;
     size_t arglen = 0, zlen = 0;
-    pt_str rest = query;
-    bool bad = false;
-    while (rest.n) {
-        const char *amp = memchr(rest.p, '&', rest.n);
-        pt_str param = pt_str_make(rest.p, amp ? (size_t)(amp - rest.p) : rest.n);
-        rest = amp ? pt_str_make(amp + 1, rest.n - param.n - 1) : PT_STR_NULL;
-        const char *eq = memchr(param.p, '=', param.n);
-        if (!eq) continue;
-        pt_str name = pt_str_make(param.p, (size_t)(eq - param.p));
-        pt_str val = pt_str_make(eq + 1, param.n - name.n - 1);
+    pt_str rest = query, param, name, val;
+    bool bad = false, has_eq;
+    while (pt_plugin_query_next(&rest, &param, &name, &val, &has_eq)) {
+        if (!has_eq) continue;
         if (pt_str_eq_lit(name, "zone")) {
             free(zone);
             zone = pct_decode(val, &zlen);
